@@ -1,0 +1,1 @@
+"""Prefect flows: one module per runbook family, plus the steps every runbook shares."""
