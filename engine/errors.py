@@ -1,13 +1,15 @@
 """Every error the engine raises on purpose derives from `RunbookError`.
 
     RunbookError
-    ├── ConfigError          a settings value, clusters.yaml or a runbook file is invalid
-    │   └── CatalogError     a runbook file in the catalog is invalid
-    ├── ParameterError       a runbook was given bad parameters (names every invalid field)
-    ├── UnknownClusterError  a cluster name that clusters.yaml does not define
-    └── BrokerError          a broker or service could not be reached or refused a request
-        ├── UnreachableError the service did not answer within the time allowed
-        └── PreconditionError the target is in a state the action may not run in
+    ├── ConfigError             a settings value, clusters.yaml or a runbook file is invalid
+    │   └── CatalogError        a runbook file in the catalog is invalid
+    ├── UsageError              a person asked for something invalid (the CLI exits 2)
+    │   ├── ParameterError      bad runbook parameters (names every invalid field)
+    │   └── NotFoundError       no such runbook, run or cluster
+    │       └── UnknownClusterError
+    └── BrokerError             a broker or service could not be reached or refused a request
+        ├── UnreachableError    the service did not answer within the time allowed
+        └── PreconditionError   the target is in a state the action may not run in
 
 Messages say what was wrong and what is allowed, so the CLI prints them as they are.
 """
@@ -26,7 +28,11 @@ class CatalogError(ConfigError):
     """A runbook file is invalid; the message names the file and the field."""
 
 
-class ParameterError(RunbookError):
+class UsageError(RunbookError):
+    """A person asked for something invalid; nothing was changed."""
+
+
+class ParameterError(UsageError):
     """A runbook's parameters are invalid.
 
     `problems` holds one (field, message) pair per invalid parameter.
@@ -39,7 +45,11 @@ class ParameterError(RunbookError):
         super().__init__(f"invalid parameters for runbook {runbook!r}:\n{lines}")
 
 
-class UnknownClusterError(ConfigError):
+class NotFoundError(UsageError):
+    """No runbook, run or cluster of that name."""
+
+
+class UnknownClusterError(NotFoundError):
     """A cluster name that clusters.yaml does not define."""
 
 

@@ -1,0 +1,81 @@
+"""Settings, read once at start-up from the environment (prefix RUNBOOK_), never at import time.
+
+    RUNBOOK_CLUSTERS          path of clusters.yaml            (default: <repo>/clusters.yaml)
+    RUNBOOK_CATALOG           directory of runbook files        (default: <repo>/runbooks)
+    RUNBOOK_POSTMORTEM_DIR    where drafts are written          (default: <repo>/postmortems/drafts)
+    RUNBOOK_SNAPSHOT_DIR      snapshots of what runs changed    (default: <repo>/snapshots)
+    RUNBOOK_TEAMS             members of each @team             (default: <repo>/teams.yaml)
+    RUNBOOK_LOCK_WAIT_S       how long a run waits for its target's lock (default: 60)
+    RUNBOOK_INJECT_FAULT      tests only: make a named step fail (apply-partial, verify)
+    RUNBOOK_PREFECT_API_URL   the Prefect server's API          (default: PREFECT_API_URL, else the stack's)
+    RUNBOOK_SLACK_BOT_TOKEN, RUNBOOK_SLACK_SIGNING_SECRET, RUNBOOK_SLACK_API_URL, RUNBOOK_SLACK_CHANNEL
+    RUNBOOK_ALERT_TOKEN       bearer token alert webhooks must send
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from engine.errors import ConfigError
+from engine.validation import config_error
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# Read by dev/ scripts, not by the engine.
+_NOT_OURS = {"venv"}
+
+
+class Settings(BaseModel):
+    """Plain model filled from an injectable environment (so tests pass their own)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    clusters: Path = Field(REPO / "clusters.yaml", description="path of clusters.yaml")
+    catalog: Path = Field(REPO / "runbooks", description="directory of runbook files")
+    postmortem_dir: Path = Field(REPO / "postmortems" / "drafts", description="where drafts are written")
+    snapshot_dir: Path = Field(REPO / "snapshots", description="where runbooks keep what they change, to restore")
+    teams: Path = Field(REPO / "teams.yaml", description="who is in each @team named by approval policies")
+    lock_wait_s: float = Field(60.0, ge=0, description="how long a run waits for its target's lock")
+    inject_fault: str | None = Field(None, description="tests only: make a step fail (e.g. apply-partial)")
+    prefect_api_url: str = Field("", description="the Prefect server's API URL")
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_channel: str | None = None
+    alert_token: SecretStr | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read the settings from `environ` (default: the process environment)."""
+        source = dict(os.environ if environ is None else environ)
+        values = {
+            key[len("RUNBOOK_"):].lower(): value
+            for key, value in source.items()
+            if key.startswith("RUNBOOK_") and value != ""
+        }
+        if not values.get("prefect_api_url"):
+            values["prefect_api_url"] = source.get("PREFECT_API_URL") or (
+                f"http://127.0.0.1:{source.get('STACK_PREFECT_PORT', '4200')}/api"
+            )
+        for key in _NOT_OURS:
+            values.pop(key, None)
+        unknown = sorted(set(values) - set(cls.model_fields))
+        if unknown:
+            known = ", ".join("RUNBOOK_" + name.upper() for name in cls.model_fields)
+            raise ConfigError(
+                f"unknown setting {', '.join('RUNBOOK_' + k.upper() for k in unknown)} in the environment "
+                f"(known: {known})"
+            )
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise config_error("the RUNBOOK_* environment", exc) from None
+
+    def apply_to_prefect(self) -> None:
+        """Point Prefect's client at our server (Prefect reads PREFECT_API_URL lazily)."""
+        os.environ["PREFECT_API_URL"] = self.prefect_api_url
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

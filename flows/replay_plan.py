@@ -1,0 +1,561 @@
+"""The planning core of the `kafka-replay` runbook: `kafka-consumer-groups.sh --reset-offsets`, in Python.
+
+    spec = spec_from_parameters(to_datetime="2024-05-01T13:45:00.000Z")
+    plan = plan_replay(kafka, "billing", spec, topics=["orders:0,2"])
+    plan.messages_replayed, plan.to_csv(), plan.digest()
+
+Parameters mean what the Java tool's options mean (ConsumerGroupCommand, Kafka 4.1): the same
+scope rules, clamping into [log start, log end], fall-backs and errors, and `to_csv()` prints the
+bytes `--dry-run --export` prints. Bad parameters raise ParameterError naming every invalid field.
+Plain Python: the Prefect flow around it lives elsewhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Union
+
+from engine.errors import ParameterError
+from integrations.kafka import KafkaClient, TopicPartitionKey, UnknownTopicError
+
+__all__ = [
+    "ByDuration", "FromFile", "PartitionPlan", "ReplayPlan", "ShiftBy", "Spec", "ToCurrent", "ToDatetime",
+    "ToEarliest", "ToLatest", "ToOffset", "TopicScope", "parse_datetime", "parse_duration",
+    "parse_offsets_csv", "parse_scope", "plan_replay", "spec_from_parameters",
+]
+
+RUNBOOK = "kafka-replay"
+DATETIME_HINT = "write yyyy-MM-ddTHH:mm:ss.SSS with an optional zone (Z, +01:00); no zone means UTC"
+
+
+def _invalid(field: str, message: str) -> ParameterError:
+    return ParameterError(RUNBOOK, [(field, message)])
+
+
+# -- parameters --------------------------------------------------------------------------------
+
+# What Utils.getDateTime parses with the same meaning; it also takes one-digit fields, ".5" as
+# 5 ms, "+0130" as +01:00 and trailing junk, which we refuse rather than guess.
+_DATETIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})(?:(Z)|([+-])(\d{2})(?::(\d{2}))?)?"
+)
+
+
+def parse_datetime(text: str, *, field: str = "to_datetime") -> int:
+    """Epoch milliseconds of `text`, read as `kafka-consumer-groups --to-datetime` reads it.
+
+    `2024-05-01T13:45:00.000` (UTC), `2024-05-01T13:45:00.000Z`, `...000+02:00`, `...000-05`.
+    """
+    match = _DATETIME.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        if isinstance(text, str) and re.fullmatch(r".*T\d{2}:\d{2}:\d{2}(Z|[+-].*)?", text.strip()):
+            return _raise(field, f"{text!r} has no milliseconds: the Java tool needs them too; {DATETIME_HINT}")
+        if isinstance(text, str) and re.search(r"[+-]\d{4}$", text.strip()):
+            return _raise(field, f"{text!r}: write the zone as +hh:mm (the Java tool reads +0130 as +01:00)")
+        return _raise(field, f"{text!r} is not a date and time; {DATETIME_HINT}, e.g. 2024-05-01T13:45:00.000Z")
+    year, month, day, hour, minute, second, milli, _z, sign, zone_h, zone_m = match.groups()
+    offset = timedelta(hours=int(zone_h or 0), minutes=int(zone_m or 0)) * (-1 if sign == "-" else 1)
+    # Java's calendar refuses zone offsets outside -13:00..+14:00 and re-reads them as whole hours.
+    if not timedelta(hours=-13) <= offset <= timedelta(hours=14) or int(zone_m or 0) > 59:
+        return _raise(field, f"{text!r}: the zone offset must lie between -13:00 and +14:00")
+    try:
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                          int(milli) * 1000, tzinfo=timezone(offset))
+    except ValueError as exc:
+        return _raise(field, f"{text!r} is not a valid date and time ({exc}); {DATETIME_HINT}")
+    return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
+
+
+# java.time.Duration.parse: PnDTnHnMn.nS, case-insensitive, signs allowed on every number.
+_DURATION = re.compile(
+    r"([-+]?)P(?:([-+]?\d+)D)?(?:T(?:([-+]?\d+)H)?(?:([-+]?\d+)M)?(?:([-+]?\d+)(?:[.,](\d{0,9}))?S)?)?",
+    re.IGNORECASE,
+)
+
+
+def parse_duration(text: str, *, field: str = "by_duration") -> int:
+    """Milliseconds in an ISO-8601 duration as java.time.Duration reads it: `PT15M`, `P1DT2H`, `PT1.5S`.
+
+    Negative durations, which the Java tool accepts and which reach into the future (so every
+    partition falls back to its log end), are refused.
+    """
+    stripped = text.strip() if isinstance(text, str) else ""
+    match = _DURATION.fullmatch(stripped)
+    if match is None or stripped.upper().endswith("T") or not any(match.group(i) for i in (2, 3, 4, 5)):
+        return _raise(field, f"{text!r} is not an ISO-8601 duration PnDTnHnMnS, e.g. PT15M, PT2H30M, P1D")
+    sign, days, hours, minutes, seconds, fraction = match.groups()
+    nanos = ((int(days or 0) * 24 + int(hours or 0)) * 60 + int(minutes or 0)) * 60 * 10**9
+    fraction_nanos = int((fraction or "").ljust(9, "0"))
+    nanos += int(seconds or 0) * 10**9 + (-fraction_nanos if (seconds or "").startswith("-") else fraction_nanos)
+    nanos = -nanos if sign == "-" else nanos
+    if nanos < 0:
+        return _raise(field, f"{text!r} is negative: give how far back to go, e.g. PT15M")
+    return nanos // 10**6
+
+
+@dataclass(frozen=True)
+class TopicScope:
+    """One `topic` parameter: a whole topic (`partitions` None) or some of its partitions."""
+
+    topic: str
+    partitions: tuple[int, ...] | None = None
+
+
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def parse_scope(topics: Iterable[str], *, field: str = "topic") -> list[TopicScope]:
+    """Parse `topic` parameters: `orders` (every partition) or `orders:0,1,2` (those partitions).
+
+    Every invalid item is named in one ParameterError; a partition named twice is refused (the
+    Java tool fails on it with "Duplicate key").
+    """
+    problems: list[tuple[str, str]] = []
+    scopes: list[TopicScope] = []
+    whole: dict[str, str] = {}  # topic -> the item that named all of it
+    named: dict[TopicPartitionKey, str] = {}  # (topic, partition) -> the item that named it
+    for item in topics:
+        topic, colon, partition_list = str(item).strip().partition(":")
+        if not _TOPIC_NAME.fullmatch(topic) or topic in {".", ".."}:
+            problems.append((field, f"{item!r}: {topic!r} is not a topic name (letters, digits, '.', '_', '-')"))
+            continue
+        if not colon:
+            prior = whole.get(topic) or next((v for (t, _), v in named.items() if t == topic), None)
+            if prior:
+                problems.append((field, f"{topic} is named twice ({prior!r} and {item!r})"))
+            whole.setdefault(topic, str(item))
+            scopes.append(TopicScope(topic))
+            continue
+        parts = [p.strip() for p in partition_list.split(",")]
+        if not all(p.isdigit() for p in parts):
+            problems.append((field, f"{item!r}: partitions must be numbers separated by commas, e.g. {topic}:0,1,2"))
+            continue
+        for partition in map(int, parts):
+            prior = whole.get(topic) or named.get((topic, partition))
+            if prior:
+                problems.append((field, f"{topic}:{partition} is named twice ({prior!r} and {item!r})"))
+            named.setdefault((topic, partition), str(item))
+        scopes.append(TopicScope(topic, tuple(map(int, parts))))
+    if problems:
+        raise ParameterError(RUNBOOK, problems)
+    return scopes
+
+
+def parse_offsets_csv(text: str, *, field: str = "from_file") -> dict[TopicPartitionKey, int]:
+    """Offsets from `topic,partition,offset` lines, as `--export` writes them, in file order.
+
+    Blank lines and a `topic,partition,offset` header are skipped. Errors name their line numbers.
+    """
+    offsets: dict[TopicPartitionKey, int] = {}
+    first_line: dict[TopicPartitionKey, int] = {}
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = [f.strip() for f in line.split(",")]
+        if not line.strip() or [f.lower() for f in fields] == ["topic", "partition", "offset"]:
+            continue
+        if len(fields) != 3:
+            extra = " (a group column? export with one --group)" if len(fields) == 4 else ""
+            problems.append(f"line {number}: {line!r} has {len(fields)} fields{extra}; expected topic,partition,offset")
+        elif not _TOPIC_NAME.fullmatch(fields[0]):
+            problems.append(f"line {number}: {fields[0]!r} is not a topic name")
+        elif not fields[1].isdigit() or not re.fullmatch(r"-?\d+", fields[2]):
+            problems.append(f"line {number}: partition and offset must be whole numbers, got {fields[1]!r} and {fields[2]!r}")
+        elif (key := (fields[0], int(fields[1]))) in offsets:
+            problems.append(f"line {number}: {key[0]}:{key[1]} already has an offset on line {first_line[key]}")
+        else:
+            offsets[key], first_line[key] = int(fields[2]), number
+    if problems:
+        more = [f"... and {len(problems) - 10} more"] if len(problems) > 10 else []
+        raise ParameterError(RUNBOOK, [(field, problem) for problem in problems[:10] + more])
+    if not offsets:
+        raise _invalid(field, "no offsets in the file; expected lines of topic,partition,offset")
+    return offsets
+
+
+def _raise(field: str, message: str):
+    raise _invalid(field, message)
+
+
+# -- specs -------------------------------------------------------------------------------------
+
+def _iso(ms: int) -> str:
+    moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class ToDatetime:
+    timestamp_ms: int
+
+    def describe(self) -> str:
+        return f"to_datetime={_iso(self.timestamp_ms)}"
+
+
+@dataclass(frozen=True)
+class ByDuration:
+    duration_ms: int
+
+    def describe(self) -> str:
+        days, rest = divmod(self.duration_ms, 86_400_000)
+        hours, rest = divmod(rest, 3_600_000)
+        minutes, rest = divmod(rest, 60_000)
+        seconds = f"{rest // 1000}.{rest % 1000:03d}".rstrip("0").rstrip(".") if rest else ""
+        time_part = "".join(f"{v}{u}" for v, u in ((hours, "H"), (minutes, "M"), (seconds, "S")) if v)
+        text = "P" + (f"{days}D" if days else "") + (f"T{time_part}" if time_part else "")
+        return f"by_duration={text if text != 'P' else 'PT0S'}"
+
+
+@dataclass(frozen=True)
+class ToEarliest:
+    def describe(self) -> str:
+        return "to_earliest"
+
+
+@dataclass(frozen=True)
+class ToLatest:
+    def describe(self) -> str:
+        return "to_latest"
+
+
+@dataclass(frozen=True)
+class ToOffset:
+    offset: int
+
+    def describe(self) -> str:
+        return f"to_offset={self.offset}"
+
+
+@dataclass(frozen=True)
+class ShiftBy:
+    shift: int
+
+    def describe(self) -> str:
+        return f"shift_by={self.shift:+d}"
+
+
+@dataclass(frozen=True)
+class ToCurrent:
+    def describe(self) -> str:
+        return "to_current"
+
+
+@dataclass(frozen=True)
+class FromFile:
+    """Offsets read back from an `--export` CSV: (topic, partition, offset) in file order."""
+
+    rows: tuple[tuple[str, int, int], ...]
+
+    def describe(self) -> str:
+        return f"from_file ({len(self.rows)} partitions)"
+
+
+Spec = Union[ToDatetime, ByDuration, ToEarliest, ToLatest, ToOffset, ShiftBy, ToCurrent, FromFile]
+_SPEC_NAMES = "to_datetime, by_duration, to_earliest, to_latest, to_offset, shift_by, to_current, from_file"
+
+
+def spec_from_parameters(
+    to_datetime: str | None = None,
+    by_duration: str | None = None,
+    to_earliest: bool = False,
+    to_latest: bool = False,
+    to_offset: int | None = None,
+    shift_by: int | None = None,
+    to_current: bool = False,
+    from_file: str | None = None,
+) -> Spec:
+    """The one reset spec the parameters give. `from_file` is the CSV text (not a path).
+
+    Raises ParameterError when none or more than one is given, or when the one given is invalid.
+    """
+    given = {
+        name: value for name, value in (
+            ("to_datetime", to_datetime), ("by_duration", by_duration), ("to_earliest", to_earliest or None),
+            ("to_latest", to_latest or None), ("to_offset", to_offset), ("shift_by", shift_by),
+            ("to_current", to_current or None), ("from_file", from_file),
+        ) if value is not None
+    }
+    if len(given) != 1:
+        got = f"got {len(given)}: {', '.join(given)}" if given else "none was given"
+        raise _invalid("spec", f"give exactly one of {_SPEC_NAMES}; {got}")
+    (name, value), = given.items()
+    if name in {"to_offset", "shift_by"} and (isinstance(value, bool) or not isinstance(value, int)):
+        raise _invalid(name, f"{value!r} is not a whole number")
+    if name == "to_offset" and value < 0:
+        raise _invalid(name, f"{value} is negative: offsets start at 0 (use to_earliest for the log start)")
+    if name in {"to_datetime", "by_duration", "from_file"} and not isinstance(value, str):
+        raise _invalid(name, f"expected text, got {type(value).__name__}")
+    match name:
+        case "to_datetime":
+            return ToDatetime(parse_datetime(value))
+        case "by_duration":
+            return ByDuration(parse_duration(value))
+        case "to_earliest":
+            return ToEarliest()
+        case "to_latest":
+            return ToLatest()
+        case "to_offset":
+            return ToOffset(value)
+        case "shift_by":
+            return ShiftBy(value)
+        case "to_current":
+            return ToCurrent()
+        case _:
+            return FromFile(tuple((t, p, o) for (t, p), o in parse_offsets_csv(value).items()))
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    topic: str
+    partition: int
+    current_offset: int | None  # the group's committed offset; None when it has none
+    target_offset: int
+    log_start_offset: int
+    log_end_offset: int
+
+    @property
+    def replayed(self) -> int | None:
+        """Messages consumed again (current - target); negative: messages skipped; None: no current."""
+        return None if self.current_offset is None else self.current_offset - self.target_offset
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """What a reset would commit. `partitions` are in the order `--export` prints them (a Java
+    HashMap's order): sort them for display."""
+
+    group: str
+    spec_description: str
+    partitions: tuple[PartitionPlan, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def messages_replayed(self) -> int:
+        return sum(p.replayed for p in self.partitions if p.replayed is not None and p.replayed > 0)
+
+    @property
+    def messages_skipped(self) -> int:
+        return sum(-p.replayed for p in self.partitions if p.replayed is not None and p.replayed < 0)
+
+    def target_offsets(self) -> dict[TopicPartitionKey, int]:
+        """(topic, partition) -> the offset to commit: what `alter_group_offsets` takes."""
+        return {(p.topic, p.partition): p.target_offset for p in self.partitions}
+
+    def to_csv(self) -> str:
+        """Exactly what `kafka-consumer-groups --reset-offsets --dry-run --export` prints to stdout
+        for a single group: `topic,partition,offset` lines, then the blank line of its println."""
+        return "".join(f"{p.topic},{p.partition},{p.target_offset}\n" for p in self.partitions) + "\n"
+
+    def digest(self) -> str:
+        """sha256 of the group and each partition's current and target offsets, in sorted order:
+        an approval bound to it is void when a re-plan would commit something else."""
+        rows = sorted([p.topic, p.partition, p.current_offset, p.target_offset] for p in self.partitions)
+        canonical = json.dumps({"group": self.group, "partitions": rows}, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def plan_replay(
+    kafka: KafkaClient, group: str, spec: Spec, topics: list[str] | None = None, now_ms: int | None = None
+) -> ReplayPlan:
+    """Compute the offsets `--reset-offsets` would commit for `group`, without changing anything.
+
+    Scope: `topics` (`t` or `t:0,1`), else every partition the group has committed offsets for;
+    `FromFile` names its own partitions. Raises ParameterError for unknown topics or partitions,
+    an empty scope, or `ShiftBy` on partitions without a committed offset. A group with members
+    is planned anyway, with a warning: the offsets can only be applied once it is Empty.
+    """
+    if not group:
+        raise _invalid("group", "must not be empty")
+    described = kafka.describe_group(group)
+    committed = kafka.committed_offsets(group)
+    warnings = []
+    if not described.is_inactive:
+        warnings.append(
+            f"group {group!r} is {described.state} with {len(described.members)} member(s): the offsets can "
+            f"only be applied once it is Empty (stop its consumers)"
+        )
+    if isinstance(spec, FromFile):
+        if topics:
+            raise _invalid("topic", "from_file names its own partitions: leave topic empty")
+        scope = _existing(kafka, [(t, p) for t, p, _ in spec.rows], "from_file")
+    elif topics:
+        scope = _resolve_scope(kafka, parse_scope(topics))
+    else:
+        scope = list(committed)  # the coordinator's order, which the Java tool starts from too
+        if not scope:
+            raise _invalid("topic", f"group {group!r} has no committed offsets on kafka cluster {kafka.name!r}: "
+                                    f"name the topics to reset with topic=t or topic=t:0,1")
+    logs = kafka.log_offsets(scope)
+    targets, order = _targets(kafka, spec, scope, committed, logs, warnings, now_ms)
+    description = spec.describe()
+    if isinstance(spec, ByDuration):
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        description += f" (records since {_iso(now - spec.duration_ms)})"
+    return ReplayPlan(group, description, tuple(
+        PartitionPlan(t, p, committed.get((t, p)), targets[(t, p)], logs[(t, p)].log_start_offset,
+                      logs[(t, p)].log_end_offset)
+        for t, p in order
+    ), tuple(warnings))
+
+
+def _targets(kafka, spec, scope, committed, logs, warnings, now_ms):
+    """(target per partition, the order --export prints them in), following prepareOffsetsToReset."""
+    def clamp(key: TopicPartitionKey, offset: int) -> int:
+        start, end = logs[key].log_start_offset, logs[key].log_end_offset
+        if offset > end:
+            warnings.append(f"{key[0]}:{key[1]}: offset {offset} is past the log end {end}: using {end}")
+            return end
+        if offset < start:
+            warnings.append(f"{key[0]}:{key[1]}: offset {offset} is before the log start {start}: using {start}")
+            return start
+        return offset
+
+    # Java re-collects the requested offsets into new HashMaps; equal sizes keep the same order.
+    match spec:
+        case ToEarliest():
+            return {k: logs[k].log_start_offset for k in scope}, _JavaHashMap().put_all(scope).keys()
+        case ToLatest():
+            return {k: logs[k].log_end_offset for k in scope}, _JavaHashMap().put_all(scope).keys()
+        case ToOffset(offset=offset):
+            return {k: clamp(k, offset) for k in scope}, _JavaHashMap().put_all(scope).keys()
+        case ShiftBy(shift=shift):
+            missing = [f"{t}:{p}" for t, p in scope if (t, p) not in committed]
+            if missing:
+                raise _invalid("shift_by", f"cannot shift {', '.join(missing[:10])}"
+                               f"{' ...' if len(missing) > 10 else ''}: the group has no committed offset there "
+                               f"(use to_offset, to_datetime or to_earliest, or leave them out of topic)")
+            return {k: clamp(k, committed[k] + shift) for k in scope}, _JavaHashMap().put_all(scope).keys()
+        case FromFile(rows=rows):
+            return {(t, p): clamp((t, p), o) for t, p, o in rows}, _JavaHashMap().put_all(scope).keys()
+        case ToDatetime() | ByDuration():
+            if isinstance(spec, ToDatetime):
+                timestamp = spec.timestamp_ms
+            else:
+                timestamp = (int(time.time() * 1000) if now_ms is None else now_ms) - spec.duration_ms
+            found = kafka.offsets_for_timestamp(scope, timestamp)
+            targets = {}
+            for key in scope:
+                if found[key] < 0:
+                    warnings.append(f"{key[0]}:{key[1]}: no record at or after {_iso(timestamp)}: "
+                                    f"using the log end {logs[key].log_end_offset}")
+                targets[key] = found[key] if found[key] >= 0 else logs[key].log_end_offset
+            return targets, _JavaHashMap().put_all(scope).keys()
+        case ToCurrent():
+            with_commit = [k for k in scope if k in committed]
+            # The log end offsets pass through two HashMaps before putAll adds them.
+            without = _JavaHashMap().put_all([k for k in scope if k not in committed]).keys()
+            without = _JavaHashMap().put_all(without).keys()
+            targets = {k: committed.get(k, logs[k].log_end_offset) for k in scope}
+            # putAll into a map still without a table pre-sizes it: another capacity, another order.
+            return targets, _JavaHashMap().put_all(with_commit).put_all(without, bulk=True).keys()
+    raise TypeError(f"not a reset spec: {spec!r}")
+
+
+def _resolve_scope(kafka: KafkaClient, scopes: list[TopicScope]) -> list[TopicPartitionKey]:
+    """The partitions named, in the order parseTopicPartitionsToReset yields them: the listed
+    partitions in parameter order, then whole topics in describeTopics' HashMap order."""
+    problems, partitions_of = [], {}
+    for topic in dict.fromkeys(s.topic for s in scopes):
+        try:
+            partitions_of[topic] = kafka.partitions(topic)
+        except UnknownTopicError as exc:
+            problems.append(("topic", str(exc)))
+    listed = [(s.topic, p) for s in scopes if s.partitions is not None and s.topic in partitions_of
+              for p in s.partitions]
+    for topic, partition in listed:
+        if partition not in partitions_of[topic]:
+            count = len(partitions_of[topic])
+            problems.append(("topic", f"{topic}:{partition} does not exist: {topic} has partitions 0-{count - 1}"))
+    if problems:
+        raise ParameterError(RUNBOOK, problems)
+    whole = [s.topic for s in scopes if s.partitions is None]
+    # adminClient.describeTopics: HashMap(n) of the names, copied, then collected into HashMap(n).
+    names = _JavaHashMap(len(whole), _java_string_hash).put_all(whole)
+    names = _JavaHashMap(None, _java_string_hash).put_all(names.keys(), bulk=True)
+    names = _JavaHashMap(len(whole), _java_string_hash).put_all(names.keys())
+    return listed + [(topic, p) for topic in names.keys() for p in partitions_of[topic]]
+
+
+def _existing(kafka: KafkaClient, keys: list[TopicPartitionKey], field: str) -> list[TopicPartitionKey]:
+    problems = []
+    for topic in dict.fromkeys(t for t, _ in keys):
+        try:
+            known = set(kafka.partitions(topic))
+        except UnknownTopicError as exc:
+            problems.append((field, str(exc)))
+            continue
+        problems += [(field, f"{t}:{p} does not exist") for t, p in keys if t == topic and p not in known]
+    if problems:
+        raise ParameterError(RUNBOOK, problems)
+    return keys
+
+
+# -- java.util.HashMap iteration order ---------------------------------------------------------
+
+def _java_string_hash(text: str) -> int:
+    """String.hashCode() as an unsigned 32-bit number."""
+    code_units = text.encode("utf-16-be")
+    h = 0
+    for i in range(0, len(code_units), 2):
+        h = (31 * h + int.from_bytes(code_units[i:i + 2], "big")) & 0xFFFFFFFF
+    return h
+
+
+def _topic_partition_hash(key: TopicPartitionKey) -> int:
+    """org.apache.kafka.common.TopicPartition.hashCode() as an unsigned 32-bit number."""
+    return (31 * (31 + key[1]) + _java_string_hash(key[0])) & 0xFFFFFFFF
+
+
+class _JavaHashMap:
+    """The key order of a java.util.HashMap (JDK 17) after the same puts: the Java tool prints its
+    plan in that order. Buckets are lists in insertion order; a resize splits them in order, as
+    Java does. (Buckets of 8+ colliding keys become trees in Java; not modelled.)"""
+
+    def __init__(self, initial_capacity: int | None = None, hash_key=_topic_partition_hash):
+        self._hash = hash_key
+        self._table: list[list] | None = None
+        self._threshold = 0 if initial_capacity is None else _table_size_for(initial_capacity)
+        self._size = 0
+
+    def put_all(self, keys: Iterable, bulk: bool = False) -> _JavaHashMap:
+        """put() each key; `bulk` is putAll(map)/new HashMap(map), which pre-sizes an empty map."""
+        keys = list(keys)
+        if bulk and keys and self._table is None:
+            self._threshold = max(self._threshold, _table_size_for(int(len(keys) / 0.75 + 1.0)))
+        for key in keys:
+            self._put(key)
+        return self
+
+    def keys(self) -> list:
+        return [key for bucket in self._table or [] for key in bucket]
+
+    def _put(self, key) -> None:
+        if self._table is None:
+            self._resize()
+        bucket = self._table[self._index(key, len(self._table))]
+        if key not in bucket:
+            bucket.append(key)
+            self._size += 1
+            if self._size > self._threshold:
+                self._resize()
+
+    def _resize(self) -> None:
+        capacity = len(self._table) * 2 if self._table else (self._threshold or 16)
+        table: list[list] = [[] for _ in range(capacity)]
+        for key in self.keys():
+            table[self._index(key, capacity)].append(key)
+        self._table, self._threshold = table, int(capacity * 0.75)
+
+    def _index(self, key, capacity: int) -> int:
+        h = self._hash(key)
+        return (h ^ (h >> 16)) & (capacity - 1)
+
+
+def _table_size_for(capacity: int) -> int:
+    return 1 if capacity <= 1 else 1 << (capacity - 1).bit_length()

@@ -1,0 +1,379 @@
+"""RabbitMQ as runbooks see it: the management API (observe, close connections) and an AMQP check.
+
+    with RabbitManagement.from_cluster(clusters.rabbit_cluster("primary")) as rabbit:
+        orders = rabbit.queue("/", "orders")
+        stuck = [c for c in rabbit.channels() if c.prefetch_count and c.messages_unacknowledged >= c.prefetch_count]
+
+Every call answers within about `timeout_s` or raises `UnreachableError`; a refusal by the API raises
+`BrokerError` with the HTTP status and RabbitMQ's reason. Statistics (depths, rates, unacked counts)
+come from the management database, which RabbitMQ refreshes every few seconds (5 s by default):
+a value read right after a change may be one refresh old.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+import pika
+import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
+
+from engine.errors import BrokerError, UnreachableError
+
+if TYPE_CHECKING:
+    from engine.clusters import RabbitCluster
+
+__all__ = ["Channel", "Connection", "Consumer", "Overview", "Queue", "RabbitManagement", "amqp_check"]
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    cluster_name: str
+    rabbitmq_version: str
+    erlang_version: str
+    node: str
+    messages_ready: int
+    messages_unacknowledged: int
+    connections: int
+    channels: int
+    consumers: int
+    queues: int
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    vhost: str
+    name: str
+    type: str
+    durable: bool
+    messages_ready: int
+    messages_unacknowledged: int
+    consumers: int
+    consumer_utilisation: float | None
+    idle_since: str | None
+    publish_rate: float
+    deliver_rate: float
+    ack_rate: float
+    redeliver_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    queue: str
+    vhost: str
+    consumer_tag: str
+    prefetch_count: int
+    ack_required: bool
+    channel_name: str
+    connection_name: str
+    peer_host: str | None
+    peer_port: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    name: str
+    connection_name: str
+    number: int
+    messages_unacknowledged: int
+    prefetch_count: int
+    consumer_count: int
+    idle_since: str | None
+    ack_rate: float
+    deliver_rate: float
+    user: str
+    peer_host: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    name: str
+    client_provided_name: str | None
+    user: str
+    vhost: str
+    peer_host: str | None
+    peer_port: int | None
+    channels: int
+    state: str
+    connected_at: datetime | None
+
+
+class RabbitManagement:
+    """A client of one cluster's management HTTP API (sync, one pooled connection; use as a context manager)."""
+
+    def __init__(
+        self, management_url: str, username: str, password: str, *, name: str = "rabbitmq", timeout_s: float = 10.0
+    ):
+        self.name = name
+        self.timeout_s = timeout_s
+        self._username = username
+        self._where = f"rabbitmq cluster {name!r} ({_without_userinfo(management_url)})"
+        self._http = httpx.Client(
+            base_url=management_url.rstrip("/"),
+            auth=(username, password),
+            timeout=httpx.Timeout(timeout_s),
+            headers={"Accept": "application/json"},
+        )
+
+    @classmethod
+    def from_cluster(cls, cluster: RabbitCluster) -> RabbitManagement:
+        """The client for a cluster of clusters.yaml, with its credentials and request timeout."""
+        username, password = cluster.management_credentials()
+        return cls(cluster.management_url, username, password, name=cluster.name, timeout_s=cluster.request_timeout_s)
+
+    def __enter__(self) -> RabbitManagement:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- observe -------------------------------------------------------------------------------
+
+    def overview(self) -> Overview:
+        """Versions, the node that answered, and cluster-wide totals of messages and clients."""
+        data = self._get("/api/overview")
+        totals, objects = data.get("queue_totals") or {}, data.get("object_totals") or {}
+        return Overview(
+            cluster_name=data.get("cluster_name", ""),
+            rabbitmq_version=data.get("rabbitmq_version", ""),
+            erlang_version=data.get("erlang_version", ""),
+            node=data.get("node", ""),
+            # queue_totals is {} while the cluster has no queues
+            messages_ready=totals.get("messages_ready", 0),
+            messages_unacknowledged=totals.get("messages_unacknowledged", 0),
+            connections=objects.get("connections", 0),
+            channels=objects.get("channels", 0),
+            consumers=objects.get("consumers", 0),
+            queues=objects.get("queues", 0),
+        )
+
+    def queues(self, vhost: str | None = None) -> list[Queue]:
+        """Every queue of the cluster, or of one vhost (BrokerError if that vhost does not exist)."""
+        if vhost is None:
+            return [_queue(item) for item in self._get("/api/queues")]
+        path = f"/api/queues/{_segment(vhost)}"
+        return [_queue(item) for item in self._get(path, not_found=f"vhost {vhost!r} does not exist")]
+
+    def queue(self, vhost: str, name: str) -> Queue:
+        """One queue; BrokerError naming the vhost and the queue if it does not exist."""
+        path = f"/api/queues/{_segment(vhost)}/{_segment(name)}"
+        return _queue(self._get(path, not_found=f"queue {name!r} does not exist in vhost {vhost!r}"))
+
+    def consumers(self, vhost: str | None = None, queue: str | None = None) -> list[Consumer]:
+        """Consumers of the cluster, narrowed to a vhost and/or a queue name."""
+        if vhost is None:
+            items = self._get("/api/consumers")
+        else:
+            items = self._get(f"/api/consumers/{_segment(vhost)}", not_found=f"vhost {vhost!r} does not exist")
+        found = [_consumer(item) for item in items]
+        return [c for c in found if queue is None or c.queue == queue]
+
+    def channels(self) -> list[Channel]:
+        """Every open channel, with what it holds unacknowledged and its prefetch."""
+        return [_channel(item) for item in self._get("/api/channels")]
+
+    def connections(self) -> list[Connection]:
+        """Every open client connection."""
+        return [_connection(item) for item in self._get("/api/connections")]
+
+    # --- act -----------------------------------------------------------------------------------
+
+    def close_connection(self, name: str, reason: str) -> None:
+        """Close a client connection; the client sees `reason`, and its unacked messages go back to
+        their queues (redelivered). BrokerError if no connection has that name."""
+        self._request(
+            "DELETE",
+            f"/api/connections/{_segment(name)}",
+            headers={"X-Reason": reason},
+            not_found=f"connection {name!r} does not exist (closed already?)",
+        )
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    def _get(self, path: str, *, not_found: str | None = None) -> Any:
+        response = self._request("GET", path, not_found=not_found)
+        try:
+            return response.json()
+        except ValueError:
+            raise BrokerError(
+                f"{self._where} answered GET {path} with something that is not JSON: is this the management API?"
+            ) from None
+
+    def _request(
+        self, method: str, path: str, *, headers: dict[str, str] | None = None, not_found: str | None = None
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, headers=headers)
+        except httpx.TransportError as exc:
+            raise UnreachableError(
+                f"{self._where} did not answer within {self.timeout_s:g}s: {exc or type(exc).__name__}"
+            ) from None
+        if response.is_success:
+            return response
+        reason = _reason(response)
+        if response.status_code == 401:
+            raise BrokerError(
+                f"{self._where} refused the credentials of user {self._username!r} ({reason}): "
+                "check the management user and password in clusters.yaml"
+            )
+        if response.status_code == 404 and not_found is not None:
+            raise BrokerError(f"{self._where}: {not_found}")
+        raise BrokerError(f"{self._where} answered {method} {path} with HTTP {response.status_code}: {reason}")
+
+
+def amqp_check(amqp_url: str, timeout_s: float = 10.0, *, name: str = "rabbitmq") -> str:
+    """Open an AMQP connection, read who answered, close it: 'RabbitMQ 3.10.8'.
+
+    Raises UnreachableError if nothing answers (within about `timeout_s`), BrokerError if the broker
+    refuses the login or the vhost. Messages never contain the URL's password.
+    """
+    where = f"rabbitmq cluster {name!r} ({_without_userinfo(amqp_url)})"
+    try:
+        parameters = pika.URLParameters(amqp_url)
+    except Exception as exc:  # pika raises ValueError, KeyError, ... for a malformed URL
+        raise BrokerError(f"{where}: the AMQP URL is invalid ({type(exc).__name__})") from None
+    # the URL's query may carry its own timeouts and retries; a check must stay bounded
+    parameters.socket_timeout = timeout_s
+    parameters.stack_timeout = timeout_s
+    parameters.connection_attempts = 1
+    parameters.retry_delay = 0
+    parameters.client_properties = {"connection_name": "mq-runbooks amqp_check"}
+    try:
+        connection = pika.BlockingConnection(parameters)
+    except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as exc:
+        raise BrokerError(f"{where} refused the connection: {_scrub(str(exc), amqp_url)}") from None
+    except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:  # a handshake timeout is the 2nd
+        raise UnreachableError(
+            f"{where} did not answer within {timeout_s:g}s: {_scrub(str(exc) or type(exc).__name__, amqp_url)}"
+        ) from None
+    try:
+        properties = connection._impl.server_properties or {}  # pika keeps Connection.Start's properties here
+        return f"{_text(properties.get('product', 'unknown'))} {_text(properties.get('version', '?'))}"
+    finally:
+        try:
+            connection.close()
+        except pika.exceptions.AMQPError:
+            pass  # the answer is in hand; a failed close changes nothing for the caller
+
+
+# --- JSON -> dataclasses ----------------------------------------------------------------------------
+
+
+def _queue(data: dict[str, Any]) -> Queue:
+    stats = data.get("message_stats") or {}
+    return Queue(
+        vhost=data["vhost"],
+        name=data["name"],
+        type=data.get("type", "classic"),
+        durable=data.get("durable", False),
+        # a queue that has just been declared has no statistics yet: no key rather than 0
+        messages_ready=data.get("messages_ready", 0),
+        messages_unacknowledged=data.get("messages_unacknowledged", 0),
+        consumers=data.get("consumers", 0),
+        consumer_utilisation=data.get("consumer_utilisation"),
+        idle_since=data.get("idle_since"),
+        publish_rate=_rate(stats, "publish"),
+        deliver_rate=_rate(stats, "deliver_get"),
+        ack_rate=_rate(stats, "ack"),
+        redeliver_rate=_rate(stats, "redeliver"),
+    )
+
+
+def _consumer(data: dict[str, Any]) -> Consumer:
+    channel = data.get("channel_details") or {}
+    queue = data.get("queue") or {}
+    return Consumer(
+        queue=queue.get("name", ""),
+        vhost=queue.get("vhost", ""),
+        consumer_tag=data["consumer_tag"],
+        prefetch_count=data.get("prefetch_count", 0),
+        ack_required=data.get("ack_required", True),
+        channel_name=channel.get("name", ""),
+        connection_name=channel.get("connection_name", ""),
+        peer_host=channel.get("peer_host"),
+        peer_port=channel.get("peer_port"),
+    )
+
+
+def _channel(data: dict[str, Any]) -> Channel:
+    connection = data.get("connection_details") or {}
+    stats = data.get("message_stats") or {}
+    return Channel(
+        name=data["name"],
+        connection_name=connection.get("name", ""),
+        number=data.get("number", 0),
+        messages_unacknowledged=data.get("messages_unacknowledged", 0),
+        prefetch_count=data.get("prefetch_count", 0),
+        consumer_count=data.get("consumer_count", 0),
+        idle_since=data.get("idle_since"),
+        ack_rate=_rate(stats, "ack"),
+        deliver_rate=_rate(stats, "deliver_get"),
+        user=data.get("user", ""),
+        peer_host=connection.get("peer_host"),
+    )
+
+
+def _connection(data: dict[str, Any]) -> Connection:
+    client = data.get("client_properties") or {}
+    connected_at = data.get("connected_at")  # milliseconds since the epoch
+    return Connection(
+        name=data["name"],
+        client_provided_name=data.get("user_provided_name") or client.get("connection_name"),
+        user=data.get("user", ""),
+        vhost=data.get("vhost", ""),
+        peer_host=data.get("peer_host"),
+        peer_port=data.get("peer_port"),
+        channels=data.get("channels", 0),
+        state=data.get("state", ""),
+        connected_at=datetime.fromtimestamp(connected_at / 1000, timezone.utc) if connected_at else None,
+    )
+
+
+# --- small helpers ----------------------------------------------------------------------------------
+
+
+def _rate(stats: dict[str, Any], name: str) -> float:
+    """message_stats.<name>_details.rate; 0.0 when there was no such traffic (or rates are off)."""
+    return float((stats.get(f"{name}_details") or {}).get("rate", 0.0))
+
+
+def _segment(value: str) -> str:
+    """One URL path segment: '/' -> '%2F', ' ' -> '%20' (the API's vhost and names may hold both)."""
+    return quote(value, safe="")
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase or response.text[:200]
+    if isinstance(body, dict):
+        return str(body.get("reason") or body.get("error") or body)
+    return str(body)[:200]
+
+
+def _without_userinfo(url: str) -> str:
+    """The URL without user and password, for messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=host).geturl()
+
+
+def _scrub(message: str, url: str) -> str:
+    """The message with the URL's password (raw or decoded) masked."""
+    password = urlsplit(url).password
+    for form in {password, unquote(password)} if password else ():
+        message = message.replace(form, "***")
+    return message
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

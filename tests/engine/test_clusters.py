@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+
+from engine.clusters import load_clusters, parse_clusters
+from engine.errors import ConfigError, UnknownClusterError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_default_clusters_file_describes_the_local_stack():
+    clusters = load_clusters(REPO / "clusters.yaml", environ={})
+    assert clusters.kafka_cluster("primary").client_config() == {
+        "bootstrap.servers": "127.0.0.1:19092", "security.protocol": "PLAINTEXT",
+    }
+    standby = clusters.kafka_cluster("standby")
+    assert standby.standby_of == "primary" and standby.replication.source_alias == "primary"
+    rabbit = clusters.rabbit_cluster("standby")
+    assert rabbit.management_url == "http://127.0.0.1:15674" and rabbit.standby_of == "primary"
+    assert rabbit.management_credentials() == ("guest", "guest")
+
+
+def test_environment_substitution_with_defaults_and_ports():
+    clusters = load_clusters(REPO / "clusters.yaml", environ={"STACK_KAFKA_PRIMARY_PORT": "1234",
+                                                               "RABBIT_PASSWORD": "s3cret"})
+    assert clusters.kafka_cluster("primary").bootstrap_servers == "127.0.0.1:1234"
+    rabbit = clusters.rabbit_cluster("primary")
+    assert rabbit.management_credentials() == ("guest", "s3cret")
+    # The secret never shows in reprs or display forms.
+    assert "s3cret" not in repr(rabbit) and "s3cret" not in rabbit.display_amqp_url
+    assert rabbit.display_amqp_url == "amqp://guest:***@127.0.0.1:5673/"
+
+
+def test_sasl_password_is_secret_and_reaches_only_the_client_config():
+    text = """
+kafka:
+  prod:
+    bootstrap_servers: "k1:9093,k2:9093"
+    security_protocol: SASL_SSL
+    sasl_mechanism: SCRAM-SHA-512
+    sasl_username: ${KAFKA_USER}
+    sasl_password: ${KAFKA_PASSWORD}
+    ssl_ca_location: /etc/ca.pem
+"""
+    clusters = parse_clusters(text, "prod.yaml", environ={"KAFKA_USER": "svc", "KAFKA_PASSWORD": "hunter2"})
+    prod = clusters.kafka_cluster("prod")
+    assert "hunter2" not in repr(prod) and "hunter2" not in str(prod.model_dump())
+    config = prod.client_config()
+    assert config["sasl.password"] == "hunter2" and config["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert config["ssl.ca.location"] == "/etc/ca.pem"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("kafka:\n  a: {bootstrap_servers: 'x:1', colour: red}\n", "kafka.a.colour: unknown key"),
+    ("kafka:\n  a: {}\n", "kafka.a.bootstrap_servers: required, but missing"),
+    ("kafka:\n  a: {bootstrap_servers: 'nohost'}\n", "'nohost' is not host:port"),
+    ("kafka:\n  a: {bootstrap_servers: 'x:1', security_protocol: TLS}\n", "kafka.a.security_protocol: got 'TLS', allowed:"),
+    ("kafka:\n  a: {bootstrap_servers: 'x:1', security_protocol: SASL_SSL}\n", "needs sasl_mechanism"),
+    ("kafka:\n  a: {bootstrap_servers: 'x:1', standby_of: b}\n", "kafka.a.standby_of: 'b' is not a kafka cluster"),
+    ("rabbitmq:\n  r: {amqp_url: 'http://x', management_url: 'http://x:15672'}\n", "rabbitmq.r.amqp_url: must start with amqp://"),
+    ("kafka:\n  a: {bootstrap_servers: '${NOPE}:1'}\n", "kafka.a.bootstrap_servers refers to ${NOPE}, which is not set"),
+    ("kafka: [1, 2\n", "is not valid YAML"),
+    ("- just a list\n", "the top level must be a mapping"),
+    ("redis:\n  a: {}\n", "redis: unknown key"),
+])
+def test_malformed_clusters_file_names_file_field_and_reason(text, expected):
+    with pytest.raises(ConfigError) as error:
+        parse_clusters(text, "bad-clusters.yaml", environ={})
+    assert "bad-clusters.yaml" in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_unknown_cluster_lists_the_defined_ones():
+    clusters = load_clusters(REPO / "clusters.yaml", environ={})
+    with pytest.raises(UnknownClusterError, match=r"no kafka cluster named 'nope'.*defined: primary, standby"):
+        clusters.kafka_cluster("nope")
+
+
+def test_missing_file_says_how_to_fix_it(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist.*RUNBOOK_CLUSTERS"):
+        load_clusters(tmp_path / "absent.yaml")
