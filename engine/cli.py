@@ -8,6 +8,7 @@ import sys
 from functools import cached_property
 
 import click
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -47,9 +48,7 @@ def cli(click_context: click.Context) -> None:
     record for the postmortem. Configuration: clusters.yaml (RUNBOOK_CLUSTERS) and the runbook
     files in runbooks/ (RUNBOOK_CATALOG). Exit codes: 0 success, 1 failed or rejected, 2 bad input.
     """
-    settings = Settings.from_environ()
-    settings.apply_to_prefect()
-    click_context.obj = Context(settings)
+    click_context.obj = Context(Settings.from_environ())
 
 
 @cli.command("list")
@@ -135,9 +134,11 @@ def doctor(context: Context, timeout: float, as_json: bool) -> None:
 
 def main() -> None:
     """Console entry point: runs the CLI, turning the engine's errors into messages and exit codes."""
-    import engine.cli_runs  # noqa: F401  (registers plan, run, approve, reject, runs, status)
-
     try:
+        # Prefect fixes its API URL when first imported: point it at our server before that.
+        Settings.from_environ().apply_to_prefect()
+        import engine.cli_runs  # noqa: F401  (registers plan, run, approve, reject, runs, status)
+
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -153,4 +154,9 @@ def main() -> None:
         sys.exit(EXIT_FAILED)
     except RunbookError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except httpx.TransportError as exc:
+        url = Settings.from_environ().prefect_api_url
+        click.echo(f"error: cannot reach the Prefect API at {url} ({type(exc).__name__}: {exc}); "
+                   f"is it running? (dev/stack up starts the local one)", err=True)
         sys.exit(EXIT_FAILED)

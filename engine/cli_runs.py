@@ -56,9 +56,7 @@ def plan(context: Context, runbook_id: str, pairs: tuple[str, ...], export: bool
     if as_json:
         click.echo(json.dumps(computed.to_json(), indent=2))
         return
-    from flows.kafka_replay import plan_markdown  # the plan's own rendering
-
-    context.out.print(Markdown(plan_markdown(computed, getattr(params, "cluster", ""), rows=10_000)))
+    context.out.print(Markdown(computed.markdown(rows=10_000)))
     context.out.print(f"plan digest {computed.digest()[:12]}; nothing was changed. "
                       f"Run it with: runbook run {runbook_id} " + " ".join(f"-p {p}" for p in pairs))
 

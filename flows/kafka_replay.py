@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ def plan_markdown(plan: ReplayPlan, cluster: str, rows: int = PLAN_ROWS_SHOWN) -
     lines = [
         f"**Group** `{plan.group}` on Kafka cluster `{cluster}`: reset {plan.spec_description}.",
         f"**{len(changed)}** of {len(plan.partitions)} partition(s) change; "
-        f"**{plan.total_replayed}** message(s) will be consumed again, **{plan.total_skipped}** skipped.",
+        f"**{plan.messages_replayed}** message(s) will be consumed again, **{plan.messages_skipped}** skipped.",
         "",
         "| topic | partition | current | target | log start | log end | replayed (+) / skipped (-) |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -213,8 +214,19 @@ def restore_snapshot(cluster: KafkaCluster, plan: ReplayPlan, snapshot_csv: str)
 @flow(name=RUNBOOK_ID, persist_result=False)
 def kafka_replay(params: ReplayParameters, requested_by: str = "unknown", trigger: dict[str, Any] | None = None):
     """Replay (or skip) messages for a consumer group by moving its committed offsets."""
-    logger = get_run_logger()
     run_id = str(flow_run.id)
+    try:
+        return _replay(run_id, params, requested_by, trigger)
+    except Exception as exc:
+        entries = journal.read(run_id)
+        if journal.last(entries, "outcome") is None:  # failures before any change end here
+            journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
+            journal.record(run_id, "outcome", f"failed before changing anything: {exc}", outcome="failed")
+        raise
+
+
+def _replay(run_id: str, params: ReplayParameters, requested_by: str, trigger: dict[str, Any] | None):
+    logger = get_run_logger()
     context = RunContext.load()
     runbook = context.catalog.get(RUNBOOK_ID)
     cluster = context.clusters.kafka_cluster(params.cluster)
@@ -282,26 +294,34 @@ def kafka_replay(params: ReplayParameters, requested_by: str = "unknown", trigge
                          f"and keep the new one ({', '.join(restored['had_no_offset_before'][:10])}): remove them with "
                          f"kafka-consumer-groups.sh --delete-offsets --group {plan.group} --topic TOPIC")
             journal.record(run_id, "rollback", f"restored {restored['restored']} offset(s) from the snapshot{extra}",
-                           restored=True, **restored)
+                           restored=True, offsets_restored=restored["restored"],
+                           had_no_offset_before=restored["had_no_offset_before"])
             journal.record(run_id, "outcome", f"failed and rolled back: {exc}", outcome="failed")
             raise
         _report(plan)
         journal.record(run_id, "outcome",
-                       f"offsets of {plan.group} reset: {plan.total_replayed} message(s) to replay, "
-                       f"{plan.total_skipped} skipped", outcome="succeeded",
-                       replayed=plan.total_replayed, skipped=plan.total_skipped)
+                       f"offsets of {plan.group} reset: {plan.messages_replayed} message(s) to replay, "
+                       f"{plan.messages_skipped} skipped", outcome="succeeded",
+                       replayed=plan.messages_replayed, skipped=plan.messages_skipped)
     return Completed(message=f"{len(plan.partitions)} partition offset(s) reset")
+
+
+def plan_json(plan: ReplayPlan, cluster: str) -> dict[str, Any]:
+    return {
+        "cluster": cluster, "group": plan.group, "spec": plan.spec_description, "digest": plan.digest(),
+        "messages_replayed": plan.messages_replayed, "messages_skipped": plan.messages_skipped,
+        "warnings": list(plan.warnings),
+        "partitions": [{"topic": p.topic, "partition": p.partition, "current": p.current_offset,
+                        "target": p.target_offset, "log_start": p.log_start_offset, "log_end": p.log_end_offset,
+                        "replayed": p.replayed} for p in plan.partitions],
+    }
 
 
 def _record_plan(run_id: str, plan: ReplayPlan, cluster: str) -> None:
     journal.record(
         run_id, "plan",
-        f"{len(plan.partitions)} partition(s): {plan.total_replayed} to replay, {plan.total_skipped} to skip",
-        digest=plan.digest(), csv=plan.to_csv(), warnings=list(plan.warnings), spec=plan.spec_description,
-        partitions=[{"topic": p.topic, "partition": p.partition, "current": p.current_offset,
-                     "target": p.target_offset, "log_start": p.log_start_offset, "log_end": p.log_end_offset,
-                     "replayed": p.replayed} for p in plan.partitions],
-        markdown=plan_markdown(plan, cluster),
+        f"{len(plan.partitions)} partition(s): {plan.messages_replayed} to replay, {plan.messages_skipped} to skip",
+        csv=plan.to_csv(), markdown=plan_markdown(plan, cluster), **plan_json(plan, cluster),
     )
 
 
@@ -313,6 +333,26 @@ def _report(plan: ReplayPlan) -> None:
     )
 
 
-def dry_run(params: ReplayParameters, clusters: Clusters) -> ReplayPlan:
+@dataclass(frozen=True)
+class DryRun:
+    """What `runbook plan` shows: the plan in each of its renderings."""
+
+    plan: ReplayPlan
+    cluster: str
+
+    def to_csv(self) -> str:
+        return self.plan.to_csv()
+
+    def to_json(self) -> dict[str, Any]:
+        return plan_json(self.plan, self.cluster)
+
+    def markdown(self, rows: int = PLAN_ROWS_SHOWN) -> str:
+        return plan_markdown(self.plan, self.cluster, rows)
+
+    def digest(self) -> str:
+        return self.plan.digest()
+
+
+def dry_run(params: ReplayParameters, clusters: Clusters) -> DryRun:
     """`runbook plan`: the plan and nothing else (no lock, no approval, no change)."""
-    return compute_plan(clusters.kafka_cluster(params.cluster), params)
+    return DryRun(compute_plan(clusters.kafka_cluster(params.cluster), params), params.cluster)

@@ -120,7 +120,7 @@ def parse_scope(topics: Iterable[str], *, field: str = "topic") -> list[TopicSco
     whole: dict[str, str] = {}  # topic -> the item that named all of it
     named: dict[TopicPartitionKey, str] = {}  # (topic, partition) -> the item that named it
     for item in topics:
-        topic, colon, partition_list = str(item).strip().partition(":")
+        topic, colon, partition_list = (part.strip() for part in str(item).partition(":"))
         if not _TOPIC_NAME.fullmatch(topic) or topic in {".", ".."}:
             problems.append((field, f"{item!r}: {topic!r} is not a topic name (letters, digits, '.', '_', '-')"))
             continue

@@ -1,0 +1,228 @@
+"""kafka-replay end to end on the real stack: runs are real Prefect flow runs executed by the
+engine's executor, answered through the same gate the CLI uses, acting on the real primary Kafka."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from engine import runs
+from engine.catalog import load_catalog
+from engine.errors import UsageError
+from engine.settings import Settings
+from flows import journal
+from integrations.kafka import KafkaClient
+
+REPO = Path(__file__).resolve().parents[2]
+PARTITIONS = 3
+PER_PARTITION = 10
+
+
+@pytest.fixture
+def kafka_config(clusters):
+    return clusters.kafka_cluster("primary").client_config()
+
+
+@pytest.fixture
+def group_at_end(kafka_config, unique):
+    """A topic of 3 partitions x 10 messages and a group that consumed all of it and left."""
+    topic, group = unique("replay"), unique("billing")
+    with KafkaClient(kafka_config) as kafka:
+        kafka.create_topic(topic, PARTITIONS)
+    producer = Producer(kafka_config)
+    for i in range(PARTITIONS * PER_PARTITION):
+        producer.produce(topic, value=b"m%d" % i, partition=i % PARTITIONS)
+    producer.flush()
+    commit(kafka_config, group, {(topic, p): PER_PARTITION for p in range(PARTITIONS)})
+    return topic, group
+
+
+def commit(config, group, offsets):
+    """Commit offsets as a consumer of the group would, then leave the group."""
+    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+    consumer.close()
+
+
+def committed(config, group):
+    with KafkaClient(config) as kafka:
+        return kafka.committed_offsets(group)
+
+
+@pytest.fixture
+def engine_env(tmp_path, monkeypatch):
+    """Settings for the runs of one test: its own snapshot directory, a 60 s gate, short lock wait."""
+    catalog = tmp_path / "runbooks"
+    catalog.mkdir()
+    shutil.copy(REPO / "runbooks" / "kafka-replay.yaml", catalog)
+
+    def configure(**env: str):
+        text = (REPO / "runbooks" / "kafka-replay.yaml").read_text()
+        (catalog / "kafka-replay.yaml").write_text(text.replace("timeout: 30m", f"timeout: {env.pop('timeout', '60s')}"))
+        monkeypatch.setenv("RUNBOOK_CATALOG", str(catalog))
+        monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        settings = Settings.from_environ()
+        return settings, load_catalog(settings.catalog)
+
+    return configure
+
+
+def start(settings, catalog, requested_by="alice", **raw):
+    runbook = catalog.get("kafka-replay")
+    params = runbook.validate_parameters({"cluster": "primary", **raw})
+    return runs.start_run(settings, runbook, params, requested_by=requested_by)
+
+
+def wait_until(run_id, predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = runs.read_run(run_id)
+        if predicate(view):
+            return view
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} did not get there in {timeout}s; last: {view.state} {view.entries[-3:]}")
+
+
+def paused(view):
+    return view.state_type == "PAUSED" and journal.last(view.entries, "approval_requested") is not None
+
+
+def finished(view):
+    return view.finished
+
+
+def kinds(view):
+    return [entry.kind for entry in view.entries]
+
+
+def test_approved_replay_moves_offsets_as_planned_and_keeps_a_snapshot(kafka_config, group_at_end, engine_env):
+    topic, group = group_at_end
+    settings, catalog = engine_env()
+    run_id = start(settings, catalog, group=group, shift_by="-4")
+    view = wait_until(run_id, paused)
+    plan = journal.last(view.entries, "plan").data
+    assert {(p["partition"], p["current"], p["target"]) for p in plan["partitions"]} == {
+        (p, PER_PARTITION, PER_PARTITION - 4) for p in range(PARTITIONS)}
+    assert plan["messages_replayed"] == 12
+    assert committed(kafka_config, group) == {(topic, p): PER_PARTITION for p in range(PARTITIONS)}, \
+        "nothing changes before approval"
+
+    with pytest.raises(UsageError, match="alice started this run and may not approve it"):
+        runs.answer_gate(settings, catalog, run_id, True, "alice", "")
+    with pytest.raises(UsageError, match="mallory is not an approver"):
+        runs.answer_gate(settings, catalog, run_id, True, "mallory", "")
+    runs.answer_gate(settings, catalog, run_id, True, "carol", "consumers are stopped")  # carol is in @kafka-oncall
+    view = wait_until(run_id, finished)
+
+    assert view.succeeded, view.message
+    assert committed(kafka_config, group) == {(topic, p): PER_PARTITION - 4 for p in range(PARTITIONS)}
+    snapshot = journal.last(view.entries, "snapshot").data
+    assert Path(snapshot["path"]).read_text() == snapshot["csv"]
+    assert sorted(snapshot["csv"].splitlines()) == sorted(f"{topic},{p},{PER_PARTITION}" for p in range(PARTITIONS))
+    refused = [e.data["by"] for e in view.entries if e.kind == "approval_refused"]
+    assert refused == ["alice", "mallory"]
+    approval = journal.last(view.entries, "approval")
+    assert approval.data["by"] == "carol" and approval.data["comment"] == "consumers are stopped"
+    order = kinds(view)
+    assert order.index("approval") < order.index("snapshot") < order.index("action") < order.index("verification")
+
+
+def test_rejected_run_changes_nothing(kafka_config, group_at_end, engine_env):
+    topic, group = group_at_end
+    settings, catalog = engine_env()
+    run_id = start(settings, catalog, group=group, to_earliest="true")
+    wait_until(run_id, paused)
+    with pytest.raises(UsageError, match="a rejection needs a reason"):
+        runs.answer_gate(settings, catalog, run_id, False, "bob", "")
+    runs.answer_gate(settings, catalog, run_id, False, "bob", "wrong group")
+    view = wait_until(run_id, finished)
+    assert view.state == "Rejected" and not view.succeeded
+    assert "snapshot" not in kinds(view) and "action" not in kinds(view)
+    assert committed(kafka_config, group) == {(topic, p): PER_PARTITION for p in range(PARTITIONS)}
+
+
+def test_gate_timeout_rejects_and_changes_nothing(kafka_config, group_at_end, engine_env):
+    topic, group = group_at_end
+    settings, catalog = engine_env(timeout="3s")
+    run_id = start(settings, catalog, group=group, to_earliest="true")
+    view = wait_until(run_id, finished, timeout=40)
+    # Prefect's server fails a pause that timed out ("never resumed"); the journal says why.
+    assert view.state_type == "FAILED", (view.state, view.message)
+    assert journal.last(view.entries, "rejection").data["by"] == "timeout"
+    assert "timed out; nothing was changed" in journal.last(view.entries, "outcome").summary
+    assert committed(kafka_config, group) == {(topic, p): PER_PARTITION for p in range(PARTITIONS)}
+
+
+def test_active_group_is_refused_listing_its_members(kafka_config, group_at_end, engine_env):
+    topic, group = group_at_end
+    settings, catalog = engine_env()
+    consumer = Consumer({**kafka_config, "group.id": group, "client.id": "billing-worker-7",
+                         "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not consumer.assignment():
+            consumer.poll(0.2)
+        run_id = start(settings, catalog, group=group, to_earliest="true")
+        view = wait_until(run_id, finished)
+    finally:
+        consumer.close()
+    assert not view.succeeded
+    error = journal.last(view.entries, "error").summary
+    assert "can only be reset when it is inactive" in error and "Stable" in error
+    assert "billing-worker-7" in error and topic in error
+    assert "approval_requested" not in kinds(view)
+
+
+def test_failure_part_way_restores_the_snapshot(kafka_config, group_at_end, engine_env):
+    topic, group = group_at_end
+    settings, catalog = engine_env(RUNBOOK_INJECT_FAULT="apply-partial")
+    run_id = start(settings, catalog, group=group, to_earliest="true")
+    wait_until(run_id, paused)
+    runs.answer_gate(settings, catalog, run_id, True, "bob", "")
+    view = wait_until(run_id, finished)
+    assert not view.succeeded
+    rollback = journal.last(view.entries, "rollback")
+    assert rollback.data["restored"] is True and rollback.data["offsets_restored"] == 3
+    assert "restored 3 offset(s)" in rollback.summary
+    assert "failed after applying 1 of 3" in journal.last(view.entries, "error").summary
+    assert committed(kafka_config, group) == {(topic, p): PER_PARTITION for p in range(PARTITIONS)}
+
+
+def test_plan_changed_after_approval_is_not_applied(kafka_config, group_at_end, engine_env):
+    topic, group = group_at_end
+    settings, catalog = engine_env()
+    run_id = start(settings, catalog, group=group, shift_by="-2")
+    wait_until(run_id, paused)
+    moved = {(topic, 0): 3, (topic, 1): PER_PARTITION, (topic, 2): PER_PARTITION}
+    commit(kafka_config, group, moved)  # someone moved partition 0 while the gate waited
+    runs.answer_gate(settings, catalog, run_id, True, "bob", "")
+    view = wait_until(run_id, lambda v: paused(v) and any(e.kind == "note" for e in v.entries))
+    assert "the plan changed after approval" in journal.last(view.entries, "note").summary
+    new_plan = journal.last(view.entries, "plan").data
+    assert {(p["partition"], p["target"]) for p in new_plan["partitions"]} == {(0, 1), (1, 8), (2, 8)}
+    assert committed(kafka_config, group) == moved, "the approved plan was not applied"
+    runs.answer_gate(settings, catalog, run_id, False, "bob", "stop here")
+    assert not wait_until(run_id, finished).succeeded
+    assert committed(kafka_config, group) == moved
+
+
+def test_two_runs_on_one_group_never_overlap(kafka_config, group_at_end, engine_env):
+    topic, group = group_at_end
+    settings, catalog = engine_env(RUNBOOK_LOCK_WAIT_S="2")
+    first = start(settings, catalog, group=group, to_earliest="true")
+    wait_until(first, paused)
+    second = start(settings, catalog, group=group, to_latest="true")
+    view = wait_until(second, finished)
+    assert not view.succeeded
+    error = journal.last(view.entries, "error").summary
+    assert "another run holds the lock" in error and first in error
+    assert "approval_requested" not in kinds(view)
+    runs.answer_gate(settings, catalog, first, False, "alice", "test done")  # the requester may withdraw
+    assert wait_until(first, finished).state == "Rejected"
