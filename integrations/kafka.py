@@ -47,6 +47,11 @@ _UNKNOWN_TOPIC_CODES = {
     KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.UNKNOWN_TOPIC_ID, KafkaError._UNKNOWN_PARTITION,
     KafkaError._UNKNOWN_TOPIC,
 }
+# Partition errors that pass once metadata catches up (a new topic, a leader election).
+_RETRIABLE_CODES = {
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.FENCED_LEADER_EPOCH, KafkaError.OFFSET_NOT_AVAILABLE, KafkaError.REPLICA_NOT_AVAILABLE,
+}
 # The names kafka-consumer-groups.sh prints (org.apache.kafka.common.GroupState).
 _STATE_NAMES = {
     ConsumerGroupState.UNKNOWN: "Unknown",
@@ -335,18 +340,29 @@ class KafkaClient:
     def _list_offsets(
         self, keys: list[TopicPartitionKey], spec: OffsetSpec, what: str
     ) -> dict[TopicPartitionKey, int]:
-        if not keys:
-            return {}
-        request = {TopicPartition(t, p): spec for t, p in keys}
-        futures = self._client.list_offsets(request, request_timeout=self.timeout_s)
-        results = self._wait_all(futures, what)
-        return {(tp.topic, tp.partition): info.offset for tp, info in results.items()}
+        offsets: dict[TopicPartitionKey, int] = {}
+        pending, deadline = list(keys), time.monotonic() + self.timeout_s
+        while pending:
+            futures = self._client.list_offsets(
+                {TopicPartition(t, p): spec for t, p in pending}, request_timeout=self.timeout_s
+            )
+            # A partition whose leader just moved (or was just created) answers NOT_LEADER: ask again.
+            retry = [] if time.monotonic() < deadline else None
+            results = self._wait_all(futures, what, retry=retry)
+            offsets.update({(tp.topic, tp.partition): info.offset for tp, info in results.items()})
+            pending = retry or []
+            if pending:
+                time.sleep(0.1)
+        return {key: offsets[key] for key in keys}
 
     def _wait_one(self, future: concurrent.futures.Future, action: str):
         return self._wait_all({None: future}, action)[None]
 
-    def _wait_all(self, futures: Mapping, action: str) -> dict:
-        """Every future's result, all within one deadline; per-partition unknown topics together."""
+    def _wait_all(self, futures: Mapping, action: str, retry: list[TopicPartitionKey] | None = None) -> dict:
+        """Every future's result, all within one deadline; per-partition unknown topics together.
+
+        With `retry`, partitions that fail with a retriable error are added to it instead.
+        """
         deadline = time.monotonic() + self.timeout_s + _GRACE_S
         results, unknown = {}, []
         try:
@@ -356,6 +372,10 @@ class KafkaClient:
                 except KafkaException as exc:
                     if exc.args[0].code() in _UNKNOWN_TOPIC_CODES and isinstance(key, TopicPartition):
                         unknown.append((key.topic, key.partition))
+                    elif retry is not None and isinstance(key, TopicPartition) and (
+                        exc.args[0].retriable() or exc.args[0].code() in _RETRIABLE_CODES
+                    ):
+                        retry.append((key.topic, key.partition))
                     else:
                         raise self._translate(exc, action) from None
         except concurrent.futures.TimeoutError:

@@ -212,7 +212,7 @@ class RabbitManagement:
             response = self._http.request(method, path, headers=headers)
         except httpx.TransportError as exc:
             raise UnreachableError(
-                f"{self._where} did not answer within {self.timeout_s:g}s: {exc or type(exc).__name__}"
+                f"{self._where} did not answer within {self.timeout_s:g}s: {str(exc) or type(exc).__name__}"
             ) from None
         if response.is_success:
             return response
@@ -242,7 +242,6 @@ def amqp_check(amqp_url: str, timeout_s: float = 10.0, *, name: str = "rabbitmq"
     parameters.socket_timeout = timeout_s
     parameters.stack_timeout = timeout_s
     parameters.connection_attempts = 1
-    parameters.retry_delay = 0
     parameters.client_properties = {"connection_name": "mq-runbooks amqp_check"}
     try:
         connection = pika.BlockingConnection(parameters)
@@ -250,11 +249,11 @@ def amqp_check(amqp_url: str, timeout_s: float = 10.0, *, name: str = "rabbitmq"
         raise BrokerError(f"{where} refused the connection: {_scrub(str(exc), amqp_url)}") from None
     except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:  # a handshake timeout is the 2nd
         raise UnreachableError(
-            f"{where} did not answer within {timeout_s:g}s: {_scrub(str(exc) or type(exc).__name__, amqp_url)}"
+            f"{where} did not answer within {timeout_s:g}s: {_scrub(str(exc) or repr(exc), amqp_url)}"
         ) from None
     try:
         properties = connection._impl.server_properties or {}  # pika keeps Connection.Start's properties here
-        return f"{_text(properties.get('product', 'unknown'))} {_text(properties.get('version', '?'))}"
+        return f"{properties.get('product', 'unknown')} {properties.get('version', '?')}"
     finally:
         try:
             connection.close()
@@ -373,7 +372,3 @@ def _scrub(message: str, url: str) -> str:
     for form in {password, unquote(password)} if password else ():
         message = message.replace(form, "***")
     return message
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -180,7 +180,8 @@ def test_close_connection_returns_unacked_messages_to_ready(rabbit, scene):
         return stuck if ready and states <= {"closed"} else None
 
     eventually(requeued, f"connection closed and all {BACKLOG} messages ready again")
-    with pytest.raises(pika.exceptions.ConnectionClosedByBroker, match="CONNECTION_FORCED - runbook test: stuck consumer"):
+    told = "CONNECTION_FORCED - runbook test: stuck consumer"
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker, match=told):
         scene.consumer_connection.process_data_events(time_limit=1)
 
 
@@ -197,7 +198,8 @@ def test_wrong_password_is_refused_without_echoing_it(primary):
 def test_unreachable_management_url_fails_fast():
     started = time.monotonic()
     with RabbitManagement("http://127.0.0.1:1", "guest", "guest", name="primary", timeout_s=2) as client:
-        with pytest.raises(UnreachableError, match=r"rabbitmq cluster 'primary' \(http://127\.0\.0\.1:1\) did not answer within 2s: "):
+        expected = r"rabbitmq cluster 'primary' \(http://127\.0\.0\.1:1\) did not answer within 2s: "
+        with pytest.raises(UnreachableError, match=expected):
             client.overview()
     assert time.monotonic() - started < 3
 
