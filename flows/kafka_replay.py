@@ -11,25 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Completed
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.clusters import Clusters, KafkaCluster
 from engine.errors import BrokerError, ParameterError, PreconditionError, RunbookError
 from flows import journal
-from flows.gate import wait_for_approval
 from flows.lock import target_lock
 from flows.replay_plan import ReplayPlan, parse_offsets_csv, plan_replay, spec_from_parameters
 from flows.runtime import RunContext
+from flows.steps import approve_stable_plan, guarded, record_start
 from integrations.kafka import ConsumerGroup, KafkaClient
 
 RUNBOOK_ID = "kafka-replay"
 SPECS = ("to_datetime", "by_duration", "to_earliest", "to_latest", "to_offset", "shift_by", "to_current", "from_file")
-MAX_REPLANS = 3  # a plan that keeps changing under us is a reason to stop, not to loop
 PLAN_ROWS_SHOWN = 40
 
 
@@ -215,23 +214,14 @@ def restore_snapshot(cluster: KafkaCluster, plan: ReplayPlan, snapshot_csv: str)
 def kafka_replay(params: ReplayParameters, requested_by: str = "unknown", trigger: dict[str, Any] | None = None):
     """Replay (or skip) messages for a consumer group by moving its committed offsets."""
     run_id = str(flow_run.id)
-    try:
-        return _replay(run_id, params, requested_by, trigger)
-    except Exception as exc:
-        entries = journal.read(run_id)
-        if journal.last(entries, "outcome") is None:  # failures before any change end here
-            journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
-            journal.record(run_id, "outcome", f"failed before changing anything: {exc}", outcome="failed")
-        raise
+    return guarded(run_id, lambda: _replay(run_id, params, requested_by, trigger))
 
 
 def _replay(run_id: str, params: ReplayParameters, requested_by: str, trigger: dict[str, Any] | None):
-    logger = get_run_logger()
     context = RunContext.load()
     runbook = context.catalog.get(RUNBOOK_ID)
     cluster = context.clusters.kafka_cluster(params.cluster)
-    journal.record(run_id, "parameters", f"{RUNBOOK_ID} on {params.cluster}/{params.group}, requested by {requested_by}",
-                   parameters=params.model_dump(), requested_by=requested_by, trigger=trigger or {})
+    record_start(run_id, RUNBOOK_ID, params, requested_by, trigger, f"{params.cluster}/{params.group}")
     key = runbook.lock_key(params)
     with target_lock(key, run_id, context.settings.lock_wait_s):
         journal.record(run_id, "lock", f"holding lock {key}", key=key)
@@ -241,69 +231,60 @@ def _replay(run_id: str, params: ReplayParameters, requested_by: str, trigger: d
             journal.record(run_id, "outcome", "nothing to change: every partition is already at its target",
                            outcome="unchanged")
             return Completed(message="nothing to change")
-        for attempt in range(1, MAX_REPLANS + 1):
-            markdown = plan_markdown(plan, params.cluster)
-            decision = wait_for_approval(flow_run_id=run_id, runbook_id=RUNBOOK_ID, policy=runbook.approval,
-                                         teams=context.teams, requester=requested_by, plan_markdown=markdown,
-                                         plan_digest=plan.digest())
-            if not decision.approved:
-                outcome = "timed out" if decision.timed_out else f"rejected by {', '.join(decision.by)}"
-                journal.record(run_id, "outcome", f"{outcome}; nothing was changed", outcome="rejected")
-                return Failed(message=f"{outcome}; nothing was changed",
-                              name="TimedOut" if decision.timed_out else "Rejected")
-            current = observe_and_plan(cluster, params)
-            if current.digest() == plan.digest():
-                break
-            journal.record(run_id, "note", "the plan changed after approval (offsets moved meanwhile): asking again",
-                           approved_digest=plan.digest(), current_digest=current.digest())
-            logger.warning("plan changed since it was approved; asking for approval again")
-            plan = current
-            _record_plan(run_id, plan, params.cluster)
-        else:
-            journal.record(run_id, "outcome", f"the plan kept changing ({MAX_REPLANS} times); nothing was changed",
-                           outcome="failed")
-            return Failed(message="the plan kept changing while waiting for approval; nothing was changed")
-
-        snapshot_csv, snapshot_path = take_snapshot(cluster, plan, context.settings.snapshot_dir, run_id)
-        restore_command = f"runbook run {RUNBOOK_ID} -p cluster={params.cluster} -p group={params.group} -p from_file={snapshot_path}"
-        journal.record(run_id, "snapshot", f"committed offsets saved to {snapshot_path}", path=str(snapshot_path),
-                       csv=snapshot_csv, restore_command=restore_command)
-        create_markdown_artifact(markdown=f"Snapshot of `{plan.group}` before the reset (`{snapshot_path}`):\n\n"
-                                 f"```csv\n{snapshot_csv}```\n\nRestore: `{restore_command}`",
-                                 description="offsets before the reset")
-        fault = context.settings.inject_fault
-        try:
-            applied = apply_plan(cluster, plan, fault)
-            journal.record(run_id, "action", f"altered {applied} partition offset(s) of {plan.group}",
-                           partitions=applied)
-            verified = verify_plan(cluster, plan, fault)
-            journal.record(run_id, "verification", f"read back {verified['partitions_checked']} offset(s): all as planned",
-                           **verified)
-        except Exception as exc:
-            journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
-            try:
-                restored = restore_snapshot(cluster, plan, snapshot_csv)
-            except Exception as restore_exc:
-                journal.record(run_id, "rollback", f"RESTORE FAILED: {restore_exc}. Restore by hand: {restore_command}",
-                               restored=False, restore_command=restore_command)
-                raise RunbookError(f"{exc}; restoring the snapshot failed too ({restore_exc}): "
-                                   f"restore by hand with: {restore_command}") from exc
-            extra = ""
-            if restored["had_no_offset_before"]:
-                extra = (f"; {len(restored['had_no_offset_before'])} partition(s) had no committed offset before "
-                         f"and keep the new one ({', '.join(restored['had_no_offset_before'][:10])}): remove them with "
-                         f"kafka-consumer-groups.sh --delete-offsets --group {plan.group} --topic TOPIC")
-            journal.record(run_id, "rollback", f"restored {restored['restored']} offset(s) from the snapshot{extra}",
-                           restored=True, offsets_restored=restored["restored"],
-                           had_no_offset_before=restored["had_no_offset_before"])
-            journal.record(run_id, "outcome", f"failed and rolled back: {exc}", outcome="failed")
-            raise
-        _report(plan)
-        journal.record(run_id, "outcome",
-                       f"offsets of {plan.group} reset: {plan.messages_replayed} message(s) to replay, "
-                       f"{plan.messages_skipped} skipped", outcome="succeeded",
-                       replayed=plan.messages_replayed, skipped=plan.messages_skipped)
+        plan, refused = approve_stable_plan(
+            run_id=run_id, context=context, runbook=runbook, requested_by=requested_by, plan=plan,
+            markdown=lambda p: plan_markdown(p, params.cluster), replan=lambda: observe_and_plan(cluster, params),
+            record_plan=lambda p: _record_plan(run_id, p, params.cluster),
+        )
+        if refused is not None:
+            return refused
+        _apply_with_rollback(run_id, context, cluster, params, plan)
     return Completed(message=f"{len(plan.partitions)} partition offset(s) reset")
+
+
+def _apply_with_rollback(run_id: str, context: RunContext, cluster: KafkaCluster, params: ReplayParameters,
+                         plan: ReplayPlan) -> None:
+    """Snapshot, apply, verify; on failure restore the snapshot and say exactly what was restored."""
+    snapshot_csv, snapshot_path = take_snapshot(cluster, plan, context.settings.snapshot_dir, run_id)
+    restore_command = (f"runbook run {RUNBOOK_ID} -p cluster={params.cluster} -p group={params.group} "
+                       f"-p from_file={snapshot_path}")
+    journal.record(run_id, "snapshot", f"committed offsets saved to {snapshot_path}", path=str(snapshot_path),
+                   csv=snapshot_csv, restore_command=restore_command)
+    create_markdown_artifact(markdown=f"Snapshot of `{plan.group}` before the reset (`{snapshot_path}`):\n\n"
+                             f"```csv\n{snapshot_csv}```\n\nRestore: `{restore_command}`",
+                             description="offsets before the reset")
+    fault = context.settings.inject_fault
+    try:
+        applied = apply_plan(cluster, plan, fault)
+        journal.record(run_id, "action", f"altered {applied} partition offset(s) of {plan.group}", partitions=applied)
+        verified = verify_plan(cluster, plan, fault)
+        journal.record(run_id, "verification", f"read back {verified['partitions_checked']} offset(s): all as planned",
+                       **verified)
+    except Exception as exc:
+        journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
+        try:
+            restored = restore_snapshot(cluster, plan, snapshot_csv)
+        except Exception as restore_exc:
+            journal.record(run_id, "rollback", f"RESTORE FAILED: {restore_exc}. Restore by hand: {restore_command}",
+                           restored=False, restore_command=restore_command)
+            journal.record(run_id, "outcome", f"failed, and the restore failed: {exc}", outcome="failed")
+            raise RunbookError(f"{exc}; restoring the snapshot failed too ({restore_exc}): "
+                               f"restore by hand with: {restore_command}") from exc
+        extra = ""
+        if restored["had_no_offset_before"]:
+            extra = (f"; {len(restored['had_no_offset_before'])} partition(s) had no committed offset before "
+                     f"and keep the new one ({', '.join(restored['had_no_offset_before'][:10])}): remove them with "
+                     f"kafka-consumer-groups.sh --delete-offsets --group {plan.group} --topic TOPIC")
+        journal.record(run_id, "rollback", f"restored {restored['restored']} offset(s) from the snapshot{extra}",
+                       restored=True, offsets_restored=restored["restored"],
+                       had_no_offset_before=restored["had_no_offset_before"])
+        journal.record(run_id, "outcome", f"failed and rolled back: {exc}", outcome="failed")
+        raise
+    _report(plan)
+    journal.record(run_id, "outcome",
+                   f"offsets of {plan.group} reset: {plan.messages_replayed} message(s) to replay, "
+                   f"{plan.messages_skipped} skipped", outcome="succeeded",
+                   replayed=plan.messages_replayed, skipped=plan.messages_skipped)
 
 
 def plan_json(plan: ReplayPlan, cluster: str) -> dict[str, Any]:

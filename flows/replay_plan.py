@@ -16,7 +16,7 @@ import json
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Union
 
@@ -54,20 +54,20 @@ def parse_datetime(text: str, *, field: str = "to_datetime") -> int:
     match = _DATETIME.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None:
         if isinstance(text, str) and re.fullmatch(r".*T\d{2}:\d{2}:\d{2}(Z|[+-].*)?", text.strip()):
-            return _raise(field, f"{text!r} has no milliseconds: the Java tool needs them too; {DATETIME_HINT}")
+            raise _invalid(field, f"{text!r} has no milliseconds: the Java tool needs them too; {DATETIME_HINT}")
         if isinstance(text, str) and re.search(r"[+-]\d{4}$", text.strip()):
-            return _raise(field, f"{text!r}: write the zone as +hh:mm (the Java tool reads +0130 as +01:00)")
-        return _raise(field, f"{text!r} is not a date and time; {DATETIME_HINT}, e.g. 2024-05-01T13:45:00.000Z")
+            raise _invalid(field, f"{text!r}: write the zone as +hh:mm (the Java tool reads +0130 as +01:00)")
+        raise _invalid(field, f"{text!r} is not a date and time; {DATETIME_HINT}, e.g. 2024-05-01T13:45:00.000Z")
     year, month, day, hour, minute, second, milli, _z, sign, zone_h, zone_m = match.groups()
     offset = timedelta(hours=int(zone_h or 0), minutes=int(zone_m or 0)) * (-1 if sign == "-" else 1)
     # Java's calendar refuses zone offsets outside -13:00..+14:00 and re-reads them as whole hours.
     if not timedelta(hours=-13) <= offset <= timedelta(hours=14) or int(zone_m or 0) > 59:
-        return _raise(field, f"{text!r}: the zone offset must lie between -13:00 and +14:00")
+        raise _invalid(field, f"{text!r}: the zone offset must lie between -13:00 and +14:00")
     try:
         moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
                           int(milli) * 1000, tzinfo=timezone(offset))
     except ValueError as exc:
-        return _raise(field, f"{text!r} is not a valid date and time ({exc}); {DATETIME_HINT}")
+        raise _invalid(field, f"{text!r} is not a valid date and time ({exc}); {DATETIME_HINT}")
     return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
 
 
@@ -87,14 +87,14 @@ def parse_duration(text: str, *, field: str = "by_duration") -> int:
     stripped = text.strip() if isinstance(text, str) else ""
     match = _DURATION.fullmatch(stripped)
     if match is None or stripped.upper().endswith("T") or not any(match.group(i) for i in (2, 3, 4, 5)):
-        return _raise(field, f"{text!r} is not an ISO-8601 duration PnDTnHnMnS, e.g. PT15M, PT2H30M, P1D")
+        raise _invalid(field, f"{text!r} is not an ISO-8601 duration PnDTnHnMnS, e.g. PT15M, PT2H30M, P1D")
     sign, days, hours, minutes, seconds, fraction = match.groups()
     nanos = ((int(days or 0) * 24 + int(hours or 0)) * 60 + int(minutes or 0)) * 60 * 10**9
     fraction_nanos = int((fraction or "").ljust(9, "0"))
     nanos += int(seconds or 0) * 10**9 + (-fraction_nanos if (seconds or "").startswith("-") else fraction_nanos)
     nanos = -nanos if sign == "-" else nanos
     if nanos < 0:
-        return _raise(field, f"{text!r} is negative: give how far back to go, e.g. PT15M")
+        raise _invalid(field, f"{text!r} is negative: give how far back to go, e.g. PT15M")
     return nanos // 10**6
 
 
@@ -164,7 +164,8 @@ def parse_offsets_csv(text: str, *, field: str = "from_file") -> dict[TopicParti
         elif not _TOPIC_NAME.fullmatch(fields[0]):
             problems.append(f"line {number}: {fields[0]!r} is not a topic name")
         elif not fields[1].isdigit() or not re.fullmatch(r"-?\d+", fields[2]):
-            problems.append(f"line {number}: partition and offset must be whole numbers, got {fields[1]!r} and {fields[2]!r}")
+            problems.append(f"line {number}: partition and offset must be whole numbers, "
+                            f"got {fields[1]!r} and {fields[2]!r}")
         elif (key := (fields[0], int(fields[1]))) in offsets:
             problems.append(f"line {number}: {key[0]}:{key[1]} already has an offset on line {first_line[key]}")
         else:
@@ -177,10 +178,6 @@ def parse_offsets_csv(text: str, *, field: str = "from_file") -> dict[TopicParti
     return offsets
 
 
-def _raise(field: str, message: str):
-    raise _invalid(field, message)
-
-
 # -- specs -------------------------------------------------------------------------------------
 
 def _iso(ms: int) -> str:
@@ -188,8 +185,16 @@ def _iso(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+class _Spec:
+    def describe(self) -> str:
+        """The spec as the runbook parameter that gives it, e.g. `to_offset=42`."""
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
+        values = [getattr(self, f.name) for f in fields(self)]
+        return f"{name}={values[0]}" if values else name
+
+
 @dataclass(frozen=True)
-class ToDatetime:
+class ToDatetime(_Spec):
     timestamp_ms: int
 
     def describe(self) -> str:
@@ -197,55 +202,44 @@ class ToDatetime:
 
 
 @dataclass(frozen=True)
-class ByDuration:
+class ByDuration(_Spec):
     duration_ms: int
 
     def describe(self) -> str:
-        days, rest = divmod(self.duration_ms, 86_400_000)
-        hours, rest = divmod(rest, 3_600_000)
+        hours, rest = divmod(self.duration_ms, 3_600_000)
         minutes, rest = divmod(rest, 60_000)
-        seconds = f"{rest // 1000}.{rest % 1000:03d}".rstrip("0").rstrip(".") if rest else ""
-        time_part = "".join(f"{v}{u}" for v, u in ((hours, "H"), (minutes, "M"), (seconds, "S")) if v)
-        text = "P" + (f"{days}D" if days else "") + (f"T{time_part}" if time_part else "")
-        return f"by_duration={text if text != 'P' else 'PT0S'}"
+        seconds = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+        parts = [f"{hours}H" if hours else "", f"{minutes}M" if minutes else "", f"{seconds}S" if rest else ""]
+        return f"by_duration=PT{''.join(parts) or '0S'}"
 
 
 @dataclass(frozen=True)
-class ToEarliest:
-    def describe(self) -> str:
-        return "to_earliest"
+class ToEarliest(_Spec):
+    pass
 
 
 @dataclass(frozen=True)
-class ToLatest:
-    def describe(self) -> str:
-        return "to_latest"
+class ToLatest(_Spec):
+    pass
 
 
 @dataclass(frozen=True)
-class ToOffset:
+class ToOffset(_Spec):
     offset: int
 
-    def describe(self) -> str:
-        return f"to_offset={self.offset}"
-
 
 @dataclass(frozen=True)
-class ShiftBy:
+class ShiftBy(_Spec):
     shift: int
 
-    def describe(self) -> str:
-        return f"shift_by={self.shift:+d}"
+
+@dataclass(frozen=True)
+class ToCurrent(_Spec):
+    pass
 
 
 @dataclass(frozen=True)
-class ToCurrent:
-    def describe(self) -> str:
-        return "to_current"
-
-
-@dataclass(frozen=True)
-class FromFile:
+class FromFile(_Spec):
     """Offsets read back from an `--export` CSV: (topic, partition, offset) in file order."""
 
     rows: tuple[tuple[str, int, int], ...]
@@ -255,7 +249,16 @@ class FromFile:
 
 
 Spec = Union[ToDatetime, ByDuration, ToEarliest, ToLatest, ToOffset, ShiftBy, ToCurrent, FromFile]
-_SPEC_NAMES = "to_datetime, by_duration, to_earliest, to_latest, to_offset, shift_by, to_current, from_file"
+_BUILD = {
+    "to_datetime": lambda text: ToDatetime(parse_datetime(text)),
+    "by_duration": lambda text: ByDuration(parse_duration(text)),
+    "to_earliest": lambda _: ToEarliest(),
+    "to_latest": lambda _: ToLatest(),
+    "to_offset": ToOffset,
+    "shift_by": ShiftBy,
+    "to_current": lambda _: ToCurrent(),
+    "from_file": lambda text: FromFile(tuple((t, p, o) for (t, p), o in parse_offsets_csv(text).items())),
+}
 
 
 def spec_from_parameters(
@@ -272,16 +275,11 @@ def spec_from_parameters(
 
     Raises ParameterError when none or more than one is given, or when the one given is invalid.
     """
-    given = {
-        name: value for name, value in (
-            ("to_datetime", to_datetime), ("by_duration", by_duration), ("to_earliest", to_earliest or None),
-            ("to_latest", to_latest or None), ("to_offset", to_offset), ("shift_by", shift_by),
-            ("to_current", to_current or None), ("from_file", from_file),
-        ) if value is not None
-    }
+    values = locals()  # the parameters, by name
+    given = {name: values[name] for name in _BUILD if values[name] is not None and values[name] is not False}
     if len(given) != 1:
         got = f"got {len(given)}: {', '.join(given)}" if given else "none was given"
-        raise _invalid("spec", f"give exactly one of {_SPEC_NAMES}; {got}")
+        raise _invalid("spec", f"give exactly one of {', '.join(_BUILD)}; {got}")
     (name, value), = given.items()
     if name in {"to_offset", "shift_by"} and (isinstance(value, bool) or not isinstance(value, int)):
         raise _invalid(name, f"{value!r} is not a whole number")
@@ -289,23 +287,7 @@ def spec_from_parameters(
         raise _invalid(name, f"{value} is negative: offsets start at 0 (use to_earliest for the log start)")
     if name in {"to_datetime", "by_duration", "from_file"} and not isinstance(value, str):
         raise _invalid(name, f"expected text, got {type(value).__name__}")
-    match name:
-        case "to_datetime":
-            return ToDatetime(parse_datetime(value))
-        case "by_duration":
-            return ByDuration(parse_duration(value))
-        case "to_earliest":
-            return ToEarliest()
-        case "to_latest":
-            return ToLatest()
-        case "to_offset":
-            return ToOffset(value)
-        case "shift_by":
-            return ShiftBy(value)
-        case "to_current":
-            return ToCurrent()
-        case _:
-            return FromFile(tuple((t, p, o) for (t, p), o in parse_offsets_csv(value).items()))
+    return _BUILD[name](value)
 
 
 # -- the plan ----------------------------------------------------------------------------------
@@ -349,7 +331,8 @@ class ReplayPlan:
 
     def to_csv(self) -> str:
         """Exactly what `kafka-consumer-groups --reset-offsets --dry-run --export` prints to stdout
-        for a single group: `topic,partition,offset` lines, then the blank line of its println."""
+        for a single group: `topic,partition,offset` lines, then the blank line of its println.
+        (For time specs the Java tool also prints its "Warn: ... Falling back" lines before them.)"""
         return "".join(f"{p.topic},{p.partition},{p.target_offset}\n" for p in self.partitions) + "\n"
 
     def digest(self) -> str:
@@ -383,20 +366,28 @@ def plan_replay(
     if isinstance(spec, FromFile):
         if topics:
             raise _invalid("topic", "from_file names its own partitions: leave topic empty")
-        scope = _existing(kafka, [(t, p) for t, p, _ in spec.rows], "from_file")
+        scope = _resolve_scope(kafka, [TopicScope(t, (p,)) for t, p, _ in spec.rows], "from_file")
     elif topics:
-        scope = _resolve_scope(kafka, parse_scope(topics))
+        scope = _resolve_scope(kafka, parse_scope(topics), "topic")
     else:
         scope = list(committed)  # the coordinator's order, which the Java tool starts from too
         if not scope:
             raise _invalid("topic", f"group {group!r} has no committed offsets on kafka cluster {kafka.name!r}: "
                                     f"name the topics to reset with topic=t or topic=t:0,1")
     logs = kafka.log_offsets(scope)
-    targets, order = _targets(kafka, spec, scope, committed, logs, warnings, now_ms)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    targets = _targets(kafka, spec, scope, committed, logs, warnings, now_ms)
+    if isinstance(spec, ToCurrent):
+        # Committed partitions first, then the log ends, which pass through two HashMaps before
+        # putAll adds them; putAll into a map without a table yet pre-sizes it: another order.
+        without = _JavaHashMap().put_all(k for k in scope if k not in committed).keys()
+        without = _JavaHashMap().put_all(without).keys()
+        order = _JavaHashMap().put_all(k for k in scope if k in committed).put_all(without, bulk=True).keys()
+    else:  # collected into a HashMap, and again into new ones of the same size: the same order
+        order = _JavaHashMap().put_all(scope).keys()
     description = spec.describe()
     if isinstance(spec, ByDuration):
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        description += f" (records since {_iso(now - spec.duration_ms)})"
+        description += f" (records since {_iso(now_ms - spec.duration_ms)})"
     return ReplayPlan(group, description, tuple(
         PartitionPlan(t, p, committed.get((t, p)), targets[(t, p)], logs[(t, p)].log_start_offset,
                       logs[(t, p)].log_end_offset)
@@ -404,60 +395,45 @@ def plan_replay(
     ), tuple(warnings))
 
 
-def _targets(kafka, spec, scope, committed, logs, warnings, now_ms):
-    """(target per partition, the order --export prints them in), following prepareOffsetsToReset."""
+def _targets(kafka, spec, scope, committed, logs, warnings, now_ms) -> dict[TopicPartitionKey, int]:
+    """The offset prepareOffsetsToReset picks for each partition; appends a warning per adjustment."""
     def clamp(key: TopicPartitionKey, offset: int) -> int:
         start, end = logs[key].log_start_offset, logs[key].log_end_offset
         if offset > end:
             warnings.append(f"{key[0]}:{key[1]}: offset {offset} is past the log end {end}: using {end}")
-            return end
-        if offset < start:
+        elif offset < start:
             warnings.append(f"{key[0]}:{key[1]}: offset {offset} is before the log start {start}: using {start}")
-            return start
-        return offset
+        return min(max(offset, start), end)
 
-    # Java re-collects the requested offsets into new HashMaps; equal sizes keep the same order.
     match spec:
         case ToEarliest():
-            return {k: logs[k].log_start_offset for k in scope}, _JavaHashMap().put_all(scope).keys()
+            return {k: logs[k].log_start_offset for k in scope}
         case ToLatest():
-            return {k: logs[k].log_end_offset for k in scope}, _JavaHashMap().put_all(scope).keys()
+            return {k: logs[k].log_end_offset for k in scope}
+        case ToCurrent():
+            return {k: committed.get(k, logs[k].log_end_offset) for k in scope}
         case ToOffset(offset=offset):
-            return {k: clamp(k, offset) for k in scope}, _JavaHashMap().put_all(scope).keys()
+            return {k: clamp(k, offset) for k in scope}
+        case FromFile(rows=rows):
+            return {(t, p): clamp((t, p), o) for t, p, o in rows}
         case ShiftBy(shift=shift):
             missing = [f"{t}:{p}" for t, p in scope if (t, p) not in committed]
             if missing:
                 raise _invalid("shift_by", f"cannot shift {', '.join(missing[:10])}"
                                f"{' ...' if len(missing) > 10 else ''}: the group has no committed offset there "
                                f"(use to_offset, to_datetime or to_earliest, or leave them out of topic)")
-            return {k: clamp(k, committed[k] + shift) for k in scope}, _JavaHashMap().put_all(scope).keys()
-        case FromFile(rows=rows):
-            return {(t, p): clamp((t, p), o) for t, p, o in rows}, _JavaHashMap().put_all(scope).keys()
+            return {k: clamp(k, committed[k] + shift) for k in scope}
         case ToDatetime() | ByDuration():
-            if isinstance(spec, ToDatetime):
-                timestamp = spec.timestamp_ms
-            else:
-                timestamp = (int(time.time() * 1000) if now_ms is None else now_ms) - spec.duration_ms
+            timestamp = spec.timestamp_ms if isinstance(spec, ToDatetime) else now_ms - spec.duration_ms
             found = kafka.offsets_for_timestamp(scope, timestamp)
-            targets = {}
-            for key in scope:
-                if found[key] < 0:
-                    warnings.append(f"{key[0]}:{key[1]}: no record at or after {_iso(timestamp)}: "
-                                    f"using the log end {logs[key].log_end_offset}")
-                targets[key] = found[key] if found[key] >= 0 else logs[key].log_end_offset
-            return targets, _JavaHashMap().put_all(scope).keys()
-        case ToCurrent():
-            with_commit = [k for k in scope if k in committed]
-            # The log end offsets pass through two HashMaps before putAll adds them.
-            without = _JavaHashMap().put_all([k for k in scope if k not in committed]).keys()
-            without = _JavaHashMap().put_all(without).keys()
-            targets = {k: committed.get(k, logs[k].log_end_offset) for k in scope}
-            # putAll into a map still without a table pre-sizes it: another capacity, another order.
-            return targets, _JavaHashMap().put_all(with_commit).put_all(without, bulk=True).keys()
+            for key in (k for k in scope if found[k] < 0):
+                warnings.append(f"{key[0]}:{key[1]}: no record at or after {_iso(timestamp)}: "
+                                f"using the log end {logs[key].log_end_offset}")
+            return {k: found[k] if found[k] >= 0 else logs[k].log_end_offset for k in scope}
     raise TypeError(f"not a reset spec: {spec!r}")
 
 
-def _resolve_scope(kafka: KafkaClient, scopes: list[TopicScope]) -> list[TopicPartitionKey]:
+def _resolve_scope(kafka: KafkaClient, scopes: list[TopicScope], field: str) -> list[TopicPartitionKey]:
     """The partitions named, in the order parseTopicPartitionsToReset yields them: the listed
     partitions in parameter order, then whole topics in describeTopics' HashMap order."""
     problems, partitions_of = [], {}
@@ -465,13 +441,11 @@ def _resolve_scope(kafka: KafkaClient, scopes: list[TopicScope]) -> list[TopicPa
         try:
             partitions_of[topic] = kafka.partitions(topic)
         except UnknownTopicError as exc:
-            problems.append(("topic", str(exc)))
+            problems.append((field, str(exc)))
     listed = [(s.topic, p) for s in scopes if s.partitions is not None and s.topic in partitions_of
               for p in s.partitions]
-    for topic, partition in listed:
-        if partition not in partitions_of[topic]:
-            count = len(partitions_of[topic])
-            problems.append(("topic", f"{topic}:{partition} does not exist: {topic} has partitions 0-{count - 1}"))
+    problems += [(field, f"{t}:{p} does not exist: {t} has partitions 0-{len(partitions_of[t]) - 1}")
+                 for t, p in listed if p not in partitions_of[t]]
     if problems:
         raise ParameterError(RUNBOOK, problems)
     whole = [s.topic for s in scopes if s.partitions is None]
@@ -482,28 +456,13 @@ def _resolve_scope(kafka: KafkaClient, scopes: list[TopicScope]) -> list[TopicPa
     return listed + [(topic, p) for topic in names.keys() for p in partitions_of[topic]]
 
 
-def _existing(kafka: KafkaClient, keys: list[TopicPartitionKey], field: str) -> list[TopicPartitionKey]:
-    problems = []
-    for topic in dict.fromkeys(t for t, _ in keys):
-        try:
-            known = set(kafka.partitions(topic))
-        except UnknownTopicError as exc:
-            problems.append((field, str(exc)))
-            continue
-        problems += [(field, f"{t}:{p} does not exist") for t, p in keys if t == topic and p not in known]
-    if problems:
-        raise ParameterError(RUNBOOK, problems)
-    return keys
-
-
 # -- java.util.HashMap iteration order ---------------------------------------------------------
 
 def _java_string_hash(text: str) -> int:
-    """String.hashCode() as an unsigned 32-bit number."""
-    code_units = text.encode("utf-16-be")
+    """String.hashCode() as an unsigned 32-bit number (topic names are ASCII: one char, one unit)."""
     h = 0
-    for i in range(0, len(code_units), 2):
-        h = (31 * h + int.from_bytes(code_units[i:i + 2], "big")) & 0xFFFFFFFF
+    for char in text:
+        h = (31 * h + ord(char)) & 0xFFFFFFFF
     return h
 
 

@@ -249,13 +249,12 @@ class KafkaClient:
         if not keys:
             return []
         latest = self._list_offsets(keys, OffsetSpec.latest(), "latest offsets")
-        return [
-            PartitionLag(
-                topic, partition, committed.get((topic, partition)), latest[(topic, partition)],
-                latest[(topic, partition)] - committed[(topic, partition)] if (topic, partition) in committed else None,
-            )
-            for topic, partition in keys
-        ]
+        lags = []
+        for key in keys:
+            current = committed.get(key)
+            lag = None if current is None else latest[key] - current
+            lags.append(PartitionLag(key[0], key[1], current, latest[key], lag))
+        return lags
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -343,12 +342,13 @@ class KafkaClient:
         offsets: dict[TopicPartitionKey, int] = {}
         pending, deadline = list(keys), time.monotonic() + self.timeout_s
         while pending:
+            remaining = max(0.5, deadline - time.monotonic())
             futures = self._client.list_offsets(
-                {TopicPartition(t, p): spec for t, p in pending}, request_timeout=self.timeout_s
+                {TopicPartition(t, p): spec for t, p in pending}, request_timeout=remaining
             )
             # A partition whose leader just moved (or was just created) answers NOT_LEADER: ask again.
-            retry = [] if time.monotonic() < deadline else None
-            results = self._wait_all(futures, what, retry=retry)
+            retry = [] if time.monotonic() < deadline - 0.2 else None
+            results = self._wait_all(futures, what, retry=retry, timeout_s=remaining)
             offsets.update({(tp.topic, tp.partition): info.offset for tp, info in results.items()})
             pending = retry or []
             if pending:
@@ -358,12 +358,15 @@ class KafkaClient:
     def _wait_one(self, future: concurrent.futures.Future, action: str):
         return self._wait_all({None: future}, action)[None]
 
-    def _wait_all(self, futures: Mapping, action: str, retry: list[TopicPartitionKey] | None = None) -> dict:
+    def _wait_all(
+        self, futures: Mapping, action: str, retry: list[TopicPartitionKey] | None = None,
+        timeout_s: float | None = None,
+    ) -> dict:
         """Every future's result, all within one deadline; per-partition unknown topics together.
 
         With `retry`, partitions that fail with a retriable error are added to it instead.
         """
-        deadline = time.monotonic() + self.timeout_s + _GRACE_S
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s) + _GRACE_S
         results, unknown = {}, []
         try:
             for key, future in futures.items():

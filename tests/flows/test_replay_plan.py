@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,6 +23,7 @@ from flows.replay_plan import (
     ToOffset, TopicScope, parse_datetime, parse_duration, parse_offsets_csv, parse_scope, plan_replay,
     spec_from_parameters,
 )
+from flows.replay_plan import _iso, _JavaHashMap  # noqa: PLC2701 (private helpers, for expectations)
 from integrations.kafka import KafkaClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,7 +141,7 @@ def test_spec_from_parameters_builds_each_spec():
     assert spec_from_parameters(shift_by=-5) == ShiftBy(-5)
     assert spec_from_parameters(to_current=True) == ToCurrent()
     assert spec_from_parameters(from_file="t,0,5\nt,1,6\n") == FromFile((("t", 0, 5), ("t", 1, 6)))
-    assert ByDuration(93_601_500).describe() == "by_duration=P1DT2H1.5S"
+    assert ByDuration(93_601_500).describe() == "by_duration=PT26H1.5S"  # as Duration.toString()
     assert ToDatetime(1704067200000).describe() == "to_datetime=2024-01-01T00:00:00.000Z"
 
 
@@ -206,7 +207,8 @@ public class ResetDriver {
                 else if (fields[1].equals("Duration.parse"))
                     System.out.print(java.time.Duration.parse(fields[2]).toMillis());
                 else
-                    org.apache.kafka.tools.consumer.group.ConsumerGroupCommand.main(Arrays.copyOfRange(fields, 1, fields.length));
+                    org.apache.kafka.tools.consumer.group.ConsumerGroupCommand.main(
+                        Arrays.copyOfRange(fields, 1, fields.length));
             } catch (Throwable e) {
                 status = "failed: " + e;
             }
@@ -219,7 +221,8 @@ public class ResetDriver {
     }
 }
 """
-JAVA_FALLBACK = re.compile(r"\nWarn: Partition (\d+) from topic (\S+) is empty\. Falling back to latest known offset\.\n")
+JAVA_FALLBACK = re.compile(
+    r"\nWarn: Partition (\d+) from topic (\S+) is empty\. Falling back to latest known offset\.\n")
 MINUTE = 60_000
 COUNTS = {"a": [12, 5, 20], "b": [8, 0, 15, 3], "c": [7, 11], "d": [p % 4 + 1 for p in range(24)]}
 DELETE_BEFORE = {("a", 2): 4, ("b", 2): 9, ("c", 1): 2}
@@ -231,15 +234,24 @@ DATETIMES = ["2024-01-01T00:00:00.000", "2024-06-30T23:59:59.999+02:00", "2024-0
 DURATIONS = ["PT15M", "P1DT2H", "PT1.5S", "pt1m", "PT2H-30M", "+PT1S", "P3DT0.25S", "PT0,5S"]
 
 
+def keys_share_a_bucket(run: str) -> bool:
+    """Whether some committed partitions share a bucket of the Java tool's HashMap, so that the
+    order inside a bucket (the group coordinator's order) is put to the test too (~9 runs in 10)."""
+    keys = [(f"replay-{key}-{run}", partition) for key, partition in COMMITTED]
+    return _JavaHashMap().put_all(keys).keys() != _JavaHashMap().put_all(reversed(keys)).keys()
+
+
 class World:
     """Four topics with different record counts per partition, timestamps one minute apart from an
     hour ago, some log starts raised; group `g1` with committed offsets, group `g2` with none."""
 
     def __init__(self, kafka: KafkaClient, bootstrap: str):
-        run = uuid.uuid4().hex[:8]
+        run = next(run for run in (uuid.uuid4().hex[:8] for _ in range(1000)) if keys_share_a_bucket(run))
         self.topic = {key: f"replay-{key}-{run}" for key in COUNTS}
         self.g1, self.g2 = f"replay-g1-{run}", f"replay-g2-{run}"
         self.base_ms = int(time.time()) * 1000 - 60 * MINUTE
+        # Between records 5 and 6 of every partition, written in +01:00 as an operator might.
+        self.datetime = datetime_plus_one_hour(self.base_ms + 5 * MINUTE + 30_000)
         for key, counts in COUNTS.items():
             kafka.create_topic(self.topic[key], len(counts))
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
@@ -276,20 +288,21 @@ def java_cases(w: World, bootstrap: str, from_file: Path) -> dict[str, list[str]
     """Name -> ConsumerGroupCommand arguments; the same names key the Python plans below."""
     reset = ["--bootstrap-server", bootstrap, "--reset-offsets", "--dry-run", "--export"]
     t = w.topic
+    abc = ["--topic", t["a"], "--topic", t["b"], "--topic", t["c"]]
     return {
         "earliest_all_topics": reset + ["--group", w.g1, "--all-topics", "--to-earliest"],
-        "latest_three_topics": reset + ["--group", w.g1, "--topic", t["a"], "--topic", t["b"], "--topic", t["c"], "--to-latest"],
+        "latest_three_topics": reset + ["--group", w.g1, *abc, "--to-latest"],
         "offset_subsets": reset + ["--group", w.g1, "--topic", f"{t['a']}:0,2", "--topic", f"{t['b']}:3,1",
                                    "--topic", t["c"], "--to-offset", "9"],
         "offset_below_start": reset + ["--group", w.g1, "--topic", t["a"], "--topic", t["b"], "--to-offset", "1"],
         "shift_back_all_topics": reset + ["--group", w.g1, "--all-topics", "--shift-by", "-3"],
         "shift_past_end": reset + ["--group", w.g1, "--topic", t["a"], "--shift-by", "100"],
         "shift_uncommitted": reset + ["--group", w.g1, "--topic", t["c"], "--shift-by", "1"],
-        "datetime_three_topics": reset + ["--group", w.g1, "--topic", t["a"], "--topic", t["b"], "--topic", t["c"],
-                                          "--to-datetime", datetime_plus_one_hour(w.base_ms + 5 * MINUTE + 30_000)],
+        "datetime_three_topics": reset + ["--group", w.g1, *abc, "--to-datetime", w.datetime],
         "duration_all_topics": reset + ["--group", w.g1, "--all-topics", "--by-duration", "PT50M30S"],
-        "current_mixed": reset + ["--group", w.g1, "--topic", t["a"], "--topic", t["b"], "--topic", t["c"], "--to-current"],
-        "current_nothing_committed": reset + ["--group", w.g2, "--topic", t["a"], "--topic", f"{t['c']}:1,0", "--to-current"],
+        "current_mixed": reset + ["--group", w.g1, *abc, "--to-current"],
+        "current_nothing_committed": reset + ["--group", w.g2, "--topic", t["a"], "--topic", f"{t['c']}:1,0",
+                                              "--to-current"],
         "earliest_many_partitions": reset + ["--group", w.g2, "--topic", t["d"], "--topic", t["b"], "--topic", t["a"],
                                              "--to-earliest"],
         "from_file": reset + ["--group", w.g1, "--from-file", str(from_file)],
@@ -313,8 +326,9 @@ def java(world, clusters, tmp_path_factory) -> dict[str, dict[str, str]]:
     lines += [f"datetime{i}\tgetDateTime\t{text}" for i, text in enumerate(DATETIMES)]
     lines += [f"duration{i}\tDuration.parse\t{text}" for i, text in enumerate(DURATIONS)]
     (directory / "cases.tsv").write_text("\n".join(lines) + "\n")
-    subprocess.run([str(REPO / "dev" / "kafka-run-class"), str(directory / "ResetDriver.java"), str(directory)],
-                   check=True, timeout=120, capture_output=True)
+    result = subprocess.run([str(REPO / "dev" / "kafka-run-class"), str(directory / "ResetDriver.java"),
+                             str(directory)], timeout=120, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
     names = [*cases, *(f"datetime{i}" for i in range(len(DATETIMES))), *(f"duration{i}" for i in range(len(DURATIONS)))]
     return {name: {part: (directory / f"{name}.{part}").read_text() for part in ("stdout", "stderr", "status")}
             for name in names}
@@ -326,7 +340,6 @@ def world_csv(w: World, text: str) -> str:
 
 def python_plans(kafka: KafkaClient, w: World) -> dict[str, ReplayPlan]:
     t = w.topic
-    datetime = datetime_plus_one_hour(w.base_ms + 5 * MINUTE + 30_000)
     return {
         "earliest_all_topics": plan_replay(kafka, w.g1, ToEarliest(), None),
         "latest_three_topics": plan_replay(kafka, w.g1, ToLatest(), [t["a"], t["b"], t["c"]]),
@@ -334,7 +347,7 @@ def python_plans(kafka: KafkaClient, w: World) -> dict[str, ReplayPlan]:
         "offset_below_start": plan_replay(kafka, w.g1, ToOffset(1), [t["a"], t["b"]]),
         "shift_back_all_topics": plan_replay(kafka, w.g1, ShiftBy(-3), None),
         "shift_past_end": plan_replay(kafka, w.g1, ShiftBy(100), [t["a"]]),
-        "datetime_three_topics": plan_replay(kafka, w.g1, spec_from_parameters(to_datetime=datetime),
+        "datetime_three_topics": plan_replay(kafka, w.g1, spec_from_parameters(to_datetime=w.datetime),
                                              [t["a"], t["b"], t["c"]]),
         "duration_all_topics": plan_replay(kafka, w.g1, spec_from_parameters(by_duration="PT50M30S"), None),
         "current_mixed": plan_replay(kafka, w.g1, ToCurrent(), [t["a"], t["b"], t["c"]]),
@@ -428,7 +441,34 @@ def test_from_file_names_its_own_scope(kafka, world):
     with pytest.raises(ParameterError) as excinfo:
         plan_replay(kafka, world.g1, spec, None)
     assert [m.split(" (")[0] for _, m in problems(excinfo)] == [
-        f"{world.a}:9 does not exist", f"topic 'nope-{world.a}' does not exist on kafka cluster 'primary'",
+        f"topic 'nope-{world.a}' does not exist on kafka cluster 'primary'",
+        f"{world.a}:9 does not exist: {world.a} has partitions 0-2",
     ]
     with pytest.raises(ParameterError, match="from_file names its own partitions"):
         plan_replay(kafka, world.g1, spec, [world.a])
+
+
+def test_by_duration_counts_back_from_now_ms(kafka, world):
+    now_ms = world.base_ms + 60 * MINUTE
+    plan = plan_replay(kafka, world.g1, spec_from_parameters(by_duration="PT57M30S"), [f"{world.a}:1", world.c],
+                       now_ms=now_ms)
+    assert [(p.partition, p.target_offset) for p in sorted(plan.partitions, key=lambda p: (p.topic, p.partition))] \
+        == [(1, 3), (0, 3), (1, 3)]
+    assert plan.spec_description == f"by_duration=PT57M30S (records since {_iso(world.base_ms + 150_000)})"
+
+
+def test_a_group_with_members_is_planned_with_a_warning(kafka, world, clusters):
+    group = f"{world.g1}-live"
+    consumer = Consumer({**clusters.kafka_cluster("primary").client_config(), "group.id": group,
+                         "client.id": "replayer", "enable.auto.commit": False})
+    consumer.subscribe([world.c])
+    try:
+        deadline = time.monotonic() + 20
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(0.2)
+        plan = plan_replay(kafka, group, ToEarliest(), [world.c])
+    finally:
+        consumer.close()
+    assert plan.warnings == (f"group '{group}' is Stable with 1 member(s): the offsets can only be applied "
+                             f"once it is Empty (stop its consumers)",)
+    assert [p.current_offset for p in plan.partitions] == [None, None] and plan.messages_replayed == 0
