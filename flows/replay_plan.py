@@ -51,11 +51,12 @@ def parse_datetime(text: str, *, field: str = "to_datetime") -> int:
 
     `2024-05-01T13:45:00.000` (UTC), `2024-05-01T13:45:00.000Z`, `...000+02:00`, `...000-05`.
     """
-    match = _DATETIME.fullmatch(text.strip()) if isinstance(text, str) else None
+    stripped = text.strip() if isinstance(text, str) else ""
+    match = _DATETIME.fullmatch(stripped)
     if match is None:
-        if isinstance(text, str) and re.fullmatch(r".*T\d{2}:\d{2}:\d{2}(Z|[+-].*)?", text.strip()):
+        if re.fullmatch(r".*T\d{2}:\d{2}:\d{2}(Z|[+-].*)?", stripped):
             raise _invalid(field, f"{text!r} has no milliseconds: the Java tool needs them too; {DATETIME_HINT}")
-        if isinstance(text, str) and re.search(r"[+-]\d{4}$", text.strip()):
+        if re.search(r"[+-]\d{4}$", stripped):
             raise _invalid(field, f"{text!r}: write the zone as +hh:mm (the Java tool reads +0130 as +01:00)")
         raise _invalid(field, f"{text!r} is not a date and time; {DATETIME_HINT}, e.g. 2024-05-01T13:45:00.000Z")
     year, month, day, hour, minute, second, milli, _z, sign, zone_h, zone_m = match.groups()
