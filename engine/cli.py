@@ -138,6 +138,7 @@ def main() -> None:
         # Prefect fixes its API URL when first imported: point it at our server before that.
         Settings.from_environ().apply_to_prefect()
         import engine.cli_runs  # noqa: F401  (registers plan, run, approve, reject, runs, status)
+        import engine.cli_serve  # noqa: F401  (registers serve)
 
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -79,3 +79,5 @@ class Settings(BaseModel):
         """Point Prefect's client at our server (Prefect reads PREFECT_API_URL lazily)."""
         os.environ["PREFECT_API_URL"] = self.prefect_api_url
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # The runner looks for new runs every 10 s by default: an alert should start its run in ~1 s.
+        os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")

@@ -1,0 +1,24 @@
+"""`runbook serve`: the HTTP app (alerts, Slack, postmortem pages) and the runner of the runbooks."""
+from __future__ import annotations
+
+import click
+
+from engine.cli import Context, cli, pass_context
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@click.option("--no-runner", is_flag=True, help="Only the HTTP app: runs execute elsewhere (another serve "
+              "process or Prefect workers) from the deployments it registered.")
+@click.option("--limit", default=10, show_default=True, help="At most this many runs at once in this process.")
+@pass_context
+def serve(context: Context, host: str, port: int, no_runner: bool, limit: int) -> None:
+    """Serve the HTTP endpoints and run the runbooks that alerts and Slack start.
+
+    Endpoints: POST /alerts/alertmanager and /alerts/grafana (bearer RUNBOOK_ALERT_TOKEN),
+    POST /slack/commands and /slack/interactions (Slack signature), GET /healthz, GET /metrics.
+    """
+    from engine.serve import serve as run_server
+
+    run_server(context.settings, context.catalog, host, port, with_runner=not no_runner, limit=limit)

@@ -1,0 +1,78 @@
+"""`runbook serve`: the HTTP app and, unless told otherwise, a Prefect runner that serves every
+catalog runbook as a deployment (`<id>/<id>`) and executes the runs alerts and Slack start.
+
+One process for one machine. In a bigger setup, run the flows on Prefect work pools with workers
+where the brokers are reachable (`prefect deploy` the same flows to a pool), and run several
+`runbook serve --no-runner` replicas behind a load balancer: they keep no state of their own
+(deduplication is Prefect's idempotency keys, locks are Prefect's concurrency limits, the record
+is the journal on the Prefect server).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import uvicorn
+
+from engine.catalog import Catalog
+from engine.settings import Settings
+
+log = logging.getLogger("runbook.serve")
+
+
+def find_runs_with_tag(tag: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])), limit=20)
+    return [str(run.id) for run in runs]
+
+
+def build_services(settings: Settings, catalog: Catalog):
+    from engine import deployments
+    from engine.http import Services
+    from flows import journal
+
+    return Services(
+        settings=settings, catalog=catalog, start=deployments.start_from_deployment,
+        find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=deployments.alert_tag,
+    )
+
+
+def _runner_thread(catalog: Catalog, limit: int, ready: threading.Event, failed: list[BaseException]) -> None:
+    from prefect.deployments.runner import EntrypointType
+    from prefect.runner import Runner
+
+    async def main() -> None:
+        runner = Runner(name="runbook-serve", limit=limit, pause_on_shutdown=False)
+        for runbook in catalog:
+            deployment = await runbook.flow_function.ato_deployment(
+                name=runbook.id, entrypoint_type=EntrypointType.MODULE_PATH, tags=["mq-runbooks"],
+                description=runbook.title,
+            )
+            await runner.aadd_deployment(deployment)
+        ready.set()
+        await runner.start()
+
+    try:
+        asyncio.run(main())
+    except BaseException as exc:  # reported to the main thread, which exits with it
+        failed.append(exc)
+        ready.set()
+
+
+def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runner: bool, limit: int) -> None:
+    from engine.http import create_app
+
+    if with_runner:
+        ready, failed = threading.Event(), []
+        thread = threading.Thread(target=_runner_thread, args=(catalog, limit, ready, failed), daemon=True,
+                                  name="prefect-runner")
+        thread.start()
+        if not ready.wait(timeout=120) or failed:
+            raise RuntimeError(f"the Prefect runner did not start: {failed[0] if failed else 'timed out'}")
+        log.info("serving %d runbook deployment(s)", len(list(catalog)))
+    app = create_app(build_services(settings, catalog))
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
