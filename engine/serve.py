@@ -36,7 +36,7 @@ def build_services(settings: Settings, catalog: Catalog):
     from flows import journal
 
     return Services(
-        settings=settings, catalog=catalog, start=deployments.start_from_deployment,
+        settings=settings, catalog=catalog, start=deployments.DeploymentStarter(),
         find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=deployments.alert_tag,
     )
 
