@@ -45,6 +45,13 @@ class ApprovalPolicy(_Strict):
         return parse_short_duration(value)
 
 
+class Starters(_Strict):
+    """Who may start a runbook from Slack ("*" = anyone in the channel; names, Slack ids or @teams)."""
+
+    plan: list[str] = Field(default_factory=lambda: ["*"], description="who may ask for a plan")
+    run: list[str] | None = Field(None, description="who may start a run (default: the approvers)")
+
+
 class Trigger(_Strict):
     matchers: list[Matcher] = Field(min_length=1, description="Alertmanager label matchers, all must match")
     params: dict[str, str] = Field(default_factory=dict, description="parameter -> Jinja2 template over the alert")
@@ -80,6 +87,7 @@ class Runbook(_Strict):
     lock: str = Field(min_length=1, description="Jinja2 template of the lock key over the parameters")
     approval: ApprovalPolicy
     triggers: list[Trigger] = Field(default_factory=list)
+    starters: Starters = Field(default_factory=Starters)
     source: str = Field("", exclude=True)
 
     _flow: Any = PrivateAttr(None)

@@ -1,5 +1,5 @@
 """Runs started through the deployments `runbook serve` registers (one per catalog runbook, named
-`<id>/<id>`), with Prefect's flow-run idempotency keys so one alert occurrence is one run, across
+`<id>/<RUNBOOK_DEPLOYMENT>`), with Prefect's flow-run idempotency keys so one alert occurrence is one run, across
 repeats and across `serve` replicas."""
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from engine.runs import RUNBOOK_TAG
 from flows.lock import lock_tag
 
 
-def deployment_name(runbook_id: str) -> str:
-    return f"{runbook_id}/{runbook_id}"
+def deployment_name(runbook_id: str, name: str) -> str:
+    return f"{runbook_id}/{name}"
 
 
 def alert_tag(occurrence_key: str) -> str:
@@ -36,7 +36,8 @@ class DeploymentStarter:
     # Only a shortcut: Prefect's idempotency key still decides, for this replica and the others.
     SEEN_MAX, SEEN_TTL_S = 10_000, 3600.0
 
-    def __init__(self, max_concurrent_writes: int = 4) -> None:
+    def __init__(self, deployment: str, max_concurrent_writes: int = 4) -> None:
+        self._deployment = deployment
         self._client = get_client(sync_client=True)
         self._client.__enter__()
         self._deployment_ids: dict[str, uuid.UUID] = {}
@@ -51,10 +52,11 @@ class DeploymentStarter:
     def _deployment_id(self, runbook_id: str) -> uuid.UUID:
         if runbook_id not in self._deployment_ids:
             try:
-                deployment = self._client.read_deployment_by_name(deployment_name(runbook_id))
+                deployment = self._client.read_deployment_by_name(deployment_name(runbook_id, self._deployment))
             except ObjectNotFound:
                 raise NotFoundError(
-                    f"no deployment {deployment_name(runbook_id)!r} on the Prefect server: is `runbook serve` running?"
+                    f"no deployment {deployment_name(runbook_id, self._deployment)!r} on the Prefect server: "
+                    f"is `runbook serve` running (with RUNBOOK_DEPLOYMENT={self._deployment})?"
                 ) from None
             self._deployment_ids[runbook_id] = deployment.id
         return self._deployment_ids[runbook_id]

@@ -39,6 +39,7 @@ class Services:
     find_runs: Callable[[str], list[str]]
     record: Callable[..., Any]
     occurrence_tag: Callable[[str], str]
+    clusters: Callable[[], Any] = lambda: None  # clusters.yaml, loaded when first needed
     metrics: Metrics = field(default_factory=Metrics)
     extra_routes: list[Callable[[FastAPI, "Services"], None]] = field(default_factory=list)
 

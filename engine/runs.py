@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from engine.catalog import Catalog, Runbook
 from engine.errors import NotFoundError, UsageError
 from engine.settings import Settings
-from engine.teams import load_teams
+from engine.teams import teams_for
 from flows import journal
 from flows.gate import refusal
 from flows.lock import lock_tag
@@ -116,7 +116,8 @@ def list_runs(limit: int = 20, runbook_id: str | None = None) -> list[RunView]:
     return [_view(run, []) for run in runs]
 
 
-def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: bool, by: str, comment: str) -> RunView:
+def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: bool, by: str, comment: str,
+                via: str = "cli") -> RunView:
     """Approve or reject a run waiting at its gate, after checking the runbook's policy.
 
     A refused answer is recorded in the run's journal and raised as UsageError with the reason.
@@ -129,16 +130,19 @@ def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: boo
         raise UsageError(f"run {run_id} is paused but has not asked for approval")
     policy = catalog.get(view.runbook).approval
     approvals_since = [e.data.get("by") for e in view.entries if e.kind == "approval" and e.at >= request.at]
-    reason = refusal(policy, load_teams(settings.teams), request.data.get("requester", ""), by, approved,
+    reason = refusal(policy, teams_for(settings), request.data.get("requester", ""), by, approved,
                      approvals_since)
     if not approved and not comment.strip():
         reason = reason or "a rejection needs a reason (--reason)"
     if reason:
-        journal.record(run_id, "approval_refused", reason, by=by, approved=approved, via="cli")
+        journal.record(run_id, "approval_refused", reason, by=by, approved=approved, via=via)
         raise UsageError(f"refused: {reason}")
-    resume_flow_run(UUID(run_id), run_input={
-        "approved": approved, "by": by, "comment": comment, "plan_digest": request.data.get("plan_digest", ""),
-    })
+    try:
+        resume_flow_run(UUID(run_id), run_input={
+            "approved": approved, "by": by, "comment": comment, "plan_digest": request.data.get("plan_digest", ""),
+        })
+    except Exception as exc:  # e.g. someone answered a moment earlier, or the pause timed out
+        raise UsageError(f"run {run_id} could not be resumed: {exc}") from None
     return view
 
 

@@ -1,5 +1,5 @@
 """`runbook serve`: the HTTP app and, unless told otherwise, a Prefect runner that serves every
-catalog runbook as a deployment (`<id>/<id>`) and executes the runs alerts and Slack start.
+catalog runbook as a deployment (`<id>/<RUNBOOK_DEPLOYMENT>`) and executes the runs alerts and Slack start.
 
 One process for one machine. In a bigger setup, run the flows on Prefect work pools with workers
 where the brokers are reachable (`prefect deploy` the same flows to a pool), and run several
@@ -31,17 +31,23 @@ def find_runs_with_tag(tag: str) -> list[str]:
 
 
 def build_services(settings: Settings, catalog: Catalog):
+    from functools import cache
+
     from engine import deployments
+    from engine.clusters import load_clusters
     from engine.http import Services
+    from engine.slack_routes import add_slack_routes
     from flows import journal
 
     return Services(
-        settings=settings, catalog=catalog, start=deployments.DeploymentStarter(),
+        settings=settings, catalog=catalog, start=deployments.DeploymentStarter(settings.deployment),
         find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=deployments.alert_tag,
+        clusters=cache(lambda: load_clusters(settings.clusters)), extra_routes=[add_slack_routes],
     )
 
 
-def _runner_thread(catalog: Catalog, limit: int, ready: threading.Event, failed: list[BaseException]) -> None:
+def _runner_thread(catalog: Catalog, deployment_name: str, limit: int, ready: threading.Event,
+                   failed: list[BaseException]) -> None:
     from prefect.deployments.runner import EntrypointType
     from prefect.runner import Runner
 
@@ -49,7 +55,7 @@ def _runner_thread(catalog: Catalog, limit: int, ready: threading.Event, failed:
         runner = Runner(name="runbook-serve", limit=limit, pause_on_shutdown=False)
         for runbook in catalog:
             deployment = await runbook.flow_function.ato_deployment(
-                name=runbook.id, entrypoint_type=EntrypointType.MODULE_PATH, tags=["mq-runbooks"],
+                name=deployment_name, entrypoint_type=EntrypointType.MODULE_PATH, tags=["mq-runbooks"],
                 description=runbook.title,
             )
             await runner.aadd_deployment(deployment)
@@ -68,7 +74,7 @@ def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runne
 
     if with_runner:
         ready, failed = threading.Event(), []
-        thread = threading.Thread(target=_runner_thread, args=(catalog, limit, ready, failed), daemon=True,
+        thread = threading.Thread(target=_runner_thread, args=(catalog, settings.deployment, limit, ready, failed), daemon=True,
                                   name="prefect-runner")
         thread.start()
         if not ready.wait(timeout=120) or failed:

@@ -6,10 +6,14 @@
     RUNBOOK_SNAPSHOT_DIR      snapshots of what runs changed    (default: <repo>/snapshots)
     RUNBOOK_TEAMS             members of each @team             (default: <repo>/teams.yaml)
     RUNBOOK_LOCK_WAIT_S       how long a run waits for its target's lock (default: 60)
+    RUNBOOK_DEPLOYMENT        name of each runbook's deployment, `<runbook>/<name>` (default: mq-runbooks);
+                              environments sharing one Prefect server use different names
     RUNBOOK_INJECT_FAULT      tests only: make a named step fail (apply-partial, verify)
     RUNBOOK_PREFECT_API_URL   the Prefect server's API          (default: PREFECT_API_URL, else the stack's)
     RUNBOOK_SLACK_BOT_TOKEN, RUNBOOK_SLACK_SIGNING_SECRET, RUNBOOK_SLACK_API_URL, RUNBOOK_SLACK_CHANNEL
     RUNBOOK_ALERT_TOKEN       bearer token alert webhooks must send
+    RUNBOOK_POSTMORTEM_TEMPLATES  a team's own postmortem templates; files there override the
+                              ones of the same name in postmortems/templates (default: none)
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ class Settings(BaseModel):
     snapshot_dir: Path = Field(REPO / "snapshots", description="where runbooks keep what they change, to restore")
     teams: Path = Field(REPO / "teams.yaml", description="who is in each @team named by approval policies")
     lock_wait_s: float = Field(60.0, ge=0, description="how long a run waits for its target's lock")
+    deployment: str = Field("mq-runbooks", pattern=r"^[a-z0-9][a-z0-9-]*$",
+                            description="the name of each runbook's deployment (`<runbook>/<name>`)")
     inject_fault: str | None = Field(None, description="tests only: make a step fail (e.g. apply-partial)")
     prefect_api_url: str = Field("", description="the Prefect server's API URL")
     slack_bot_token: SecretStr | None = None
@@ -47,6 +53,8 @@ class Settings(BaseModel):
     slack_api_url: str = "https://slack.com/api/"
     slack_channel: str | None = None
     alert_token: SecretStr | None = None
+    postmortem_templates: Path | None = Field(None, description="a directory of postmortem templates "
+                                              "that override postmortems/templates file by file")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -19,6 +19,7 @@ from prefect.input import RunInput
 
 from engine.catalog import ApprovalPolicy
 from flows import journal
+from flows.notify import GateObserver
 
 # The default (10 s) would make every approval feel slow; 1 s resumes in about a second.
 POLL_INTERVAL_S = 1
@@ -68,8 +69,10 @@ def refusal(policy: ApprovalPolicy, teams: Mapping[str, list[str]], requester: s
 
 
 def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPolicy, teams: Mapping[str, list[str]],
-                      requester: str, plan_markdown: str, plan_digest: str) -> Decision:
+                      requester: str, plan_markdown: str, plan_digest: str,
+                      observer: GateObserver | None = None) -> Decision:
     """Pause until the policy is met, someone allowed rejects, or the policy's timeout passes."""
+    observer = observer or GateObserver()
     deadline = time.monotonic() + policy.timeout
     approved_by: list[str] = []
     comments: list[str] = []
@@ -80,9 +83,11 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
         self_approval=policy.self_approval, timeout_s=policy.timeout, requester=requester,
         plan_digest=plan_digest,
     )
+    observer.requested(plan_markdown, plan_digest, _policy_text(policy))
     while True:
         remaining = deadline - time.monotonic()
         if remaining < 1:
+            observer.timed_out(policy.timeout)
             return _timed_out(flow_run_id, policy)
         description = _dialog(runbook_id, plan_markdown, plan_digest, policy, approved_by)
         form = Approval.with_initial_data(description=description, approved=True, by="", comment="",
@@ -91,6 +96,7 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
             answer = pause_flow_run(wait_for_input=form, timeout=math.ceil(remaining),
                                     poll_interval=POLL_INTERVAL_S, key=f"approval-{time.time_ns()}")
         except FlowPauseTimeout:
+            observer.timed_out(policy.timeout)
             return _timed_out(flow_run_id, policy)
         by = answer.by.strip()
         reason = refusal(policy, teams, requester, by, answer.approved, approved_by)
@@ -102,6 +108,7 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
         if not answer.approved:
             journal.record(flow_run_id, "rejection", f"rejected by {by}: {answer.comment or 'no reason given'}",
                            by=by, comment=answer.comment)
+            observer.decided(False, [by], answer.comment)
             return Decision(False, (by,), answer.comment)
         approved_by.append(by)
         comments.append(answer.comment)
@@ -109,7 +116,14 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
                        by=by, comment=answer.comment, plan_digest=plan_digest,
                        approvals=len(approved_by), required=policy.required)
         if len(approved_by) >= policy.required:
+            observer.decided(True, approved_by, "; ".join(c for c in comments if c))
             return Decision(True, tuple(approved_by), "; ".join(c for c in comments if c))
+        observer.approved_so_far(approved_by)
+
+
+def _policy_text(policy: ApprovalPolicy) -> str:
+    return (f"{policy.required} of {', '.join(policy.approvers)}"
+            + ("" if policy.self_approval else "; not the requester"))
 
 
 def _timed_out(flow_run_id: str, policy: ApprovalPolicy) -> Decision:

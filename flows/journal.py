@@ -44,6 +44,15 @@ class Entry:
                    document.get("data") or {})
 
 
+_listeners: list = []
+
+
+def add_listener(listener) -> None:
+    """Call `listener(run_id, entry)` after each entry this process records (e.g. to mirror a run's
+    progress to Slack). A listener's failure never fails the record."""
+    _listeners.append(listener)
+
+
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -58,6 +67,11 @@ def record(flow_run_id: UUID | str, kind: str, summary: str, **data: Any) -> Ent
             type=ARTIFACT_TYPE, flow_run_id=UUID(str(flow_run_id)), description=f"{kind}: {summary}"[:500],
             data=entry.to_json(),
         ))
+    for listener in list(_listeners):
+        try:
+            listener(str(flow_run_id), entry)
+        except Exception:  # noqa: BLE001  (a mirror must not break the record)
+            pass
     return entry
 
 

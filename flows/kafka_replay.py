@@ -234,7 +234,7 @@ def _replay(run_id: str, params: ReplayParameters, requested_by: str, trigger: d
         plan, refused = approve_stable_plan(
             run_id=run_id, context=context, runbook=runbook, requested_by=requested_by, plan=plan,
             markdown=lambda p: plan_markdown(p, params.cluster), replan=lambda: observe_and_plan(cluster, params),
-            record_plan=lambda p: _record_plan(run_id, p, params.cluster),
+            record_plan=lambda p: _record_plan(run_id, p, params.cluster), trigger=trigger,
         )
         if refused is not None:
             return refused

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from engine.catalog import Catalog, load_catalog
 from engine.clusters import Clusters, load_clusters
 from engine.settings import Settings
-from engine.teams import load_teams
+from engine.teams import teams_for
 
 
 @dataclass(frozen=True)
@@ -19,5 +19,4 @@ class RunContext:
     @classmethod
     def load(cls) -> "RunContext":
         settings = Settings.from_environ()
-        return cls(settings, load_clusters(settings.clusters), load_catalog(settings.catalog),
-                   load_teams(settings.teams))
+        return cls(settings, load_clusters(settings.clusters), load_catalog(settings.catalog), teams_for(settings))

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from engine.catalog import Runbook
 from flows import journal
 from flows.gate import wait_for_approval
+from flows.notify import observer_for
 from flows.runtime import RunContext
 
 MAX_REPLANS = 3  # a plan that keeps changing under us is a reason to stop, not to loop
@@ -59,16 +60,18 @@ def guarded(run_id: str, body: Callable[[], Any]) -> Any:
 
 def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, requested_by: str, plan: P,
                         markdown: Callable[[P], str], replan: Callable[[], P],
-                        record_plan: Callable[[P], None]) -> tuple[P | None, State | None]:
+                        record_plan: Callable[[P], None],
+                        trigger: dict[str, Any] | None = None) -> tuple[P | None, State | None]:
     """Ask for approval of `plan`; once approved, plan again and go on only if nothing changed.
 
     Returns (the approved plan, None), or (None, a Failed state) when it was rejected, timed out or
     kept changing. Nothing is changed on the brokers here.
     """
+    observer = observer_for(context.settings, run_id, runbook.id, runbook.title, requested_by, trigger)
     for _ in range(MAX_REPLANS):
         decision = wait_for_approval(flow_run_id=run_id, runbook_id=runbook.id, policy=runbook.approval,
                                      teams=context.teams, requester=requested_by, plan_markdown=markdown(plan),
-                                     plan_digest=plan.digest())
+                                     plan_digest=plan.digest(), observer=observer)
         if not decision.approved:
             outcome = "timed out" if decision.timed_out else f"rejected by {', '.join(decision.by)}"
             journal.record(run_id, "outcome", f"{outcome}; nothing was changed", outcome="rejected")

@@ -26,6 +26,7 @@ def free_port() -> int:
 
 class ServeProcess:
     def __init__(self, workdir: Path, env: dict[str, str], runner: bool = True):
+        self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"serve-{self.port}.log"
@@ -55,10 +56,13 @@ class ServeProcess:
         self._log.close()
 
 
-def serve_environment(workdir: Path, slack_url: str | None = None, timeout: str = "60s") -> dict[str, str]:
+def serve_environment(workdir: Path, slack_url: str | None = None, timeout: str = "60s",
+                      runbooks: tuple[str, ...] = ("kafka-replay",), deployment: str | None = None) -> dict[str, str]:
+    """The environment of a serve process. Each gets its own deployment name (so the runner of one
+    test's serve never picks up another's runs) unless `deployment` names one to share."""
     catalog = workdir / "runbooks"
     catalog.mkdir(exist_ok=True)
-    for path in (REPO / "runbooks").glob("*.yaml"):
+    for path in (REPO / "runbooks" / f"{runbook}.yaml" for runbook in runbooks):
         text = path.read_text().replace("timeout: 30m", f"timeout: {timeout}")
         (catalog / path.name).write_text(text)
     env = {key: value for key, value in os.environ.items() if not key.startswith("RUNBOOK_")}
@@ -66,6 +70,7 @@ def serve_environment(workdir: Path, slack_url: str | None = None, timeout: str 
         "RUNBOOK_CATALOG": str(catalog), "RUNBOOK_SNAPSHOT_DIR": str(workdir / "snapshots"),
         "RUNBOOK_POSTMORTEM_DIR": str(workdir / "postmortems"), "RUNBOOK_ALERT_TOKEN": ALERT_TOKEN,
         "RUNBOOK_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "RUNBOOK_DEPLOYMENT": deployment or f"test-{workdir.name.lower().replace('_', '-')}-{os.getpid()}",
     })
     if slack_url:
         env.update({"RUNBOOK_SLACK_BOT_TOKEN": BOT_TOKEN, "RUNBOOK_SLACK_API_URL": slack_url,

@@ -128,7 +128,8 @@ def test_alertmanager_alert_starts_the_runbook_once_with_parameters_from_labels(
     assert again["started"] == [] and [item["run_id"] for item in again["deduplicated"]] == [run_id]
 
     # Another replica (HTTP only) gets the same notification: still no second run.
-    replica = ServeProcess(tmp_path, serve_environment(tmp_path), runner=False)
+    replica = ServeProcess(tmp_path, serve_environment(tmp_path, deployment=serve.env["RUNBOOK_DEPLOYMENT"]),
+                           runner=False)
     try:
         from_replica = post(replica, "/alerts/alertmanager", payload).json()
     finally:
