@@ -81,7 +81,8 @@ def matching_triggers(catalog: Catalog, alert: Alert) -> list[tuple[Runbook, Tri
 
 
 def route(alerts: list[Alert], catalog: Catalog, start: Starter, find_runs: RunFinder, record: Recorder,
-          occurrence_tag: Callable[[str], str]) -> RoutingResult:
+          occurrence_tag: Callable[[str], str],
+          on_resolved: Callable[[str], Any] = lambda run_id: None) -> RoutingResult:
     result = RoutingResult()
     for alert in alerts:
         summary = {"alertname": alert.name, "fingerprint": alert.fingerprint, "startsAt": alert.starts_at.isoformat()}
@@ -99,6 +100,7 @@ def route(alerts: list[Alert], catalog: Catalog, start: Starter, find_runs: RunF
                     ended = alert.ends_at.isoformat() if alert.ends_at else "now"
                     record(run_id, "alert_resolved", f"alert {alert.name} resolved at {ended}",
                            alertname=alert.name, endsAt=ended, fingerprint=alert.fingerprint)
+                    on_resolved(run_id)
                 result.resolved.append({**entry, "runs": runs})
                 continue
             try:

@@ -138,7 +138,8 @@ def main() -> None:
         # Prefect fixes its API URL when first imported: point it at our server before that.
         Settings.from_environ().apply_to_prefect()
         import engine.cli_runs  # noqa: F401  (registers plan, run, approve, reject, runs, status)
-        import engine.cli_serve  # noqa: F401  (registers serve)
+        import engine.cli_serve  # noqa: F401  (registers serve, demo)
+        import engine.cli_postmortems  # noqa: F401  (registers postmortems list|show|review|draft)
 
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

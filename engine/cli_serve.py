@@ -22,3 +22,21 @@ def serve(context: Context, host: str, port: int, no_runner: bool, limit: int) -
     from engine.serve import serve as run_server
 
     run_server(context.settings, context.catalog, host, port, with_runner=not no_runner, limit=limit)
+
+
+@cli.command("demo")
+@pass_context
+def demo(context: Context) -> None:
+    """Play a whole incident on the local stack (about a minute; needs `dev/stack up`).
+
+    A bad deploy of a billing consumer, an Alertmanager alert to `runbook serve`, kafka-replay's plan
+    at the gate, an approval by a second person, the offsets moved, the consumer catching up, the
+    alert resolving, and the postmortem draft with its path and review page. What the demo creates
+    on Kafka is deleted at the end.
+    """
+    import sys
+
+    from engine.demo import Demo
+
+    code = Demo(context.settings, context.clusters, context.catalog, context.out.print).run()
+    sys.exit(code)

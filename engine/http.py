@@ -40,6 +40,7 @@ class Services:
     record: Callable[..., Any]
     occurrence_tag: Callable[[str], str]
     clusters: Callable[[], Any] = lambda: None  # clusters.yaml, loaded when first needed
+    on_resolved: Callable[[str], Any] = lambda run_id: None  # e.g. refresh the run's postmortem draft
     metrics: Metrics = field(default_factory=Metrics)
     extra_routes: list[Callable[[FastAPI, "Services"], None]] = field(default_factory=list)
 
@@ -98,7 +99,7 @@ def create_app(services: Services) -> FastAPI:
             metrics.alerts_received.labels(source, alert.status).inc()
         result: RoutingResult = await run_in_threadpool(
             route, alerts, services.catalog, services.start, services.find_runs, services.record,
-            services.occurrence_tag,
+            services.occurrence_tag, services.on_resolved,
         )
         for item in result.started:
             metrics.alerts_matched.labels(item["runbook"]).inc()

@@ -36,14 +36,26 @@ def build_services(settings: Settings, catalog: Catalog):
     from engine import deployments
     from engine.clusters import load_clusters
     from engine.http import Services
+    from engine.postmortem_routes import add_postmortem_routes
     from engine.slack_routes import add_slack_routes
     from flows import journal
+    from flows.postmortem import write_postmortem
 
     return Services(
         settings=settings, catalog=catalog, start=deployments.DeploymentStarter(settings.deployment),
         find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=deployments.alert_tag,
-        clusters=cache(lambda: load_clusters(settings.clusters)), extra_routes=[add_slack_routes],
+        clusters=cache(lambda: load_clusters(settings.clusters)),
+        on_resolved=lambda run_id: _redraft_if_finished(run_id, write_postmortem),
+        extra_routes=[add_slack_routes, add_postmortem_routes],
     )
+
+
+def _redraft_if_finished(run_id: str, write_postmortem) -> None:
+    """A run that has ended gets its draft refreshed with the resolution (a running one drafts at its end)."""
+    from engine.runs import read_run
+
+    if read_run(run_id).finished:
+        write_postmortem(run_id)
 
 
 def _runner_thread(catalog: Catalog, deployment_name: str, limit: int, ready: threading.Event,

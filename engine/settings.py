@@ -12,6 +12,7 @@
     RUNBOOK_PREFECT_API_URL   the Prefect server's API          (default: PREFECT_API_URL, else the stack's)
     RUNBOOK_SLACK_BOT_TOKEN, RUNBOOK_SLACK_SIGNING_SECRET, RUNBOOK_SLACK_API_URL, RUNBOOK_SLACK_CHANNEL
     RUNBOOK_ALERT_TOKEN       bearer token alert webhooks must send
+    RUNBOOK_PUBLIC_URL        where people reach `runbook serve`, for links (default: http://127.0.0.1:8080)
     RUNBOOK_POSTMORTEM_TEMPLATES  a team's own postmortem templates; files there override the
                               ones of the same name in postmortems/templates (default: none)
 """
@@ -53,6 +54,7 @@ class Settings(BaseModel):
     slack_api_url: str = "https://slack.com/api/"
     slack_channel: str | None = None
     alert_token: SecretStr | None = None
+    public_url: str = Field("http://127.0.0.1:8080", description="where people reach `runbook serve` (links)")
     postmortem_templates: Path | None = Field(None, description="a directory of postmortem templates "
                                               "that override postmortems/templates file by file")
 

@@ -24,7 +24,7 @@ ARTIFACT_TYPE = "runbook-journal"
 KINDS = (
     "trigger", "parameters", "lock", "observation", "plan", "approval_requested", "approval",
     "approval_refused", "rejection", "snapshot", "action", "verification", "rollback", "error",
-    "outcome", "note", "alert_resolved", "slack",
+    "outcome", "note", "alert_resolved", "slack", "postmortem",
 )
 
 

@@ -15,7 +15,7 @@ from integrations.slack import SlackNotifier, SlackUnavailable
 from integrations.slack_blocks import ApprovalRequest
 
 # Journal entries worth a line in the run's Slack thread.
-THREAD_KINDS = {"action", "verification", "rollback", "error", "outcome", "alert_resolved"}
+THREAD_KINDS = {"action", "verification", "rollback", "error", "outcome", "alert_resolved", "postmortem"}
 
 
 def run_url(settings: Settings, run_id: str) -> str:

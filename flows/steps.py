@@ -25,6 +25,7 @@ from prefect.states import Failed, State
 from pydantic import BaseModel
 
 from engine.catalog import Runbook
+from engine.settings import Settings
 from flows import journal
 from flows.gate import wait_for_approval
 from flows.notify import observer_for
@@ -48,7 +49,8 @@ def record_start(run_id: str, runbook_id: str, params: BaseModel, requested_by: 
 
 
 def guarded(run_id: str, body: Callable[[], Any]) -> Any:
-    """Run the flow's body; a failure that the body did not already conclude is recorded as the outcome."""
+    """Run the flow's body; a failure that the body did not already conclude is recorded as the
+    outcome; whatever the outcome, the run's postmortem draft is written at the end."""
     try:
         return body()
     except Exception as exc:
@@ -56,6 +58,19 @@ def guarded(run_id: str, body: Callable[[], Any]) -> Any:
             journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
             journal.record(run_id, "outcome", f"failed before changing anything: {exc}", outcome="failed")
         raise
+    finally:
+        publish_postmortem(run_id)
+
+
+def publish_postmortem(run_id: str) -> None:
+    """Write the run's draft and say where to review it (in the journal, so in Slack's thread too)."""
+    from flows.postmortem import write_postmortem
+
+    settings = Settings.from_environ()
+    path = write_postmortem(run_id, settings)
+    if path is not None:
+        url = f"{settings.public_url.rstrip('/')}/postmortems/{path.stem}"
+        journal.record(run_id, "postmortem", f"postmortem draft written: {url} ({path})", path=str(path), url=url)
 
 
 def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, requested_by: str, plan: P,
