@@ -206,10 +206,11 @@ class RabbitManagement:
             ) from None
 
     def _request(
-        self, method: str, path: str, *, headers: dict[str, str] | None = None, not_found: str | None = None
+        self, method: str, path: str, *, headers: dict[str, str] | None = None, not_found: str | None = None,
+        json: Any = None,
     ) -> httpx.Response:
         try:
-            response = self._http.request(method, path, headers=headers)
+            response = self._http.request(method, path, headers=headers, json=json)
         except httpx.TransportError as exc:
             raise UnreachableError(
                 f"{self._where} did not answer within {self.timeout_s:g}s: {str(exc) or type(exc).__name__}"
@@ -225,6 +226,24 @@ class RabbitManagement:
         if response.status_code == 404 and not_found is not None:
             raise BrokerError(f"{self._where}: {not_found}")
         raise BrokerError(f"{self._where} answered {method} {path} with HTTP {response.status_code}: {reason}")
+
+    # --- the raw API, for integrations built on this client (definitions, shovels) ---------------
+
+    def get_json(self, path: str, *, not_found: str | None = None) -> Any:
+        """GET an API path (e.g. `/api/definitions`) as JSON; BrokerError(not_found) on a 404."""
+        return self._get(path, not_found=not_found)
+
+    def send(self, method: str, path: str, body: Any = None, *, not_found: str | None = None) -> None:
+        """PUT/POST/DELETE an API path with a JSON body; errors as for every other call."""
+        self._request(method, path, json=body, not_found=not_found)
+
+    def where(self) -> str:
+        """'rabbitmq cluster NAME (URL without credentials)', for messages."""
+        return self._where
+
+    def channel_activity(self) -> list[ChannelActivity]:
+        """Every open channel with its cumulative counters (acks, deliveries), to compare two samples."""
+        return [_channel_activity(item) for item in self._get("/api/channels")]
 
 
 def amqp_check(amqp_url: str, timeout_s: float = 10.0, *, name: str = "rabbitmq") -> str:
@@ -372,3 +391,38 @@ def _scrub(message: str, url: str) -> str:
     for form in {password, unquote(password)} if password else ():
         message = message.replace(form, "***")
     return message
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelActivity:
+    """A channel's state and cumulative counters; `prefetch_count` is the per-consumer limit, or the
+    channel-wide one (`global_prefetch_count`) when only that is set."""
+
+    name: str
+    connection_name: str
+    messages_unacknowledged: int
+    prefetch_count: int
+    consumer_count: int
+    idle_since: datetime | None
+    acks: int
+    delivered: int
+
+
+def _channel_activity(data: dict[str, Any]) -> ChannelActivity:
+    stats = data.get("message_stats") or {}
+    idle_since = data.get("idle_since")  # '2026-11-27T05:51:13.365+00:00' (3.10); older: '2026-11-27 05:51:13'
+    return ChannelActivity(
+        name=data["name"],
+        connection_name=(data.get("connection_details") or {}).get("name", ""),
+        messages_unacknowledged=data.get("messages_unacknowledged", 0),
+        prefetch_count=data.get("prefetch_count") or data.get("global_prefetch_count") or 0,
+        consumer_count=data.get("consumer_count", 0),
+        idle_since=_timestamp(idle_since) if idle_since else None,
+        acks=stats.get("ack", 0),
+        delivered=stats.get("deliver_get", 0),
+    )
+
+
+def _timestamp(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace(" ", "T"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -1,0 +1,232 @@
+"""Moving messages from one queue to another over AMQP, with publisher confirms, so that nothing is lost.
+
+    report = move_messages(amqp_url, "/", "orders", "orders.parking", select=delivered_more_than(3),
+                           limit=1000, idle_s=2.0)
+    report.moved, report.returned, report.error
+
+Each message taken from the source (a consumer with manual acks) is republished to the destination
+queue (default exchange, `mandatory`, persistent) on a channel in confirm mode, and the source
+delivery is acknowledged only after the broker has confirmed the copy. Messages that `select`
+refuses, and whatever was in flight when the move stopped, stay unacknowledged until the end and
+are then requeued. So if a node restarts, or the connection drops mid-move, every message is still
+in the source or confirmed in the destination; at most `in_flight` of them (published, source not
+yet acknowledged) can be in both, and the report says how many.
+
+Poison messages. Classic queues only flag a delivery as `redelivered`; quorum queues count failed
+deliveries (returns, requeues, closed channels) in the `x-delivery-count` header. "Redelivered more
+than N times" is therefore read from `x-delivery-count` (see `delivered_more_than`), which needs a
+quorum queue. Inspecting a message and requeueing it counts as one more delivery.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pika
+import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
+from pika.spec import Basic, BasicProperties
+
+from engine.errors import BrokerError, UnreachableError
+from integrations.rabbitmq_shovels import vhost_uri
+
+__all__ = ["MoveReport", "delivered_more_than", "delivery_count", "ensure_queue", "move_messages", "open_amqp"]
+
+Selector = Callable[[BasicProperties], bool]
+
+
+@dataclass
+class MoveReport:
+    """What a move did. `moved` messages are confirmed in the destination and gone from the source;
+    `returned` were inspected and requeued to the source; `in_flight` is how many may now be in both
+    (non-zero only when the move failed); `moved_ids` holds the message_id of moved messages that have one."""
+
+    source: str
+    destination: str
+    inspected: int = 0
+    moved: int = 0
+    returned: int = 0
+    in_flight: int = 0
+    elapsed_s: float = 0.0
+    error: str | None = None
+    moved_ids: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.moved / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def delivery_count(properties: BasicProperties) -> int:
+    """How many times a quorum queue has delivered the message before without success (0 when unknown)."""
+    value = (properties.headers or {}).get("x-delivery-count", 0)
+    return int(value) if isinstance(value, int) else 0
+
+
+def delivered_more_than(times: int) -> Selector:
+    """A selector of poison messages: those a quorum queue has delivered more than `times` times before."""
+    return lambda properties: delivery_count(properties) > times
+
+
+def open_amqp(amqp_url: str, vhost: str, connection_name: str, timeout_s: float = 10.0) -> pika.BlockingConnection:
+    """An AMQP connection to `vhost`, named `connection_name` in the management UI; UnreachableError if
+    nothing answers, BrokerError if the login or the vhost is refused."""
+    parameters = pika.URLParameters(vhost_uri(amqp_url, vhost))
+    parameters.socket_timeout = parameters.stack_timeout = timeout_s
+    parameters.connection_attempts = 1
+    parameters.client_properties = {"connection_name": connection_name}
+    where = f"rabbitmq at {parameters.host}:{parameters.port} (vhost {vhost!r})"
+    try:
+        return pika.BlockingConnection(parameters)
+    except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as exc:
+        raise BrokerError(f"{where} refused the connection: {type(exc).__name__}") from None
+    except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
+        raise UnreachableError(f"{where} did not answer within {timeout_s:g}s: {type(exc).__name__}") from None
+
+
+def ensure_queue(amqp_url: str, vhost: str, name: str, arguments: dict | None = None) -> bool:
+    """Make sure the queue exists: True if it was created (durable, with `arguments`), False if it was there."""
+    connection = open_amqp(amqp_url, vhost, "mq-runbooks ensure_queue")
+    try:
+        try:
+            connection.channel().queue_declare(name, passive=True)
+            return False
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise BrokerError(f"queue {name!r} in vhost {vhost!r}: {exc.reply_text}") from None
+        try:
+            connection.channel().queue_declare(name, durable=True, arguments=arguments or {})
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise BrokerError(f"cannot create queue {name!r} in vhost {vhost!r}: {exc.reply_text}") from None
+        return True
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+class _Move:
+    """The bookkeeping of one move: publish sequence numbers -> source delivery tags."""
+
+    def __init__(self, report: MoveReport, select: Selector | None, limit: int | None, headers: dict):
+        self.report, self.select, self.limit, self.headers = report, select, limit, headers
+        self.pending: dict[int, tuple[int, str | None]] = {}  # publish seq -> (source tag, message_id)
+        self.to_ack: list[tuple[int, str | None]] = []
+        self.to_requeue: list[int] = []
+        self.held: list[int] = []
+        self.sequence = 0
+        self.confirming = False
+        self.refused: str | None = None
+        self.last_delivery = time.monotonic()
+
+    def on_message(self, publish, channel, method: Basic.Deliver, properties: BasicProperties, body: bytes) -> None:
+        self.report.inspected += 1
+        self.last_delivery = time.monotonic()
+        over_limit = self.limit is not None and self.report.inspected > self.limit
+        if over_limit or self.refused or (self.select is not None and not self.select(properties)):
+            self.held.append(method.delivery_tag)
+            return
+        properties.delivery_mode = 2
+        if self.headers:
+            properties.headers = {**(properties.headers or {}), **self.headers}
+        self.sequence += 1
+        self.pending[self.sequence] = (method.delivery_tag, properties.message_id)
+        publish.basic_publish("", self.report.destination, body, properties, mandatory=True)
+
+    def on_confirm(self, frame) -> None:
+        method = frame.method
+        settled = [seq for seq in self.pending if seq <= method.delivery_tag] if method.multiple \
+            else [method.delivery_tag]
+        for seq in settled:
+            entry = self.pending.pop(seq, None)
+            if entry is None:
+                continue
+            if isinstance(method, Basic.Ack) and not self.refused:
+                self.to_ack.append(entry)
+            else:
+                self.to_requeue.append(entry[0])
+
+    def on_return(self, channel, method, properties, body) -> None:
+        # A returned copy is confirmed like a routed one, and which publish it was is not said: stop
+        # acknowledging anything from here on, so no source message is acknowledged for a lost copy.
+        self.refused = f"the destination refused a message ({method.reply_text}): does queue " \
+                       f"{self.report.destination!r} still exist?"
+
+    @property
+    def done_consuming(self) -> bool:
+        return self.refused is not None or (self.limit is not None and self.report.inspected >= self.limit)
+
+
+def move_messages(amqp_url: str, vhost: str, source: str, destination: str, *, select: Selector | None = None,
+                  limit: int | None = None, window: int = 1000, idle_s: float = 2.0, max_s: float = 3600.0,
+                  headers: dict | None = None, connection_name: str = "mq-runbooks move") -> MoveReport:
+    """Move messages from queue `source` to queue `destination` (both in `vhost`, the destination must
+    exist): those `select` accepts (all when None), among at most `limit` inspected ones, until no
+    message arrived for `idle_s` or `max_s` passed. `headers` are added to each moved copy.
+
+    Never raises for a broker failure during the move: the report's `error` says what happened, and
+    `moved` is exactly what is confirmed in the destination and acknowledged at the source.
+    """
+    report = MoveReport(source=source, destination=destination)
+    started = time.monotonic()
+    move = _Move(report, select, limit, headers or {})
+    connection = open_amqp(amqp_url, vhost, connection_name)
+    consumer_tag = None
+    try:
+        consume = connection.channel()
+        consume.basic_qos(prefetch_count=max(1, min(window, limit or window)))
+        # BlockingChannel waits for the confirm of every publish; its async channel keeps a window in flight.
+        publish = connection.channel()._impl
+        publish.add_on_return_callback(move.on_return)
+        publish.confirm_delivery(move.on_confirm, callback=lambda _frame: setattr(move, "confirming", True))
+        while not move.confirming:
+            connection.process_data_events(time_limit=0.1)
+        consumer_tag = consume.basic_consume(
+            source, lambda ch, m, p, b: move.on_message(publish, ch, m, p, b), auto_ack=False)
+        move.last_delivery = time.monotonic()
+        while True:
+            busy = bool(move.pending) or time.monotonic() - move.last_delivery < 0.05
+            connection.process_data_events(time_limit=0 if busy else 0.05)
+            _settle(consume, move, report)
+            now = time.monotonic()
+            stop = move.done_consuming or now - move.last_delivery > idle_s or now - started > max_s
+            if consumer_tag and stop:
+                consume.basic_cancel(consumer_tag)
+                consumer_tag = None
+            if consumer_tag is None and not move.pending:
+                _settle(consume, move, report)
+                break
+        for tag in move.held:
+            consume.basic_nack(tag, requeue=True)
+        report.returned += len(move.held)
+        connection.process_data_events(time_limit=0)
+        if move.refused:
+            report.error = move.refused
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        if isinstance(exc, pika.exceptions.ChannelClosedByBroker) and exc.reply_code == 404:
+            report.error = f"queue {source!r} does not exist in vhost {vhost!r}: {exc.reply_text}"
+        else:
+            report.error = f"the connection failed during the move ({type(exc).__name__}: {exc}); " \
+                           "unacknowledged messages went back to the source"
+        report.in_flight = len(move.pending) + len(move.to_ack)
+    finally:
+        report.elapsed_s = time.monotonic() - started
+        if connection.is_open:
+            try:
+                connection.close()
+            except pika.exceptions.AMQPError:
+                pass  # the report is complete; closing only releases the socket
+    return report
+
+
+def _settle(consume, move: _Move, report: MoveReport) -> None:
+    """Acknowledge at the source what the destination confirmed; requeue what it refused."""
+    for tag, message_id in move.to_ack:
+        consume._impl.basic_ack(tag)
+        report.moved += 1
+        if message_id:
+            report.moved_ids.append(message_id)
+    move.to_ack.clear()
+    for tag in move.to_requeue:
+        consume.basic_nack(tag, requeue=True)
+        report.returned += 1
+    move.to_requeue.clear()

@@ -1,0 +1,173 @@
+"""Moving a queue's backlog between clusters with dynamic shovels, and counting what arrived.
+
+    move = QueueMove(vhost="/", queue="orders", shovel="runbook-move-orders-1a2b")
+    before = queue_depth(standby_amqp_url, "/", "orders")
+    start_shovel(standby_api, move, src_uri=vhost_uri(primary_amqp_url, "/"), dest_uri=local_uri("/"))
+    states = wait_for_shovels(standby_api, [move], timeout_s=600, stall_s=30)
+    moved = queue_depth(standby_amqp_url, "/", "orders") - before
+
+The shovel is declared on the destination cluster (PUT /api/parameters/shovel/{vhost}/{name}),
+reading the source over AMQP: if the source dies mid-move the shovel survives it and can be
+stopped and counted. It acks each message at the source only once the destination confirmed it
+(`ack-mode: on-confirm`), so nothing is lost; it stops after the queue length it measured when it
+started (`src-delete-after: queue-length`) and then deletes itself, which is how "done" is seen.
+A message confirmed by the destination whose ack never reached a dying source is delivered twice:
+at most the shovel's prefetch per queue. Counts are exact: an AMQP passive declare, not the
+management statistics (which are up to 5 s old).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+import pika
+import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
+
+from engine.errors import BrokerError, UnreachableError
+from integrations.rabbitmq import RabbitManagement
+
+__all__ = ["PREFETCH", "QueueMove", "delete_shovel", "local_uri", "queue_depth", "shovel_state", "start_shovel",
+           "vhost_uri", "wait_for_shovels"]
+
+PREFETCH = 1000  # messages the shovel holds unconfirmed: also the most a dying source can duplicate
+
+
+@dataclass(frozen=True)
+class QueueMove:
+    """One queue's backlog to move: from `queue` on the source to `dest_queue` (default: the same name)."""
+
+    vhost: str
+    queue: str
+    shovel: str
+    dest_queue: str | None = None
+
+    @property
+    def destination(self) -> str:
+        return self.dest_queue or self.queue
+
+
+def vhost_uri(amqp_url: str, vhost: str) -> str:
+    """The cluster's AMQP URL (credentials and query kept) pointed at `vhost`."""
+    parts = urlsplit(amqp_url)
+    return parts._replace(path="/" + quote(vhost, safe="")).geturl()
+
+
+def local_uri(vhost: str) -> str:
+    """A shovel's URI for the node it runs on (a direct connection, no credentials), in `vhost`."""
+    return "amqp:///" + quote(vhost, safe="")
+
+
+def _path(move: QueueMove) -> str:
+    return f"/api/parameters/shovel/{quote(move.vhost, safe='')}/{quote(move.shovel, safe='')}"
+
+
+def start_shovel(host: RabbitManagement, move: QueueMove, *, src_uri: str, dest_uri: str,
+                 prefetch: int = PREFETCH) -> None:
+    """Declare the dynamic shovel on `host` (the cluster that runs it). The URIs may hold credentials:
+    they go to the broker only, never into messages."""
+    value = {
+        "src-protocol": "amqp091", "src-uri": src_uri, "src-queue": move.queue,
+        "dest-protocol": "amqp091", "dest-uri": dest_uri, "dest-queue": move.destination,
+        "src-delete-after": "queue-length", "ack-mode": "on-confirm", "src-prefetch-count": prefetch,
+        "reconnect-delay": 1,
+    }
+    host.send("PUT", _path(move), {"value": value})
+
+
+def shovel_state(host: RabbitManagement, move: QueueMove) -> str | None:
+    """'running', 'starting', 'terminated' (with its reason) as GET /api/shovels/{vhost} says; 'declared'
+    when the parameter exists but the shovel is not listed yet; None when it is gone (done or deleted)."""
+    listed = host.get_json(f"/api/shovels/{quote(move.vhost, safe='')}")
+    for shovel in listed:
+        if shovel.get("name") == move.shovel:
+            state = shovel.get("state", "unknown")
+            reason = shovel.get("reason")
+            return f"{state}: {reason}" if state == "terminated" and reason else state
+    try:
+        host.get_json(_path(move), not_found="gone")
+    except BrokerError as exc:
+        if str(exc).endswith(": gone"):
+            return None
+        raise
+    return "declared"
+
+
+def delete_shovel(host: RabbitManagement, move: QueueMove) -> bool:
+    """Delete the shovel; False if it was already gone."""
+    try:
+        host.send("DELETE", _path(move), not_found="gone")
+    except BrokerError as exc:
+        if str(exc).endswith(": gone"):
+            return False
+        raise
+    return True
+
+
+def wait_for_shovels(host: RabbitManagement, moves: list[QueueMove], *, timeout_s: float, stall_s: float,
+                     progress: Callable[[], int] | None = None, poll_s: float = 0.25) -> dict[str, str]:
+    """Wait until every shovel has finished (deleted itself) and return {queue: outcome}:
+    'done', or why it was given up: 'timed out after Ns' or 'stalled Ns: <last state>'.
+
+    The shovels stall when none is running (e.g. the source died: they keep reconnecting) and
+    `progress()` (a count that grows while messages arrive, e.g. the destination depth) has not
+    grown for `stall_s`; given-up shovels are deleted, so nothing moves behind the caller's back.
+    """
+    outcomes: dict[str, str] = {}
+    pending = {move.queue: move for move in moves}
+    started = last_change = time.monotonic()
+    last_count = progress() if progress else None
+    states: dict[str, str | None] = {}
+    while pending:
+        for queue, move in list(pending.items()):
+            states[queue] = shovel_state(host, move)
+            if states[queue] is None:
+                outcomes[queue] = "done"
+                del pending[queue]
+        now = time.monotonic()
+        running = any(states.get(q) == "running" for q in pending)
+        if running:
+            last_change = now  # a running shovel is moving or idle at its end; the timeout bounds the rest
+        elif progress and pending:
+            count = progress()
+            if count != last_count:
+                last_count, last_change = count, now
+        give_up = None
+        if now - started > timeout_s:
+            give_up = f"timed out after {timeout_s:g}s"
+        elif not running and now - last_change > stall_s:
+            give_up = f"stalled {stall_s:g}s"
+        if give_up and pending:
+            for queue, move in pending.items():
+                delete_shovel(host, move)
+                outcomes[queue] = f"{give_up}: {states.get(queue)}"
+            break
+        time.sleep(poll_s)
+    return outcomes
+
+
+def queue_depth(amqp_url: str, vhost: str, queue: str, timeout_s: float = 10.0) -> int:
+    """The exact number of ready messages in the queue now (AMQP passive declare).
+
+    UnreachableError if the cluster does not answer; BrokerError if the queue does not exist.
+    """
+    parameters = pika.URLParameters(vhost_uri(amqp_url, vhost))
+    parameters.socket_timeout = parameters.stack_timeout = timeout_s
+    parameters.connection_attempts = 1
+    parameters.client_properties = {"connection_name": "mq-runbooks queue_depth"}
+    where = urlsplit(amqp_url).hostname, urlsplit(amqp_url).port
+    try:
+        connection = pika.BlockingConnection(parameters)
+    except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
+        raise UnreachableError(f"rabbitmq at {where[0]}:{where[1]} did not answer: {type(exc).__name__}") from None
+    try:
+        channel = connection.channel()
+        try:
+            return channel.queue_declare(queue, passive=True).method.message_count
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise BrokerError(f"queue {queue!r} in vhost {vhost!r} at {where[0]}:{where[1]}: {exc.reply_text}") from None
+    finally:
+        if connection.is_open:
+            connection.close()
