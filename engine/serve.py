@@ -30,6 +30,27 @@ def find_runs_with_tag(tag: str) -> list[str]:
     return [str(run.id) for run in runs]
 
 
+def recent_runs() -> list[dict]:
+    """Runs of ours that ended in the last 24 hours: runbook, state name, duration."""
+    import datetime as dt
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter, FlowRunFilterEndTime, FlowRunFilterTags,
+    )
+
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=24)
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=["mq-runbooks"]), end_time=FlowRunFilterEndTime(after_=since)), limit=200)
+    found = []
+    for run in runs:
+        runbook = next((t.split(":", 1)[1] for t in run.tags if t.startswith("runbook:")), "?")
+        duration = (run.end_time - run.start_time).total_seconds() if run.end_time and run.start_time else 0.0
+        found.append({"runbook": runbook, "state": run.state.name if run.state else "Unknown", "duration_s": duration})
+    return found
+
+
 def build_services(settings: Settings, catalog: Catalog):
     from functools import cache
 
@@ -41,13 +62,15 @@ def build_services(settings: Settings, catalog: Catalog):
     from flows import journal
     from flows.postmortem import write_postmortem
 
-    return Services(
+    services = Services(
         settings=settings, catalog=catalog, start=deployments.DeploymentStarter(settings.deployment),
         find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=deployments.alert_tag,
         clusters=cache(lambda: load_clusters(settings.clusters)),
         on_resolved=lambda run_id: _redraft_if_finished(run_id, write_postmortem),
         extra_routes=[add_slack_routes, add_postmortem_routes],
     )
+    services.metrics.watch_runs(recent_runs)
+    return services
 
 
 def _redraft_if_finished(run_id: str, write_postmortem) -> None:

@@ -19,6 +19,7 @@ from engine import runs
 from engine.errors import RunbookError, UsageError
 from engine.http import BodyTooLarge, Services, read_body
 from engine.teams import teams_for
+from flows import journal
 from flows.gate import expand_approvers
 from flows.notify import slack_notifier
 from integrations.slack import SlackUnavailable
@@ -107,9 +108,13 @@ def answer_click(services: Services, action: BlockAction | ViewSubmission) -> di
     approved = isinstance(action, BlockAction)
     comment = "" if approved else action.reason
     try:
-        runs.answer_gate(services.settings, services.catalog, action.run_id, approved, action.user_id, comment,
-                         via="slack")
+        view = runs.answer_gate(services.settings, services.catalog, action.run_id, approved, action.user_id,
+                                comment, via="slack")
         services.metrics.slack_requests.labels("decision", "accepted").inc()
+        requested = journal.last(view.entries, "approval_requested")
+        if requested is not None:
+            waited = (journal.now_utc() - requested.at).total_seconds()
+            services.metrics.approval_wait.labels(view.runbook, "approved" if approved else "rejected").observe(waited)
     except UsageError as exc:
         services.metrics.slack_requests.labels("decision", "refused").inc()
         if isinstance(action, ViewSubmission):
