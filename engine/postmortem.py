@@ -121,6 +121,7 @@ def _run_facts(records: RunRecords, entries: list[Entry], start: Entry | None, s
         "runbook": records.runbook, "requested_by": (start.data.get("requested_by") if start else None) or "unknown",
         "target": start.summary if start else "", "started": utc(began), "ended": utc(records.ended),
         "state": records.state_name, "state_message": scrubber.text(records.state_message),
+        "finished": records.finished,
         "outcome": outcome, "outcome_summary": outcome_summary,
     }
 
@@ -193,6 +194,9 @@ def impact(records: RunRecords, entries: list[Entry], trigger: dict[str, Any], o
 
 def _data_at_risk(entries: list[Entry], plan: dict[str, Any], applied: bool) -> str:
     risks = [f"{e.data['data_at_risk']}" for e in entries if e.data.get("data_at_risk") not in (None, "", 0)]
+    if isinstance(plan.get("messages_at_risk"), int) and plan["messages_at_risk"] > 0:
+        exact = "exact" if plan.get("at_risk_exact") else "an estimate"
+        risks.append(f"{plan['messages_at_risk']} message(s) at risk when planned ({exact})")
     if applied and plan.get("messages_skipped"):
         risks.append(f"{plan['messages_skipped']} message(s) skipped: the group will not consume them")
     rollback = last(entries, "rollback")
@@ -224,8 +228,11 @@ def _add_timings(add, records: RunRecords, entries: list[Entry], trigger: dict[s
     answer = next((e for e in entries if requested and e.at >= requested.at and e.kind in ("approval", "rejection")), None)
     if requested is not None and answer is not None:
         add("time waiting for approval", duration((answer.at - requested.at).total_seconds()), "journal")
+    concluded = last(entries, "outcome")
     if records.ended is not None:
         add("run duration", duration((records.ended - began).total_seconds()), "Prefect flow run")
+    elif concluded is not None:
+        add("run duration (to its outcome)", duration((concluded.at - began).total_seconds()), "journal")
 
 
 def timeline(records: RunRecords, entries: list[Entry], trigger: dict[str, Any],
@@ -248,7 +255,8 @@ def timeline(records: RunRecords, entries: list[Entry], trigger: dict[str, Any],
         else:
             rows.append((change.at, "Prefect task run", f"{change.task} {change.name}{message}"))
     for line in records.notable_logs:
-        rows.append((line.at, "Prefect log", f"{line.level} {_short(scrubber.text(line.message))}"))
+        first_line = line.message.strip().splitlines()[0] if line.message.strip() else ""
+        rows.append((line.at, "Prefect log", f"{line.level} {_short(scrubber.text(first_line))}"))
     rows.sort(key=lambda row: row[0])
     return [{"at": utc(at), "source": source, "event": event} for at, source, event in rows]
 
@@ -298,6 +306,6 @@ def _appendix(records: RunRecords, entries: list[Entry], scrubber: Scrubber) -> 
                      "csv": str(snapshot.data.get("csv") or "") if snapshot else "",
                      "restore_command": str(snapshot.data.get("restore_command") or "") if snapshot else ""},
         "log": {"total": records.log_lines, "shown": len(records.log_tail),
-                "lines": [f"{utc(line.at)} {line.level:<7} {line.logger} | {scrubber.text(line.message)}"
+                "lines": [f"{utc(line.at)} {line.level:<7} {line.logger} | {_short(scrubber.text(line.message), 2000)}"
                           for line in records.log_tail]},
     }
