@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -12,6 +13,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PREFECT_API_URL", f"http://127.0.0.1:{os.environ.get('STACK_PREFECT_PORT', '4200')}/api")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# What runs write (postmortem drafts, snapshots) goes to a scratch directory, not the repository.
+_SCRATCH = tempfile.mkdtemp(prefix="mq-runbooks-tests-")
+os.environ.setdefault("RUNBOOK_POSTMORTEM_DIR", os.path.join(_SCRATCH, "postmortems"))
+os.environ.setdefault("RUNBOOK_SNAPSHOT_DIR", os.path.join(_SCRATCH, "snapshots"))
 
 from engine.clusters import Clusters, load_clusters  # noqa: E402
 
