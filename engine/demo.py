@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 class Demo:
     def __init__(self, settings: Settings, clusters: Clusters, catalog: Catalog, say: Callable[[str], None]):
-        self.settings, self.catalog, self.say = settings, catalog, say
+        self.settings, self.catalog, self.say, self.clusters = settings, catalog, say, clusters
         self.kafka_config = clusters.kafka_cluster("primary").client_config()
         suffix = uuid.uuid4().hex[:6]
         self.topic, self.group = f"demo-orders-{suffix}", f"demo-billing-{suffix}"
@@ -232,4 +232,23 @@ class Demo:
             admin.delete_topics([self.topic])[self.topic].result(timeout=10)
         except Exception:  # noqa: BLE001
             pass
-        self.step(f"cleaned up: topic {self.topic} and group {self.group} deleted, runbook serve stopped")
+        mirrored = self.delete_mirrored_copy()
+        self.step(f"cleaned up: topic {self.topic}{mirrored} and group {self.group} deleted, runbook serve stopped")
+
+    def delete_mirrored_copy(self) -> str:
+        """MirrorMaker 2 copies the demo's topic to the standby as `primary.<topic>`: delete it too."""
+        if "standby" not in self.clusters.kafka:
+            return ""
+        copy = f"primary.{self.topic}"
+        admin = AdminClient(self.clusters.kafka_cluster("standby").client_config())
+        deadline = time.monotonic() + 10  # MM2 may create the copy a few seconds after the topic
+        while time.monotonic() < deadline:
+            topics = admin.list_topics(timeout=5).topics
+            if copy in topics:
+                try:
+                    admin.delete_topics([copy])[copy].result(timeout=10)
+                    return f" (and its standby copy {copy})"
+                except Exception:  # noqa: BLE001
+                    return ""
+            time.sleep(1)
+        return ""

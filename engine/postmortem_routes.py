@@ -41,7 +41,7 @@ def add_postmortem_routes(app: FastAPI, services: Services) -> None:
 
     @app.get("/postmortems")
     async def postmortem_list(runbook: str | None = None, status: str | None = None) -> Response:
-        if status is not None and status not in STATUSES:
+        if status and status not in STATUSES:
             return HTMLResponse(f"status must be one of {', '.join(STATUSES)}", status_code=400)
         items = list_postmortems(directory, runbook=runbook or None, status=status or None)
         rows = "".join(
