@@ -37,6 +37,11 @@ __all__ = [
 TopicPartitionKey = tuple[str, int]
 
 _log = logging.getLogger(__name__)
+# librdkafka's own lines (every refused connection, repeated) stay out of the operator's terminal:
+# the errors they lead to are raised with the reason. Attach a handler here to see them.
+_librdkafka_log = logging.getLogger(f"{__name__}.librdkafka")
+_librdkafka_log.propagate = False
+_librdkafka_log.addHandler(logging.NullHandler())
 # librdkafka's own timeouts are set to timeout_s; this is how much longer we wait for its answer.
 _GRACE_S = 1.0
 _UNREACHABLE_CODES = {
@@ -131,7 +136,7 @@ class KafkaClient:
         self.timeout_s = timeout_s
         self._bootstrap = config.get("bootstrap.servers", "?")
         # A logger keeps librdkafka's connection errors out of stderr; we report them ourselves.
-        self._admin: AdminClient | None = AdminClient({**config, "logger": _log})
+        self._admin: AdminClient | None = AdminClient({**config, "logger": _librdkafka_log})
 
     def __enter__(self) -> KafkaClient:
         return self

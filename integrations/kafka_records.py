@@ -26,7 +26,7 @@ from integrations.kafka import KafkaClient, UnknownTopicError
 
 __all__ = ["DeadLetterCopy", "KafkaRecord", "KafkaRecords", "Provenance", "dead_letter_partition"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("integrations.kafka.librdkafka")  # quiet: see integrations/kafka.py
 # A reader needs a group.id to exist, but it only assigns partitions and never commits, so the
 # broker never sees this group.
 _READER_GROUP = "mq-runbooks.record-reader"
