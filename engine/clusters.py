@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
+import jinja2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -131,6 +132,7 @@ class Clusters(_Strict):
     source: str = "clusters.yaml"
     kafka: dict[str, KafkaCluster] = {}
     rabbitmq: dict[str, RabbitCluster] = {}
+    switches: dict[str, EndpointSwitchConfig] = {}
 
     @model_validator(mode="after")
     def _standbys_exist(self) -> "Clusters":
@@ -189,3 +191,80 @@ def load_clusters(path: Path, environ: Mapping[str, str] | None = None) -> Clust
             f"{path} does not exist: write one (see README, 'Configuration') or point RUNBOOK_CLUSTERS at it"
         ) from None
     return parse_clusters(text, str(path), environ)
+
+
+# Endpoint switches: how clients learn which cluster to use (integrations/switches.py acts on them).
+class _SwitchConfig(_Strict):
+    values: dict[str, str] = Field(
+        {}, description="cluster name -> the value that points clients at that cluster (e.g. its bootstrap servers)")
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+
+class FileSwitchConfig(_SwitchConfig):
+    """A JSON or YAML file that clients (or a config agent) read; `key` is a dotted path in it."""
+    kind: Literal["file"]
+    path: str
+    key: str = Field(description="dotted path, e.g. kafka.bootstrap_servers")
+    format: Literal["json", "yaml"] | None = Field(None, description="default: from the suffix (.json, .yaml, .yml)")
+
+    @field_validator("key")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        if not value or "" in value.split("."):
+            raise ValueError(f"{value!r} is not a dotted key path like kafka.bootstrap_servers")
+        return value
+
+    @model_validator(mode="after")
+    def _format_known(self) -> "FileSwitchConfig":
+        if self.format is None and not self.path.endswith((".json", ".yaml", ".yml")):
+            raise ValueError(f"cannot tell the format of {self.path!r} from its suffix: set format: json or yaml")
+        return self
+
+
+class HttpSwitchConfig(_SwitchConfig):
+    """An HTTP call that points clients elsewhere; `body` is a Jinja2 template over `value` and `name`."""
+    kind: Literal["http"]
+    url: str
+    method: Literal["POST", "PUT", "PATCH"] = "PUT"
+    body: str = "{{ value }}"
+    headers: dict[str, SecretStr] = Field({}, description="use ${VAR} for tokens: values never print")
+    current_url: str | None = Field(None, description="GET here reads the current value (default: not readable)")
+    current_key: str | None = Field(None, description="dotted path of the value in current_url's JSON answer")
+    initial: str | None = Field(None, description="the value assumed before this engine ever switched it")
+    state_file: str | None = Field(None, description="where the last value sent is kept between processes")
+
+    @field_validator("url", "current_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            jinja2.Environment().parse(value)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(f"not a valid Jinja2 template: {exc}") from None
+        return value
+
+
+class ConsulSwitchConfig(_SwitchConfig):
+    """A Consul KV key, read with GET and written with PUT (check-and-set) on /v1/kv/KEY."""
+    kind: Literal["consul"]
+    key: str = Field(min_length=1)
+    url: str = "http://127.0.0.1:8500"
+    token: SecretStr | None = None
+    datacenter: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+EndpointSwitchConfig = Annotated[FileSwitchConfig | HttpSwitchConfig | ConsulSwitchConfig, Field(discriminator="kind")]
+Clusters.model_rebuild()

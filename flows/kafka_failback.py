@@ -1,0 +1,262 @@
+"""Runbook `kafka-failback`: move consumer groups and clients back from the MirrorMaker 2 standby to
+the primary once it is healthy again.
+
+Replication direction: the stack (and this runbook) needs only MM2 primary -> standby, the one that
+was running before the failover; no standby -> primary flow is assumed. A group's position on the
+standby is an offset of `<alias>.<topic>`; it goes back to `<topic>` on the primary through MM2's
+offset syncs (`mm2-offset-syncs.<standby>.internal`, kept on the primary): from the newest sync at or
+before the position, records were copied one for one. Each translated position is checked by
+comparing the record there on both clusters (key, value, timestamp):
+
+    exact       the records match: the group resumes on the primary exactly where it stopped
+    estimate    no offset sync at or before it: by the timestamp of the standby record (may replay
+                or skip records of the same millisecond); the approver sees it labelled
+    mismatch    the records differ: refused (the topic was not copied one for one)
+
+What failback does NOT move: records produced on the standby's own topics while failed over (no
+standby -> primary replication); they are counted per partition and listed. Records the primary
+holds that never reached the standby (the failover's messages at risk) are read by the group after
+failback: counted as `delivered_late`. The switch gets back the value it had before the failover
+(from that run's journal with failover_run=RUN, else the switch's configured value for the primary).
+
+    observe + plan -> approve -> snapshot -> commit on the primary -> resume check -> switch -> canary
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+from uuid import UUID
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+from prefect.states import Completed
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.clusters import Clusters, KafkaCluster
+from engine.errors import BrokerError, ParameterError, PreconditionError
+from flows import journal
+from flows.kafka_failover import move_groups_and_switch
+from flows.kafka_failover_plan import (
+    failover_pair, kafka_client, open_switch, require_reachable, switch_value,
+)
+from flows.kafka_replay import inactive_group
+from flows.lock import target_lock
+from flows.runtime import RunContext
+from flows.steps import approve_stable_plan, guarded, record_start
+from integrations.kafka_records import KafkaRecords
+from integrations.mirrormaker import read_offset_syncs, upstream_of, upstream_topic
+
+RUNBOOK_ID = "kafka-failback"
+
+
+class KafkaFailbackParameters(BaseModel):
+    """Parameters of kafka-failback."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cluster: str = Field("primary", min_length=1, description="the Kafka cluster clients go back to (MM2's source)")
+    standby: str = Field("standby", min_length=1, description="the MM2 standby they are on now")
+    groups: list[str] = Field(min_length=1, description="consumer groups to move back (repeatable)")
+    switch: str = Field("kafka-clients", min_length=1, description="the endpoint switch of clusters.yaml")
+    failover_run: str | None = Field(None, description="the kafka-failover run whose journal holds the switch's "
+                                                       "old value (default: the switch's value for CLUSTER)")
+    wait_for_inactive: float = Field(0, ge=0, le=3600, description="seconds to wait for the groups to be empty")
+
+
+@dataclass(frozen=True)
+class BackPartition:
+    group: str
+    replica: str
+    topic: str
+    partition: int
+    standby_offset: int
+    primary_offset: int | None
+    how: Literal["exact", "estimate", "mismatch"]
+    delivered_late: int  # on the primary, never replicated: the group reads them after failback
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class FailbackPlan:
+    cluster: str
+    standby: str
+    groups: tuple[str, ...]
+    partitions: tuple[BackPartition, ...]
+    not_moved: tuple[tuple[str, str, int, int], ...]  # (group, standby topic, partition, records there)
+    switch: str
+    switch_old: str | None
+    switch_new: str
+
+    def targets(self, group: str) -> dict[tuple[str, int], int]:
+        return {(p.topic, p.partition): p.primary_offset for p in self.partitions
+                if p.group == group and p.primary_offset is not None and p.how != "mismatch"}
+
+    def to_csv(self) -> str:
+        return "".join(f"{p.group},{p.topic},{p.partition},{p.primary_offset}\n" for p in self.partitions)
+
+    def digest(self) -> str:
+        bound = {"clusters": [self.cluster, self.standby], "switch": [self.switch, self.switch_old, self.switch_new],
+                 "partitions": [[p.group, p.topic, p.partition, p.primary_offset, p.how] for p in self.partitions]}
+        return hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cluster": self.cluster, "standby": self.standby, "groups": list(self.groups), "digest": self.digest(),
+                "switch": {"name": self.switch, "old": self.switch_old, "new": self.switch_new},
+                "partitions": [asdict(p) for p in self.partitions],
+                "not_moved": [{"group": g, "topic": t, "partition": p, "records": n} for g, t, p, n in self.not_moved]}
+
+    def markdown(self, rows: int = 40) -> str:
+        late = sum({(p.topic, p.partition): p.delivered_late for p in self.partitions}.values())
+        lines = [f"**Fail back** groups {', '.join(f'`{g}`' for g in self.groups)} from `{self.standby}` to "
+                 f"`{self.cluster}` (replication needed: MM2 {self.cluster} -> {self.standby} only).",
+                 f"**{late}** message(s) the primary kept that never reached the standby: the groups read them now.",
+                 f"**Switch** `{self.switch}`: `{self.switch_old}` -> `{self.switch_new}`.", "",
+                 "| group | standby topic | partition | standby offset | primary offset | how |",
+                 "|---|---|---:|---:|---:|---|"]
+        lines += [f"| {p.group} | {p.replica} | {p.partition} | {p.standby_offset} | {p.primary_offset} | {p.how} |"
+                  for p in self.partitions[:rows]]
+        if self.not_moved:
+            lines.append("\n**Not moved back** (produced on the standby, no standby -> primary replication): "
+                         + "; ".join(f"{g} {t}:{p} ({n} records)" for g, t, p, n in self.not_moved[:20]))
+        return "\n".join(lines)
+
+
+def plan_failback(params: KafkaFailbackParameters, clusters: Clusters) -> FailbackPlan:
+    """Observe both clusters and compute the way back (nothing is changed)."""
+    primary, standby, alias = failover_pair(clusters, params.cluster, params.standby, RUNBOOK_ID)
+    switch = open_switch(clusters, params.switch, RUNBOOK_ID)
+    switch_new = (value_before_failover(params.failover_run, params.switch) if params.failover_run
+                  else switch_value(switch, primary.name, RUNBOOK_ID))
+    require_reachable(primary, "primary")
+    require_reachable(standby, "standby")
+    with kafka_client(standby) as kafka:
+        committed = {g: kafka.committed_offsets(g) for g in params.groups}
+    replicas = sorted({(t, p) for offsets in committed.values() for t, p in offsets if upstream_topic(alias, t)})
+    syncs = read_offset_syncs(primary.client_config(), standby.name, name=primary.name,
+                              topics={upstream_topic(alias, t) for t, _ in replicas})
+    with kafka_client(standby) as kafka:
+        replica_ends = kafka.log_offsets(replicas)
+        local = sorted({(t, p) for offsets in committed.values() for t, p in offsets if not upstream_topic(alias, t)})
+        local_ends = kafka.log_offsets(local)
+    with kafka_client(primary) as kafka:
+        primary_ends = kafka.log_offsets([(upstream_topic(alias, t), p) for t, p in replicas])
+    rows, not_moved = [], []
+    for group, offsets in committed.items():
+        for (topic, partition), offset in sorted(offsets.items()):
+            if (topic, partition) in local_ends:
+                not_moved.append((group, topic, partition, local_ends[(topic, partition)].log_end_offset))
+                continue
+            upstream = upstream_topic(alias, topic)
+            end = replica_ends[(topic, partition)].log_end_offset
+            reached = upstream_of(end, syncs.get((upstream, partition), []))
+            late = primary_ends[(upstream, partition)].log_end_offset - (end if reached is None else reached)
+            rows.append(_translate_back(primary, standby, group, topic, upstream, partition, offset, end,
+                                        syncs.get((upstream, partition), []), max(0, late)))
+    return FailbackPlan(primary.name, standby.name, tuple(params.groups), tuple(rows), tuple(not_moved),
+                        params.switch, switch.current(), switch_new)
+
+
+def _translate_back(primary: KafkaCluster, standby: KafkaCluster, group: str, replica: str, topic: str,
+                    partition: int, offset: int, end: int, syncs: list, late: int) -> BackPartition:
+    """The primary offset of standby `offset`, checked on the record there (or the one before it)."""
+    probe = offset if offset < end else offset - 1
+    row = dict(group=group, replica=replica, topic=topic, partition=partition, standby_offset=offset, delivered_late=late)
+    if probe < 0:
+        return BackPartition(**row, primary_offset=0, how="exact", reason="nothing consumed yet")
+    down = KafkaRecords(standby.client_config(), name=standby.name).read_record(replica, partition, probe)
+    up_probe = upstream_of(probe, syncs)
+    if up_probe is None:
+        with kafka_client(primary) as kafka:
+            found = kafka.offsets_for_timestamp([(topic, partition)], down.timestamp_ms or 0)[(topic, partition)]
+        return BackPartition(**row, primary_offset=None if found < 0 else found + (probe != offset), how="estimate",
+                             reason="no offset sync at or before it: by the record's timestamp")
+    up = KafkaRecords(primary.client_config(), name=primary.name).read_record(topic, partition, up_probe)
+    same = (up.offset == up_probe and (up.key, up.value, up.timestamp_ms) == (down.key, down.value, down.timestamp_ms))
+    target = up_probe + (offset - probe)
+    if not same:
+        return BackPartition(**row, primary_offset=target, how="mismatch",
+                             reason=f"the record at {topic}:{partition}@{up_probe} differs from {replica}@{probe}")
+    return BackPartition(**row, primary_offset=target, how="exact")
+
+
+def value_before_failover(failover_run: str, switch: str) -> str:
+    """The value `switch` had before the kafka-failover run `failover_run` switched it (its journal)."""
+    try:
+        entries = journal.read(UUID(failover_run))
+    except ValueError:
+        raise ParameterError(RUNBOOK_ID, [("failover_run", f"{failover_run!r} is not a run id")]) from None
+    switched = [e for e in entries if e.kind == "action" and e.data.get("step") == "switch"
+                and e.data.get("switch") == switch]
+    if not switched or switched[-1].data.get("switch_old") is None:
+        raise ParameterError(RUNBOOK_ID, [("failover_run", f"run {failover_run} never switched {switch!r} from a value")])
+    return switched[-1].data["switch_old"]
+
+
+def dry_run(params: KafkaFailbackParameters, clusters: Clusters) -> FailbackPlan:
+    """`runbook plan kafka-failback`: the plan and nothing else."""
+    return plan_failback(params, clusters)
+
+
+@flow(name=RUNBOOK_ID, persist_result=False)
+def kafka_failback(params: KafkaFailbackParameters, requested_by: str = "unknown", trigger: dict[str, Any] | None = None):
+    """Move consumer groups and clients back to the primary."""
+    run_id = str(flow_run.id)
+    return guarded(run_id, lambda: _failback(run_id, params, requested_by, trigger))
+
+
+def _observe_and_plan(params: KafkaFailbackParameters, context: RunContext) -> FailbackPlan:
+    primary, standby, _ = failover_pair(context.clusters, params.cluster, params.standby, RUNBOOK_ID)
+    for cluster in (standby, primary):
+        try:
+            with kafka_client(cluster) as kafka:
+                for group in params.groups:
+                    inactive_group(kafka, group, params.wait_for_inactive)
+        except PreconditionError:
+            raise
+        except BrokerError as exc:
+            raise PreconditionError(f"{cluster.name} is not healthy: {exc}") from None
+    return plan_failback(params, context.clusters)
+
+
+def _failback(run_id: str, params: KafkaFailbackParameters, requested_by: str, trigger: dict[str, Any] | None):
+    context = RunContext.load()
+    runbook = context.catalog.get(RUNBOOK_ID)
+    primary, _, _ = failover_pair(context.clusters, params.cluster, params.standby, RUNBOOK_ID)
+    switch = open_switch(context.clusters, params.switch, RUNBOOK_ID)
+    record_start(run_id, RUNBOOK_ID, params, requested_by, trigger,
+                 f"{params.standby} -> {params.cluster}, groups {', '.join(params.groups)}")
+    key = runbook.lock_key(params)
+    with target_lock(key, run_id, context.settings.lock_wait_s):
+        journal.record(run_id, "lock", f"holding lock {key}", key=key)
+        plan = _observe_and_plan(params, context)
+        _record_plan(run_id, plan)
+        mismatched = [f"{p.group} {p.topic}:{p.partition}: {p.reason}" for p in plan.partitions if p.how == "mismatch"]
+        if mismatched:
+            message = f"cannot translate back exactly: {'; '.join(mismatched[:10])}. Nothing was changed"
+            journal.record(run_id, "outcome", message, outcome="refused")
+            raise PreconditionError(message)
+        plan, refused = approve_stable_plan(
+            run_id=run_id, context=context, runbook=runbook, requested_by=requested_by, plan=plan,
+            markdown=lambda p: p.markdown(), replan=lambda: _observe_and_plan(params, context),
+            record_plan=lambda p: _record_plan(run_id, p), trigger=trigger)
+        if refused is not None:
+            return refused
+        switch_old = move_groups_and_switch(run_id, context, primary, plan, switch)
+        create_table_artifact(table=[{"group": p.group, "from": f"{p.replica}:{p.partition}@{p.standby_offset}",
+                                      "to": f"{p.topic}:{p.partition}@{p.primary_offset}", "how": p.how,
+                                      "delivered_late": p.delivered_late} for p in plan.partitions],
+                              description=f"kafka-failback {plan.standby} -> {plan.cluster}")
+        journal.record(run_id, "outcome", f"{len(plan.groups)} group(s) back on {plan.cluster}, switch {plan.switch} "
+                       f"{switch_old} -> {plan.switch_new}; {len(plan.not_moved)} standby-only partition(s) not moved",
+                       outcome="succeeded", switch_old=switch_old, switch_new=plan.switch_new,
+                       not_moved=[list(n) for n in plan.not_moved])
+    return Completed(message=f"{len(plan.groups)} group(s) back on {plan.cluster}")
+
+
+def _record_plan(run_id: str, plan: FailbackPlan) -> None:
+    journal.record(run_id, "plan", f"{len(plan.partitions)} partition(s) back to {plan.cluster}; "
+                   f"{sum(p.how != 'exact' for p in plan.partitions)} not exact", csv=plan.to_csv(),
+                   markdown=plan.markdown(), **plan.to_json())
