@@ -114,12 +114,12 @@ def follow(context: Context, run_id: str, quiet: bool = False, poll_s: float = 0
         time.sleep(poll_s)
 
 
-def _print_entry(context: Context, run_id: str, entry) -> None:
+def _print_entry(context: Context, run_id: str, entry, show_answer: bool = True) -> None:
     stamp = entry.at.strftime("%H:%M:%S")
     context.out.print(f"[dim]{stamp}[/dim] [bold]{entry.kind}[/bold] {entry.summary}")
     if entry.kind == "plan" and entry.data.get("markdown"):
         context.out.print(Markdown(entry.data["markdown"]))
-    if entry.kind == "approval_requested":
+    if entry.kind == "approval_requested" and show_answer:
         context.out.print(f"  approve: runbook approve {run_id} --as NAME [--comment TEXT]\n"
                           f"  reject:  runbook reject {run_id} --as NAME --reason TEXT")
 
@@ -190,5 +190,5 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
                               str(row["replayed"]))
             context.out.print(table)
         else:
-            _print_entry(context, view.id, entry) if entry.kind != "approval_requested" or waiting else \
-                context.out.print(f"[dim]{entry.at:%H:%M:%S}[/dim] [bold]{entry.kind}[/bold] {entry.summary}")
+            # How to answer the gate is shown only while the run still waits there.
+            _print_entry(context, view.id, entry, show_answer=bool(waiting))
