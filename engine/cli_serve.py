@@ -12,16 +12,20 @@ from engine.cli import Context, cli, pass_context
 @click.option("--no-runner", is_flag=True, help="Only the HTTP app: runs execute elsewhere (another serve "
               "process or Prefect workers) from the deployments it registered.")
 @click.option("--limit", default=10, show_default=True, help="At most this many runs at once in this process.")
+@click.option("--slack-socket-mode", is_flag=True, help="Also take Slack's commands and clicks over Socket "
+              "Mode (no public URL needed); needs RUNBOOK_SLACK_APP_TOKEN, and is on whenever that is set.")
 @pass_context
-def serve(context: Context, host: str, port: int, no_runner: bool, limit: int) -> None:
+def serve(context: Context, host: str, port: int, no_runner: bool, limit: int, slack_socket_mode: bool) -> None:
     """Serve the HTTP endpoints and run the runbooks that alerts and Slack start.
 
     Endpoints: POST /alerts/alertmanager and /alerts/grafana (bearer RUNBOOK_ALERT_TOKEN),
     POST /slack/commands and /slack/interactions (Slack signature), GET /healthz, GET /metrics.
+    With RUNBOOK_SLACK_APP_TOKEN (an xapp- token), Slack also reaches it over Socket Mode.
     """
     from engine.serve import serve as run_server
 
-    run_server(context.settings, context.catalog, host, port, with_runner=not no_runner, limit=limit)
+    run_server(context.settings, context.catalog, host, port, with_runner=not no_runner, limit=limit,
+               socket_mode=slack_socket_mode)
 
 
 @cli.command("demo")

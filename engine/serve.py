@@ -104,9 +104,16 @@ def _runner_thread(catalog: Catalog, deployment_name: str, limit: int, ready: th
         ready.set()
 
 
-def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runner: bool, limit: int) -> None:
+def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runner: bool, limit: int,
+          socket_mode: bool = False) -> None:
+    """Socket Mode (Slack over a WebSocket) is on with `socket_mode` or when RUNBOOK_SLACK_APP_TOKEN is set."""
     from engine.http import create_app
 
+    socket_mode = socket_mode or settings.slack_app_token is not None
+    if socket_mode:
+        from engine.slack_socket import app_token
+
+        app_token(settings)  # a missing or wrong token stops serve before anything starts
     if with_runner:
         ready, failed = threading.Event(), []
         thread = threading.Thread(target=_runner_thread, args=(catalog, settings.deployment, limit, ready, failed), daemon=True,
@@ -115,5 +122,15 @@ def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runne
         if not ready.wait(timeout=120) or failed:
             raise RuntimeError(f"the Prefect runner did not start: {failed[0] if failed else 'timed out'}")
         log.info("serving %d runbook deployment(s)", len(list(catalog)))
-    app = create_app(build_services(settings, catalog))
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    services = build_services(settings, catalog)
+    listener = None
+    if socket_mode:
+        from engine.slack_socket import SocketModeListener
+
+        listener = SocketModeListener(services)
+        listener.start()
+    try:
+        uvicorn.run(create_app(services), host=host, port=port, log_level="info", access_log=False)
+    finally:
+        if listener is not None:
+            listener.stop()

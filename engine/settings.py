@@ -15,6 +15,8 @@
     RUNBOOK_PUBLIC_URL        where people reach `runbook serve`, for links (default: http://127.0.0.1:8080)
     RUNBOOK_POSTMORTEM_TEMPLATES  a team's own postmortem templates; files there override the
                               ones of the same name in postmortems/templates (default: none)
+    RUNBOOK_SLACK_APP_TOKEN   an app-level token (xapp-..., scope connections:write): `runbook serve`
+                              then takes Slack's commands and clicks over Socket Mode (no public URL)
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ class Settings(BaseModel):
     public_url: str = Field("http://127.0.0.1:8080", description="where people reach `runbook serve` (links)")
     postmortem_templates: Path | None = Field(None, description="a directory of postmortem templates "
                                               "that override postmortems/templates file by file")
+    slack_app_token: SecretStr | None = Field(None, description="app-level token (xapp-) for Slack Socket Mode")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":
