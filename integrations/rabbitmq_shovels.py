@@ -86,13 +86,8 @@ def shovel_state(host: RabbitManagement, move: QueueMove) -> str | None:
             state = shovel.get("state", "unknown")
             reason = shovel.get("reason")
             return f"{state}: {reason}" if state == "terminated" and reason else state
-    try:
-        host.get_json(_path(move), not_found="gone")
-    except BrokerError as exc:
-        if str(exc).endswith(": gone"):
-            return None
-        raise
-    return "declared"
+    declared = host.get_json(f"/api/parameters/shovel/{quote(move.vhost, safe='')}")
+    return "declared" if any(p.get("name") == move.shovel for p in declared) else None
 
 
 def delete_shovel(host: RabbitManagement, move: QueueMove) -> bool:
@@ -151,7 +146,8 @@ def wait_for_shovels(host: RabbitManagement, moves: list[QueueMove], *, timeout_
 def queue_depth(amqp_url: str, vhost: str, queue: str, timeout_s: float = 10.0) -> int:
     """The exact number of ready messages in the queue now (AMQP passive declare).
 
-    UnreachableError if the cluster does not answer; BrokerError if the queue does not exist.
+    UnreachableError if the cluster does not answer; BrokerError if it refuses the vhost or has no
+    such queue.
     """
     parameters = pika.URLParameters(vhost_uri(amqp_url, vhost))
     parameters.socket_timeout = parameters.stack_timeout = timeout_s
@@ -160,6 +156,8 @@ def queue_depth(amqp_url: str, vhost: str, queue: str, timeout_s: float = 10.0) 
     where = urlsplit(amqp_url).hostname, urlsplit(amqp_url).port
     try:
         connection = pika.BlockingConnection(parameters)
+    except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as exc:
+        raise BrokerError(f"rabbitmq at {where[0]}:{where[1]} refused vhost {vhost!r}: {exc}") from None
     except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
         raise UnreachableError(f"rabbitmq at {where[0]}:{where[1]} did not answer: {type(exc).__name__}") from None
     try:

@@ -1,0 +1,271 @@
+"""rabbitmq-failover and rabbitmq-failback end to end: real runs through the gate, real RabbitMQ
+nodes, real endpoint switches (a file, and an HTTP endpoint served by the test that records calls).
+
+The fault test (the primary dying mid-move) runs on a second stack of its own (.stack-rmqfail,
+other ports), never on the shared stack's nodes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from engine import runs
+from engine.clusters import load_clusters
+from engine.errors import BrokerError, ParameterError, PreconditionError
+from flows import journal
+from flows.rabbitmq_failover_plan import RabbitFailoverParameters, dry_run_failover
+from integrations.rabbitmq_shovels import queue_depth
+from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, wait_until  # noqa: F401
+from tests.rabbitmq_failover_support import amqp_url, api, drain_ids, publish_ids, scratch_vhost
+
+REPO = Path(__file__).resolve().parents[2]
+FAULT_STACK = {"STACK_DIR": str(REPO / ".stack-rmqfail"), "STACK_RABBIT_PRIMARY_PORT": "5683",
+               "STACK_RABBIT_PRIMARY_MGMT_PORT": "15683", "STACK_RABBIT_STANDBY_PORT": "5684",
+               "STACK_RABBIT_STANDBY_MGMT_PORT": "15684"}
+
+
+def clusters_yaml(tmp_path, ports: tuple[int, int, int, int], switches: str) -> Path:
+    """A clusters.yaml for RabbitMQ nodes at (amqp, mgmt) x (primary, standby) and the given switches."""
+    amqp_p, mgmt_p, amqp_s, mgmt_s = ports
+    path = tmp_path / "clusters.yaml"
+    path.write_text(f"""\
+rabbitmq:
+  primary: {{amqp_url: "amqp://guest:guest@127.0.0.1:{amqp_p}/", management_url: "http://127.0.0.1:{mgmt_p}"}}
+  standby: {{amqp_url: "amqp://guest:guest@127.0.0.1:{amqp_s}/", management_url: "http://127.0.0.1:{mgmt_s}",
+             standby_of: primary}}
+{switches}""")
+    return path
+
+
+MAIN_PORTS = (5673, 15673, 5674, 15674)
+PRIMARY_ENDPOINT, STANDBY_ENDPOINT = "127.0.0.1:5673", "127.0.0.1:5674"
+
+
+def file_switch(path: Path) -> str:
+    return f"""\
+switches:
+  orders-clients:
+    kind: file
+    path: {path}
+    key: rabbitmq.endpoint
+    values: {{primary: "{PRIMARY_ENDPOINT}", standby: "{STANDBY_ENDPOINT}"}}
+"""
+
+
+def http_switch(url: str, state_file: Path) -> str:
+    return f"""\
+switches:
+  orders-clients:
+    kind: http
+    method: PUT
+    url: {url}
+    initial: "{PRIMARY_ENDPOINT}"
+    state_file: {state_file}
+    body: '{{"endpoint": "{{{{ value }}}}"}}'
+    values: {{primary: "{PRIMARY_ENDPOINT}", standby: "{STANDBY_ENDPOINT}"}}
+"""
+
+
+@pytest.fixture
+def env(runbook_env, monkeypatch):
+    """configure(clusters_path, **env) -> (settings, catalog) with both runbooks."""
+    def configure(clusters_path: Path, **extra: str):
+        monkeypatch.setenv("RUNBOOK_CLUSTERS", str(clusters_path))
+        runbook_env("rabbitmq-failback")
+        return runbook_env("rabbitmq-failover", **extra)
+    return configure
+
+
+def start(settings, catalog, runbook_id, **raw) -> str:
+    runbook = catalog.get(runbook_id)
+    return runs.start_run(settings, runbook, runbook.validate_parameters(raw), requested_by="alice")
+
+
+def approve(settings, catalog, run_id) -> object:
+    wait_until(run_id, paused)
+    runs.answer_gate(settings, catalog, run_id, True, "erin", "standby is ready")
+    return wait_until(run_id, finished, timeout=90)
+
+
+def declare_orders(rabbit, vhost):
+    rabbit.send("PUT", f"/api/exchanges/{vhost}/events", {"type": "topic", "durable": True})
+    rabbit.send("PUT", f"/api/queues/{vhost}/orders", {"durable": True})
+    rabbit.send("POST", f"/api/bindings/{vhost}/e/events/q/orders", {"routing_key": "orders.#"})
+    rabbit.send("PUT", f"/api/policies/{vhost}/orders-limit",
+                {"pattern": "^orders$", "definition": {"max-length": 100000}, "apply-to": "queues"})
+
+
+def test_failover_then_failback_moves_everything_and_restores_the_file_switch(clusters, tmp_path, env):
+    primary, standby = clusters.rabbit_cluster("primary"), clusters.rabbit_cluster("standby")
+    endpoint_file = tmp_path / "endpoint.json"
+    endpoint_file.write_text(json.dumps({"rabbitmq": {"endpoint": PRIMARY_ENDPOINT}}))
+    settings, catalog = env(clusters_yaml(tmp_path, MAIN_PORTS, file_switch(endpoint_file)))
+    with scratch_vhost(primary, standby) as vhost, api(primary) as source, api(standby) as target:
+        declare_orders(source, vhost)
+        sent = publish_ids(primary, vhost, "orders", 300)
+
+        run_id = start(settings, catalog, "rabbitmq-failover", vhost=vhost, switch="orders-clients")
+        plan = journal.last(wait_until(run_id, paused).entries, "plan").data
+        assert plan["queues"] == [{"name": "orders", "depth_at_plan": 300}]
+        assert {(d["kind"], d["action"]) for d in plan["definitions"]} == {
+            ("exchange", "create"), ("queue", "create"), ("binding", "create"), ("policy", "create")}
+        assert plan["switch"] == {"name": "orders-clients", "old": PRIMARY_ENDPOINT, "new": STANDBY_ENDPOINT}
+        assert vhost not in {v["name"] for v in target.get_json("/api/vhosts")}, "nothing changes before approval"
+
+        view = approve(settings, catalog, run_id)
+        assert view.succeeded, (view.message, view.entries[-3:])
+        assert target.get_json(f"/api/exchanges/{vhost}/events")["type"] == "topic"
+        assert target.get_json(f"/api/policies/{vhost}/orders-limit")["definition"] == {"max-length": 100000}
+        assert [b["routing_key"] for b in target.get_json(f"/api/bindings/{vhost}/e/events/q/orders")] == ["orders.#"]
+        assert queue_depth(amqp_url(standby), vhost, "orders") == 300
+        assert queue_depth(amqp_url(primary), vhost, "orders") == 0
+        assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == STANDBY_ENDPOINT
+        outcome = journal.last(view.entries, "outcome").data
+        assert outcome["moved"] == 300 and outcome["seen_at_plan"] == 300
+        assert journal.last(view.entries, "verification").data["cluster_name"] == target.overview().cluster_name
+        order = kinds(view)
+        assert order.index("approval") < order.index("snapshot") < order.index("action")
+
+        publish_ids(standby, vhost, "orders", 20, prefix="during")  # produced on the standby meanwhile
+        back = start(settings, catalog, "rabbitmq-failback", vhost=vhost, switch="orders-clients",
+                     failover_run=run_id)
+        plan = journal.last(wait_until(back, paused).entries, "plan").data
+        assert plan["switch"]["new"] == PRIMARY_ENDPOINT and plan["queues"][0]["depth_at_plan"] == 320
+        view = approve(settings, catalog, back)
+        assert view.succeeded, (view.message, view.entries[-3:])
+        assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == PRIMARY_ENDPOINT
+        arrived = drain_ids(primary, vhost, "orders")
+        assert sorted(arrived) == sorted(sent + [f"during-{i}" for i in range(20)]), "nothing lost, nothing twice"
+        assert journal.last(view.entries, "outcome").data["moved"] == 320
+
+
+class Recorder(BaseHTTPRequestHandler):
+    calls: list[tuple[str, str, str]] = []
+
+    def do_PUT(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        self.calls.append((self.command, self.path, body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def recorder():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    Recorder.calls = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/endpoints/orders", Recorder.calls
+    server.shutdown()
+
+
+def test_failover_switches_over_http_and_a_failed_canary_switches_back(clusters, tmp_path, env, recorder):
+    url, calls = recorder
+    primary, standby = clusters.rabbit_cluster("primary"), clusters.rabbit_cluster("standby")
+    with scratch_vhost(primary, standby) as vhost, api(primary) as source:
+        declare_orders(source, vhost)
+        settings, catalog = env(clusters_yaml(tmp_path, MAIN_PORTS, http_switch(url, tmp_path / "http-switch.json")))
+        view = approve(settings, catalog, start(settings, catalog, "rabbitmq-failover", vhost=vhost,
+                                                switch="orders-clients"))
+        assert view.succeeded, (view.message, view.entries[-3:])
+        assert calls[-1] == ("PUT", "/v1/endpoints/orders", json.dumps({"endpoint": STANDBY_ENDPOINT}))
+        assert journal.last(view.entries, "plan").data["queues"] == [], "no backlog: only the switch moves"
+
+        calls.clear()
+        settings, catalog = env(clusters_yaml(tmp_path, MAIN_PORTS, http_switch(url, tmp_path / "http-switch.json")), RUNBOOK_INJECT_FAULT="canary")
+        view = approve(settings, catalog, start(settings, catalog, "rabbitmq-failback", vhost=vhost,
+                                                switch="orders-clients", copy_definitions="false"))
+        assert not view.succeeded
+        assert [json.loads(body)["endpoint"] for _, _, body in calls] == [PRIMARY_ENDPOINT, STANDBY_ENDPOINT]
+        assert journal.last(view.entries, "rollback").data["restored"] is True
+
+
+def test_bad_input_and_an_unreachable_standby_are_refused_before_any_change(clusters, tmp_path):
+    endpoint_file = tmp_path / "endpoint.json"
+    endpoint_file.write_text("{}")
+    good = load_clusters(clusters_yaml(tmp_path, MAIN_PORTS, file_switch(endpoint_file)))
+    with pytest.raises(ParameterError, match="queues: 'no-such-queue' is not a queue in vhost '/'"):
+        dry_run_failover(RabbitFailoverParameters(switch="orders-clients", queues=["no-such-queue"]), good)
+    dead = load_clusters(clusters_yaml(tmp_path, (5673, 15673, 1, 2), file_switch(endpoint_file)))
+    with pytest.raises(PreconditionError, match="the destination standby cannot take the clients: .*did not answer"):
+        dry_run_failover(RabbitFailoverParameters(switch="orders-clients"), dead)
+    assert endpoint_file.read_text() == "{}"
+
+
+def test_with_the_primary_down_the_plan_moves_only_the_switch_and_says_so(tmp_path):
+    endpoint_file = tmp_path / "endpoint.json"
+    endpoint_file.write_text(json.dumps({"rabbitmq": {"endpoint": PRIMARY_ENDPOINT}}))
+    down = load_clusters(clusters_yaml(tmp_path, (1, 2, 5674, 15674), file_switch(endpoint_file)))
+    plan = dry_run_failover(RabbitFailoverParameters(switch="orders-clients", queues=["orders"]), down)
+    assert not plan.source_reachable and plan.definitions is None
+    assert [(q.name, q.depth_at_plan) for q in plan.queues] == [("orders", None)]
+    assert "the source primary does not answer" in plan.warnings[0] and "stay there" in plan.warnings[0]
+    assert "| orders | unknown |" in plan.markdown()
+    assert (plan.switch_old, plan.switch_new) == (PRIMARY_ENDPOINT, STANDBY_ENDPOINT)
+
+
+def arrived_so_far(standby, vhost) -> int:
+    try:
+        return queue_depth(amqp_url(standby), vhost, "orders")
+    except BrokerError:
+        return 0  # the run has not copied the definitions yet
+
+
+@pytest.fixture(scope="module")
+def fault_stack():
+    """The second stack's RabbitMQ nodes, started if needed (and then stopped after the module)."""
+    environment = {**os.environ, **FAULT_STACK}
+
+    def command(verb: str) -> list[str]:
+        return [str(REPO / "dev" / "stack"), verb, "rabbitmq-primary", "rabbitmq-standby"]
+
+    already_up = subprocess.run(command("status"), env=environment, stdout=subprocess.DEVNULL).returncode == 0
+    subprocess.run(command("up"), check=True, env=environment, stdout=subprocess.DEVNULL)
+    yield environment
+    if not already_up:
+        subprocess.run(command("down"), check=True, env=environment, stdout=subprocess.DEVNULL)
+
+
+def test_primary_dying_mid_move_reports_exactly_what_moved_and_loses_nothing(fault_stack, tmp_path, env):
+    endpoint_file = tmp_path / "endpoint.json"
+    endpoint_file.write_text(json.dumps({"rabbitmq": {"endpoint": PRIMARY_ENDPOINT}}))
+    path = clusters_yaml(tmp_path, (5683, 15683, 5684, 15684), file_switch(endpoint_file))
+    fault = load_clusters(path)
+    primary, standby = fault.rabbit_cluster("primary"), fault.rabbit_cluster("standby")
+    settings, catalog = env(path)
+    stack = [str(REPO / "dev" / "stack")]
+    with scratch_vhost(primary, standby) as vhost, api(primary) as source:
+        source.send("PUT", f"/api/queues/{vhost}/orders", {"durable": True})
+        sent = publish_ids(primary, vhost, "orders", 3000)
+        # one message in flight at a time: slow enough to stop the primary half-way
+        run_id = start(settings, catalog, "rabbitmq-failover", vhost=vhost, switch="orders-clients",
+                       shovel_prefetch="1", stall_s="3")
+        wait_until(run_id, paused)
+        runs.answer_gate(settings, catalog, run_id, True, "erin", "")
+        deadline = time.monotonic() + 60
+        while arrived_so_far(standby, vhost) < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subprocess.run([*stack, "down", "rabbitmq-primary"], check=True, env=fault_stack, stdout=subprocess.DEVNULL)
+        try:
+            view = wait_until(run_id, finished, timeout=90)
+            assert not view.succeeded
+            moved = journal.last(view.entries, "action").data
+            on_standby = queue_depth(amqp_url(standby), vhost, "orders")
+            assert 300 <= moved["moved"] == on_standby < 3000, "the report says exactly what arrived"
+            error = journal.last(view.entries, "error").summary
+            assert f"orders: {on_standby} arrived on standby" in error and "clients were NOT switched" in error
+            assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == PRIMARY_ENDPOINT
+        finally:
+            subprocess.run([*stack, "up", "rabbitmq-primary"], check=True, env=fault_stack, stdout=subprocess.DEVNULL)
+        arrived, left = drain_ids(standby, vhost, "orders"), drain_ids(primary, vhost, "orders")
+        assert set(arrived) | set(left) == set(sent), "nothing lost"
+        assert len(arrived) == len(set(arrived)) and len(left) == len(set(left))
+        assert len(set(arrived) & set(left)) <= 1, "at most the shovel's prefetch is on both sides"
