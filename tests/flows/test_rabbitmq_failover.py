@@ -43,8 +43,11 @@ rabbitmq:
     return path
 
 
-MAIN_PORTS = (5673, 15673, 5674, 15674)
-PRIMARY_ENDPOINT, STANDBY_ENDPOINT = "127.0.0.1:5673", "127.0.0.1:5674"
+# The main stack's ports, as dev/stack reads them (CI may move them).
+MAIN_PORTS = tuple(int(os.environ.get(name, default)) for name, default in (
+    ("STACK_RABBIT_PRIMARY_PORT", 5673), ("STACK_RABBIT_PRIMARY_MGMT_PORT", 15673),
+    ("STACK_RABBIT_STANDBY_PORT", 5674), ("STACK_RABBIT_STANDBY_MGMT_PORT", 15674)))
+PRIMARY_ENDPOINT, STANDBY_ENDPOINT = f"127.0.0.1:{MAIN_PORTS[0]}", f"127.0.0.1:{MAIN_PORTS[2]}"
 
 
 def file_switch(path: Path) -> str:
@@ -194,7 +197,7 @@ def test_bad_input_and_an_unreachable_standby_are_refused_before_any_change(clus
     good = load_clusters(clusters_yaml(tmp_path, MAIN_PORTS, file_switch(endpoint_file)))
     with pytest.raises(ParameterError, match="queues: 'no-such-queue' is not a queue in vhost '/'"):
         dry_run_failover(RabbitFailoverParameters(switch="orders-clients", queues=["no-such-queue"]), good)
-    dead = load_clusters(clusters_yaml(tmp_path, (5673, 15673, 1, 2), file_switch(endpoint_file)))
+    dead = load_clusters(clusters_yaml(tmp_path, (MAIN_PORTS[0], MAIN_PORTS[1], 1, 2), file_switch(endpoint_file)))
     with pytest.raises(PreconditionError, match="the destination standby cannot take the clients: .*did not answer"):
         dry_run_failover(RabbitFailoverParameters(switch="orders-clients"), dead)
     assert endpoint_file.read_text() == "{}"
@@ -203,7 +206,7 @@ def test_bad_input_and_an_unreachable_standby_are_refused_before_any_change(clus
 def test_with_the_primary_down_the_plan_moves_only_the_switch_and_says_so(tmp_path):
     endpoint_file = tmp_path / "endpoint.json"
     endpoint_file.write_text(json.dumps({"rabbitmq": {"endpoint": PRIMARY_ENDPOINT}}))
-    down = load_clusters(clusters_yaml(tmp_path, (1, 2, 5674, 15674), file_switch(endpoint_file)))
+    down = load_clusters(clusters_yaml(tmp_path, (1, 2, MAIN_PORTS[2], MAIN_PORTS[3]), file_switch(endpoint_file)))
     plan = dry_run_failover(RabbitFailoverParameters(switch="orders-clients", queues=["orders"]), down)
     assert not plan.source_reachable and plan.definitions is None
     assert [(q.name, q.depth_at_plan) for q in plan.queues] == [("orders", None)]
