@@ -170,8 +170,21 @@ def list_runs(context: Context, runbook_id: str | None, limit: int, as_json: boo
 @click.option("--json", "as_json", is_flag=True, help="Print the state and the whole journal as JSON.")
 @pass_context
 def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> None:
-    """A run's state, who it waits for, its plan and its results (from its journal)."""
+    """A run's state, who it waits for, its plan and its results (from its journal).
+
+    A run that crashed (its process died) may have no postmortem yet, or one drafted before Prefect
+    knew it crashed: noticing it here writes (or refreshes) its draft.
+    """
     view = runs.read_run(run_id)
+    if view.state_type == "CRASHED":
+        from flows.postmortem import write_postmortem
+        from flows.steps import publish_postmortem
+
+        if any(e.kind == "postmortem" for e in view.entries):
+            write_postmortem(view.id)  # refreshes a draft in place; a reviewed one is left alone
+        else:
+            publish_postmortem(view.id)
+            view = runs.read_run(run_id)
     if as_json:
         click.echo(json.dumps({"id": view.id, "runbook": view.runbook, "state": view.state, "message": view.message,
                                "waiting_for": view.waiting_for(), "journal": [e.to_json() for e in view.entries]},

@@ -1,0 +1,56 @@
+"""A run whose process dies gets its postmortem draft (outcome crashed) when someone looks at it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from engine import runs
+from engine.catalog import load_catalog
+from engine.postmortem_store import find_by_run
+from engine.settings import Settings
+from integrations.kafka import KafkaClient
+
+
+def test_status_of_a_crashed_run_writes_its_draft(clusters, unique, tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
+    config = clusters.kafka_cluster("primary").client_config()
+    topic, group = unique("crash"), unique("crashgroup")
+    with KafkaClient(config) as kafka:
+        kafka.create_topic(topic, 1)
+    producer = Producer(config)
+    producer.produce(topic, b"x")
+    producer.produce(topic, b"y")
+    producer.flush()
+    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+    consumer.close()
+
+    settings = Settings.from_environ()
+    runbook = load_catalog(settings.catalog).get("kafka-replay")
+    run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
+        {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
+    deadline = time.monotonic() + 60
+    while runs.read_run(run_id).state_type != "PAUSED":
+        assert time.monotonic() < deadline, "the run never reached its gate"
+        time.sleep(0.3)
+    executor = subprocess.run(["pgrep", "-f", f"engine.executor {run_id}"], capture_output=True, text=True)
+    for pid in executor.stdout.split():
+        os.kill(int(pid), signal.SIGTERM)  # the process dies while the run waits at the gate
+    while not runs.read_run(run_id).finished:
+        assert time.monotonic() < deadline + 30, "the run was never marked as ended"
+        time.sleep(0.3)
+    assert runs.read_run(run_id).state_type == "CRASHED"
+
+    shown = subprocess.run([str(Path(sys.executable).parent / "runbook"), "status", run_id],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    draft = find_by_run(settings.postmortem_dir, "kafka-replay", run_id)
+    assert draft is not None and draft.meta["outcome"] == "crashed"
+    with KafkaClient(config) as kafka:
+        assert kafka.committed_offsets(group) == {(topic, 0): 2}, "nothing was changed"
