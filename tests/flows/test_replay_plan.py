@@ -23,7 +23,8 @@ from flows.replay_plan import (
     ToOffset, TopicScope, parse_datetime, parse_duration, parse_offsets_csv, parse_scope, plan_replay,
     spec_from_parameters,
 )
-from flows.replay_plan import _iso, _JavaHashMap  # noqa: PLC2701 (private helpers, for expectations)
+from flows.java_order import JavaHashMap
+from flows.replay_plan import _iso  # noqa: PLC2701 (a private helper, for expectations)
 from integrations.kafka import KafkaClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -238,7 +239,7 @@ def keys_share_a_bucket(run: str) -> bool:
     """Whether some committed partitions share a bucket of the Java tool's HashMap, so that the
     order inside a bucket (the group coordinator's order) is put to the test too (~9 runs in 10)."""
     keys = [(f"replay-{key}-{run}", partition) for key, partition in COMMITTED]
-    return _JavaHashMap().put_all(keys).keys() != _JavaHashMap().put_all(reversed(keys)).keys()
+    return JavaHashMap().put_all(keys).keys() != JavaHashMap().put_all(reversed(keys)).keys()
 
 
 class World:
