@@ -2,8 +2,6 @@
 engine's executor, answered through the same gate the CLI uses, acting on the real primary Kafka."""
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -11,11 +9,12 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from engine import runs
-from engine.catalog import load_catalog
 from engine.errors import UsageError
-from engine.settings import Settings
 from flows import journal
 from integrations.kafka import KafkaClient
+from tests.flows.runbook_harness import (  # noqa: F401 (runbook_env is a fixture)
+    finished, kinds, paused, runbook_env, start_runbook, wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
@@ -54,51 +53,13 @@ def committed(config, group):
 
 
 @pytest.fixture
-def engine_env(tmp_path, monkeypatch):
-    """Settings for the runs of one test: its own snapshot directory, a 60 s gate, short lock wait."""
-    catalog = tmp_path / "runbooks"
-    catalog.mkdir()
-    shutil.copy(REPO / "runbooks" / "kafka-replay.yaml", catalog)
-
-    def configure(**env: str):
-        text = (REPO / "runbooks" / "kafka-replay.yaml").read_text()
-        (catalog / "kafka-replay.yaml").write_text(text.replace("timeout: 30m", f"timeout: {env.pop('timeout', '60s')}"))
-        monkeypatch.setenv("RUNBOOK_CATALOG", str(catalog))
-        monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        settings = Settings.from_environ()
-        return settings, load_catalog(settings.catalog)
-
-    return configure
+def engine_env(runbook_env):
+    """configure(timeout="60s", **env) -> (settings, catalog): kafka-replay alone, its gate timeout set."""
+    return lambda timeout="60s", **env: runbook_env("kafka-replay", timeout=timeout, **env)
 
 
 def start(settings, catalog, requested_by="alice", **raw):
-    runbook = catalog.get("kafka-replay")
-    params = runbook.validate_parameters({"cluster": "primary", **raw})
-    return runs.start_run(settings, runbook, params, requested_by=requested_by)
-
-
-def wait_until(run_id, predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        view = runs.read_run(run_id)
-        if predicate(view):
-            return view
-        time.sleep(0.3)
-    raise AssertionError(f"run {run_id} did not get there in {timeout}s; last: {view.state} {view.entries[-3:]}")
-
-
-def paused(view):
-    return view.state_type == "PAUSED" and journal.last(view.entries, "approval_requested") is not None
-
-
-def finished(view):
-    return view.finished
-
-
-def kinds(view):
-    return [entry.kind for entry in view.entries]
+    return start_runbook(settings, catalog, "kafka-replay", requested_by=requested_by, **raw)
 
 
 def test_approved_replay_moves_offsets_as_planned_and_keeps_a_snapshot(kafka_config, group_at_end, engine_env):
