@@ -37,9 +37,10 @@ from engine.clusters import Clusters, KafkaCluster
 from engine.settings import Settings
 from engine.errors import BrokerError, ConfigError, NotFoundError, ParameterError, PreconditionError, RunbookError
 from flows.replay_plan import parse_datetime
+from flows.switching import open_switch  # noqa: F401 (the failover flows import it from here)
 from integrations.kafka import KafkaClient
 from integrations.mirrormaker import MirrorState, read_offset_syncs, remote_topic, replication_lag, upstream_topic
-from integrations.switches import EndpointSwitch, switch_named
+from integrations.switches import EndpointSwitch
 
 RUNBOOK_ID = "kafka-failover"
 PLAN_ROWS_SHOWN = 40
@@ -210,13 +211,6 @@ def failover_pair(clusters: Clusters, cluster: str, standby: str, runbook: str) 
         raise ParameterError(runbook, [("standby", f"{standby!r} is not a MirrorMaker 2 standby of {cluster!r} in "
                                                    f"{clusters.source} (needs standby_of: {cluster} and replication)")])
     return source, target, target.replication.source_alias
-
-
-def open_switch(clusters: Clusters, name: str, runbook: str) -> EndpointSwitch:
-    try:
-        return switch_named(clusters, name)
-    except NotFoundError as exc:
-        raise ParameterError(runbook, [("switch", str(exc))]) from None
 
 
 def switch_value(switch: EndpointSwitch, cluster: str, runbook: str) -> str:

@@ -19,19 +19,11 @@ import pika
 import pika.exceptions
 
 from engine.clusters import Clusters, RabbitCluster
-from engine.errors import BrokerError, NotFoundError, ParameterError
+from engine.errors import BrokerError, ParameterError
 from flows import journal
+from flows.switching import open_switch  # noqa: F401 (the rabbitmq failover flows import it from here)
 from integrations.rabbitmq import RabbitManagement
 from integrations.rabbitmq_shovels import vhost_uri
-from integrations.switches import EndpointSwitch, switch_named
-
-
-def open_switch(clusters: Clusters, name: str, runbook: str) -> EndpointSwitch:
-    """The switch `name` of clusters.yaml; ParameterError (field switch) naming the defined ones."""
-    try:
-        return switch_named(clusters, name)
-    except NotFoundError as exc:
-        raise ParameterError(runbook, [("switch", str(exc))]) from None
 
 
 def value_before_failover(failover_run: str, switch: str, runbook: str) -> str | None:
