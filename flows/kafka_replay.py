@@ -105,11 +105,13 @@ def inactive_group(kafka: KafkaClient, group: str, wait_s: float) -> ConsumerGro
         time.sleep(1)
 
 
-def compute_plan(cluster: KafkaCluster, params: ReplayParameters) -> ReplayPlan:
-    """Observe the group and the log, and compute the plan (no change is made)."""
-    spec = reset_spec(params)
+def compute_plan(cluster: KafkaCluster, params: ReplayParameters, require_inactive: bool = False) -> ReplayPlan:
+    """Observe the group and the log, and compute the plan (no change is made). With
+    `require_inactive`, first wait (up to params.wait_for_inactive) for the group to be empty."""
     with kafka_client(cluster) as kafka:
-        return plan_replay(kafka, params.group, spec, params.topic or None)
+        if require_inactive:
+            inactive_group(kafka, params.group, params.wait_for_inactive)
+        return plan_replay(kafka, params.group, reset_spec(params), params.topic or None)
 
 
 def plan_markdown(plan: ReplayPlan, cluster: str, rows: int = PLAN_ROWS_SHOWN) -> str:
@@ -151,9 +153,7 @@ def alter(cluster: KafkaCluster, group: str, offsets: dict[tuple[str, int], int]
 @task(name="observe-and-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=lambda task, run, state: not isinstance(state.result(raise_on_failure=False), RunbookError))
 def observe_and_plan(cluster: KafkaCluster, params: ReplayParameters) -> ReplayPlan:
-    with kafka_client(cluster) as kafka:
-        inactive_group(kafka, params.group, params.wait_for_inactive)
-    return compute_plan(cluster, params)
+    return compute_plan(cluster, params, require_inactive=True)
 
 
 @task(name="snapshot", cache_policy=NO_CACHE)
