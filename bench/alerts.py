@@ -60,7 +60,7 @@ def percentile(values: list[float], q: float) -> float:
 def latency(serve: ServeProcess, count: int) -> dict:
     from prefect.client.orchestration import get_client
 
-    from flows import journal
+    from mq_runbooks.kit import journal
 
     to_running, to_first_line = [], []
     with get_client(sync_client=True) as client:

@@ -37,14 +37,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")
 
-from engine import runs  # noqa: E402
-from engine.catalog import load_catalog  # noqa: E402
-from engine.clusters import load_clusters  # noqa: E402
-from engine.settings import Settings  # noqa: E402
-from flows import journal  # noqa: E402
-from flows.kafka_failover_plan import KafkaFailoverParameters, plan_failover  # noqa: E402
-from integrations.kafka import KafkaClient  # noqa: E402
-from integrations.mirrormaker import MirrorState  # noqa: E402
+from mq_runbooks.app import runs  # noqa: E402
+from mq_runbooks.base.catalog import load_catalog  # noqa: E402
+from mq_runbooks.base.clusters import load_clusters  # noqa: E402
+from mq_runbooks.base.settings import Settings  # noqa: E402
+from mq_runbooks.kit import journal  # noqa: E402
+from mq_runbooks.flows.kafka_failover_plan import KafkaFailoverParameters, plan_failover  # noqa: E402
+from mq_runbooks.integrations.kafka import KafkaClient  # noqa: E402
+from mq_runbooks.integrations.mirrormaker import MirrorState  # noqa: E402
 
 PER_PARTITION = 1000
 

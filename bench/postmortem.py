@@ -10,7 +10,7 @@ approval, snapshot, action, error, rollback, outcome; 12 entries) and N log line
 
 The same is set up for a run with a tenth of the lines, to show what grows with the log.
 Variants, each timed N times per run in rotating order (median reported):
-  draft               engine.postmortem.draft_postmortem: read the journal, the flow and task run
+  draft               mq_runbooks.kit.postmortem.draft_postmortem: read the journal, the flow and task run
                       states and every log page (200 lines a page, keeping the tail and the first
                       warnings), build and scrub the facts, render the templates, write the file.
   reference: read     the floor: only reading the same run's logs, page by page (the same 200-line
@@ -45,16 +45,16 @@ from prefect.client.schemas.actions import LogCreate  # noqa: E402
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId  # noqa: E402
 from prefect.states import Failed  # noqa: E402
 
-from engine.postmortem import draft_postmortem  # noqa: E402
-from engine.settings import Settings  # noqa: E402
-from flows import journal  # noqa: E402
+from mq_runbooks.kit.postmortem import draft_postmortem  # noqa: E402
+from mq_runbooks.base.settings import Settings  # noqa: E402
+from mq_runbooks.kit import journal  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "postmortem.md"
 
 
 def make_run(lines: int) -> str:
     """A failed kafka-replay-shaped run with its journal and `lines` log lines; its id."""
-    from flows.kafka_replay import kafka_replay
+    from mq_runbooks.flows.kafka_replay import kafka_replay
 
     with get_client(sync_client=True) as client:
         run = client.create_flow_run(kafka_replay, parameters={}, tags=["runbook:kafka-replay",

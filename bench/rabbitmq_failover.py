@@ -25,11 +25,11 @@ import pika
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.clusters import load_clusters  # noqa: E402
-from flows.rabbitmq_failover import move_backlog  # noqa: E402
-from flows.rabbitmq_failover_plan import MovePlan, QueueBacklog, RabbitFailoverParameters  # noqa: E402
-from integrations.rabbitmq import RabbitManagement  # noqa: E402
-from integrations.rabbitmq_shovels import PREFETCH, local_uri, queue_depth, vhost_uri  # noqa: E402
+from mq_runbooks.base.clusters import load_clusters  # noqa: E402
+from mq_runbooks.flows.rabbitmq_failover import move_backlog  # noqa: E402
+from mq_runbooks.flows.rabbitmq_failover_plan import MovePlan, QueueBacklog, RabbitFailoverParameters  # noqa: E402
+from mq_runbooks.integrations.rabbitmq import RabbitManagement  # noqa: E402
+from mq_runbooks.integrations.rabbitmq_shovels import PREFETCH, local_uri, queue_depth, vhost_uri  # noqa: E402
 
 
 def fill(amqp_url: str, vhost: str, queue: str, count: int) -> None:

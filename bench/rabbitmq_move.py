@@ -1,5 +1,5 @@
 """Benchmark: moving a backlog (default 100,000 messages of 1 KiB) to a parking queue on the primary
-RabbitMQ of the local stack, with the engine's confirmed move (integrations.rabbitmq_moves) and with
+RabbitMQ of the local stack, with the engine's confirmed move (mq_runbooks.integrations.rabbitmq_moves) and with
 a dynamic shovel set up by hand (PUT /api/parameters/shovel/..., ack-mode on-confirm,
 src-delete-after queue-length), alternately in the same run. Every message id is counted in the
 destination: lost and duplicated must both be 0.
@@ -21,8 +21,8 @@ import pika
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.clusters import load_clusters  # noqa: E402
-from integrations.rabbitmq_moves import ensure_queue, move_messages, open_amqp  # noqa: E402
+from mq_runbooks.base.clusters import load_clusters  # noqa: E402
+from mq_runbooks.integrations.rabbitmq_moves import ensure_queue, move_messages, open_amqp  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BODY = b"x" * 1024

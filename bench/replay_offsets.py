@@ -16,7 +16,7 @@ Variants (wall time):
                         + committed_offsets read back and compared to the plan, one KafkaClient per step
                         as flows/kafka_replay.py's compute_plan / alter / verify_plan do.
   engine fresh process  the same code in `.venv/bin/python -c` (interpreter start and imports included).
-  engine fresh process, via flows.kafka_replay
+  engine fresh process, via mq_runbooks.flows.kafka_replay
                         compute_plan + alter + verify_plan.fn from the runbook module itself, which
                         imports Prefect (what a CLI invocation of the runbook module pays).
   Java tool             dev/kafka-run-class ...ConsumerGroupCommand --reset-offsets --all-topics
@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
-from flows.replay_plan import plan_replay, spec_from_parameters  # noqa: E402
-from integrations.kafka import KafkaClient  # noqa: E402
+from mq_runbooks.flows.replay_plan import plan_replay, spec_from_parameters  # noqa: E402
+from mq_runbooks.integrations.kafka import KafkaClient  # noqa: E402
 
 BOOTSTRAP = "127.0.0.1:19092"
 CONFIG = {"bootstrap.servers": BOOTSTRAP, "security.protocol": "PLAINTEXT"}  # KafkaCluster.client_config()
@@ -63,8 +63,8 @@ OPPOSITE = {"to_earliest": "to_latest", "to_latest": "to_earliest"}
 ENGINE_CODE = '''
 import sys
 sys.path.insert(0, {root!r})
-from flows.replay_plan import plan_replay, spec_from_parameters
-from integrations.kafka import KafkaClient
+from mq_runbooks.flows.replay_plan import plan_replay, spec_from_parameters
+from mq_runbooks.integrations.kafka import KafkaClient
 
 def engine_reset(config, group, spec_name):
     spec = spec_from_parameters(**{{spec_name: True}})
@@ -92,8 +92,8 @@ print(*changed)
 FRESH_FLOW_CODE = '''
 import sys
 sys.path.insert(0, {root!r})
-from engine.clusters import KafkaCluster
-from flows.kafka_replay import ReplayParameters, alter, compute_plan, verify_plan
+from mq_runbooks.base.clusters import KafkaCluster
+from mq_runbooks.flows.kafka_replay import ReplayParameters, alter, compute_plan, verify_plan
 cluster = KafkaCluster(name="primary", bootstrap_servers={bootstrap!r})
 params = ReplayParameters(cluster="primary", group={group!r}, **{{sys.argv[1]: True}})
 plan = compute_plan(cluster, params)
@@ -197,7 +197,7 @@ def run_engine_fresh(spec: str) -> float:
 
 
 def run_engine_fresh_flow(spec: str) -> float:
-    return _fresh(FRESH_FLOW_CODE, spec, "engine fresh process via flows.kafka_replay")
+    return _fresh(FRESH_FLOW_CODE, spec, "engine fresh process via mq_runbooks.flows.kafka_replay")
 
 
 def run_java(spec: str) -> float:
@@ -212,14 +212,14 @@ def run_java(spec: str) -> float:
 VARIANTS = {
     "engine, in-process": run_engine_inprocess,
     "engine, fresh process": run_engine_fresh,
-    "engine, fresh process via flows.kafka_replay (imports Prefect)": run_engine_fresh_flow,
+    "engine, fresh process via mq_runbooks.flows.kafka_replay (imports Prefect)": run_engine_fresh_flow,
     "Java ConsumerGroupCommand (JVM start included)": run_java,
 }
 FLOORS = {
-    "python -c 'import integrations.kafka, flows.replay_plan' (no Kafka work)":
-        [PYTHON, "-c", "import sys; sys.path.insert(0, %r); import integrations.kafka, flows.replay_plan" % str(ROOT)],
-    "python -c 'import flows.kafka_replay' (no Kafka work)":
-        [PYTHON, "-c", "import sys; sys.path.insert(0, %r); import flows.kafka_replay" % str(ROOT)],
+    "python -c 'import mq_runbooks.integrations.kafka, mq_runbooks.flows.replay_plan' (no Kafka work)":
+        [PYTHON, "-c", "import sys; sys.path.insert(0, %r); import mq_runbooks.integrations.kafka, mq_runbooks.flows.replay_plan" % str(ROOT)],
+    "python -c 'import mq_runbooks.flows.kafka_replay' (no Kafka work)":
+        [PYTHON, "-c", "import sys; sys.path.insert(0, %r); import mq_runbooks.flows.kafka_replay" % str(ROOT)],
     "Java ConsumerGroupCommand --version (JVM start, no Kafka work)": [RUN_CLASS, COMMAND_CLASS, "--version"],
 }
 

@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.errors import ParameterError
-from integrations.kafka import ConsumerGroup, KafkaClient, UnknownTopicError
-from integrations.kafka_records import HEADER_PREFIX, KafkaRecord, KafkaRecords, dead_letter_partition
+from mq_runbooks.base.errors import ParameterError
+from mq_runbooks.integrations.kafka import ConsumerGroup, KafkaClient, UnknownTopicError
+from mq_runbooks.integrations.kafka_records import HEADER_PREFIX, KafkaRecord, KafkaRecords, dead_letter_partition
 
 RUNBOOK_ID = "kafka-drain-stuck"
 SHOWN_CHARS = 120

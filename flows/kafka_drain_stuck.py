@@ -18,17 +18,17 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from engine.clusters import Clusters, KafkaCluster
-from engine.errors import BrokerError, RunbookError
-from flows import journal
-from flows.kafka_drain_plan import (
+from mq_runbooks.base.clusters import Clusters, KafkaCluster
+from mq_runbooks.base.errors import BrokerError, RunbookError
+from mq_runbooks.kit import journal
+from mq_runbooks.flows.kafka_drain_plan import (
     OBSERVED_ROWS_KEPT, RUNBOOK_ID, DrainPlan, DrainStuckParameters, observe, refresh,
 )
-from flows.kafka_replay import alter, inactive_group, kafka_client
-from flows.lock import target_lock
-from flows.runtime import RunContext
-from flows.steps import approve_stable_plan, guarded, record_start
-from integrations.kafka_records import DeadLetterCopy, KafkaRecords, Provenance
+from mq_runbooks.flows.kafka_replay import alter, inactive_group, kafka_client
+from mq_runbooks.kit.lock import target_lock
+from mq_runbooks.kit.runtime import RunContext
+from mq_runbooks.kit.steps import approve_stable_plan, guarded, record_start
+from mq_runbooks.integrations.kafka_records import DeadLetterCopy, KafkaRecords, Provenance
 
 __all__ = ["DrainStuckParameters", "dry_run", "kafka_drain_stuck"]
 

@@ -35,19 +35,19 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.clusters import Clusters, KafkaCluster
-from engine.errors import BrokerError, ParameterError, PreconditionError
-from flows import journal
-from flows.kafka_failover import move_groups_and_switch
-from flows.kafka_failover_plan import (
+from mq_runbooks.base.clusters import Clusters, KafkaCluster
+from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionError
+from mq_runbooks.kit import journal
+from mq_runbooks.flows.kafka_failover import move_groups_and_switch
+from mq_runbooks.flows.kafka_failover_plan import (
     failover_pair, kafka_client, open_switch, require_reachable, switch_value,
 )
-from flows.kafka_replay import inactive_group
-from flows.lock import target_lock
-from flows.runtime import RunContext
-from flows.steps import approve_stable_plan, guarded, record_start
-from integrations.kafka_records import KafkaRecords
-from integrations.mirrormaker import read_offset_syncs, upstream_of, upstream_topic
+from mq_runbooks.flows.kafka_replay import inactive_group
+from mq_runbooks.kit.lock import target_lock
+from mq_runbooks.kit.runtime import RunContext
+from mq_runbooks.kit.steps import approve_stable_plan, guarded, record_start
+from mq_runbooks.integrations.kafka_records import KafkaRecords
+from mq_runbooks.integrations.mirrormaker import read_offset_syncs, upstream_of, upstream_topic
 
 RUNBOOK_ID = "kafka-failback"
 

@@ -17,18 +17,18 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
-from engine.clusters import KafkaCluster
-from engine.errors import BrokerError, RunbookError
-from flows import journal
-from flows.kafka_failover_plan import (
+from mq_runbooks.base.clusters import KafkaCluster
+from mq_runbooks.base.errors import BrokerError, RunbookError
+from mq_runbooks.kit import journal
+from mq_runbooks.flows.kafka_failover_plan import (
     RUNBOOK_ID, FailoverPlan, KafkaFailoverParameters, failover_pair, kafka_client, open_switch, plan_failover,
 )
-from flows.kafka_failover_steps import canary_through, read_from_committed, snapshot_csv, snapshot_offsets
-from flows.kafka_replay import alter, inactive_group
-from flows.lock import target_lock
-from flows.runtime import RunContext
-from flows.steps import approve_stable_plan, guarded, record_start
-from integrations.switches import EndpointSwitch
+from mq_runbooks.flows.kafka_failover_steps import canary_through, read_from_committed, snapshot_csv, snapshot_offsets
+from mq_runbooks.flows.kafka_replay import alter, inactive_group
+from mq_runbooks.kit.lock import target_lock
+from mq_runbooks.kit.runtime import RunContext
+from mq_runbooks.kit.steps import approve_stable_plan, guarded, record_start
+from mq_runbooks.integrations.switches import EndpointSwitch
 
 
 def _not_ours(task, run, state) -> bool:

@@ -33,14 +33,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.clusters import Clusters, KafkaCluster
-from engine.settings import Settings
-from engine.errors import BrokerError, ConfigError, NotFoundError, ParameterError, PreconditionError, RunbookError
-from flows.replay_plan import parse_datetime
-from flows.switching import open_switch  # noqa: F401 (the failover flows import it from here)
-from integrations.kafka import KafkaClient
-from integrations.mirrormaker import MirrorState, read_offset_syncs, remote_topic, replication_lag, upstream_topic
-from integrations.switches import EndpointSwitch
+from mq_runbooks.base.clusters import Clusters, KafkaCluster
+from mq_runbooks.base.settings import Settings
+from mq_runbooks.base.errors import BrokerError, ConfigError, NotFoundError, ParameterError, PreconditionError, RunbookError
+from mq_runbooks.flows.replay_plan import parse_datetime
+from mq_runbooks.flows.switching import open_switch  # noqa: F401 (the failover flows import it from here)
+from mq_runbooks.integrations.kafka import KafkaClient
+from mq_runbooks.integrations.mirrormaker import MirrorState, read_offset_syncs, remote_topic, replication_lag, upstream_topic
+from mq_runbooks.integrations.switches import EndpointSwitch
 
 RUNBOOK_ID = "kafka-failover"
 PLAN_ROWS_SHOWN = 40

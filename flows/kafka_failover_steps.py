@@ -3,7 +3,7 @@ commit a group's offsets on a cluster with a snapshot to restore, prove the grou
 from them, and prove that the switched endpoint reaches the intended cluster with a canary.
 
     snapshot = snapshot_offsets(cluster, group, partitions)         # {(topic, p): offset} before
-    alter(cluster, group, targets)            # (flows.kafka_replay) BrokerError naming failures
+    alter(cluster, group, targets)            # (mq_runbooks.flows.kafka_replay) BrokerError naming failures
     read_from_committed(cluster, group, targets)                   # {"topic:p": first offset read}
     canary_through(endpoint, cluster, run_id)                      # {"endpoint", "cluster_id", ...}
 """
@@ -15,10 +15,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from engine.clusters import KafkaCluster
-from engine.errors import BrokerError, UnreachableError
-from flows.kafka_failover_plan import kafka_client
-from integrations.kafka import KafkaClient, TopicPartitionKey
+from mq_runbooks.base.clusters import KafkaCluster
+from mq_runbooks.base.errors import BrokerError, UnreachableError
+from mq_runbooks.flows.kafka_failover_plan import kafka_client
+from mq_runbooks.integrations.kafka import KafkaClient, TopicPartitionKey
 
 CANARY_TOPIC = "mq-runbooks.canary"
 

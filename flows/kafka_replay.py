@@ -18,14 +18,14 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.clusters import Clusters, KafkaCluster
-from engine.errors import BrokerError, ParameterError, PreconditionError, RunbookError
-from flows import journal
-from flows.lock import target_lock
-from flows.replay_plan import ReplayPlan, parse_offsets_csv, plan_replay, spec_from_parameters
-from flows.runtime import RunContext
-from flows.steps import approve_stable_plan, guarded, record_start
-from integrations.kafka import ConsumerGroup, KafkaClient
+from mq_runbooks.base.clusters import Clusters, KafkaCluster
+from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionError, RunbookError
+from mq_runbooks.kit import journal
+from mq_runbooks.kit.lock import target_lock
+from mq_runbooks.flows.replay_plan import ReplayPlan, parse_offsets_csv, plan_replay, spec_from_parameters
+from mq_runbooks.kit.runtime import RunContext
+from mq_runbooks.kit.steps import approve_stable_plan, guarded, record_start
+from mq_runbooks.integrations.kafka import ConsumerGroup, KafkaClient
 
 RUNBOOK_ID = "kafka-replay"
 SPECS = ("to_datetime", "by_duration", "to_earliest", "to_latest", "to_offset", "shift_by", "to_current", "from_file")

@@ -6,7 +6,7 @@ backlog away.
             -> snapshot (the state before) -> close -> park poison -> shovel -> verify (sampled) -> report
 
 Closing a connection cannot be undone, and loses nothing: RabbitMQ requeues what it held. Parking is
-a confirmed move (integrations.rabbitmq_moves), so a failure part-way leaves every message in the
+a confirmed move (mq_runbooks.integrations.rabbitmq_moves), so a failure part-way leaves every message in the
 queue or in the parking queue, and the journal says exactly how many moved.
 """
 from __future__ import annotations
@@ -21,16 +21,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from engine.clusters import Clusters, RabbitCluster
-from engine.errors import BrokerError, RunbookError
-from flows import journal
-from flows.lock import target_lock
-from flows.rabbitmq_stuck_plan import DrainPlan, DrainStuckParameters, plan_drain
-from flows.runtime import RunContext
-from flows.steps import approve_stable_plan, guarded, record_start
-from integrations.rabbitmq import RabbitManagement
-from integrations.rabbitmq_moves import MoveReport, delivered_more_than, ensure_queue, move_messages
-from integrations.rabbitmq_shovels import QueueMove, local_uri, shovel_state, start_shovel
+from mq_runbooks.base.clusters import Clusters, RabbitCluster
+from mq_runbooks.base.errors import BrokerError, RunbookError
+from mq_runbooks.kit import journal
+from mq_runbooks.kit.lock import target_lock
+from mq_runbooks.flows.rabbitmq_stuck_plan import DrainPlan, DrainStuckParameters, plan_drain
+from mq_runbooks.kit.runtime import RunContext
+from mq_runbooks.kit.steps import approve_stable_plan, guarded, record_start
+from mq_runbooks.integrations.rabbitmq import RabbitManagement
+from mq_runbooks.integrations.rabbitmq_moves import MoveReport, delivered_more_than, ensure_queue, move_messages
+from mq_runbooks.integrations.rabbitmq_shovels import QueueMove, local_uri, shovel_state, start_shovel
 
 __all__ = ["DrainStuckParameters", "dry_run", "rabbitmq_drain_stuck"]
 

@@ -18,20 +18,20 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from engine.clusters import RabbitCluster
-from engine.errors import BrokerError, RunbookError, UnreachableError
-from flows import journal
-from flows.lock import target_lock
-from flows.rabbitmq_failover_plan import MovePlan, RabbitFailoverParameters, clusters_for, plan_move
-from flows.rabbitmq_switch import canary_round_trip, open_switch
-from flows.runtime import RunContext
-from flows.steps import approve_stable_plan, guarded, record_start
-from integrations.rabbitmq import RabbitManagement
-from integrations.rabbitmq_definitions import import_definitions, verify_definitions
-from integrations.rabbitmq_shovels import (
+from mq_runbooks.base.clusters import RabbitCluster
+from mq_runbooks.base.errors import BrokerError, RunbookError, UnreachableError
+from mq_runbooks.kit import journal
+from mq_runbooks.kit.lock import target_lock
+from mq_runbooks.flows.rabbitmq_failover_plan import MovePlan, RabbitFailoverParameters, clusters_for, plan_move
+from mq_runbooks.flows.rabbitmq_switch import canary_round_trip, open_switch
+from mq_runbooks.kit.runtime import RunContext
+from mq_runbooks.kit.steps import approve_stable_plan, guarded, record_start
+from mq_runbooks.integrations.rabbitmq import RabbitManagement
+from mq_runbooks.integrations.rabbitmq_definitions import import_definitions, verify_definitions
+from mq_runbooks.integrations.rabbitmq_shovels import (
     QueueMove, delete_shovel, local_uri, queue_depth, start_shovel, vhost_uri, wait_for_shovels,
 )
-from integrations.switches import EndpointSwitch
+from mq_runbooks.integrations.switches import EndpointSwitch
 
 _NOT_A_RUNBOOK_ERROR = lambda task, run, state: not isinstance(state.result(raise_on_failure=False), RunbookError)  # noqa: E731
 

@@ -19,12 +19,12 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.clusters import Clusters, RabbitCluster
-from engine.errors import BrokerError, ParameterError, PreconditionError, UnreachableError
-from integrations.rabbitmq import RabbitManagement
-from integrations.rabbitmq_definitions import Change, Definitions, compare, export_definitions, read_definitions
-from integrations.rabbitmq_shovels import PREFETCH, queue_depth
-from flows.rabbitmq_switch import open_switch, value_before_failover
+from mq_runbooks.base.clusters import Clusters, RabbitCluster
+from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionError, UnreachableError
+from mq_runbooks.integrations.rabbitmq import RabbitManagement
+from mq_runbooks.integrations.rabbitmq_definitions import Change, Definitions, compare, export_definitions, read_definitions
+from mq_runbooks.integrations.rabbitmq_shovels import PREFETCH, queue_depth
+from mq_runbooks.flows.rabbitmq_switch import open_switch, value_before_failover
 
 PLAN_ROWS_SHOWN = 40
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.errors import BrokerError, ParameterError
-from integrations.rabbitmq import ChannelActivity, Queue, RabbitManagement
+from mq_runbooks.base.errors import BrokerError, ParameterError
+from mq_runbooks.integrations.rabbitmq import ChannelActivity, Queue, RabbitManagement
 
 RUNBOOK_ID = "rabbitmq-drain-stuck"
 STATS_REFRESH_S = 5.0

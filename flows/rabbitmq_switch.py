@@ -18,12 +18,12 @@ from uuid import UUID
 import pika
 import pika.exceptions
 
-from engine.clusters import Clusters, RabbitCluster
-from engine.errors import BrokerError, ParameterError
-from flows import journal
-from flows.switching import open_switch  # noqa: F401 (the rabbitmq failover flows import it from here)
-from integrations.rabbitmq import RabbitManagement
-from integrations.rabbitmq_shovels import vhost_uri
+from mq_runbooks.base.clusters import Clusters, RabbitCluster
+from mq_runbooks.base.errors import BrokerError, ParameterError
+from mq_runbooks.kit import journal
+from mq_runbooks.flows.switching import open_switch  # noqa: F401 (the rabbitmq failover flows import it from here)
+from mq_runbooks.integrations.rabbitmq import RabbitManagement
+from mq_runbooks.integrations.rabbitmq_shovels import vhost_uri
 
 
 def value_before_failover(failover_run: str, switch: str, runbook: str) -> str | None:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Union
 
-from engine.errors import ParameterError
-from flows.java_order import JavaHashMap, java_string_hash
-from integrations.kafka import KafkaClient, TopicPartitionKey, UnknownTopicError
+from mq_runbooks.base.errors import ParameterError
+from mq_runbooks.flows.java_order import JavaHashMap, java_string_hash
+from mq_runbooks.integrations.kafka import KafkaClient, TopicPartitionKey, UnknownTopicError
 
 __all__ = [
     "ByDuration", "FromFile", "PartitionPlan", "ReplayPlan", "ShiftBy", "Spec", "ToCurrent", "ToDatetime",

@@ -1,9 +1,9 @@
 """Choosing an endpoint switch as a runbook parameter (plain Python, shared by the failover runbooks)."""
 from __future__ import annotations
 
-from engine.clusters import Clusters
-from engine.errors import NotFoundError, ParameterError
-from integrations.switches import EndpointSwitch, switch_named
+from mq_runbooks.base.clusters import Clusters
+from mq_runbooks.base.errors import NotFoundError, ParameterError
+from mq_runbooks.integrations.switches import EndpointSwitch, switch_named
 
 
 def open_switch(clusters: Clusters, name: str, runbook: str) -> EndpointSwitch:

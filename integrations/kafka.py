@@ -27,7 +27,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from engine.errors import BrokerError, PreconditionError, UnreachableError
+from mq_runbooks.base.errors import BrokerError, PreconditionError, UnreachableError
 
 __all__ = [
     "Broker", "ClusterDescription", "ConsumerGroup", "GroupMember", "KafkaClient", "PartitionLag",

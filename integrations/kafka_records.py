@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from engine.errors import BrokerError, UnreachableError
-from integrations.kafka import KafkaClient, UnknownTopicError
+from mq_runbooks.base.errors import BrokerError, UnreachableError
+from mq_runbooks.integrations.kafka import KafkaClient, UnknownTopicError
 
 __all__ = ["DeadLetterCopy", "KafkaRecord", "KafkaRecords", "Provenance", "dead_letter_partition"]
 
-_log = logging.getLogger("integrations.kafka.librdkafka")  # quiet: see integrations/kafka.py
+_log = logging.getLogger("mq_runbooks.integrations.kafka.librdkafka")  # quiet: see integrations/kafka.py
 # A reader needs a group.id to exist, but it only assigns partitions and never commits, so the
 # broker never sees this group.
 _READER_GROUP = "mq-runbooks.record-reader"

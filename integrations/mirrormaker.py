@@ -27,8 +27,8 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from engine.errors import BrokerError, UnreachableError
-from integrations.kafka import KafkaClient, TopicPartitionKey
+from mq_runbooks.base.errors import BrokerError, UnreachableError
+from mq_runbooks.integrations.kafka import KafkaClient, TopicPartitionKey
 
 __all__ = [
     "Checkpoint", "Heartbeat", "MirrorState", "OffsetSync", "ReplicationLag", "decode_checkpoint",

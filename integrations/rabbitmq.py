@@ -21,10 +21,10 @@ import pika
 import pika.exceptions
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
-from engine.errors import BrokerError, UnreachableError
+from mq_runbooks.base.errors import BrokerError, UnreachableError
 
 if TYPE_CHECKING:
-    from engine.clusters import RabbitCluster
+    from mq_runbooks.base.clusters import RabbitCluster
 
 __all__ = ["Channel", "Connection", "Consumer", "Overview", "Queue", "RabbitManagement", "amqp_check"]
 

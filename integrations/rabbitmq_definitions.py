@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from engine.errors import BrokerError, PreconditionError
-from integrations.rabbitmq import RabbitManagement
+from mq_runbooks.base.errors import BrokerError, PreconditionError
+from mq_runbooks.integrations.rabbitmq import RabbitManagement
 
 __all__ = ["Change", "Definitions", "Item", "compare", "export_definitions", "import_definitions",
            "read_definitions", "verify_definitions"]

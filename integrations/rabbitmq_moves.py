@@ -30,8 +30,8 @@ import pika.exceptions
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.spec import Basic, BasicProperties
 
-from engine.errors import BrokerError, UnreachableError
-from integrations.rabbitmq_shovels import vhost_uri
+from mq_runbooks.base.errors import BrokerError, UnreachableError
+from mq_runbooks.integrations.rabbitmq_shovels import vhost_uri
 
 __all__ = ["MoveReport", "delivered_more_than", "delivery_count", "ensure_queue", "move_messages", "open_amqp"]
 

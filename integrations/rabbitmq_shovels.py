@@ -26,8 +26,8 @@ import pika
 import pika.exceptions
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
-from engine.errors import BrokerError, UnreachableError
-from integrations.rabbitmq import RabbitManagement
+from mq_runbooks.base.errors import BrokerError, UnreachableError
+from mq_runbooks.integrations.rabbitmq import RabbitManagement
 
 __all__ = ["PREFETCH", "QueueMove", "delete_shovel", "local_uri", "queue_depth", "shovel_state", "start_shovel",
            "vhost_uri", "wait_for_shovels"]

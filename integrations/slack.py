@@ -24,8 +24,8 @@ from slack_sdk.http_retry import (
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from engine.errors import BrokerError
-from integrations.slack_blocks import (
+from mq_runbooks.base.errors import BrokerError
+from mq_runbooks.integrations.slack_blocks import (
     APPROVE_ACTION,
     REJECT_ACTION,
     REJECT_CALLBACK,
@@ -36,7 +36,7 @@ from integrations.slack_blocks import (
     reject_modal,
     timed_out_blocks,
 )
-from integrations.slack_requests import (
+from mq_runbooks.integrations.slack_requests import (
     BlockAction,
     SlashCommand,
     ViewSubmission,

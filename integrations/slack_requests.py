@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 
 from slack_sdk.signature import Clock, SignatureVerifier
 
-from integrations.slack_blocks import APPROVE_ACTION, REASON_ACTION, REASON_BLOCK, REJECT_ACTION, REJECT_CALLBACK
+from mq_runbooks.integrations.slack_blocks import APPROVE_ACTION, REASON_ACTION, REASON_BLOCK, REJECT_ACTION, REJECT_CALLBACK
 
 VERBS = ("list", "show", "plan", "run", "status", "help")
 USAGE = (

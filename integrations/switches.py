@@ -22,7 +22,7 @@ Declared in clusters.yaml under `switches:` (models in engine/clusters.py), one 
         key: config/billing/kafka
         token: ${CONSUL_TOKEN}
 
-The API (no Prefect here; errors are engine.errors types):
+The API (no Prefect here; errors are mq_runbooks.base.errors types):
 
     switch = switch_named(clusters, "kafka-clients")   # NotFoundError listing the known names
     switch.current()            -> str | None   the value clients see now (None: the switch holds none)
@@ -53,8 +53,8 @@ import httpx
 import jinja2
 import yaml
 
-from engine.clusters import Clusters, ConsulSwitchConfig, FileSwitchConfig, HttpSwitchConfig
-from engine.errors import BrokerError, ConfigError, NotFoundError, UnreachableError
+from mq_runbooks.base.clusters import Clusters, ConsulSwitchConfig, FileSwitchConfig, HttpSwitchConfig
+from mq_runbooks.base.errors import BrokerError, ConfigError, NotFoundError, UnreachableError
 
 
 class EndpointSwitch(ABC):

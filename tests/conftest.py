@@ -18,7 +18,7 @@ _SCRATCH = tempfile.mkdtemp(prefix="mq-runbooks-tests-")
 os.environ.setdefault("RUNBOOK_POSTMORTEM_DIR", os.path.join(_SCRATCH, "postmortems"))
 os.environ.setdefault("RUNBOOK_SNAPSHOT_DIR", os.path.join(_SCRATCH, "snapshots"))
 
-from engine.clusters import Clusters, load_clusters  # noqa: E402
+from mq_runbooks.base.clusters import Clusters, load_clusters  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pika
 
-from integrations.rabbitmq import RabbitManagement
-from integrations.rabbitmq_shovels import vhost_uri
+from mq_runbooks.integrations.rabbitmq import RabbitManagement
+from mq_runbooks.integrations.rabbitmq_shovels import vhost_uri
 
 FULL = {"configure": ".*", "write": ".*", "read": ".*"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
-from integrations.kafka import KafkaClient
+from mq_runbooks.integrations.kafka import KafkaClient
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.catalog import load_catalog, load_runbook
-from engine.errors import CatalogError, NotFoundError, ParameterError
+from mq_runbooks.base.catalog import load_catalog, load_runbook
+from mq_runbooks.base.errors import CatalogError, NotFoundError, ParameterError
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG_FILES = sorted((REPO / "runbooks").glob("*.yaml"))
@@ -14,8 +14,8 @@ GOOD = """\
 id: {id}
 title: Replay
 description: Moves offsets.
-flow: flows.kafka_replay:kafka_replay
-parameters: flows.kafka_replay:ReplayParameters
+flow: mq_runbooks.flows.kafka_replay:kafka_replay
+parameters: mq_runbooks.flows.kafka_replay:ReplayParameters
 risk: high
 lock: "kafka:{{{{ cluster }}}}:group:{{{{ group }}}}"
 approval: {{approvers: [alice], required: 1, self_approval: false, timeout: 10m}}
@@ -72,10 +72,10 @@ def test_bad_parameters_name_every_field_and_what_is_allowed(tmp_path):
 @pytest.mark.parametrize("change, expected", [
     (("risk: high", "risk: extreme"), "risk: got 'extreme', allowed: 'low', 'medium' or 'high'"),
     (("risk: high", "risk: high\nowner: me"), "owner: unknown key (allowed: id, title"),
-    (("flow: flows.kafka_replay:kafka_replay", "flow: flows.nope:run"), "flow: cannot import flows.nope:run"),
-    (("flow: flows.kafka_replay:kafka_replay", "flow: just-a-name"), "flow: 'just-a-name' is not module:name"),
-    (("parameters: flows.kafka_replay:ReplayParameters", "parameters: flows.kafka_replay:SPECS"),
-     "parameters: flows.kafka_replay:SPECS is not a pydantic model class"),
+    (("flow: mq_runbooks.flows.kafka_replay:kafka_replay", "flow: flows.nope:run"), "flow: cannot import flows.nope:run"),
+    (("flow: mq_runbooks.flows.kafka_replay:kafka_replay", "flow: just-a-name"), "flow: 'just-a-name' is not module:name"),
+    (("parameters: mq_runbooks.flows.kafka_replay:ReplayParameters", "parameters: mq_runbooks.flows.kafka_replay:SPECS"),
+     "parameters: mq_runbooks.flows.kafka_replay:SPECS is not a pydantic model class"),
     (('lock: "kafka:{{ cluster }}:group:{{ group }}"', 'lock: "kafka:{{ clustr }}"'),
      "lock: refers to clustr, not parameters (allowed: cluster, group"),
     (("group: \"{{ labels.group }}\"", "grp: \"{{ labels.group }}\""), "triggers[0].params.grp: not a parameter"),

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from integrations.kafka import KafkaClient
+from mq_runbooks.integrations.kafka import KafkaClient
 from tests.engine.test_cli import REPO, runbook
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from engine import runs
-from engine.catalog import load_catalog
-from engine.postmortem_store import find_by_run
-from engine.settings import Settings
-from integrations.kafka import KafkaClient
+from mq_runbooks.app import runs
+from mq_runbooks.base.catalog import load_catalog
+from mq_runbooks.kit.postmortem_store import find_by_run
+from mq_runbooks.base.settings import Settings
+from mq_runbooks.integrations.kafka import KafkaClient
 
 
 def test_status_of_a_crashed_run_writes_its_draft(clusters, unique, tmp_path, monkeypatch):
@@ -39,7 +39,7 @@ def test_status_of_a_crashed_run_writes_its_draft(clusters, unique, tmp_path, mo
     while runs.read_run(run_id).state_type != "PAUSED":
         assert time.monotonic() < deadline, "the run never reached its gate"
         time.sleep(0.3)
-    executor = subprocess.run(["pgrep", "-f", f"engine.executor {run_id}"], capture_output=True, text=True)
+    executor = subprocess.run(["pgrep", "-f", f"mq_runbooks.app.executor {run_id}"], capture_output=True, text=True)
     for pid in executor.stdout.split():
         os.kill(int(pid), signal.SIGTERM)  # the process dies while the run waits at the gate
     while not runs.read_run(run_id).finished:

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from confluent_kafka.admin import AdminClient
 
-from integrations.kafka import KafkaClient
+from mq_runbooks.integrations.kafka import KafkaClient
 
 
 def test_demo_plays_the_incident_writes_the_draft_and_leaves_the_primary_clean(tmp_path, clusters):

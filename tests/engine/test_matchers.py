@@ -1,6 +1,6 @@
 import pytest
 
-from engine.matchers import parse_matcher
+from mq_runbooks.base.matchers import parse_matcher
 
 
 @pytest.mark.parametrize("text, labels, expected", [

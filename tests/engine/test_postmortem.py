@@ -11,16 +11,16 @@ from click.testing import CliRunner
 from prefect.client.orchestration import get_client
 from prefect.states import Crashed
 
-from engine.cli import cli
-import engine.cli_postmortems  # noqa: F401  (registers `runbook postmortems`)
-from engine.errors import ConfigError, NotFoundError, UsageError
-from engine.postmortem import draft_postmortem, render_draft
-from engine.postmortem_records import LogLine, RunRecords, StateChange
-from engine.postmortem_store import list_postmortems, mark_reviewed, read_postmortem, save_draft
-from engine.settings import Settings
-from flows import journal
-from flows.journal import Entry
-from flows.postmortem import write_postmortem
+from mq_runbooks.app.cli import cli
+import mq_runbooks.app.cli_postmortems  # noqa: F401  (registers `runbook postmortems`)
+from mq_runbooks.base.errors import ConfigError, NotFoundError, UsageError
+from mq_runbooks.kit.postmortem import draft_postmortem, render_draft
+from mq_runbooks.kit.postmortem_records import LogLine, RunRecords, StateChange
+from mq_runbooks.kit.postmortem_store import list_postmortems, mark_reviewed, read_postmortem, save_draft
+from mq_runbooks.base.settings import Settings
+from mq_runbooks.kit import journal
+from mq_runbooks.kit.journal import Entry
+from mq_runbooks.kit.postmortem_publish import write_postmortem
 
 T0 = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.timezone.utc)
 RUN_ID = "1a2b3c4d-0000-4000-8000-000000000001"
@@ -156,7 +156,7 @@ def test_cli_lists_shows_and_reviews(tmp_path, monkeypatch):
 @pytest.fixture
 def crashed_run(clusters):
     """A real flow run that crashed before its flow recorded anything but its parameters."""
-    from flows.kafka_replay import kafka_replay
+    from mq_runbooks.flows.kafka_replay import kafka_replay
 
     with get_client(sync_client=True) as client:
         flow_run = client.create_flow_run(kafka_replay, parameters={}, tags=["runbook:kafka-replay"])

@@ -18,7 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from engine.postmortem_store import save_draft
+from mq_runbooks.kit.postmortem_store import save_draft
 from tests.serve_harness import REPO, ServeProcess, serve_environment
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")

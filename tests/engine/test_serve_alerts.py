@@ -11,9 +11,9 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from engine import runs
-from flows import journal
-from integrations.kafka import KafkaClient
+from mq_runbooks.app import runs
+from mq_runbooks.kit import journal
+from mq_runbooks.integrations.kafka import KafkaClient
 from tests.serve_harness import ALERT_TOKEN, ServeProcess, serve_environment
 
 AUTH = {"Authorization": f"Bearer {ALERT_TOKEN}"}
@@ -100,8 +100,8 @@ def wait_paused(run_id: str, timeout: float = 60) -> runs.RunView:
 
 
 def reject(run_id: str) -> None:
-    from engine.catalog import load_catalog
-    from engine.settings import Settings
+    from mq_runbooks.base.catalog import load_catalog
+    from mq_runbooks.base.settings import Settings
 
     settings = Settings.from_environ()
     runs.answer_gate(settings, load_catalog(settings.catalog), run_id, False, "bob", "test over")

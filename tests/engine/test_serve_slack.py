@@ -10,9 +10,9 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from engine import runs
-from flows import journal
-from integrations.kafka import KafkaClient
+from mq_runbooks.app import runs
+from mq_runbooks.kit import journal
+from mq_runbooks.integrations.kafka import KafkaClient
 from tests.serve_harness import BOT_TOKEN, SIGNING_SECRET, ServeProcess, serve_environment
 from tests.slack_fake import SlackFake
 from tests.slack_payloads import (
@@ -206,8 +206,8 @@ def test_timeout_updates_the_approval_message(tmp_path, slack, group):
 
 
 def test_slack_outage_is_recorded_and_the_cli_still_approves(tmp_path, slack, group, monkeypatch):
-    from engine.catalog import load_catalog
-    from engine.settings import Settings
+    from mq_runbooks.base.catalog import load_catalog
+    from mq_runbooks.base.settings import Settings
 
     config, topic, group_id = group
     env = serve_environment(tmp_path, slack_url=slack.url)

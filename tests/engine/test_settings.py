@@ -1,12 +1,16 @@
+from pathlib import Path
+
 import pytest
 
-from engine.errors import ConfigError
-from engine.settings import REPO, Settings
+from mq_runbooks.base.errors import ConfigError
+from mq_runbooks.base.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_point_at_the_repository_and_the_local_prefect():
     settings = Settings.from_environ({})
-    assert settings.clusters == REPO / "clusters.yaml"
+    assert settings.clusters == Path.cwd() / "clusters.yaml"  # relative defaults: the working directory
     assert settings.catalog == REPO / "runbooks"
     assert settings.prefect_api_url == "http://127.0.0.1:4200/api"
 

@@ -11,9 +11,9 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from engine import runs
-from flows import journal
-from integrations.kafka import KafkaClient
+from mq_runbooks.app import runs
+from mq_runbooks.kit import journal
+from mq_runbooks.integrations.kafka import KafkaClient
 from tests.engine.test_serve_slack import CAROL, DAVE, MALLORY, approval_message, group, started_run_id, wait_for  # noqa: F401
 from tests.serve_harness import BOT_TOKEN, ServeProcess, free_port, serve_environment
 from tests.slack_payloads import block_action_payload, slash_command_body, view_submission_payload

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.clusters import load_clusters, parse_clusters
-from engine.errors import ConfigError
+from mq_runbooks.base.clusters import load_clusters, parse_clusters
+from mq_runbooks.base.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

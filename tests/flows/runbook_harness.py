@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import runs
-from engine.catalog import load_catalog
-from engine.settings import Settings
-from flows import journal
+from mq_runbooks.app import runs
+from mq_runbooks.base.catalog import load_catalog
+from mq_runbooks.base.settings import Settings
+from mq_runbooks.kit import journal
 
 REPO = Path(__file__).resolve().parents[2]
 

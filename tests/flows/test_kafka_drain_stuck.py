@@ -9,11 +9,11 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from engine import runs
-from engine.errors import ParameterError
-from flows import journal
-from flows.kafka_drain_stuck import dry_run
-from integrations.kafka import KafkaClient
+from mq_runbooks.app import runs
+from mq_runbooks.base.errors import ParameterError
+from mq_runbooks.kit import journal
+from mq_runbooks.flows.kafka_drain_stuck import dry_run
+from mq_runbooks.integrations.kafka import KafkaClient
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, start_runbook, wait_until  # noqa: F401
 
 RUNBOOK = "kafka-drain-stuck"

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from engine import runs
-from engine.clusters import load_clusters, parse_clusters
-from engine.errors import ParameterError, PreconditionError
-from flows import journal
-from flows.kafka_failover_plan import KafkaFailoverParameters, dry_run
-from integrations.kafka import KafkaClient
-from integrations.mirrormaker import MirrorState
+from mq_runbooks.app import runs
+from mq_runbooks.base.clusters import load_clusters, parse_clusters
+from mq_runbooks.base.errors import ParameterError, PreconditionError
+from mq_runbooks.kit import journal
+from mq_runbooks.flows.kafka_failover_plan import KafkaFailoverParameters, dry_run
+from mq_runbooks.integrations.kafka import KafkaClient
+from mq_runbooks.integrations.mirrormaker import MirrorState
 from tests.flows.runbook_harness import finished, paused, runbook_env, wait_until  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,7 +211,7 @@ def test_standby_unreachable_refuses_the_plan_with_the_reason(tmp_path, clusters
 
 
 def test_bad_parameters_are_refused_naming_the_field(tmp_path, clusters):
-    from engine.catalog import load_catalog
+    from mq_runbooks.base.catalog import load_catalog
     failover = load_catalog(REPO / "runbooks").get("kafka-failover")
     with pytest.raises(ParameterError, match="needs fallback_to_datetime"):
         failover.validate_parameters({"groups": ["g"], "untranslatable": "by_timestamp"})

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from engine import runs
-from engine.errors import UsageError
-from flows import journal
-from integrations.kafka import KafkaClient
+from mq_runbooks.app import runs
+from mq_runbooks.base.errors import UsageError
+from mq_runbooks.kit import journal
+from mq_runbooks.integrations.kafka import KafkaClient
 from tests.flows.runbook_harness import (  # noqa: F401 (runbook_env is a fixture)
     finished, kinds, paused, runbook_env, start_runbook, wait_until,
 )

@@ -18,15 +18,15 @@ from confluent_kafka import Producer
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
 
-from engine import runs
-from engine.catalog import load_catalog
-from engine.errors import UsageError
-from engine.postmortem import duration, utc
-from engine.postmortem_store import mark_reviewed, parse, read_postmortem
-from engine.settings import Settings
-from flows import journal
-from flows.postmortem import write_postmortem
-from integrations.kafka import KafkaClient
+from mq_runbooks.app import runs
+from mq_runbooks.base.catalog import load_catalog
+from mq_runbooks.base.errors import UsageError
+from mq_runbooks.kit.postmortem import duration, utc
+from mq_runbooks.kit.postmortem_store import mark_reviewed, parse, read_postmortem
+from mq_runbooks.base.settings import Settings
+from mq_runbooks.kit import journal
+from mq_runbooks.kit.postmortem_publish import write_postmortem
+from mq_runbooks.integrations.kafka import KafkaClient
 from tests.flows.test_kafka_replay import PARTITIONS, PER_PARTITION, REPO, commit, finished, paused, wait_until
 
 SECRETS = ("hunter2pass", "s3cr3tSASL", "xoxb-1111-2222-abcdefabcdef", "tok-9f8e7d6c5b4a")
@@ -215,8 +215,8 @@ def test_rejected_replay_gives_a_draft_saying_who_rejected_and_that_nothing_chan
     run_id, view, settings = run.run_id, run.view, run.settings
     assert view.state == "Rejected"
 
-    from engine.cli import cli
-    import engine.cli_postmortems  # noqa: F401
+    from mq_runbooks.app.cli import cli
+    import mq_runbooks.app.cli_postmortems  # noqa: F401
 
     result = CliRunner().invoke(cli, ["postmortems", "draft", run_id], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -9,11 +9,11 @@ import pika
 import pika.exceptions
 import pytest
 
-from engine import runs
-from engine.errors import ParameterError
-from flows import journal
-from flows.rabbitmq_drain_stuck import dry_run
-from integrations.rabbitmq import RabbitManagement
+from mq_runbooks.app import runs
+from mq_runbooks.base.errors import ParameterError
+from mq_runbooks.kit import journal
+from mq_runbooks.flows.rabbitmq_drain_stuck import dry_run
+from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, start_runbook, wait_until  # noqa: F401
 
 RUNBOOK = "rabbitmq-drain-stuck"

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import runs
-from engine.clusters import load_clusters
-from engine.errors import BrokerError, ParameterError, PreconditionError
-from flows import journal
-from flows.rabbitmq_failover_plan import RabbitFailoverParameters, dry_run_failover
-from integrations.rabbitmq_shovels import queue_depth
+from mq_runbooks.app import runs
+from mq_runbooks.base.clusters import load_clusters
+from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionError
+from mq_runbooks.kit import journal
+from mq_runbooks.flows.rabbitmq_failover_plan import RabbitFailoverParameters, dry_run_failover
+from mq_runbooks.integrations.rabbitmq_shovels import queue_depth
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, wait_until  # noqa: F401
 from tests.rabbitmq_failover_support import amqp_url, api, drain_ids, publish_ids, scratch_vhost
 

@@ -1,4 +1,4 @@
-"""flows.replay_plan: parsers and errors (fast), then every reset spec held byte for byte against
+"""mq_runbooks.flows.replay_plan: parsers and errors (fast), then every reset spec held byte for byte against
 `kafka-consumer-groups --reset-offsets --dry-run --export` on the same real topics and groups.
 
 The Java cases all run in one JVM (a small driver calls ConsumerGroupCommand.main once per case and
@@ -17,15 +17,15 @@ from confluent_kafka import Consumer, Producer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import ParameterError
-from flows.replay_plan import (
+from mq_runbooks.base.errors import ParameterError
+from mq_runbooks.flows.replay_plan import (
     ByDuration, FromFile, PartitionPlan, ReplayPlan, ShiftBy, ToCurrent, ToDatetime, ToEarliest, ToLatest,
     ToOffset, TopicScope, parse_datetime, parse_duration, parse_offsets_csv, parse_scope, plan_replay,
     spec_from_parameters,
 )
-from flows.java_order import JavaHashMap
-from flows.replay_plan import _iso  # noqa: PLC2701 (a private helper, for expectations)
-from integrations.kafka import KafkaClient
+from mq_runbooks.flows.java_order import JavaHashMap
+from mq_runbooks.flows.replay_plan import _iso  # noqa: PLC2701 (a private helper, for expectations)
+from mq_runbooks.integrations.kafka import KafkaClient
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"

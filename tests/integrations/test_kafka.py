@@ -1,4 +1,4 @@
-"""integrations.kafka against the real `primary` cluster of the local stack."""
+"""mq_runbooks.integrations.kafka against the real `primary` cluster of the local stack."""
 from __future__ import annotations
 
 import time
@@ -6,8 +6,8 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from engine.errors import PreconditionError, UnreachableError
-from integrations.kafka import Broker, ConsumerGroup, KafkaClient, PartitionLag, PartitionOffsets, UnknownTopicError
+from mq_runbooks.base.errors import PreconditionError, UnreachableError
+from mq_runbooks.integrations.kafka import Broker, ConsumerGroup, KafkaClient, PartitionLag, PartitionOffsets, UnknownTopicError
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from engine.errors import BrokerError
-from integrations.kafka import KafkaClient, UnknownTopicError
-from integrations.kafka_records import KafkaRecords, Provenance
+from mq_runbooks.base.errors import BrokerError
+from mq_runbooks.integrations.kafka import KafkaClient, UnknownTopicError
+from mq_runbooks.integrations.kafka_records import KafkaRecords, Provenance
 
 
 @pytest.fixture

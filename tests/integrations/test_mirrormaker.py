@@ -7,8 +7,8 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from integrations.kafka import KafkaClient
-from integrations.mirrormaker import (
+from mq_runbooks.integrations.kafka import KafkaClient
+from mq_runbooks.integrations.mirrormaker import (
     MirrorState, OffsetSync, decode_checkpoint, decode_heartbeat, decode_offset_sync, read_offset_syncs,
     remote_topic, replication_lag, upstream_of, upstream_topic,
 )

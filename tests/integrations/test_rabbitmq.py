@@ -1,4 +1,4 @@
-"""integrations.rabbitmq against the real `primary` node of the local stack.
+"""mq_runbooks.integrations.rabbitmq against the real `primary` node of the local stack.
 
 One scene is built once for the module (a backlog queue and a stuck consumer) and the tests read
 it: the management API refreshes statistics every 5 s, so the wait is paid once, not per test.
@@ -17,8 +17,8 @@ import pika
 import pika.exceptions
 import pytest
 
-from engine.errors import BrokerError, UnreachableError
-from integrations.rabbitmq import RabbitManagement, amqp_check
+from mq_runbooks.base.errors import BrokerError, UnreachableError
+from mq_runbooks.integrations.rabbitmq import RabbitManagement, amqp_check
 
 BACKLOG = 5  # messages published to each queue of the scene
 PREFETCH = 3  # the stuck consumer's prefetch: it holds this many and acks none

@@ -5,12 +5,12 @@ import uuid
 
 import pytest
 
-from engine.errors import BrokerError, PreconditionError
-from integrations.rabbitmq import amqp_check
-from integrations.rabbitmq_definitions import (
+from mq_runbooks.base.errors import BrokerError, PreconditionError
+from mq_runbooks.integrations.rabbitmq import amqp_check
+from mq_runbooks.integrations.rabbitmq_definitions import (
     compare, export_definitions, import_definitions, read_definitions, verify_definitions,
 )
-from integrations.rabbitmq_shovels import vhost_uri
+from mq_runbooks.integrations.rabbitmq_shovels import vhost_uri
 from tests.rabbitmq_failover_support import FULL, amqp_url, api, scratch_vhost
 
 

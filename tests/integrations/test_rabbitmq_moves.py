@@ -4,7 +4,7 @@ from __future__ import annotations
 import pika
 import pytest
 
-from integrations.rabbitmq_moves import delivered_more_than, ensure_queue, move_messages, open_amqp
+from mq_runbooks.integrations.rabbitmq_moves import delivered_more_than, ensure_queue, move_messages, open_amqp
 
 
 @pytest.fixture

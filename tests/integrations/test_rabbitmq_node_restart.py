@@ -14,7 +14,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from integrations.rabbitmq_moves import move_messages, open_amqp
+from mq_runbooks.integrations.rabbitmq_moves import move_messages, open_amqp
 
 REPO = Path(__file__).resolve().parents[2]
 MESSAGES = 20_000

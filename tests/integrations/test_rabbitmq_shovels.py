@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import BrokerError, UnreachableError
-from integrations.rabbitmq_shovels import (
+from mq_runbooks.base.errors import BrokerError, UnreachableError
+from mq_runbooks.integrations.rabbitmq_shovels import (
     QueueMove, delete_shovel, local_uri, queue_depth, shovel_state, start_shovel, vhost_uri, wait_for_shovels,
 )
 from tests.rabbitmq_failover_support import amqp_url, api, drain_ids, publish_ids, scratch_vhost

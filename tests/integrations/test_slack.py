@@ -1,4 +1,4 @@
-"""integrations.slack: the real slack_sdk client against the fake Slack Web API (tests/slack_fake.py),
+"""mq_runbooks.integrations.slack: the real slack_sdk client against the fake Slack Web API (tests/slack_fake.py),
 and the Block Kit messages within Slack's limits. What Slack sends us: test_slack_requests.py."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from flows.kafka_replay import plan_markdown
-from flows.replay_plan import PartitionPlan, ReplayPlan
-from integrations.slack import (
+from mq_runbooks.flows.kafka_replay import plan_markdown
+from mq_runbooks.flows.replay_plan import PartitionPlan, ReplayPlan
+from mq_runbooks.integrations.slack import (
     APPROVE_ACTION,
     REJECT_ACTION,
     ApprovalRequest,
@@ -23,7 +23,7 @@ from integrations.slack import (
     approval_blocks,
     decided_blocks,
 )
-from integrations.slack_blocks import blocks_size
+from mq_runbooks.integrations.slack_blocks import blocks_size
 from tests.slack_blocks_rules import block_errors
 from tests.slack_fake import BLOCKS_MAX_CHARS, SlackFake
 
@@ -80,7 +80,7 @@ def all_text(blocks: list[dict]) -> str:
 
 
 def test_the_public_api_is_importable():
-    import integrations.slack as slack_module
+    import mq_runbooks.integrations.slack as slack_module
     assert all(hasattr(slack_module, name) for name in slack_module.__all__)
 
 

@@ -1,4 +1,4 @@
-"""integrations.slack_requests: what Slack sends to our endpoints, as Slack sends it (tests/slack_payloads.py):
+"""mq_runbooks.integrations.slack_requests: what Slack sends to our endpoints, as Slack sends it (tests/slack_payloads.py):
 the v0 signature check, the /runbook command, and the interactions (button clicks, the reject modal)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from integrations.slack import (
+from mq_runbooks.integrations.slack import (
     APPROVE_ACTION,
     REJECT_ACTION,
     BlockAction,

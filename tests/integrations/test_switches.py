@@ -11,9 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from engine.clusters import parse_clusters
-from engine.errors import BrokerError, ConfigError, NotFoundError, UnreachableError
-from integrations.switches import switch_named
+from mq_runbooks.base.clusters import parse_clusters
+from mq_runbooks.base.errors import BrokerError, ConfigError, NotFoundError, UnreachableError
+from mq_runbooks.integrations.switches import switch_named
 
 
 def clusters_with(switches: str, environ: dict[str, str] | None = None):

@@ -1,0 +1,46 @@
+"""`runbook serve`: the HTTP app (alerts, Slack, postmortem pages) and the runner of the runbooks."""
+from __future__ import annotations
+
+import click
+
+from mq_runbooks.app.cli import Context, cli, pass_context
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@click.option("--no-runner", is_flag=True, help="Only the HTTP app: runs execute elsewhere (another serve "
+              "process or Prefect workers) from the deployments it registered.")
+@click.option("--limit", default=10, show_default=True, help="At most this many runs at once in this process.")
+@click.option("--slack-socket-mode", is_flag=True, help="Also take Slack's commands and clicks over Socket "
+              "Mode (no public URL needed); needs RUNBOOK_SLACK_APP_TOKEN, and is on whenever that is set.")
+@pass_context
+def serve(context: Context, host: str, port: int, no_runner: bool, limit: int, slack_socket_mode: bool) -> None:
+    """Serve the HTTP endpoints and run the runbooks that alerts and Slack start.
+
+    Endpoints: POST /alerts/alertmanager and /alerts/grafana (bearer RUNBOOK_ALERT_TOKEN),
+    POST /slack/commands and /slack/interactions (Slack signature), GET /healthz, GET /metrics.
+    With RUNBOOK_SLACK_APP_TOKEN (an xapp- token), Slack also reaches it over Socket Mode.
+    """
+    from mq_runbooks.app.serve import serve as run_server
+
+    run_server(context.settings, context.catalog, host, port, with_runner=not no_runner, limit=limit,
+               socket_mode=slack_socket_mode)
+
+
+@cli.command("demo")
+@pass_context
+def demo(context: Context) -> None:
+    """Play a whole incident on the local stack (about a minute; needs `dev/stack up`).
+
+    A bad deploy of a billing consumer, an Alertmanager alert to `runbook serve`, kafka-replay's plan
+    at the gate, an approval by a second person, the offsets moved, the consumer catching up, the
+    alert resolving, and the postmortem draft with its path and review page. What the demo creates
+    on Kafka is deleted at the end.
+    """
+    import sys
+
+    from mq_runbooks.app.demo import Demo
+
+    code = Demo(context.settings, context.clusters, context.catalog, context.out.print).run()
+    sys.exit(code)

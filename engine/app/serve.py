@@ -1,0 +1,136 @@
+"""`runbook serve`: the HTTP app and, unless told otherwise, a Prefect runner that serves every
+catalog runbook as a deployment (`<id>/<RUNBOOK_DEPLOYMENT>`) and executes the runs alerts and Slack start.
+
+One process for one machine. In a bigger setup, run the flows on Prefect work pools with workers
+where the brokers are reachable (`prefect deploy` the same flows to a pool), and run several
+`runbook serve --no-runner` replicas behind a load balancer: they keep no state of their own
+(deduplication is Prefect's idempotency keys, locks are Prefect's concurrency limits, the record
+is the journal on the Prefect server).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import uvicorn
+
+from mq_runbooks.base.catalog import Catalog
+from mq_runbooks.base.settings import Settings
+
+log = logging.getLogger("runbook.serve")
+
+
+def find_runs_with_tag(tag: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])), limit=20)
+    return [str(run.id) for run in runs]
+
+
+def recent_runs() -> list[dict]:
+    """Runs of ours that ended in the last 24 hours: runbook, state name, duration."""
+    import datetime as dt
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter, FlowRunFilterEndTime, FlowRunFilterTags,
+    )
+
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=24)
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=["mq-runbooks"]), end_time=FlowRunFilterEndTime(after_=since)), limit=200)
+    found = []
+    for run in runs:
+        runbook = next((t.split(":", 1)[1] for t in run.tags if t.startswith("runbook:")), "?")
+        duration = (run.end_time - run.start_time).total_seconds() if run.end_time and run.start_time else 0.0
+        found.append({"runbook": runbook, "state": run.state.name if run.state else "Unknown", "duration_s": duration})
+    return found
+
+
+def build_services(settings: Settings, catalog: Catalog):
+    from functools import cache
+
+    from mq_runbooks.app import deployments
+    from mq_runbooks.base.clusters import load_clusters
+    from mq_runbooks.app.http import Services
+    from mq_runbooks.app.postmortem_routes import add_postmortem_routes
+    from mq_runbooks.app.slack_routes import add_slack_routes
+    from mq_runbooks.kit import journal
+    from mq_runbooks.kit.postmortem_publish import write_postmortem
+
+    services = Services(
+        settings=settings, catalog=catalog, start=deployments.DeploymentStarter(settings.deployment),
+        find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=deployments.alert_tag,
+        clusters=cache(lambda: load_clusters(settings.clusters)),
+        on_resolved=lambda run_id: _redraft_if_finished(run_id, write_postmortem),
+        extra_routes=[add_slack_routes, add_postmortem_routes],
+    )
+    services.metrics.watch_runs(recent_runs)
+    return services
+
+
+def _redraft_if_finished(run_id: str, write_postmortem) -> None:
+    """A run that has ended gets its draft refreshed with the resolution (a running one drafts at its end)."""
+    from mq_runbooks.app.runs import read_run
+
+    if read_run(run_id).finished:
+        write_postmortem(run_id)
+
+
+def _runner_thread(catalog: Catalog, deployment_name: str, limit: int, ready: threading.Event,
+                   failed: list[BaseException]) -> None:
+    from prefect.deployments.runner import EntrypointType
+    from prefect.runner import Runner
+
+    async def main() -> None:
+        runner = Runner(name="runbook-serve", limit=limit, pause_on_shutdown=False)
+        for runbook in catalog:
+            deployment = await runbook.flow_function.ato_deployment(
+                name=deployment_name, entrypoint_type=EntrypointType.MODULE_PATH, tags=["mq-runbooks"],
+                description=runbook.title,
+            )
+            await runner.aadd_deployment(deployment)
+        ready.set()
+        await runner.start()
+
+    try:
+        asyncio.run(main())
+    except BaseException as exc:  # reported to the main thread, which exits with it
+        failed.append(exc)
+        ready.set()
+
+
+def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runner: bool, limit: int,
+          socket_mode: bool = False) -> None:
+    """Socket Mode (Slack over a WebSocket) is on with `socket_mode` or when RUNBOOK_SLACK_APP_TOKEN is set."""
+    from mq_runbooks.app.http import create_app
+
+    socket_mode = socket_mode or settings.slack_app_token is not None
+    if socket_mode:
+        from mq_runbooks.app.slack_socket import app_token
+
+        app_token(settings)  # a missing or wrong token stops serve before anything starts
+    if with_runner:
+        ready, failed = threading.Event(), []
+        thread = threading.Thread(target=_runner_thread, args=(catalog, settings.deployment, limit, ready, failed), daemon=True,
+                                  name="prefect-runner")
+        thread.start()
+        if not ready.wait(timeout=120) or failed:
+            raise RuntimeError(f"the Prefect runner did not start: {failed[0] if failed else 'timed out'}")
+        log.info("serving %d runbook deployment(s)", len(list(catalog)))
+    services = build_services(settings, catalog)
+    listener = None
+    if socket_mode:
+        from mq_runbooks.app.slack_socket import SocketModeListener
+
+        listener = SocketModeListener(services)
+        listener.start()
+    try:
+        uvicorn.run(create_app(services), host=host, port=port, log_level="info", access_log=False)
+    finally:
+        if listener is not None:
+            listener.stop()

@@ -1,0 +1,1 @@
+"""The base layer: errors, settings, clusters.yaml and the runbook catalog. Imports nothing of ours above it."""

@@ -1,0 +1,270 @@
+"""clusters.yaml: the Kafka and RabbitMQ clusters the engine may act on, and which is whose standby.
+
+    kafka:
+      primary: {bootstrap_servers: "127.0.0.1:19092"}
+      standby: {bootstrap_servers: "127.0.0.1:29092", standby_of: primary,
+                replication: {kind: mirrormaker2, source_alias: primary}}
+    rabbitmq:
+      primary: {amqp_url: "amqp://guest:${RABBIT_PASSWORD:-guest}@127.0.0.1:5673/",
+                management_url: "http://127.0.0.1:15673"}
+
+Strings may use ${VAR} or ${VAR:-default}. Secrets (passwords, URLs that hold them) are SecretStr:
+they print as '**********' and are only revealed when a client is built.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
+
+import jinja2
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from mq_runbooks.base.errors import ConfigError, UnknownClusterError
+from mq_runbooks.base.validation import config_error, environ_or_os, substitute_env
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MirrorReplication(_Strict):
+    kind: Literal["mirrormaker2"]
+    source_alias: str = Field(description="MM2's alias of the source cluster: the prefix of replicated topics")
+
+
+class KafkaCluster(_Strict):
+    name: str
+    bootstrap_servers: str
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    standby_of: str | None = None
+    replication: MirrorReplication | None = None
+    request_timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{server.strip()!r} is not host:port (list several with commas)")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> "KafkaCluster":
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if self.sasl_mechanism in {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} and (
+            self.sasl_username is None or self.sasl_password is None
+        ):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password")
+        return self
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings for confluent-kafka clients (secrets revealed here only)."""
+        config = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
+        }
+        config.update({key: value for key, value in optional.items() if value is not None})
+        return config
+
+
+class RabbitCluster(_Strict):
+    name: str
+    amqp_url: SecretStr
+    management_url: str
+    management_username: str | None = None
+    management_password: SecretStr | None = None
+    standby_of: str | None = None
+    request_timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_scheme(cls, value: SecretStr) -> SecretStr:
+        if urlsplit(value.get_secret_value()).scheme not in {"amqp", "amqps"}:
+            raise ValueError("must start with amqp:// or amqps://")
+        return value
+
+    @field_validator("management_url")
+    @classmethod
+    def _http_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    def management_credentials(self) -> tuple[str, str]:
+        """The management API's user and password: given explicitly, else those of the AMQP URL."""
+        url = urlsplit(self.amqp_url.get_secret_value())
+        username = self.management_username or unquote(url.username or "guest")
+        if self.management_password is not None:
+            return username, self.management_password.get_secret_value()
+        return username, unquote(url.password or "guest")
+
+    @property
+    def display_amqp_url(self) -> str:
+        """The AMQP URL without its password, for tables and logs."""
+        url = urlsplit(self.amqp_url.get_secret_value())
+        netloc = url.hostname or ""
+        if url.port:
+            netloc += f":{url.port}"
+        if url.username:
+            netloc = f"{url.username}:***@{netloc}"
+        return f"{url.scheme}://{netloc}{url.path}"
+
+
+class Clusters(_Strict):
+    source: str = "clusters.yaml"
+    kafka: dict[str, KafkaCluster] = {}
+    rabbitmq: dict[str, RabbitCluster] = {}
+    switches: dict[str, EndpointSwitchConfig] = {}
+
+    @model_validator(mode="after")
+    def _standbys_exist(self) -> "Clusters":
+        for kind, clusters in (("kafka", self.kafka), ("rabbitmq", self.rabbitmq)):
+            for name, cluster in clusters.items():
+                if cluster.standby_of is not None and cluster.standby_of not in clusters:
+                    raise ValueError(
+                        f"{kind}.{name}.standby_of: {cluster.standby_of!r} is not a {kind} cluster here "
+                        f"(defined: {', '.join(sorted(clusters))})"
+                    )
+        return self
+
+    def kafka_cluster(self, name: str) -> KafkaCluster:
+        return self._lookup("kafka", self.kafka, name)
+
+    def rabbit_cluster(self, name: str) -> RabbitCluster:
+        return self._lookup("rabbitmq", self.rabbitmq, name)
+
+    def _lookup(self, kind: str, clusters: Mapping[str, BaseModel], name: str):
+        if name not in clusters:
+            known = ", ".join(sorted(clusters)) or "none"
+            raise UnknownClusterError(f"no {kind} cluster named {name!r} in {self.source} (defined: {known})")
+        return clusters[name]
+
+
+def parse_clusters(text: str, source: str, environ: Mapping[str, str] | None = None) -> Clusters:
+    """Parse and validate the text of a clusters.yaml; errors name the file, the field and the reason."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with keys 'kafka' and/or 'rabbitmq'")
+    document = substitute_env(document, environ_or_os(environ), source)
+    for kind in ("kafka", "rabbitmq"):
+        section = document.get(kind)
+        if isinstance(section, dict):
+            for name, cluster in section.items():
+                if isinstance(cluster, dict):
+                    cluster.setdefault("name", name)
+    try:
+        return Clusters(source=source, **document)
+    except ValidationError as exc:
+        raise config_error(source, exc) from None
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_clusters(path: Path, environ: Mapping[str, str] | None = None) -> Clusters:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} does not exist: write one (see README, 'Configuration') or point RUNBOOK_CLUSTERS at it"
+        ) from None
+    return parse_clusters(text, str(path), environ)
+
+
+# Endpoint switches: how clients learn which cluster to use (integrations/switches.py acts on them).
+class _SwitchConfig(_Strict):
+    values: dict[str, str] = Field(
+        {}, description="cluster name -> the value that points clients at that cluster (e.g. its bootstrap servers)")
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+
+class FileSwitchConfig(_SwitchConfig):
+    """A JSON or YAML file that clients (or a config agent) read; `key` is a dotted path in it."""
+    kind: Literal["file"]
+    path: str
+    key: str = Field(description="dotted path, e.g. kafka.bootstrap_servers")
+    format: Literal["json", "yaml"] | None = Field(None, description="default: from the suffix (.json, .yaml, .yml)")
+
+    @field_validator("key")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        if not value or "" in value.split("."):
+            raise ValueError(f"{value!r} is not a dotted key path like kafka.bootstrap_servers")
+        return value
+
+    @model_validator(mode="after")
+    def _format_known(self) -> "FileSwitchConfig":
+        if self.format is None and not self.path.endswith((".json", ".yaml", ".yml")):
+            raise ValueError(f"cannot tell the format of {self.path!r} from its suffix: set format: json or yaml")
+        return self
+
+
+class HttpSwitchConfig(_SwitchConfig):
+    """An HTTP call that points clients elsewhere; `body` is a Jinja2 template over `value` and `name`."""
+    kind: Literal["http"]
+    url: str
+    method: Literal["POST", "PUT", "PATCH"] = "PUT"
+    body: str = "{{ value }}"
+    headers: dict[str, SecretStr] = Field({}, description="use ${VAR} for tokens: values never print")
+    current_url: str | None = Field(None, description="GET here reads the current value (default: not readable)")
+    current_key: str | None = Field(None, description="dotted path of the value in current_url's JSON answer")
+    initial: str | None = Field(None, description="the value assumed before this engine ever switched it")
+    state_file: str | None = Field(None, description="where the last value sent is kept between processes")
+
+    @field_validator("url", "current_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            jinja2.Environment().parse(value)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(f"not a valid Jinja2 template: {exc}") from None
+        return value
+
+
+class ConsulSwitchConfig(_SwitchConfig):
+    """A Consul KV key, read with GET and written with PUT (check-and-set) on /v1/kv/KEY."""
+    kind: Literal["consul"]
+    key: str = Field(min_length=1)
+    url: str = "http://127.0.0.1:8500"
+    token: SecretStr | None = None
+    datacenter: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+EndpointSwitchConfig = Annotated[FileSwitchConfig | HttpSwitchConfig | ConsulSwitchConfig, Field(discriminator="kind")]
+Clusters.model_rebuild()

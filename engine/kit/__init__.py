@@ -1,0 +1,1 @@
+"""The kit: what every runbook runs through (driver, journal, gate, lock, notifier, postmortem drafting)."""

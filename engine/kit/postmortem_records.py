@@ -1,0 +1,140 @@
+"""What Prefect recorded about a run, read for its postmortem: the flow run and its state history,
+its task runs and their states, and its logs (paged, 200 at a time, keeping only the tail and the
+warnings so a long log costs little memory).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.sorting import LogSort
+from prefect.exceptions import ObjectNotFound
+
+from mq_runbooks.base.errors import NotFoundError
+from mq_runbooks.kit import journal
+
+LOG_PAGE = 200  # the most the Prefect API returns per request
+LOG_TAIL = 50
+NOTABLE_LOGS = 20  # warnings and errors shown in the timeline, at most
+_WARNING = 30
+_TASK_RUN_SUFFIX = re.compile(r"-[0-9a-f]{3}$")  # Prefect names task runs '<task name>-<3 hex digits>'
+
+
+@dataclass(frozen=True)
+class StateChange:
+    at: dt.datetime
+    name: str
+    type: str
+    message: str
+    task: str | None = None  # None: the flow run's own state
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: dt.datetime
+    level: str
+    logger: str
+    message: str
+
+
+@dataclass
+class RunRecords:
+    """A run as recorded: the journal plus Prefect's states and logs."""
+
+    run_id: str
+    runbook: str
+    name: str
+    created: dt.datetime
+    started: dt.datetime | None
+    ended: dt.datetime | None
+    state_name: str
+    state_type: str
+    state_message: str
+    entries: list[journal.Entry]
+    states: list[StateChange] = field(default_factory=list)
+    log_lines: int = 0
+    log_tail: list[LogLine] = field(default_factory=list)
+    notable_logs: list[LogLine] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.state_type in {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+def _utc(moment: dt.datetime | None) -> dt.datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
+
+
+def read_records(run_id: str) -> RunRecords:
+    """Everything the postmortem of `run_id` is drawn from; NotFoundError for an unknown run."""
+    try:
+        flow_run_id = UUID(str(run_id))
+    except ValueError:
+        raise NotFoundError(f"{run_id!r} is not a run id (list runs with: runbook runs)") from None
+    entries = journal.read(flow_run_id)
+    with get_client(sync_client=True) as client:
+        try:
+            flow_run = client.read_flow_run(flow_run_id)
+        except ObjectNotFound:
+            raise NotFoundError(f"no run {run_id} on the Prefect server (list runs with: runbook runs)") from None
+        tagged = next((t.split(":", 1)[1] for t in flow_run.tags if t.startswith("runbook:")), None)
+        started = journal.last(entries, "parameters")
+        state = flow_run.state
+        records = RunRecords(
+            run_id=str(flow_run.id), runbook=tagged or (started.data.get("runbook") if started else None) or "unknown",
+            name=flow_run.name, created=_utc(flow_run.created), started=_utc(flow_run.start_time),
+            ended=_utc(flow_run.end_time), state_name=state.name if state else "Unknown",
+            state_type=state.type.value if state else "UNKNOWN", state_message=(state.message or "") if state else "",
+            entries=entries,
+        )
+        records.states = _flow_states(client, flow_run_id) + _task_states(client, flow_run_id)
+        _read_logs(client, flow_run_id, records)
+    return records
+
+
+def _flow_states(client, flow_run_id: UUID) -> list[StateChange]:
+    return [StateChange(_utc(s.timestamp), s.name, s.type.value, s.message or "")
+            for s in client.read_flow_run_states(flow_run_id)]
+
+
+def _task_states(client, flow_run_id: UUID) -> list[StateChange]:
+    """Each task run's states, except the bookkeeping ones (Scheduled, Pending)."""
+    changes: list[StateChange] = []
+    task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    for task_run in task_runs:
+        for state in client.read_task_run_states(task_run.id):
+            if state.type.value in {"SCHEDULED", "PENDING"} and state.name not in {"AwaitingRetry"}:
+                continue
+            changes.append(StateChange(_utc(state.timestamp), state.name, state.type.value, state.message or "",
+                                       task=_TASK_RUN_SUFFIX.sub("", task_run.name)))
+    return changes
+
+
+def _read_logs(client, flow_run_id: UUID, records: RunRecords) -> None:
+    """Page through the run's logs oldest first, keeping the count, the tail and the first warnings."""
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    tail: deque[LogLine] = deque(maxlen=LOG_TAIL)
+    offset = 0
+    while True:
+        page = client.read_logs(log_filter=log_filter, limit=LOG_PAGE, offset=offset, sort=LogSort.TIMESTAMP_ASC)
+        for log in page:
+            line = LogLine(_utc(log.timestamp), _level_name(log.level), log.name, log.message)
+            tail.append(line)
+            if log.level >= _WARNING and len(records.notable_logs) < NOTABLE_LOGS:
+                records.notable_logs.append(line)
+        records.log_lines += len(page)
+        if len(page) < LOG_PAGE:
+            break
+        offset += LOG_PAGE
+    records.log_tail = list(tail)
+
+
+def _level_name(level: int) -> str:
+    return {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}.get(level, str(level))
