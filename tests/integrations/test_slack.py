@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -12,7 +13,6 @@ from hypothesis import strategies as st
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from mq_runbooks.flows.kafka_replay import plan_markdown
 from mq_runbooks.flows.replay_plan import PartitionPlan, ReplayPlan
 from mq_runbooks.integrations.slack import (
     APPROVE_ACTION,
@@ -240,7 +240,7 @@ def test_the_fake_wants_a_channel_and_text(fake):
 
 def test_a_1000_partition_plan_is_summarised_within_slacks_limits(fake, slack):
     plan = big_plan()
-    markdown = plan_markdown(plan, "primary", rows=1000)
+    markdown = replace(plan, cluster="primary").markdown(rows=1000)
     assert len(markdown) > 4 * BLOCKS_MAX_CHARS  # as it is, Slack would refuse it
     request = approval_request(markdown, partitions=1000, **{"messages replayed": plan.messages_replayed})
     blocks = approval_blocks(request)
