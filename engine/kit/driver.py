@@ -297,7 +297,7 @@ def _apply(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT) -> S
     if snapshot is not None:
         journal.write(run.id, snapshot)
     try:
-        result = steps.act(run, params, plan)
+        result = task(name="act", cache_policy=NO_CACHE)(steps.act)(run, params, plan)
         verification = _verify(steps, run, params, plan, result)
         journal.write(run.id, verification)
         if not verification.ok:
@@ -353,7 +353,7 @@ def _fail_after_change(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan:
              f"{by_hand}): {exc}", run.changed)
         return
     journal.write(run.id, restored)
-    _end(run.id, "failed", f"failed and rolled back ({restored.summary}) after changing: {changed}: {exc}",
+    _end(run.id, "failed", f"failed and rolled back: {exc}; {restored.summary}; it had changed: {changed}",
          run.changed)
 
 
