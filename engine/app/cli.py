@@ -33,7 +33,7 @@ class Context:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return load_catalog(self.settings.catalog)
+        return load_catalog(self.settings.catalog, self.settings.team_catalog)
 
 
 pass_context = click.make_pass_decorator(Context)

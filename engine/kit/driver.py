@@ -47,6 +47,8 @@ from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.clusters import Clusters
 from mq_runbooks.base.errors import PreconditionError, RunbookError, UnreachableError
 from mq_runbooks.base.settings import Settings
+from mq_runbooks.integrations.kafka import KafkaClient
+from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.lock import target_lock
 from mq_runbooks.kit.plans import Plan
@@ -69,6 +71,15 @@ class Env:
 
     settings: Settings
     clusters: Clusters
+
+    def rabbitmq(self, cluster: str) -> RabbitManagement:
+        """A management API client of a RabbitMQ cluster of clusters.yaml (use it in a `with`)."""
+        return RabbitManagement.from_cluster(self.clusters.rabbit_cluster(cluster))
+
+    def kafka(self, cluster: str) -> KafkaClient:
+        """An admin client of a Kafka cluster of clusters.yaml (use it in a `with`)."""
+        config = self.clusters.kafka_cluster(cluster)
+        return KafkaClient(config.client_config(), name=config.name, timeout_s=config.request_timeout_s)
 
 
 @dataclass
@@ -182,8 +193,7 @@ def refuse_missing(runbook_id: str, plan: Plan) -> None:
 
     missing = list(plan.missing_targets())
     if missing:
-        raise ParameterError(runbook_id, [(name, "does not exist") if " " not in name else ("target", name)
-                                          for name in missing])
+        raise ParameterError(runbook_id, [("target", f"{name} does not exist") for name in missing])
 
 
 def _transient(task_, task_run, state) -> bool:
@@ -276,7 +286,7 @@ def _stop_before_acting(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan
     changes nothing ends it as unchanged."""
     missing = list(plan.missing_targets())
     if missing:
-        message = f"refused: {'; '.join(missing)} do(es) not exist; nothing was changed"
+        message = f"refused: {'; '.join(f'{name} does not exist' for name in missing)}; nothing was changed"
         _end(run.id, "refused", message, missing=missing)
         return Failed(message=message, name="Refused")
     reason = steps.refusal(params, plan)

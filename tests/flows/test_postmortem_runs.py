@@ -61,7 +61,7 @@ def finished_runs(clusters, tmp_path_factory):
         env.setenv("RUNBOOK_POSTMORTEM_DIR", str(directory / "postmortems"))
         env.delenv("RUNBOOK_INJECT_FAULT", raising=False)
         settings = Settings.from_environ()
-        catalog = load_catalog(settings.catalog)
+        catalog = load_catalog(settings.catalog, settings.team_catalog)
         runbook = catalog.get("kafka-replay")
         made = topic_and_groups_at_end(config, ("succeeded", "rejected", "failed"))
         fired = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=3)
