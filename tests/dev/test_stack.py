@@ -20,7 +20,8 @@ def dev(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_status_lists_every_service_up(clusters):
     result = dev("stack", "status")
     assert result.returncode == 0, result.stdout
-    for service in ("kafka-primary", "kafka-standby", "mirrormaker2", "rabbitmq-primary", "rabbitmq-standby", "prefect"):
+    for service in ("kafka-primary", "kafka-standby", "mirrormaker2", "rabbitmq-primary", "rabbitmq-standby",
+                    "redis-primary", "redis-replica", "prefect"):
         line = next(line for line in result.stdout.splitlines() if line.startswith(service))
         assert " up " in line, line
 
