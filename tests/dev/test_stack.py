@@ -1,5 +1,5 @@
 """The local stack as dev/stack runs it: every service answers, `up` is idempotent, Kafka's own tools
-run with the cached classpath, and MirrorMaker 2 really replicates primary -> standby."""
+run with the cached classpath, MirrorMaker 2 really replicates primary -> standby, and so does the Redis replica."""
 from __future__ import annotations
 
 import subprocess
@@ -74,3 +74,22 @@ def test_mirrormaker_replicates_primary_topics_to_the_standby(clusters, unique):
     finally:
         consumer.close()
     assert seen == [f"event-{i}" for i in range(5)]
+
+
+def test_redis_replica_replicates_the_primary(clusters, unique):
+    key = unique("replicated")
+    primary = clusters.redis_cluster("primary").client()
+    replica = clusters.redis_cluster("replica").client()
+    try:
+        assert replica.info("replication")["role"] == "slave"
+        entry_id = primary.xadd(key, {"event": "paid"})
+        deadline = time.monotonic() + 10
+        seen = []
+        while time.monotonic() < deadline and not seen:
+            seen = replica.xrange(key)
+            time.sleep(0.05)
+        assert seen == [(entry_id, {b"event": b"paid"})]
+    finally:
+        primary.delete(key)
+        primary.close()
+        replica.close()
