@@ -347,16 +347,14 @@ class RedisStreams:
                 f"{self.where} is unreachable (timeout {self.timeout_s:g}s): {_line(exc)}") from None
         except redis.exceptions.ResponseError as exc:
             message = _line(exc)
-            if stream is not None and (message.startswith("NOGROUP") or "no such key" in message.lower()):
+            if stream is not None and (message.startswith(("NOGROUP", "WRONGTYPE")) or "no such key" in message.lower()):
                 raise self._missing(stream, group) from None
-            if stream is not None and message.startswith("WRONGTYPE"):
-                raise PreconditionError(f"{self.where}: key {stream!r} is not a stream") from None
             raise BrokerError(f"{self.where}: {action} failed: {message}") from None
         except redis.exceptions.RedisError as exc:
             raise BrokerError(f"{self.where}: {action} failed: {_line(exc)}") from None
 
     def _missing(self, stream: str, group: str | None) -> BrokerError | NotFoundError:
-        """Which of stream or group is missing, with what exists instead."""
+        """Which is missing, the stream (or the key is no stream) or the group, with what exists instead."""
         kind = text(self._call("TYPE", "TYPE", stream))
         if kind == "none":
             known = self.streams()

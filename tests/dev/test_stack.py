@@ -9,6 +9,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 
 from mq_runbooks.integrations.kafka import KafkaClient
+from tests.integrations.test_rabbitmq import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,11 +84,7 @@ def test_redis_replica_replicates_the_primary(clusters, unique):
     try:
         assert replica.info("replication")["role"] == "slave"
         entry_id = primary.xadd(key, {"event": "paid"})
-        deadline = time.monotonic() + 10
-        seen = []
-        while time.monotonic() < deadline and not seen:
-            seen = replica.xrange(key)
-            time.sleep(0.05)
+        seen = eventually(lambda: replica.xrange(key) or None, f"{key} on the replica", timeout_s=10)
         assert seen == [(entry_id, {b"event": b"paid"})]
     finally:
         primary.delete(key)

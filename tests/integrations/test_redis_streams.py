@@ -12,6 +12,7 @@ from mq_runbooks.base.errors import NotFoundError, PreconditionError, Unreachabl
 from mq_runbooks.integrations.redis_streams import (
     PROVENANCE_FIELDS, RedisStreams, UnknownGroupError, UnknownStreamError,
 )
+from tests.integrations.test_rabbitmq import eventually
 
 
 @pytest.fixture
@@ -49,16 +50,6 @@ def read(raw, stream: str, group: str, consumer: str, count: int) -> list[str]:
     return [entry_id.decode() for _, entries in reply for entry_id, _ in entries]
 
 
-def wait_until(condition, timeout_s: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout_s}s")
-
-
 def test_pending_entries_of_a_consumer_that_read_and_never_acked(primary, raw, stream):
     ids = add(raw, stream, 2500)  # more than one XPENDING page
     raw.xgroup_create(stream, "billing", id="0")
@@ -77,7 +68,8 @@ def test_pending_entries_of_a_consumer_that_read_and_never_acked(primary, raw, s
         2500, ids[0], ids[-1], 2500, 1)
 
     # The idle filter: billing-1's entries age while billing-2 just read its own.
-    wait_until(lambda: len(primary.pending(stream, "billing", min_idle_ms=1000)) == 2400, what="1 s of idleness")
+    eventually(lambda: len(primary.pending(stream, "billing", min_idle_ms=1000)) == 2400 or None,
+               "billing-1's 2,400 entries idle for 1 s", timeout_s=10)
     fresh = read(raw, stream, "billing", "billing-2", 100)
     idle = primary.pending(stream, "billing", min_idle_ms=1000)
     assert [p.id for p in idle] == ids[:2400] and not set(fresh) & {p.id for p in idle}
