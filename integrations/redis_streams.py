@@ -200,6 +200,8 @@ class RedisStreams:
     def entry_id_at(self, stream: str, time_ms: int) -> str | None:
         """The id of the first entry at or after `time_ms` (ms since the epoch); None if there is none."""
         reply = self._call("XRANGE", "XRANGE", stream, f"{int(time_ms)}-0", "+", "COUNT", 1, stream=stream)
+        if not reply:
+            self.stream_info(stream)  # UnknownStreamError rather than None for a stream that does not exist
         return text(reply[0][0]) if reply else None
 
     def last_id_before(self, stream: str, time_ms: int) -> str:
@@ -212,15 +214,19 @@ class RedisStreams:
     def count_between(self, stream: str, start: str = "-", end: str = "+") -> int:
         """How many entries the stream holds from `start` to `end` (XRANGE syntax: '-', '+', ids,
         '(' for exclusive). Exact: XLEN for the whole stream, else XRANGE in pages of 10,000."""
-        if start == "-" and end == "+":
-            return int(self._call("XLEN", "XLEN", stream, stream=stream))
         total = 0
-        while True:
-            page = self._call("XRANGE", "XRANGE", stream, start, end, "COUNT", _COUNT_PAGE, stream=stream)
-            total += len(page)
-            if len(page) < _COUNT_PAGE:
-                return total
-            start = f"({text(page[-1][0])}"
+        if start == "-" and end == "+":
+            total = int(self._call("XLEN", "XLEN", stream, stream=stream))
+        else:
+            while True:
+                page = self._call("XRANGE", "XRANGE", stream, start, end, "COUNT", _COUNT_PAGE, stream=stream)
+                total += len(page)
+                if len(page) < _COUNT_PAGE:
+                    break
+                start = f"({text(page[-1][0])}"
+        if total == 0:
+            self.stream_info(stream)  # UnknownStreamError rather than 0 for a stream that does not exist
+        return total
 
     # --- act -------------------------------------------------------------------------------------
 
@@ -233,8 +239,8 @@ class RedisStreams:
         batches, all in one pipeline: the claim is not a delivery, so delivery counts stay as they are
         and the consumer reads the entries from its pending list (XREADGROUP ... 0)."""
         _check_ids(ids)
-        if min_idle_ms < 0:
-            raise UsageError(f"min_idle_ms must be 0 or more, got {min_idle_ms}")
+        if min_idle_ms < 0 or batch_size < 1:
+            raise UsageError(f"min_idle_ms must be 0 or more and batch_size 1 or more, got {min_idle_ms}, {batch_size}")
         commands = [("XCLAIM", stream, group, consumer, min_idle_ms, *chunk, "JUSTID")
                     for chunk in _chunks(list(ids), batch_size)]
         claimed = {text(i) for reply in self._pipeline("XCLAIM", commands, stream=stream, group=group) for i in reply}

@@ -177,8 +177,12 @@ def test_unknown_stream_and_group_name_what_exists(primary, raw, stream):
     assert stream in missing.value.known
     with pytest.raises(UnknownStreamError):
         primary.pending(stream + "x", "billing")
-    with pytest.raises(UnknownStreamError):
-        primary.entries(stream + "x", ["1-1"])
+    for call in (lambda: primary.entries(stream + "x", ["1-1"]), lambda: primary.count_between(stream + "x"),
+                 lambda: primary.count_between(stream + "x", "(1-1", "+"), lambda: primary.entry_id_at(stream + "x", 0),
+                 lambda: primary.last_id_before(stream + "x", 0)):
+        with pytest.raises(UnknownStreamError):
+            call()
+    assert primary.count_between(stream) == 0 and primary.entry_id_at(stream, 0) is None  # empty, but there
 
     with pytest.raises(UnknownGroupError) as wrong:
         primary.consumers(stream, "biling")
