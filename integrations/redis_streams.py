@@ -76,7 +76,8 @@ _SCAN_LIMIT = 100  # SCAN calls when listing streams for a suggestion (at most ~
 
 class RedisStreams:
     """One Redis server's streams (sync; use as a context manager). Replies are bytes; ids and names
-    come back as text, entry fields as bytes."""
+    come back as text, entry fields as bytes. It owns the redis-py client it is given (it turns off
+    that client's reply parsing and closes it): build one with `from_cluster`."""
 
     def __init__(self, client: redis.Redis, *, name: str = "redis", display_url: str = "", timeout_s: float = 5.0):
         self.name = name
