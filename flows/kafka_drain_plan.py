@@ -271,8 +271,7 @@ def _missing_group(kafka: KafkaClient, group: ConsumerGroup, committed: dict[tup
         return None
     close = difflib.get_close_matches(group.group_id, [name for name, _ in kafka.list_groups()], n=3)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return (f"no consumer group {group.group_id!r} on kafka cluster {cluster!r} (no committed offsets and no "
-            f"members{hint})")
+    return f"group {group.group_id!r} on kafka cluster {cluster!r} (no committed offsets and no members{hint})"
 
 
 def _scope(kafka: KafkaClient, params: DrainStuckParameters, group: ConsumerGroup,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from confluent_kafka import KafkaException
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -36,7 +37,7 @@ from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
 __all__ = ["DrainStuckParameters", "STEPS", "dry_run", "kafka_drain_stuck"]
 
-COPY_ATTEMPTS = 3  # a copy is idempotent (it looks for an earlier one first), so it is retried when unreachable
+COPY_ATTEMPTS = 3  # a copy is idempotent (it looks for an earlier one first): retried on transient errors
 
 Copied = list[tuple[StuckPartition, DeadLetterCopy | None]]  # None: copied by an earlier attempt of this run
 
@@ -54,8 +55,8 @@ def compute_plan(cluster: KafkaCluster, params: DrainStuckParameters) -> DrainPl
 def copy_to_dead_letter(cluster: KafkaCluster, group: str, p: StuckPartition) -> DeadLetterCopy:
     """Copy the record `p` is stuck on to its dead-letter topic, once: when a copy with the same
     provenance is there already (an earlier run), that one is returned and nothing is produced."""
-    records = kafka_records(cluster)
-    for attempt in range(1, COPY_ATTEMPTS + 1):
+    records, attempt = kafka_records(cluster), 1
+    while True:
         try:
             record = records.read_record(p.topic, p.partition, p.record.offset)
             if record.offset != p.record.offset:
@@ -64,16 +65,30 @@ def copy_to_dead_letter(cluster: KafkaCluster, group: str, p: StuckPartition) ->
             with kafka_client(cluster) as kafka:
                 return records.copy_to_dead_letter(kafka, record, p.dead_letter_topic,
                                                    Provenance(p.topic, p.partition, p.record.offset, group))
-        except UnreachableError:
-            if attempt == COPY_ATTEMPTS:
+        except (UnreachableError, UnknownTopicError, KafkaException):
+            # e.g. NOT_LEADER_FOR_PARTITION or no metadata yet for a dead-letter topic created a moment ago
+            if attempt >= COPY_ATTEMPTS:
                 raise
+            attempt += 1
             time.sleep(2)
-    raise AssertionError("unreachable")
 
 
 def _copied(p: StuckPartition, copy: DeadLetterCopy) -> str:
     done = "was already" if copy.already_present else "copied"
     return f"{p.topic}:{p.partition}@{p.record.offset} {done} in {copy.topic}:{copy.partition} at offset {copy.offset}"
+
+
+def _copy_data(p: StuckPartition, copy: DeadLetterCopy) -> dict[str, Any]:
+    return {"source": f"{p.topic}:{p.partition}", "record_offset": p.record.offset, "dead_letter_topic": copy.topic,
+            "dead_letter_partition": copy.partition, "dead_letter_offset": copy.offset,
+            "already_present": copy.already_present}
+
+
+def _journal_observation(run: Run, plan: DrainPlan) -> None:
+    observed = list(plan.observed)
+    run.observed(f"group {plan.group} ({plan.state}): {len(plan.partitions)} of {len(observed)} partition(s) stuck "
+                 f"over {plan.stuck_after:g} s", state=plan.state, members=list(plan.members),
+                 observed=observed[:OBSERVED_ROWS_KEPT], observed_count=len(observed))
 
 
 class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
@@ -94,17 +109,13 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     def observe(self, env: Env, params: DrainStuckParameters) -> DrainPlan:
         cluster = env.clusters.kafka_cluster(params.cluster)
         if isinstance(env, Run) and env.id in self._refreshing:
-            self._refreshing.discard(env.id)
             with kafka_client(cluster) as kafka:
                 plan = refresh(kafka, self._latest[env.id])
+            self._refreshing.discard(env.id)  # only now: a retried re-plan refreshes too
         else:
             plan = compute_plan(cluster, params)
-            if isinstance(env, Run):
-                observed = list(plan.observed)
-                env.observed(f"group {plan.group} ({plan.state}): {len(plan.partitions)} of {len(observed)} "
-                             f"partition(s) stuck over {plan.stuck_after:g} s", state=plan.state,
-                             members=list(plan.members), observed=observed[:OBSERVED_ROWS_KEPT],
-                             observed_count=len(observed))
+            if isinstance(env, Run) and not plan.missing:
+                _journal_observation(env, plan)
                 if self.read_only(params):  # the driver ends a report run right after this plan
                     create_markdown_artifact(markdown=plan.markdown(),
                                              description=f"{RUNBOOK_ID} report of {params.group}")
@@ -135,10 +146,8 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
         copies: Copied = []
         for p in plan.partitions:
             copy = run.step(f"dlt-copy:{p.topic}:{p.partition}:{p.record.offset}",
-                            lambda p=p: copy_to_dead_letter(cluster, plan.group, p), lambda c, p=p: _copied(p, c),
-                            lambda c, p=p: {"source": f"{p.topic}:{p.partition}", "record_offset": p.record.offset,
-                                            "dead_letter_topic": c.topic, "dead_letter_partition": c.partition,
-                                            "dead_letter_offset": c.offset, "already_present": c.already_present})
+                            lambda p=p: copy_to_dead_letter(cluster, plan.group, p),
+                            lambda c, p=p: _copied(p, c), lambda c, p=p: _copy_data(p, c))
             copies.append((p, copy))
         if run.fault == "move-offsets":  # tests: fail after the copies, before any offset moved
             raise BrokerError("injected fault: moving the offsets failed")
@@ -153,10 +162,11 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
         cluster = run.clusters.kafka_cluster(params.cluster)
         with kafka_client(cluster) as kafka:
             committed = kafka.committed_offsets(plan.group)
-        wrong = [f"{p.topic}:{p.partition} committed {committed.get((p.topic, p.partition))}, planned "
-                 f"{p.target_offset}" for p in plan.partitions if committed.get((p.topic, p.partition)) != p.target_offset]
+        now = {(p.topic, p.partition): committed.get((p.topic, p.partition)) for p in plan.partitions}
+        wrong = [f"{p.topic}:{p.partition} committed {now[(p.topic, p.partition)]}, planned {p.target_offset}"
+                 for p in plan.partitions if now[(p.topic, p.partition)] != p.target_offset]
         records = kafka_records(cluster)
-        copied = dict(((p.topic, p.partition), copy) for p, copy in result or [])
+        copied = {(p.topic, p.partition): copy for p, copy in result or []}
         for p in plan.partitions:
             copy = copied.get((p.topic, p.partition))
             where = (copy.topic, copy.partition) if copy else (p.dead_letter_topic, p.dead_letter_partition)
@@ -211,6 +221,7 @@ dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight (it takes `stu
 
 
 @flow(name=RUNBOOK_ID, persist_result=False)
-def kafka_drain_stuck(params: DrainStuckParameters, requested_by: str = "unknown", trigger: dict[str, Any] | None = None):
+def kafka_drain_stuck(params: DrainStuckParameters, requested_by: str = "unknown",
+                      trigger: dict[str, Any] | None = None):
     """Skip the record each stuck partition of a consumer group is stuck on, keeping it in a dead-letter topic."""
     return drive(STEPS, params, requested_by, trigger)

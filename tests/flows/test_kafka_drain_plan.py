@@ -48,10 +48,9 @@ def test_markdown_says_what_people_must_do_and_escapes_cells():
 
 
 def test_a_group_the_cluster_does_not_know_is_a_missing_target():
-    unknown = plan(missing=("no consumer group 'billing' on kafka cluster 'primary' (no committed offsets and no "
-                            "members)",))
+    unknown = plan(missing=("group 'billing' on kafka cluster 'primary' (no committed offsets and no members)",))
     assert not unknown.changes_anything() and unknown.missing_targets() == unknown.missing
-    assert "Not found: no consumer group 'billing'" in unknown.markdown()
+    assert "Not found: group 'billing' on kafka cluster 'primary'" in unknown.markdown()
     with pytest.raises(ParameterError) as error:
         refuse_missing("kafka-drain-stuck", unknown)
     assert error.value.problems == [("target", unknown.missing[0])]

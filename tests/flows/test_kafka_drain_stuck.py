@@ -20,7 +20,7 @@ from mq_runbooks.flows.kafka_replay import alter
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Run
-from tests.engine.test_cli import runbook
+from tests.engine.test_cli import runbook as runbook_cli
 from tests.slack_fake import SlackFake
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, start_runbook, wait_until  # noqa: F401
 
@@ -165,7 +165,7 @@ def test_stuck_partition_is_drained_to_the_dead_letter_topic_and_the_group_moves
         [topic, 0, POISON_OFFSET]]
 
     # `runbook status RUN --plan` shows the whole plan (it crashed with KeyError 'current' before).
-    status = runbook("status", run_id, "--plan")
+    status = runbook_cli("status", run_id, "--plan")
     assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr
     assert topic in status.stdout
 
@@ -214,9 +214,10 @@ def test_report_mode_changes_nothing_and_shows_values_only_when_asked(kafka_conf
         assert f"{topic}.dlt" not in kafka.list_topics(), "report mode creates no dead-letter topic"
 
 
-def test_unknown_group_or_topic_is_a_parameter_error(clusters, kafka_config, stuck_group, runbook_env, unique):
+def test_unknown_group_is_refused_and_a_bad_topic_is_a_parameter_error(
+        clusters, kafka_config, stuck_group, runbook_env, unique):
     topic, group, _ = stuck_group
-    _, catalog = runbook_env(RUNBOOK)
+    settings, catalog = runbook_env(RUNBOOK)
     runbook = catalog.get(RUNBOOK)
 
     def plan(**raw):
@@ -225,7 +226,8 @@ def test_unknown_group_or_topic_is_a_parameter_error(clusters, kafka_config, stu
     missing = unique("no-such-group")
     with pytest.raises(ParameterError) as error:
         plan(group=missing)  # a missing target: refused by the driver's rule, before a run exists
-    assert error.value.problems[0][0] == "target" and f"no consumer group {missing!r}" in error.value.problems[0][1]
+    assert error.value.problems[0][0] == "target" and error.value.problems[0][1].startswith(
+        f"group {missing!r} on kafka cluster 'primary' (no committed offsets and no members")
     with pytest.raises(ParameterError) as error:
         plan(group=group, topic=[topic, unique("no-such-topic")])
     assert error.value.problems[0][0] == "topic" and "does not exist" in error.value.problems[0][1]
@@ -236,6 +238,14 @@ def test_unknown_group_or_topic_is_a_parameter_error(clusters, kafka_config, stu
     with pytest.raises(ParameterError, match="mode"):
         runbook.validate_parameters({"cluster": "primary", "group": group, "mode": "fix-it"})
     assert committed(kafka_config, group) == {(topic, 0): POISON_OFFSET, (topic, 1): 3}
+
+    # A run started without the CLI's preflight (e.g. from an alert) refuses it too, at once: no sampling
+    # for stuck_after seconds, no gate.
+    run_id = start_runbook(settings, catalog, RUNBOOK, group=missing, stuck_after="600")
+    view = wait_until(run_id, finished)
+    outcome = journal.last(view.entries, "outcome")
+    assert outcome.data["outcome"] == "refused" and f"group {missing!r} on kafka cluster" in outcome.summary
+    assert "approval_requested" not in kinds(view) and "action" not in kinds(view)
 
 
 def test_failure_after_moving_restores_the_offset_and_a_rerun_does_not_copy_again(
