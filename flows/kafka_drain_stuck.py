@@ -184,19 +184,20 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
                             data={"partitions_checked": len(plan.partitions), "copies_checked": len(plan.partitions)})
 
     def restore(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, snapshot: Snapshot) -> Restore:
-        """Put the committed offsets back; the dead-letter copies stay (a later run finds them, copies nothing)."""
+        """Put the committed offsets back if they were moved (else the group is left alone: it may be running
+        again); the dead-letter copies stay, and a later run finds them and copies nothing."""
         steps = [e.data["step"] for e in journal.read(run.id) if e.kind == "action" and "step" in e.data]
-        restored = restore_offsets(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan),
-                                   snapshot)
-        summary = restored.summary
-        if "move-offsets" not in steps:
-            summary += " (no offset had been moved yet: they are as they were)"
         copies = sum(step.startswith("dlt-copy:") for step in steps)
-        if copies:
-            summary += (f"; the {copies} record(s) copied to the dead-letter topic stay there (a new run finds them "
-                        "and does not copy them again)")
-        return restored.model_copy(update={"summary": summary, "data": {**restored.data, "dead_letter_copies_kept":
-                                                                         copies}})
+        if "move-offsets" in steps:
+            restored = restore_offsets(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan),
+                                       snapshot)
+        else:
+            restored = Restore(summary="no committed offset had been moved: nothing to put back", restored=True,
+                               restore_command=snapshot.restore_command, data={"offsets_restored": 0})
+        kept = (f"; the {copies} record(s) copied to the dead-letter topic stay there (a new run finds them and does "
+                "not copy them again)") if copies else ""
+        return restored.model_copy(update={"summary": restored.summary + kept,
+                                           "data": {**restored.data, "dead_letter_copies_kept": copies}})
 
     def report(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, result: Copied) -> None:
         create_table_artifact(
