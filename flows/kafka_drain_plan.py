@@ -141,15 +141,14 @@ class DrainPlan(PlanTable):
         return "".join(f"{p.topic},{p.partition},{p.target_offset}\n" for p in self.partitions)
 
     def to_json(self) -> dict[str, Any]:
-        # `current` and `replayed` name the offsets as kafka-replay's plan does (replayed -1: one record
-        # skipped), for readers of offset plans that do not read `columns`/`rows` yet.
+        # `current`/`target`/`log_end` name the offsets as kafka-replay's plan does: the postmortem's lag reads them.
         return {
             **table_json(self),
             "cluster": self.cluster, "group": self.group, "mode": self.mode, "state": self.state,
             "members": list(self.members), "stuck_after_s": self.stuck_after,
             "partitions": [{
                 "topic": p.topic, "partition": p.partition, "committed": p.committed_offset,
-                "current": p.committed_offset, "replayed": p.committed_offset - p.target_offset,
+                "current": p.committed_offset,
                 "log_end": p.log_end_offset, "lag": p.lag, "held_by": list(p.held_by), "target": p.target_offset,
                 "record": {"offset": p.record.offset, "key": p.record.key, "headers": dict(p.record.headers),
                            "key_bytes": p.record.key_bytes, "value_bytes": p.record.value_bytes,

@@ -165,9 +165,9 @@ def test_stuck_partition_is_drained_to_the_dead_letter_topic_and_the_group_moves
         [topic, 0, POISON_OFFSET]]
 
     # `runbook status RUN --plan` shows the whole plan (it crashed with KeyError 'current' before).
-    status = runbook_cli("status", run_id, "--plan")
+    status = runbook_cli("status", run_id, "--plan", env={"COLUMNS": "400"})  # 13 columns, none cut
     assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr
-    assert topic in status.stdout
+    assert "dead-letter topic" in status.stdout and f"{topic}.dlt:0" in status.stdout
 
     # The group's next consumer continues from the record after the poison one.
     resumed = Consumer({**kafka_config, "group.id": group, "enable.auto.commit": False,
