@@ -14,7 +14,6 @@ restore on failure and the outcome; this module is the runbook's own logic:
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -31,13 +30,12 @@ from mq_runbooks.flows.kafka_replay import (
 )
 from mq_runbooks.integrations.kafka import UnknownTopicError
 from mq_runbooks.integrations.kafka_records import DeadLetterCopy, KafkaRecords, Provenance
-from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
 __all__ = ["DrainStuckParameters", "STEPS", "dry_run", "kafka_drain_stuck"]
 
-COPY_ATTEMPTS = 3  # a copy is idempotent (it looks for an earlier one first): retried on transient errors
+COPY_RETRIES = 2  # a copy is idempotent (it looks for an earlier one first): retried on transient errors
 
 Copied = list[tuple[StuckPartition, DeadLetterCopy | None]]  # None: copied by an earlier attempt of this run
 
@@ -55,22 +53,19 @@ def compute_plan(cluster: KafkaCluster, params: DrainStuckParameters) -> DrainPl
 def copy_to_dead_letter(cluster: KafkaCluster, group: str, p: StuckPartition) -> DeadLetterCopy:
     """Copy the record `p` is stuck on to its dead-letter topic, once: when a copy with the same
     provenance is there already (an earlier run), that one is returned and nothing is produced."""
-    records, attempt = kafka_records(cluster), 1
-    while True:
-        try:
-            record = records.read_record(p.topic, p.partition, p.record.offset)
-            if record.offset != p.record.offset:
-                raise BrokerError(f"{p.topic}:{p.partition}: the record at offset {p.record.offset} is gone "
-                                  f"(the next one is at {record.offset}); nothing was copied for it")
-            with kafka_client(cluster) as kafka:
-                return records.copy_to_dead_letter(kafka, record, p.dead_letter_topic,
-                                                   Provenance(p.topic, p.partition, p.record.offset, group))
-        except (UnreachableError, UnknownTopicError, KafkaException):
-            # e.g. NOT_LEADER_FOR_PARTITION or no metadata yet for a dead-letter topic created a moment ago
-            if attempt >= COPY_ATTEMPTS:
-                raise
-            attempt += 1
-            time.sleep(2)
+    records = kafka_records(cluster)
+    try:
+        record = records.read_record(p.topic, p.partition, p.record.offset)
+        if record.offset != p.record.offset:
+            raise BrokerError(f"{p.topic}:{p.partition}: the record at offset {p.record.offset} is gone "
+                              f"(the next one is at {record.offset}); nothing was copied for it")
+        with kafka_client(cluster) as kafka:
+            return records.copy_to_dead_letter(kafka, record, p.dead_letter_topic,
+                                               Provenance(p.topic, p.partition, p.record.offset, group))
+    except (UnknownTopicError, KafkaException) as exc:
+        # e.g. NOT_LEADER_FOR_PARTITION, or no metadata yet for a dead-letter topic created a moment ago:
+        # transient, and the copy is safe to repeat (it looks for an earlier one first)
+        raise UnreachableError(f"copying {p.topic}:{p.partition}@{p.record.offset}: {exc}") from exc
 
 
 def _copied(p: StuckPartition, copy: DeadLetterCopy) -> str:
@@ -94,12 +89,6 @@ def _journal_observation(run: Run, plan: DrainPlan) -> None:
 class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     id = RUNBOOK_ID
 
-    def __init__(self) -> None:
-        # The re-plan after approval refreshes the plan approved last (the consumers are stopped by then, so
-        # sampling again would find nothing stuck). Keyed by run id: one process may drive several runs.
-        self._latest: dict[str, DrainPlan] = {}
-        self._refreshing: set[str] = set()
-
     def target(self, params: DrainStuckParameters) -> str:
         return f"{params.cluster}/{params.group}"
 
@@ -107,25 +96,19 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
         return params.mode == "report"
 
     def observe(self, env: Env, params: DrainStuckParameters) -> DrainPlan:
-        cluster = env.clusters.kafka_cluster(params.cluster)
-        if isinstance(env, Run) and env.id in self._refreshing:
-            with kafka_client(cluster) as kafka:
-                plan = refresh(kafka, self._latest[env.id])
-            self._refreshing.discard(env.id)  # only now: a retried re-plan refreshes too
-        else:
-            plan = compute_plan(cluster, params)
-            if isinstance(env, Run) and not plan.missing:
-                _journal_observation(env, plan)
-                if self.read_only(params):  # the driver ends a report run right after this plan
-                    create_markdown_artifact(markdown=plan.markdown(),
-                                             description=f"{RUNBOOK_ID} report of {params.group}")
-        if isinstance(env, Run) and not self.read_only(params):
-            self._latest[env.id] = plan
+        plan = compute_plan(env.clusters.kafka_cluster(params.cluster), params)
+        if isinstance(env, Run) and not plan.missing:
+            _journal_observation(env, plan)
         return plan
 
+    def replan(self, run: Run, params: DrainStuckParameters, approved: DrainPlan) -> DrainPlan:
+        """The approved plan refreshed: the consumers are stopped by now, so sampling again would find
+        nothing stuck; the records must still be where they were."""
+        with kafka_client(run.clusters.kafka_cluster(params.cluster)) as kafka:
+            return refresh(kafka, approved)
+
     def before_replan(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> None:
-        """Once approved: wait for the group to be empty (saying so in the journal); the re-plan that
-        follows refreshes the plan approved last."""
+        """Once approved: wait for the group to be empty (saying so in the journal)."""
         cluster = run.clusters.kafka_cluster(params.cluster)
         with kafka_client(cluster) as kafka:
             if not kafka.describe_group(params.group).is_inactive:
@@ -134,20 +117,18 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
                          wait_s=params.wait_for_inactive)
             state = inactive_group(kafka, params.group, params.wait_for_inactive).state
         run.observed(f"group {params.group} is {state}: its consumers are stopped", state=state)
-        self._refreshing.add(run.id)
 
     def snapshot(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> Snapshot:
         return save_offsets_snapshot(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan),
                                      run.settings.snapshot_dir, f"{RUNBOOK_ID}-{plan.group}-{run.id}")
 
     def act(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> Copied:
-        self._latest.pop(run.id, None)
         cluster = run.clusters.kafka_cluster(params.cluster)
         copies: Copied = []
         for p in plan.partitions:
             copy = run.step(f"dlt-copy:{p.topic}:{p.partition}:{p.record.offset}",
                             lambda p=p: copy_to_dead_letter(cluster, plan.group, p),
-                            lambda c, p=p: _copied(p, c), lambda c, p=p: _copy_data(p, c))
+                            lambda c, p=p: _copied(p, c), lambda c, p=p: _copy_data(p, c), retries=COPY_RETRIES)
             copies.append((p, copy))
         if run.fault == "move-offsets":  # tests: fail after the copies, before any offset moved
             raise BrokerError("injected fault: moving the offsets failed")
@@ -186,7 +167,7 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     def restore(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, snapshot: Snapshot) -> Restore:
         """Put the committed offsets back if they were moved (else the group is left alone: it may be running
         again); the dead-letter copies stay, and a later run finds them and copies nothing."""
-        steps = [e.data["step"] for e in journal.read(run.id) if e.kind == "action" and "step" in e.data]
+        steps = list(run.applied_steps)
         copies = sum(step.startswith("dlt-copy:") for step in steps)
         if "move-offsets" in steps:
             restored = restore_offsets(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan),
@@ -199,7 +180,10 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
         return restored.model_copy(update={"summary": restored.summary + kept,
                                            "data": {**restored.data, "dead_letter_copies_kept": copies}})
 
-    def report(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, result: Copied) -> None:
+    def report(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, result: Copied | None) -> None:
+        if result is None:  # mode=report
+            create_markdown_artifact(markdown=plan.markdown(), description=f"{RUNBOOK_ID} report of {params.group}")
+            return
         create_table_artifact(
             table=[{"partition": f"{p.topic}:{p.partition}", "record offset": p.record.offset,
                     "dead letter": f"{c.topic}:{c.partition}@{c.offset}" if c else "copied earlier in this run",
