@@ -14,20 +14,26 @@ from tests.engine.test_cli import REPO, runbook
 from tests.flows.runbook_harness import finished, paused, wait_until
 
 
+def make_committed_group(config: dict, topic: str, group: str, partitions: int, messages: int,
+                         committed: int) -> None:
+    """A topic with `messages` spread over its partitions and a group committed at `committed + p`."""
+    with KafkaClient(config) as kafka:
+        kafka.create_topic(topic, partitions)
+    producer = Producer(config)
+    for i in range(messages):
+        producer.produce(topic, value=b"x", partition=i % partitions)
+    producer.flush()
+    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition(topic, p, committed + p) for p in range(partitions)], asynchronous=False)
+    consumer.close()
+
+
 @pytest.fixture(scope="module")
 def committed_group(clusters):
     config = clusters.kafka_cluster("primary").client_config()
     import uuid
     topic, group = f"cli-replay-{uuid.uuid4().hex[:8]}", f"cli-group-{uuid.uuid4().hex[:8]}"
-    with KafkaClient(config) as kafka:
-        kafka.create_topic(topic, 4)
-    producer = Producer(config)
-    for i in range(40):
-        producer.produce(topic, value=b"x", partition=i % 4)
-    producer.flush()
-    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
-    consumer.commit(offsets=[TopicPartition(topic, p, 3 + p) for p in range(4)], asynchronous=False)
-    consumer.close()
+    make_committed_group(config, topic, group, partitions=4, messages=40, committed=3)
     return config, topic, group
 
 
@@ -91,15 +97,7 @@ def _run_and_approve(*args: str) -> dict:
 def test_status_plan_shows_the_whole_plan_and_the_printed_restore_command_restores(clusters, unique):
     config = clusters.kafka_cluster("primary").client_config()
     topic, group = unique("cli-restore"), unique("cli-restore-group")
-    with KafkaClient(config) as kafka:
-        kafka.create_topic(topic, 3)
-    producer = Producer(config)
-    for i in range(30):
-        producer.produce(topic, value=b"x", partition=i % 3)
-    producer.flush()
-    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
-    consumer.commit(offsets=[TopicPartition(topic, p, 6 + p) for p in range(3)], asynchronous=False)
-    consumer.close()
+    make_committed_group(config, topic, group, partitions=3, messages=30, committed=6)
     before = KafkaClient(config).committed_offsets(group)
 
     status = _run_and_approve("kafka-replay", "-p", "cluster=primary", "-p", f"group={group}", "-p", "to_earliest=true")

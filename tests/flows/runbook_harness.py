@@ -40,6 +40,23 @@ def runbook_env(tmp_path, monkeypatch):
     return configure
 
 
+@pytest.fixture
+def team_catalog_env(tmp_path, monkeypatch):
+    """configure(team_dir) -> (settings, catalog) with a team's own catalog directory alone
+    (RUNBOOK_TEAM_CATALOG; the shipped catalog is left out) and the test's own snapshot directory."""
+
+    def configure(team_dir: Path):
+        empty = tmp_path / "catalog"
+        empty.mkdir(exist_ok=True)
+        monkeypatch.setenv("RUNBOOK_CATALOG", str(empty))
+        monkeypatch.setenv("RUNBOOK_TEAM_CATALOG", str(team_dir))
+        monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
+        settings = Settings.from_environ()
+        return settings, load_catalog(settings.catalog, settings.team_catalog)
+
+    return configure
+
+
 def start_runbook(settings, catalog, runbook_id: str, requested_by: str = "alice", **raw) -> str:
     """Validate `raw` parameters (cluster defaults to primary) and start a real run; its id."""
     runbook = catalog.get(runbook_id)

@@ -10,13 +10,11 @@ import pika
 import pytest
 
 from mq_runbooks.app import runs
-from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.base.clusters import load_clusters
 from mq_runbooks.base.errors import ParameterError
-from mq_runbooks.base.settings import Settings
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.kit import journal
-from tests.flows.runbook_harness import finished, kinds, paused, wait_until
+from tests.flows.runbook_harness import finished, kinds, paused, team_catalog_env, wait_until  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "docs" / "examples" / "team-catalog"
@@ -29,19 +27,13 @@ def test_the_example_is_at_most_60_lines_of_python():
 
 
 @pytest.fixture
-def team_env(tmp_path, monkeypatch, clusters):
-    """The shipped catalog is left out; the team's directory (a copy, gate timeout shortened) is used."""
+def team_env(tmp_path, team_catalog_env, clusters):
+    """The guide's example as a team's catalog (a copy, its gate timeout shortened), the shipped one left out."""
     team = tmp_path / "team-catalog"
     shutil.copytree(EXAMPLE, team)
     yaml_path = team / "rabbitmq-queue-limit.yaml"
     yaml_path.write_text(yaml_path.read_text().replace("timeout: 30m", "timeout: 60s"))
-    empty = tmp_path / "catalog"
-    empty.mkdir()
-    monkeypatch.setenv("RUNBOOK_CATALOG", str(empty))
-    monkeypatch.setenv("RUNBOOK_TEAM_CATALOG", str(team))
-    monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
-    settings = Settings.from_environ()
-    return settings, load_catalog(settings.catalog, settings.team_catalog)
+    return team_catalog_env(team)
 
 
 @pytest.fixture

@@ -9,26 +9,19 @@ from pathlib import Path
 import pytest
 
 from mq_runbooks.app import runs
-from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.base.errors import ParameterError
-from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
-from tests.flows.runbook_harness import finished, kinds, paused, wait_until
+from tests.flows.runbook_harness import finished, kinds, paused, team_catalog_env, wait_until  # noqa: F401
 
 CATALOG = Path(__file__).resolve().parent / "catalog"
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    empty = tmp_path / "catalog"
-    empty.mkdir()
-    monkeypatch.setenv("RUNBOOK_CATALOG", str(empty))
-    monkeypatch.setenv("RUNBOOK_TEAM_CATALOG", str(CATALOG))
-    monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
-    settings = Settings.from_environ()
+def env(tmp_path, team_catalog_env):
+    settings, catalog = team_catalog_env(CATALOG)
     target = tmp_path / "switch.json"
     target.write_text(json.dumps({"value": "blue"}))
-    return settings, load_catalog(settings.catalog, settings.team_catalog), target
+    return settings, catalog, target
 
 
 def start(settings, catalog, **raw):
