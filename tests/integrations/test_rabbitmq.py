@@ -140,7 +140,9 @@ def test_stuck_consumer_is_visible_on_queue_consumer_and_channel(rabbit, scene):
     assert consumer.peer_host == "127.0.0.1" and consumer.peer_port
     assert consumer in rabbit.consumers()
 
-    [channel] = [c for c in rabbit.channels() if c.name == consumer.channel_name]
+    # /api/channels follows /api/consumers by up to one statistics interval under load.
+    channel = eventually(lambda: next((c for c in rabbit.channels() if c.name == consumer.channel_name), None),
+                         f"channel {consumer.channel_name} in /api/channels")
     assert channel.connection_name == consumer.connection_name
     assert (channel.messages_unacknowledged, channel.prefetch_count, channel.consumer_count) == (PREFETCH, PREFETCH, 1)
     assert channel.ack_rate == 0.0
