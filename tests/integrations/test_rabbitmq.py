@@ -22,7 +22,7 @@ from mq_runbooks.integrations.rabbitmq import RabbitManagement, amqp_check
 
 BACKLOG = 5  # messages published to each queue of the scene
 PREFETCH = 3  # the stuck consumer's prefetch: it holds this many and acks none
-STATS_WAIT_S = 8.0  # statistics refresh every 5 s; one refresh plus slack
+STATS_WAIT_S = 30.0  # statistics refresh every 5 s; a loaded machine can take a few rounds
 
 T = TypeVar("T")
 
@@ -88,7 +88,9 @@ def scene(primary, rabbit) -> Iterator[Scene]:
         def settled() -> bool | None:
             backlog = rabbit.queue("/", scene.backlog_queue)
             stuck = rabbit.queue("/", scene.stuck_queue)
-            holding = [c for c in rabbit.channels() if c.consumer_count and c.messages_unacknowledged == PREFETCH]
+            # This scene's own consumer and channel (other tests' consumers may hold PREFETCH too).
+            ours = {c.channel_name for c in rabbit.consumers(vhost="/", queue=scene.stuck_queue)}
+            holding = [c for c in rabbit.channels() if c.name in ours and c.messages_unacknowledged == PREFETCH]
             listed = any(c.client_provided_name == scene.client_name for c in rabbit.connections())
             settled = backlog.messages_ready == BACKLOG and stuck.messages_unacknowledged == PREFETCH
             return True if settled and holding and listed else None
