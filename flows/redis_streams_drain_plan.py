@@ -139,7 +139,7 @@ class DrainPlan(PlanTable):
     def headline(self) -> str:
         lines = [f"**Stream** `{self.stream}` **group** `{self.group}` on Redis `{self.cluster}`: stuck = pending "
                  f"and idle {self.idle_ms} ms or more; poison = delivered more than {self.poison_after} times.",
-                 f"**{self.summary()}**", ""]
+                 "", f"**{self.summary()}**", ""]
         counts: dict[str, Counter[str]] = {}
         for move in self.moves:
             counts.setdefault(move.consumer, Counter())[self.action_text(move)] += 1

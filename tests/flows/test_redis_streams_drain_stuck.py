@@ -3,6 +3,7 @@ dead-letter copies wait for): real runs through the engine's executor, answered 
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from collections import Counter
 from pathlib import Path
@@ -183,6 +184,13 @@ def test_a_failure_before_the_ack_restores_ownership_and_a_rerun_never_copies_tw
                for e in view.entries if e.kind == "action")
     assert len(dead_letter_copies(raw, stream, ids[3])) == 1 and raw.xlen(f"{stream}:dlq") == 1, "never copied twice"
     assert pending_of(raw, stream) == {i: "billing-healthy" for i in ids if i != ids[3]}
+    assert "billing-dead" not in consumers(raw, stream)
+
+    # The snapshot's restore command, run by hand, gives the entries back to the consumer that held them.
+    command = journal.last(view.entries, "snapshot").data["restore_command"]
+    restored = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+    assert restored.returncode == 0, restored.stderr
+    assert pending_of(raw, stream) == {i: "billing-dead" for i in ids if i != ids[3]}
 
 
 @pytest.mark.parametrize("change, expected", [

@@ -2,15 +2,21 @@
 executor, answered at the real gate, read back by a consumer of the group."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
 
+import pytest
+
 from mq_runbooks.app import runs
+from mq_runbooks.app.alert_routing import MissingField, matching_triggers, render_parameters
+from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.flows.redis_streams_replay import StreamReplayParameters, plan_replay
+from mq_runbooks.integrations.alerts import Alert
 from mq_runbooks.integrations.redis_streams import RedisStreams
 from mq_runbooks.kit import journal
-from tests.engine.test_cli import runbook
+from tests.engine.test_cli import REPO, runbook
 from tests.flows.runbook_harness import (  # noqa: F401 (runbook_env is a fixture)
     finished, kinds, paused, runbook_env, start_runbook, wait_until,
 )
@@ -143,3 +149,27 @@ def test_unknown_group_is_bad_input_and_redis_down_is_one_line(raw, stream, tmp_
                    "-p", "by_duration=PT1H", env={"RUNBOOK_CLUSTERS": str(config)})
     assert down.returncode == 1, down.stdout + down.stderr
     assert down.stderr.strip().count("\n") == 0 and "is unreachable" in down.stderr
+
+
+def test_redis_exporter_alerts_start_the_runbooks_with_their_labels():
+    catalog = load_catalog(REPO / "runbooks")
+    labels = {"cluster": "primary", "stream": "orders", "group": "billing", "severity": "page"}
+
+    def alert(name: str, **annotations: str) -> Alert:
+        return Alert("alertmanager", "firing", {"alertname": name, **labels}, annotations,
+                     dt.datetime.now(dt.timezone.utc), None, "f1")
+
+    stuck = alert("RedisStreamGroupStuck", claim_to="billing-2")
+    [(drain, trigger)] = matching_triggers(catalog, stuck)
+    params = drain.validate_parameters(render_parameters(trigger, stuck))
+    assert drain.id == "redis-streams-drain-stuck" and (params.stream, params.group, params.claim_to) == (
+        "orders", "billing", "billing-2")
+    assert drain.lock_key(params) == "redis:primary:orders:group:billing"
+    with pytest.raises(MissingField, match="annotation 'claim_to' is missing"):
+        render_parameters(trigger, alert("RedisStreamGroupStuck"))
+
+    lag = alert("RedisStreamConsumerLag")
+    [(replay, trigger)] = matching_triggers(catalog, lag)
+    params = replay.validate_parameters(render_parameters(trigger, lag))
+    assert replay.id == RUNBOOK and params.to_latest and params.wait_for_inactive == 300
+    assert replay.lock_key(params) == drain.lock_key(params), "a drain and a replay of one group never overlap"
