@@ -9,7 +9,9 @@ Words, as the plan and the runbook use them:
 - a *dead consumer* is a consumer of the group that has not tried to read or claim for `idle_ms`
   (XINFO CONSUMERS `idle`); it is deleted (with `remove_dead_consumers`) only when this plan moves
   every entry it holds, so the deletion never drops anything. A consumer that still reads keeps its
-  name even when some of its entries are stuck (they are moved all the same);
+  name even when some of its entries are stuck (they are moved all the same). Before Redis 7.2 `idle`
+  restarts only when the consumer is given entries, so a live consumer polling a quiet stream may be
+  taken for dead: deleting it drops nothing (it holds nothing by then) and its next read re-creates it;
 - the other stuck entries are claimed to `claim_to`, an existing consumer of the group (its own
   entries stay where they are). `claim_to` is required when there is something to claim.
 

@@ -11,7 +11,10 @@ Active consumers: a consumer of the group is *active* when it read or claimed wi
 `active_within_ms` (XINFO CONSUMERS `idle` below it; default 10 s). A consumer that is processing
 entries reads them, so it is active; entries that are pending with a consumer that stopped do not make
 it active (a replay leaves the pending entries list as it is: redis-streams-drain-stuck moves those).
-Consumers blocked in XREADGROUP BLOCK 0 on a quiet stream look inactive: stop them before a replay.
+What counts as a read is Redis's: before Redis 7.2 `idle` restarts only when a consumer is given
+entries (new ones, its own pending ones again, or a claim), so a consumer polling a quiet stream, or
+blocked in XREADGROUP BLOCK, looks inactive; on 7.2+ every attempted read counts. Stop the consumers
+before a replay either way: this check is a safety net, not a replacement for stopping them.
 A run with active consumers is refused before the gate, unless `wait_for_inactive` seconds are given:
 then it asks for approval and, after it, waits that long for them to stop; the check is made again
 just before the move.

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mq_runbooks.app import runs
+from mq_runbooks.flows.redis_streams_drain_stuck import DrainStuckParameters, dry_run
 from mq_runbooks.kit import journal
 from tests.engine.test_cli import runbook
 from tests.flows.runbook_harness import (  # noqa: F401 (runbook_env is a fixture)
@@ -230,3 +231,20 @@ def test_redis_down_is_said_in_one_line(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr  # unreachable is no bad input: the CLI exits 1
     assert result.stderr.strip().count("\n") == 0
     assert "redis 'primary' (redis://127.0.0.1:1/0) is unreachable" in result.stderr
+
+
+def test_poison_values_are_shown_only_when_asked(clusters, raw, stream):
+    ids = add(raw, stream, 2)
+    raw.xgroup_create(stream, GROUP, id="0")
+    read_new(raw, stream, "billing-1", 2)
+    raw.xclaim(stream, GROUP, "billing-1", 0, ids[:1], idle=600_000, retrycount=8, justid=True)
+
+    def plan(**extra):
+        params = DrainStuckParameters(cluster="primary", stream=stream, group=GROUP, **extra)
+        return dry_run(params, clusters)
+
+    redacted, shown = plan(), plan(show_values=True)
+    assert redacted.rows() == [("billing-1", ids[0], redacted.moves[0].idle_ms, 8,
+                                f"dead-letter to {stream}:dlq, then ack", "n=<1 bytes>, card=<9 bytes>")]
+    assert shown.rows()[0][5] == "n=0, card=4111-0000" and "4111-0000" not in redacted.markdown()
+    assert redacted.claim_to is None and not redacted.deletions, "nothing to claim: claim_to is not needed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -173,3 +174,33 @@ def test_redis_exporter_alerts_start_the_runbooks_with_their_labels():
     params = replay.validate_parameters(render_parameters(trigger, lag))
     assert replay.id == RUNBOOK and params.to_latest and params.wait_for_inactive == 300
     assert replay.lock_key(params) == drain.lock_key(params), "a drain and a replay of one group never overlap"
+
+
+def test_after_approval_the_run_waits_for_the_consumers_to_stop(clusters, raw, stream, runbook_env):
+    settings, catalog = runbook_env(RUNBOOK)
+    ids = add_at(raw, stream, int(time.time() * 1000) - 1000, 4)
+    raw.xgroup_create(stream, GROUP, id="0")
+    raw.xreadgroup(GROUP, "billing-1", {stream: ">"}, count=10)  # delivered, not acknowledged yet
+    reader = clusters.redis_cluster("primary").client()
+    stop = threading.Event()
+
+    def keep_reading():  # a running consumer, retrying its pending entries every 100 ms (on Redis 7.0 an
+        while not stop.is_set():  # empty read does not count as activity: see the runbook's docstring)
+            reader.xreadgroup(GROUP, "billing-1", {stream: "0"}, count=10)
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=keep_reading, daemon=True)
+    thread.start()
+    try:
+        run_id = start_runbook(settings, catalog, RUNBOOK, stream=stream, group=GROUP, to_earliest="true",
+                               active_within_ms="1500", wait_for_inactive="60")
+        view = wait_until(run_id, paused, timeout=90)
+        assert journal.last(view.entries, "plan").data["active_consumers"] == ["billing-1"]
+        runs.answer_gate(settings, catalog, run_id, True, "bob", "stopping billing-1 now")
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        reader.close()
+    view = wait_until(run_id, finished, timeout=120)
+    assert view.succeeded, (view.message, view.entries[-4:])
+    assert consume_all(raw, stream, "billing-1") == ids
