@@ -6,7 +6,7 @@ it the gate, the lock, the re-plan, the restore on failure and the outcome; this
     observe: XINFO CONSUMERS, XPENDING ... IDLE idle_ms, the poison entries' fields (redacted)
     snapshot: the group's whole pending entries list (JSON under RUNBOOK_SNAPSHOT_DIR, CSV in the
               journal) and a redis-cli script that claims the moved entries back to their owners
-    act:      dead-letter (each poison entry copied once to the dead-letter stream, confirmed on the
+    act:      dead-letter:<id> (each poison entry copied once to the dead-letter stream, confirmed on the
               replicas with WAIT) -> ack-dead-lettered (only after that) -> claim (the other stuck
               entries to claim_to, if still idle) -> delete-consumers (the dead ones, once empty)
     verify:   the dead consumers hold nothing (or are gone), every poison entry is in the
@@ -21,6 +21,8 @@ dead-letter copies are never deleted.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow
@@ -30,7 +32,7 @@ from mq_runbooks.flows.redis_streams_common import redis, snapshot_path, write_j
 from mq_runbooks.flows.redis_streams_drain_plan import (
     ACK_GONE, CLAIM, DEAD_LETTER, RUNBOOK_ID, DrainPlan, DrainStuckParameters, plan_drain,
 )
-from mq_runbooks.integrations.redis_streams import PROVENANCE_FIELDS, RedisStreams
+from mq_runbooks.integrations.redis_streams import PROVENANCE_FIELDS, DeadLetterCopy, RedisStreams
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
@@ -79,17 +81,19 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
         poison, gone, claims = plan.of(DEAD_LETTER), plan.of(ACK_GONE), plan.of(CLAIM)
         result: dict[str, Any] = {}
         with redis(run, params.cluster) as streams:
-            if poison:
-                copies = run.step(
-                    "dead-letter", lambda: [streams.dead_letter(
-                        plan.stream, plan.group, m.id, consumer=m.consumer, delivery_count=m.deliveries,
-                        dead_letter_stream=plan.dead_letter_stream) for m in poison],
-                    lambda done: (f"copied {sum(c.created for c in done)} poison entr(ies) to {plan.dead_letter_stream}"
-                                  f" ({sum(not c.created for c in done)} copied before), confirmed on "
-                                  f"{_replicas(done)}"),
-                    lambda done: {"copies": {c.entry_id: c.copy_id for c in done},
-                                  "created": sum(c.created for c in done)})
-                result["copies"] = copies
+            copies = []
+            for m in poison:  # one fenced step per entry: a failure names exactly which copies exist
+                with _may_have_changed(run, f"the copy of {m.id} to {plan.dead_letter_stream} may exist unconfirmed"):
+                    copies.append(run.step(
+                        f"dead-letter:{m.id}", lambda m=m: streams.dead_letter(
+                            plan.stream, plan.group, m.id, consumer=m.consumer, delivery_count=m.deliveries,
+                            dead_letter_stream=plan.dead_letter_stream),
+                        lambda c: (f"copied poison entry {c.entry_id} to {c.dead_letter_stream} as {c.copy_id}"
+                                   if c.created else f"poison entry {c.entry_id} was copied to {c.dead_letter_stream} "
+                                   f"before (as {c.copy_id}): not copied again")
+                        + f", confirmed on {_replicas(c)}",
+                        lambda c: {"entry": c.entry_id, "copy": c.copy_id, "created": c.created}))
+            result["copies"] = copies
             if run.fault == "before-ack":  # tests: the copies are made, the acks are not
                 raise BrokerError("injected fault: stopped after the dead-letter copies, before acknowledging them")
             if poison or gone:
@@ -98,12 +102,14 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
                          lambda n: f"acknowledged {n} of {len(ids)} poison entr(ies) (copies confirmed first)",
                          lambda n: {"ids": ids, "acknowledged": n})
             if claims:
-                claimed = run.step(
-                    "claim", lambda: streams.claim(plan.stream, plan.group, [m.id for m in claims], plan.claim_to,
-                                                   min_idle_ms=params.idle_ms),
-                    lambda r: (f"claimed {len(r.claimed)} of {len(claims)} stuck entr(ies) to {plan.claim_to}"
-                               + (f"; {len(r.not_claimed)} no longer pending or idle" if r.not_claimed else "")),
-                    lambda r: {"claimed": len(r.claimed), "not_claimed": r.not_claimed[:100]})
+                with _may_have_changed(run, f"claiming to {plan.claim_to} failed part-way: some of {len(claims)} "
+                                            f"entries may have moved"):
+                    claimed = run.step(
+                        "claim", lambda: streams.claim(plan.stream, plan.group, [m.id for m in claims],
+                                                       plan.claim_to, min_idle_ms=params.idle_ms),
+                        lambda r: (f"claimed {len(r.claimed)} of {len(claims)} stuck entr(ies) to {plan.claim_to}"
+                                   + (f"; {len(r.not_claimed)} no longer pending or idle" if r.not_claimed else "")),
+                        lambda r: {"claimed": len(r.claimed), "not_claimed": r.not_claimed[:100]})
                 result["claimed"] = claimed
             if plan.deletions:
                 result["deleted"] = run.step(
@@ -174,11 +180,19 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
                 f"{len(deleted['deleted'])} dead consumer(s) deleted")
 
 
-def _replicas(copies: list) -> str:
-    counts = {c.replicas_confirmed for c in copies}
-    if counts == {None}:
-        return "the primary (no replicas)"
-    return f"{min(c.replicas_confirmed or 0 for c in copies)} replica(s)"
+def _replicas(copy: DeadLetterCopy) -> str:
+    return "the primary (no replicas)" if copy.replicas_confirmed is None else f"{copy.replicas_confirmed} replica(s)"
+
+
+@contextmanager
+def _may_have_changed(run: Run, what: str) -> Iterator[None]:
+    """A step that fails part-way may have changed something (a pipeline of claims cut off, a copy
+    made whose WAIT fell short): say so, so that the outcome is honest and the restore runs."""
+    try:
+        yield
+    except Exception:
+        run.changed.append(what)
+        raise
 
 
 def _delete_consumers(streams: RedisStreams, plan: DrainPlan) -> dict[str, list[str]]:
