@@ -215,19 +215,30 @@ class RedisStreams:
     def count_between(self, stream: str, start: str = "-", end: str = "+") -> int:
         """How many entries the stream holds from `start` to `end` (XRANGE syntax: '-', '+', ids,
         '(' for exclusive). Exact: XLEN for the whole stream, else XRANGE in pages of 10,000."""
-        total = 0
         if start == "-" and end == "+":
             total = int(self._call("XLEN", "XLEN", stream, stream=stream))
         else:
-            while True:
-                page = self._call("XRANGE", "XRANGE", stream, start, end, "COUNT", _COUNT_PAGE, stream=stream)
-                total += len(page)
-                if len(page) < _COUNT_PAGE:
-                    break
-                start = f"({text(page[-1][0])}"
+            total = sum(len(page) for page in self._range_pages(stream, start, end))
         if total == 0:
             self.stream_info(stream)  # UnknownStreamError rather than 0 for a stream that does not exist
         return total
+
+    def read_range(self, stream: str, start: str = "-", end: str = "+") -> list[StreamEntry]:
+        """The entries from `start` to `end` (XRANGE syntax) with their fields, in id order, read in
+        pages of 10,000: e.g. a dead-letter stream, to check what it holds. [] for an empty range;
+        UnknownStreamError for a stream that does not exist."""
+        found = [records.stream_entry(reply) for page in self._range_pages(stream, start, end) for reply in page]
+        if not found:
+            self.stream_info(stream)
+        return found
+
+    def _range_pages(self, stream: str, start: str, end: str) -> Iterator[list[Any]]:
+        while True:
+            page = self._call("XRANGE", "XRANGE", stream, start, end, "COUNT", _COUNT_PAGE, stream=stream)
+            yield page
+            if len(page) < _COUNT_PAGE:
+                return
+            start = f"({text(page[-1][0])}"
 
     # --- act -------------------------------------------------------------------------------------
 

@@ -1,0 +1,29 @@
+"""What the Redis Streams runbooks (redis-streams-drain-stuck, redis-streams-replay) share: a client of
+a `redis:` cluster of clusters.yaml from the driver's Env (what `Env.redis(cluster)` would be), and
+where a run keeps its snapshot files."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from mq_runbooks.integrations.redis_streams import RedisStreams
+from mq_runbooks.kit.driver import Env
+
+
+def redis(env: Env, cluster: str) -> RedisStreams:
+    """A RedisStreams client of a redis cluster of clusters.yaml (use it in a `with`)."""
+    return RedisStreams.from_cluster(env.clusters.redis_cluster(cluster))
+
+
+def snapshot_path(directory: Path, runbook_id: str, stream: str, group: str, run_id: str, suffix: str) -> Path:
+    """`<snapshot_dir>/<runbook>-<stream>-<group>-<run>.<suffix>`, the names made safe for a file name."""
+    safe = "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", part)[:80] for part in (stream, group))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{runbook_id}-{safe}-{run_id}.{suffix}"
+
+
+def write_json(path: Path, document: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
