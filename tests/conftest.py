@@ -43,6 +43,7 @@ SLOW_MODULES = {
     "tests/flows/test_kafka_drain_stuck.py", "tests/flows/test_kafka_failover.py", "tests/flows/test_kafka_replay.py",
     "tests/flows/test_postmortem_runs.py", "tests/flows/test_rabbitmq_drain_stuck.py",
     "tests/flows/test_rabbitmq_failover.py", "tests/flows/test_replay_plan.py", "tests/flows/test_runbook_example.py",
+    "tests/flows/test_redis_streams_drain_stuck.py", "tests/flows/test_redis_streams_replay.py",
     "tests/integrations/test_mirrormaker.py", "tests/integrations/test_rabbitmq_node_restart.py",
     "tests/kit/test_driver.py",
 }
