@@ -121,13 +121,8 @@ class FailbackPlan:
 
     def changes_anything(self) -> bool:
         """An offset to commit that the primary does not have yet, or a switch to move back."""
-        moved = any(offset != self._committed(group, key) for group in self.groups
-                    for key, offset in self.targets(group).items())
-        return moved or self.switch_old != self.switch_new
-
-    def _committed(self, group: str, key: tuple[str, int]) -> int | None:
-        return next((p.primary_committed for p in self.partitions if (p.group, p.topic, p.partition) == (group, *key)),
-                    None)
+        return (any(p.primary_offset is not None and p.how != "mismatch" and p.primary_offset != p.primary_committed
+                    for p in self.partitions) or self.switch_old != self.switch_new)
 
     def missing_targets(self) -> tuple[str, ...]:
         return tuple(f"group {g!r} (no committed offsets on {self.standby} and no members)" for g in self.missing_groups)

@@ -160,7 +160,7 @@ def restore_groups_and_switch(run: Run, destination: KafkaCluster, plan: Move, s
         switched = True
     else:
         summaries.append(f"switch {switch.name} was not changed")
-    return Restore(summary="; ".join(summaries) + f" (on {destination.name})", restored=True,
+    return Restore(summary=f"on {destination.name}: " + "; ".join(summaries), restored=True,
                    restore_command=snapshot.restore_command,
                    data={"offsets_restored": restored, "had_no_offset_before": had_none, "switch_restored": switched,
                          "switch_old": old})
