@@ -91,6 +91,23 @@ def test_an_unknown_group_in_a_run_is_refused_and_never_switches(main_stack, run
     assert json.loads(switch_file.read_text())["kafka"]["bootstrap_servers"] == primary, "never switched"
 
 
+def test_a_failback_that_changes_nothing_ends_unchanged_without_asking(main_stack, runbook_env, unique):
+    """The group exists on the standby, but only on a standby-only topic (nothing to move back), and the
+    switch already points at the primary: nothing to approve, nothing switched."""
+    primary, standby, switch_file = main_stack
+    settings, catalog = runbook_env("kafka-failback")
+    topic, group = unique("standby-only"), unique("stayed")
+    with KafkaClient({"bootstrap.servers": standby}) as kafka:
+        kafka.create_topic(topic, 1)
+    commit(group, {(topic, 0): 0}, servers=standby)
+    view = wait_until(start(settings, catalog, "kafka-failback", groups=[group]), finished, timeout=90)
+    outcome = journal.last(view.entries, "outcome")
+    assert view.succeeded and outcome.data["outcome"] == "unchanged", outcome
+    assert "0 partition(s) of 1 group(s) back to primary" in outcome.summary
+    assert "approval_requested" not in kinds(view) and "action" not in kinds(view)
+    assert json.loads(switch_file.read_text())["kafka"]["bootstrap_servers"] == primary
+
+
 # -- the plan contract, without a broker -----------------------------------------------------------------
 
 def back_partition(group: str, primary_committed: int | None, primary_offset: int = 7) -> BackPartition:
