@@ -98,8 +98,9 @@ def snapshot_groups(run: Run, runbook: str, destination: KafkaCluster, plan: Mov
     committed = sum(len(s.csv.splitlines()) for s in saved)
     csv = saved[0].csv if len(saved) == 1 else "".join(f"# {s.data['group']}: {s.path}\n{s.csv}" for s in saved)
     return Snapshot(
-        summary=f"{committed} committed offset(s) of {len(saved)} group(s) on {destination.name} saved to "
-                f"{', '.join(str(s.path) for s in saved)}; switch {switch.name} is {switch_old!r}",
+        summary=(f"{committed} committed offset(s) of {len(saved)} group(s) on {destination.name} saved to "
+                 f"{', '.join(str(s.path) for s in saved)}" if saved else f"no group offsets to move on "
+                 f"{destination.name}") + f"; switch {switch.name} is {switch_old!r}",
         path=saved[0].path if len(saved) == 1 else str(run.settings.snapshot_dir), csv=csv,
         restore_command="; ".join(commands),
         data={"cluster": destination.name, "switch": switch.name, "switch_old": switch_old,
