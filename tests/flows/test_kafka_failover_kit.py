@@ -154,7 +154,7 @@ def test_a_failure_after_the_offsets_were_committed_says_what_changed_and_restor
     assert not done.succeeded and outcome.data["outcome"] == "failed"
     step = f"committed 1 offset(s) of {group} on standby"
     assert outcome.data["changed"] == [step], outcome
-    assert "failed before changing anything" not in outcome.summary and f"after changing: {step}" in outcome.summary
+    assert "failed before changing anything" not in outcome.summary and step in outcome.summary
     assert [e.data["step"] for e in done.entries if e.kind == "action"] == [f"offsets:{group}"]
     rollback = journal.last(done.entries, "rollback").data
     assert rollback["restored"] is True and rollback["offsets_restored"] == 1 and rollback["switch_restored"] is False
