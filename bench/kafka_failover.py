@@ -123,7 +123,9 @@ def by_hand(clusters, switch_file: Path, primary: str, standby: str, topic: str,
     subprocess.run([str(REPO / "dev" / "kafka-run-class"), "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
                     "--bootstrap-server", standby, "--group", group, "--reset-offsets", "--from-file", str(csv),
                     "--execute"], check=True, stdout=subprocess.DEVNULL)
-    switch_file.write_text(json.dumps({"kafka": {"bootstrap_servers": standby}}))
+    edited = switch_file.with_suffix(".edit")  # the operator's edit lands whole (as a config agent's would)
+    edited.write_text(json.dumps({"kafka": {"bootstrap_servers": standby}}))
+    edited.replace(switch_file)
     thread.join(120)
     return done[0] - started
 

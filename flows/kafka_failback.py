@@ -19,35 +19,36 @@ holds that never reached the standby (the failover's messages at risk) are read 
 failback: counted as `delivered_late`. The switch gets back the value it had before the failover
 (from that run's journal with failover_run=RUN, else the switch's configured value for the primary).
 
-    observe + plan -> approve -> snapshot -> commit on the primary -> resume check -> switch -> canary
+    observe + plan -> [gate] -> snapshot, commit on the primary, resume check, switch, canary
+    (the driver, mq_runbooks.kit.driver, and flows/kafka_failover_steps.py, shared with kafka-failover)
+
+Groups the standby has no committed offsets of (and no members) do not exist: missing targets,
+refused before a run exists. A plan that changes nothing (no offset to commit, the switch already on
+the primary) ends unchanged and never switches.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 from uuid import UUID
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.runtime import flow_run
-from prefect.states import Completed
 from pydantic import BaseModel, ConfigDict, Field
 
 from mq_runbooks.base.clusters import Clusters, KafkaCluster
 from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionError
-from mq_runbooks.kit import journal
-from mq_runbooks.flows.kafka_failover import move_groups_and_switch
-from mq_runbooks.flows.kafka_failover_plan import (
-    failover_pair, kafka_client, open_switch, require_reachable, switch_value,
-)
+from mq_runbooks.flows.kafka_failover_plan import failover_pair, kafka_client, require_reachable, switch_value
+from mq_runbooks.flows.kafka_failover_steps import MoveAndSwitch
 from mq_runbooks.flows.kafka_replay import inactive_group
-from mq_runbooks.kit.lock import target_lock
-from mq_runbooks.kit.runtime import RunContext
-from mq_runbooks.kit.steps import approve_stable_plan, guarded, record_start
+from mq_runbooks.flows.switching import open_switch
 from mq_runbooks.integrations.kafka_records import KafkaRecords
 from mq_runbooks.integrations.mirrormaker import read_offset_syncs, upstream_of, upstream_topic
+from mq_runbooks.kit import journal
+from mq_runbooks.kit.driver import Env, Run, drive
+from mq_runbooks.kit.plans import PLAN_ROWS_SHOWN, table_json, table_markdown
 
 RUNBOOK_ID = "kafka-failback"
 
@@ -77,6 +78,7 @@ class BackPartition:
     how: Literal["exact", "estimate", "mismatch"]
     delivered_late: int  # on the primary, never replicated: the group reads them after failback
     reason: str = ""
+    primary_committed: int | None = None  # the group's offset on the primary now; None: none committed
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class FailbackPlan:
     switch: str
     switch_old: str | None
     switch_new: str
+    missing_groups: tuple[str, ...] = ()  # no committed offsets on the standby and no members
 
     def targets(self, group: str) -> dict[tuple[str, int], int]:
         return {(p.topic, p.partition): p.primary_offset for p in self.partitions
@@ -100,27 +103,55 @@ class FailbackPlan:
     def digest(self) -> str:
         bound = {"clusters": [self.cluster, self.standby], "switch": [self.switch, self.switch_old, self.switch_new],
                  "partitions": [[p.group, p.topic, p.partition, p.primary_offset, p.how] for p in self.partitions]}
+        if self.missing_groups:
+            bound["missing"] = list(self.missing_groups)
         return hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()
 
+    # -- the plan contract (mq_runbooks.kit.plans.Plan) ------------------------------------------
+    COLUMNS = ("group", "standby topic", "partition", "standby offset", "primary topic", "primary now",
+               "primary target", "how", "delivered late")
+
+    def columns(self) -> tuple[str, ...]:
+        return self.COLUMNS
+
+    def rows(self) -> list[tuple]:
+        """One row per group and partition, in group/topic/partition order."""
+        return [(p.group, p.replica, p.partition, p.standby_offset, p.topic, p.primary_committed, p.primary_offset,
+                 p.how, p.delivered_late) for p in sorted(self.partitions, key=lambda p: (p.group, p.replica, p.partition))]
+
+    def changes_anything(self) -> bool:
+        """An offset to commit that the primary does not have yet, or a switch to move back."""
+        return (any(p.primary_offset is not None and p.how != "mismatch" and p.primary_offset != p.primary_committed
+                    for p in self.partitions) or self.switch_old != self.switch_new)
+
+    def missing_targets(self) -> tuple[str, ...]:
+        return tuple(f"group {g!r} (no committed offsets on {self.standby} and no members)" for g in self.missing_groups)
+
+    def summary(self) -> str:
+        return (f"{len(self.partitions)} partition(s) of {len(self.groups)} group(s) back to {self.cluster}, "
+                f"{sum(p.how != 'exact' for p in self.partitions)} not exact, {len(self.not_moved)} standby-only "
+                f"partition(s) not moved; switch {self.switch} {self.switch_old} -> {self.switch_new}")
+
     def to_json(self) -> dict[str, Any]:
-        return {"cluster": self.cluster, "standby": self.standby, "groups": list(self.groups), "digest": self.digest(),
+        return {**table_json(self), "cluster": self.cluster, "standby": self.standby, "groups": list(self.groups),
                 "switch": {"name": self.switch, "old": self.switch_old, "new": self.switch_new},
                 "partitions": [asdict(p) for p in self.partitions],
                 "not_moved": [{"group": g, "topic": t, "partition": p, "records": n} for g, t, p, n in self.not_moved]}
 
-    def markdown(self, rows: int = 40) -> str:
+    def markdown(self, rows: int = PLAN_ROWS_SHOWN) -> str:
         late = sum({(p.topic, p.partition): p.delivered_late for p in self.partitions}.values())
-        lines = [f"**Fail back** groups {', '.join(f'`{g}`' for g in self.groups)} from `{self.standby}` to "
-                 f"`{self.cluster}` (replication needed: MM2 {self.cluster} -> {self.standby} only).",
-                 f"**{late}** message(s) the primary kept that never reached the standby: the groups read them now.",
-                 f"**Switch** `{self.switch}`: `{self.switch_old}` -> `{self.switch_new}`.", "",
-                 "| group | standby topic | partition | standby offset | primary offset | how |",
-                 "|---|---|---:|---:|---:|---|"]
-        lines += [f"| {p.group} | {p.replica} | {p.partition} | {p.standby_offset} | {p.primary_offset} | {p.how} |"
-                  for p in self.partitions[:rows]]
+        headline = "\n".join([
+            f"**Fail back** groups {', '.join(f'`{g}`' for g in self.groups)} from `{self.standby}` to "
+            f"`{self.cluster}` (replication needed: MM2 {self.cluster} -> {self.standby} only).",
+            f"**{late}** message(s) the primary kept that never reached the standby: the groups read them now.",
+            f"**Switch** `{self.switch}`: `{self.switch_old}` -> `{self.switch_new}`."])
+        shown = [tuple("none" if value is None else value for value in row) for row in self.rows()]
+        lines = [table_markdown(headline, self.COLUMNS, shown, rows)]
         if self.not_moved:
             lines.append("\n**Not moved back** (produced on the standby, no standby -> primary replication): "
                          + "; ".join(f"{g} {t}:{p} ({n} records)" for g, t, p, n in self.not_moved[:20]))
+        if self.missing_groups:
+            lines.append("\n**Do not exist**: " + "; ".join(self.missing_targets()))
         return "\n".join(lines)
 
 
@@ -134,6 +165,9 @@ def plan_failback(params: KafkaFailbackParameters, clusters: Clusters) -> Failba
     require_reachable(standby, "standby")
     with kafka_client(standby) as kafka:
         committed = {g: kafka.committed_offsets(g) for g in params.groups}
+        missing = tuple(g for g in params.groups if not committed[g] and not kafka.describe_group(g).members)
+    with kafka_client(primary) as kafka:
+        on_primary = {g: kafka.committed_offsets(g) for g in params.groups}
     replicas = sorted({(t, p) for offsets in committed.values() for t, p in offsets if upstream_topic(alias, t)})
     syncs = read_offset_syncs(primary.client_config(), standby.name, name=primary.name,
                               topics={upstream_topic(alias, t) for t, _ in replicas})
@@ -153,10 +187,11 @@ def plan_failback(params: KafkaFailbackParameters, clusters: Clusters) -> Failba
             end = replica_ends[(topic, partition)].log_end_offset
             reached = upstream_of(end, syncs.get((upstream, partition), []))
             late = primary_ends[(upstream, partition)].log_end_offset - (end if reached is None else reached)
-            rows.append(_translate_back(primary, standby, group, topic, upstream, partition, offset, end,
-                                        syncs.get((upstream, partition), []), max(0, late)))
+            row = _translate_back(primary, standby, group, topic, upstream, partition, offset, end,
+                                  syncs.get((upstream, partition), []), max(0, late))
+            rows.append(replace(row, primary_committed=on_primary[group].get((upstream, partition))))
     return FailbackPlan(primary.name, standby.name, tuple(params.groups), tuple(rows), tuple(not_moved),
-                        params.switch, switch.current(), switch_new)
+                        params.switch, switch.current(), switch_new, missing)
 
 
 def _translate_back(primary: KafkaCluster, standby: KafkaCluster, group: str, replica: str, topic: str,
@@ -195,68 +230,51 @@ def value_before_failover(failover_run: str, switch: str) -> str:
     return switched[-1].data["switch_old"]
 
 
-def dry_run(params: KafkaFailbackParameters, clusters: Clusters) -> FailbackPlan:
-    """`runbook plan kafka-failback`: the plan and nothing else."""
-    return plan_failback(params, clusters)
+class Failback(MoveAndSwitch[KafkaFailbackParameters, FailbackPlan]):
+    id = RUNBOOK_ID
 
+    def target(self, params: KafkaFailbackParameters) -> str:
+        return f"{params.standby} -> {params.cluster}, groups {', '.join(params.groups)}"
 
-@flow(name=RUNBOOK_ID, persist_result=False)
-def kafka_failback(params: KafkaFailbackParameters, requested_by: str = "unknown", trigger: dict[str, Any] | None = None):
-    """Move consumer groups and clients back to the primary."""
-    run_id = str(flow_run.id)
-    return guarded(run_id, lambda: _failback(run_id, params, requested_by, trigger))
+    def destination(self, params: KafkaFailbackParameters) -> str:
+        return params.cluster
 
+    def observe(self, env: Env, params: KafkaFailbackParameters) -> FailbackPlan:
+        # In a run the groups must be empty on both clusters (or become so within wait_for_inactive).
+        if isinstance(env, Run):
+            primary, standby, _ = failover_pair(env.clusters, params.cluster, params.standby, RUNBOOK_ID)
+            for cluster in (standby, primary):
+                try:
+                    with kafka_client(cluster) as kafka:
+                        for group in params.groups:
+                            inactive_group(kafka, group, params.wait_for_inactive)
+                except PreconditionError:
+                    raise
+                except BrokerError as exc:
+                    raise PreconditionError(f"{cluster.name} is not healthy: {exc}") from None
+        return plan_failback(params, env.clusters)
 
-def _observe_and_plan(params: KafkaFailbackParameters, context: RunContext) -> FailbackPlan:
-    primary, standby, _ = failover_pair(context.clusters, params.cluster, params.standby, RUNBOOK_ID)
-    for cluster in (standby, primary):
-        try:
-            with kafka_client(cluster) as kafka:
-                for group in params.groups:
-                    inactive_group(kafka, group, params.wait_for_inactive)
-        except PreconditionError:
-            raise
-        except BrokerError as exc:
-            raise PreconditionError(f"{cluster.name} is not healthy: {exc}") from None
-    return plan_failback(params, context.clusters)
-
-
-def _failback(run_id: str, params: KafkaFailbackParameters, requested_by: str, trigger: dict[str, Any] | None):
-    context = RunContext.load()
-    runbook = context.catalog.get(RUNBOOK_ID)
-    primary, _, _ = failover_pair(context.clusters, params.cluster, params.standby, RUNBOOK_ID)
-    switch = open_switch(context.clusters, params.switch, RUNBOOK_ID)
-    record_start(run_id, RUNBOOK_ID, params, requested_by, trigger,
-                 f"{params.standby} -> {params.cluster}, groups {', '.join(params.groups)}")
-    key = runbook.lock_key(params)
-    with target_lock(key, run_id, context.settings.lock_wait_s):
-        journal.record(run_id, "lock", f"holding lock {key}", key=key)
-        plan = _observe_and_plan(params, context)
-        _record_plan(run_id, plan)
+    def refusal(self, params: KafkaFailbackParameters, plan: FailbackPlan) -> str | None:
         mismatched = [f"{p.group} {p.topic}:{p.partition}: {p.reason}" for p in plan.partitions if p.how == "mismatch"]
-        if mismatched:
-            message = f"cannot translate back exactly: {'; '.join(mismatched[:10])}. Nothing was changed"
-            journal.record(run_id, "outcome", message, outcome="refused")
-            raise PreconditionError(message)
-        plan, refused = approve_stable_plan(
-            run_id=run_id, context=context, runbook=runbook, requested_by=requested_by, plan=plan,
-            markdown=lambda p: p.markdown(), replan=lambda: _observe_and_plan(params, context),
-            record_plan=lambda p: _record_plan(run_id, p), trigger=trigger)
-        if refused is not None:
-            return refused
-        switch_old = move_groups_and_switch(run_id, context, primary, plan, switch)
+        return f"cannot translate back exactly: {'; '.join(mismatched[:10])}" if mismatched else None
+
+    def report(self, run: Run, params: KafkaFailbackParameters, plan: FailbackPlan, result: str | None) -> None:
         create_table_artifact(table=[{"group": p.group, "from": f"{p.replica}:{p.partition}@{p.standby_offset}",
                                       "to": f"{p.topic}:{p.partition}@{p.primary_offset}", "how": p.how,
                                       "delivered_late": p.delivered_late} for p in plan.partitions],
                               description=f"kafka-failback {plan.standby} -> {plan.cluster}")
-        journal.record(run_id, "outcome", f"{len(plan.groups)} group(s) back on {plan.cluster}, switch {plan.switch} "
-                       f"{switch_old} -> {plan.switch_new}; {len(plan.not_moved)} standby-only partition(s) not moved",
-                       outcome="succeeded", switch_old=switch_old, switch_new=plan.switch_new,
-                       not_moved=[list(n) for n in plan.not_moved])
-    return Completed(message=f"{len(plan.groups)} group(s) back on {plan.cluster}")
+
+    def outcome(self, params: KafkaFailbackParameters, plan: FailbackPlan, result: str | None) -> str:
+        return (f"{len(plan.groups)} group(s) back on {plan.cluster}, switch {plan.switch} {result} -> "
+                f"{plan.switch_new}; {len(plan.not_moved)} standby-only partition(s) not moved")
 
 
-def _record_plan(run_id: str, plan: FailbackPlan) -> None:
-    journal.record(run_id, "plan", f"{len(plan.partitions)} partition(s) back to {plan.cluster}; "
-                   f"{sum(p.how != 'exact' for p in plan.partitions)} not exact", csv=plan.to_csv(),
-                   markdown=plan.markdown(), **plan.to_json())
+STEPS = Failback()
+dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight
+
+
+@flow(name=RUNBOOK_ID, persist_result=False)
+def kafka_failback(params: KafkaFailbackParameters, requested_by: str = "unknown",
+                   trigger: dict[str, Any] | None = None):
+    """Move consumer groups and clients back to the primary."""
+    return drive(STEPS, params, requested_by, trigger)

@@ -3,7 +3,7 @@ standby offset translated from MirrorMaker 2's checkpoints, the messages at risk
 endpoint switch will change.
 
     plan = plan_failover(params, clusters, state_dir)
-    plan.markdown(), plan.to_csv(), plan.to_json(), plan.digest()
+    plan.markdown(), plan.rows(), plan.missing_targets(), plan.digest()   (the kit's plan contract)
 
 Translation: the latest checkpoint of (group, `<alias>.<topic>`, partition) on the standby gives
 the downstream offset. When the primary answers, a checkpoint counts only if its upstream offset
@@ -12,14 +12,16 @@ primary is down, only if it is younger than `max_checkpoint_age_s` (MM2 writes a
 when the group's offset moves, so an idle group's checkpoint ages too: raise the limit explicitly).
 Partitions with no usable checkpoint are `missing`/`stale` and not translatable: the run refuses
 them unless the approver chose `untranslatable=by_timestamp` (the first standby record at or after
-`fallback_to_datetime`).
+`fallback_to_datetime`). A group with no committed offsets on an answering primary (and no members)
+does not exist: it is a missing target, refused before a run exists.
 
 Messages at risk (per upstream partition): exact when the primary answers (its end offset minus how
 far the replica reaches, through MM2's offset syncs); otherwise the lag last observed with the
 primary up (kept in `state_dir`), labelled an estimate with the time it was observed.
 
 The digest binds the groups, each partition's status and target, the fallback and the switch's old
-and new value; not the ages and counts at risk, which move while the approver reads.
+and new value; not the ages and counts at risk, which move while the approver reads, nor the
+group's offsets on the standby now (MM2 may sync them meanwhile).
 """
 from __future__ import annotations
 
@@ -34,16 +36,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mq_runbooks.base.clusters import Clusters, KafkaCluster
-from mq_runbooks.base.settings import Settings
 from mq_runbooks.base.errors import BrokerError, ConfigError, NotFoundError, ParameterError, PreconditionError, RunbookError
 from mq_runbooks.flows.replay_plan import parse_datetime
-from mq_runbooks.flows.switching import open_switch  # noqa: F401 (the failover flows import it from here)
+from mq_runbooks.flows.switching import open_switch
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.mirrormaker import MirrorState, read_offset_syncs, remote_topic, replication_lag, upstream_topic
 from mq_runbooks.integrations.switches import EndpointSwitch
+from mq_runbooks.kit.plans import PLAN_ROWS_SHOWN, table_json, table_markdown
 
 RUNBOOK_ID = "kafka-failover"
-PLAN_ROWS_SHOWN = 40
 PROBE_TIMEOUT_S = 3.0  # how long a primary that may be dead gets to answer
 
 
@@ -93,6 +94,7 @@ class GroupPartition:
     target_offset: int | None  # on the replica; None: not translatable
     messages_at_risk: int | None  # of the upstream partition; None: unknown
     reason: str = ""
+    standby_committed: int | None = None  # the group's offset on the replica now; None: none committed
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class FailoverPlan:
     switch_new: str
     fallback: str
     warnings: tuple[str, ...] = ()
+    missing_groups: tuple[str, ...] = ()  # the primary answered: no committed offsets there, no members
 
     @property
     def untranslatable(self) -> list[GroupPartition]:
@@ -140,11 +143,48 @@ class FailoverPlan:
         bound = {"clusters": [self.cluster, self.standby], "fallback": self.fallback,
                  "unknown": list(self.unknown_groups), "switch": [self.switch, self.switch_old, self.switch_new],
                  "partitions": [[p.group, p.replica, p.partition, p.status, p.target_offset] for p in self.partitions]}
+        if self.missing_groups:
+            bound["missing"] = list(self.missing_groups)
         return hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()
 
+    # -- the plan contract (mq_runbooks.kit.plans.Plan) ------------------------------------------
+    COLUMNS = ("group", "standby topic", "partition", "upstream committed", "checkpoint (up -> down, age)",
+               "standby now", "standby target", "how", "at risk")
+
+    def columns(self) -> tuple[str, ...]:
+        return self.COLUMNS
+
+    def rows(self) -> list[tuple]:
+        """One row per group and partition, in group/topic/partition order."""
+        return [(p.group, p.replica, p.partition, p.committed_upstream,
+                 None if p.checkpoint_upstream is None else
+                 f"{p.checkpoint_upstream} -> {p.checkpoint_downstream}, {p.checkpoint_age_s:.0f}s",
+                 p.standby_committed, p.target_offset, p.status, p.messages_at_risk)
+                for p in sorted(self.partitions, key=lambda p: (p.group, p.replica, p.partition))]
+
+    def changes_anything(self) -> bool:
+        """An offset to commit that the standby does not have yet, or a switch to move."""
+        return (any(p.target_offset is not None and p.target_offset != p.standby_committed for p in self.partitions)
+                or self.switch_old != self.switch_new)
+
+    def missing_targets(self) -> tuple[str, ...]:
+        return tuple(f"group {g!r} (no committed offsets on {self.cluster} and no members)" for g in self.missing_groups)
+
+    def summary(self) -> str:
+        exact = "" if self.at_risk_exact else " (estimate)"
+        at_risk = "unknown" if self.messages_at_risk is None else f"{self.messages_at_risk}{exact}"
+        return (f"{len(self.partitions)} partition(s) of {len(self.groups)} group(s) to {self.standby}, "
+                f"{len(self.untranslatable) + len(self.unknown_groups)} not translatable; messages at risk {at_risk}; "
+                f"switch {self.switch} {self.switch_old} -> {self.switch_new}")
+
+    def not_translatable(self) -> list[str]:
+        """Each partition (and group) the run refuses unless the fallback is chosen, with why."""
+        listed = [f"{p.group} {p.replica}:{p.partition} ({p.status}: {p.reason})" for p in self.untranslatable]
+        return listed + [f"{g} (no checkpoint on {self.standby} and the primary is down)" for g in self.unknown_groups]
+
     def to_json(self) -> dict[str, Any]:
-        return {"cluster": self.cluster, "standby": self.standby, "groups": list(self.groups),
-                "digest": self.digest(), "primary_reachable": self.primary_reachable,
+        return {**table_json(self), "cluster": self.cluster, "standby": self.standby, "groups": list(self.groups),
+                "primary_reachable": self.primary_reachable,
                 "primary_error": self.primary_error, "heartbeat_age_s": self.heartbeat_age_s,
                 "messages_at_risk": self.messages_at_risk, "at_risk_exact": self.at_risk_exact,
                 "at_risk_observed_at": self.at_risk_observed_at, "unknown_groups": list(self.unknown_groups),
@@ -167,27 +207,22 @@ class FailoverPlan:
     def markdown(self, rows: int = PLAN_ROWS_SHOWN) -> str:
         primary = "reachable" if self.primary_reachable else f"DOWN ({self.primary_error})"
         beat = "none seen" if self.heartbeat_age_s is None else f"{self.heartbeat_age_s:.0f}s ago"
-        lines = [f"**Fail over** groups {', '.join(f'`{g}`' for g in self.groups)} from Kafka `{self.cluster}` "
-                 f"({primary}) to `{self.standby}` (MM2 heartbeat {beat}).",
-                 f"**Messages at risk** (produced on `{self.cluster}`, not on `{self.standby}`): {self.at_risk_text()}.",
-                 f"**Switch** `{self.switch}` ({self.switch_where}): `{self.switch_old}` -> `{self.switch_new}`.", "",
-                 "| group | topic | partition | upstream | checkpoint (up -> down, age) | standby offset | at risk |",
-                 "|---|---|---:|---:|---|---:|---:|"]
-        for p in self.partitions[:rows]:
-            checkpoint = ("none" if p.checkpoint_upstream is None else
-                          f"{p.checkpoint_upstream} -> {p.checkpoint_downstream}, {p.checkpoint_age_s:.0f}s")
-            target = p.target_offset if p.status == "translated" else f"{p.status}: {p.target_offset}"
-            lines.append(f"| {p.group} | {p.replica} | {p.partition} | {_dash(p.committed_upstream)} | {checkpoint} "
-                         f"| {target} | {_dash(p.messages_at_risk)} |")
-        if len(self.partitions) > rows:
-            lines.append(f"\n... and {len(self.partitions) - rows} more partition(s): the plan CSV has all.")
-        if self.untranslatable or self.unknown_groups:
-            listed = [f"{p.group} {p.replica}:{p.partition} ({p.status}: {p.reason})" for p in self.untranslatable]
-            listed += [f"{g} (no checkpoint on {self.standby} and the primary is down)" for g in self.unknown_groups]
+        headline = "\n".join([
+            f"**Fail over** groups {', '.join(f'`{g}`' for g in self.groups)} from Kafka `{self.cluster}` "
+            f"({primary}) to `{self.standby}` (MM2 heartbeat {beat}).",
+            f"**Messages at risk** (produced on `{self.cluster}`, not on `{self.standby}`): {self.at_risk_text()}.",
+            f"**Switch** `{self.switch}` ({self.switch_where}): `{self.switch_old}` -> `{self.switch_new}`."])
+        shown = [tuple(_dash(value) if index in (3, 8) else ("none" if value is None else value)
+                       for index, value in enumerate(row)) for row in self.rows()]
+        lines = [table_markdown(headline, self.COLUMNS, shown, rows)]
+        listed = self.not_translatable()
+        if listed:
             lines += ["", f"**Not translatable** ({len(listed)}): " + "; ".join(listed[:20]),
                       "The run refuses these. To start them at the first standby record at or after a time, run "
                       "again with `untranslatable=by_timestamp fallback_to_datetime=...` (and `fallback_topics` "
                       "for groups the standby knows nothing of)."]
+        if self.missing_targets():
+            lines += ["", "**Do not exist**: " + "; ".join(self.missing_targets())]
         lines += [f"\n> WARN {warning}" for warning in self.warnings]
         return "\n".join(lines)
 
@@ -254,14 +289,14 @@ def plan_failover(params: KafkaFailoverParameters, clusters: Clusters, state_dir
     warnings = [] if beat is not None else [f"no MM2 heartbeat from {alias} on {target.name}: is MirrorMaker 2 running?"]
 
     rows: list[dict[str, Any]] = []
-    unknown = []
+    unknown, missing = [], []
     now_ms = int(time.time() * 1000)
     for group in params.groups:
         mine = {(t, p): c for (g, t, p), c in checkpoints.items() if g == group}
         if committed is not None:
             keys = sorted(committed[group])
             if not keys:
-                warnings.append(f"group {group} has no committed offsets on {source.name}: nothing to move")
+                missing.append(group)  # inactive (checked) and nothing committed: no such group
         else:
             keys = sorted({(upstream_topic(alias, t) or t, p) for t, p in mine})
             if not keys and params.fallback_topics:
@@ -273,6 +308,9 @@ def plan_failover(params: KafkaFailoverParameters, clusters: Clusters, state_dir
     with kafka_client(target) as standby_kafka:
         rows = _expand_fallback_topics(standby_kafka, rows, alias)
         _apply_fallback(standby_kafka, rows, fallback_ms)
+        on_standby = {g: standby_kafka.committed_offsets(g) for g in params.groups}
+    for row in rows:
+        row["standby_committed"] = on_standby[row["group"]].get((row["replica"], row["partition"]))
     at_risk, exact, observed_at = _messages_at_risk(source, target, alias, rows, committed is not None,
                                                      lag_state_path(state_dir, source.name, target.name))
     partitions = tuple(GroupPartition(**row, messages_at_risk=at_risk.get((row["topic"], row["partition"])))
@@ -280,7 +318,7 @@ def plan_failover(params: KafkaFailoverParameters, clusters: Clusters, state_dir
     return FailoverPlan(source.name, target.name, alias, tuple(params.groups), committed is not None, primary_error,
                         None if beat is None else round(beat.age_s(), 1), partitions, tuple(unknown), exact,
                         observed_at, params.switch, switch.describe(), switch.current(), switch_new,
-                        params.untranslatable, tuple(warnings))
+                        params.untranslatable, tuple(warnings), tuple(missing))
 
 
 def _committed_on_primary(source: KafkaCluster, groups: list[str]
@@ -381,9 +419,3 @@ def _keep_observation(state: Path, at_risk: dict[tuple[str, int], int]) -> None:
     temporary = state.with_suffix(f".{os.getpid()}.tmp")
     temporary.write_text(json.dumps(kept))
     temporary.replace(state)
-
-
-def dry_run(params: KafkaFailoverParameters, clusters: Clusters) -> FailoverPlan:
-    """`runbook plan kafka-failover`: the plan and nothing else (no lock, no approval, no change); the
-    lag it observes is kept in the snapshot directory for a later estimate."""
-    return plan_failover(params, clusters, Settings.from_environ().snapshot_dir)

@@ -1,37 +1,170 @@
-"""Steps kafka-failover and kafka-failback share (plain functions; the flows wrap them as tasks):
-commit a group's offsets on a cluster with a snapshot to restore, prove the group can consume
-from them, and prove that the switched endpoint reaches the intended cluster with a canary.
+"""What kafka-failover and kafka-failback share: both move consumer groups onto a cluster and point
+the clients at it. One copy of the move, as the driver's steps (mq_runbooks.kit.driver) both runbooks
+inherit from `MoveAndSwitch`:
 
-    snapshot = snapshot_offsets(cluster, group, partitions)         # {(topic, p): offset} before
-    alter(cluster, group, targets)            # (mq_runbooks.flows.kafka_replay) BrokerError naming failures
+    snapshot   each group's committed offsets on the destination, as ONE kafka-replay `--export` CSV per
+               group (flows/kafka_replay.py's save_offsets_snapshot), and the switch's value
+    act        commit each group's targets there (a fenced step per group), check each group resumes at
+               them (read as it would on restart), then switch the clients (one fenced step)
+    verify     a canary produced and consumed through the switched endpoint reaches the destination
+    restore    the offsets that existed before and the switch's old value
+
+Plain helpers (no Prefect) used by the steps:
+
     read_from_committed(cluster, group, targets)                   # {"topic:p": first offset read}
     canary_through(endpoint, cluster, run_id)                      # {"endpoint", "cluster_id", ...}
 """
 from __future__ import annotations
 
+import re
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from pydantic import BaseModel
 
 from mq_runbooks.base.clusters import KafkaCluster
-from mq_runbooks.base.errors import BrokerError, UnreachableError
+from mq_runbooks.base.errors import BrokerError, RunbookError, UnreachableError
 from mq_runbooks.flows.kafka_failover_plan import kafka_client
+from mq_runbooks.flows.kafka_replay import alter, restore_offsets, save_offsets_snapshot
+from mq_runbooks.flows.switching import open_switch
 from mq_runbooks.integrations.kafka import KafkaClient, TopicPartitionKey
+from mq_runbooks.integrations.switches import EndpointSwitch
+from mq_runbooks.kit import journal
+from mq_runbooks.kit.driver import Run, RunbookSteps
+from mq_runbooks.kit.plans import Plan
+from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
 CANARY_TOPIC = "mq-runbooks.canary"
 
 
-def snapshot_offsets(cluster: KafkaCluster, group: str, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
-    """The group's committed offsets on `partitions` before the change (absent: none committed)."""
-    with kafka_client(cluster) as kafka:
-        committed = kafka.committed_offsets(group)
-    return {key: committed[key] for key in partitions if key in committed}
+class Move(Plan, Protocol):
+    """What the move needs of a failover or failback plan (besides the plan contract)."""
+
+    groups: tuple[str, ...]
+    switch: str
+    switch_old: str | None
+    switch_new: str
+
+    def targets(self, group: str) -> dict[TopicPartitionKey, int]: ...
 
 
-def snapshot_csv(group: str, offsets: dict[TopicPartitionKey, int]) -> str:
-    return "".join(f"{group},{t},{p},{o}\n" for (t, p), o in sorted(offsets.items()))
+P = TypeVar("P", bound=BaseModel)
+M = TypeVar("M", bound=Move)
+
+
+class MoveAndSwitch(RunbookSteps[P, M]):
+    """snapshot, act, verify and restore of a runbook that moves groups and switches clients; the
+    subclass says where to (`destination`) and writes target/observe (and refusal, report, outcome).
+    Its parameters have a `switch` (the endpoint switch's name)."""
+
+    def destination(self, params: P) -> str:
+        """The Kafka cluster the groups and clients move to."""
+        raise NotImplementedError
+
+    def snapshot(self, run: Run, params: P, plan: M) -> Snapshot:
+        return snapshot_groups(run, self.id, run.clusters.kafka_cluster(self.destination(params)), plan,
+                               open_switch(run.clusters, params.switch, self.id))
+
+    def act(self, run: Run, params: P, plan: M) -> str | None:
+        return move_groups_and_switch(run, run.clusters.kafka_cluster(self.destination(params)), plan,
+                                      open_switch(run.clusters, params.switch, self.id))
+
+    def verify(self, run: Run, params: P, plan: M, result: Any) -> Verification:
+        return canary_verification(run, open_switch(run.clusters, params.switch, self.id),
+                                   run.clusters.kafka_cluster(self.destination(params)))
+
+    def restore(self, run: Run, params: P, plan: M, snapshot: Snapshot) -> Restore:
+        return restore_groups_and_switch(run, run.clusters.kafka_cluster(self.destination(params)), plan,
+                                         open_switch(run.clusters, params.switch, self.id), snapshot)
+
+
+def snapshot_groups(run: Run, runbook: str, destination: KafkaCluster, plan: Move, switch: EndpointSwitch) -> Snapshot:
+    """Each group's offsets on the partitions it will get on `destination`, one `--export` CSV per group,
+    and the switch's value; the restore command lists a kafka-replay run per group and the switch."""
+    saved = [save_offsets_snapshot(destination, group, sorted(plan.targets(group)), run.settings.snapshot_dir,
+                                   f"{runbook}-{run.id}-{re.sub(r'[^A-Za-z0-9._-]', '_', group)}")
+             for group in plan.groups if plan.targets(group)]
+    switch_old = switch.current()
+    commands = [s.restore_command for s in saved if s.csv]
+    had_none = [s.data["group"] for s in saved if not s.csv]
+    if had_none:
+        commands.append(f"group(s) {', '.join(had_none)} had no committed offsets on {destination.name} before "
+                        f"(kafka-consumer-groups.sh --bootstrap-server {destination.bootstrap_servers} "
+                        f"--delete-offsets --group GROUP --topic TOPIC removes the new ones)")
+    commands.append(f"put switch {switch.name} ({switch.describe()}) back to "
+                    + (repr(switch_old) if switch_old is not None else "no value (remove its key)"))
+    committed = sum(len(s.csv.splitlines()) for s in saved)
+    csv = saved[0].csv if len(saved) == 1 else "".join(f"# {s.data['group']}: {s.path}\n{s.csv}" for s in saved)
+    return Snapshot(
+        summary=(f"{committed} committed offset(s) of {len(saved)} group(s) on {destination.name} saved to "
+                 f"{', '.join(str(s.path) for s in saved)}" if saved else f"no group offsets to move on "
+                 f"{destination.name}") + f"; switch {switch.name} is {switch_old!r}",
+        path=saved[0].path if len(saved) == 1 else str(run.settings.snapshot_dir), csv=csv,
+        restore_command="; ".join(commands),
+        data={"cluster": destination.name, "switch": switch.name, "switch_old": switch_old,
+              "group_snapshots": [{"group": s.data["group"], "path": s.path, "csv": s.csv,
+                                   "restore_command": s.restore_command} for s in saved]})
+
+
+def move_groups_and_switch(run: Run, destination: KafkaCluster, plan: Move, switch: EndpointSwitch) -> str | None:
+    """Commit each group's targets on `destination` (a step per group), check that each group resumes
+    there, then switch the clients (a step). Returns the switch's old value."""
+    moving = {group: plan.targets(group) for group in plan.groups if plan.targets(group)}
+    for group, targets in moving.items():
+        run.step(f"offsets:{group}", lambda group=group, targets=targets: alter(destination, group, targets),
+                 f"committed {len(targets)} offset(s) of {group} on {destination.name}",
+                 lambda _, group=group, targets=targets: {"group": group, "cluster": destination.name,
+                                                          "partitions": len(targets)})
+    resumed = {group: read_from_committed(destination, group, targets) for group, targets in moving.items()}
+    journal.write(run.id, Verification(summary=f"{len(resumed)} group(s) resume at their planned offsets on "
+                                               f"{destination.name}", data={"resumed": resumed}))
+    if plan.switch_old == plan.switch_new:
+        run.note(f"switch {plan.switch} already points at {plan.switch_new}: not switched")
+        return plan.switch_old
+    if run.fault == "switch":
+        raise BrokerError(f"injected fault: switch {plan.switch} could not be written")
+    old = run.step("switch", lambda: switch.switch(plan.switch_new),
+                   lambda old: f"switch {plan.switch}: {old} -> {plan.switch_new}",
+                   lambda old: {"switch": plan.switch, "switch_old": old, "switch_new": plan.switch_new})
+    return plan.switch_old if old is None else old
+
+
+def canary_verification(run: Run, switch: EndpointSwitch, destination: KafkaCluster) -> Verification:
+    """The canary through the switch's endpoint as a verification (a failed canary is ok=False)."""
+    try:
+        if run.fault == "canary":
+            raise BrokerError("injected fault: the canary failed")
+        checked = canary_through(switch.current() or "", destination, run.id)
+    except RunbookError as exc:
+        return Verification(ok=False, summary=f"the canary through switch {switch.name} failed: {exc}")
+    return Verification(summary=f"canary produced and consumed through {checked['endpoint']}", data=checked)
+
+
+def restore_groups_and_switch(run: Run, destination: KafkaCluster, plan: Move, switch: EndpointSwitch,
+                              snapshot: Snapshot) -> Restore:
+    """Put back each group's offsets that existed before, and the switch's old value if it moved."""
+    summaries, restored, had_none = [], 0, []
+    for saved in snapshot.data["group_snapshots"]:
+        group = saved["group"]
+        done = restore_offsets(destination, group, sorted(plan.targets(group)),
+                               Snapshot(summary="", csv=saved["csv"], restore_command=saved["restore_command"]))
+        summaries.append(done.summary)
+        restored += done.data["offsets_restored"]
+        had_none += [f"{group} {key}" for key in done.data["had_no_offset_before"]]
+    old = snapshot.data["switch_old"]
+    switched = any(e.kind == "action" and e.data.get("step") == "switch" for e in journal.read(run.id))
+    if switched or switch.current() != old:
+        switch.restore(old)
+        summaries.append(f"switch {switch.name} put back to {old!r}")
+        switched = True
+    else:
+        summaries.append(f"switch {switch.name} was not changed")
+    return Restore(summary=f"on {destination.name}: " + "; ".join(summaries), restored=True,
+                   restore_command=snapshot.restore_command,
+                   data={"offsets_restored": restored, "had_no_offset_before": had_none, "switch_restored": switched,
+                         "switch_old": old})
 
 
 def read_from_committed(cluster: KafkaCluster, group: str, targets: dict[TopicPartitionKey, int],

@@ -17,7 +17,8 @@ from mq_runbooks.app import runs
 from mq_runbooks.base.clusters import load_clusters, parse_clusters
 from mq_runbooks.base.errors import ParameterError, PreconditionError
 from mq_runbooks.kit import journal
-from mq_runbooks.flows.kafka_failover_plan import KafkaFailoverParameters, dry_run
+from mq_runbooks.flows.kafka_failover import dry_run
+from mq_runbooks.flows.kafka_failover_plan import KafkaFailoverParameters
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.mirrormaker import MirrorState
 from tests.flows.runbook_harness import finished, paused, runbook_env, wait_until  # noqa: F401 (fixture)
