@@ -188,14 +188,13 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
     """
     view = runs.read_run(run_id)
     if view.state_type == "CRASHED":
+        from mq_runbooks.kit.crashes import conclude
         from mq_runbooks.kit.postmortem_publish import write_postmortem
-        from mq_runbooks.kit.steps import publish_postmortem
 
-        if any(e.kind == "postmortem" for e in view.entries):
-            write_postmortem(view.id)  # refreshes a draft in place; a reviewed one is left alone
-        else:
-            publish_postmortem(view.id)
+        if conclude(view.id, view.message or "Crashed"):  # its outcome and postmortem, if nobody wrote them yet
             view = runs.read_run(run_id)
+        else:
+            write_postmortem(view.id)  # refreshes a draft in place; a reviewed one is left alone
     if as_json:
         click.echo(json.dumps({"id": view.id, "runbook": view.runbook, "state": view.state, "message": view.message,
                                "waiting_for": view.waiting_for(), "journal": [e.to_json() for e in view.entries]},

@@ -7,6 +7,7 @@ its process while it waits at the gate. (`runbook serve` runs them from deployme
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -65,11 +66,20 @@ class RunView:
         return f"{request.data.get('required', 1)} approval(s) from {', '.join(request.data.get('approvers', []))}"
 
 
+@functools.cache
+def _ensure_crash_detection() -> None:
+    """Once a process: the server's automation that crashes runs whose heartbeats stopped."""
+    from mq_runbooks.kit.crashes import ensure_zombie_automation
+
+    ensure_zombie_automation()
+
+
 def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested_by: str,
               trigger: dict[str, Any] | None = None) -> str:
     """Create the flow run and start its executor; returns the run id at once."""
     parameters = {"params": params.model_dump(mode="json"), "requested_by": requested_by, "trigger": trigger or {}}
     tags = [RUNBOOK_TAG, f"runbook:{runbook.id}", lock_tag(runbook.lock_key(params))]
+    _ensure_crash_detection()
     with get_client(sync_client=True) as client:
         flow_run = client.create_flow_run(runbook.flow_function, parameters=parameters, tags=tags)
     log_dir = settings.snapshot_dir.parent / "run-logs"

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 import uvicorn
 
 from mq_runbooks.base.catalog import Catalog
 from mq_runbooks.base.settings import Settings
+from mq_runbooks.kit.crashes import conclude_crashed, ensure_zombie_automation
 
 log = logging.getLogger("runbook.serve")
 
@@ -104,6 +106,17 @@ def _runner_thread(catalog: Catalog, deployment_name: str, limit: int, ready: th
         ready.set()
 
 
+def _sweep_crashed(every_s: float = 30.0) -> None:
+    """Give every run that crashed (its process died; see kit/crashes.py) its outcome and postmortem."""
+    while True:
+        try:
+            for run_id in conclude_crashed():
+                log.warning("run %s crashed: its outcome and postmortem draft are written", run_id)
+        except Exception as exc:  # noqa: BLE001  (a sweep that failed is tried again at the next round)
+            log.warning("looking for crashed runs failed: %s: %s", type(exc).__name__, exc)
+        time.sleep(every_s)
+
+
 def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runner: bool, limit: int,
           socket_mode: bool = False) -> None:
     """Socket Mode (Slack over a WebSocket) is on with `socket_mode` or when RUNBOOK_SLACK_APP_TOKEN is set."""
@@ -122,6 +135,8 @@ def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runne
         if not ready.wait(timeout=120) or failed:
             raise RuntimeError(f"the Prefect runner did not start: {failed[0] if failed else 'timed out'}")
         log.info("serving %d runbook deployment(s)", len(list(catalog)))
+    ensure_zombie_automation()
+    threading.Thread(target=_sweep_crashed, daemon=True, name="crashed-runs").start()
     services = build_services(settings, catalog)
     listener = None
     if socket_mode:

@@ -103,3 +103,5 @@ class Settings(BaseModel):
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         # The runner looks for new runs every 10 s by default: an alert should start its run in ~1 s.
         os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
+        # Every run sends heartbeats, so a run whose process died is marked Crashed (kit/crashes.py).
+        os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")

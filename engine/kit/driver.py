@@ -114,21 +114,28 @@ class Run(Env):
         return self._applied
 
     def step(self, key: str, apply: Callable[[], T], describe: Callable[[T], str] | str,
-             data: Callable[[T], dict[str, Any]] | None = None, retries: int = 0) -> T | None:
+             data: Callable[[T], dict[str, Any]] | None = None, retries: int = 0,
+             partial: bool = False) -> T | None:
         """Apply one change, fenced: if the journal already has an action with this step key (a
         re-executed or resumed run), it is not applied again and None is returned.
 
         `describe` is the journal summary (or a function of the result); `data` adds fields to it.
         `retries`: how often to try again when the broker did not answer (only for a change that is
-        safe to repeat).
+        safe to repeat). `partial`: the change is not atomic (e.g. offsets of many partitions), so a
+        failure may have applied part of it: it then counts as a change, and the snapshot is restored.
         """
         if key in self.applied_steps:
             done = self.applied_steps[key]
             self.note(f"step {key} was already applied in this run ({done.summary}): not applied again", step=key)
             self.changed.append(done.summary)
             return None
-        result = task(name=key, cache_policy=NO_CACHE, retries=retries, retry_delay_seconds=2,
-                      retry_condition_fn=_transient)(apply)()
+        try:
+            result = task(name=key, cache_policy=NO_CACHE, retries=retries, retry_delay_seconds=2,
+                          retry_condition_fn=_transient)(apply)()
+        except Exception as exc:
+            if partial:
+                self.changed.append(f"{key} failed part-way and may have applied part of its change ({exc})")
+            raise
         summary = describe(result) if callable(describe) else describe
         entry = journal.write(self.id, Action(step=key, summary=summary, data=data(result) if data else {}))
         self.applied_steps[key] = entry

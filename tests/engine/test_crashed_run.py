@@ -54,3 +54,49 @@ def test_status_of_a_crashed_run_writes_its_draft(clusters, unique, tmp_path, mo
     assert draft is not None and draft.meta["outcome"] == "crashed"
     with KafkaClient(config) as kafka:
         assert kafka.committed_offsets(group) == {(topic, 0): 2}, "nothing was changed"
+
+
+def test_a_killed_run_is_marked_crashed_by_its_missing_heartbeats_and_concluded(clusters, unique, tmp_path,
+                                                                                monkeypatch):
+    """SIGKILL leaves Prefect nothing to notice: the server's automation (kit/crashes.py) crashes the run
+    once its heartbeats stop, and the sweep `runbook serve` runs gives it its outcome and draft."""
+    from mq_runbooks.kit import journal
+    from mq_runbooks.kit.crashes import HEARTBEAT_S, ZOMBIE_AFTER_S, conclude_crashed
+
+    monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
+    config = clusters.kafka_cluster("primary").client_config()
+    topic, group = unique("killed"), unique("killedgroup")
+    with KafkaClient(config) as kafka:
+        kafka.create_topic(topic, 1)
+    producer = Producer(config)
+    producer.produce(topic, b"x")
+    producer.flush()
+    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+    consumer.close()
+
+    settings = Settings.from_environ()
+    runbook = load_catalog(settings.catalog).get("kafka-replay")
+    run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
+        {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
+    deadline = time.monotonic() + 60
+    while runs.read_run(run_id).state_type != "PAUSED":
+        assert time.monotonic() < deadline, "the run never reached its gate"
+        time.sleep(0.3)
+    executor = subprocess.run(["pgrep", "-f", f"mq_runbooks.app.executor {run_id}"], capture_output=True, text=True)
+    assert executor.stdout.split(), "the run's executor process was not found"
+    for pid in executor.stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+
+    deadline = time.monotonic() + ZOMBIE_AFTER_S + 3 * HEARTBEAT_S + 60
+    while runs.read_run(run_id).state_type != "CRASHED":
+        assert time.monotonic() < deadline, f"still {runs.read_run(run_id).state} after the heartbeats stopped"
+        time.sleep(2)
+    assert run_id in conclude_crashed()
+    assert run_id not in conclude_crashed(), "a crashed run is concluded once"
+    outcome = journal.last(runs.read_run(run_id).entries, "outcome")
+    assert outcome.data["outcome"] == "crashed" and outcome.summary.startswith("crashed before changing anything")
+    draft = find_by_run(settings.postmortem_dir, "kafka-replay", run_id)
+    assert draft is not None and draft.meta["outcome"] == "crashed"
+    with KafkaClient(config) as kafka:
+        assert kafka.committed_offsets(group) == {(topic, 0): 1}, "nothing was changed"

@@ -127,3 +127,12 @@ def test_without_a_snapshot_the_outcome_names_what_changed_and_that_nothing_was_
     text = outcome(view).summary
     assert text.startswith(f"failed after changing: {target} set to green. Nothing to restore automatically")
     assert state(target)["value"] == "green"
+
+
+def test_a_step_that_fails_part_way_counts_as_a_change_and_is_restored(env):
+    settings, catalog, target = env
+    view = approved(settings, catalog, start(settings, catalog, path=str(target), value="green", fail="part-way"))
+    assert not view.succeeded
+    assert journal.last(view.entries, "rollback").data["restored"] is True
+    assert "write failed part-way and may have applied part of its change" in outcome(view).summary
+    assert state(target)["value"] == "blue"

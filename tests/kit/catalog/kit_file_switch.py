@@ -19,7 +19,7 @@ class FileParameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     path: str
     value: str
-    fail: Literal["none", "before-change", "after-change", "verify", "restore"] = "none"
+    fail: Literal["none", "before-change", "after-change", "verify", "restore", "part-way"] = "none"
     repeat: bool = False
     snapshot: bool = True
 
@@ -68,6 +68,8 @@ class FileSwitch(RunbookSteps[FileParameters, FilePlan]):
     def act(self, run: Run, params: FileParameters, plan: FilePlan) -> None:
         if params.fail == "before-change":
             raise BrokerError("injected: failed before the change")
+        if params.fail == "part-way":  # a change that is not atomic fails after doing part of it
+            run.step("write", lambda: (write(plan.path, plan.wanted), _fail()), "never recorded", partial=True)
         for _ in range(2 if params.repeat else 1):
             run.step("write", lambda: write(plan.path, plan.wanted), f"{plan.path} set to {plan.wanted}")
         if params.fail in ("after-change", "restore"):  # "restore": then the restore fails too
@@ -82,6 +84,10 @@ class FileSwitch(RunbookSteps[FileParameters, FilePlan]):
             raise BrokerError("injected: the restore failed")
         write(plan.path, snapshot.data["value"])
         return Restore(summary=f"{plan.path} back to {snapshot.data['value']}", restored=True)
+
+
+def _fail() -> None:
+    raise BrokerError("injected: failed part-way through the change")
 
 
 STEPS = FileSwitch()
