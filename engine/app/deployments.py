@@ -77,6 +77,12 @@ class DeploymentStarter:
                     self._seen.popitem(last=False)
         return run_id, existed
 
+    def forget(self, run_ids: set[str]) -> None:
+        """Drop occurrences whose run crashed from the shortcut, so a repeat of the alert starts a new run."""
+        with self._seen_lock:
+            for key in [key for key, (run_id, _) in self._seen.items() if run_id in run_ids]:
+                del self._seen[key]
+
     def _create(self, runbook: Runbook, params: BaseModel, requested_by: str, trigger: dict[str, Any],
                 idempotency_key: str | None, tags: list[str] | None) -> tuple[str, bool]:
         request_id = uuid.uuid4().hex
@@ -100,4 +106,9 @@ class DeploymentStarter:
                 tags=all_tags,
             )
         existed = (flow_run.parameters.get("trigger") or {}).get("request_id") != request_id
+        if existed and idempotency_key is not None and flow_run.state and flow_run.state.is_crashed():
+            # The run of this occurrence died with its process: a repeat notification starts a new one
+            # (the same key on every replica, so they still agree on one run).
+            return self._create_locked(runbook, parameters, f"{idempotency_key}:after:{flow_run.id}", all_tags,
+                                       request_id)
         return str(flow_run.id), existed

@@ -18,7 +18,7 @@ import uvicorn
 
 from mq_runbooks.base.catalog import Catalog
 from mq_runbooks.base.settings import Settings
-from mq_runbooks.kit.crashes import conclude_crashed, ensure_zombie_automation
+from mq_runbooks.kit.crashes import conclude_crashed, ensure_zombie_automation, recent_crashed
 
 log = logging.getLogger("runbook.serve")
 
@@ -106,11 +106,14 @@ def _runner_thread(catalog: Catalog, deployment_name: str, limit: int, ready: th
         ready.set()
 
 
-def _sweep_crashed(every_s: float = 30.0) -> None:
-    """Give every run that crashed (its process died; see kit/crashes.py) its outcome and postmortem."""
+def _sweep_crashed(forget, every_s: float = 30.0) -> None:
+    """Give every run that crashed (its process died; see kit/crashes.py) its outcome and postmortem,
+    and let a repeat of the alert that started it start a new run (`forget`)."""
     while True:
         try:
-            for run_id in conclude_crashed():
+            crashed = recent_crashed()
+            forget(set(crashed))
+            for run_id in conclude_crashed(crashed):
                 log.warning("run %s crashed: its outcome and postmortem draft are written", run_id)
         except Exception as exc:  # noqa: BLE001  (a sweep that failed is tried again at the next round)
             log.warning("looking for crashed runs failed: %s: %s", type(exc).__name__, exc)
@@ -136,8 +139,8 @@ def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runne
             raise RuntimeError(f"the Prefect runner did not start: {failed[0] if failed else 'timed out'}")
         log.info("serving %d runbook deployment(s)", len(list(catalog)))
     ensure_zombie_automation()
-    threading.Thread(target=_sweep_crashed, daemon=True, name="crashed-runs").start()
     services = build_services(settings, catalog)
+    threading.Thread(target=_sweep_crashed, args=(services.start.forget,), daemon=True, name="crashed-runs").start()
     listener = None
     if socket_mode:
         from mq_runbooks.app.slack_socket import SocketModeListener

@@ -80,8 +80,8 @@ def conclude(run_id: str, message: str) -> bool:
     return True
 
 
-def conclude_crashed(since: dt.timedelta = dt.timedelta(days=2), limit: int = 50) -> list[str]:
-    """Conclude every recently crashed run of ours that has no outcome yet; the ids concluded now."""
+def recent_crashed(since: dt.timedelta = dt.timedelta(days=2), limit: int = 200) -> dict[str, str]:
+    """Recently crashed runs of ours: id -> the state's message."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter, FlowRunFilterStartTime, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags,
@@ -95,8 +95,10 @@ def conclude_crashed(since: dt.timedelta = dt.timedelta(days=2), limit: int = 50
     )
     with get_client(sync_client=True) as client:
         crashed = client.read_flow_runs(flow_run_filter=run_filter, limit=limit)
-    concluded = []
-    for run in crashed:
-        if conclude(str(run.id), (run.state.message if run.state else None) or "Crashed"):
-            concluded.append(str(run.id))
-    return concluded
+    return {str(run.id): (run.state.message if run.state else None) or "Crashed" for run in crashed}
+
+
+def conclude_crashed(crashed: dict[str, str] | None = None) -> list[str]:
+    """Conclude every recently crashed run of ours that has no outcome yet; the ids concluded now."""
+    crashed = recent_crashed() if crashed is None else crashed
+    return [run_id for run_id, message in crashed.items() if conclude(run_id, message)]
