@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from mq_runbooks.app import runs
 from mq_runbooks.base.errors import RunbookError, UsageError
 from mq_runbooks.app.http import BodyTooLarge, Services, read_body
+from mq_runbooks.base.catalog import refuse_file_parameters
 from mq_runbooks.kit.teams import teams_for
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.gate import expand_approvers
@@ -70,6 +71,7 @@ def command_reply(services: Services, command: SlashCommand, start: Callable[...
             reason = f"<@{command.user_id}> may not {verb} {runbook.id} from Slack"
             log.warning("refused: %s", reason)
             return f"Refused: {reason}."
+        refuse_file_parameters(runbook, raw, "Slack")
         params = runbook.validate_parameters(raw)
         if verb == "plan":
             if runbook.planner is None:

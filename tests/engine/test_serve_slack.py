@@ -232,3 +232,14 @@ def test_slack_outage_is_recorded_and_the_cli_still_approves(tmp_path, slack, gr
         slack.clear()
     with KafkaClient(config) as kafka:
         assert kafka.committed_offsets(group_id) == {(topic, 0): 0, (topic, 1): 0}
+
+
+@pytest.mark.parametrize("verb", ["plan", "run"])
+def test_slack_never_reads_a_file_on_the_server(serve, slack, tmp_path, verb):
+    process, _ = serve
+    planted = tmp_path / "secrets.env"
+    planted.write_text("DB_PASSWORD=hunter2-planted\n")
+    for path in ("/etc/passwd", str(planted), "/dev/zero"):
+        answer = slash(process.url, slack, f"{verb} kafka-replay cluster=primary group=x from_file={path}", CAROL)
+        assert "from_file: names a file on the server, which is never taken from Slack" in answer, answer
+        assert "root:" not in answer and "hunter2" not in answer and "Started" not in answer
