@@ -148,7 +148,8 @@ def reject(context: Context, run_id: str, by: str, reason: str) -> None:
 
 @cli.command("runs")
 @click.option("--runbook", "runbook_id", default=None, help="Only runs of this runbook.")
-@click.option("--limit", default=20, show_default=True, help="How many of the newest runs.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200),
+              help="How many of the newest runs (1 to 200).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_context
 def list_runs(context: Context, runbook_id: str | None, limit: int, as_json: bool) -> None:
