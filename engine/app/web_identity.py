@@ -7,12 +7,13 @@ A typed name proves nothing: with no trusted proxy configured, page writes are r
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from mq_runbooks.base.settings import Settings
+from mq_runbooks.kit.identity import canonical_person
 from mq_runbooks.kit.teams import load_teams
 
 MAX_IDENTITY_CHARS = 256
@@ -34,13 +35,6 @@ class ProxyIdentity:
     def proof(self) -> dict[str, str]:
         """What the postmortem's front matter keeps as the proof of this identity."""
         return {"kind": "proxy-header", "header": self.header, "value": self.asserted, "proxy": self.proxy}
-
-
-def canonical_name(asserted: str, people: Iterable[str]) -> str:
-    """The person of teams.yaml the asserted identity names, matched case-insensitively on the whole
-    value or on the local part of an e-mail address ('Carol@example.com' -> 'carol'); else the value."""
-    wanted = {asserted.strip().lower(), asserted.strip().lower().partition("@")[0]}
-    return next((person for person in people if person.lower() in wanted), asserted.strip())
 
 
 def people_of_teams(settings: Settings) -> list[str]:
@@ -66,7 +60,8 @@ def proxy_identity(settings: Settings, headers: Mapping[str, str], peer: str | N
         if value:
             if len(value) > MAX_IDENTITY_CHARS or not value.isprintable():
                 raise IdentityRefused(f"the proxy's {header} header is not a name or e-mail address")
-            return ProxyIdentity(canonical_name(value, people_of_teams(settings)), value, header, str(address))
+            name = canonical_person(value, people_of_teams(settings), email_local_part=True)
+            return ProxyIdentity(name, value, header, str(address))
     raise IdentityRefused(f"this needs a proven identity: the proxy sent none of {', '.join(settings.identity_headers)}")
 
 

@@ -20,6 +20,7 @@
     RUNBOOK_IDENTITY_HEADERS  the headers such a proxy asserts the person in, first found wins
                               (default: X-Forwarded-Email,X-Forwarded-User, as oauth2-proxy sends them)
     RUNBOOK_REVIEW_REQUIRE_IDENTITY  true: the review pages' reads need that identity too (default: false)
+    RUNBOOK_TOKEN             your personal token (`runbook tokens issue NAME`): proves who answers a gate on the CLI
     RUNBOOK_POSTMORTEM_TEMPLATES  a team's own postmortem templates; files there override the
                               ones of the same name in postmortems/templates (default: none)
     RUNBOOK_SLACK_APP_TOKEN   an app-level token (xapp-..., scope connections:write): `runbook serve`
@@ -73,6 +74,7 @@ class Settings(BaseModel):
         ("X-Forwarded-Email", "X-Forwarded-User"), min_length=1,
         description="headers in which a trusted proxy asserts who the person is")
     review_require_identity: bool = Field(False, description="the review pages' reads need a proven identity too")
+    token: SecretStr | None = Field(None, description="a personal token proving who answers a gate from the CLI")
     postmortem_templates: Path | None = Field(None, description="a directory of postmortem templates "
                                               "that override postmortems/templates file by file")
     slack_app_token: SecretStr | None = Field(None, description="app-level token (xapp-) for Slack Socket Mode")
