@@ -22,6 +22,7 @@ from mq_runbooks.base.catalog import refuse_file_parameters
 from mq_runbooks.kit.teams import teams_for
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.gate import expand_approvers
+from mq_runbooks.kit.identity import SLACK_PROOF
 from mq_runbooks.kit.notify import slack_notifier
 from mq_runbooks.integrations.slack import SlackUnavailable
 from mq_runbooks.integrations.slack_requests import (
@@ -111,7 +112,7 @@ def answer_click(services: Services, action: BlockAction | ViewSubmission) -> di
     comment = "" if approved else action.reason
     try:
         view = runs.answer_gate(services.settings, services.catalog, action.run_id, approved, action.user_id,
-                                comment, via="slack")
+                                comment, via="slack", proof=SLACK_PROOF)
         services.metrics.slack_requests.labels("decision", "accepted").inc()
         requested = journal.last(view.entries, "approval_requested")
         if requested is not None:

@@ -8,6 +8,7 @@ same way and no file holds them. A person presents theirs with RUNBOOK_TOKEN or 
 in the Approval's `proof` field and the gate looks it up.
 
     proof ""             the name typed (`--as`, the Prefect UI's "by"): not proven; kept as typed
+    proof "slack"        a Slack user id from a request whose signature `runbook serve` verified
     proof "token:<t>"    the person the token was issued to; a wrong or revoked token is refused
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from mq_runbooks.base.errors import UsageError
 
 TOKEN_PREFIX = "token:"
+SLACK_PROOF = "slack"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 
 
@@ -83,6 +85,8 @@ def token_holder(deployment: str, token: str) -> str | None:
 
 def proof_kind(proof: str) -> str:
     """What the journal keeps of an answer's proof (never the token itself)."""
+    if proof == SLACK_PROOF:
+        return "slack-signature"
     return "token" if proof.startswith(TOKEN_PREFIX) else "typed-name"
 
 
@@ -101,7 +105,7 @@ def verify_answer(by: str, proof: str, teams: Mapping[str, list[str]],
     without one, the typed name, matched case-insensitively to the people in teams.yaml.
     """
     people = [member for members in teams.values() for member in members]
-    if not proof:
+    if not proof or proof == SLACK_PROOF:
         return canonical_person(by, people), None
     if not proof.startswith(TOKEN_PREFIX):
         return by.strip(), "the answer's proof is not a token (send it with RUNBOOK_TOKEN or --token)"
