@@ -15,7 +15,8 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mq_runbooks.base.clusters import KafkaCluster
-from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionError
+from mq_runbooks.base.errors import BrokerError, PreconditionError
+from mq_runbooks.base.files import read_parameter_file
 from mq_runbooks.flows.replay_plan import ReplayPlan, parse_offsets_csv, plan_replay, spec_from_parameters
 from mq_runbooks.integrations.kafka import ConsumerGroup, KafkaClient
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
@@ -31,7 +32,7 @@ class ReplayParameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cluster: str = Field(description="a Kafka cluster named in clusters.yaml, e.g. primary")
-    group: str = Field(min_length=1, description="the consumer group id")
+    group: str = Field(min_length=1, max_length=249, description="the consumer group id")
     topic: list[str] = Field(
         default_factory=list,
         description="topic or topic:0,1,2 (repeatable); none = every topic the group has committed",
@@ -43,7 +44,8 @@ class ReplayParameters(BaseModel):
     to_offset: int | None = Field(None, ge=0, description="an absolute offset (clamped into the log)")
     shift_by: int | None = Field(None, description="a signed number of messages to move by")
     to_current: bool = Field(False, description="true: keep committed offsets, uncommitted to the log end")
-    from_file: str | None = Field(None, description="path of a topic,partition,offset CSV (the --export format)")
+    from_file: str | None = Field(None, description="path of a topic,partition,offset CSV (the --export format)",
+                                  json_schema_extra={"file": True})
     wait_for_inactive: float = Field(
         0, ge=0, le=3600, description="seconds to wait for the group to become empty (0: refuse at once)"
     )
@@ -67,11 +69,7 @@ def reset_spec(params: ReplayParameters):
     """The Java tool's reset spec from the parameters; a from_file path is read here."""
     values: dict[str, Any] = {name: getattr(params, name) for name in SPECS}
     if params.from_file is not None:
-        path = Path(params.from_file)
-        try:
-            values["from_file"] = path.read_text()
-        except OSError as exc:
-            raise ParameterError(RUNBOOK_ID, [("from_file", f"cannot read {path}: {exc.strerror}")]) from None
+        values["from_file"] = read_parameter_file(params.from_file, runbook=RUNBOOK_ID, parameter="from_file")
     return spec_from_parameters(**values)
 
 

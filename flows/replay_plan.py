@@ -152,7 +152,8 @@ def parse_scope(topics: Iterable[str], *, field: str = "topic") -> list[TopicSco
 def parse_offsets_csv(text: str, *, field: str = "from_file") -> dict[TopicPartitionKey, int]:
     """Offsets from `topic,partition,offset` lines, as `--export` writes them, in file order.
 
-    Blank lines and a `topic,partition,offset` header are skipped. Errors name their line numbers.
+    Blank lines and a `topic,partition,offset` header are skipped. Errors name their line numbers and
+    what is wrong, never what the line holds (the file may not be the CSV it was said to be).
     """
     offsets: dict[TopicPartitionKey, int] = {}
     first_line: dict[TopicPartitionKey, int] = {}
@@ -163,14 +164,15 @@ def parse_offsets_csv(text: str, *, field: str = "from_file") -> dict[TopicParti
             continue
         if len(fields) != 3:
             extra = " (a group column? export with one --group)" if len(fields) == 4 else ""
-            problems.append(f"line {number}: {line!r} has {len(fields)} fields{extra}; expected topic,partition,offset")
+            problems.append(f"line {number}: expected 3 comma-separated fields topic,partition,offset, "
+                            f"found {len(fields)}{extra}")
         elif not _TOPIC_NAME.fullmatch(fields[0]):
-            problems.append(f"line {number}: {fields[0]!r} is not a topic name")
+            problems.append(f"line {number}: the first field is not a topic name "
+                            f"(1 to 249 letters, digits, '.', '_', '-')")
         elif not fields[1].isdigit() or not re.fullmatch(r"-?\d+", fields[2]):
-            problems.append(f"line {number}: partition and offset must be whole numbers, "
-                            f"got {fields[1]!r} and {fields[2]!r}")
+            problems.append(f"line {number}: partition and offset (fields 2 and 3) must be whole numbers")
         elif (key := (fields[0], int(fields[1]))) in offsets:
-            problems.append(f"line {number}: {key[0]}:{key[1]} already has an offset on line {first_line[key]}")
+            problems.append(f"line {number}: its topic and partition already have an offset on line {first_line[key]}")
         else:
             offsets[key], first_line[key] = int(fields[2]), number
     if problems:
@@ -290,7 +292,13 @@ def spec_from_parameters(
         raise _invalid(name, f"{value} is negative: offsets start at 0 (use to_earliest for the log start)")
     if name in {"to_datetime", "by_duration", "from_file"} and not isinstance(value, str):
         raise _invalid(name, f"expected text, got {type(value).__name__}")
-    return _BUILD[name](value)
+    spec = _BUILD[name](value)
+    # Kafka reads negative timestamps as "latest" (-1) and "earliest" (-2): refuse any time before 1970.
+    if isinstance(spec, ToDatetime) and spec.timestamp_ms < 0:
+        raise _invalid(name, f"{value!r} is before 1970-01-01T00:00:00.000Z, the earliest time Kafka records")
+    if isinstance(spec, ByDuration) and spec.duration_ms > time.time() * 1000:
+        raise _invalid(name, f"{value!r} reaches back before 1970-01-01, the earliest time Kafka records")
+    return spec
 
 
 # -- the plan ----------------------------------------------------------------------------------

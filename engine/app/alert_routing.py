@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from mq_runbooks.base.catalog import TEMPLATES, Catalog, Runbook, Trigger
+from mq_runbooks.base.catalog import TEMPLATES, Catalog, Runbook, Trigger, refuse_file_parameters
 from mq_runbooks.base.errors import RunbookError
 from mq_runbooks.integrations.alerts import Alert
 
@@ -105,6 +105,7 @@ def route(alerts: list[Alert], catalog: Catalog, start: Starter, find_runs: RunF
                 continue
             try:
                 raw = render_parameters(trigger, alert)
+                refuse_file_parameters(runbook, raw, "an alert")
                 params = runbook.validate_parameters(raw)
                 run_id, existed = start(runbook, params, requested_by=f"alert:{alert.name}",
                                         trigger=alert.to_trigger(), idempotency_key=key,

@@ -141,6 +141,7 @@ def main() -> None:
         import mq_runbooks.app.cli_serve  # noqa: F401  (registers serve, demo)
         import mq_runbooks.app.cli_postmortems  # noqa: F401  (registers postmortems list|show|review|draft)
         import mq_runbooks.app.cli_authoring  # noqa: F401  (registers new, validate)
+        import mq_runbooks.app.cli_tokens  # noqa: F401  (registers tokens issue|revoke|list)
 
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -58,7 +58,11 @@ def show_command(context: Context, postmortem_id: str, as_json: bool) -> None:
 @pass_context
 def review_command(context: Context, postmortem_id: str, by: str, note: str) -> None:
     """Mark a postmortem reviewed, recording the reviewer, the time and the note in its front matter."""
-    reviewed = mark_reviewed(context.settings.postmortem_dir, postmortem_id, by, note)
+    import getpass
+
+    # The CLI proves nothing about the name typed: the record says so (the OS user who typed it).
+    proof = {"kind": "typed-name", "os_user": getpass.getuser()}
+    reviewed = mark_reviewed(context.settings.postmortem_dir, postmortem_id, by, note, proof=proof)
     latest = reviewed.reviewers[-1]
     click.echo(f"{reviewed.id} reviewed by {latest['name']} at {latest['at']} ({reviewed.path})")
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from mq_runbooks.app import runs
 from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
 from mq_runbooks.base.errors import UsageError
+from mq_runbooks.kit.identity import TOKEN_PREFIX
 
 
 def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -135,31 +136,47 @@ def plan_table(entry) -> Table:
     return table
 
 
+as_option = click.option("--as", "by", default="", help="Your name, as the runbook's approval policy knows it "
+                         "(typed, so not proven; with a token, the token's holder is who answers).")
+token_option = click.option("--token", default=None, metavar="TOKEN", help="Your personal token (`runbook tokens "
+                            "issue`), proving who you are; default: RUNBOOK_TOKEN.")
+
+
+def _answer(context: Context, run_id: str, approved: bool, by: str, comment: str, token: str | None) -> str:
+    token = token or (context.settings.token.get_secret_value() if context.settings.token else "")
+    if not token and not by.strip():
+        raise UsageError("say who answers: a personal token (--token or RUNBOOK_TOKEN) or --as NAME")
+    runs.answer_gate(context.settings, context.catalog, run_id, approved, by, comment,
+                     proof=f"{TOKEN_PREFIX}{token}" if token else "")
+    return "with your token" if token else f"as {by} (a typed name)"
+
+
 @cli.command("approve")
 @click.argument("run_id", metavar="RUN")
-@click.option("--as", "by", required=True, help="Your name, as the runbook's approval policy knows it.")
+@as_option
 @click.option("--comment", default="", help="Why you approve (kept in the journal and the postmortem).")
+@token_option
 @pass_context
-def approve(context: Context, run_id: str, by: str, comment: str) -> None:
+def approve(context: Context, run_id: str, by: str, comment: str, token: str | None) -> None:
     """Approve a run that waits at its gate (the runbook's policy decides who may)."""
-    runs.answer_gate(context.settings, context.catalog, run_id, True, by, comment)
-    context.out.print(f"approved run {run_id} as {by}")
+    context.out.print(f"approved run {run_id} {_answer(context, run_id, True, by, comment, token)}")
 
 
 @cli.command("reject")
 @click.argument("run_id", metavar="RUN")
-@click.option("--as", "by", required=True, help="Your name, as the runbook's approval policy knows it.")
+@as_option
 @click.option("--reason", required=True, help="Why (kept in the journal and the postmortem).")
+@token_option
 @pass_context
-def reject(context: Context, run_id: str, by: str, reason: str) -> None:
+def reject(context: Context, run_id: str, by: str, reason: str, token: str | None) -> None:
     """Reject a run that waits at its gate; it ends without changing anything."""
-    runs.answer_gate(context.settings, context.catalog, run_id, False, by, reason)
-    context.out.print(f"rejected run {run_id} as {by}")
+    context.out.print(f"rejected run {run_id} {_answer(context, run_id, False, by, reason, token)}")
 
 
 @cli.command("runs")
 @click.option("--runbook", "runbook_id", default=None, help="Only runs of this runbook.")
-@click.option("--limit", default=20, show_default=True, help="How many of the newest runs.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200),
+              help="How many of the newest runs (1 to 200).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_context
 def list_runs(context: Context, runbook_id: str | None, limit: int, as_json: bool) -> None:

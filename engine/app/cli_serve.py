@@ -19,7 +19,9 @@ def serve(context: Context, host: str, port: int, no_runner: bool, limit: int, s
     """Serve the HTTP endpoints and run the runbooks that alerts and Slack start.
 
     Endpoints: POST /alerts/alertmanager and /alerts/grafana (bearer RUNBOOK_ALERT_TOKEN),
-    POST /slack/commands and /slack/interactions (Slack signature), GET /healthz, GET /metrics.
+    POST /slack/commands and /slack/interactions (Slack signature), GET /healthz, GET /metrics,
+    the postmortem pages under /postmortems (writes need the identity a proxy in
+    RUNBOOK_TRUSTED_PROXIES asserts, and a same-origin request).
     With RUNBOOK_SLACK_APP_TOKEN (an xapp- token), Slack also reaches it over Socket Mode.
     """
     from mq_runbooks.app.serve import serve as run_server

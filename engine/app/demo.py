@@ -212,8 +212,8 @@ class Demo:
             return 1
         self.say("\n" + draft.body)
         self.step(f"postmortem draft: {draft.path}")
-        self.step(f"review it: runbook postmortems review {draft.id} --as NAME, or "
-                  f"{self.settings.public_url.rstrip('/')}/postmortems/{draft.id} (while `runbook serve` runs)")
+        page = f"{self.settings.public_url or 'http://HOST:PORT of runbook serve'}/postmortems/{draft.id}"
+        self.step(f"review it: runbook postmortems review {draft.id} --as NAME, or {page} (while `runbook serve` runs)")
         return 0
 
     def cleanup(self) -> None:

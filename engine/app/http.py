@@ -70,7 +70,9 @@ def error(status: int, reason: str) -> JSONResponse:
 def bearer_ok(request: Request, token: str | None) -> bool:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
-    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
+    # Bytes, not str: compare_digest refuses non-ASCII text, and a header may hold any byte.
+    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode("utf-8"), token.encode("utf-8"))
 
 
 def create_app(services: Services) -> FastAPI:
@@ -110,7 +112,7 @@ def create_app(services: Services) -> FastAPI:
         for item in result.not_started:
             metrics.alerts_rejected.labels("bad_parameters").inc()
         for item in result.unmatched:
-            metrics.alerts_unmatched.labels(item["alertname"]).inc()
+            metrics.alerts_unmatched.inc()  # no alertname label: senders must not grow our series
         return JSONResponse(result.to_json(), status_code=202)
 
     @app.post("/alerts/alertmanager")

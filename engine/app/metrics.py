@@ -23,8 +23,10 @@ class Metrics:
         self.alerts_rejected = Counter("runbook_alerts_rejected",
                                        "Alert requests or alerts refused (bad payload, auth, bad parameters)",
                                        ["reason"], registry=self.registry)
+        # Without the alertname: names come from outside and would add a series each (the webhook's
+        # answer and the log name the unmatched alerts).
         self.alerts_unmatched = Counter("runbook_alerts_unmatched", "Alerts that matched no trigger",
-                                        ["alertname"], registry=self.registry)
+                                        registry=self.registry)
         self.runs_started = Counter("runbook_runs_started", "Runs started, by runbook and how",
                                     ["runbook", "via"], registry=self.registry)
         self.approval_wait = Histogram("runbook_approval_wait_seconds", "Time from approval request to decision",

@@ -30,6 +30,7 @@ from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit.teams import teams_for
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.gate import refusal
+from mq_runbooks.kit.identity import proof_kind, verify_answer
 from mq_runbooks.kit.lock import lock_tag
 
 RUNBOOK_TAG = "mq-runbooks"
@@ -127,8 +128,9 @@ def list_runs(limit: int = 20, runbook_id: str | None = None) -> list[RunView]:
 
 
 def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: bool, by: str, comment: str,
-                via: str = "cli") -> RunView:
-    """Approve or reject a run waiting at its gate, after checking the runbook's policy.
+                via: str = "cli", proof: str = "") -> RunView:
+    """Approve or reject a run waiting at its gate, after checking the runbook's policy and the proof
+    of who answers (`proof`: "token:<t>" or empty for a typed name; the run checks it again).
 
     A refused answer is recorded in the run's journal and raised as UsageError with the reason.
     """
@@ -140,16 +142,18 @@ def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: boo
         raise UsageError(f"run {run_id} is paused but has not asked for approval")
     policy = catalog.get(view.runbook).approval
     approvals_since = [e.data.get("by") for e in view.entries if e.kind == "approval" and e.at >= request.at]
-    reason = refusal(policy, teams_for(settings), request.data.get("requester", ""), by, approved,
-                     approvals_since)
+    teams = teams_for(settings)
+    by, reason = verify_answer(by, proof, teams, settings.deployment)
+    reason = reason or refusal(policy, teams, request.data.get("requester", ""), by, approved, approvals_since)
     if not approved and not comment.strip():
         reason = reason or "a rejection needs a reason (--reason)"
     if reason:
-        journal.record(run_id, "approval_refused", reason, by=by, approved=approved, via=via)
+        journal.record(run_id, "approval_refused", reason, by=by, approved=approved, via=via, proof=proof_kind(proof))
         raise UsageError(f"refused: {reason}")
     try:
         resume_flow_run(UUID(run_id), run_input={
             "approved": approved, "by": by, "comment": comment, "plan_digest": request.data.get("plan_digest", ""),
+            "proof": proof,
         })
     except Exception as exc:  # e.g. someone answered a moment earlier, or the pause timed out
         raise UsageError(f"run {run_id} could not be resumed: {exc}") from None

@@ -10,13 +10,16 @@ is the journal on the Prefect server).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import threading
 import time
 
 import uvicorn
 
 from mq_runbooks.base.catalog import Catalog
+from mq_runbooks.base.errors import UnreachableError, UsageError
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit.crashes import conclude_crashed, ensure_zombie_automation, recent_crashed
 
@@ -120,11 +123,33 @@ def _sweep_crashed(forget, every_s: float = 30.0) -> None:
         time.sleep(every_s)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The socket serve listens on, bound before anything starts; UsageError naming the address when
+    it is taken or not ours to bind."""
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        hint = "; stop what listens there or choose another --port" if exc.errno == errno.EADDRINUSE else ""
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+
+
+def require_prefect(api_url: str, timeout_s: float = 10.0) -> None:
+    """UnreachableError, saying where and how to start it, unless the Prefect API answers."""
+    from mq_runbooks.app.doctor import check_prefect
+
+    check = check_prefect(api_url, timeout_s)
+    if not check.ok:
+        raise UnreachableError(f"the Prefect API at {api_url} does not answer ({check.detail}); serve needs it "
+                               f"to start and record runs: start it (dev/stack up here) or set RUNBOOK_PREFECT_API_URL")
+
+
 def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runner: bool, limit: int,
           socket_mode: bool = False) -> None:
     """Socket Mode (Slack over a WebSocket) is on with `socket_mode` or when RUNBOOK_SLACK_APP_TOKEN is set."""
     from mq_runbooks.app.http import create_app
 
+    listener_socket = listening_socket(host, port)
+    require_prefect(settings.prefect_api_url)
     socket_mode = socket_mode or settings.slack_app_token is not None
     if socket_mode:
         from mq_runbooks.app.slack_socket import app_token
@@ -136,7 +161,7 @@ def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runne
                                   name="prefect-runner")
         thread.start()
         if not ready.wait(timeout=120) or failed:
-            raise RuntimeError(f"the Prefect runner did not start: {failed[0] if failed else 'timed out'}")
+            raise UnreachableError(f"the Prefect runner did not start: {failed[0] if failed else 'timed out'}")
         log.info("serving %d runbook deployment(s)", len(list(catalog)))
     ensure_zombie_automation()
     services = build_services(settings, catalog)
@@ -148,7 +173,11 @@ def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runne
         listener = SocketModeListener(services)
         listener.start()
     try:
-        uvicorn.run(create_app(services), host=host, port=port, log_level="info", access_log=False)
+        # proxy_headers off: request.client must be the peer itself, the address that
+        # RUNBOOK_TRUSTED_PROXIES is checked against, not what an X-Forwarded-For header claims.
+        config = uvicorn.Config(create_app(services), host=host, port=port, log_level="info", access_log=False,
+                                proxy_headers=False)
+        uvicorn.Server(config).run(sockets=[listener_socket])
     finally:
         if listener is not None:
             listener.stop()

@@ -18,9 +18,11 @@ from starlette.concurrency import run_in_threadpool
 from mq_runbooks.app import runs
 from mq_runbooks.base.errors import RunbookError, UsageError
 from mq_runbooks.app.http import BodyTooLarge, Services, read_body
+from mq_runbooks.base.catalog import refuse_file_parameters
 from mq_runbooks.kit.teams import teams_for
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.gate import expand_approvers
+from mq_runbooks.kit.identity import SLACK_PROOF
 from mq_runbooks.kit.notify import slack_notifier
 from mq_runbooks.integrations.slack import SlackUnavailable
 from mq_runbooks.integrations.slack_requests import (
@@ -70,6 +72,7 @@ def command_reply(services: Services, command: SlashCommand, start: Callable[...
             reason = f"<@{command.user_id}> may not {verb} {runbook.id} from Slack"
             log.warning("refused: %s", reason)
             return f"Refused: {reason}."
+        refuse_file_parameters(runbook, raw, "Slack")
         params = runbook.validate_parameters(raw)
         if verb == "plan":
             if runbook.planner is None:
@@ -109,7 +112,7 @@ def answer_click(services: Services, action: BlockAction | ViewSubmission) -> di
     comment = "" if approved else action.reason
     try:
         view = runs.answer_gate(services.settings, services.catalog, action.run_id, approved, action.user_id,
-                                comment, via="slack")
+                                comment, via="slack", proof=SLACK_PROOF)
         services.metrics.slack_requests.labels("decision", "accepted").inc()
         requested = journal.last(view.entries, "approval_requested")
         if requested is not None:

@@ -169,6 +169,25 @@ def _parameter_problems(exc: ValidationError, fields: Mapping[str, Any]) -> list
     return problems
 
 
+def file_parameters(runbook: Runbook) -> list[str]:
+    """The parameters of `runbook` that name a file on the host (marked on their pydantic Field with
+    `json_schema_extra={"file": True}`, like kafka-replay's `from_file`)."""
+    return [name for name, info in runbook.parameters_model.model_fields.items()
+            if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("file") is True]
+
+
+def refuse_file_parameters(runbook: Runbook, raw: Mapping[str, Any], where: str) -> None:
+    """Raise ParameterError when input from `where` (Slack, an alert) names a file parameter: files on
+    the host running serve are an input of the CLI only."""
+    named = [name for name in file_parameters(runbook) if name in raw]
+    if named:
+        raise ParameterError(runbook.id, [
+            (name, f"names a file on the server, which is never taken from {where}; "
+                   f"run it from the CLI (runbook plan|run {runbook.id} -p {name}=PATH)")
+            for name in named
+        ])
+
+
 def _import(reference: str) -> Any:
     module_name, _, attribute = reference.partition(":")
     module = importlib.import_module(module_name)
@@ -240,6 +259,8 @@ def _resolve(runbook: Runbook) -> None:
             for key, template in trigger.params.items():
                 if key not in names:
                     problems.append(f"triggers[{index}].params.{key}: not a parameter (allowed: {allowed})")
+                elif key in file_parameters(runbook):
+                    problems.append(f"triggers[{index}].params.{key}: names a file, which is never taken from an alert")
                 try:
                     TEMPLATES.parse(template)
                 except jinja2.TemplateSyntaxError as exc:

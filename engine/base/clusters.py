@@ -273,11 +273,18 @@ def parse_clusters(text: str, source: str, environ: Mapping[str, str] | None = N
 
 def load_clusters(path: Path, environ: Mapping[str, str] | None = None) -> Clusters:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"{path} does not exist: write one (see README, 'Configuration') or point RUNBOOK_CLUSTERS at it"
         ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory: point RUNBOOK_CLUSTERS at the clusters.yaml file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (an invalid byte at position {exc.start}): "
+                          f"write clusters.yaml in UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror}): check RUNBOOK_CLUSTERS") from None
     return parse_clusters(text, str(path), environ)
 
 

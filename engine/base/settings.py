@@ -14,7 +14,14 @@
     RUNBOOK_PREFECT_API_URL   the Prefect server's API          (default: PREFECT_API_URL, else the stack's)
     RUNBOOK_SLACK_BOT_TOKEN, RUNBOOK_SLACK_SIGNING_SECRET, RUNBOOK_SLACK_API_URL, RUNBOOK_SLACK_CHANNEL
     RUNBOOK_ALERT_TOKEN       bearer token alert webhooks must send
-    RUNBOOK_PUBLIC_URL        where people reach `runbook serve`, for links (default: http://127.0.0.1:8080)
+    RUNBOOK_PUBLIC_URL        where people reach `runbook serve`, e.g. https://runbooks.example.com, for links
+                              and the same-origin check of page writes (default: none, so no absolute links)
+    RUNBOOK_TRUSTED_PROXIES   addresses (IPs or CIDRs, comma-separated) of the authenticating proxies whose
+                              identity headers the review pages trust (default: none, so page writes are refused)
+    RUNBOOK_IDENTITY_HEADERS  the headers such a proxy asserts the person in, first found wins
+                              (default: X-Forwarded-Email,X-Forwarded-User, as oauth2-proxy sends them)
+    RUNBOOK_REVIEW_REQUIRE_IDENTITY  true: the review pages' reads need that identity too (default: false)
+    RUNBOOK_TOKEN             your personal token (`runbook tokens issue NAME`): proves who answers a gate on the CLI
     RUNBOOK_POSTMORTEM_TEMPLATES  a team's own postmortem templates; files there override the
                               ones of the same name in postmortems/templates (default: none)
     RUNBOOK_SLACK_APP_TOKEN   an app-level token (xapp-..., scope connections:write): `runbook serve`
@@ -23,8 +30,11 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -59,7 +69,14 @@ class Settings(BaseModel):
     slack_api_url: str = "https://slack.com/api/"
     slack_channel: str | None = None
     alert_token: SecretStr | None = None
-    public_url: str = Field("http://127.0.0.1:8080", description="where people reach `runbook serve` (links)")
+    public_url: str = Field("", description="where people reach `runbook serve` (links, same-origin check)")
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = Field(
+        (), description="addresses of the authenticating proxies whose identity headers are trusted")
+    identity_headers: tuple[str, ...] = Field(
+        ("X-Forwarded-Email", "X-Forwarded-User"), min_length=1,
+        description="headers in which a trusted proxy asserts who the person is")
+    review_require_identity: bool = Field(False, description="the review pages' reads need a proven identity too")
+    token: SecretStr | None = Field(None, description="a personal token proving who answers a gate from the CLI")
     postmortem_templates: Path | None = Field(None, description="a directory of postmortem templates "
                                               "that override postmortems/templates file by file")
     slack_app_token: SecretStr | None = Field(None, description="app-level token (xapp-) for Slack Socket Mode")
@@ -69,6 +86,38 @@ class Settings(BaseModel):
     def _absolute(cls, value: Path | None) -> Path | None:
         # Paths end up in journals and in restore commands, which must work from any directory.
         return None if value is None else value.expanduser().absolute()
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value):
+            raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://runbooks.example.com")
+        return value.rstrip("/")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        networks = []
+        for item in (part.strip() for part in value.split(",")):
+            if item:
+                try:
+                    networks.append(ip_network(item, strict=False))
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IP address or CIDR (e.g. 10.0.0.5, 10.0.0.0/24)") from None
+        return tuple(networks)
+
+    @field_validator("identity_headers", mode="before")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        names = tuple(part.strip() for part in value.split(",") if part.strip())
+        bad = [name for name in names if not re.fullmatch(r"[A-Za-z0-9-]+", name)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: header names are letters, digits and '-'")
+        return names
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":

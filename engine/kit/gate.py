@@ -19,6 +19,7 @@ from prefect.input import RunInput
 
 from mq_runbooks.base.catalog import ApprovalPolicy
 from mq_runbooks.kit import journal
+from mq_runbooks.kit.identity import proof_kind, verify_answer
 from mq_runbooks.kit.notify import GateObserver
 
 # The default (10 s) would make every approval feel slow; 1 s resumes in about a second.
@@ -32,6 +33,7 @@ class Approval(RunInput):
     by: str
     comment: str = ""
     plan_digest: str = ""  # empty (e.g. from the Prefect UI) means "the plan shown in this dialog"
+    proof: str = ""  # "token:<personal token>" proves who answers (kit/identity.py); empty: a typed name
 
 
 @dataclass(frozen=True)
@@ -98,23 +100,24 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
         except FlowPauseTimeout:
             observer.timed_out(policy.timeout)
             return _timed_out(flow_run_id, policy)
-        by = answer.by.strip()
-        reason = refusal(policy, teams, requester, by, answer.approved, approved_by)
+        by, reason = verify_answer(answer.by, answer.proof, teams)  # the proof decides who answered
+        reason = reason or refusal(policy, teams, requester, by, answer.approved, approved_by)
         if reason is None and answer.plan_digest and answer.plan_digest != plan_digest:
             reason = "the answer was for another version of the plan; look at the current plan and answer again"
         if reason:
-            journal.record(flow_run_id, "approval_refused", reason, by=by, approved=answer.approved)
+            journal.record(flow_run_id, "approval_refused", reason, by=by, approved=answer.approved,
+                           proof=proof_kind(answer.proof))
             continue
         if not answer.approved:
             journal.record(flow_run_id, "rejection", f"rejected by {by}: {answer.comment or 'no reason given'}",
-                           by=by, comment=answer.comment)
+                           by=by, comment=answer.comment, proof=proof_kind(answer.proof))
             observer.decided(False, [by], answer.comment)
             return Decision(False, (by,), answer.comment)
         approved_by.append(by)
         comments.append(answer.comment)
         journal.record(flow_run_id, "approval", f"approved by {by}" + (f": {answer.comment}" if answer.comment else ""),
                        by=by, comment=answer.comment, plan_digest=plan_digest,
-                       approvals=len(approved_by), required=policy.required)
+                       approvals=len(approved_by), required=policy.required, proof=proof_kind(answer.proof))
         if len(approved_by) >= policy.required:
             observer.decided(True, approved_by, "; ".join(c for c in comments if c))
             return Decision(True, tuple(approved_by), "; ".join(c for c in comments if c))

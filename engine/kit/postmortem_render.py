@@ -92,7 +92,7 @@ def known_secrets(settings: Any, clusters: Any | None) -> list[str]:
     return found
 
 
-def _cell(value: Any) -> str:
+def table_cell(value: Any) -> str:
     """A value made safe for one Markdown table cell."""
     text = "" if value is None else str(value)
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
@@ -108,7 +108,7 @@ def environment(team_templates: Path | None = None) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
         trim_blocks=True, lstrip_blocks=True,
     )
-    env.filters["cell"] = _cell
+    env.filters["cell"] = table_cell
     return env
 
 

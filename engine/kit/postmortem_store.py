@@ -8,7 +8,10 @@ requests), so every read goes to the file and every change rewrites it whole, at
     runbook: kafka-replay
     run_id: 1a2b3c4d-...
     status: draft                              # draft | reviewed
-    reviewers: []                              # [{name, at, note}] once reviewed
+    reviewers: []                              # [{name, at, note, proof}] once reviewed
+    written: [Root cause, ...]                 # the team's sections (postmortem_edit), once edited
+    action_items: [{action, owner, due, link}]
+    edits: [{name, at, proof}]                 # who saved edits in the review page
     created: '2026-11-27T05:58:01Z'            # when the first draft was written
     outcome: succeeded
     ---
@@ -17,6 +20,7 @@ requests), so every read goes to the file and every change rewrites it whole, at
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -26,7 +30,9 @@ from typing import Any
 import yaml
 
 from mq_runbooks.base.errors import ConfigError, NotFoundError, UsageError
+from mq_runbooks.kit.postmortem_edit import ActionItem, apply_edits, carry_over, retitle
 
+log = logging.getLogger("runbook.postmortems")
 STATUSES = ("draft", "reviewed")
 _ID = re.compile(r"^\d{4}-\d{2}-\d{2}-[a-z0-9][a-z0-9_.-]*-[0-9a-f]{8}$")
 
@@ -116,7 +122,15 @@ def list_postmortems(directory: Path, runbook: str | None = None, status: str | 
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [_load(path) for path in directory.glob("*.md")]
+    found = []
+    for path in directory.glob("*.md"):
+        # Others' files may share the directory (a README, notes): only postmortems are listed.
+        if not _ID.match(path.stem):
+            continue
+        try:
+            found.append(_load(path))
+        except (ConfigError, OSError, UnicodeDecodeError) as exc:
+            log.warning("skipped %s: not a readable postmortem (%s)", path, exc)
     found = [p for p in found if (runbook is None or p.runbook == runbook) and (status is None or p.status == status)]
     return sorted(found, key=lambda p: (str(p.meta.get("created", "")), p.id), reverse=True)
 
@@ -158,14 +172,16 @@ def save_draft(directory: Path, runbook: str, run_id: str, outcome: str, body: s
             "created": created, "outcome": outcome}
     if existing is not None:
         meta["updated"] = _timestamp(now)
+        body, meta = carry_over(existing.body, existing.meta, body, meta)  # keep what the team wrote
     path = Path(directory) / f"{identifier}.md"
     _write(path, compose(meta, body))
     return Postmortem(path, meta, body), True
 
 
 def mark_reviewed(directory: Path, postmortem_id: str, by: str, note: str = "",
-                  now: dt.datetime | None = None) -> Postmortem:
-    """Record that `by` reviewed the postmortem (name, time, note) and set its status to reviewed.
+                  now: dt.datetime | None = None, proof: dict[str, str] | None = None) -> Postmortem:
+    """Record that `by` reviewed the postmortem (name, time, note, and the proof of who they are, when
+    there is one), set its status to reviewed and its title from "Postmortem (draft)" to "Postmortem".
 
     Several people may review one postmortem: each review is appended to `reviewers`.
     """
@@ -173,9 +189,24 @@ def mark_reviewed(directory: Path, postmortem_id: str, by: str, note: str = "",
         raise UsageError("a review needs the reviewer's name (--as NAME)")
     found = read_postmortem(directory, postmortem_id)
     review = {"name": by.strip(), "at": _timestamp(now or dt.datetime.now(dt.timezone.utc)), "note": note.strip()}
+    if proof:
+        review["proof"] = dict(proof)
     meta = {**found.meta, "status": "reviewed", "reviewers": found.reviewers + [review]}
-    _write(found.path, compose(meta, found.body))
-    return Postmortem(found.path, meta, found.body)
+    body = retitle(found.body, "reviewed")
+    _write(found.path, compose(meta, body))
+    return Postmortem(found.path, meta, body)
+
+
+def save_edits(directory: Path, postmortem_id: str, texts: dict[str, str], items: list[ActionItem] | None,
+               by: str, proof: dict[str, str], now: dt.datetime | None = None) -> Postmortem:
+    """Write the team's sections and action items into the postmortem's file, recording who saved
+    them and the proof of who they are."""
+    found = read_postmortem(directory, postmortem_id)
+    body, meta = apply_edits(found.body, found.meta, texts, items)
+    edit = {"name": by, "at": _timestamp(now or dt.datetime.now(dt.timezone.utc)), "proof": dict(proof)}
+    meta["edits"] = list(found.meta.get("edits") or [])[-49:] + [edit]  # the last 50 saves
+    _write(found.path, compose(meta, body))
+    return Postmortem(found.path, meta, body)
 
 
 def _timestamp(moment: dt.datetime) -> str:

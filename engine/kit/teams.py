@@ -26,9 +26,11 @@ def load_teams(path: Path, usergroup_members: UsergroupMembers | None = None) ->
     if not path.exists():
         return {}
     try:
-        document = yaml.safe_load(path.read_text()) or {}
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path} as UTF-8 text ({exc}): check RUNBOOK_TEAMS") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: write one line per team, e.g. kafka-oncall: [carol, dave]")
     teams: dict[str, list[str]] = {}

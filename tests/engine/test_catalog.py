@@ -1,5 +1,6 @@
 """The catalog: every file of runbooks/ loads (one parametrised test over them all), and a bad file
 is refused with its path, the field and what is allowed."""
+import json
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,33 @@ def test_unknown_runbook_lists_the_known_ones(tmp_path):
     write_runbook(tmp_path)
     with pytest.raises(NotFoundError, match=r"no runbook 'nope'.*runbooks: replay"):
         load_catalog(tmp_path).get("nope")
+
+
+def test_file_parameters_are_marked_and_never_mapped_from_an_alert(tmp_path):
+    from mq_runbooks.app.alert_routing import route
+    from mq_runbooks.base.catalog import Catalog, file_parameters, refuse_file_parameters
+    from mq_runbooks.integrations.alerts import parse_alertmanager
+
+    runbook = load_runbook(write_runbook(tmp_path))
+    assert file_parameters(runbook) == ["from_file"]
+    with pytest.raises(ParameterError, match="from_file: names a file on the server, which is never taken from Slack"):
+        refuse_file_parameters(runbook, {"group": "g", "from_file": "/etc/passwd"}, "Slack")
+    refuse_file_parameters(runbook, {"group": "g", "to_latest": "true"}, "Slack")  # no file: nothing to refuse
+
+    # A trigger that maps an alert label onto a file parameter is refused when the catalog loads ...
+    with pytest.raises(CatalogError, match=r"triggers\[0\]\.params\.from_file: names a file"):
+        load_runbook(write_runbook(tmp_path, **{'to_latest: "true"': 'from_file: "{{ labels.file }}"'}))
+    # ... and, should one get past it, routing refuses it before any run starts.
+    sneaky = runbook.model_copy(update={"triggers": [runbook.triggers[0].model_copy(
+        update={"params": {"cluster": "primary", "group": "g", "from_file": "{{ labels.file }}"}})]})
+    sneaky._flow, sneaky._model = runbook._flow, runbook._model
+    alert = {"status": "firing", "labels": {"alertname": "Stuck", "file": "/etc/passwd"},
+             "startsAt": "2026-11-27T03:00:00Z", "fingerprint": "f1"}
+    payload = {"version": "4", "status": "firing", "receiver": "runbooks", "alerts": [alert]}
+    [parsed] = parse_alertmanager(json.dumps(payload).encode())
+    started = []
+    result = route([parsed], Catalog([sneaky], tmp_path), lambda *a, **k: started.append(a) or ("run", False),
+                   lambda tag: [], lambda *a, **k: None, lambda key: key)
+    assert started == [] and result.started == []
+    [refused] = result.not_started
+    assert "never taken from an alert" in refused["reason"]

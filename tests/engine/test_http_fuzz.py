@@ -1,11 +1,12 @@
-"""Generated payloads against every POST endpoint of a real `runbook serve`: whatever arrives,
-the answer is never a 5xx, and the server keeps answering."""
+"""Generated payloads and headers against every endpoint of a real `runbook serve`: whatever arrives,
+the answer is never a 5xx, the server keeps answering, and outside input adds no metric series."""
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
 import time
+import uuid
 from urllib.parse import urlencode
 
 import httpx
@@ -105,6 +106,53 @@ def test_arbitrary_bytes_never_answer_5xx(serve, http, raw, endpoint):
     response = http.post(serve.url + endpoint, content=raw,
                          headers={"Authorization": f"Bearer {ALERT_TOKEN}"})
     assert response.status_code < 500, (endpoint, response.status_code, response.text)
+
+
+# Any byte a client can put in a header value (h11 refuses controls other than tab on the way out).
+header_value = st.binary(max_size=60).map(
+    lambda raw: bytes(b for b in raw if b == 9 or 32 <= b != 127)).map(lambda raw: raw.strip(b" \t"))
+HEADER_NAMES = ["Authorization", "X-Slack-Signature", "X-Slack-Request-Timestamp", "Content-Type", "Origin",
+                "Referer", "X-Forwarded-Email", "X-Forwarded-User", "Cookie", "Accept-Language"]
+PAGES = [("POST", "/postmortems/2026-11-27-kafka-replay-0123abcd/review"),
+         ("POST", "/postmortems/2026-11-27-kafka-replay-0123abcd"), ("GET", "/postmortems"),
+         ("GET", "/postmortems/2026-11-27-kafka-replay-0123abcd"), ("GET", "/metrics"), ("GET", "/healthz")]
+
+
+@FUZZ
+@given(headers=st.dictionaries(st.sampled_from(HEADER_NAMES), header_value, max_size=6),
+       target=st.sampled_from([("POST", endpoint) for endpoint in ENDPOINTS] + PAGES))
+def test_any_header_values_never_answer_5xx(serve, http, headers, target):
+    method, path = target
+    response = http.request(method, serve.url + path, content=b"{}", headers=headers)
+    assert response.status_code < 500, (target, headers, response.status_code, response.text)
+
+
+@pytest.mark.parametrize("value", ["Bearer t\u00f6ken", "Bearer \u00ff\u00fe", "\u00e9"])
+def test_a_non_ascii_authorization_header_is_401(serve, http, value):
+    for endpoint in ENDPOINTS[:2]:
+        response = http.post(serve.url + endpoint, content=b"{}", headers={"Authorization": value.encode("latin-1")})
+        assert response.status_code == 401, (endpoint, response.status_code)
+
+
+def test_unmatched_alertnames_add_no_metric_series(serve, http):
+    def series() -> int:
+        return sum(1 for line in http.get(serve.url + "/metrics").text.splitlines() if line and not line.startswith("#"))
+
+    def unmatched() -> float:
+        text = http.get(serve.url + "/metrics").text
+        return float(next(line.split()[1] for line in text.splitlines() if line.startswith("runbook_alerts_unmatched_total ")))
+
+    before, counted = series(), unmatched()
+    for batch in range(12):
+        alerts = [{"status": "firing", "labels": {"alertname": f"Random{batch}x{i}-{uuid.uuid4().hex[:8]}"},
+                   "startsAt": "2026-11-27T03:00:00Z", "fingerprint": uuid.uuid4().hex[:16]} for i in range(500)]
+        body, headers = body_for("/alerts/alertmanager", {"version": "4", "status": "firing", "receiver": "x",
+                                                          "alerts": alerts})
+        answer = http.post(serve.url + "/alerts/alertmanager", content=body, headers=headers)
+        assert answer.status_code == 202 and len(answer.json()["unmatched"]) == 500
+    # 6,000 unmatched alerts, each with its own name: one counter (plus the received counters' series).
+    assert series() - before <= 4
+    assert unmatched() - counted == 6000
 
 
 def test_server_still_answers_after_the_fuzzing(serve, http):

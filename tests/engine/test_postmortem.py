@@ -129,8 +129,12 @@ def test_list_filters_and_bad_ids(tmp_path):
     with pytest.raises(UsageError, match="reviewer's name"):
         mark_reviewed(directory, other.id, " ")
     (directory / "2026-11-27-broken-00000000.md").write_text("no front matter\n")
+    (directory / "README.md").write_text("# Our postmortems\n")
+    # Files that are not postmortems are left out of the list (with a warning), never fail it ...
+    assert [p.runbook for p in list_postmortems(directory)] == ["rabbitmq-failover", "kafka-replay"]
+    # ... while reading a broken one by its id names what is wrong.
     with pytest.raises(ConfigError, match="broken-00000000.md: a postmortem starts with YAML front matter"):
-        list_postmortems(directory)
+        read_postmortem(directory, "2026-11-27-broken-00000000")
 
 
 def test_cli_lists_shows_and_reviews(tmp_path, monkeypatch):

@@ -1,6 +1,11 @@
 """The postmortem review pages of a real `runbook serve`, driven through Debian's headless Chromium
 with Selenium (/usr/bin/chromium and /usr/bin/chromedriver; nothing is downloaded): list, filter with
-the page's form, render a draft, mark it reviewed, and find the review in the Markdown file."""
+the page's form, render a draft, write its TO WRITE sections and action items, mark it reviewed, and
+find all of it in the Markdown file.
+
+The browser stands where an authenticating proxy would: serve trusts 127.0.0.1 as its proxy, and
+Chromium sends the proxy's identity header on every request (DevTools' setExtraHTTPHeaders).
+The committed screenshot (docs/review-page.png) is refreshed by hand, never by this test."""
 from __future__ import annotations
 
 import datetime as dt
@@ -22,7 +27,7 @@ from mq_runbooks.kit.postmortem_store import save_draft
 from tests.serve_harness import REPO, ServeProcess, serve_environment
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-SCREENSHOT = REPO / "bench" / "results" / "review-page.png"
+IDENTITY = {"X-Forwarded-Email": "Dana@example.com", "X-Forwarded-User": "dana"}
 
 REPLAY_BODY = """# Postmortem (draft): kafka-replay, 2026-11-27, succeeded
 
@@ -41,7 +46,13 @@ REPLAY_BODY = """# Postmortem (draft): kafka-replay, 2026-11-27, succeeded
 
 ## Root cause (TO WRITE)
 
-_TO WRITE_
+_TO WRITE: what conditions let this happen._
+
+## Action items (TO WRITE)
+
+| action | owner | due | ticket |
+|---|---|---|---|
+| _TO WRITE_ | | | |
 """
 
 DRAIN_BODY = """# Postmortem (draft): rabbitmq-drain-stuck, 2026-11-27, failed
@@ -69,8 +80,10 @@ def _install_chromium() -> str:
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory, clusters):
     workdir = tmp_path_factory.mktemp("review-serve")
-    process = ServeProcess(workdir, serve_environment(workdir, runbooks=("kafka-replay", "rabbitmq-drain-stuck")),
-                           runner=False)
+    env = serve_environment(workdir, runbooks=("kafka-replay", "rabbitmq-drain-stuck"))
+    (workdir / "teams.yaml").write_text("kafka-oncall: [carol, dana]\n")
+    env.update({"RUNBOOK_TRUSTED_PROXIES": "127.0.0.1", "RUNBOOK_TEAMS": str(workdir / "teams.yaml")})
+    process = ServeProcess(workdir, env, runner=False)
     yield process
     process.stop()
 
@@ -87,6 +100,8 @@ def browser(tmp_path):
                      "--no-first-run", "--window-size=1100,900", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": IDENTITY})
     yield driver
     driver.quit()
 
@@ -96,11 +111,18 @@ def filter_list(driver, runbook: str, status: str) -> list[tuple[str, str, str]]
     the listed (id, runbook, status) rows."""
     Select(driver.find_element(By.NAME, "runbook")).select_by_visible_text(runbook)
     Select(driver.find_element(By.NAME, "status")).select_by_visible_text(status)
-    old = driver.find_element(By.TAG_NAME, "table")
-    driver.find_element(By.CSS_SELECTOR, "form button").click()
-    WebDriverWait(driver, 10).until(ec.staleness_of(old))
+    navigate(driver, lambda: driver.find_element(By.CSS_SELECTOR, "form button").click())
     assert driver.title == "Postmortems", f"{driver.current_url}: {driver.find_element(By.TAG_NAME, 'body').text}"
     return listed(driver)
+
+
+def navigate(driver, action) -> None:
+    """Do what leaves the page (a click, a submit) and wait until the next page has loaded: elements
+    of the old page must not be used after this (they belong to no document any more)."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    action()
+    WebDriverWait(driver, 15).until(ec.staleness_of(old))
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def listed(driver) -> list[tuple[str, str, str]]:
@@ -144,11 +166,15 @@ def test_the_list_shows_every_draft_and_its_form_filters_by_runbook_and_status(s
 def test_a_draft_renders_and_the_review_form_marks_it_reviewed_in_its_file(serve, browser, drafts, tmp_path):
     replay, drain = drafts
     browser.get(f"{serve.url}/postmortems")
-    browser.find_element(By.LINK_TEXT, replay.id).click()
-    WebDriverWait(browser, 10).until(ec.title_is(replay.id))
+    navigate(browser, lambda: browser.find_element(By.LINK_TEXT, replay.id).click())
+    assert browser.title == replay.id
     assert browser.find_element(By.ID, "status").text == "draft"
-    headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
-    assert headings == ["Summary", "Impact", "Root cause (TO WRITE)"]
+    headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "#postmortem h2")]
+    assert headings == ["Summary", "Impact", "Root cause (TO WRITE)", "Action items (TO WRITE)"]
+    assert "You are dana (X-Forwarded-Email: Dana@example.com, via 127.0.0.1)." in browser.find_element(By.ID, "who").text
+    prefect = serve.env.get("PREFECT_API_URL", "http://127.0.0.1:4200/api").removesuffix("/api")
+    assert browser.find_element(By.ID, "prefect-run").get_attribute("href") == f"{prefect}/runs/flow-run/{replay.run_id}"
+    assert "8080" not in browser.page_source and browser.find_elements(By.ID, "permalink") == []
     impact = browser.find_element(By.XPATH, "//h2[.='Impact']/following-sibling::table[1]")
     assert [th.text for th in impact.find_elements(By.TAG_NAME, "th")] == ["measure", "value", "source"]
     assert [td.text for td in impact.find_elements(By.TAG_NAME, "td")][:3] == ["messages replayed", "300", "plan, outcome"]
@@ -157,31 +183,66 @@ def test_a_draft_renders_and_the_review_form_marks_it_reviewed_in_its_file(serve
     assert "<script>document.title = 'injected'</script>" in browser.find_element(By.TAG_NAME, "body").text
 
     before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    form = browser.find_element(By.ID, "review")
-    form.find_element(By.NAME, "reviewer").send_keys("dana")
-    form.find_element(By.NAME, "note").send_keys("numbers checked against the plan")
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    browser.find_element(By.CSS_SELECTOR, "#review textarea[name=note]").send_keys("numbers checked against the plan")
+    navigate(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#review button[type=submit]").click())
     WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "status"), "reviewed"))
     assert browser.current_url == f"{serve.url}/postmortems/{replay.id}"
     reviewers = browser.find_element(By.ID, "reviewers").text
+    assert browser.find_element(By.CSS_SELECTOR, "#postmortem h1").text.startswith("Postmortem: kafka-replay")
 
     browser.save_screenshot(str(tmp_path / "review-page.png"))
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tmp_path / "review-page.png", SCREENSHOT)
-    assert SCREENSHOT.read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "review-page.png").read_bytes().startswith(b"\x89PNG")
 
     meta = front_matter(replay.path)
     assert meta["status"] == "reviewed" and meta["id"] == replay.id and meta["created"] == "2026-11-27T06:00:00Z"
     [review] = meta["reviewers"]
     assert review["name"] == "dana" and review["note"] == "numbers checked against the plan"
+    assert review["proof"] == {"kind": "proxy-header", "header": "X-Forwarded-Email", "value": "Dana@example.com",
+                               "proxy": "127.0.0.1"}
     reviewed_at = dt.datetime.strptime(review["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
     assert before <= reviewed_at <= dt.datetime.now(dt.timezone.utc)
     assert reviewers == f"dana at {review['at']}: numbers checked against the plan"
-    assert replay.path.read_text(encoding="utf-8").endswith(REPLAY_BODY)
+    reviewed_body = REPLAY_BODY.replace("# Postmortem (draft):", "# Postmortem:", 1)
+    assert replay.path.read_text(encoding="utf-8").endswith(reviewed_body)
     assert front_matter(drain.path)["status"] == "draft"
 
-    browser.find_element(By.LINK_TEXT, "All postmortems").click()
-    WebDriverWait(browser, 10).until(ec.title_is("Postmortems"))
+    navigate(browser, lambda: browser.find_element(By.LINK_TEXT, "All postmortems").click())
+    assert browser.title == "Postmortems"
     assert listed(browser) == [(drain.id, "rabbitmq-drain-stuck", "draft"), (replay.id, "kafka-replay", "reviewed")]
     assert filter_list(browser, "all", "draft") == [(drain.id, "rabbitmq-drain-stuck", "draft")]
     assert filter_list(browser, "all", "reviewed") == [(replay.id, "kafka-replay", "reviewed")]
+
+
+def test_the_team_writes_the_postmortem_in_the_page_and_it_lands_in_the_file(serve, browser, drafts):
+    replay, _ = drafts
+    browser.get(f"{serve.url}/postmortems/{replay.id}")
+    cause = browser.find_element(By.NAME, "section:Root cause")
+    assert cause.get_attribute("value") == ""  # the placeholder is not text to keep
+    cause.send_keys("A deploy skipped the schema check;\nthe consumer failed every record.")
+    browser.find_element(By.NAME, "action-0").send_keys("Add the schema check to CI")
+    browser.find_element(By.NAME, "owner-0").send_keys("carol")
+    # A date input takes the date as typed in its locale's order; set it as the form submits it.
+    browser.execute_script("arguments[0].value = '2026-12-15'", browser.find_element(By.NAME, "due-0"))
+    browser.find_element(By.NAME, "link-0").send_keys("https://tracker.example/OPS-12")
+    navigate(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#edit button[type=submit]").click())
+
+    assert browser.current_url == f"{serve.url}/postmortems/{replay.id}"
+    headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "#postmortem h2")]
+    assert headings == ["Summary", "Impact", "Root cause", "Action items"]
+    actions = browser.find_element(By.XPATH, "//h2[.='Action items']/following-sibling::table[1]")
+    assert [td.text for td in actions.find_elements(By.TAG_NAME, "td")] == [
+        "Add the schema check to CI", "carol", "2026-12-15", "https://tracker.example/OPS-12"]
+    assert "A deploy skipped the schema check;" in browser.find_element(By.ID, "postmortem").text
+    # The form shows what was saved, ready for the next edit.
+    assert browser.find_element(By.NAME, "section:Root cause").get_attribute("value") == (
+        "A deploy skipped the schema check;\nthe consumer failed every record.")
+    assert browser.find_element(By.NAME, "owner-0").get_attribute("value") == "carol"
+
+    meta = front_matter(replay.path)
+    assert meta["status"] == "draft" and meta["written"] == ["Action items", "Root cause"]
+    assert meta["action_items"] == [{"action": "Add the schema check to CI", "owner": "carol", "due": "2026-12-15",
+                                     "link": "https://tracker.example/OPS-12"}]
+    assert meta["edits"][0]["name"] == "dana" and meta["edits"][0]["proof"]["proxy"] == "127.0.0.1"
+    text = replay.path.read_text(encoding="utf-8")
+    assert "## Root cause\n\nA deploy skipped the schema check;\nthe consumer failed every record.\n" in text
+    assert "## Impact\n" in text and "_TO WRITE_" not in text

@@ -149,6 +149,7 @@ def test_slack_command_starts_and_buttons_approve_with_policy(serve, slack, grou
     refusals = [e.data["by"] for e in view.entries if e.kind == "approval_refused"]
     assert refusals == [MALLORY, CAROL]
     assert journal.last(view.entries, "approval").data["by"] == DAVE
+    assert journal.last(view.entries, "approval").data["proof"] == "slack-signature"
 
     message = slack.message(channel, ts)
     assert "runbook_approve" not in str(message["blocks"]) and "approved" in str(message["blocks"]).lower()
@@ -171,7 +172,7 @@ def test_reject_button_opens_a_modal_and_its_reason_rejects(serve, slack, group)
     view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, what="the run to end")
     assert view.state == "Rejected"
     rejection = journal.last(view.entries, "rejection")
-    assert rejection.data == {"by": CAROL, "comment": "wrong group, stop"}
+    assert rejection.data == {"by": CAROL, "comment": "wrong group, stop", "proof": "slack-signature"}
     assert "rejected" in str(slack.message(channel, ts)["blocks"]).lower()
     with KafkaClient(config) as kafka:
         assert kafka.committed_offsets(group_id) == {(topic, 0): 4, (topic, 1): 4}
@@ -232,3 +233,14 @@ def test_slack_outage_is_recorded_and_the_cli_still_approves(tmp_path, slack, gr
         slack.clear()
     with KafkaClient(config) as kafka:
         assert kafka.committed_offsets(group_id) == {(topic, 0): 0, (topic, 1): 0}
+
+
+@pytest.mark.parametrize("verb", ["plan", "run"])
+def test_slack_never_reads_a_file_on_the_server(serve, slack, tmp_path, verb):
+    process, _ = serve
+    planted = tmp_path / "secrets.env"
+    planted.write_text("DB_PASSWORD=hunter2-planted\n")
+    for path in ("/etc/passwd", str(planted), "/dev/zero"):
+        answer = slash(process.url, slack, f"{verb} kafka-replay cluster=primary group=x from_file={path}", CAROL)
+        assert "from_file: names a file on the server, which is never taken from Slack" in answer, answer
+        assert "root:" not in answer and "hunter2" not in answer and "Started" not in answer

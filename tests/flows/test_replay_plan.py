@@ -116,14 +116,44 @@ def test_parse_offsets_csv_reads_export_output_and_names_bad_lines():
     with pytest.raises(ParameterError) as excinfo:
         parse_offsets_csv("t,0,5\ng,t,1,5\nt,x,1\nt,0,6\nbad name,0,1\nt,2\n")
     assert [m for _, m in problems(excinfo)] == [
-        "line 2: 'g,t,1,5' has 4 fields (a group column? export with one --group); expected topic,partition,offset",
-        "line 3: partition and offset must be whole numbers, got 'x' and '1'",
-        "line 4: t:0 already has an offset on line 1",
-        "line 5: 'bad name' is not a topic name",
-        "line 6: 't,2' has 2 fields; expected topic,partition,offset",
+        "line 2: expected 3 comma-separated fields topic,partition,offset, found 4 "
+        "(a group column? export with one --group)",
+        "line 3: partition and offset (fields 2 and 3) must be whole numbers",
+        "line 4: its topic and partition already have an offset on line 1",
+        "line 5: the first field is not a topic name (1 to 249 letters, digits, '.', '_', '-')",
+        "line 6: expected 3 comma-separated fields topic,partition,offset, found 2",
     ]
     with pytest.raises(ParameterError, match="no offsets in the file"):
         parse_offsets_csv("\n\n")
+
+
+@pytest.mark.parametrize("text", [
+    "root:x:0:0:root:/root:/bin/bash\n",
+    "DB_PASSWORD=hunter2-secret\n",
+    "topic,partition,offset\nhunter2-secret,0,1\nhunter2-secret,0,2\n",
+    "t,hunter2-secret,1\nhunter2 secret,0,1\n",
+])
+def test_parse_offsets_csv_errors_never_quote_the_file(text):
+    with pytest.raises(ParameterError) as excinfo:
+        parse_offsets_csv(text)
+    message = str(excinfo.value)
+    assert "line " in message
+    for secret in ("root:x", "/bin/bash", "hunter2", "DB_PASSWORD"):
+        assert secret not in message
+
+
+@pytest.mark.parametrize("given, expected", [
+    ({"to_datetime": "0001-01-01T00:00:00.000"}, "before 1970-01-01"),
+    ({"to_datetime": "1969-12-31T23:59:59.999Z"}, "before 1970-01-01"),
+    ({"by_duration": "P1000000D"}, "reaches back before 1970-01-01"),
+])
+def test_times_before_the_epoch_are_bad_input_not_kafka_special_values(given, expected):
+    with pytest.raises(ParameterError, match=expected):
+        spec_from_parameters(**given)
+
+
+def test_the_epoch_itself_is_a_time():
+    assert spec_from_parameters(to_datetime="1970-01-01T00:00:00.000Z") == ToDatetime(0)
 
 
 @given(st.lists(st.tuples(st.from_regex(r"[a-zA-Z0-9._-]{1,20}", fullmatch=True).filter(lambda t: t not in {".", ".."}),
