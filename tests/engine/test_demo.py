@@ -15,11 +15,15 @@ from confluent_kafka.admin import AdminClient
 
 from mq_runbooks.integrations.kafka import KafkaClient
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def test_demo_plays_the_incident_writes_the_draft_and_leaves_the_primary_clean(tmp_path, clusters):
     env = {key: value for key, value in os.environ.items() if not key.startswith("RUNBOOK_")}
+    # Run from another directory (nothing lands in the repository), so its configuration is named.
     env.update({"RUNBOOK_POSTMORTEM_DIR": str(tmp_path / "postmortems"),
-                "RUNBOOK_SNAPSHOT_DIR": str(tmp_path / "snapshots")})
+                "RUNBOOK_SNAPSHOT_DIR": str(tmp_path / "snapshots"),
+                "RUNBOOK_CLUSTERS": str(REPO / "clusters.yaml"), "RUNBOOK_TEAMS": str(REPO / "teams.yaml")})
     done = subprocess.run([str(Path(sys.executable).parent / "runbook"), "demo"], env=env, cwd=tmp_path,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
     out = done.stdout
