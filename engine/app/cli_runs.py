@@ -1,18 +1,27 @@
-"""CLI commands that plan, start, answer and follow runs: plan, run, approve, reject, runs, status."""
+"""CLI commands that plan, start, answer and follow runs: plan, run, approve, reject, runs, status.
+
+A run is named by its full id, a unique prefix of it (at least 6 characters) or its Prefect name
+(e.g. big-bird): see runs.resolve_run. Prefect is imported inside the commands that talk to it,
+so `runbook --help` stays fast."""
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markdown import Markdown
 from rich.table import Table
 
-from mq_runbooks.app import runs
 from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
 from mq_runbooks.base.errors import UsageError
+
+if TYPE_CHECKING:
+    from mq_runbooks.app.runs import RunView
+
+RUN_HELP = "RUN is the run's id, a unique prefix of it (6+ characters) or its name (e.g. big-bird)."
 
 
 def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -74,7 +83,7 @@ def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by:
 
     Exit code with --wait: 0 applied, 1 failed or rejected, 2 bad input.
     """
-    import getpass
+    from mq_runbooks.app import runs
 
     runbook = context.catalog.get(runbook_id)
     params = runbook.validate_parameters(parse_parameters(pairs))
@@ -97,8 +106,10 @@ def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by:
     sys.exit(0 if view.succeeded else EXIT_FAILED)
 
 
-def follow(context: Context, run_id: str, quiet: bool = False, poll_s: float = 0.5) -> runs.RunView:
+def follow(context: Context, run_id: str, quiet: bool = False, poll_s: float = 0.5) -> RunView:
     """Print the run's journal as it grows, until the run ends."""
+    from mq_runbooks.app import runs
+
     shown = 0
     while True:
         view = runs.read_run(run_id)
@@ -124,47 +135,87 @@ def _print_entry(context: Context, run_id: str, entry, show_answer: bool = True)
                           f"  reject:  runbook reject {run_id} --as NAME --reason TEXT")
 
 
-@cli.command("approve")
+@cli.command("approve", epilog=RUN_HELP)
 @click.argument("run_id", metavar="RUN")
 @click.option("--as", "by", required=True, help="Your name, as the runbook's approval policy knows it.")
 @click.option("--comment", default="", help="Why you approve (kept in the journal and the postmortem).")
 @pass_context
 def approve(context: Context, run_id: str, by: str, comment: str) -> None:
     """Approve a run that waits at its gate (the runbook's policy decides who may)."""
-    runs.answer_gate(context.settings, context.catalog, run_id, True, by, comment)
-    context.out.print(f"approved run {run_id} as {by}")
+    from mq_runbooks.app import runs
+
+    view = runs.answer_gate(context.settings, context.catalog, run_id, True, by, comment)
+    context.out.print(f"approved run {view.id} ({view.name}, {view.runbook}) as {by}")
 
 
-@cli.command("reject")
+@cli.command("reject", epilog=RUN_HELP)
 @click.argument("run_id", metavar="RUN")
 @click.option("--as", "by", required=True, help="Your name, as the runbook's approval policy knows it.")
 @click.option("--reason", required=True, help="Why (kept in the journal and the postmortem).")
 @pass_context
 def reject(context: Context, run_id: str, by: str, reason: str) -> None:
     """Reject a run that waits at its gate; it ends without changing anything."""
-    runs.answer_gate(context.settings, context.catalog, run_id, False, by, reason)
-    context.out.print(f"rejected run {run_id} as {by}")
+    from mq_runbooks.app import runs
+
+    view = runs.answer_gate(context.settings, context.catalog, run_id, False, by, reason)
+    context.out.print(f"rejected run {view.id} ({view.name}, {view.runbook}) as {by}")
 
 
 @cli.command("runs")
-@click.option("--runbook", "runbook_id", default=None, help="Only runs of this runbook.")
-@click.option("--limit", default=20, show_default=True, help="How many of the newest runs.")
+@click.option("--runbook", "runbook_id", default=None, metavar="ID", help="Only runs of this runbook.")
+@click.option("--state", "states", multiple=True, metavar="STATE", callback=lambda c, p, v: tuple(s.lower() for s in v),
+              help="Only runs in this state (repeatable): scheduled, pending, running, paused, completed, "
+                   "failed (includes rejected and timedout), rejected, timedout, cancelled, crashed.")
+@click.option("--waiting", is_flag=True, help="Only runs waiting at their approval gate (paused).")
+@click.option("--mine", is_flag=True, help="Only runs I requested, or that wait for an approval I may give.")
+@click.option("--as", "me", default=None, metavar="NAME", help="Who I am for --mine (default: $USER).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000),
+              help="How many of the newest runs (1-1000).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_context
-def list_runs(context: Context, runbook_id: str | None, limit: int, as_json: bool) -> None:
-    """List recent runs, newest first."""
-    views = runs.list_runs(limit=limit, runbook_id=runbook_id)
+def list_runs(context: Context, runbook_id: str | None, states: tuple[str, ...], waiting: bool, mine: bool,
+              me: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first, with what each targets and who requested it.
+
+    On a terminal ids are shortened to 8 characters (any unique prefix of 6 or more works as RUN);
+    piped, every id is whole and columns are tab-separated.
+    """
+    from mq_runbooks.app import runs
+
+    if runbook_id is not None:
+        context.catalog_report(resolve=False).catalog.get(runbook_id)  # "no runbook ...; did you mean"
+    if waiting:
+        states = (*states, "paused") if states else ("paused",)
+    who = me or getpass.getuser()
+    accept = None
+    if mine:
+        catalog = context.catalog
+
+        def accept(view: RunView) -> bool:
+            return view.requested_by == who or runs.waits_for(context.settings, catalog, view, who)
+
+    views = runs.list_runs(limit=limit, runbook_id=runbook_id, states=states, mine=accept)
     if as_json:
         click.echo(json.dumps([{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state,
-                                "started": v.started, "message": v.message} for v in views], indent=2))
+                                "target": v.target, "requested_by": v.requested_by, "started": v.started,
+                                "message": v.message} for v in views], indent=2))
         return
-    table = Table("run", "runbook", "state", "started", "message")
-    for view in views:
-        table.add_row(view.id, view.runbook, view.state, view.started or "", view.message[:80])
-    context.out.print(table)
+    short = not context.piped
+    columns = ("run", "name", "runbook", "state", "target", "requested by", "started", "message")
+    rows = [(v.id[:8] if short else v.id, v.name, v.runbook, v.state, v.target, v.requested_by,
+             _when(v.started, short), v.message[:80] if short else v.message) for v in views]
+    if short and context.out.width < 160:  # a narrow terminal: `runbook status RUN` has the rest
+        columns, rows = columns[:6], [row[:6] for row in rows]
+    context.rows(columns, rows, no_wrap=("run", "name", "state"))
 
 
-@cli.command("status")
+def _when(started: str | None, short: bool) -> str:
+    if not started:
+        return ""
+    return started[:19].replace("T", " ") if short else started
+
+
+@cli.command("status", epilog=RUN_HELP)
 @click.argument("run_id", metavar="RUN")
 @click.option("--plan", "full_plan", is_flag=True, help="Show every partition of the plan.")
 @click.option("--json", "as_json", is_flag=True, help="Print the state and the whole journal as JSON.")
@@ -175,6 +226,8 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
     A run that crashed (its process died) may have no postmortem yet, or one drafted before Prefect
     knew it crashed: noticing it here writes (or refreshes) its draft.
     """
+    from mq_runbooks.app import runs
+
     view = runs.read_run(run_id)
     if view.state_type == "CRASHED":
         from mq_runbooks.kit.postmortem_publish import write_postmortem
@@ -184,7 +237,7 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
             write_postmortem(view.id)  # refreshes a draft in place; a reviewed one is left alone
         else:
             publish_postmortem(view.id)
-            view = runs.read_run(run_id)
+            view = runs.read_run(view.id)
     if as_json:
         click.echo(json.dumps({"id": view.id, "runbook": view.runbook, "state": view.state, "message": view.message,
                                "waiting_for": view.waiting_for(), "journal": [e.to_json() for e in view.entries]},

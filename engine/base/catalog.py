@@ -12,17 +12,18 @@ import importlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, NamedTuple, get_args, get_origin
 
 import jinja2
 import yaml
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from mq_runbooks.base.durations import parse_short_duration
 from mq_runbooks.base.errors import CatalogError, NotFoundError, ParameterError
 from mq_runbooks.base.matchers import Matcher, parse_matcher
+from mq_runbooks.base.suggest import did_you_mean
 from mq_runbooks.base.validation import describe_error, field_path, validation_problems
 
 TEMPLATES = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
@@ -39,10 +40,31 @@ class ApprovalPolicy(_Strict):
     self_approval: bool = Field(False, description="whether the person who started a run may approve it")
     timeout: float = Field(1800.0, description="how long the gate waits, e.g. 30m; then the run is rejected")
 
+    _timeout_text: str = PrivateAttr("")
+
     @field_validator("timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_short_duration(value)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_text(cls, data: Any, handler: Any) -> "ApprovalPolicy":
+        policy = handler(data)
+        if isinstance(data, Mapping) and data.get("timeout") is not None:
+            policy._timeout_text = str(data["timeout"]).strip()
+        return policy
+
+    @property
+    def timeout_text(self) -> str:
+        """The timeout as the runbook file writes it (e.g. 30m), else in the largest whole unit."""
+        if self._timeout_text:
+            return self._timeout_text
+        seconds = int(self.timeout)
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds % size == 0:
+                return f"{seconds // size}{unit}"
+        return f"{self.timeout:g}s"
 
 
 class Starters(_Strict):
@@ -126,21 +148,20 @@ class Runbook(_Strict):
         model = self.parameters_model
         fields = model.model_fields
         unknown = [key for key in raw if key not in fields]
-        problems = [
-            (key, f"unknown parameter; {self.id} takes: {', '.join(fields)}") for key in unknown
-        ]
+        if unknown:
+            # One error per mistake: what the model would say about the rest follows from the typo.
+            raise ParameterError(self.id, [
+                (key, f"unknown parameter{did_you_mean(key, fields)} ({self.id} takes: {', '.join(fields)})")
+                for key in unknown
+            ])
         values = {}
         for key, value in raw.items():
             if key in fields:
                 values[key] = _shape(value, fields[key].annotation)
         try:
-            params = model.model_validate(values)
+            return model.model_validate(values)
         except ValidationError as exc:
-            problems += [(path, reason) for path, reason in _parameter_problems(exc, fields)]
-            raise ParameterError(self.id, problems) from None
-        if problems:
-            raise ParameterError(self.id, problems)
-        return params
+            raise ParameterError(self.id, _parameter_problems(exc, fields)) from None
 
     def lock_key(self, params: BaseModel) -> str:
         return TEMPLATES.from_string(self.lock).render(**params.model_dump()).strip()
@@ -177,8 +198,11 @@ def _template_variables(template: str) -> set[str]:
     return meta.find_undeclared_variables(TEMPLATES.parse(template))
 
 
-def load_runbook(path: Path) -> Runbook:
-    """Parse, validate and resolve one runbook file; CatalogError names the file, field and reason."""
+def load_runbook(path: Path, resolve: bool = True) -> Runbook:
+    """Parse, validate and resolve one runbook file; CatalogError names the file, field and reason.
+
+    With resolve=False the flow and parameter modules are not imported (nor checked): enough for
+    listing the catalog without importing Prefect."""
     source = str(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -198,7 +222,8 @@ def load_runbook(path: Path) -> Runbook:
         raise CatalogError(f"{source} is invalid:\n" + "\n".join(lines)) from None
     if runbook.id != path.stem:
         raise CatalogError(f"{source}: id {runbook.id!r} must match the file name ({path.stem!r})")
-    _resolve(runbook)
+    if resolve:
+        _resolve(runbook)
     return runbook
 
 
@@ -262,7 +287,8 @@ class Catalog:
     def get(self, runbook_id: str) -> Runbook:
         if runbook_id not in self._runbooks:
             known = ", ".join(sorted(self._runbooks)) or "none"
-            raise NotFoundError(f"no runbook {runbook_id!r} in {self.directory} (runbooks: {known})")
+            raise NotFoundError(f"no runbook {runbook_id!r}{did_you_mean(runbook_id, self._runbooks)} "
+                                f"(runbooks in {self.directory}: {known})")
         return self._runbooks[runbook_id]
 
 
@@ -279,3 +305,32 @@ def load_catalog(directory: Path) -> Catalog:
         seen[runbook.id] = str(path)
         runbooks.append(runbook)
     return Catalog(runbooks, directory)
+
+
+class CatalogReport(NamedTuple):
+    """The good runbooks of a directory as a Catalog, and each broken file with its error."""
+
+    catalog: Catalog
+    broken: dict[str, str]  # path -> the CatalogError's message
+
+
+def load_catalog_report(directory: Path, resolve: bool = True) -> CatalogReport:
+    """Like load_catalog, but a bad file is reported instead of stopping the load (for `list` and
+    `doctor`). resolve=False does not import the flows (see load_runbook)."""
+    if not directory.is_dir():
+        raise CatalogError(f"{directory} is not a directory of runbook files (set RUNBOOK_CATALOG)")
+    runbooks: list[Runbook] = []
+    broken: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+        try:
+            runbook = load_runbook(path, resolve=resolve)
+        except CatalogError as exc:
+            broken[str(path)] = str(exc)
+            continue
+        if runbook.id in seen:
+            broken[str(path)] = f"{path}: id {runbook.id!r} is defined twice (also in {seen[runbook.id]})"
+            continue
+        seen[runbook.id] = str(path)
+        runbooks.append(runbook)
+    return CatalogReport(Catalog(runbooks, directory), broken)

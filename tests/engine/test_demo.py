@@ -15,12 +15,15 @@ from confluent_kafka.admin import AdminClient
 
 from mq_runbooks.integrations.kafka import KafkaClient
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def test_demo_plays_the_incident_writes_the_draft_and_leaves_the_primary_clean(tmp_path, clusters):
     env = {key: value for key, value in os.environ.items() if not key.startswith("RUNBOOK_")}
     env.update({"RUNBOOK_POSTMORTEM_DIR": str(tmp_path / "postmortems"),
                 "RUNBOOK_SNAPSHOT_DIR": str(tmp_path / "snapshots")})
-    done = subprocess.run([str(Path(sys.executable).parent / "runbook"), "demo"], env=env, cwd=tmp_path,
+    # From the repository, as dev/demo runs it (clusters.yaml and teams.yaml are read from there).
+    done = subprocess.run([str(Path(sys.executable).parent / "runbook"), "demo"], env=env, cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
     out = done.stdout
     topic = next(iter(re.findall(r"topic (demo-orders-[0-9a-f]{6}) \(3 partitions\); producing 300 orders", out)), None)
