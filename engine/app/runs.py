@@ -125,14 +125,15 @@ def resolve_run(client, reference: str) -> FlowRun:
                         f"(list them with: runbook runs){hint}")
 
 
-def _every_run(client, flow_run_filter: FlowRunFilter, sort: FlowRunSort = FlowRunSort.ID_DESC):
+def _every_run(client, flow_run_filter: FlowRunFilter, sort: FlowRunSort = FlowRunSort.ID_DESC, page: int = _PAGE):
+    """Every matching run, read page by page (the server answers at most 200 a request)."""
     offset = 0
     while True:
-        page = client.read_flow_runs(flow_run_filter=flow_run_filter, sort=sort, limit=_PAGE, offset=offset)
-        yield from page
-        if len(page) < _PAGE:
+        found = client.read_flow_runs(flow_run_filter=flow_run_filter, sort=sort, limit=page, offset=offset)
+        yield from found
+        if len(found) < page:
             return
-        offset += _PAGE
+        offset += page
 
 
 def read_run(reference: str) -> RunView:
@@ -174,19 +175,15 @@ def list_runs(limit: int = 20, runbook_id: str | None = None, states: tuple[str,
     `mine` accepts (read page by page until `limit` are found)."""
     tags = [RUNBOOK_TAG] + ([f"runbook:{runbook_id}"] if runbook_id else [])
     run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=tags), state=_state_filter(states))
+    views: list[RunView] = []
     with get_client(sync_client=True) as client:
-        if mine is None:
-            found = client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-                                          limit=limit)
-            return [_view(run, []) for run in found]
-        views: list[RunView] = []
-        for run in _every_run(client, run_filter, FlowRunSort.EXPECTED_START_TIME_DESC):
+        for run in _every_run(client, run_filter, FlowRunSort.EXPECTED_START_TIME_DESC, page=min(limit, _PAGE)):
             view = _view(run, [])
-            if mine(view):
+            if mine is None or mine(view):
                 views.append(view)
                 if len(views) >= limit:
                     break
-        return views
+    return views
 
 
 def waits_for(settings: Settings, catalog: Catalog, view: RunView, who: str) -> bool:
