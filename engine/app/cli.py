@@ -10,19 +10,21 @@ import logging
 import sys
 from collections.abc import Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import click
-import httpx
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from mq_runbooks import __version__
-from mq_runbooks.base.catalog import Catalog, CatalogReport, load_catalog, load_catalog_report
-from mq_runbooks.base.clusters import Clusters, load_clusters
 from mq_runbooks.base.errors import BrokerError, ConfigError, RunbookError, UsageError
 from mq_runbooks.base.settings import Settings
+
+if TYPE_CHECKING:  # imported when used: `runbook --help` needs neither
+    from mq_runbooks.base.catalog import Catalog, CatalogReport
+    from mq_runbooks.base.clusters import Clusters
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -36,14 +38,20 @@ class Context:
 
     @cached_property
     def clusters(self) -> Clusters:
+        from mq_runbooks.base.clusters import load_clusters
+
         return load_clusters(self.settings.clusters)
 
     @cached_property
     def catalog(self) -> Catalog:
+        from mq_runbooks.base.catalog import load_catalog
+
         return load_catalog(self.settings.catalog)
 
     def catalog_report(self, resolve: bool = True) -> CatalogReport:
         """The good runbooks and the broken files (for `list` and `doctor`)."""
+        from mq_runbooks.base.catalog import load_catalog_report
+
         return load_catalog_report(self.settings.catalog, resolve=resolve)
 
     @property
@@ -121,7 +129,10 @@ def main() -> None:
     except RunbookError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
-    except httpx.TransportError as exc:
+    except Exception as exc:
+        httpx = sys.modules.get("httpx")  # loaded with Prefect, by the commands that talk to it
+        if httpx is None or not isinstance(exc, httpx.TransportError):
+            raise
         url = Settings.from_environ().prefect_api_url
         click.echo(f"error: cannot reach the Prefect API at {url} ({type(exc).__name__}: {exc}); "
                    f"is it running? (dev/stack up starts the local one)", err=True)

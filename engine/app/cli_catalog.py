@@ -8,13 +8,15 @@ import re
 import sys
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 import click
 
 from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
-from mq_runbooks.base.catalog import Runbook, Trigger
+
+if TYPE_CHECKING:
+    from mq_runbooks.base.catalog import Runbook, Trigger
 
 _TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _ALERT_FIELD = re.compile(r"^(labels|annotations)(?:\.(\w+)|\[['\"](.+)['\"]\])$")

@@ -12,7 +12,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.markdown import Markdown
 from rich.table import Table
 
 from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
@@ -22,6 +21,12 @@ if TYPE_CHECKING:
     from mq_runbooks.app.runs import RunView
 
 RUN_HELP = "RUN is the run's id, a unique prefix of it (6+ characters) or its name (e.g. big-bird)."
+
+
+def _markdown(text: str):
+    from rich.markdown import Markdown  # ~0.2 s of imports: only for the commands that print plans
+
+    return Markdown(text)
 
 
 def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -65,7 +70,7 @@ def plan(context: Context, runbook_id: str, pairs: tuple[str, ...], export: bool
     if as_json:
         click.echo(json.dumps(computed.to_json(), indent=2))
         return
-    context.out.print(Markdown(computed.markdown(rows=10_000)))
+    context.out.print(_markdown(computed.markdown(rows=10_000)))
     context.out.print(f"plan digest {computed.digest()[:12]}; nothing was changed. "
                       f"Run it with: runbook run {runbook_id} " + " ".join(f"-p {p}" for p in pairs))
 
@@ -129,7 +134,7 @@ def _print_entry(context: Context, run_id: str, entry, show_answer: bool = True)
     stamp = entry.at.strftime("%H:%M:%S")
     context.out.print(f"[dim]{stamp}[/dim] [bold]{entry.kind}[/bold] {entry.summary}")
     if entry.kind == "plan" and entry.data.get("markdown"):
-        context.out.print(Markdown(entry.data["markdown"]))
+        context.out.print(_markdown(entry.data["markdown"]))
     if entry.kind == "approval_requested" and show_answer:
         context.out.print(f"  approve: runbook approve {run_id} --as NAME [--comment TEXT]\n"
                           f"  reject:  runbook reject {run_id} --as NAME --reason TEXT")

@@ -148,20 +148,24 @@ class Runbook(_Strict):
         model = self.parameters_model
         fields = model.model_fields
         unknown = [key for key in raw if key not in fields]
-        if unknown:
-            # One error per mistake: what the model would say about the rest follows from the typo.
-            raise ParameterError(self.id, [
-                (key, f"unknown parameter{did_you_mean(key, fields)} ({self.id} takes: {', '.join(fields)})")
-                for key in unknown
-            ])
+        problems = [(key, f"unknown parameter; {self.id} takes: {', '.join(fields)}{did_you_mean(key, fields)}")
+                    for key in unknown]
         values = {}
         for key, value in raw.items():
             if key in fields:
                 values[key] = _shape(value, fields[key].annotation)
         try:
-            return model.model_validate(values)
+            params = model.model_validate(values)
         except ValidationError as exc:
-            raise ParameterError(self.id, _parameter_problems(exc, fields)) from None
+            found = _parameter_problems(exc, fields)
+            if unknown:
+                # One error per mistake: what the model says about the parameters as a whole (e.g.
+                # "give exactly one reset spec") follows from the misspelt name; its own errors stay.
+                found = [(path, reason) for path, reason in found if path in fields]
+            raise ParameterError(self.id, problems + found) from None
+        if problems:
+            raise ParameterError(self.id, problems)
+        return params
 
     def lock_key(self, params: BaseModel) -> str:
         return TEMPLATES.from_string(self.lock).render(**params.model_dump()).strip()
@@ -287,8 +291,8 @@ class Catalog:
     def get(self, runbook_id: str) -> Runbook:
         if runbook_id not in self._runbooks:
             known = ", ".join(sorted(self._runbooks)) or "none"
-            raise NotFoundError(f"no runbook {runbook_id!r}{did_you_mean(runbook_id, self._runbooks)} "
-                                f"(runbooks in {self.directory}: {known})")
+            raise NotFoundError(f"no runbook {runbook_id!r} in {self.directory} (runbooks: {known})"
+                                f"{did_you_mean(runbook_id, self._runbooks)}")
         return self._runbooks[runbook_id]
 
 

@@ -91,7 +91,8 @@ def test_unknown_runbook_is_bad_input_with_the_known_ids():
 def test_a_misspelt_parameter_is_one_error_with_a_suggestion():
     result = runbook("plan", "kafka-replay", "-p", "cluster=primary", "-p", "group=g", "-p", "to_earlist=true")
     assert result.returncode == 2
-    assert "to_earlist: unknown parameter; did you mean to_earliest" in result.stderr
+    assert "to_earlist: unknown parameter; kafka-replay takes: cluster, group" in result.stderr
+    assert "did you mean to_earliest" in result.stderr
     assert "reset spec" not in result.stderr  # not a second, misleading error from the model
     assert result.stderr.count("\n  ") == 1, result.stderr
 
