@@ -3,46 +3,27 @@ characters or the Prefect name; `runbook runs` filters, columns and pipe-friendl
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 from prefect.client.orchestration import get_client
 
 from mq_runbooks.app import runs
 from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.base.settings import Settings
-from mq_runbooks.integrations.kafka import KafkaClient
-from mq_runbooks.kit import journal
 from tests.engine.test_cli import runbook
+from tests.engine.test_serve_alerts import group  # noqa: F401  (the fixture: a group with committed offsets)
+from tests.flows.runbook_harness import finished, paused, wait_until
 
 
 @pytest.fixture(scope="module")
-def paused_run(clusters):
+def paused_run(group):
     """A real kafka-replay run requested by alice, waiting at its gate; rejected at the end if it still waits."""
-    config = clusters.kafka_cluster("primary").client_config()
-    topic, group = f"cli-runs-{uuid.uuid4().hex[:8]}", f"cli-runs-group-{uuid.uuid4().hex[:8]}"
-    with KafkaClient(config) as kafka:
-        kafka.create_topic(topic, 2)
-    producer = Producer(config)
-    for i in range(10):
-        producer.produce(topic, value=b"x", partition=i % 2)
-    producer.flush()
-    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
-    consumer.commit(offsets=[TopicPartition(topic, p, 5) for p in range(2)], asynchronous=False)
-    consumer.close()
     started = runbook("run", "kafka-replay", "-p", "cluster=primary", "-p", f"group={group}", "-p", "to_earliest=true",
                       "--as", "alice", "--json")
     assert started.returncode == 0, started.stderr
     run_id = json.loads(started.stdout)["run_id"]
-    deadline = time.monotonic() + 90
-    while True:
-        view = runs.read_run(run_id)
-        if view.state_type == "PAUSED" and journal.last(view.entries, "approval_requested"):
-            break
-        assert not view.finished and time.monotonic() < deadline, f"the run did not reach its gate: {view.state}"
-        time.sleep(0.3)
+    view = wait_until(run_id, paused, timeout=90)
     yield view, group
     if runs.read_run(run_id).state_type == "PAUSED":
         runs.answer_gate(Settings.from_environ(), load_catalog(Settings.from_environ().catalog), run_id, False,
@@ -120,11 +101,7 @@ def test_approve_and_reject_take_short_references_and_stay_quiet(paused_run):
     rejected = runbook("reject", view.name, "--as", "alice", "--reason", "changed my mind")
     assert rejected.returncode == 0, rejected.stderr
     assert f"rejected run {view.id} ({view.name}, kafka-replay) as alice" in rejected.stdout
-    deadline = time.monotonic() + 60
-    while not runs.read_run(view.id).finished:
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
-    assert runs.read_run(view.id).state == "Rejected"
+    assert wait_until(view.id, finished).state == "Rejected"
 
 
 @pytest.mark.parametrize("args, expected", [
