@@ -68,7 +68,7 @@ class Context:
             for row in rows:
                 click.echo("\t".join(_plain(cell) for cell in row))
             return
-        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
         for index, name in enumerate(columns):
             widest = max((len(_plain(row[index])) for row in rows), default=0)
             if name in no_wrap:

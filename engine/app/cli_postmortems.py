@@ -32,10 +32,11 @@ def list_command(context: Context, runbook_id: str | None, status: str | None, a
     columns = ("id", "runbook", "status", "outcome", "created", "reviewed by")
     rows = [(p.id, p.runbook, p.status, str(p.meta.get("outcome", "")), _created(p.meta.get("created", "")),
              ", ".join(r.get("name", "") for r in p.reviewers)) for p in found]
-    if not wide:
-        columns, rows = columns[:1] + columns[2:], [row[:1] + row[2:] for row in rows]
+    if not wide:  # the id holds the runbook and the day: keep the time of day alone
+        columns = ("id", "status", "outcome", "at", "reviewers")
+        rows = [(row[0], row[2], row[3], row[4][11:] or row[4], row[5]) for row in rows]
     context.rows(columns, rows, title=f"{len(found)} postmortem(s) in {context.settings.postmortem_dir}",
-                 no_wrap=("id", "status", "outcome", "created"))
+                 no_wrap=("id", "status", "outcome", "created", "at"))
 
 
 def _created(value: object) -> str:
