@@ -59,10 +59,11 @@ class Context:
         """Whether stdout is not a terminal (a pipe or a file): tables become tab-separated lines."""
         return not self.out.is_terminal
 
-    def rows(self, columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None,
+    def rows(self, columns: Sequence[str], rows: Sequence[Sequence[str | Text]], title: str | None = None,
              no_wrap: Sequence[str] = ()) -> None:
         """A table on a terminal (columns in `no_wrap` are never cut or folded); tab-separated lines,
-        a header first and nothing cut, when stdout is not a terminal. Cells may hold Rich markup."""
+        a header first and nothing cut, when stdout is not a terminal. A str cell is shown as it is
+        (brackets and all); style one with a rich Text (e.g. markup("[red]BROKEN[/red]"))."""
         if self.piped:
             click.echo("\t".join(columns))
             for row in rows:
@@ -76,12 +77,17 @@ class Context:
             else:
                 table.add_column(name, overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
         self.out.print(table)
 
 
-def _plain(cell: str) -> str:
-    return Text.from_markup(cell).plain.replace("\t", " ").replace("\n", " ")
+def markup(text: str) -> Text:
+    """A table cell styled with Rich markup."""
+    return Text.from_markup(text)
+
+
+def _plain(cell: str | Text) -> str:
+    return (cell.plain if isinstance(cell, Text) else cell).replace("\t", " ").replace("\n", " ")
 
 
 pass_context = click.make_pass_decorator(Context)

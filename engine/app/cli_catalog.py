@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 import click
+from rich.markup import escape
 
-from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
+from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, markup, pass_context
 
 if TYPE_CHECKING:
     from mq_runbooks.base.catalog import Runbook, Trigger
@@ -39,7 +40,7 @@ def list_runbooks(context: Context, as_json: bool) -> None:
             indent=2))
     else:
         rows = [[r.id, r.title, r.risk, ", ".join(_alert_names(r)) or "CLI / Slack only"] for r in runbooks]
-        rows += [[Path(path).stem, f"[red]BROKEN[/red]: {path}", "", ""] for path in report.broken]
+        rows += [[Path(path).stem, markup(f"[red]BROKEN[/red]: {escape(path)}"), "", ""] for path in report.broken]
         context.rows(("id", "title", "risk", "started by"), rows, no_wrap=("id",),
                      title=f"{len(runbooks)} runbook(s) in {report.catalog.directory}")
     for reason in report.broken.values():
@@ -68,7 +69,7 @@ def show(context: Context, runbook_id: str, as_json: bool) -> None:
         click.echo(json.dumps(document, indent=2))
         return
     out = context.out
-    out.print(f"[bold]{runbook.id}[/bold]: {runbook.title}  (risk: {runbook.risk})", markup=True)
+    out.print(f"[bold]{runbook.id}[/bold]: {escape(runbook.title)}  (risk: {runbook.risk})")
     out.print(runbook.description.strip(), markup=False)
     rows = []
     for name, info in fields.items():
@@ -183,7 +184,7 @@ def doctor(context: Context, timeout: float, as_json: bool) -> None:
         click.echo(json.dumps([check.__dict__ for check in checks], indent=2))
     else:
         context.rows(("component", "address", "status", "detail"), [
-            (check.component, check.address, check.status_markup, check.detail) for check in checks
+            (check.component, check.address, markup(check.status_markup), check.detail) for check in checks
         ], no_wrap=("component",))
     problems = [check for check in checks if check.required and not check.ok]
     if problems:

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
@@ -125,14 +126,14 @@ def follow(context: Context, run_id: str, quiet: bool = False, poll_s: float = 0
         if view.finished:
             if not quiet:
                 colour = "green" if view.succeeded else "red"
-                context.out.print(f"[{colour}]{view.state}[/{colour}]: {view.message}")
+                context.out.print(f"[{colour}]{view.state}[/{colour}]: {escape(view.message)}")
             return view
         time.sleep(poll_s)
 
 
 def _print_entry(context: Context, run_id: str, entry, show_answer: bool = True) -> None:
     stamp = entry.at.strftime("%H:%M:%S")
-    context.out.print(f"[dim]{stamp}[/dim] [bold]{entry.kind}[/bold] {entry.summary}")
+    context.out.print(f"[dim]{stamp}[/dim] [bold]{entry.kind}[/bold] {escape(entry.summary)}")
     if entry.kind == "plan" and entry.data.get("markdown"):
         context.out.print(_markdown(entry.data["markdown"]))
     if entry.kind == "approval_requested" and show_answer:
@@ -144,26 +145,33 @@ def _print_entry(context: Context, run_id: str, entry, show_answer: bool = True)
 @click.argument("run_id", metavar="RUN")
 @click.option("--as", "by", required=True, help="Your name, as the runbook's approval policy knows it.")
 @click.option("--comment", default="", help="Why you approve (kept in the journal and the postmortem).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @pass_context
-def approve(context: Context, run_id: str, by: str, comment: str) -> None:
+def approve(context: Context, run_id: str, by: str, comment: str, as_json: bool) -> None:
     """Approve a run that waits at its gate (the runbook's policy decides who may)."""
+    _answer(context, run_id, True, by, comment, as_json)
+
+
+def _answer(context: Context, run_id: str, approved: bool, by: str, text: str, as_json: bool) -> None:
     from mq_runbooks.app import runs
 
-    view = runs.answer_gate(context.settings, context.catalog, run_id, True, by, comment)
-    context.out.print(f"approved run {view.id} ({view.name}, {view.runbook}) as {by}")
+    view = runs.answer_gate(context.settings, context.catalog, run_id, approved, by, text)
+    if as_json:
+        click.echo(json.dumps({"run_id": view.id, "name": view.name, "runbook": view.runbook,
+                               "approved": approved, "by": by}))
+    else:
+        context.out.print(f"{'approved' if approved else 'rejected'} run {view.id} ({view.name}, {view.runbook}) as {by}")
 
 
 @cli.command("reject", epilog=RUN_HELP)
 @click.argument("run_id", metavar="RUN")
 @click.option("--as", "by", required=True, help="Your name, as the runbook's approval policy knows it.")
 @click.option("--reason", required=True, help="Why (kept in the journal and the postmortem).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @pass_context
-def reject(context: Context, run_id: str, by: str, reason: str) -> None:
+def reject(context: Context, run_id: str, by: str, reason: str, as_json: bool) -> None:
     """Reject a run that waits at its gate; it ends without changing anything."""
-    from mq_runbooks.app import runs
-
-    view = runs.answer_gate(context.settings, context.catalog, run_id, False, by, reason)
-    context.out.print(f"rejected run {view.id} ({view.name}, {view.runbook}) as {by}")
+    _answer(context, run_id, False, by, reason, as_json)
 
 
 @cli.command("runs")
@@ -248,7 +256,7 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
                                "waiting_for": view.waiting_for(), "journal": [e.to_json() for e in view.entries]},
                               indent=2, default=str))
         return
-    context.out.print(f"run [bold]{view.id}[/bold] ({view.runbook}): [bold]{view.state}[/bold] {view.message}")
+    context.out.print(f"run [bold]{view.id}[/bold] ({view.runbook}): [bold]{view.state}[/bold] {escape(view.message)}")
     waiting = view.waiting_for()
     if waiting:
         context.out.print(f"waiting for {waiting}: runbook approve {view.id} --as NAME")

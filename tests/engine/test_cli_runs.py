@@ -98,9 +98,10 @@ def test_approve_and_reject_take_short_references_and_stay_quiet(paused_run):
     assert "may not approve it" in refused.stderr
     for noise in ("EventsWorker", "Still processing", "Traceback", "telemetry"):
         assert noise not in refused.stderr + refused.stdout
-    rejected = runbook("reject", view.name, "--as", "alice", "--reason", "changed my mind")
+    rejected = runbook("reject", view.name, "--as", "alice", "--reason", "changed my mind", "--json")
     assert rejected.returncode == 0, rejected.stderr
-    assert f"rejected run {view.id} ({view.name}, kafka-replay) as alice" in rejected.stdout
+    assert json.loads(rejected.stdout) == {"run_id": view.id, "name": view.name, "runbook": "kafka-replay",
+                                           "approved": False, "by": "alice"}
     assert wait_until(view.id, finished).state == "Rejected"
 
 
