@@ -145,7 +145,11 @@ def check_mirrormaker(cluster: KafkaCluster, timeout_s: float) -> Check:
     component = f"mirrormaker2 {alias} -> {cluster.name}"
     try:
         state = MirrorState(cluster.client_config(), source_alias=alias, name=cluster.name, timeout_s=timeout_s)
+        deadline = time.monotonic() + timeout_s
         beat = state.last_heartbeat()
+        while beat is None and time.monotonic() < deadline:  # a stack just started: MM2's first beat
+            time.sleep(0.5)
+            beat = state.last_heartbeat()
         checkpoints = state.checkpoints()
     except Exception as exc:
         return Check(component, cluster.bootstrap_servers, False, f"cannot read MM2's topics: {_reason(exc)}",
