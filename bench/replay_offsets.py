@@ -93,12 +93,16 @@ FRESH_FLOW_CODE = '''
 import sys
 sys.path.insert(0, {root!r})
 from mq_runbooks.base.clusters import KafkaCluster
-from mq_runbooks.flows.kafka_replay import ReplayParameters, alter, compute_plan, verify_plan
+from mq_runbooks.base.clusters import Clusters
+from mq_runbooks.base.settings import Settings
+from mq_runbooks.flows.kafka_replay import STEPS, ReplayParameters, alter, compute_plan
+from mq_runbooks.kit.driver import Run
 cluster = KafkaCluster(name="primary", bootstrap_servers={bootstrap!r})
 params = ReplayParameters(cluster="primary", group={group!r}, **{{sys.argv[1]: True}})
 plan = compute_plan(cluster, params)
 alter(cluster, plan.group, plan.target_offsets())
-verify_plan.fn(cluster, plan, None)
+run = Run(settings=Settings.from_environ(), clusters=Clusters(kafka={{"primary": cluster}}))
+assert STEPS.verify(run, params, plan, None).ok
 print(len(plan.partitions), sum(p.current_offset != p.target_offset for p in plan.partitions))
 '''.format(root=str(ROOT), bootstrap=BOOTSTRAP, group=GROUP)
 

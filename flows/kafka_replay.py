@@ -1,35 +1,28 @@
 """Runbook `kafka-replay`: move a consumer group's committed offsets, like
-`kafka-consumer-groups.sh --reset-offsets`, behind a plan, an approval, a snapshot and a rollback.
-
-    observe -> plan -> approve -> re-plan (must equal what was approved) -> snapshot -> apply
-            -> verify -> report;  apply or verify failing restores the snapshot.
+`kafka-consumer-groups.sh --reset-offsets`. The driver (mq_runbooks.kit.driver) gives it the plan,
+the gate, the re-plan, the snapshot, the restore on failure and the outcome; this module is the
+runbook's own logic: plan (the group must be empty), snapshot as the `--export` CSV, alter, read back.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
-from prefect.states import Completed
+from prefect import flow
+from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mq_runbooks.base.clusters import Clusters, KafkaCluster
-from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionError, RunbookError
-from mq_runbooks.kit import journal
-from mq_runbooks.kit.lock import target_lock
+from mq_runbooks.base.clusters import KafkaCluster
+from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionError
 from mq_runbooks.flows.replay_plan import ReplayPlan, parse_offsets_csv, plan_replay, spec_from_parameters
-from mq_runbooks.kit.runtime import RunContext
-from mq_runbooks.kit.steps import approve_stable_plan, guarded, record_start
 from mq_runbooks.integrations.kafka import ConsumerGroup, KafkaClient
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
 RUNBOOK_ID = "kafka-replay"
 SPECS = ("to_datetime", "by_duration", "to_earliest", "to_latest", "to_offset", "shift_by", "to_current", "from_file")
-PLAN_ROWS_SHOWN = 40
 
 
 class ReplayParameters(BaseModel):
@@ -76,7 +69,7 @@ def reset_spec(params: ReplayParameters):
     if params.from_file is not None:
         path = Path(params.from_file)
         try:
-            values["from_file"] = parse_offsets_csv(path.read_text())
+            values["from_file"] = path.read_text()
         except OSError as exc:
             raise ParameterError(RUNBOOK_ID, [("from_file", f"cannot read {path}: {exc.strerror}")]) from None
     return spec_from_parameters(**values)
@@ -111,31 +104,8 @@ def compute_plan(cluster: KafkaCluster, params: ReplayParameters, require_inacti
     with kafka_client(cluster) as kafka:
         if require_inactive:
             inactive_group(kafka, params.group, params.wait_for_inactive)
-        return plan_replay(kafka, params.group, reset_spec(params), params.topic or None)
-
-
-def plan_markdown(plan: ReplayPlan, cluster: str, rows: int = PLAN_ROWS_SHOWN) -> str:
-    """The plan as Markdown: totals first, then the partitions with the largest moves."""
-    changed = [p for p in plan.partitions if p.current_offset != p.target_offset]
-    lines = [
-        f"**Group** `{plan.group}` on Kafka cluster `{cluster}`: reset {plan.spec_description}.",
-        f"**{len(changed)}** of {len(plan.partitions)} partition(s) change; "
-        f"**{plan.messages_replayed}** message(s) will be consumed again, **{plan.messages_skipped}** skipped.",
-        "",
-        "| topic | partition | current | target | log start | log end | replayed (+) / skipped (-) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    ranked = sorted(plan.partitions, key=lambda p: -abs(p.replayed or 0))
-    for p in ranked[:rows]:
-        current = "none" if p.current_offset is None else p.current_offset
-        replayed = "" if p.replayed is None else f"{p.replayed:+d}"
-        lines.append(f"| {p.topic} | {p.partition} | {current} | {p.target_offset} | {p.log_start_offset} "
-                     f"| {p.log_end_offset} | {replayed} |")
-    if len(ranked) > rows:
-        lines.append(f"\n... and {len(ranked) - rows} more partition(s): `runbook status RUN --plan` shows all.")
-    for warning in plan.warnings:
-        lines.append(f"\n> WARN {warning}")
-    return "\n".join(lines)
+        plan = plan_replay(kafka, params.group, reset_spec(params), params.topic or None)
+    return replace(plan, cluster=cluster.name)
 
 
 def alter(cluster: KafkaCluster, group: str, offsets: dict[tuple[str, int], int]) -> None:
@@ -148,192 +118,108 @@ def alter(cluster: KafkaCluster, group: str, offsets: dict[tuple[str, int], int]
         raise BrokerError(f"altering offsets of group {group!r} failed for {len(failed)} partition(s): {listed}")
 
 
-# --- tasks ---------------------------------------------------------------------------------------
+# --- the runbook's steps (the driver does the rest) -----------------------------------------------
 
-@task(name="observe-and-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=lambda task, run, state: not isinstance(state.result(raise_on_failure=False), RunbookError))
-def observe_and_plan(cluster: KafkaCluster, params: ReplayParameters) -> ReplayPlan:
-    return compute_plan(cluster, params, require_inactive=True)
+def restore_command(cluster: str, group: str, snapshot_path: Path | str) -> str:
+    """The command that puts a group's offsets back from an `--export` CSV (this runbook's snapshot)."""
+    return f"runbook run {RUNBOOK_ID} -p cluster={cluster} -p group={group} -p from_file={snapshot_path}"
 
 
-@task(name="snapshot", cache_policy=NO_CACHE)
-def take_snapshot(cluster: KafkaCluster, plan: ReplayPlan, directory: Path, run_id: str) -> tuple[str, Path]:
-    """The committed offsets of the planned partitions, as the Java tool's --export CSV, in a file."""
-    with kafka_client(cluster) as kafka:
-        committed = kafka.committed_offsets(plan.group)
-    rows = [(p.topic, p.partition, committed[(p.topic, p.partition)])
-            for p in plan.partitions if (p.topic, p.partition) in committed]
-    text = "".join(f"{t},{p},{o}\n" for t, p, o in rows)
+def save_offsets_snapshot(kafka_cluster: KafkaCluster, group: str, partitions: list[tuple[str, int]],
+                          directory: Path, name: str) -> Snapshot:
+    """The group's committed offsets of `partitions`, as the Java tool's --export CSV in a file, with
+    the kafka-replay command that restores them (used by every runbook that moves Kafka offsets)."""
+    with kafka_client(kafka_cluster) as kafka:
+        committed = kafka.committed_offsets(group)
+    text = "".join(f"{t},{p},{committed[(t, p)]}\n" for t, p in partitions if (t, p) in committed)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{RUNBOOK_ID}-{plan.group}-{run_id}.csv"
+    path = directory / f"{name}.csv"
     path.write_text(text)
-    return text, path
+    command = restore_command(kafka_cluster.name, group, path)
+    return Snapshot(summary=f"committed offsets of {group} on {kafka_cluster.name} saved to {path}",
+                    path=str(path), csv=text, restore_command=command,
+                    data={"group": group, "cluster": kafka_cluster.name})
 
 
-@task(name="apply", cache_policy=NO_CACHE)
-def apply_plan(cluster: KafkaCluster, plan: ReplayPlan, fault: str | None) -> int:
-    targets = {(p.topic, p.partition): p.target_offset for p in plan.partitions}
-    if fault == "apply-partial":
-        # Tests: apply the first half for real, then fail, as a broker dying mid-way would.
-        ordered = sorted(targets)
-        first = dict((tp, targets[tp]) for tp in ordered[: max(1, len(ordered) // 2)])
-        alter(cluster, plan.group, first)
-        raise BrokerError(f"injected fault: failed after applying {len(first)} of {len(targets)} partition(s)")
-    alter(cluster, plan.group, targets)
-    return len(targets)
-
-
-@task(name="verify", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def verify_plan(cluster: KafkaCluster, plan: ReplayPlan, fault: str | None) -> dict[str, Any]:
-    with kafka_client(cluster) as kafka:
-        committed = kafka.committed_offsets(plan.group)
-    wrong = [f"{p.topic}:{p.partition} is {committed.get((p.topic, p.partition))}, planned {p.target_offset}"
-             for p in plan.partitions if committed.get((p.topic, p.partition)) != p.target_offset]
-    if fault == "verify":
-        wrong.append("injected fault: verification forced to fail")
-    if wrong:
-        raise BrokerError(f"verification failed for {len(wrong)} partition(s): " + "; ".join(wrong[:20]))
-    return {"partitions_checked": len(plan.partitions)}
-
-
-@task(name="restore-snapshot", cache_policy=NO_CACHE)
-def restore_snapshot(cluster: KafkaCluster, plan: ReplayPlan, snapshot_csv: str) -> dict[str, Any]:
-    """Put back the offsets of the snapshot; partitions that had none before cannot be un-committed by
-    this client, so they are reported with the command that removes them."""
-    offsets = parse_offsets_csv(snapshot_csv) if snapshot_csv.strip() else {}
+def restore_offsets(kafka_cluster: KafkaCluster, group: str, partitions: list[tuple[str, int]],
+                    snapshot: Snapshot) -> Restore:
+    """Put back the offsets of a snapshot; partitions that had none before cannot be un-committed by
+    this client, so they are named with the command that removes them."""
+    offsets = parse_offsets_csv(snapshot.csv) if snapshot.csv.strip() else {}
     if offsets:
-        alter(cluster, plan.group, offsets)
-    uncommitted_before = sorted((p.topic, p.partition) for p in plan.partitions
-                                if (p.topic, p.partition) not in offsets)
-    return {"restored": len(offsets), "had_no_offset_before": [f"{t}:{p}" for t, p in uncommitted_before]}
+        alter(kafka_cluster, group, offsets)
+    had_none = [f"{t}:{p}" for t, p in sorted(partitions) if (t, p) not in offsets]
+    extra = ""
+    if had_none:
+        extra = (f"; {len(had_none)} partition(s) had no committed offset before and keep the new one "
+                 f"({', '.join(had_none[:10])}): remove them with kafka-consumer-groups.sh --delete-offsets "
+                 f"--group {group} --topic TOPIC")
+    return Restore(summary=f"restored {len(offsets)} offset(s) from the snapshot of {group}{extra}", restored=True,
+                   restore_command=snapshot.restore_command,
+                   data={"offsets_restored": len(offsets), "had_no_offset_before": had_none})
 
 
-# --- the flow ------------------------------------------------------------------------------------
+class Replay(RunbookSteps[ReplayParameters, ReplayPlan]):
+    id = RUNBOOK_ID
+
+    def target(self, params: ReplayParameters) -> str:
+        return f"{params.cluster}/{params.group}"
+
+    def observe(self, env: Env, params: ReplayParameters) -> ReplayPlan:
+        # In a run the group must be empty (or become so within wait_for_inactive); `runbook plan` shows
+        # the plan of an active group too, with a warning.
+        return compute_plan(env.clusters.kafka_cluster(params.cluster), params, require_inactive=isinstance(env, Run))
+
+    def snapshot(self, run: Run, params: ReplayParameters, plan: ReplayPlan) -> Snapshot:
+        return save_offsets_snapshot(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan),
+                                     run.settings.snapshot_dir, f"{RUNBOOK_ID}-{plan.group}-{run.id}")
+
+    def act(self, run: Run, params: ReplayParameters, plan: ReplayPlan) -> None:
+        cluster = run.clusters.kafka_cluster(params.cluster)
+        targets = plan.target_offsets()
+        if run.fault == "apply-partial":
+            # Tests: apply the first half for real, then fail, as a broker dying mid-way would.
+            first = {tp: targets[tp] for tp in sorted(targets)[: max(1, len(targets) // 2)]}
+            run.step("alter-offsets-part", lambda: alter(cluster, plan.group, first),
+                     f"altered {len(first)} of {len(targets)} partition offset(s) of {plan.group}")
+            raise BrokerError(f"injected fault: failed after applying {len(first)} of {len(targets)} partition(s)")
+        run.step("alter-offsets", lambda: alter(cluster, plan.group, targets),
+                 f"altered {len(targets)} partition offset(s) of {plan.group}", lambda _: {"partitions": len(targets)})
+
+    def verify(self, run: Run, params: ReplayParameters, plan: ReplayPlan, result: None) -> Verification:
+        with kafka_client(run.clusters.kafka_cluster(params.cluster)) as kafka:
+            committed = kafka.committed_offsets(plan.group)
+        wrong = [f"{p.topic}:{p.partition} is {committed.get((p.topic, p.partition))}, planned {p.target_offset}"
+                 for p in plan.partitions if committed.get((p.topic, p.partition)) != p.target_offset]
+        if wrong:
+            return Verification(ok=False, summary=f"{len(wrong)} partition(s) not as planned: " + "; ".join(wrong[:20]))
+        return Verification(summary=f"read back {len(plan.partitions)} offset(s): all as planned",
+                            data={"partitions_checked": len(plan.partitions)})
+
+    def restore(self, run: Run, params: ReplayParameters, plan: ReplayPlan, snapshot: Snapshot) -> Restore:
+        return restore_offsets(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan), snapshot)
+
+    def report(self, run: Run, params: ReplayParameters, plan: ReplayPlan, result: None) -> None:
+        create_table_artifact(
+            table=[{"partition": f"{p.topic}:{p.partition}", "before": p.current_offset, "after": p.target_offset,
+                    "replayed": p.replayed} for p in plan.partitions],
+            description=f"kafka-replay of {plan.group}: offsets before and after",
+        )
+
+    def outcome(self, params: ReplayParameters, plan: ReplayPlan, result: None) -> str:
+        return (f"offsets of {plan.group} reset: {plan.messages_replayed} message(s) to replay, "
+                f"{plan.messages_skipped} skipped")
+
+
+def _partitions(plan: ReplayPlan) -> list[tuple[str, int]]:
+    return [(p.topic, p.partition) for p in plan.partitions]
+
+
+STEPS = Replay()
+dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight
+
 
 @flow(name=RUNBOOK_ID, persist_result=False)
 def kafka_replay(params: ReplayParameters, requested_by: str = "unknown", trigger: dict[str, Any] | None = None):
     """Replay (or skip) messages for a consumer group by moving its committed offsets."""
-    run_id = str(flow_run.id)
-    return guarded(run_id, lambda: _replay(run_id, params, requested_by, trigger))
-
-
-def _replay(run_id: str, params: ReplayParameters, requested_by: str, trigger: dict[str, Any] | None):
-    context = RunContext.load()
-    runbook = context.catalog.get(RUNBOOK_ID)
-    cluster = context.clusters.kafka_cluster(params.cluster)
-    record_start(run_id, RUNBOOK_ID, params, requested_by, trigger, f"{params.cluster}/{params.group}")
-    key = runbook.lock_key(params)
-    with target_lock(key, run_id, context.settings.lock_wait_s):
-        journal.record(run_id, "lock", f"holding lock {key}", key=key)
-        plan = observe_and_plan(cluster, params)
-        _record_plan(run_id, plan, params.cluster)
-        if not any(p.current_offset != p.target_offset for p in plan.partitions):
-            journal.record(run_id, "outcome", "nothing to change: every partition is already at its target",
-                           outcome="unchanged")
-            return Completed(message="nothing to change")
-        plan, refused = approve_stable_plan(
-            run_id=run_id, context=context, runbook=runbook, requested_by=requested_by, plan=plan,
-            markdown=lambda p: plan_markdown(p, params.cluster), replan=lambda: observe_and_plan(cluster, params),
-            record_plan=lambda p: _record_plan(run_id, p, params.cluster), trigger=trigger,
-        )
-        if refused is not None:
-            return refused
-        _apply_with_rollback(run_id, context, cluster, params, plan)
-    return Completed(message=f"{len(plan.partitions)} partition offset(s) reset")
-
-
-def _apply_with_rollback(run_id: str, context: RunContext, cluster: KafkaCluster, params: ReplayParameters,
-                         plan: ReplayPlan) -> None:
-    """Snapshot, apply, verify; on failure restore the snapshot and say exactly what was restored."""
-    snapshot_csv, snapshot_path = take_snapshot(cluster, plan, context.settings.snapshot_dir, run_id)
-    restore_command = (f"runbook run {RUNBOOK_ID} -p cluster={params.cluster} -p group={params.group} "
-                       f"-p from_file={snapshot_path}")
-    journal.record(run_id, "snapshot", f"committed offsets saved to {snapshot_path}", path=str(snapshot_path),
-                   csv=snapshot_csv, restore_command=restore_command)
-    create_markdown_artifact(markdown=f"Snapshot of `{plan.group}` before the reset (`{snapshot_path}`):\n\n"
-                             f"```csv\n{snapshot_csv}```\n\nRestore: `{restore_command}`",
-                             description="offsets before the reset")
-    fault = context.settings.inject_fault
-    try:
-        applied = apply_plan(cluster, plan, fault)
-        journal.record(run_id, "action", f"altered {applied} partition offset(s) of {plan.group}", partitions=applied)
-        verified = verify_plan(cluster, plan, fault)
-        journal.record(run_id, "verification", f"read back {verified['partitions_checked']} offset(s): all as planned",
-                       **verified)
-    except Exception as exc:
-        journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
-        try:
-            restored = restore_snapshot(cluster, plan, snapshot_csv)
-        except Exception as restore_exc:
-            journal.record(run_id, "rollback", f"RESTORE FAILED: {restore_exc}. Restore by hand: {restore_command}",
-                           restored=False, restore_command=restore_command)
-            journal.record(run_id, "outcome", f"failed, and the restore failed: {exc}", outcome="failed")
-            raise RunbookError(f"{exc}; restoring the snapshot failed too ({restore_exc}): "
-                               f"restore by hand with: {restore_command}") from exc
-        extra = ""
-        if restored["had_no_offset_before"]:
-            extra = (f"; {len(restored['had_no_offset_before'])} partition(s) had no committed offset before "
-                     f"and keep the new one ({', '.join(restored['had_no_offset_before'][:10])}): remove them with "
-                     f"kafka-consumer-groups.sh --delete-offsets --group {plan.group} --topic TOPIC")
-        journal.record(run_id, "rollback", f"restored {restored['restored']} offset(s) from the snapshot{extra}",
-                       restored=True, offsets_restored=restored["restored"],
-                       had_no_offset_before=restored["had_no_offset_before"])
-        journal.record(run_id, "outcome", f"failed and rolled back: {exc}", outcome="failed")
-        raise
-    _report(plan)
-    journal.record(run_id, "outcome",
-                   f"offsets of {plan.group} reset: {plan.messages_replayed} message(s) to replay, "
-                   f"{plan.messages_skipped} skipped", outcome="succeeded",
-                   replayed=plan.messages_replayed, skipped=plan.messages_skipped)
-
-
-def plan_json(plan: ReplayPlan, cluster: str) -> dict[str, Any]:
-    return {
-        "cluster": cluster, "group": plan.group, "spec": plan.spec_description, "digest": plan.digest(),
-        "messages_replayed": plan.messages_replayed, "messages_skipped": plan.messages_skipped,
-        "warnings": list(plan.warnings),
-        "partitions": [{"topic": p.topic, "partition": p.partition, "current": p.current_offset,
-                        "target": p.target_offset, "log_start": p.log_start_offset, "log_end": p.log_end_offset,
-                        "replayed": p.replayed} for p in plan.partitions],
-    }
-
-
-def _record_plan(run_id: str, plan: ReplayPlan, cluster: str) -> None:
-    journal.record(
-        run_id, "plan",
-        f"{len(plan.partitions)} partition(s): {plan.messages_replayed} to replay, {plan.messages_skipped} to skip",
-        csv=plan.to_csv(), markdown=plan_markdown(plan, cluster), **plan_json(plan, cluster),
-    )
-
-
-def _report(plan: ReplayPlan) -> None:
-    create_table_artifact(
-        table=[{"partition": f"{p.topic}:{p.partition}", "before": p.current_offset, "after": p.target_offset,
-                "replayed": p.replayed} for p in plan.partitions],
-        description=f"kafka-replay of {plan.group}: offsets before and after",
-    )
-
-
-@dataclass(frozen=True)
-class DryRun:
-    """What `runbook plan` shows: the plan in each of its renderings."""
-
-    plan: ReplayPlan
-    cluster: str
-
-    def to_csv(self) -> str:
-        return self.plan.to_csv()
-
-    def to_json(self) -> dict[str, Any]:
-        return plan_json(self.plan, self.cluster)
-
-    def markdown(self, rows: int = PLAN_ROWS_SHOWN) -> str:
-        return plan_markdown(self.plan, self.cluster, rows)
-
-    def digest(self) -> str:
-        return self.plan.digest()
-
-
-def dry_run(params: ReplayParameters, clusters: Clusters) -> DryRun:
-    """`runbook plan`: the plan and nothing else (no lock, no approval, no change)."""
-    return DryRun(compute_plan(clusters.kafka_cluster(params.cluster), params), params.cluster)
+    return drive(STEPS, params, requested_by, trigger)

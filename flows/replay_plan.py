@@ -22,6 +22,7 @@ from typing import Union
 
 from mq_runbooks.base.errors import ParameterError
 from mq_runbooks.flows.java_order import JavaHashMap, java_string_hash
+from mq_runbooks.kit.plans import PLAN_ROWS_SHOWN, table_json, table_markdown
 from mq_runbooks.integrations.kafka import KafkaClient, TopicPartitionKey, UnknownTopicError
 
 __all__ = [
@@ -318,6 +319,53 @@ class ReplayPlan:
     spec_description: str
     partitions: tuple[PartitionPlan, ...]
     warnings: tuple[str, ...] = ()
+    cluster: str = ""
+
+    # -- the plan contract (mq_runbooks.kit.plans.Plan) ------------------------------------------
+    COLUMNS = ("topic", "partition", "current", "target", "log start", "log end", "replayed (+) / skipped (-)")
+
+    def columns(self) -> tuple[str, ...]:
+        return self.COLUMNS
+
+    def rows(self) -> list[tuple]:
+        """One row per partition, in topic/partition order (people read these; the CSV keeps Java's)."""
+        return [(p.topic, p.partition, p.current_offset, p.target_offset, p.log_start_offset, p.log_end_offset,
+                 None if p.replayed is None else f"{p.replayed:+d}")
+                for p in sorted(self.partitions, key=lambda p: (p.topic, p.partition))]
+
+    def changes_anything(self) -> bool:
+        return any(p.current_offset != p.target_offset for p in self.partitions)
+
+    def missing_targets(self) -> tuple[str, ...]:
+        return ()  # unknown topics and partitions are refused by plan_replay itself
+
+    def summary(self) -> str:
+        changed = sum(p.current_offset != p.target_offset for p in self.partitions)
+        return (f"{changed} of {len(self.partitions)} partition(s) of {self.group} change: "
+                f"{self.messages_replayed} message(s) replayed, {self.messages_skipped} skipped")
+
+    def markdown(self, rows: int = PLAN_ROWS_SHOWN) -> str:
+        where = f" on Kafka cluster `{self.cluster}`" if self.cluster else ""
+        changed = sum(p.current_offset != p.target_offset for p in self.partitions)
+        headline = (f"**Group** `{self.group}`{where}: reset {self.spec_description}.\n"
+                    f"**{changed}** of {len(self.partitions)} partition(s) change; "
+                    f"**{self.messages_replayed}** message(s) will be consumed again, "
+                    f"**{self.messages_skipped}** skipped.")
+        shown = self.rows()
+        if len(shown) > rows:  # cut short (the gate, Slack): the largest moves first
+            shown = sorted(shown, key=lambda row: -abs(int(row[6] or 0)))
+            headline += f" The {rows} largest moves are shown first."
+        table = [tuple("none" if value is None and index == 2 else value for index, value in enumerate(row))
+                 for row in shown]
+        return table_markdown(headline, self.COLUMNS, table, rows, self.warnings)
+
+    def to_json(self) -> dict:
+        return {**table_json(self), "cluster": self.cluster, "group": self.group, "spec": self.spec_description,
+                "messages_replayed": self.messages_replayed, "messages_skipped": self.messages_skipped,
+                "warnings": list(self.warnings),
+                "partitions": [{"topic": p.topic, "partition": p.partition, "current": p.current_offset,
+                                "target": p.target_offset, "log_start": p.log_start_offset,
+                                "log_end": p.log_end_offset, "replayed": p.replayed} for p in self.partitions]}
 
     @property
     def messages_replayed(self) -> int:

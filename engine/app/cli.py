@@ -46,13 +46,13 @@ class Context:
     def catalog(self) -> Catalog:
         from mq_runbooks.base.catalog import load_catalog
 
-        return load_catalog(self.settings.catalog)
+        return load_catalog(self.settings.catalog, self.settings.team_catalog)
 
     def catalog_report(self, resolve: bool = True) -> CatalogReport:
         """The good runbooks and the broken files (for `list` and `doctor`)."""
         from mq_runbooks.base.catalog import load_catalog_report
 
-        return load_catalog_report(self.settings.catalog, resolve=resolve)
+        return load_catalog_report(self.settings.catalog, self.settings.team_catalog, resolve=resolve)
 
     @property
     def piped(self) -> bool:
@@ -121,6 +121,7 @@ def main() -> None:
         import mq_runbooks.app.cli_runs  # noqa: F401  (registers plan, run, approve, reject, runs, status)
         import mq_runbooks.app.cli_serve  # noqa: F401  (registers serve, demo)
         import mq_runbooks.app.cli_postmortems  # noqa: F401  (registers postmortems list|show|review|draft)
+        import mq_runbooks.app.cli_authoring  # noqa: F401  (registers new, validate)
 
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from mq_runbooks.app.doctor_redis import redis_jobs
 from mq_runbooks.base.catalog import CatalogReport
 from mq_runbooks.base.clusters import Clusters, KafkaCluster, RabbitCluster
 from mq_runbooks.base.settings import Settings
@@ -182,12 +183,13 @@ def _reason(exc: Exception) -> str:
 def run_checks(settings: Settings, clusters: Clusters, catalog: CatalogReport,
                timeout_s: float = 5.0) -> list[Check]:
     """Every check, concurrently; results in a stable order (catalog, Prefect, Kafka, MirrorMaker 2,
-    RabbitMQ, switches, Slack)."""
+    RabbitMQ, Redis, switches, Slack)."""
     jobs: list[Callable[[], Check]] = [lambda: check_prefect(settings.prefect_api_url, timeout_s)]
     jobs += [lambda c=cluster: check_kafka(c, timeout_s) for cluster in clusters.kafka.values()]
     jobs += [lambda c=cluster: check_mirrormaker(c, timeout_s)
              for cluster in clusters.kafka.values() if cluster.replication is not None]
     jobs += [lambda c=cluster: check_rabbitmq(c, timeout_s) for cluster in clusters.rabbitmq.values()]
+    jobs += redis_jobs(clusters, timeout_s)
     jobs += [lambda n=name: check_switch(clusters, n) for name in clusters.switches]
     jobs.append(lambda: check_slack(settings, timeout_s))
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:

@@ -9,7 +9,9 @@ parameter the model does not have, duplicate ids.
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args, get_origin
@@ -296,37 +298,52 @@ class Catalog:
         return self._runbooks[runbook_id]
 
 
-def load_catalog(directory: Path) -> Catalog:
-    """Load every *.yaml / *.yml in `directory`; the first bad file stops the load with its error."""
-    if not directory.is_dir():
-        raise CatalogError(f"{directory} is not a directory of runbook files (set RUNBOOK_CATALOG)")
+def _catalog_files(directory: Path, team: Path | None) -> list[Path]:
+    """The runbook files of the catalog directory and of a team's own one (made importable)."""
+    files: list[Path] = []
+    for folder, setting in ((directory, "RUNBOOK_CATALOG"), (team, "RUNBOOK_TEAM_CATALOG")):
+        if folder is None:
+            continue
+        if not folder.is_dir():
+            raise CatalogError(f"{folder} is not a directory of runbook files (set {setting})")
+        if folder == team:
+            make_importable(folder)
+        files += sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    return files
+
+
+def _catalog_directory(directory: Path, team: Path | None) -> Path:
+    return directory if team is None else Path(f"{directory} and {team}")
+
+
+def load_catalog(directory: Path, team: Path | None = None) -> Catalog:
+    """Load every *.yaml / *.yml in `directory`, and in a team's own catalog directory `team` (its YAML
+    and the Python modules its flows live in); the first bad file stops the load with its error."""
     runbooks: list[Runbook] = []
     seen: dict[str, str] = {}
-    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+    for path in _catalog_files(directory, team):
         runbook = load_runbook(path)
         if runbook.id in seen:
             raise CatalogError(f"{path}: id {runbook.id!r} is defined twice (also in {seen[runbook.id]})")
         seen[runbook.id] = str(path)
         runbooks.append(runbook)
-    return Catalog(runbooks, directory)
+    return Catalog(runbooks, _catalog_directory(directory, team))
 
 
 class CatalogReport(NamedTuple):
-    """The good runbooks of a directory as a Catalog, and each broken file with its error."""
+    """The good runbooks of a catalog as a Catalog, and each broken file with its error."""
 
     catalog: Catalog
     broken: dict[str, str]  # path -> the CatalogError's message
 
 
-def load_catalog_report(directory: Path, resolve: bool = True) -> CatalogReport:
+def load_catalog_report(directory: Path, team: Path | None = None, resolve: bool = True) -> CatalogReport:
     """Like load_catalog, but a bad file is reported instead of stopping the load (for `list` and
     `doctor`). resolve=False does not import the flows (see load_runbook)."""
-    if not directory.is_dir():
-        raise CatalogError(f"{directory} is not a directory of runbook files (set RUNBOOK_CATALOG)")
     runbooks: list[Runbook] = []
     broken: dict[str, str] = {}
     seen: dict[str, str] = {}
-    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+    for path in _catalog_files(directory, team):
         try:
             runbook = load_runbook(path, resolve=resolve)
         except CatalogError as exc:
@@ -337,4 +354,15 @@ def load_catalog_report(directory: Path, resolve: bool = True) -> CatalogReport:
             continue
         seen[runbook.id] = str(path)
         runbooks.append(runbook)
-    return CatalogReport(Catalog(runbooks, directory), broken)
+    return CatalogReport(Catalog(runbooks, _catalog_directory(directory, team)), broken)
+
+
+def make_importable(directory: Path) -> None:
+    """Let this process, and the processes it starts (executors, a runner's or worker's flow runs),
+    import the Python modules of a team's catalog directory."""
+    folder = str(directory.resolve())
+    if folder not in sys.path:
+        sys.path.append(folder)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if folder not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([*paths, folder])

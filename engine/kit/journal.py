@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
 from prefect.client.schemas.sorting import ArtifactSort
+
+if TYPE_CHECKING:
+    from mq_runbooks.kit.records import Record
 
 ARTIFACT_TYPE = "runbook-journal"
 KINDS = (
@@ -73,6 +76,11 @@ def record(flow_run_id: UUID | str, kind: str, summary: str, **data: Any) -> Ent
         except Exception:  # noqa: BLE001  (a mirror must not break the record)
             pass
     return entry
+
+
+def write(flow_run_id: UUID | str, entry: "Record") -> Entry:
+    """Append a typed record (mq_runbooks.kit.records) to a run's journal."""
+    return record(flow_run_id, entry.KIND, entry.summary, **entry.payload())
 
 
 def read(flow_run_id: UUID | str) -> list[Entry]:

@@ -108,8 +108,8 @@ def test_doctor_reports_every_service_of_the_stack_reachable(clusters):
     assert result.returncode == 0, result.stdout + result.stderr
     checks = {check["component"]: check for check in json.loads(result.stdout)}
     assert set(checks) == {"catalog", "prefect", "kafka primary", "kafka standby", "mirrormaker2 primary -> standby",
-                           "rabbitmq primary", "rabbitmq standby", "switch kafka-clients", "switch rabbit-clients",
-                           "slack"}
+                           "rabbitmq primary", "rabbitmq standby", "redis primary", "redis replica",
+                           "switch kafka-clients", "switch rabbit-clients", "slack"}
     assert all(check["ok"] for check in checks.values())
     assert "RabbitMQ 3." in checks["rabbitmq primary"]["detail"]
     assert checks["catalog"]["detail"] == "7 runbook(s) load"

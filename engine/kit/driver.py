@@ -1,0 +1,390 @@
+"""The driver every runbook runs through. A runbook supplies its own logic as a `RunbookSteps`
+subclass (observe/plan, act, verify, and where they apply snapshot, restore and a precondition to wait
+for after approval); the driver does everything else, the same way for every runbook:
+
+    start (journal: parameters, requester, trigger)
+    lock the target (from the catalog's lock template), held until the run ends
+    observe -> plan (journal: the typed plan)
+      missing targets -> refused      nothing to change -> unchanged       a refusal -> refused
+    gate (the plan, its digest, the trigger) -> after approval: precondition, re-plan; a changed plan is asked again
+      nothing to change any more -> unchanged
+    snapshot (journal: what was saved, the restore command)
+    act (each change a fenced step: journal `action` with its step key, never applied twice in a run)
+    verify (retried a few times; a verify that fails is a failure, not a success)
+      on any failure after a change: restore the snapshot, journal exactly what was restored
+    outcome (one of records.OUTCOMES), the postmortem draft, always
+
+A runbook module then reads:
+
+    class Replay(RunbookSteps[ReplayParameters, ReplayPlan]):
+        id = "kafka-replay"
+        def target(self, params): ...
+        def observe(self, env, params): ...
+        def act(self, run, params, plan): run.step("alter-offsets", lambda: ..., "altered 3 offsets")
+        def verify(self, run, params, plan, result): return Verification(...)
+
+    STEPS = Replay()
+    dry_run = STEPS.dry_run
+
+    @flow(name="kafka-replay", persist_result=False)
+    def kafka_replay(params: ReplayParameters, requested_by: str = "unknown", trigger: dict | None = None):
+        return drive(STEPS, params, requested_by, trigger)
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
+from pydantic import BaseModel
+
+from mq_runbooks.base.catalog import Runbook
+from mq_runbooks.base.clusters import Clusters
+from mq_runbooks.base.errors import PreconditionError, RunbookError, UnreachableError
+from mq_runbooks.base.settings import Settings
+from mq_runbooks.integrations.kafka import KafkaClient
+from mq_runbooks.integrations.rabbitmq import RabbitManagement
+from mq_runbooks.kit import journal
+from mq_runbooks.kit.lock import target_lock
+from mq_runbooks.kit.plans import Plan
+from mq_runbooks.kit.records import Action, Outcome, PlanRecord, Restore, Snapshot, Start, Verification
+from mq_runbooks.kit.runtime import RunContext
+from mq_runbooks.kit.steps import approve_stable_plan, publish_postmortem
+
+P = TypeVar("P", bound=BaseModel)
+PlanT = TypeVar("PlanT", bound=Plan)
+T = TypeVar("T")
+
+
+class VerificationFailed(RunbookError):
+    """The change was made but did not have the effect it was meant to have."""
+
+
+@dataclass
+class Env:
+    """What observing and planning need: the configuration, no run (so `runbook plan` can use it)."""
+
+    settings: Settings
+    clusters: Clusters
+
+    def rabbitmq(self, cluster: str) -> RabbitManagement:
+        """A management API client of a RabbitMQ cluster of clusters.yaml (use it in a `with`)."""
+        return RabbitManagement.from_cluster(self.clusters.rabbit_cluster(cluster))
+
+    def kafka(self, cluster: str) -> KafkaClient:
+        """An admin client of a Kafka cluster of clusters.yaml (use it in a `with`)."""
+        config = self.clusters.kafka_cluster(cluster)
+        return KafkaClient(config.client_config(), name=config.name, timeout_s=config.request_timeout_s)
+
+
+@dataclass
+class Run(Env):
+    """One run as its steps see it: the configuration, who asked, and a fenced way to change things."""
+
+    id: str = ""
+    runbook: Runbook | None = None
+    context: RunContext | None = None
+    requested_by: str = "unknown"
+    trigger: dict[str, Any] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)  # summaries of the steps that changed something
+    _applied: dict[str, journal.Entry] | None = None
+
+    @property
+    def fault(self) -> str | None:
+        """Tests only (RUNBOOK_INJECT_FAULT): the name of a step to make fail."""
+        return self.settings.inject_fault
+
+    def note(self, summary: str, **data: Any) -> None:
+        journal.record(self.id, "note", summary, **data)
+
+    def observed(self, summary: str, **data: Any) -> None:
+        journal.record(self.id, "observation", summary, **data)
+
+    @property
+    def applied_steps(self) -> dict[str, journal.Entry]:
+        """The steps this run has applied (read from its journal once, then kept up to date), by key."""
+        if self._applied is None:
+            self._applied = {e.data["step"]: e for e in journal.read(self.id)
+                             if e.kind == "action" and "step" in e.data}
+        return self._applied
+
+    def step(self, key: str, apply: Callable[[], T], describe: Callable[[T], str] | str,
+             data: Callable[[T], dict[str, Any]] | None = None, retries: int = 0) -> T | None:
+        """Apply one change, fenced: if the journal already has an action with this step key (a
+        re-executed or resumed run), it is not applied again and None is returned.
+
+        `describe` is the journal summary (or a function of the result); `data` adds fields to it.
+        `retries`: how often to try again when the broker did not answer (only for a change that is
+        safe to repeat).
+        """
+        if key in self.applied_steps:
+            done = self.applied_steps[key]
+            self.note(f"step {key} was already applied in this run ({done.summary}): not applied again", step=key)
+            self.changed.append(done.summary)
+            return None
+        result = task(name=key, cache_policy=NO_CACHE, retries=retries, retry_delay_seconds=2,
+                      retry_condition_fn=_transient)(apply)()
+        summary = describe(result) if callable(describe) else describe
+        entry = journal.write(self.id, Action(step=key, summary=summary, data=data(result) if data else {}))
+        self.applied_steps[key] = entry
+        self.changed.append(summary)
+        return result
+
+
+class RunbookSteps(Generic[P, PlanT]):
+    """A runbook's own logic. Subclass it, set `id`, write target/observe/act/verify, and where they
+    apply snapshot/restore/before_replan/refusal/read_only/report/outcome."""
+
+    id: ClassVar[str]
+    verify_attempts: ClassVar[int] = 3  # a read-back can lag the write by a moment
+    verify_delay_s: ClassVar[float] = 1.0
+
+    # -- required ---------------------------------------------------------------------------------
+    def target(self, params: P) -> str:
+        """The target in words, e.g. `primary/billing` (the journal's start line, Slack)."""
+        raise NotImplementedError
+
+    def observe(self, env: Env, params: P) -> PlanT:
+        """Read the broker and compute the plan. Changes nothing. Raises ParameterError / NotFoundError
+        for bad input (the CLI refuses it before a run exists)."""
+        raise NotImplementedError
+
+    def act(self, run: Run, params: P, plan: PlanT) -> Any:
+        """Make the changes, each through `run.step(...)`. What it returns goes to verify."""
+        raise NotImplementedError
+
+    def verify(self, run: Run, params: P, plan: PlanT, result: Any) -> Verification:
+        raise NotImplementedError
+
+    # -- optional ---------------------------------------------------------------------------------
+    def read_only(self, params: P) -> bool:
+        """True when these parameters only report (no lock, no gate, no change)."""
+        return False
+
+    def refusal(self, params: P, plan: PlanT) -> str | None:
+        """Why this plan must not go to the gate (e.g. offsets that cannot be translated), or None."""
+        return None
+
+    def before_replan(self, run: Run, params: P, plan: PlanT) -> None:
+        """After an approval, before the re-plan: e.g. wait for the consumers to be stopped. `plan`
+        is the plan just approved."""
+
+    def replan(self, run: Run, params: P, approved: PlanT) -> PlanT:
+        """The plan again after an approval, to compare with the approved one (default: observe again;
+        a runbook whose observation takes long may refresh `approved` instead)."""
+        return self.observe(run, params)
+
+    def snapshot(self, run: Run, params: P, plan: PlanT) -> Snapshot | None:
+        """Save what act will change; the journal keeps it and its restore command."""
+        return None
+
+    def restore(self, run: Run, params: P, plan: PlanT, snapshot: Snapshot) -> Restore | None:
+        """Put the snapshot back after a failure part-way; None when there is nothing to restore."""
+        return None
+
+    def report(self, run: Run, params: P, plan: PlanT, result: Any) -> None:
+        """Extra artifacts for the Prefect UI once it succeeded (result None: a read_only run)."""
+
+    def outcome(self, params: P, plan: PlanT, result: Any) -> str:
+        return f"done: {plan.summary()}"
+
+    # -- provided ---------------------------------------------------------------------------------
+    def dry_run(self, params: P, clusters: Clusters, settings: Settings | None = None) -> PlanT:
+        """`runbook plan` (and the CLI's preflight): the plan and nothing else. Missing targets are
+        refused here, so a run is never created for them."""
+        plan = self.observe(Env(settings or Settings.from_environ(), clusters), params)
+        refuse_missing(self.id, plan)
+        return plan
+
+
+def refuse_missing(runbook_id: str, plan: Plan) -> None:
+    from mq_runbooks.base.errors import ParameterError
+
+    missing = list(plan.missing_targets())
+    if missing:
+        raise ParameterError(runbook_id, [("target", f"{name} does not exist") for name in missing])
+
+
+def _transient(task_, task_run, state) -> bool:
+    """Retry a step only when the broker did not answer; our own errors are final."""
+    try:
+        state.result()
+    except UnreachableError:
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown",
+          trigger: dict[str, Any] | None = None) -> State:
+    """Run one runbook from start to outcome (see the module docstring). Call it from the flow."""
+    run_id = str(flow_run.id)
+    try:
+        context = RunContext.load()
+        run = Run(settings=context.settings, clusters=context.clusters, id=run_id,
+                  runbook=context.catalog.get(steps.id), context=context, requested_by=requested_by,
+                  trigger=dict(trigger or {}))
+        journal.write(run_id, Start(
+            summary=f"{steps.id} on {steps.target(params)}, requested by {requested_by}", runbook=steps.id,
+            parameters=params.model_dump(mode="json"), requested_by=requested_by, trigger=run.trigger,
+            target=steps.target(params)))
+        return _drive(steps, run, params)
+    except Exception as exc:
+        if journal.last(journal.read(run_id), "outcome") is None:
+            journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
+            journal.write(run_id, Outcome(outcome="failed", summary=f"failed before changing anything: {exc}"))
+        raise
+    finally:
+        publish_postmortem(run_id)
+
+
+def _observe(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> PlanT:
+    observe = task(name="observe-and-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+                   retry_condition_fn=_transient)(steps.observe)
+    plan = observe(run, params)
+    _record_plan(run.id, plan)
+    return plan
+
+
+def _record_plan(run_id: str, plan: Plan) -> None:
+    journal.write(run_id, PlanRecord(
+        summary=plan.summary(), digest=plan.digest(), columns=list(plan.columns()),
+        rows=[list(row) for row in plan.rows()], changes_anything=plan.changes_anything(), csv=plan.to_csv(),
+        markdown=plan.markdown(), data=plan.to_json()))
+
+
+def _end(run_id: str, outcome: str, summary: str, changed: list[str] | None = None, **data: Any) -> None:
+    journal.write(run_id, Outcome(outcome=outcome, summary=summary, changed=changed or [], data=data))
+
+
+def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
+    if steps.read_only(params):  # changes nothing, so it takes no lock and asks nobody
+        plan = _observe(steps, run, params)
+        steps.report(run, params, plan, None)
+        _end(run.id, "unchanged", f"report only: {plan.summary()}; nothing was changed", report=True)
+        return Completed(message=f"report: {plan.summary()}")
+    assert run.runbook is not None and run.context is not None
+    key = run.runbook.lock_key(params)
+    with target_lock(key, run.id, run.settings.lock_wait_s):
+        journal.record(run.id, "lock", f"holding lock {key}", key=key)
+        plan = _observe(steps, run, params)
+        stop = _stop_before_acting(steps, run, params, plan)
+        if stop is not None:
+            return stop
+
+        latest = [plan]  # the plan put to the gate last (a changed plan is asked again)
+
+        def replan() -> PlanT:
+            steps.before_replan(run, params, latest[0])
+            return task(name="re-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+                        retry_condition_fn=_transient)(steps.replan)(run, params, latest[0])
+
+        def record(changed: PlanT) -> None:
+            latest[0] = changed
+            _record_plan(run.id, changed)
+
+        approved, refused = approve_stable_plan(
+            run_id=run.id, context=run.context, runbook=run.runbook, requested_by=run.requested_by, plan=plan,
+            markdown=lambda p: p.markdown(), replan=replan, record_plan=record, trigger=run.trigger)
+        if refused is not None:
+            return refused
+        stop = _stop_before_acting(steps, run, params, approved, after_approval=True)
+        if stop is not None:
+            return stop
+        return _apply(steps, run, params, approved)
+
+
+def _stop_before_acting(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT,
+                        after_approval: bool = False) -> State | None:
+    """The same decisions for every runbook: missing targets and refusals stop the run, a plan that
+    changes nothing ends it as unchanged."""
+    missing = list(plan.missing_targets())
+    if missing:
+        message = f"refused: {'; '.join(f'{name} does not exist' for name in missing)}; nothing was changed"
+        _end(run.id, "refused", message, missing=missing)
+        return Failed(message=message, name="Refused")
+    reason = steps.refusal(params, plan)
+    if reason:
+        message = f"refused: {reason}; nothing was changed"
+        _end(run.id, "refused", message)
+        return Failed(message=message, name="Refused")
+    if not plan.changes_anything():
+        when = " any more" if after_approval else ""
+        message = f"nothing to change{when}: {plan.summary()}"
+        _end(run.id, "unchanged", message)
+        return Completed(message=message)
+    return None
+
+
+def _apply(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT) -> State:
+    snapshot = task(name="snapshot", cache_policy=NO_CACHE)(steps.snapshot)(run, params, plan)
+    if snapshot is not None:
+        journal.write(run.id, snapshot)
+    try:
+        result = task(name="act", cache_policy=NO_CACHE)(steps.act)(run, params, plan)
+        verification = _verify(steps, run, params, plan, result)
+        journal.write(run.id, verification)
+        if not verification.ok:
+            raise VerificationFailed(f"verification failed: {verification.summary}")
+    except Exception as exc:
+        journal.record(run.id, "error", f"{type(exc).__name__}: {exc}")
+        _fail_after_change(steps, run, params, plan, snapshot, exc)
+        raise
+    steps.report(run, params, plan, result)
+    summary = steps.outcome(params, plan, result)
+    _end(run.id, "succeeded", summary, run.changed)
+    return Completed(message=summary)
+
+
+def _verify(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT, result: Any) -> Verification:
+    check = task(name="verify", cache_policy=NO_CACHE)(steps.verify)
+    verification = check(run, params, plan, result)
+    for _ in range(steps.verify_attempts - 1):
+        if verification.ok:
+            break
+        time.sleep(steps.verify_delay_s)
+        verification = check(run, params, plan, result)
+    if run.fault == "verify":
+        verification = verification.model_copy(update={"ok": False, "summary": "injected fault: verification "
+                                                        f"forced to fail ({verification.summary})"})
+    return verification
+
+
+def _fail_after_change(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT,
+                       snapshot: Snapshot | None, exc: Exception) -> None:
+    """Say exactly what changed, restore the snapshot where there is one, and how to restore by hand."""
+    if not run.changed:
+        _end(run.id, "failed", f"failed before changing anything: {exc}")
+        return
+    changed = "; ".join(run.changed)
+    by_hand = snapshot.restore_command if snapshot is not None else None
+    if snapshot is None:
+        _end(run.id, "failed", f"failed after changing: {changed}. Nothing to restore automatically: {exc}",
+             run.changed)
+        return
+    try:
+        restored = task(name="restore-snapshot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
+                        retry_condition_fn=_transient)(steps.restore)(run, params, plan, snapshot)
+    except Exception as restore_exc:  # noqa: BLE001  (said exactly, then the original failure is raised)
+        journal.write(run.id, Restore(summary=f"RESTORE FAILED: {restore_exc}. Restore by hand: {by_hand}",
+                                      restored=False, restore_command=by_hand))
+        _end(run.id, "failed", f"failed after changing: {changed}; the restore failed too ({restore_exc}); "
+             f"restore by hand with: {by_hand}", run.changed)
+        get_run_logger().error("restore failed: %s; restore by hand with: %s", restore_exc, by_hand)
+        return
+    if restored is None:
+        _end(run.id, "failed", f"failed after changing: {changed}; nothing was restored (restore by hand: "
+             f"{by_hand}): {exc}", run.changed)
+        return
+    journal.write(run.id, restored)
+    _end(run.id, "failed", f"failed and rolled back: {exc}; {restored.summary}; it had changed: {changed}",
+         run.changed)
+
+
+__all__ = ["Env", "PreconditionError", "Run", "RunbookSteps", "VerificationFailed", "drive", "refuse_missing"]
