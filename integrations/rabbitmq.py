@@ -21,7 +21,7 @@ import pika
 import pika.exceptions
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
-from mq_runbooks.base.errors import BrokerError, UnreachableError
+from mq_runbooks.base.errors import BrokerError, NotFoundError, UnreachableError
 
 if TYPE_CHECKING:
     from mq_runbooks.base.clusters import RabbitCluster
@@ -102,12 +102,21 @@ class Connection:
     connected_at: datetime | None
 
 
+class RabbitNotFound(BrokerError, NotFoundError):
+    """The cluster has no vhost, queue or connection of that name: bad input where a person named it
+    (the CLI exits 2), and still a BrokerError for code that handles broker answers."""
+
+
 class _NotFound(Exception):
     """A 404 the caller said it expects (send(..., missing_ok=True))."""
 
 
 class RabbitManagement:
-    """A client of one cluster's management HTTP API (sync, one pooled connection; use as a context manager)."""
+    """A client of one cluster's management HTTP API (sync, one pooled connection; use as a context manager).
+
+    Each request sends the headers its endpoint needs: `Accept: application/json` where JSON comes
+    back (GET); none for PUT/POST/DELETE, some of which answer 406 to it (e.g. DELETE of a queue's
+    contents)."""
 
     def __init__(
         self, management_url: str, username: str, password: str, *, name: str = "rabbitmq", timeout_s: float = 10.0
@@ -120,7 +129,6 @@ class RabbitManagement:
             base_url=management_url.rstrip("/"),
             auth=(username, password),
             timeout=httpx.Timeout(timeout_s),
-            headers={"Accept": "application/json"},
         )
 
     @classmethod
@@ -199,6 +207,11 @@ class RabbitManagement:
             not_found=f"connection {name!r} does not exist (closed already?)",
         )
 
+    def purge(self, vhost: str, queue: str) -> None:
+        """Delete every ready message of a queue (DELETE .../contents); RabbitNotFound if it does not exist."""
+        self._request("DELETE", f"/api/queues/{_segment(vhost)}/{_segment(queue)}/contents",
+                      not_found=f"queue {queue!r} does not exist in vhost {vhost!r}")
+
     # --- HTTP ----------------------------------------------------------------------------------
 
     def _get(self, path: str, *, not_found: str | None = None) -> Any:
@@ -214,6 +227,8 @@ class RabbitManagement:
         self, method: str, path: str, *, headers: dict[str, str] | None = None, not_found: str | None = None,
         json: Any = None,
     ) -> httpx.Response:
+        if method == "GET":
+            headers = {"Accept": "application/json", **(headers or {})}
         try:
             response = self._http.request(method, path, headers=headers, json=json)
         except httpx.TransportError as exc:
@@ -231,7 +246,7 @@ class RabbitManagement:
         if response.status_code == 404 and not_found == "":
             raise _NotFound(path)
         if response.status_code == 404 and not_found is not None:
-            raise BrokerError(f"{self._where}: {not_found}")
+            raise RabbitNotFound(f"{self._where}: {not_found}")
         raise BrokerError(f"{self._where} answered {method} {path} with HTTP {response.status_code}: {reason}")
 
     # --- the raw API, for integrations built on this client (definitions, shovels) ---------------

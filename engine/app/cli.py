@@ -1,21 +1,30 @@
 """The `runbook` command line: a thin edge that turns arguments into calls of the engine and the
 results into tables or JSON. Exit codes: 0 success, 1 the runbook (or a check) failed or was
-rejected, 2 bad input (parameters, configuration, unknown names)."""
+rejected, 2 bad input (parameters, configuration, unknown names).
+
+Commands that do not talk to Prefect (--help, list, doctor, postmortems) never import it: each
+command module imports what talks to Prefect inside the command that needs it."""
 from __future__ import annotations
 
-import json
+import logging
 import sys
+from collections.abc import Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import click
-import httpx
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from mq_runbooks.base.catalog import Catalog, load_catalog
-from mq_runbooks.base.clusters import Clusters, load_clusters
+from mq_runbooks import __version__
 from mq_runbooks.base.errors import BrokerError, ConfigError, RunbookError, UsageError
 from mq_runbooks.base.settings import Settings
+
+if TYPE_CHECKING:  # imported when used: `runbook --help` needs neither
+    from mq_runbooks.base.catalog import Catalog, CatalogReport
+    from mq_runbooks.base.clusters import Clusters
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -29,17 +38,63 @@ class Context:
 
     @cached_property
     def clusters(self) -> Clusters:
+        from mq_runbooks.base.clusters import load_clusters
+
         return load_clusters(self.settings.clusters)
 
     @cached_property
     def catalog(self) -> Catalog:
+        from mq_runbooks.base.catalog import load_catalog
+
         return load_catalog(self.settings.catalog, self.settings.team_catalog)
+
+    def catalog_report(self, resolve: bool = True) -> CatalogReport:
+        """The good runbooks and the broken files (for `list` and `doctor`)."""
+        from mq_runbooks.base.catalog import load_catalog_report
+
+        return load_catalog_report(self.settings.catalog, self.settings.team_catalog, resolve=resolve)
+
+    @property
+    def piped(self) -> bool:
+        """Whether stdout is not a terminal (a pipe or a file): tables become tab-separated lines."""
+        return not self.out.is_terminal
+
+    def rows(self, columns: Sequence[str], rows: Sequence[Sequence[str | Text]], title: str | None = None,
+             no_wrap: Sequence[str] = ()) -> None:
+        """A table on a terminal (columns in `no_wrap` are never cut or folded); tab-separated lines,
+        a header first and nothing cut, when stdout is not a terminal. A str cell is shown as it is
+        (brackets and all); style one with a rich Text (e.g. markup("[red]BROKEN[/red]"))."""
+        if self.piped:
+            click.echo("\t".join(columns))
+            for row in rows:
+                click.echo("\t".join(_plain(cell) for cell in row))
+            return
+        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for index, name in enumerate(columns):
+            widest = max((len(_plain(row[index])) for row in rows), default=0)
+            if name in no_wrap:
+                table.add_column(name, no_wrap=True, min_width=max(widest, len(name)))
+            else:
+                table.add_column(name, overflow="fold")
+        for row in rows:
+            table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
+        self.out.print(table)
+
+
+def markup(text: str) -> Text:
+    """A table cell styled with Rich markup."""
+    return Text.from_markup(text)
+
+
+def _plain(cell: str | Text) -> str:
+    return (cell.plain if isinstance(cell, Text) else cell).replace("\t", " ").replace("\n", " ")
 
 
 pass_context = click.make_pass_decorator(Context)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="runbook", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(click_context: click.Context) -> None:
     """mq-runbooks: incident-response runbooks for Kafka and RabbitMQ.
@@ -47,89 +102,11 @@ def cli(click_context: click.Context) -> None:
     Each runbook observes, shows its exact plan, waits for approval, acts, verifies, and leaves a
     record for the postmortem. Configuration: clusters.yaml (RUNBOOK_CLUSTERS) and the runbook
     files in runbooks/ (RUNBOOK_CATALOG). Exit codes: 0 success, 1 failed or rejected, 2 bad input.
+
+    A RUN is its id, a unique prefix of it (6+ characters) or its name (e.g. big-bird). Piped, tables
+    become tab-separated lines with whole ids; --json gives the same as JSON.
     """
     click_context.obj = Context(Settings.from_environ())
-
-
-@cli.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@pass_context
-def list_runbooks(context: Context, as_json: bool) -> None:
-    """List the runbooks of the catalog."""
-    runbooks = list(context.catalog)
-    if as_json:
-        click.echo(json.dumps([
-            {"id": r.id, "title": r.title, "risk": r.risk, "triggers": len(r.triggers)} for r in runbooks
-        ], indent=2))
-        return
-    table = Table("id", "title", "risk", "started by", title=f"{len(runbooks)} runbook(s) in {context.catalog.directory}")
-    for runbook in runbooks:
-        alerts = sorted({str(m) for t in runbook.triggers for m in t.matchers if m.name == "alertname"})
-        table.add_row(runbook.id, runbook.title, runbook.risk, ", ".join(alerts) or "CLI / Slack only")
-    context.out.print(table)
-
-
-@cli.command("show")
-@click.argument("runbook_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@pass_context
-def show(context: Context, runbook_id: str, as_json: bool) -> None:
-    """Show a runbook: what it does, its parameters, who approves, which alerts start it."""
-    runbook = context.catalog.get(runbook_id)
-    fields = runbook.parameters_model.model_fields
-    if as_json:
-        document = runbook.model_dump(mode="json")
-        document["triggers"] = [
-            {"matchers": [str(m) for m in t.matchers], "params": t.params} for t in runbook.triggers
-        ]
-        document["parameter_schema"] = runbook.parameters_model.model_json_schema()
-        click.echo(json.dumps(document, indent=2))
-        return
-    out = context.out
-    out.print(f"[bold]{runbook.id}[/bold]: {runbook.title}  (risk: {runbook.risk})")
-    out.print(runbook.description.strip())
-    table = Table("parameter", "type", "default", "meaning", title="parameters (-p key=value)")
-    for name, info in fields.items():
-        default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
-        table.add_row(name, _type_name(info.annotation), default, info.description or "")
-    out.print(table)
-    policy = runbook.approval
-    out.print(
-        f"approval: {policy.required} of {', '.join(policy.approvers)}; "
-        f"self-approval {'allowed' if policy.self_approval else 'not allowed'}; "
-        f"times out after {policy.timeout:.0f}s"
-    )
-    out.print(f"lock: {runbook.lock}")
-    for trigger in runbook.triggers:
-        out.print(f"trigger: {', '.join(str(m) for m in trigger.matchers)} -> {trigger.params}")
-
-
-def _type_name(annotation: object) -> str:
-    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
-@cli.command("doctor")
-@click.option("--timeout", default=5.0, show_default=True, help="Seconds each check may take.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@pass_context
-def doctor(context: Context, timeout: float, as_json: bool) -> None:
-    """Check that every configured cluster, the Prefect API and Slack (if configured) answer.
-
-    Exits 1 if any of them does not.
-    """
-    from mq_runbooks.app.doctor import run_checks
-
-    checks = run_checks(context.settings, context.clusters, timeout_s=timeout)
-    if as_json:
-        click.echo(json.dumps([check.__dict__ for check in checks], indent=2))
-    else:
-        table = Table("component", "address", "status", "detail")
-        for check in checks:
-            status = "[green]reachable[/green]" if check.ok else "[red]UNREACHABLE[/red]"
-            table.add_row(check.component, check.address, status, check.detail)
-        context.out.print(table)
-    if not all(check.ok for check in checks if check.required):
-        sys.exit(EXIT_FAILED)
 
 
 def main() -> None:
@@ -137,6 +114,10 @@ def main() -> None:
     try:
         # Prefect fixes its API URL when first imported: point it at our server before that.
         Settings.from_environ().apply_to_prefect()
+        # At exit Prefect's events worker warns "Still processing items" while it flushes what a
+        # command recorded: noise on an operator's console (the items are still sent).
+        logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+        import mq_runbooks.app.cli_catalog  # noqa: F401  (registers list, show, doctor)
         import mq_runbooks.app.cli_runs  # noqa: F401  (registers plan, run, approve, reject, runs, status)
         import mq_runbooks.app.cli_serve  # noqa: F401  (registers serve, demo)
         import mq_runbooks.app.cli_postmortems  # noqa: F401  (registers postmortems list|show|review|draft)
@@ -159,7 +140,10 @@ def main() -> None:
     except RunbookError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
-    except httpx.TransportError as exc:
+    except Exception as exc:
+        httpx = sys.modules.get("httpx")  # loaded with Prefect, by the commands that talk to it
+        if httpx is None or not isinstance(exc, httpx.TransportError):
+            raise
         url = Settings.from_environ().prefect_api_url
         click.echo(f"error: cannot reach the Prefect API at {url} ({type(exc).__name__}: {exc}); "
                    f"is it running? (dev/stack up starts the local one)", err=True)

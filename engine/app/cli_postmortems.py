@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-from rich.table import Table
 
 from mq_runbooks.app.cli import Context, cli, pass_context
 from mq_runbooks.kit.postmortem_store import STATUSES, list_postmortems, mark_reviewed, read_postmortem
@@ -27,15 +26,23 @@ def list_command(context: Context, runbook_id: str | None, status: str | None, a
     if as_json:
         click.echo(json.dumps([{**p.meta, "path": str(p.path)} for p in found], indent=2, default=str))
         return
-    table = Table(title=f"{len(found)} postmortem(s) in {context.settings.postmortem_dir}")
-    # The id is what `show` and `review` take: never shorten it.
-    table.add_column("id", no_wrap=True, min_width=max((len(p.id) for p in found), default=2))
-    for name in ("runbook", "status", "outcome", "created", "reviewed by"):
-        table.add_column(name)
-    for p in found:
-        table.add_row(p.id, p.runbook, p.status, str(p.meta.get("outcome", "")), str(p.meta.get("created", "")),
-                      ", ".join(r.get("name", "") for r in p.reviewers))
-    context.out.print(table)
+    # The id is what `show` and `review` take: never shortened (piped: whole, tab-separated).
+    # Narrow (a terminal under 100 columns), the runbook column goes: the id names the runbook.
+    wide = context.piped or context.out.width >= 100
+    columns = ("id", "runbook", "status", "outcome", "created", "reviewed by")
+    rows = [(p.id, p.runbook, p.status, str(p.meta.get("outcome", "")), _created(p.meta.get("created", "")),
+             ", ".join(r.get("name", "") for r in p.reviewers)) for p in found]
+    if not wide:  # the id holds the runbook and the day: keep the time of day alone
+        columns = ("id", "status", "outcome", "at", "reviewers")
+        rows = [(row[0], row[2], row[3], row[4][11:] or row[4], row[5]) for row in rows]
+    context.rows(columns, rows, title=f"{len(found)} postmortem(s) in {context.settings.postmortem_dir}",
+                 no_wrap=("id", "status", "outcome", "created", "at"))
+
+
+def _created(value: object) -> str:
+    """'2026-11-29T20:27:47+00:00' -> '2026-11-29 20:27' (minutes are enough to tell drafts apart)."""
+    text = str(value)
+    return text[:16].replace("T", " ") if len(text) >= 16 and text[10:11] in ("T", " ") else text
 
 
 @postmortems.command("show")

@@ -1,19 +1,34 @@
-"""CLI commands that plan, start, answer and follow runs: plan, run, approve, reject, runs, status."""
+"""CLI commands that plan, start, answer and follow runs: plan, run, approve, reject, runs, status.
+
+A run is named by its full id, a unique prefix of it (at least 6 characters) or its Prefect name
+(e.g. big-bird): see runs.resolve_run. Prefect is imported inside the commands that talk to it,
+so `runbook --help` stays fast."""
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
-from mq_runbooks.app import runs
 from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
 from mq_runbooks.base.errors import UsageError
 from mq_runbooks.kit.identity import TOKEN_PREFIX
+
+if TYPE_CHECKING:
+    from mq_runbooks.app.runs import RunView
+
+RUN_HELP = "RUN is the run's id, a unique prefix of it (6+ characters) or its name (e.g. big-bird)."
+
+
+def _markdown(text: str):
+    from rich.markdown import Markdown  # ~0.2 s of imports: only for the commands that print plans
+
+    return Markdown(text)
 
 
 def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -57,7 +72,7 @@ def plan(context: Context, runbook_id: str, pairs: tuple[str, ...], export: bool
     if as_json:
         click.echo(json.dumps(computed.to_json(), indent=2))
         return
-    context.out.print(Markdown(computed.markdown(rows=10_000)))
+    context.out.print(_markdown(computed.markdown(rows=10_000)))
     context.out.print(f"plan digest {computed.digest()[:12]}; nothing was changed. "
                       f"Run it with: runbook run {runbook_id} " + " ".join(f"-p {p}" for p in pairs))
 
@@ -75,7 +90,7 @@ def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by:
 
     Exit code with --wait: 0 applied, 1 failed or rejected, 2 bad input.
     """
-    import getpass
+    from mq_runbooks.app import runs
 
     runbook = context.catalog.get(runbook_id)
     params = runbook.validate_parameters(parse_parameters(pairs))
@@ -98,8 +113,10 @@ def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by:
     sys.exit(0 if view.succeeded else EXIT_FAILED)
 
 
-def follow(context: Context, run_id: str, quiet: bool = False, poll_s: float = 0.5) -> runs.RunView:
+def follow(context: Context, run_id: str, quiet: bool = False, poll_s: float = 0.5) -> RunView:
     """Print the run's journal as it grows, until the run ends."""
+    from mq_runbooks.app import runs
+
     shown = 0
     while True:
         view = runs.read_run(run_id)
@@ -110,16 +127,16 @@ def follow(context: Context, run_id: str, quiet: bool = False, poll_s: float = 0
         if view.finished:
             if not quiet:
                 colour = "green" if view.succeeded else "red"
-                context.out.print(f"[{colour}]{view.state}[/{colour}]: {view.message}")
+                context.out.print(f"[{colour}]{view.state}[/{colour}]: {escape(view.message)}")
             return view
         time.sleep(poll_s)
 
 
 def _print_entry(context: Context, run_id: str, entry, show_answer: bool = True) -> None:
     stamp = entry.at.strftime("%H:%M:%S")
-    context.out.print(f"[dim]{stamp}[/dim] [bold]{entry.kind}[/bold] {entry.summary}")
+    context.out.print(f"[dim]{stamp}[/dim] [bold]{entry.kind}[/bold] {escape(entry.summary)}")
     if entry.kind == "plan" and entry.data.get("markdown"):
-        context.out.print(Markdown(entry.data["markdown"]))
+        context.out.print(_markdown(entry.data["markdown"]))
     if entry.kind == "approval_requested" and show_answer:
         context.out.print(f"  approve: runbook approve {run_id} --as NAME [--comment TEXT]\n"
                           f"  reject:  runbook reject {run_id} --as NAME --reason TEXT")
@@ -142,57 +159,103 @@ token_option = click.option("--token", default=None, metavar="TOKEN", help="Your
                             "issue`), proving who you are; default: RUNBOOK_TOKEN.")
 
 
-def _answer(context: Context, run_id: str, approved: bool, by: str, comment: str, token: str | None) -> str:
-    token = token or (context.settings.token.get_secret_value() if context.settings.token else "")
-    if not token and not by.strip():
-        raise UsageError("say who answers: a personal token (--token or RUNBOOK_TOKEN) or --as NAME")
-    runs.answer_gate(context.settings, context.catalog, run_id, approved, by, comment,
-                     proof=f"{TOKEN_PREFIX}{token}" if token else "")
-    return "with your token" if token else f"as {by} (a typed name)"
-
-
-@cli.command("approve")
+@cli.command("approve", epilog=RUN_HELP)
 @click.argument("run_id", metavar="RUN")
 @as_option
 @click.option("--comment", default="", help="Why you approve (kept in the journal and the postmortem).")
 @token_option
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @pass_context
-def approve(context: Context, run_id: str, by: str, comment: str, token: str | None) -> None:
+def approve(context: Context, run_id: str, by: str, comment: str, token: str | None, as_json: bool) -> None:
     """Approve a run that waits at its gate (the runbook's policy decides who may)."""
-    context.out.print(f"approved run {run_id} {_answer(context, run_id, True, by, comment, token)}")
+    _answer(context, run_id, True, by, comment, token, as_json)
 
 
-@cli.command("reject")
+def _answer(context: Context, run_id: str, approved: bool, by: str, text: str, token: str | None,
+            as_json: bool) -> None:
+    """Answer the gate with a personal token (proven) or a typed name, and say how it was answered."""
+    from mq_runbooks.app import runs
+
+    token = token or (context.settings.token.get_secret_value() if context.settings.token else "")
+    if not token and not by.strip():
+        raise UsageError("say who answers: a personal token (--token or RUNBOOK_TOKEN) or --as NAME")
+    view = runs.answer_gate(context.settings, context.catalog, run_id, approved, by, text,
+                            proof=f"{TOKEN_PREFIX}{token}" if token else "")
+    how = "with your token" if token else f"as {by} (a typed name)"
+    if as_json:
+        click.echo(json.dumps({"run_id": view.id, "name": view.name, "runbook": view.runbook,
+                               "approved": approved, "by": by, "proof": "token" if token else "typed-name"}))
+    else:
+        context.out.print(f"{'approved' if approved else 'rejected'} run {view.id} ({view.name}, {view.runbook}) {how}")
+
+
+@cli.command("reject", epilog=RUN_HELP)
 @click.argument("run_id", metavar="RUN")
 @as_option
 @click.option("--reason", required=True, help="Why (kept in the journal and the postmortem).")
 @token_option
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @pass_context
-def reject(context: Context, run_id: str, by: str, reason: str, token: str | None) -> None:
+def reject(context: Context, run_id: str, by: str, reason: str, token: str | None, as_json: bool) -> None:
     """Reject a run that waits at its gate; it ends without changing anything."""
-    context.out.print(f"rejected run {run_id} {_answer(context, run_id, False, by, reason, token)}")
+    _answer(context, run_id, False, by, reason, token, as_json)
 
 
 @cli.command("runs")
-@click.option("--runbook", "runbook_id", default=None, help="Only runs of this runbook.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200),
-              help="How many of the newest runs (1 to 200).")
+@click.option("--runbook", "runbook_id", default=None, metavar="ID", help="Only runs of this runbook.")
+@click.option("--state", "states", multiple=True, metavar="STATE", callback=lambda c, p, v: tuple(s.lower() for s in v),
+              help="Only runs in this state (repeatable): scheduled, pending, running, paused, completed, "
+                   "failed (includes rejected and timedout), rejected, timedout, cancelled, crashed.")
+@click.option("--waiting", is_flag=True, help="Only runs waiting at their approval gate (paused).")
+@click.option("--mine", is_flag=True, help="Only runs I requested, or that wait for an approval I may give.")
+@click.option("--as", "me", default=None, metavar="NAME", help="Who I am for --mine (default: $USER).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000),
+              help="How many of the newest runs (1-1000).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_context
-def list_runs(context: Context, runbook_id: str | None, limit: int, as_json: bool) -> None:
-    """List recent runs, newest first."""
-    views = runs.list_runs(limit=limit, runbook_id=runbook_id)
+def list_runs(context: Context, runbook_id: str | None, states: tuple[str, ...], waiting: bool, mine: bool,
+              me: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first, with what each targets and who requested it.
+
+    On a terminal ids are shortened to 8 characters (any unique prefix of 6 or more works as RUN);
+    piped, every id is whole and columns are tab-separated.
+    """
+    from mq_runbooks.app import runs
+
+    if runbook_id is not None:
+        context.catalog_report(resolve=False).catalog.get(runbook_id)  # "no runbook ...; did you mean"
+    if waiting:
+        states = (*states, "paused") if states else ("paused",)
+    who = me or getpass.getuser()
+    accept = None
+    if mine:
+        catalog = context.catalog
+
+        def accept(view: RunView) -> bool:
+            return view.requested_by == who or runs.waits_for(context.settings, catalog, view, who)
+
+    views = runs.list_runs(limit=limit, runbook_id=runbook_id, states=states, mine=accept)
     if as_json:
         click.echo(json.dumps([{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state,
-                                "started": v.started, "message": v.message} for v in views], indent=2))
+                                "target": v.target, "requested_by": v.requested_by, "started": v.started,
+                                "message": v.message} for v in views], indent=2))
         return
-    table = Table("run", "runbook", "state", "started", "message")
-    for view in views:
-        table.add_row(view.id, view.runbook, view.state, view.started or "", view.message[:80])
-    context.out.print(table)
+    short = not context.piped
+    columns = ("run", "name", "runbook", "state", "target", "requested by", "started", "message")
+    rows = [(v.id[:8] if short else v.id, v.name, v.runbook, v.state, v.target, v.requested_by,
+             _when(v.started, short), v.message[:80] if short else v.message) for v in views]
+    if short and context.out.width < 160:  # a narrow terminal: `runbook status RUN` has the rest
+        columns, rows = columns[:6], [row[:6] for row in rows]
+    context.rows(columns, rows, no_wrap=("run", "name", "state"))
 
 
-@cli.command("status")
+def _when(started: str | None, short: bool) -> str:
+    if not started:
+        return ""
+    return started[:19].replace("T", " ") if short else started
+
+
+@cli.command("status", epilog=RUN_HELP)
 @click.argument("run_id", metavar="RUN")
 @click.option("--plan", "full_plan", is_flag=True, help="Show every partition of the plan.")
 @click.option("--json", "as_json", is_flag=True, help="Print the state and the whole journal as JSON.")
@@ -203,6 +266,8 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
     A run that crashed (its process died) may have no postmortem yet, or one drafted before Prefect
     knew it crashed: noticing it here writes (or refreshes) its draft.
     """
+    from mq_runbooks.app import runs
+
     view = runs.read_run(run_id)
     if view.state_type == "CRASHED":
         from mq_runbooks.kit.crashes import conclude
@@ -217,7 +282,7 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
                                "waiting_for": view.waiting_for(), "journal": [e.to_json() for e in view.entries]},
                               indent=2, default=str))
         return
-    context.out.print(f"run [bold]{view.id}[/bold] ({view.runbook}): [bold]{view.state}[/bold] {view.message}")
+    context.out.print(f"run [bold]{view.id}[/bold] ({view.runbook}): [bold]{view.state}[/bold] {escape(view.message)}")
     waiting = view.waiting_for()
     if waiting:
         context.out.print(f"waiting for {waiting}: runbook approve {view.id} --as NAME")

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
 from mq_runbooks.base.catalog import Catalog
@@ -44,7 +44,8 @@ def _free_port() -> int:
 class Demo:
     def __init__(self, settings: Settings, clusters: Clusters, catalog: Catalog, say: Callable[[str], None]):
         self.settings, self.catalog, self.say, self.clusters = settings, catalog, say, clusters
-        self.kafka_config = clusters.kafka_cluster("primary").client_config()
+        # log_level 3: librdkafka's errors only (no "%6|...|BGQUEUE|..." lines in the demo's output)
+        self.kafka_config = {**clusters.kafka_cluster("primary").client_config(), "log_level": 3}
         suffix = uuid.uuid4().hex[:6]
         self.topic, self.group = f"demo-orders-{suffix}", f"demo-billing-{suffix}"
         self.port = _free_port()
@@ -86,21 +87,33 @@ class Demo:
         finally:
             self.cleanup()
 
-    def consume(self, who: str, bill: bool) -> int:
+    def consume(self, who: str, bill: bool, timeout_s: float = 90) -> int:
+        """Consume the topic as the billing group up to its end and commit. Waits for what it needs,
+        not for a fixed time: the group's assignment of every partition (a cold broker's first join
+        takes seconds), then end-of-partition on each."""
+        assigned: set[int] = set()
         consumer = Consumer({**self.kafka_config, "group.id": self.group, "auto.offset.reset": "earliest",
-                             "enable.auto.commit": False, "client.id": who.split(" (")[0].replace(" ", "-")})
-        consumer.subscribe([self.topic])
-        seen, deadline, idle_since = 0, time.monotonic() + 60, time.monotonic()
+                             "enable.auto.commit": False, "enable.partition.eof": True,
+                             "client.id": who.split(" (")[0].replace(" ", "-")})
+        consumer.subscribe([self.topic], on_assign=lambda _, parts: assigned.update(p.partition for p in parts),
+                           on_revoke=lambda _, parts: assigned.difference_update(p.partition for p in parts))
+        seen, at_end, deadline = 0, set(), time.monotonic() + timeout_s
         try:
-            while time.monotonic() < deadline and time.monotonic() - idle_since < 3:
+            while not (len(assigned) == PARTITIONS and at_end >= assigned):
+                if time.monotonic() > deadline:
+                    raise RunbookError(f"{who} did not reach the end of {self.topic} within {timeout_s:.0f}s "
+                                       f"(assigned partitions: {sorted(assigned)}, at their end: {sorted(at_end)})")
                 message = consumer.poll(0.5)
-                if message is None or message.error():
+                if message is None:
                     continue
-                seen, idle_since = seen + 1, time.monotonic()
-            consumer.commit(asynchronous=False)
-        except Exception as exc:  # noqa: BLE001  (nothing consumed: nothing to commit)
+                if message.error():
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        at_end.add(message.partition())
+                    continue
+                at_end.discard(message.partition())
+                seen += 1
             if seen:
-                raise RunbookError(f"{who} could not commit: {exc}") from exc
+                consumer.commit(asynchronous=False)
         finally:
             consumer.close()
         self.step(f"{who} consumed {seen} order(s) and left the group")
@@ -240,7 +253,7 @@ class Demo:
         if "standby" not in self.clusters.kafka:
             return ""
         copy = f"primary.{self.topic}"
-        admin = AdminClient(self.clusters.kafka_cluster("standby").client_config())
+        admin = AdminClient({**self.clusters.kafka_cluster("standby").client_config(), "log_level": 3})
         deadline = time.monotonic() + 10  # MM2 may create the copy a few seconds after the topic
         while time.monotonic() < deadline:
             topics = admin.list_topics(timeout=5).topics

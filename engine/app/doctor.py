@@ -1,19 +1,28 @@
-"""`runbook doctor`: can the engine reach every configured cluster, the Prefect API and Slack?
+"""`runbook doctor`: is the catalog sound, and can the engine reach every configured cluster, its
+endpoint switches, MirrorMaker 2, the Prefect API and Slack?
 
 Each check runs in its own thread with a bounded timeout, so one dead cluster costs its timeout
-once, not once per cluster. A check never raises: it reports reachable or not, with the reason.
+once, not once per cluster. A check never raises: it reports ok or not, with the reason.
 """
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import httpx
 
 from mq_runbooks.app.doctor_redis import redis_jobs
+from mq_runbooks.base.catalog import CatalogReport
 from mq_runbooks.base.clusters import Clusters, KafkaCluster, RabbitCluster
 from mq_runbooks.base.settings import Settings
+
+# MirrorMaker 2 writes a heartbeat every second (the stack's and Kafka's default): older means stopped.
+HEARTBEAT_MAX_AGE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,14 @@ class Check:
     ok: bool
     detail: str  # what was seen, or why it failed
     required: bool = True
+    status: str = ""  # a word for the table (default: ok / PROBLEM)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status_markup(self) -> str:
+        if self.ok:
+            return f"[green]{self.status or 'ok'}[/green]"
+        return f"[red]{self.status or 'PROBLEM'}[/red]"
 
 
 def check_kafka(cluster: KafkaCluster, timeout_s: float) -> Check:
@@ -33,9 +50,9 @@ def check_kafka(cluster: KafkaCluster, timeout_s: float) -> Check:
         with KafkaClient(cluster.client_config(), name=cluster.name, timeout_s=timeout_s) as kafka:
             description = kafka.describe_cluster()
         detail = f"cluster id {description.cluster_id}, {len(description.brokers)} broker(s)"
-        return Check(f"kafka {cluster.name}", address, True, detail)
+        return Check(f"kafka {cluster.name}", address, True, detail, status="reachable")
     except Exception as exc:  # the reason is the report
-        return Check(f"kafka {cluster.name}", address, False, _reason(exc))
+        return Check(f"kafka {cluster.name}", address, False, _reason(exc), status="UNREACHABLE")
 
 
 def check_rabbitmq(cluster: RabbitCluster, timeout_s: float) -> Check:
@@ -49,9 +66,9 @@ def check_rabbitmq(cluster: RabbitCluster, timeout_s: float) -> Check:
             overview = management.overview()
         server = amqp_check(cluster.amqp_url.get_secret_value(), timeout_s=timeout_s)
         detail = f"RabbitMQ {overview.rabbitmq_version} on {overview.node}; AMQP: {server}"
-        return Check(f"rabbitmq {cluster.name}", address, True, detail)
+        return Check(f"rabbitmq {cluster.name}", address, True, detail, status="reachable")
     except Exception as exc:
-        return Check(f"rabbitmq {cluster.name}", address, False, _reason(exc))
+        return Check(f"rabbitmq {cluster.name}", address, False, _reason(exc), status="UNREACHABLE")
 
 
 def check_prefect(api_url: str, timeout_s: float) -> Check:
@@ -59,15 +76,16 @@ def check_prefect(api_url: str, timeout_s: float) -> Check:
         response = httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout_s)
         if response.status_code == 200:
             version = httpx.get(f"{api_url.rstrip('/')}/admin/version", timeout=timeout_s).json()
-            return Check("prefect", api_url, True, f"server {version}")
-        return Check("prefect", api_url, False, f"/health answered HTTP {response.status_code}")
+            return Check("prefect", api_url, True, f"server {version}", status="reachable")
+        return Check("prefect", api_url, False, f"/health answered HTTP {response.status_code}", status="UNHEALTHY")
     except httpx.HTTPError as exc:
-        return Check("prefect", api_url, False, _reason(exc))
+        return Check("prefect", api_url, False, _reason(exc), status="UNREACHABLE")
 
 
-def check_slack(settings: Settings, timeout_s: float) -> Check | None:
+def check_slack(settings: Settings, timeout_s: float) -> Check:
     if settings.slack_bot_token is None:
-        return None
+        return Check("slack", "", True, "not configured (RUNBOOK_SLACK_BOT_TOKEN is not set): approvals go "
+                     "through `runbook approve` and the Prefect UI", required=False, status="not configured")
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError
 
@@ -75,11 +93,86 @@ def check_slack(settings: Settings, timeout_s: float) -> Check | None:
                        timeout=int(max(1, timeout_s)))
     try:
         answer = client.auth_test()
-        return Check("slack", settings.slack_api_url, True, f"team {answer.get('team')}, bot {answer.get('user')}")
+        return Check("slack", settings.slack_api_url, True, f"token valid: team {answer.get('team')}, "
+                     f"bot {answer.get('user')}", status="reachable")
     except SlackApiError as exc:
-        return Check("slack", settings.slack_api_url, False, f"Slack refused: {exc.response.get('error')}")
+        return Check("slack", settings.slack_api_url, False, f"Slack refused the token (auth.test): "
+                     f"{exc.response.get('error')}", status="REFUSED")
     except Exception as exc:
-        return Check("slack", settings.slack_api_url, False, _reason(exc))
+        return Check("slack", settings.slack_api_url, False, _reason(exc), status="UNREACHABLE")
+
+
+def check_catalog(report: CatalogReport) -> list[Check]:
+    """One check for the catalog, and one failed check per broken runbook file."""
+    directory = str(report.catalog.directory)
+    checks = [Check("catalog", directory, not report.broken,
+                    f"{len(report.catalog)} runbook(s) load" + (f", {len(report.broken)} broken" if report.broken else ""),
+                    status="ok" if not report.broken else "BROKEN")]
+    for path, reason in report.broken.items():
+        detail = " ".join(line.strip() for line in reason.splitlines())
+        checks.append(Check(f"runbook {Path(path).stem}", path, False, detail, status="BROKEN"))
+    return checks
+
+
+def check_switch(clusters: Clusters, name: str) -> Check:
+    """The switch's current value is readable (and a file switch's file is writable)."""
+    from mq_runbooks.integrations.switches import FileSwitch, switch_named
+
+    try:
+        switch = switch_named(clusters, name)
+        address = switch.describe()
+        current = switch.current()
+    except Exception as exc:  # the reason is the report
+        return Check(f"switch {name}", "", False, f"cannot read it: {_reason(exc)}", status="UNREADABLE")
+    points_at = [cluster for cluster, value in switch.config.values.items() if value == current]
+    detail = (f"points at {points_at[0]} ({current})" if points_at else
+              f"holds {current!r}, which is no configured cluster's value" if current is not None else
+              "not set yet (the first switch writes it)")
+    if isinstance(switch, FileSwitch):
+        path = switch.path
+        where = path if path.exists() else next((p for p in path.parents if p.exists()), path.parent)
+        if not os.access(where, os.W_OK):
+            return Check(f"switch {name}", address, False, f"{detail}; {where} is not writable",
+                         status="NOT WRITABLE")
+        detail += "; writable"
+    return Check(f"switch {name}", address, True, detail)
+
+
+def check_mirrormaker(cluster: KafkaCluster, timeout_s: float) -> Check:
+    """MM2 into `cluster` runs (a fresh heartbeat) and how old each group's last checkpoint is."""
+    from mq_runbooks.integrations.mirrormaker import MirrorState
+
+    alias = cluster.replication.source_alias
+    component = f"mirrormaker2 {alias} -> {cluster.name}"
+    try:
+        state = MirrorState(cluster.client_config(), source_alias=alias, name=cluster.name, timeout_s=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        beat = state.last_heartbeat()
+        while beat is None and time.monotonic() < deadline:  # a stack just started: MM2's first beat
+            time.sleep(0.5)
+            beat = state.last_heartbeat()
+        checkpoints = state.checkpoints()
+    except Exception as exc:
+        return Check(component, cluster.bootstrap_servers, False, f"cannot read MM2's topics: {_reason(exc)}",
+                     status="UNREADABLE")
+    now_ms = int(time.time() * 1000)
+    ages: dict[str, float] = {}
+    for checkpoint in checkpoints.values():
+        age = checkpoint.age_s(now_ms)
+        ages[checkpoint.group] = min(age, ages.get(checkpoint.group, age))
+    newest = sorted(ages.items(), key=lambda item: item[1])
+    shown = ", ".join(f"{group} {age:.0f}s" for group, age in newest[:5]) + (" ..." if len(newest) > 5 else "")
+    groups = f"checkpoints of {len(ages)} group(s), newest first: {shown}" if ages else "no checkpoints yet"
+    data = {"heartbeat_age_s": beat.age_s(now_ms) if beat else None,
+            "checkpoint_age_s": {group: round(age, 1) for group, age in newest}}
+    if beat is None:
+        return Check(component, cluster.bootstrap_servers, False, f"no heartbeat from MM2 ({groups})",
+                     status="NOT RUNNING", data=data)
+    if beat.age_s(now_ms) > HEARTBEAT_MAX_AGE_S:
+        return Check(component, cluster.bootstrap_servers, False, f"last heartbeat {beat.age_s(now_ms):.0f}s ago: "
+                     f"MM2 is stopped ({groups})", status="STOPPED", data=data)
+    return Check(component, cluster.bootstrap_servers, True,
+                 f"heartbeat {beat.age_s(now_ms):.0f}s ago; {groups}", status="running", data=data)
 
 
 def _reason(exc: Exception) -> str:
@@ -87,13 +180,18 @@ def _reason(exc: Exception) -> str:
     return text.splitlines()[0] if len(text) < 400 else text[:400] + "..."
 
 
-def run_checks(settings: Settings, clusters: Clusters, timeout_s: float = 5.0) -> list[Check]:
-    """Every check, concurrently; results in a stable order (Prefect, Kafka, RabbitMQ, Redis, Slack)."""
-    jobs: list[Callable[[], Check | None]] = [lambda: check_prefect(settings.prefect_api_url, timeout_s)]
+def run_checks(settings: Settings, clusters: Clusters, catalog: CatalogReport,
+               timeout_s: float = 5.0) -> list[Check]:
+    """Every check, concurrently; results in a stable order (catalog, Prefect, Kafka, MirrorMaker 2,
+    RabbitMQ, Redis, switches, Slack)."""
+    jobs: list[Callable[[], Check]] = [lambda: check_prefect(settings.prefect_api_url, timeout_s)]
     jobs += [lambda c=cluster: check_kafka(c, timeout_s) for cluster in clusters.kafka.values()]
+    jobs += [lambda c=cluster: check_mirrormaker(c, timeout_s)
+             for cluster in clusters.kafka.values() if cluster.replication is not None]
     jobs += [lambda c=cluster: check_rabbitmq(c, timeout_s) for cluster in clusters.rabbitmq.values()]
     jobs += redis_jobs(clusters, timeout_s)
+    jobs += [lambda n=name: check_switch(clusters, n) for name in clusters.switches]
     jobs.append(lambda: check_slack(settings, timeout_s))
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         results = list(pool.map(lambda job: job(), jobs))
-    return [check for check in results if check is not None]
+    return check_catalog(catalog) + results

@@ -11,13 +11,17 @@ import functools
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.client.schemas.filters import (
+    FlowRunFilter, FlowRunFilterName, FlowRunFilterState, FlowRunFilterStateName, FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
@@ -34,6 +38,12 @@ from mq_runbooks.kit.identity import proof_kind, verify_answer
 from mq_runbooks.kit.lock import lock_tag
 
 RUNBOOK_TAG = "mq-runbooks"
+MIN_PREFIX = 6
+_PAGE = 200
+# `runbook runs --state`: Prefect's state types, and the names our gate gives to failed runs.
+STATE_TYPES = ("scheduled", "pending", "running", "paused", "completed", "failed", "cancelled", "crashed")
+STATE_NAMES = {"rejected": "Rejected", "timedout": "TimedOut"}
+STATES = (*STATE_TYPES, *STATE_NAMES)
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class RunView:
     message: str
     started: str | None
     entries: list[journal.Entry]
+    requested_by: str = ""
+    target: str = ""  # the run's lock key, e.g. kafka:primary:group:billing
 
     @property
     def finished(self) -> bool:
@@ -94,37 +106,111 @@ def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested
     return str(flow_run.id)
 
 
-def _read(client, run_id: str) -> FlowRun:
+def resolve_run(client, reference: str) -> FlowRun:
+    """The one run `reference` names: its full id, a unique prefix of its id (at least MIN_PREFIX
+    characters), or its Prefect name (e.g. big-bird). None or several: UsageError (the CLI exits 2)."""
+    reference = reference.strip()
     try:
-        return client.read_flow_run(UUID(run_id))
-    except (ValueError, ObjectNotFound):
-        raise NotFoundError(f"no run {run_id!r} (list them with: runbook runs)") from None
+        return client.read_flow_run(UUID(reference))
+    except ValueError:
+        pass
+    except ObjectNotFound:
+        raise NotFoundError(f"no run {reference!r} (list them with: runbook runs)") from None
+    found: dict[str, FlowRun] = {}
+    by_name = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        name=FlowRunFilterName(any_=[reference]), tags=FlowRunFilterTags(all_=[RUNBOOK_TAG])), limit=_PAGE)
+    found.update((str(run.id), run) for run in by_name)
+    prefix = reference.lower()
+    if len(prefix) >= MIN_PREFIX and all(c in "0123456789abcdef-" for c in prefix):
+        for run in _every_run(client, FlowRunFilter(tags=FlowRunFilterTags(all_=[RUNBOOK_TAG]))):
+            if str(run.id).startswith(prefix):
+                found[str(run.id)] = run
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if found:
+        matches = "\n".join(f"  {run.id}  {run.name}" for run in found.values())
+        raise UsageError(f"{reference!r} names {len(found)} runs; give more of the id:\n{matches}")
+    hint = (f"; an id prefix needs at least {MIN_PREFIX} characters"
+            if len(prefix) < MIN_PREFIX and all(c in "0123456789abcdef-" for c in prefix) else "")
+    raise NotFoundError(f"no run {reference!r}: give its id, a unique prefix of it, or its name "
+                        f"(list them with: runbook runs){hint}")
 
 
-def read_run(run_id: str) -> RunView:
+def _every_run(client, flow_run_filter: FlowRunFilter, sort: FlowRunSort = FlowRunSort.ID_DESC, page: int = _PAGE):
+    """Every matching run, read page by page (the server answers at most 200 a request)."""
+    offset = 0
+    while True:
+        found = client.read_flow_runs(flow_run_filter=flow_run_filter, sort=sort, limit=page, offset=offset)
+        yield from found
+        if len(found) < page:
+            return
+        offset += page
+
+
+def read_run(reference: str) -> RunView:
+    """A run with its journal, by full id, unique id prefix or Prefect name (see resolve_run)."""
     with get_client(sync_client=True) as client:
-        flow_run = _read(client, run_id)
+        flow_run = resolve_run(client, reference)
     return _view(flow_run, journal.read(flow_run.id))
 
 
 def _view(flow_run: FlowRun, entries: list[journal.Entry]) -> RunView:
     state = flow_run.state
     runbook = next((t.split(":", 1)[1] for t in flow_run.tags if t.startswith("runbook:")), "?")
+    target = next((t.split(":", 1)[1] for t in flow_run.tags if t.startswith("lock:")), "")
+    requested_by = (flow_run.parameters or {}).get("requested_by") or ""
     return RunView(
         id=str(flow_run.id), name=flow_run.name, runbook=runbook,
         state=state.name if state else "Unknown", state_type=state.type.value if state else "UNKNOWN",
         message=(state.message or "") if state else "",
         started=(flow_run.start_time or flow_run.created).isoformat() if (flow_run.start_time or flow_run.created) else None,
-        entries=entries,
+        entries=entries, requested_by=str(requested_by), target=target,
     )
 
 
-def list_runs(limit: int = 20, runbook_id: str | None = None) -> list[RunView]:
+def _state_filter(states: tuple[str, ...]) -> FlowRunFilterState | None:
+    types = [s.upper() for s in states if s in STATE_TYPES]
+    names = [STATE_NAMES[s] for s in states if s in STATE_NAMES]
+    unknown = [s for s in states if s not in STATES]
+    if unknown:
+        raise UsageError(f"unknown state {', '.join(unknown)} (states: {', '.join(STATES)})")
+    if not states:
+        return None
+    return FlowRunFilterState(operator="or_", type=FlowRunFilterStateType(any_=types) if types else None,
+                              name=FlowRunFilterStateName(any_=names) if names else None)
+
+
+def list_runs(limit: int = 20, runbook_id: str | None = None, states: tuple[str, ...] = (),
+              mine: Callable[[RunView], bool] | None = None) -> list[RunView]:
+    """The newest runs, newest first: of one runbook, in some states (see STATES), and/or those
+    `mine` accepts (read page by page until `limit` are found)."""
     tags = [RUNBOOK_TAG] + ([f"runbook:{runbook_id}"] if runbook_id else [])
+    run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=tags), state=_state_filter(states))
+    views: list[RunView] = []
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=tags)),
-                                     sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
-    return [_view(run, []) for run in runs]
+        for run in _every_run(client, run_filter, FlowRunSort.EXPECTED_START_TIME_DESC, page=min(limit, _PAGE)):
+            view = _view(run, [])
+            if mine is None or mine(view):
+                views.append(view)
+                if len(views) >= limit:
+                    break
+    return views
+
+
+def waits_for(settings: Settings, catalog: Catalog, view: RunView, who: str) -> bool:
+    """Whether `view` waits at its gate for an approval that `who` may give."""
+    if view.state_type != "PAUSED":
+        return False
+    entries = view.entries or journal.read(view.id)
+    request = journal.last(entries, "approval_requested")
+    if request is None:
+        return False
+    try:
+        policy = catalog.get(view.runbook).approval
+    except NotFoundError:
+        return False
+    approvals = [e.data.get("by") for e in entries if e.kind == "approval" and e.at >= request.at]
+    return refusal(policy, teams_for(settings), request.data.get("requester", ""), who, True, approvals) is None
 
 
 def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: bool, by: str, comment: str,
@@ -135,6 +221,7 @@ def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: boo
     A refused answer is recorded in the run's journal and raised as UsageError with the reason.
     """
     view = read_run(run_id)
+    run_id = view.id
     if view.state_type != "PAUSED":
         raise UsageError(f"run {run_id} is not waiting for approval (its state is {view.state})")
     request = journal.last(view.entries, "approval_requested")

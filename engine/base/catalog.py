@@ -14,17 +14,18 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, NamedTuple, get_args, get_origin
 
 import jinja2
 import yaml
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from mq_runbooks.base.durations import parse_short_duration
 from mq_runbooks.base.errors import CatalogError, NotFoundError, ParameterError
 from mq_runbooks.base.matchers import Matcher, parse_matcher
+from mq_runbooks.base.suggest import did_you_mean
 from mq_runbooks.base.validation import describe_error, field_path, validation_problems
 
 TEMPLATES = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
@@ -41,10 +42,31 @@ class ApprovalPolicy(_Strict):
     self_approval: bool = Field(False, description="whether the person who started a run may approve it")
     timeout: float = Field(1800.0, description="how long the gate waits, e.g. 30m; then the run is rejected")
 
+    _timeout_text: str = PrivateAttr("")
+
     @field_validator("timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_short_duration(value)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_text(cls, data: Any, handler: Any) -> "ApprovalPolicy":
+        policy = handler(data)
+        if isinstance(data, Mapping) and data.get("timeout") is not None:
+            policy._timeout_text = str(data["timeout"]).strip()
+        return policy
+
+    @property
+    def timeout_text(self) -> str:
+        """The timeout as the runbook file writes it (e.g. 30m), else in the largest whole unit."""
+        if self._timeout_text:
+            return self._timeout_text
+        seconds = int(self.timeout)
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds % size == 0:
+                return f"{seconds // size}{unit}"
+        return f"{self.timeout:g}s"
 
 
 class Starters(_Strict):
@@ -128,9 +150,8 @@ class Runbook(_Strict):
         model = self.parameters_model
         fields = model.model_fields
         unknown = [key for key in raw if key not in fields]
-        problems = [
-            (key, f"unknown parameter; {self.id} takes: {', '.join(fields)}") for key in unknown
-        ]
+        problems = [(key, f"unknown parameter; {self.id} takes: {', '.join(fields)}{did_you_mean(key, fields)}")
+                    for key in unknown]
         values = {}
         for key, value in raw.items():
             if key in fields:
@@ -138,8 +159,12 @@ class Runbook(_Strict):
         try:
             params = model.model_validate(values)
         except ValidationError as exc:
-            problems += [(path, reason) for path, reason in _parameter_problems(exc, fields)]
-            raise ParameterError(self.id, problems) from None
+            found = _parameter_problems(exc, fields)
+            if unknown:
+                # One error per mistake: what the model says about the parameters as a whole (e.g.
+                # "give exactly one reset spec") follows from the misspelt name; its own errors stay.
+                found = [(path, reason) for path, reason in found if path in fields]
+            raise ParameterError(self.id, problems + found) from None
         if problems:
             raise ParameterError(self.id, problems)
         return params
@@ -198,8 +223,11 @@ def _template_variables(template: str) -> set[str]:
     return meta.find_undeclared_variables(TEMPLATES.parse(template))
 
 
-def load_runbook(path: Path) -> Runbook:
-    """Parse, validate and resolve one runbook file; CatalogError names the file, field and reason."""
+def load_runbook(path: Path, resolve: bool = True) -> Runbook:
+    """Parse, validate and resolve one runbook file; CatalogError names the file, field and reason.
+
+    With resolve=False the flow and parameter modules are not imported (nor checked): enough for
+    listing the catalog without importing Prefect."""
     source = str(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -219,7 +247,8 @@ def load_runbook(path: Path) -> Runbook:
         raise CatalogError(f"{source} is invalid:\n" + "\n".join(lines)) from None
     if runbook.id != path.stem:
         raise CatalogError(f"{source}: id {runbook.id!r} must match the file name ({path.stem!r})")
-    _resolve(runbook)
+    if resolve:
+        _resolve(runbook)
     return runbook
 
 
@@ -285,15 +314,14 @@ class Catalog:
     def get(self, runbook_id: str) -> Runbook:
         if runbook_id not in self._runbooks:
             known = ", ".join(sorted(self._runbooks)) or "none"
-            raise NotFoundError(f"no runbook {runbook_id!r} in {self.directory} (runbooks: {known})")
+            raise NotFoundError(f"no runbook {runbook_id!r} in {self.directory} (runbooks: {known})"
+                                f"{did_you_mean(runbook_id, self._runbooks)}")
         return self._runbooks[runbook_id]
 
 
-def load_catalog(directory: Path, team: Path | None = None) -> Catalog:
-    """Load every *.yaml / *.yml in `directory`, and in a team's own catalog directory `team` (its YAML
-    and the Python modules its flows live in); the first bad file stops the load with its error."""
-    runbooks: list[Runbook] = []
-    seen: dict[str, str] = {}
+def _catalog_files(directory: Path, team: Path | None) -> list[Path]:
+    """The runbook files of the catalog directory and of a team's own one (made importable)."""
+    files: list[Path] = []
     for folder, setting in ((directory, "RUNBOOK_CATALOG"), (team, "RUNBOOK_TEAM_CATALOG")):
         if folder is None:
             continue
@@ -301,13 +329,53 @@ def load_catalog(directory: Path, team: Path | None = None) -> Catalog:
             raise CatalogError(f"{folder} is not a directory of runbook files (set {setting})")
         if folder == team:
             make_importable(folder)
-        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-            runbook = load_runbook(path)
-            if runbook.id in seen:
-                raise CatalogError(f"{path}: id {runbook.id!r} is defined twice (also in {seen[runbook.id]})")
-            seen[runbook.id] = str(path)
-            runbooks.append(runbook)
-    return Catalog(runbooks, directory if team is None else Path(f"{directory} and {team}"))
+        files += sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    return files
+
+
+def _catalog_directory(directory: Path, team: Path | None) -> Path:
+    return directory if team is None else Path(f"{directory} and {team}")
+
+
+def load_catalog(directory: Path, team: Path | None = None) -> Catalog:
+    """Load every *.yaml / *.yml in `directory`, and in a team's own catalog directory `team` (its YAML
+    and the Python modules its flows live in); the first bad file stops the load with its error."""
+    runbooks: list[Runbook] = []
+    seen: dict[str, str] = {}
+    for path in _catalog_files(directory, team):
+        runbook = load_runbook(path)
+        if runbook.id in seen:
+            raise CatalogError(f"{path}: id {runbook.id!r} is defined twice (also in {seen[runbook.id]})")
+        seen[runbook.id] = str(path)
+        runbooks.append(runbook)
+    return Catalog(runbooks, _catalog_directory(directory, team))
+
+
+class CatalogReport(NamedTuple):
+    """The good runbooks of a catalog as a Catalog, and each broken file with its error."""
+
+    catalog: Catalog
+    broken: dict[str, str]  # path -> the CatalogError's message
+
+
+def load_catalog_report(directory: Path, team: Path | None = None, resolve: bool = True) -> CatalogReport:
+    """Like load_catalog, but a bad file is reported instead of stopping the load (for `list` and
+    `doctor`). resolve=False does not import the flows (see load_runbook)."""
+    runbooks: list[Runbook] = []
+    broken: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for path in _catalog_files(directory, team):
+        try:
+            runbook = load_runbook(path, resolve=resolve)
+        except CatalogError as exc:
+            broken[str(path)] = str(exc)
+            continue
+        if runbook.id in seen:
+            broken[str(path)] = f"{path}: id {runbook.id!r} is defined twice (also in {seen[runbook.id]})"
+            continue
+        seen[runbook.id] = str(path)
+        runbooks.append(runbook)
+    return CatalogReport(Catalog(runbooks, _catalog_directory(directory, team)), broken)
 
 
 def make_importable(directory: Path) -> None:

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from mq_runbooks.base.errors import ConfigError, UnknownClusterError
+from mq_runbooks.base.suggest import did_you_mean
 from mq_runbooks.base.validation import config_error, environ_or_os, substitute_env
 
 if TYPE_CHECKING:
@@ -242,7 +243,8 @@ class Clusters(_Strict):
     def _lookup(self, kind: str, clusters: Mapping[str, BaseModel], name: str):
         if name not in clusters:
             known = ", ".join(sorted(clusters)) or "none"
-            raise UnknownClusterError(f"no {kind} cluster named {name!r} in {self.source} (defined: {known})")
+            raise UnknownClusterError(f"no {kind} cluster named {name!r} in {self.source} (defined: {known})"
+                                      f"{did_you_mean(name, clusters)}")
         return clusters[name]
 
 

@@ -26,6 +26,9 @@
                               ones of the same name in postmortems/templates (default: none)
     RUNBOOK_SLACK_APP_TOKEN   an app-level token (xapp-..., scope connections:write): `runbook serve`
                               then takes Slack's commands and clicks over Socket Mode (no public URL)
+    RUNBOOK_KAFKA_CLIENTS_FILE, RUNBOOK_RABBIT_CLIENTS_FILE  the files of the local stack's endpoint
+                              switches kafka-clients and rabbit-clients; read by the repository's
+                              clusters.yaml (${...} in it), not by the engine (default: .stack/*.json)
 """
 from __future__ import annotations
 
@@ -80,6 +83,9 @@ class Settings(BaseModel):
     postmortem_templates: Path | None = Field(None, description="a directory of postmortem templates "
                                               "that override postmortems/templates file by file")
     slack_app_token: SecretStr | None = Field(None, description="app-level token (xapp-) for Slack Socket Mode")
+    # Read through ${...} by the repository's clusters.yaml (its local switches); declared so they are known.
+    kafka_clients_file: str | None = Field(None, description="file of the local kafka-clients switch")
+    rabbit_clients_file: str | None = Field(None, description="file of the local rabbit-clients switch")
 
     @field_validator("clusters", "catalog", "team_catalog", "postmortem_dir", "snapshot_dir", "teams", "postmortem_templates")
     @classmethod
@@ -150,6 +156,8 @@ class Settings(BaseModel):
         """Point Prefect's client at our server (Prefect reads PREFECT_API_URL lazily)."""
         os.environ["PREFECT_API_URL"] = self.prefect_api_url
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # Prefect's client telemetry prints a notice on the console of the first command; keep it off.
+        os.environ.setdefault("DO_NOT_TRACK", "1")
         # The runner looks for new runs every 10 s by default: an alert should start its run in ~1 s.
         os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
         # Every run sends heartbeats, so a run whose process died is marked Crashed (kit/crashes.py).

@@ -32,6 +32,9 @@ def test_demo_plays_the_incident_writes_the_draft_and_leaves_the_primary_clean(t
     try:
         assert done.returncode == 0, out[-4000:]
         assert topic and group, out[-4000:]
+        # Quiet: no librdkafka lines (%6|...|BGQUEUE|...), no Prefect warnings on the console.
+        assert not re.search(r"^%\d\|", out, re.MULTILINE), out[-4000:]
+        assert "EventsWorker" not in out and "Traceback" not in out, out[-4000:]
         run_id = re.search(r"KafkaConsumerGroupStuck started kafka-replay run ([0-9a-f-]{36})", out).group(1)
         for step in ("billing v2 committed 300 orders and billed none of them",
                      f"carol (on call) approved: runbook approve {run_id} --as carol",
