@@ -18,6 +18,7 @@ management statistics (which are up to 5 s old).
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 import time
@@ -204,13 +205,20 @@ def _counter(amqp_url: str, vhost: str, timeout_s: float, host: str, fresh: bool
 
 
 def _forget_counter(amqp_url: str, vhost: str) -> None:
+    """Close a kept connection, quietly: the broker may have closed it already (e.g. the vhost was
+    deleted), which pika would log as an error although nothing is lost."""
     connection = _counters.pop((amqp_url, vhost), None)
     _counters_used.pop((amqp_url, vhost), None)
     if connection is not None and connection.is_open:
+        pika_log = logging.getLogger("pika")
+        level = pika_log.level
+        pika_log.setLevel(logging.CRITICAL)
         try:
             connection.close()
         except (pika.exceptions.AMQPError, OSError):
             pass  # it was only kept for reuse
+        finally:
+            pika_log.setLevel(level)
 
 
 def _drop_inherited_counters() -> None:
