@@ -185,8 +185,9 @@ def test_a_long_log_is_counted_exactly_and_only_its_warnings_and_last_lines_are_
     for i in range(lines):
         routine = i % 3 == 0
         logs.append(LogCreate(
-            name="prefect.task_runs" if routine else "prefect.flow_runs", level=30 if i % 40 == 1 and not routine else 20,
-            flow_run_id=UUID(crashed_run), message="Finished in state Completed()" if routine else f"line {i}",
+            name="prefect.task_runs" if routine else "prefect.flow_runs",
+            level=30 if i % 40 == 1 and not routine else 20, flow_run_id=UUID(crashed_run),
+            message="Finished in state Completed()" if routine else f"line {i}",
             timestamp=start + dt.timedelta(milliseconds=10 * i)))
     with get_client(sync_client=True) as client:
         client.create_logs(logs)
