@@ -13,6 +13,7 @@ Defaults to the local stack's primary and standby (`clusters.yaml`); the vhost i
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -26,6 +27,7 @@ import pika
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mq_runbooks.base.clusters import load_clusters  # noqa: E402
+from mq_runbooks.flows import rabbitmq_failover  # noqa: E402
 from mq_runbooks.flows.rabbitmq_failover import move_backlog  # noqa: E402
 from mq_runbooks.flows.rabbitmq_failover_plan import MovePlan, QueueBacklog, RabbitFailoverParameters  # noqa: E402
 from mq_runbooks.integrations.rabbitmq import RabbitManagement  # noqa: E402
@@ -50,10 +52,26 @@ def purge(amqp_url: str, vhost: str, queue: str) -> None:
     connection.close()
 
 
+COUNTING: list[tuple[int, float]] = []  # per runbook move: queue_depth calls, seconds spent in them
+
+
+def timed_counts(count_depth):
+    """queue_depth as move_backlog calls it, adding each call's time to the current move's entry."""
+    def wrapper(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return count_depth(*args, **kwargs)
+        finally:
+            calls, seconds = COUNTING[-1]
+            COUNTING[-1] = (calls + 1, seconds + time.perf_counter() - began)
+    return wrapper
+
+
 def by_runbook(source, destination, vhost: str, queue: str, count: int) -> float:
     plan = MovePlan("failover", source.name, destination.name, vhost, True, None, (), (QueueBacklog(queue, count),),
                     "bench", "old", "new")
     params = RabbitFailoverParameters(cluster=source.name, standby=destination.name, vhost=vhost, switch="bench")
+    COUNTING.append((0, 0.0))
     started = time.perf_counter()
     rows = move_backlog.fn(source, destination, plan, params, uuid.uuid4().hex)
     elapsed = time.perf_counter() - started
@@ -87,6 +105,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clusters", type=Path, default=Path(__file__).resolve().parents[1] / "clusters.yaml")
     args = parser.parse_args()
+    rabbitmq_failover.queue_depth = timed_counts(rabbitmq_failover.queue_depth)
     clusters = load_clusters(args.clusters)
     source, destination = clusters.rabbit_cluster("primary"), clusters.rabbit_cluster("standby")
     vhost, queue = f"bench-{uuid.uuid4().hex[:6]}", "backlog"
@@ -113,7 +132,11 @@ def main() -> None:
     for label, median in medians.items():
         print(f"  {label:8s} {median:6.2f} s  {args.messages / median:8.0f} msg/s   all: "
               + ", ".join(f"{t:.2f}" for t in times[label]))
-    print(f"  runbook / by hand rate: {medians['by hand'] / medians['runbook']:.2f}")
+    print(f"  runbook / by hand rate: {medians['by hand'] / medians['runbook']:.2f}; median of the per-round ratios "
+          f"{statistics.median(h / r for r, h in zip(times['runbook'], times['by hand'])):.2f}")
+    print(f"  runbook's counting (queue_depth) per move: median {statistics.median(c for c, _ in COUNTING):.0f} calls, "
+          f"{statistics.median(s for _, s in COUNTING):.3f} s; all: " + ", ".join(f"{s:.3f}" for _, s in COUNTING))
+    print(f"  load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":

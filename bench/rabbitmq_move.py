@@ -9,6 +9,7 @@ destination: lost and duplicated must both be 0.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -136,7 +137,8 @@ def render(results: dict[str, list[tuple[float, int, int]]], messages: int, roun
         f"local primary RabbitMQ 3.10.8, {rounds} round(s), engine and shovel alternately.", "",
         "| mover | median msg/s | each round | lost (incl. left in source) | duplicated |",
         "|---|---:|---|---:|---:|", *rows, "",
-        f"Engine / shovel throughput ratio: {engine / shovel:.2f}.", ""])
+        f"Engine / shovel throughput ratio: {engine / shovel:.2f} (load average at the end "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs).", ""])
 
 
 if __name__ == "__main__":

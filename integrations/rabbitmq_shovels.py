@@ -17,6 +17,10 @@ management statistics (which are up to 5 s old).
 """
 from __future__ import annotations
 
+import atexit
+import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +34,7 @@ from mq_runbooks.base.errors import BrokerError, UnreachableError
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
 
 __all__ = ["PREFETCH", "QueueMove", "delete_shovel", "local_uri", "queue_depth", "shovel_state", "start_shovel",
-           "vhost_uri", "wait_for_shovels"]
+           "vhost_uri", "wait_for_shovels", "close_counters"]
 
 PREFETCH = 1000  # messages the shovel holds unconfirmed: also the most a dying source can duplicate
 
@@ -146,26 +150,91 @@ def wait_for_shovels(host: RabbitManagement, moves: list[QueueMove], *, timeout_
 def queue_depth(amqp_url: str, vhost: str, queue: str, timeout_s: float = 10.0) -> int:
     """The exact number of ready messages in the queue now (AMQP passive declare).
 
-    UnreachableError if the cluster does not answer; BrokerError if it refuses the vhost or has no
-    such queue.
+    The connection is kept and reused by the next count on the same cluster and vhost within
+    REUSE_S seconds (a move counts each queue several times), so counting costs one round trip, not
+    a new connection. UnreachableError if the cluster does not answer; BrokerError if it refuses the
+    vhost or has no such queue.
     """
-    parameters = pika.URLParameters(vhost_uri(amqp_url, vhost))
-    parameters.socket_timeout = parameters.stack_timeout = timeout_s
-    parameters.connection_attempts = 1
-    parameters.client_properties = {"connection_name": "mq-runbooks queue_depth"}
-    where = urlsplit(amqp_url).hostname, urlsplit(amqp_url).port
-    try:
-        connection = pika.BlockingConnection(parameters)
-    except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as exc:
-        raise BrokerError(f"rabbitmq at {where[0]}:{where[1]} refused vhost {vhost!r}: {exc}") from None
-    except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
-        raise UnreachableError(f"rabbitmq at {where[0]}:{where[1]} did not answer: {type(exc).__name__}") from None
-    try:
-        channel = connection.channel()
+    host = f"{urlsplit(amqp_url).hostname}:{urlsplit(amqp_url).port}"
+    with _counters_lock:
+        for attempt in (1, 2):  # a kept connection the broker has since closed is opened again, once
+            connection = _counter(amqp_url, vhost, timeout_s, host, fresh=attempt == 2)
+            try:
+                channel = connection.channel()
+                try:
+                    return channel.queue_declare(queue, passive=True).method.message_count
+                finally:
+                    if channel.is_open:
+                        channel.close()
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                raise BrokerError(f"queue {queue!r} in vhost {vhost!r} at {host}: {exc.reply_text}") from None
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                _forget_counter(amqp_url, vhost)
+                if attempt == 2:
+                    raise UnreachableError(f"rabbitmq at {host} did not answer: {type(exc).__name__}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+REUSE_S = 20.0  # well under the heartbeat timeout: a kept connection does not service heartbeats
+_counters: dict[tuple[str, str], pika.BlockingConnection] = {}
+_counters_used: dict[tuple[str, str], float] = {}
+_counters_lock = threading.Lock()
+
+
+def _counter(amqp_url: str, vhost: str, timeout_s: float, host: str, fresh: bool) -> pika.BlockingConnection:
+    """The kept counting connection to (cluster, vhost), or a new one, marked as used now; connections
+    idle past REUSE_S are closed first. Called with _counters_lock held."""
+    now = time.monotonic()
+    for key in [k for k, used in _counters_used.items() if now - used > REUSE_S]:
+        _forget_counter(*key)
+    key = (amqp_url, vhost)
+    if fresh or key not in _counters or not _counters[key].is_open:
+        _forget_counter(amqp_url, vhost)
+        parameters = pika.URLParameters(vhost_uri(amqp_url, vhost))
+        parameters.socket_timeout = parameters.stack_timeout = timeout_s
+        parameters.connection_attempts = 1
+        parameters.client_properties = {"connection_name": "mq-runbooks queue_depth"}
         try:
-            return channel.queue_declare(queue, passive=True).method.message_count
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            raise BrokerError(f"queue {queue!r} in vhost {vhost!r} at {where[0]}:{where[1]}: {exc.reply_text}") from None
-    finally:
-        if connection.is_open:
+            _counters[key] = pika.BlockingConnection(parameters)
+        except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as exc:
+            raise BrokerError(f"rabbitmq at {host} refused vhost {vhost!r}: {exc}") from None
+        except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
+            raise UnreachableError(f"rabbitmq at {host} did not answer: {type(exc).__name__}") from None
+    _counters_used[key] = now
+    return _counters[key]
+
+
+def _forget_counter(amqp_url: str, vhost: str) -> None:
+    """Close a kept connection, quietly: the broker may have closed it already (e.g. the vhost was
+    deleted), which pika would log as an error although nothing is lost."""
+    connection = _counters.pop((amqp_url, vhost), None)
+    _counters_used.pop((amqp_url, vhost), None)
+    if connection is not None and connection.is_open:
+        pika_log = logging.getLogger("pika")
+        level = pika_log.level
+        pika_log.setLevel(logging.CRITICAL)
+        try:
             connection.close()
+        except (pika.exceptions.AMQPError, OSError):
+            pass  # it was only kept for reuse
+        finally:
+            pika_log.setLevel(level)
+
+
+def _drop_inherited_counters() -> None:
+    """In a forked child: the parent's connections are the parent's (closing them would close its sockets)."""
+    global _counters_lock
+    _counters.clear()
+    _counters_used.clear()
+    _counters_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_counters)
+
+
+@atexit.register
+def close_counters() -> None:
+    """Close the kept counting connections (at exit, or by a caller that is done counting)."""
+    with _counters_lock:
+        for key in list(_counters):
+            _forget_counter(*key)

@@ -83,22 +83,25 @@ def write(flow_run_id: UUID | str, entry: "Record") -> Entry:
     return record(flow_run_id, entry.KIND, entry.summary, **entry.payload())
 
 
-def read(flow_run_id: UUID | str) -> list[Entry]:
-    """Every entry of a run's journal, oldest first."""
+def read(flow_run_id: UUID | str, client=None) -> list[Entry]:
+    """Every entry of a run's journal, oldest first; over `client` (a sync Prefect client) when given,
+    else over a client of its own."""
+    if client is None:
+        with get_client(sync_client=True) as own:
+            return read(flow_run_id, own)
     entries: list[Entry] = []
     artifact_filter = ArtifactFilter(
         flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(str(flow_run_id))]),
         type=ArtifactFilterType(any_=[ARTIFACT_TYPE]),
     )
-    with get_client(sync_client=True) as client:
-        offset = 0
-        while True:
-            page = client.read_artifacts(artifact_filter=artifact_filter, sort=ArtifactSort.CREATED_DESC,
-                                         limit=200, offset=offset)
-            entries += [Entry.from_json(artifact.data) for artifact in page if isinstance(artifact.data, dict)]
-            if len(page) < 200:
-                break
-            offset += 200
+    offset = 0
+    while True:
+        page = client.read_artifacts(artifact_filter=artifact_filter, sort=ArtifactSort.CREATED_DESC,
+                                     limit=200, offset=offset)
+        entries += [Entry.from_json(artifact.data) for artifact in page if isinstance(artifact.data, dict)]
+        if len(page) < 200:
+            break
+        offset += 200
     return sorted(entries, key=lambda entry: entry.at)
 
 

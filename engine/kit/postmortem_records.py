@@ -1,17 +1,18 @@
 """What Prefect recorded about a run, read for its postmortem: the flow run and its state history,
-its task runs and their states, and its logs (paged, 200 at a time, keeping only the tail and the
-warnings so a long log costs little memory).
+its task runs and their states, and from its logs only what the draft shows: the first warnings and
+errors (filtered by level on the server), the newest lines (one page, newest first) and how many
+lines there are (counted by probing offsets), never every line.
 """
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections import deque
 from dataclasses import dataclass, field
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId,
+                                             LogFilterLevel)
 from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound
 
@@ -22,6 +23,10 @@ LOG_PAGE = 200  # the most the Prefect API returns per request
 LOG_TAIL = 50
 NOTABLE_LOGS = 20  # warnings and errors shown in the timeline, at most
 _WARNING = 30
+# Routine lines the excerpt leaves out (below WARNING only): Prefect's "Finished in state Completed()"
+# of each task run and of the flow run say what the state history in the timeline already says.
+NOISE = frozenset({("prefect.task_runs", "Finished in state Completed()"),
+                   ("prefect.flow_runs", "Finished in state Completed()")})
 _TASK_RUN_SUFFIX = re.compile(r"-[0-9a-f]{3}$")  # Prefect names task runs '<task name>-<3 hex digits>'
 
 
@@ -78,8 +83,8 @@ def read_records(run_id: str) -> RunRecords:
         flow_run_id = UUID(str(run_id))
     except ValueError:
         raise NotFoundError(f"{run_id!r} is not a run id (list runs with: runbook runs)") from None
-    entries = journal.read(flow_run_id)
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True) as client:  # one client: each one costs a TLS context (~0.1 s)
+        entries = journal.read(flow_run_id, client)
         try:
             flow_run = client.read_flow_run(flow_run_id)
         except ObjectNotFound:
@@ -118,22 +123,38 @@ def _task_states(client, flow_run_id: UUID) -> list[StateChange]:
 
 
 def _read_logs(client, flow_run_id: UUID, records: RunRecords) -> None:
-    """Page through the run's logs oldest first, keeping the count, the tail and the first warnings."""
-    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-    tail: deque[LogLine] = deque(maxlen=LOG_TAIL)
-    offset = 0
-    while True:
-        page = client.read_logs(log_filter=log_filter, limit=LOG_PAGE, offset=offset, sort=LogSort.TIMESTAMP_ASC)
-        for log in page:
-            line = LogLine(_utc(log.timestamp), _level_name(log.level), log.name, log.message)
-            tail.append(line)
-            if log.level >= _WARNING and len(records.notable_logs) < NOTABLE_LOGS:
-                records.notable_logs.append(line)
-        records.log_lines += len(page)
-        if len(page) < LOG_PAGE:
-            break
-        offset += LOG_PAGE
-    records.log_tail = list(tail)
+    """The first warnings and errors, the last lines without the routine ones, and the number of lines."""
+    of_run = LogFilterFlowRunId(any_=[flow_run_id])
+    notable = client.read_logs(log_filter=LogFilter(flow_run_id=of_run, level=LogFilterLevel(ge_=_WARNING)),
+                               limit=NOTABLE_LOGS, sort=LogSort.TIMESTAMP_ASC)
+    records.notable_logs = [_line(log) for log in notable]
+    newest = client.read_logs(log_filter=LogFilter(flow_run_id=of_run), limit=LOG_PAGE, sort=LogSort.TIMESTAMP_DESC)
+    kept = [log for log in newest if log.level >= _WARNING or (log.name, log.message) not in NOISE]
+    records.log_tail = [_line(log) for log in reversed(kept[:LOG_TAIL])]
+    records.log_lines = len(newest) if len(newest) < LOG_PAGE else _count_logs(client, LogFilter(flow_run_id=of_run))
+
+
+def _count_logs(client, log_filter: LogFilter) -> int:
+    """How many lines match, when at least LOG_PAGE do (Prefect has no count of logs): probe offsets
+    one line at a time, doubling until one is past the end, then halving the gap down to LOG_TAIL
+    lines, which one read of them closes (about 2 log2(lines / LOG_PAGE) + 2 small requests)."""
+    def read(offset: int, limit: int) -> int:
+        return len(client.read_logs(log_filter=log_filter, limit=limit, offset=offset, sort=LogSort.TIMESTAMP_ASC))
+
+    low, high = LOG_PAGE - 1, LOG_PAGE * 2  # a line at offset `low`; `high` is probed next
+    while read(high, 1):
+        low, high = high, high * 2
+    while high - low > LOG_TAIL:  # a line at `low`, none at `high`
+        middle = (low + high) // 2
+        if read(middle, 1):
+            low = middle
+        else:
+            high = middle
+    return low + 1 + read(low + 1, LOG_PAGE)
+
+
+def _line(log) -> LogLine:
+    return LogLine(_utc(log.timestamp), _level_name(log.level), log.name, log.message)
 
 
 def _level_name(level: int) -> str:

@@ -6,6 +6,7 @@ own directory (RUNBOOK_POSTMORTEM_TEMPLATES) overrides them file by file.
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -99,10 +100,16 @@ def table_cell(value: Any) -> str:
 
 
 def environment(team_templates: Path | None = None) -> jinja2.Environment:
-    """The Jinja2 environment: the team's directory first (if any), then ours; StrictUndefined."""
-    directories = [str(team_templates)] if team_templates else []
+    """The Jinja2 environment: the team's directory first (if any), then ours; StrictUndefined. One per
+    directory, kept: its compiled templates are reused, and reloaded when a file changes."""
     if team_templates is not None and not Path(team_templates).is_dir():
         raise ConfigError(f"RUNBOOK_POSTMORTEM_TEMPLATES: {team_templates} is not a directory")
+    return _environment(str(team_templates) if team_templates else None)
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(team_templates: str | None) -> jinja2.Environment:
+    directories = [team_templates] if team_templates else []
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(directories + [str(DEFAULT_TEMPLATES)]),
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from uuid import UUID
 
 import pytest
 from click.testing import CliRunner
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import LogCreate
 from prefect.states import Crashed
 
 from mq_runbooks.app.cli import cli
 import mq_runbooks.app.cli_postmortems  # noqa: F401  (registers `runbook postmortems`)
 from mq_runbooks.base.errors import ConfigError, NotFoundError, UsageError
 from mq_runbooks.kit.postmortem import draft_postmortem, render_draft
-from mq_runbooks.kit.postmortem_records import LogLine, RunRecords, StateChange
+from mq_runbooks.kit.postmortem_records import LogLine, RunRecords, StateChange, read_records
 from mq_runbooks.kit.postmortem_store import list_postmortems, mark_reviewed, read_postmortem, save_draft
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
@@ -176,6 +178,30 @@ def test_a_crashed_run_is_drafted_when_noticed(crashed_run, tmp_path):
     assert written and postmortem.meta["outcome"] == "crashed"
     assert ("**crashed**: the run ended Crashed without recording its outcome: executor process was killed"
             in postmortem.body)
+
+
+@pytest.mark.parametrize("lines", [1234, 400, 200, 199])
+def test_a_long_log_is_counted_exactly_and_only_its_warnings_and_last_lines_are_kept(crashed_run, lines):
+    """Prefect has no count of logs: the records count by probing offsets (exactly, also at a page
+    boundary and under one page), keep the first warnings and the last lines, without routine ones."""
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
+    logs = []
+    for i in range(lines):
+        routine = i % 3 == 0
+        logs.append(LogCreate(
+            name="prefect.task_runs" if routine else "prefect.flow_runs",
+            level=30 if i % 40 == 1 and not routine else 20, flow_run_id=UUID(crashed_run),
+            message="Finished in state Completed()" if routine else f"line {i}",
+            timestamp=start + dt.timedelta(milliseconds=10 * i)))
+    with get_client(sync_client=True) as client:
+        client.create_logs(logs)
+    read = read_records(crashed_run)
+    assert read.log_lines == lines
+    kept = [f"line {i}" for i in range(lines) if i % 3 != 0]
+    assert [line.message for line in read.log_tail] == kept[-50:]
+    warnings = [f"line {i}" for i in range(lines) if i % 40 == 1 and i % 3 != 0]
+    assert [line.message for line in read.notable_logs] == warnings[:20]
+    assert all(line.level == "WARNING" for line in read.notable_logs)
 
 
 def test_write_postmortem_never_raises_and_notes_the_failure(crashed_run, tmp_path):

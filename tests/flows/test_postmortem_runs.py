@@ -196,7 +196,9 @@ def test_succeeded_replay_gives_a_draft_with_its_numbers_names_and_times(finishe
     snapshot = journal.last(view.entries, "snapshot").data
     assert f"```csv\n{plan_csv.strip()}\n```" in appendix and f"```csv\n{snapshot['csv'].strip()}\n```" in appendix
     assert f"Restore: `{snapshot['restore_command']}`" in appendix
-    assert re.search(r"The last \d+ of \d+ log line\(s\)", appendix) and "Finished in state Completed" in appendix
+    assert re.search(r"The last \d+ of \d+ log line\(s\)", appendix) and "Beginning flow run" in appendix
+    excerpt = appendix.split("```text", 1)[1]
+    assert "Finished in state Completed()" not in excerpt, "routine lines are left out of the excerpt"
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(

@@ -1,7 +1,12 @@
 """Backlogs moved by dynamic shovels between the real primary and standby RabbitMQ nodes."""
 from __future__ import annotations
 
+import select
+import time
+
 import pytest
+
+from mq_runbooks.integrations import rabbitmq_shovels as rabbit_shovels
 
 from mq_runbooks.base.errors import BrokerError, UnreachableError
 from mq_runbooks.integrations.rabbitmq_shovels import (
@@ -65,3 +70,31 @@ def test_vhost_uris_keep_credentials_and_encode_the_vhost():
     assert vhost_uri("amqp://u:p@h:5673/?heartbeat=10", "/") == "amqp://u:p@h:5673/%2F?heartbeat=10"
     assert vhost_uri("amqp://u:p@h:5673/", "a b") == "amqp://u:p@h:5673/a%20b"
     assert local_uri("/") == "amqp:///%2F"
+
+
+def test_counts_reuse_one_connection_and_reopen_it_when_the_broker_closed_it(pair):
+    primary, _ = pair
+    url = amqp_url(primary)
+    with scratch_vhost(primary) as vhost, api(primary) as rabbit:
+        declare_queue(primary, vhost, "orders")
+        publish_ids(primary, vhost, "orders", 7)
+        assert queue_depth(url, vhost, "orders") == 7
+        kept = rabbit_shovels._counters[(url, vhost)]
+        with pytest.raises(BrokerError, match="no-such-queue"):
+            queue_depth(url, vhost, "no-such-queue")  # closes a channel, not the kept connection
+        assert queue_depth(url, vhost, "orders") == 7 and rabbit_shovels._counters[(url, vhost)] is kept
+
+        sock = kept._impl._transport._sock
+        deadline = time.monotonic() + 30
+        while not (ours := [c for c in rabbit.connections() if c.peer_port == sock.getsockname()[1]]):
+            assert time.monotonic() < deadline, "the kept connection never showed in the management API"
+            time.sleep(0.2)
+        rabbit.close_connection(ours[0].name, "closed by the test")
+        deadline = time.monotonic() + 30
+        while not select.select([sock], [], [], 0.2)[0]:  # the broker's Connection.Close, not read yet
+            assert time.monotonic() < deadline, "the broker did not close the connection"
+
+        assert queue_depth(url, vhost, "orders") == 7, "a connection the broker closed is opened again"
+        assert rabbit_shovels._counters[(url, vhost)] is not kept
+        rabbit_shovels.close_counters()
+        assert (url, vhost) not in rabbit_shovels._counters
