@@ -20,11 +20,11 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from mq_runbooks.base.clusters import RabbitCluster
-from mq_runbooks.base.errors import BrokerError
+from mq_runbooks.base.errors import BrokerError, UnreachableError
 from mq_runbooks.flows.rabbitmq_stuck_plan import DrainPlan, DrainStuckParameters, plan_drain
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.integrations.rabbitmq_moves import MoveReport, delivered_more_than, ensure_queue, move_messages
-from mq_runbooks.integrations.rabbitmq_shovels import QueueMove, local_uri, shovel_state, start_shovel
+from mq_runbooks.integrations.rabbitmq_shovels import QueueMove, local_uri, queue_depth, shovel_state, start_shovel
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Snapshot, Verification
@@ -100,32 +100,46 @@ class QueueProgress:
 
 
 def measure(cluster: RabbitCluster, plan: DrainPlan, window_s: float) -> tuple[list[str], list[QueueProgress]]:
-    """The planned connections still open, and over `window_s` how each target queue moves."""
+    """The planned connections still open, and over `window_s` how each queue acted on moves: its
+    ready count read exactly over AMQP (the management statistics lag up to 5 s behind the close)
+    and the acks of the consumers left on it."""
     closed = {c.connection_name for c in plan.stuck}
-    targets = [q.name for q in plan.queues]
+    acted = sorted(queues_acted_on(plan))
     with RabbitManagement.from_cluster(cluster) as rabbit:
         still_open = sorted(closed & {c.name for c in rabbit.connections()})
         consumed: dict[str, set[str]] = {}
         for consumer in rabbit.consumers(plan.vhost):
-            if consumer.queue in targets:
+            if consumer.queue in acted:
                 consumed.setdefault(consumer.queue, set()).add(consumer.channel_name)
-        channels = set().union(*consumed.values()) if consumed else set()
-        first_acks = _acks(rabbit, channels)
-        first = {q.name: q for q in rabbit.queues(plan.vhost) if q.name in targets}
+        first_acks = _acks(rabbit, set().union(*consumed.values()) if consumed else set())
+        first = _ready(cluster, plan.vhost, acted)
         time.sleep(window_s)
-        last = {q.name: q for q in rabbit.queues(plan.vhost) if q.name in targets}
-        last_acks = _acks(rabbit, channels)
+        last = _ready(cluster, plan.vhost, acted)
+        last_acks = _acks(rabbit, set(first_acks))
+        stats = {q.name: q for q in rabbit.queues(plan.vhost) if q.name in acted}
     before = {q.name: q for q in plan.queues}
     rows = []
-    for name in targets:
-        start, end = first.get(name), last.get(name)
-        if start is None or end is None:
+    for name in acted:
+        if first.get(name) is None or last.get(name) is None or name not in stats:
             continue  # deleted meanwhile
-        acks = sum(last_acks.get(c, 0) - first_acks.get(c, 0) for c in consumed.get(name, ()) if c in first_acks)
+        acks = sum(last_acks.get(c, 0) - first_acks[c] for c in consumed.get(name, ()) if c in first_acks)
         rows.append(QueueProgress(name, before[name].messages_ready, before[name].messages_unacknowledged,
-                                  start.messages_ready, end.messages_ready, end.messages_unacknowledged,
-                                  end.consumers, acks))
+                                  first[name], last[name], stats[name].messages_unacknowledged,
+                                  stats[name].consumers, acks))
     return still_open, rows
+
+
+def _ready(cluster: RabbitCluster, vhost: str, queues: list[str]) -> dict[str, int | None]:
+    """Each queue's ready count now, exactly; None for a queue that no longer exists."""
+    ready: dict[str, int | None] = {}
+    for name in queues:
+        try:
+            ready[name] = queue_depth(_amqp_url(cluster), vhost, name)
+        except UnreachableError:
+            raise
+        except BrokerError:
+            ready[name] = None
+    return ready
 
 
 def _acks(rabbit: RabbitManagement, channels: set[str]) -> dict[str, int]:
@@ -167,8 +181,8 @@ def judge_progress(plan: DrainPlan, still_open: list[str], rows: list[QueueProgr
             advice.append(f"{r.queue}'s {r.consumers_after} remaining consumer(s) acked nothing: they may be "
                           f"stuck too (run {RUNBOOK_ID} again once they have been idle for idle_threshold_s) or "
                           "failing on every message (try poison_after on a quorum queue)")
-    requeued = (f"closed {closed} connection(s); their messages were requeued and wait in the queue "
-                "(closed connections cannot be reopened, nothing to restore)") if closed else "nothing was closed"
+    requeued = (f"The {closed} closed connection(s) cannot be reopened (nothing to restore): their messages were "
+                "requeued and wait in the queue" if closed else "No connection was closed")
     summary = (f"no progress over {window_s:g}s on {', '.join(r.queue for r in stalled)} ({shown}). {requeued}. "
                f"To go on: {'; '.join(advice)}; or move the backlog elsewhere with backlog_to=QUEUE.")
     return Verification(ok=False, summary=summary, data=data)

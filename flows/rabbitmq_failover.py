@@ -165,7 +165,7 @@ class _Move(RunbookSteps[RabbitFailoverParameters, MovePlan]):
             return None
         old = _applied(run, "switch").get("switch_old", snapshot.data.get("value"))
         open_switch(run.clusters, params.switch, self.id).restore(old)
-        moved = sum(e.data.get("moved", 0) for e in journal.read(run.id) if e.kind == "action" and "moved" in e.data)
+        moved = _applied(run, "move").get("moved", 0)
         stays = (f"; the {moved} message(s) moved stay on {plan.destination} (`{snapshot.restore_command}` "
                  "moves them back)") if moved else ""
         return Restore(summary=f"switch {plan.switch} restored to {old}{stays}", restored=True,

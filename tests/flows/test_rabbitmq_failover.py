@@ -298,6 +298,9 @@ def test_primary_dying_mid_move_reports_exactly_what_moved_and_loses_nothing(fau
             assert 300 <= moved["moved"] == on_standby < 3000, "the report says exactly what arrived"
             error = journal.last(view.entries, "error").summary
             assert f"orders: {on_standby} arrived on standby" in error and "clients were NOT switched" in error
+            outcome = journal.last(view.entries, "outcome").summary
+            assert "nothing was restored" in outcome and "rabbitmq-failback" in outcome and \
+                f"failover_run={run_id}" in outcome, "how to move the messages back"
             assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == PRIMARY_ENDPOINT
         finally:
             subprocess.run([*stack, "up", "rabbitmq-primary"], check=True, env=fault_stack, stdout=subprocess.DEVNULL)

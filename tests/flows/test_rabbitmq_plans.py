@@ -88,9 +88,9 @@ def test_no_acks_and_no_draining_is_a_failed_verify_that_says_what_changed_and_h
     verdict = judge_progress(plan, [], [progress(consumers=0)], 10, closed=1)
     assert not verdict.ok
     assert "no progress over 10s on orders" in verdict.summary
-    assert "closed 1 connection(s); their messages were requeued" in verdict.summary
-    assert "cannot be reopened" in verdict.summary and "orders has no consumer left: start healthy consumers" in \
+    assert "The 1 closed connection(s) cannot be reopened (nothing to restore): their messages were requeued" in \
         verdict.summary
+    assert "To go on: orders has no consumer left: start healthy consumers" in verdict.summary
     assert verdict.data["acks_by_remaining_consumers"] == 0 and verdict.data["queues"][0]["progressing"] is False
     remaining = judge_progress(plan, [], [progress(consumers=2)], 10, closed=1)
     assert not remaining.ok and "2 remaining consumer(s) acked nothing" in remaining.summary
