@@ -4,6 +4,10 @@ consumer group are stuck, the record each is stuck on, and what the run would ch
 A partition is stuck when, in two samples `stuck_after` seconds apart, a member of the group has it
 assigned, its lag is above zero, and its committed offset did not move. The remedy per partition:
 copy the record at the committed offset to a dead-letter topic, then commit the offset one past it.
+
+`observe` samples and plans; `refresh` plans again from an approved plan without waiting (the
+re-plan after approval, once the consumers are stopped: nothing is "stuck" in an empty group).
+`DrainPlan` implements the kit's plan contract (mq_runbooks.kit.plans.Plan).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mq_runbooks.base.errors import ParameterError
 from mq_runbooks.integrations.kafka import ConsumerGroup, KafkaClient, UnknownTopicError
 from mq_runbooks.integrations.kafka_records import HEADER_PREFIX, KafkaRecord, KafkaRecords, dead_letter_partition
+from mq_runbooks.kit.plans import PLAN_ROWS_SHOWN, PlanTable, table_json, table_markdown
 
 RUNBOOK_ID = "kafka-drain-stuck"
 SHOWN_CHARS = 120
@@ -84,7 +89,7 @@ class StuckPartition:
 
 
 @dataclass(frozen=True)
-class DrainPlan:
+class DrainPlan(PlanTable):
     cluster: str
     group: str
     mode: str
@@ -93,24 +98,57 @@ class DrainPlan:
     stuck_after: float
     wait_for_inactive: float
     observed: tuple[dict[str, Any], ...]
-    partitions: tuple[StuckPartition, ...]
+    partitions: tuple[StuckPartition, ...]  # in topic, partition order
+    missing: tuple[str, ...] = ()  # the group, when the cluster does not know it
 
+    COLUMNS = ("topic", "partition", "committed", "log end", "lag", "record offset", "key", "headers",
+               "value bytes", "timestamp", "value", "dead-letter topic", "new offset")
+
+    # -- the plan contract (mq_runbooks.kit.plans.Plan) ------------------------------------------
     def digest(self) -> str:
         """What an approval is bound to: the partitions, their offsets, the records and where they go."""
         core = [self.group, [(p.topic, p.partition, p.committed_offset, p.record.offset, p.dead_letter_topic,
                               p.dead_letter_partition) for p in self.partitions]]
         return hashlib.sha256(json.dumps(core).encode()).hexdigest()
 
+    def summary(self) -> str:
+        if self.missing:
+            return f"nothing to plan: {'; '.join(self.missing)}"
+        stuck = f"{len(self.partitions)} of {len(self.observed)} observed partition(s) of {self.group} stuck"
+        if not self.partitions or self.mode == "report":
+            return stuck
+        return f"{stuck}: copy each stuck record to the dead-letter topic and commit the offset one past it"
+
+    def columns(self) -> tuple[str, ...]:
+        return self.COLUMNS
+
+    def rows(self) -> list[tuple]:
+        """One row per stuck partition, as people read it (the value only when show_values allowed it)."""
+        return [(p.topic, p.partition, p.committed_offset, p.log_end_offset, p.lag, p.record.offset,
+                 _cell(p.record.key), _cell(", ".join(f"{name}={value}" for name, value in p.record.headers) or None),
+                 p.record.value_bytes, p.record.timestamp or "none", _cell(p.record.value),
+                 f"{p.dead_letter_topic}:{p.dead_letter_partition}{'' if p.dead_letter_exists else ' (created)'}",
+                 p.target_offset) for p in self.partitions]
+
+    def changes_anything(self) -> bool:
+        return bool(self.partitions)
+
+    def missing_targets(self) -> tuple[str, ...]:
+        return self.missing
+
     def to_csv(self) -> str:
         """The offsets after the run, in the `kafka-consumer-groups.sh --export` format."""
         return "".join(f"{p.topic},{p.partition},{p.target_offset}\n" for p in self.partitions)
 
     def to_json(self) -> dict[str, Any]:
+        # `current`/`target`/`log_end` name the offsets as kafka-replay's plan does: the postmortem's lag reads them.
         return {
+            **table_json(self),
             "cluster": self.cluster, "group": self.group, "mode": self.mode, "state": self.state,
-            "members": list(self.members), "stuck_after_s": self.stuck_after, "digest": self.digest(),
+            "members": list(self.members), "stuck_after_s": self.stuck_after,
             "partitions": [{
                 "topic": p.topic, "partition": p.partition, "committed": p.committed_offset,
+                "current": p.committed_offset,
                 "log_end": p.log_end_offset, "lag": p.lag, "held_by": list(p.held_by), "target": p.target_offset,
                 "record": {"offset": p.record.offset, "key": p.record.key, "headers": dict(p.record.headers),
                            "key_bytes": p.record.key_bytes, "value_bytes": p.record.value_bytes,
@@ -120,48 +158,39 @@ class DrainPlan:
             } for p in self.partitions],
         }
 
-    def markdown(self, rows: int = 40) -> str:
-        return plan_markdown(self, rows)
+    def markdown(self, rows: int = PLAN_ROWS_SHOWN) -> str:
+        """What is stuck, what the run does about it, and what people must do."""
+        return table_markdown(self.headline(), self.COLUMNS, self.rows(), rows)
 
-
-def plan_markdown(plan: DrainPlan, rows: int = 40) -> str:
-    """The plan as Markdown: what is stuck, what the run does about it, and what people must do."""
-    lines = [f"**Group** `{plan.group}` on Kafka cluster `{plan.cluster}` ({plan.state}, {len(plan.members)} "
-             f"member(s)): **{len(plan.partitions)}** of {len(plan.observed)} observed partition(s) stuck "
-             f"(an assigned member, lag above zero, a committed offset that did not move in {plan.stuck_after:g} s)."]
-    if not plan.partitions:
-        return "\n".join(lines + ["", "Nothing is stuck: nothing will change."])
-    remedy = (f"copy the record at the committed offset to the dead-letter topic (headers "
-              f"`{HEADER_PREFIX}topic`, `.partition`, `.offset`, `.group` say where it came from), then commit the "
-              "offset one past it: the group skips that one record, which is kept in the dead-letter topic.")
-    if plan.mode == "report":
-        lines += ["", "**Report only** (mode=report): nothing will be changed. "
-                  f"With mode=drain, per partition: {remedy}"]
-    else:
-        members = "\n".join(f"  - {member}" for member in plan.members) or "  (none listed)"
-        lines += ["", f"Remedy, per stuck partition: {remedy}", "",
-                  f"**The consumers of `{plan.group}` must be stopped first:** Kafka moves a group's committed "
-                  f"offsets only when the group is empty. After approval this run waits up to "
-                  f"{plan.wait_for_inactive:g} s for the group to become empty. Stop these member(s):\n{members}\n"
-                  "Start them again once the run has finished: they resume one record past each stuck record."]
-    lines += ["", "| topic | partition | committed | log end | lag | record offset | key | headers | value bytes "
-                  "| timestamp | value | dead-letter topic | new offset |",
-              "|---|---:|---:|---:|---:|---:|---|---|---:|---|---|---|---:|"]
-    for p in plan.partitions[:rows]:
-        headers = ", ".join(f"{name}={value}" for name, value in p.record.headers) or "none"
-        created = "" if p.dead_letter_exists else " (created)"
-        lines.append(f"| {p.topic} | {p.partition} | {p.committed_offset} | {p.log_end_offset} | {p.lag} "
-                     f"| {p.record.offset} | {_cell(p.record.key)} | {_cell(headers)} | {p.record.value_bytes} "
-                     f"| {p.record.timestamp or 'none'} | {_cell(p.record.value)} "
-                     f"| {p.dead_letter_topic}:{p.dead_letter_partition}{created} | {p.target_offset} |")
-    if len(plan.partitions) > rows:
-        lines.append(f"\n... and {len(plan.partitions) - rows} more partition(s): "
-                     "`runbook status RUN --plan` shows all.")
-    return "\n".join(lines)
+    def headline(self) -> str:
+        lines = [f"**Group** `{self.group}` on Kafka cluster `{self.cluster}` ({self.state}, {len(self.members)} "
+                 f"member(s)): **{len(self.partitions)}** of {len(self.observed)} observed partition(s) stuck "
+                 f"(an assigned member, lag above zero, a committed offset that did not move in "
+                 f"{self.stuck_after:g} s)."]
+        if self.missing:
+            return "\n".join(lines + ["", f"Not found: {'; '.join(self.missing)}. Nothing will change."])
+        if not self.partitions:
+            return "\n".join(lines + ["", "Nothing is stuck: nothing will change."])
+        remedy = (f"copy the record at the committed offset to the dead-letter topic (headers "
+                  f"`{HEADER_PREFIX}topic`, `.partition`, `.offset`, `.group` say where it came from), then commit "
+                  "the offset one past it: the group skips that one record, which is kept in the dead-letter topic.")
+        if self.mode == "report":
+            lines += ["", "**Report only** (mode=report): nothing will be changed. "
+                      f"With mode=drain, per partition: {remedy}"]
+        else:
+            members = "\n".join(f"  - {member}" for member in self.members) or "  (none listed)"
+            lines += ["", f"Remedy, per stuck partition: {remedy}", "",
+                      f"**The consumers of `{self.group}` must be stopped first:** Kafka moves a group's committed "
+                      f"offsets only when the group is empty. After approval this run waits up to "
+                      f"{self.wait_for_inactive:g} s for the group to become empty. Stop these member(s):\n"
+                      f"{members}\nStart them again once the run has finished: they resume one record past each "
+                      "stuck record."]
+        return "\n".join(lines)
 
 
 def _cell(text: str | None) -> str:
-    return "none" if text is None else text.replace("|", "\\|").replace("\n", " ")
+    """A table cell: "none" for nothing, on one line (table_markdown escapes the pipes)."""
+    return "none" if text is None else text.replace("\n", " ")
 
 
 # --- observation ---------------------------------------------------------------------------------
@@ -184,9 +213,14 @@ def observe(kafka: KafkaClient, records: KafkaRecords, params: DrainStuckParamet
             sleep=time.sleep) -> DrainPlan:
     """Sample the group twice, `stuck_after` seconds apart, and plan for the partitions stuck in both.
 
-    ParameterError (before any waiting) for a group or topic the cluster does not have, or a topic the
-    group does not consume."""
-    in_scope = _scope(kafka, params, cluster)
+    A group the cluster does not know is planned at once as a missing target (nothing else); a topic the
+    cluster does not have, or one the group does not consume, is a ParameterError (before any waiting)."""
+    group, committed = kafka.describe_group(params.group), kafka.committed_offsets(params.group)
+    missing = _missing_group(kafka, group, committed, cluster)
+    if missing:
+        return DrainPlan(cluster, params.group, params.mode, "Dead", (), params.stuck_after, params.wait_for_inactive,
+                         (), (), (missing,))
+    in_scope = _scope(kafka, params, group, committed)
     first = _sample(kafka, params.group, in_scope)
     sleep(params.stuck_after)
     second = _sample(kafka, params.group, in_scope)
@@ -229,17 +263,20 @@ def refresh(kafka: KafkaClient, plan: DrainPlan) -> DrainPlan:
     return replace(plan, state=group.state, members=_members(group), partitions=tuple(kept))
 
 
-def _scope(kafka: KafkaClient, params: DrainStuckParameters, cluster: str) -> set[str] | None:
+def _missing_group(kafka: KafkaClient, group: ConsumerGroup, committed: dict[tuple[str, int], int],
+                   cluster: str) -> str | None:
+    """How to name the group as a missing target when the cluster has no trace of it, else None."""
+    if group.state != "Dead" or group.members or committed:
+        return None
+    close = difflib.get_close_matches(group.group_id, [name for name, _ in kafka.list_groups()], n=3)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"group {group.group_id!r} on kafka cluster {cluster!r} (no committed offsets and no members{hint})"
+
+
+def _scope(kafka: KafkaClient, params: DrainStuckParameters, group: ConsumerGroup,
+           committed: dict[tuple[str, int], int]) -> set[str] | None:
     """The topics to look at (None: all the group consumes), checked against the cluster."""
-    group = kafka.describe_group(params.group)
-    committed = kafka.committed_offsets(params.group)
     consumed = {t for t, _ in committed} | {t for m in group.members for t, _ in m.assignment}
-    if group.state == "Dead" and not consumed:
-        known = [name for name, _ in kafka.list_groups()]
-        close = difflib.get_close_matches(params.group, known, n=3)
-        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-        raise ParameterError(RUNBOOK_ID, [("group", f"no consumer group {params.group!r} on kafka cluster "
-                                                    f"{cluster!r}{hint}")])
     problems = []
     for topic in params.topic:
         try:

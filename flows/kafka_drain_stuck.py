@@ -2,35 +2,44 @@
 losing it: the record is copied to a dead-letter topic with its provenance, and the group's committed
 offset moves one past it.
 
-    observe (two samples) -> plan -> approve -> wait for the consumers to be stopped -> re-plan (must
-    equal what was approved) -> snapshot -> copy to the dead-letter topic (once) -> move the offsets
-    -> verify -> report;  moving or verifying failing restores the snapshot.
-    mode=report: observe -> plan -> report, and nothing else.
+The driver (mq_runbooks.kit.driver) gives it the lock, the gate, the re-plan, the snapshot, the
+restore on failure and the outcome; this module is the runbook's own logic:
+
+    observe (two samples) -> plan -> approve -> wait for the consumers to be stopped -> re-plan (the
+    approved plan refreshed: it must be unchanged) -> snapshot (the --export CSV) -> per stuck
+    partition, copy its record to the dead-letter topic (a fenced step, once: a rerun finds the earlier
+    copy) -> move the offsets (a fenced step) -> verify; a failure after any copy restores the offsets,
+    and the copies stay where they are.
+    mode=report: observe -> plan, and nothing else (no lock, no gate).
 """
 from __future__ import annotations
 
-from pathlib import Path
+import time
 from typing import Any
 
-from prefect import flow, task
+from confluent_kafka import KafkaException
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
-from prefect.states import Completed
 
-from mq_runbooks.base.clusters import Clusters, KafkaCluster
-from mq_runbooks.base.errors import BrokerError, RunbookError
-from mq_runbooks.kit import journal
+from mq_runbooks.base.clusters import KafkaCluster
+from mq_runbooks.base.errors import BrokerError, UnreachableError
 from mq_runbooks.flows.kafka_drain_plan import (
-    OBSERVED_ROWS_KEPT, RUNBOOK_ID, DrainPlan, DrainStuckParameters, observe, refresh,
+    OBSERVED_ROWS_KEPT, RUNBOOK_ID, DrainPlan, DrainStuckParameters, StuckPartition, observe, refresh,
 )
-from mq_runbooks.flows.kafka_replay import alter, inactive_group, kafka_client
-from mq_runbooks.kit.lock import target_lock
-from mq_runbooks.kit.runtime import RunContext
-from mq_runbooks.kit.steps import approve_stable_plan, guarded, record_start
+from mq_runbooks.flows.kafka_replay import (
+    alter, inactive_group, kafka_client, restore_offsets, save_offsets_snapshot,
+)
+from mq_runbooks.integrations.kafka import UnknownTopicError
 from mq_runbooks.integrations.kafka_records import DeadLetterCopy, KafkaRecords, Provenance
+from mq_runbooks.kit import journal
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
-__all__ = ["DrainStuckParameters", "dry_run", "kafka_drain_stuck"]
+__all__ = ["DrainStuckParameters", "STEPS", "dry_run", "kafka_drain_stuck"]
+
+COPY_ATTEMPTS = 3  # a copy is idempotent (it looks for an earlier one first): retried on transient errors
+
+Copied = list[tuple[StuckPartition, DeadLetterCopy | None]]  # None: copied by an earlier attempt of this run
 
 
 def kafka_records(cluster: KafkaCluster) -> KafkaRecords:
@@ -43,220 +52,177 @@ def compute_plan(cluster: KafkaCluster, params: DrainStuckParameters) -> DrainPl
         return observe(kafka, kafka_records(cluster), params, cluster.name)
 
 
-def dry_run(params: DrainStuckParameters, clusters: Clusters) -> DrainPlan:
-    """`runbook plan`: the plan and nothing else (it takes `stuck_after` seconds to observe)."""
-    return compute_plan(clusters.kafka_cluster(params.cluster), params)
-
-
-# --- tasks ---------------------------------------------------------------------------------------
-
-@task(name="observe-and-plan", cache_policy=NO_CACHE)
-def observe_and_plan(cluster: KafkaCluster, params: DrainStuckParameters) -> DrainPlan:
-    return compute_plan(cluster, params)
-
-
-@task(name="wait-for-inactive-group", cache_policy=NO_CACHE)
-def wait_for_inactive(cluster: KafkaCluster, group: str, wait_s: float) -> str:
-    with kafka_client(cluster) as kafka:
-        return inactive_group(kafka, group, wait_s).state
-
-
-@task(name="refresh-plan", cache_policy=NO_CACHE)
-def refresh_plan(cluster: KafkaCluster, plan: DrainPlan) -> DrainPlan:
-    with kafka_client(cluster) as kafka:
-        return refresh(kafka, plan)
-
-
-@task(name="snapshot", cache_policy=NO_CACHE)
-def take_snapshot(cluster: KafkaCluster, plan: DrainPlan, directory: Path, run_id: str) -> tuple[str, Path]:
-    """The committed offsets of the planned partitions, in the --export CSV format, in a file."""
-    with kafka_client(cluster) as kafka:
-        committed = kafka.committed_offsets(plan.group)
-    text = "".join(f"{p.topic},{p.partition},{committed[(p.topic, p.partition)]}\n" for p in plan.partitions)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{RUNBOOK_ID}-{plan.group}-{run_id}.csv"
-    path.write_text(text)
-    return text, path
-
-
-@task(name="copy-to-dead-letter", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def copy_to_dead_letter(cluster: KafkaCluster, plan: DrainPlan) -> list[DeadLetterCopy]:
-    """Copy each stuck record to its dead-letter topic, once (a retry finds the earlier copy)."""
-    records, copies = kafka_records(cluster), []
-    with kafka_client(cluster) as kafka:
-        for p in plan.partitions:
+def copy_to_dead_letter(cluster: KafkaCluster, group: str, p: StuckPartition) -> DeadLetterCopy:
+    """Copy the record `p` is stuck on to its dead-letter topic, once: when a copy with the same
+    provenance is there already (an earlier run), that one is returned and nothing is produced."""
+    records, attempt = kafka_records(cluster), 1
+    while True:
+        try:
             record = records.read_record(p.topic, p.partition, p.record.offset)
             if record.offset != p.record.offset:
                 raise BrokerError(f"{p.topic}:{p.partition}: the record at offset {p.record.offset} is gone "
                                   f"(the next one is at {record.offset}); nothing was copied for it")
-            origin = Provenance(p.topic, p.partition, p.record.offset, plan.group)
-            copies.append(records.copy_to_dead_letter(kafka, record, p.dead_letter_topic, origin))
-    return copies
+            with kafka_client(cluster) as kafka:
+                return records.copy_to_dead_letter(kafka, record, p.dead_letter_topic,
+                                                   Provenance(p.topic, p.partition, p.record.offset, group))
+        except (UnreachableError, UnknownTopicError, KafkaException):
+            # e.g. NOT_LEADER_FOR_PARTITION or no metadata yet for a dead-letter topic created a moment ago
+            if attempt >= COPY_ATTEMPTS:
+                raise
+            attempt += 1
+            time.sleep(2)
 
 
-@task(name="move-offsets", cache_policy=NO_CACHE)
-def move_offsets(cluster: KafkaCluster, plan: DrainPlan) -> int:
-    alter(cluster, plan.group, {(p.topic, p.partition): p.target_offset for p in plan.partitions})
-    return len(plan.partitions)
+def _copied(p: StuckPartition, copy: DeadLetterCopy) -> str:
+    done = "was already" if copy.already_present else "copied"
+    return f"{p.topic}:{p.partition}@{p.record.offset} {done} in {copy.topic}:{copy.partition} at offset {copy.offset}"
 
 
-@task(name="verify", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def verify_drain(cluster: KafkaCluster, plan: DrainPlan, copies: list[DeadLetterCopy],
-                 fault: str | None) -> dict[str, Any]:
-    """Each committed offset is one past its record, and each record is in the dead-letter topic once."""
-    records = kafka_records(cluster)
-    with kafka_client(cluster) as kafka:
-        committed = kafka.committed_offsets(plan.group)
-    wrong = [f"{p.topic}:{p.partition} committed {committed.get((p.topic, p.partition))}, planned {p.target_offset}"
-             for p in plan.partitions if committed.get((p.topic, p.partition)) != p.target_offset]
-    for p, copy in zip(plan.partitions, copies):
-        found = records.find_copies(copy.topic, copy.partition, Provenance(p.topic, p.partition, p.record.offset,
-                                                                           plan.group))
-        if len(found) != 1:
-            wrong.append(f"{p.topic}:{p.partition}@{p.record.offset} is in {copy.topic}:{copy.partition} "
-                         f"{len(found)} time(s) (offsets {found}), expected once")
-    if fault == "verify":
-        wrong.append("injected fault: verification forced to fail")
-    if wrong:
-        raise BrokerError("verification failed: " + "; ".join(wrong[:20]))
-    return {"partitions_checked": len(plan.partitions), "copies_checked": len(copies)}
+def _copy_data(p: StuckPartition, copy: DeadLetterCopy) -> dict[str, Any]:
+    return {"source": f"{p.topic}:{p.partition}", "record_offset": p.record.offset, "dead_letter_topic": copy.topic,
+            "dead_letter_partition": copy.partition, "dead_letter_offset": copy.offset,
+            "already_present": copy.already_present}
 
 
-@task(name="restore-snapshot", cache_policy=NO_CACHE)
-def restore_snapshot(cluster: KafkaCluster, plan: DrainPlan, snapshot_csv: str) -> int:
-    offsets = {}
-    for line in snapshot_csv.splitlines():
-        topic, partition, offset = line.rsplit(",", 2)
-        offsets[(topic, int(partition))] = int(offset)
-    alter(cluster, plan.group, offsets)
-    return len(offsets)
+def _journal_observation(run: Run, plan: DrainPlan) -> None:
+    observed = list(plan.observed)
+    run.observed(f"group {plan.group} ({plan.state}): {len(plan.partitions)} of {len(observed)} partition(s) stuck "
+                 f"over {plan.stuck_after:g} s", state=plan.state, members=list(plan.members),
+                 observed=observed[:OBSERVED_ROWS_KEPT], observed_count=len(observed))
 
 
-# --- the flow ------------------------------------------------------------------------------------
+class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
+    id = RUNBOOK_ID
+
+    def __init__(self) -> None:
+        # The re-plan after approval refreshes the plan approved last (the consumers are stopped by then, so
+        # sampling again would find nothing stuck). Keyed by run id: one process may drive several runs.
+        self._latest: dict[str, DrainPlan] = {}
+        self._refreshing: set[str] = set()
+
+    def target(self, params: DrainStuckParameters) -> str:
+        return f"{params.cluster}/{params.group}"
+
+    def read_only(self, params: DrainStuckParameters) -> bool:
+        return params.mode == "report"
+
+    def observe(self, env: Env, params: DrainStuckParameters) -> DrainPlan:
+        cluster = env.clusters.kafka_cluster(params.cluster)
+        if isinstance(env, Run) and env.id in self._refreshing:
+            with kafka_client(cluster) as kafka:
+                plan = refresh(kafka, self._latest[env.id])
+            self._refreshing.discard(env.id)  # only now: a retried re-plan refreshes too
+        else:
+            plan = compute_plan(cluster, params)
+            if isinstance(env, Run) and not plan.missing:
+                _journal_observation(env, plan)
+                if self.read_only(params):  # the driver ends a report run right after this plan
+                    create_markdown_artifact(markdown=plan.markdown(),
+                                             description=f"{RUNBOOK_ID} report of {params.group}")
+        if isinstance(env, Run) and not self.read_only(params):
+            self._latest[env.id] = plan
+        return plan
+
+    def before_replan(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> None:
+        """Once approved: wait for the group to be empty (saying so in the journal); the re-plan that
+        follows refreshes the plan approved last."""
+        cluster = run.clusters.kafka_cluster(params.cluster)
+        with kafka_client(cluster) as kafka:
+            if not kafka.describe_group(params.group).is_inactive:
+                run.note(f"approved; waiting up to {params.wait_for_inactive:g} s for group {params.group} to "
+                         "become empty: stop its consumers now", waiting_for="inactive group",
+                         wait_s=params.wait_for_inactive)
+            state = inactive_group(kafka, params.group, params.wait_for_inactive).state
+        run.observed(f"group {params.group} is {state}: its consumers are stopped", state=state)
+        self._refreshing.add(run.id)
+
+    def snapshot(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> Snapshot:
+        return save_offsets_snapshot(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan),
+                                     run.settings.snapshot_dir, f"{RUNBOOK_ID}-{plan.group}-{run.id}")
+
+    def act(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> Copied:
+        self._latest.pop(run.id, None)
+        cluster = run.clusters.kafka_cluster(params.cluster)
+        copies: Copied = []
+        for p in plan.partitions:
+            copy = run.step(f"dlt-copy:{p.topic}:{p.partition}:{p.record.offset}",
+                            lambda p=p: copy_to_dead_letter(cluster, plan.group, p),
+                            lambda c, p=p: _copied(p, c), lambda c, p=p: _copy_data(p, c))
+            copies.append((p, copy))
+        if run.fault == "move-offsets":  # tests: fail after the copies, before any offset moved
+            raise BrokerError("injected fault: moving the offsets failed")
+        targets = {(p.topic, p.partition): p.target_offset for p in plan.partitions}
+        run.step("move-offsets", lambda: alter(cluster, plan.group, targets),
+                 f"moved {len(targets)} committed offset(s) of {plan.group} one past the stuck record",
+                 lambda _: {"offsets": {f"{t}:{p}": offset for (t, p), offset in targets.items()}})
+        return copies
+
+    def verify(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, result: Copied) -> Verification:
+        """Each committed offset is one past its record, and each record is in the dead-letter topic once."""
+        cluster = run.clusters.kafka_cluster(params.cluster)
+        with kafka_client(cluster) as kafka:
+            committed = kafka.committed_offsets(plan.group)
+        now = {(p.topic, p.partition): committed.get((p.topic, p.partition)) for p in plan.partitions}
+        wrong = [f"{p.topic}:{p.partition} committed {now[(p.topic, p.partition)]}, planned {p.target_offset}"
+                 for p in plan.partitions if now[(p.topic, p.partition)] != p.target_offset]
+        records = kafka_records(cluster)
+        copied = {(p.topic, p.partition): copy for p, copy in result or []}
+        for p in plan.partitions:
+            copy = copied.get((p.topic, p.partition))
+            where = (copy.topic, copy.partition) if copy else (p.dead_letter_topic, p.dead_letter_partition)
+            try:
+                found = records.find_copies(*where, Provenance(p.topic, p.partition, p.record.offset, plan.group))
+            except UnknownTopicError:  # the dead-letter topic was never created: no copy
+                found = []
+            if len(found) != 1:
+                wrong.append(f"{p.topic}:{p.partition}@{p.record.offset} is in {where[0]}:{where[1]} "
+                             f"{len(found)} time(s) (offsets {found}), expected once")
+        if wrong:
+            return Verification(ok=False, summary=f"{len(wrong)} check(s) not as planned: " + "; ".join(wrong[:20]))
+        return Verification(summary=f"read back {len(plan.partitions)} offset(s) and {len(plan.partitions)} "
+                                    "dead-letter cop(ies): as planned",
+                            data={"partitions_checked": len(plan.partitions), "copies_checked": len(plan.partitions)})
+
+    def restore(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, snapshot: Snapshot) -> Restore:
+        """Put the committed offsets back if they were moved (else the group is left alone: it may be running
+        again); the dead-letter copies stay, and a later run finds them and copies nothing."""
+        steps = [e.data["step"] for e in journal.read(run.id) if e.kind == "action" and "step" in e.data]
+        copies = sum(step.startswith("dlt-copy:") for step in steps)
+        if "move-offsets" in steps:
+            restored = restore_offsets(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan),
+                                       snapshot)
+        else:
+            restored = Restore(summary="no committed offset had been moved: nothing to put back", restored=True,
+                               restore_command=snapshot.restore_command, data={"offsets_restored": 0})
+        kept = (f"; the {copies} record(s) copied to the dead-letter topic stay there (a new run finds them and does "
+                "not copy them again)") if copies else ""
+        return restored.model_copy(update={"summary": restored.summary + kept,
+                                           "data": {**restored.data, "dead_letter_copies_kept": copies}})
+
+    def report(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, result: Copied) -> None:
+        create_table_artifact(
+            table=[{"partition": f"{p.topic}:{p.partition}", "record offset": p.record.offset,
+                    "dead letter": f"{c.topic}:{c.partition}@{c.offset}" if c else "copied earlier in this run",
+                    "copied now": bool(c and not c.already_present), "offset before": p.committed_offset,
+                    "offset after": p.target_offset} for p, c in result],
+            description=f"{RUNBOOK_ID} of {plan.group}: stuck records moved to the dead-letter topic",
+        )
+
+    def outcome(self, params: DrainStuckParameters, plan: DrainPlan, result: Copied) -> str:
+        return (f"{len(plan.partitions)} stuck record(s) of {plan.group} kept in the dead-letter topic and skipped; "
+                "start the consumers again")
+
+
+def _partitions(plan: DrainPlan) -> list[tuple[str, int]]:
+    return [(p.topic, p.partition) for p in plan.partitions]
+
+
+STEPS = DrainStuck()
+dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight (it takes `stuck_after` seconds to observe)
+
 
 @flow(name=RUNBOOK_ID, persist_result=False)
 def kafka_drain_stuck(params: DrainStuckParameters, requested_by: str = "unknown",
                       trigger: dict[str, Any] | None = None):
     """Skip the record each stuck partition of a consumer group is stuck on, keeping it in a dead-letter topic."""
-    run_id = str(flow_run.id)
-    return guarded(run_id, lambda: _drain(run_id, params, requested_by, trigger))
-
-
-def _drain(run_id: str, params: DrainStuckParameters, requested_by: str, trigger: dict[str, Any] | None):
-    context = RunContext.load()
-    runbook = context.catalog.get(RUNBOOK_ID)
-    cluster = context.clusters.kafka_cluster(params.cluster)
-    record_start(run_id, RUNBOOK_ID, params, requested_by, trigger, f"{params.cluster}/{params.group}")
-    if params.mode == "report":  # changes nothing, so it takes no lock
-        plan = observe_and_plan(cluster, params)
-        _record_plan(run_id, plan)
-        create_markdown_artifact(markdown=plan.markdown(), description=f"{RUNBOOK_ID} report of {params.group}")
-        journal.record(run_id, "outcome", f"report only: {len(plan.partitions)} stuck partition(s); nothing was "
-                       "changed", outcome="unchanged", report=True,
-                       stuck=len(plan.partitions))
-        return Completed(message=f"{len(plan.partitions)} stuck partition(s) reported")
-    key = runbook.lock_key(params)
-    with target_lock(key, run_id, context.settings.lock_wait_s):
-        journal.record(run_id, "lock", f"holding lock {key}", key=key)
-        plan = observe_and_plan(cluster, params)
-        _record_plan(run_id, plan)
-        if not plan.partitions:
-            journal.record(run_id, "outcome", "nothing is stuck: nothing was changed", outcome="unchanged")
-            return Completed(message="nothing is stuck")
-        plan, refused = approve_stable_plan(
-            run_id=run_id, context=context, runbook=runbook, requested_by=requested_by, plan=plan,
-            markdown=lambda p: p.markdown(), replan=lambda: _stopped_and_refreshed(run_id, cluster, params, plan),
-            record_plan=lambda p: _record_plan(run_id, p),
-        )
-        if refused is not None:
-            return refused
-        if not plan.partitions:
-            journal.record(run_id, "outcome", "no partition is stuck any more: nothing was changed",
-                           outcome="unchanged")
-            return Completed(message="nothing is stuck any more")
-        _act(run_id, context, cluster, params, plan)
-    return Completed(message=f"{len(plan.partitions)} stuck record(s) moved to the dead-letter topic and skipped")
-
-
-def _stopped_and_refreshed(run_id: str, cluster: KafkaCluster, params: DrainStuckParameters,
-                           plan: DrainPlan) -> DrainPlan:
-    """Once approved: wait for the group to be empty (saying so in the journal), then plan again."""
-    with kafka_client(cluster) as kafka:
-        active = not kafka.describe_group(params.group).is_inactive
-    if active:
-        journal.record(run_id, "note", f"approved; waiting up to {params.wait_for_inactive:g} s for group "
-                       f"{params.group} to become empty: stop its consumers now", waiting_for="inactive group",
-                       wait_s=params.wait_for_inactive)
-    state = wait_for_inactive(cluster, params.group, params.wait_for_inactive)
-    journal.record(run_id, "observation", f"group {params.group} is {state}: its consumers are stopped",
-                   state=state)
-    return refresh_plan(cluster, plan)
-
-
-def _act(run_id: str, context: RunContext, cluster: KafkaCluster, params: DrainStuckParameters,
-         plan: DrainPlan) -> None:
-    """Snapshot, copy, move, verify; a failure after the offsets started moving restores the snapshot."""
-    snapshot_csv, snapshot_path = take_snapshot(cluster, plan, context.settings.snapshot_dir, run_id)
-    restore_command = (f"runbook run kafka-replay -p cluster={params.cluster} -p group={params.group} "
-                       f"-p from_file={snapshot_path}")
-    journal.record(run_id, "snapshot", f"committed offsets saved to {snapshot_path}", path=str(snapshot_path),
-                   csv=snapshot_csv, restore_command=restore_command)
-    moving = False
-    try:
-        copies = copy_to_dead_letter(cluster, plan)
-        for p, copy in zip(plan.partitions, copies):
-            done = "was already" if copy.already_present else "copied"
-            journal.record(run_id, "action", f"{p.topic}:{p.partition}@{p.record.offset} {done} in "
-                           f"{copy.topic}:{copy.partition} at offset {copy.offset}", source=f"{p.topic}:{p.partition}",
-                           record_offset=p.record.offset, dead_letter_topic=copy.topic,
-                           dead_letter_partition=copy.partition, dead_letter_offset=copy.offset,
-                           already_present=copy.already_present)
-        moving = True
-        moved = move_offsets(cluster, plan)
-        journal.record(run_id, "action", f"moved {moved} committed offset(s) of {plan.group} one past the stuck "
-                       "record", offsets={f"{p.topic}:{p.partition}": p.target_offset for p in plan.partitions})
-        verified = verify_drain(cluster, plan, copies, context.settings.inject_fault)
-        journal.record(run_id, "verification", f"read back {verified['partitions_checked']} offset(s) and "
-                       f"{verified['copies_checked']} dead-letter cop(ies): as planned", **verified)
-    except Exception as exc:
-        journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
-        kept = "records already copied stay in the dead-letter topic (a new run will not copy them again)"
-        if not moving:
-            journal.record(run_id, "outcome", f"failed before moving any offset: {exc}; {kept}", outcome="failed")
-            raise
-        try:
-            restored = restore_snapshot(cluster, plan, snapshot_csv)
-        except Exception as restore_exc:
-            journal.record(run_id, "rollback", f"RESTORE FAILED: {restore_exc}. Restore by hand: {restore_command}",
-                           restored=False, restore_command=restore_command)
-            journal.record(run_id, "outcome", f"failed, and the restore failed: {exc}", outcome="failed")
-            raise RunbookError(f"{exc}; restoring the snapshot failed too ({restore_exc}): "
-                               f"restore by hand with: {restore_command}") from exc
-        journal.record(run_id, "rollback", f"restored {restored} offset(s) from the snapshot; {kept}",
-                       restored=True, offsets_restored=restored)
-        journal.record(run_id, "outcome", f"failed and rolled back: {exc}", outcome="failed")
-        raise
-    _report(plan, copies)
-    journal.record(run_id, "outcome", f"{len(plan.partitions)} stuck record(s) of {plan.group} kept in the "
-                   "dead-letter topic and skipped; start the consumers again", outcome="succeeded",
-                   partitions=len(plan.partitions))
-
-
-def _record_plan(run_id: str, plan: DrainPlan) -> None:
-    observed = list(plan.observed)
-    journal.record(run_id, "observation", f"group {plan.group} ({plan.state}): {len(plan.partitions)} of "
-                   f"{len(observed)} partition(s) stuck over {plan.stuck_after:g} s", state=plan.state,
-                   members=list(plan.members), observed=observed[:OBSERVED_ROWS_KEPT], observed_count=len(observed))
-    journal.record(run_id, "plan", f"{len(plan.partitions)} stuck partition(s): copy each record to the "
-                   "dead-letter topic and move the offset one past it", csv=plan.to_csv(),
-                   markdown=plan.markdown(), **plan.to_json())
-
-
-def _report(plan: DrainPlan, copies: list[DeadLetterCopy]) -> None:
-    create_table_artifact(
-        table=[{"partition": f"{p.topic}:{p.partition}", "record offset": p.record.offset,
-                "dead letter": f"{c.topic}:{c.partition}@{c.offset}", "copied now": not c.already_present,
-                "offset before": p.committed_offset, "offset after": p.target_offset}
-               for p, c in zip(plan.partitions, copies)],
-        description=f"{RUNBOOK_ID} of {plan.group}: stuck records moved to the dead-letter topic",
-    )
+    return drive(STEPS, params, requested_by, trigger)

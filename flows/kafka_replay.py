@@ -154,7 +154,7 @@ def restore_offsets(kafka_cluster: KafkaCluster, group: str, partitions: list[tu
         extra = (f"; {len(had_none)} partition(s) had no committed offset before and keep the new one "
                  f"({', '.join(had_none[:10])}): remove them with kafka-consumer-groups.sh --delete-offsets "
                  f"--group {group} --topic TOPIC")
-    return Restore(summary=f"restored {len(offsets)} offset(s) of {group} from the snapshot{extra}", restored=True,
+    return Restore(summary=f"restored {len(offsets)} offset(s) from the snapshot of {group}{extra}", restored=True,
                    restore_command=snapshot.restore_command,
                    data={"offsets_restored": len(offsets), "had_no_offset_before": had_none})
 

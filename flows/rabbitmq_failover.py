@@ -28,7 +28,6 @@ from mq_runbooks.integrations.rabbitmq_definitions import import_definitions, ve
 from mq_runbooks.integrations.rabbitmq_shovels import (
     QueueMove, delete_shovel, local_uri, queue_depth, start_shovel, vhost_uri, wait_for_shovels,
 )
-from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
@@ -138,7 +137,7 @@ class _Move(RunbookSteps[RabbitFailoverParameters, MovePlan]):
         old = run.step("switch", lambda: switch.switch(plan.switch_new),
                        lambda old: f"switch {plan.switch}: {old} -> {plan.switch_new}",
                        lambda old: {"switch": plan.switch, "switch_old": old, "switch_new": plan.switch_new})
-        if old is None and "switch" in _applied_steps(run):
+        if old is None and "switch" in run.applied_steps:
             old = _applied(run, "switch").get("switch_old")
         return {"queues": rows, "switch_old": old}
 
@@ -161,7 +160,7 @@ class _Move(RunbookSteps[RabbitFailoverParameters, MovePlan]):
                 snapshot: Snapshot) -> Restore | None:
         """Put the switch back when this run switched it; the definitions copied and the messages
         moved stay where they are (nothing is deleted): the restore command moves them back."""
-        if "switch" not in _applied_steps(run):
+        if "switch" not in run.applied_steps:
             return None
         old = _applied(run, "switch").get("switch_old", snapshot.data.get("value"))
         open_switch(run.clusters, params.switch, self.id).restore(old)
@@ -209,14 +208,10 @@ def _moved(rows: list[dict[str, Any]]) -> int:
     return sum(r["moved"] for r in rows)
 
 
-def _applied_steps(run: Run) -> set[str]:
-    return {e.data["step"] for e in journal.read(run.id) if e.kind == "action" and "step" in e.data}
-
-
 def _applied(run: Run, step: str) -> dict[str, Any]:
     """The data of the action `step` this run already recorded (a re-executed run skips the step)."""
-    done = [e for e in journal.read(run.id) if e.kind == "action" and e.data.get("step") == step]
-    return done[-1].data if done else {}
+    done = run.applied_steps.get(step)
+    return done.data if done is not None else {}
 
 
 def _incomplete_move(plan: MovePlan, incomplete: list[dict[str, Any]], prefetch: int) -> str:

@@ -351,8 +351,12 @@ class ReplayPlan:
                     f"**{changed}** of {len(self.partitions)} partition(s) change; "
                     f"**{self.messages_replayed}** message(s) will be consumed again, "
                     f"**{self.messages_skipped}** skipped.")
+        shown = self.rows()
+        if len(shown) > rows:  # cut short (the gate, Slack): the largest moves first
+            shown = sorted(shown, key=lambda row: -abs(int(row[6] or 0)))
+            headline += f" The {rows} largest moves are shown first."
         table = [tuple("none" if value is None and index == 2 else value for index, value in enumerate(row))
-                 for row in self.rows()]
+                 for row in shown]
         return table_markdown(headline, self.COLUMNS, table, rows, self.warnings)
 
     def to_json(self) -> dict:

@@ -58,6 +58,7 @@ class Queue:
     deliver_rate: float
     ack_rate: float
     redeliver_rate: float
+    policy: str | None = None  # the name of the policy that applies to the queue, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,10 @@ class Connection:
     channels: int
     state: str
     connected_at: datetime | None
+
+
+class _NotFound(Exception):
+    """A 404 the caller said it expects (send(..., missing_ok=True))."""
 
 
 class RabbitManagement:
@@ -223,6 +228,8 @@ class RabbitManagement:
                 f"{self._where} refused the credentials of user {self._username!r} ({reason}): "
                 "check the management user and password in clusters.yaml"
             )
+        if response.status_code == 404 and not_found == "":
+            raise _NotFound(path)
         if response.status_code == 404 and not_found is not None:
             raise BrokerError(f"{self._where}: {not_found}")
         raise BrokerError(f"{self._where} answered {method} {path} with HTTP {response.status_code}: {reason}")
@@ -233,9 +240,15 @@ class RabbitManagement:
         """GET an API path (e.g. `/api/definitions`) as JSON; BrokerError(not_found) on a 404."""
         return self._get(path, not_found=not_found)
 
-    def send(self, method: str, path: str, body: Any = None, *, not_found: str | None = None) -> None:
-        """PUT/POST/DELETE an API path with a JSON body; errors as for every other call."""
-        self._request(method, path, json=body, not_found=not_found)
+    def send(self, method: str, path: str, body: Any = None, *, not_found: str | None = None,
+             missing_ok: bool = False) -> bool:
+        """PUT/POST/DELETE an API path with a JSON body; errors as for every other call. With
+        `missing_ok`, a 404 (e.g. deleting what is already gone) is no error: returns False then."""
+        try:
+            self._request(method, path, json=body, not_found="" if missing_ok else not_found)
+        except _NotFound:
+            return False
+        return True
 
     def where(self) -> str:
         """'rabbitmq cluster NAME (URL without credentials)', for messages."""
@@ -300,6 +313,7 @@ def _queue(data: dict[str, Any]) -> Queue:
         deliver_rate=_rate(stats, "deliver_get"),
         ack_rate=_rate(stats, "ack"),
         redeliver_rate=_rate(stats, "redeliver"),
+        policy=data.get("policy") or None,
     )
 
 

@@ -33,7 +33,7 @@ class Context:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return load_catalog(self.settings.catalog)
+        return load_catalog(self.settings.catalog, self.settings.team_catalog)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -140,6 +140,7 @@ def main() -> None:
         import mq_runbooks.app.cli_runs  # noqa: F401  (registers plan, run, approve, reject, runs, status)
         import mq_runbooks.app.cli_serve  # noqa: F401  (registers serve, demo)
         import mq_runbooks.app.cli_postmortems  # noqa: F401  (registers postmortems list|show|review|draft)
+        import mq_runbooks.app.cli_authoring  # noqa: F401  (registers new, validate)
 
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

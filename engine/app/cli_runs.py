@@ -124,6 +124,17 @@ def _print_entry(context: Context, run_id: str, entry, show_answer: bool = True)
                           f"  reject:  runbook reject {run_id} --as NAME --reason TEXT")
 
 
+def plan_table(entry) -> Table:
+    """A journal `plan` entry as a table, whichever runbook wrote it (the plan contract's columns/rows)."""
+    columns, rows = entry.data.get("columns"), entry.data.get("rows")
+    if columns is None or rows is None:  # written before plans carried their table
+        return Table(title=f"plan: {entry.summary} (this run's journal has no table of it)")
+    table = Table(*columns, title=f"plan ({len(rows)} row(s)): {entry.summary}")
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    return table
+
+
 @cli.command("approve")
 @click.argument("run_id", metavar="RUN")
 @click.option("--as", "by", required=True, help="Your name, as the runbook's approval policy knows it.")
@@ -196,12 +207,7 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
         context.out.print(f"waiting for {waiting}: runbook approve {view.id} --as NAME")
     for entry in view.entries:
         if entry.kind == "plan" and full_plan:
-            rows = entry.data.get("partitions", [])
-            table = Table("topic", "partition", "current", "target", "replayed", title=f"plan ({len(rows)} partitions)")
-            for row in rows:
-                table.add_row(row["topic"], str(row["partition"]), str(row["current"]), str(row["target"]),
-                              str(row["replayed"]))
-            context.out.print(table)
+            context.out.print(plan_table(entry))
         else:
             # How to answer the gate is shown only while the run still waits there.
             _print_entry(context, view.id, entry, show_answer=bool(waiting))

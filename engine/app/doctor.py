@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from mq_runbooks.app.doctor_redis import redis_jobs
 from mq_runbooks.base.clusters import Clusters, KafkaCluster, RabbitCluster
 from mq_runbooks.base.settings import Settings
 
@@ -87,10 +88,11 @@ def _reason(exc: Exception) -> str:
 
 
 def run_checks(settings: Settings, clusters: Clusters, timeout_s: float = 5.0) -> list[Check]:
-    """Every check, concurrently; results in a stable order (Prefect, Kafka, RabbitMQ, Slack)."""
+    """Every check, concurrently; results in a stable order (Prefect, Kafka, RabbitMQ, Redis, Slack)."""
     jobs: list[Callable[[], Check | None]] = [lambda: check_prefect(settings.prefect_api_url, timeout_s)]
     jobs += [lambda c=cluster: check_kafka(c, timeout_s) for cluster in clusters.kafka.values()]
     jobs += [lambda c=cluster: check_rabbitmq(c, timeout_s) for cluster in clusters.rabbitmq.values()]
+    jobs += redis_jobs(clusters, timeout_s)
     jobs.append(lambda: check_slack(settings, timeout_s))
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         results = list(pool.map(lambda job: job(), jobs))

@@ -18,7 +18,7 @@ def execute(run_id: str) -> int:
     from prefect.client.orchestration import get_client
     from prefect.flow_engine import run_flow
 
-    catalog = load_catalog(settings.catalog)
+    catalog = load_catalog(settings.catalog, settings.team_catalog)
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(UUID(run_id))
         flow_name = client.read_flow(flow_run.flow_id).name

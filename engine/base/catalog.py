@@ -9,7 +9,9 @@ parameter the model does not have, duplicate ids.
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -266,16 +268,33 @@ class Catalog:
         return self._runbooks[runbook_id]
 
 
-def load_catalog(directory: Path) -> Catalog:
-    """Load every *.yaml / *.yml in `directory`; the first bad file stops the load with its error."""
-    if not directory.is_dir():
-        raise CatalogError(f"{directory} is not a directory of runbook files (set RUNBOOK_CATALOG)")
+def load_catalog(directory: Path, team: Path | None = None) -> Catalog:
+    """Load every *.yaml / *.yml in `directory`, and in a team's own catalog directory `team` (its YAML
+    and the Python modules its flows live in); the first bad file stops the load with its error."""
     runbooks: list[Runbook] = []
     seen: dict[str, str] = {}
-    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-        runbook = load_runbook(path)
-        if runbook.id in seen:
-            raise CatalogError(f"{path}: id {runbook.id!r} is defined twice (also in {seen[runbook.id]})")
-        seen[runbook.id] = str(path)
-        runbooks.append(runbook)
-    return Catalog(runbooks, directory)
+    for folder, setting in ((directory, "RUNBOOK_CATALOG"), (team, "RUNBOOK_TEAM_CATALOG")):
+        if folder is None:
+            continue
+        if not folder.is_dir():
+            raise CatalogError(f"{folder} is not a directory of runbook files (set {setting})")
+        if folder == team:
+            make_importable(folder)
+        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+            runbook = load_runbook(path)
+            if runbook.id in seen:
+                raise CatalogError(f"{path}: id {runbook.id!r} is defined twice (also in {seen[runbook.id]})")
+            seen[runbook.id] = str(path)
+            runbooks.append(runbook)
+    return Catalog(runbooks, directory if team is None else Path(f"{directory} and {team}"))
+
+
+def make_importable(directory: Path) -> None:
+    """Let this process, and the processes it starts (executors, a runner's or worker's flow runs),
+    import the Python modules of a team's catalog directory."""
+    folder = str(directory.resolve())
+    if folder not in sys.path:
+        sys.path.append(folder)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if folder not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([*paths, folder])

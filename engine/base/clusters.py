@@ -1,4 +1,4 @@
-"""clusters.yaml: the Kafka and RabbitMQ clusters the engine may act on, and which is whose standby.
+"""clusters.yaml: the Kafka, RabbitMQ and Redis clusters the engine may act on, and which is whose standby.
 
     kafka:
       primary: {bootstrap_servers: "127.0.0.1:19092"}
@@ -7,6 +7,9 @@
     rabbitmq:
       primary: {amqp_url: "amqp://guest:${RABBIT_PASSWORD:-guest}@127.0.0.1:5673/",
                 management_url: "http://127.0.0.1:15673"}
+    redis:
+      primary: {url: "redis://127.0.0.1:6380/0"}
+      replica: {url: "redis://127.0.0.1:6381/0", standby_of: primary}
 
 Strings may use ${VAR} or ${VAR:-default}. Secrets (passwords, URLs that hold them) are SecretStr:
 they print as '**********' and are only revealed when a client is built.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
 import jinja2
@@ -24,6 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from mq_runbooks.base.errors import ConfigError, UnknownClusterError
 from mq_runbooks.base.validation import config_error, environ_or_os, substitute_env
+
+if TYPE_CHECKING:
+    import redis
 
 
 class _Strict(BaseModel):
@@ -119,24 +125,103 @@ class RabbitCluster(_Strict):
     @property
     def display_amqp_url(self) -> str:
         """The AMQP URL without its password, for tables and logs."""
-        url = urlsplit(self.amqp_url.get_secret_value())
-        netloc = url.hostname or ""
-        if url.port:
-            netloc += f":{url.port}"
-        if url.username:
-            netloc = f"{url.username}:***@{netloc}"
-        return f"{url.scheme}://{netloc}{url.path}"
+        return _display_url(self.amqp_url)
+
+
+class RedisCluster(_Strict):
+    """A Redis server (a primary, or a replica with `standby_of`) reached with redis-py."""
+
+    name: str
+    url: SecretStr = Field(description="redis://[user:password@]host:port/db, rediss:// for TLS")
+    username: str | None = Field(None, description="ACL user (default: the URL's, else 'default')")
+    password: SecretStr | None = Field(None, description="ACL password, if the URL holds none")
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    standby_of: str | None = None
+    socket_timeout_s: float = Field(5.0, gt=0, le=300, description="a command's answer, connecting included")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        url = urlsplit(value.get_secret_value())
+        if url.scheme not in {"redis", "rediss"}:
+            raise ValueError("must start with redis:// or rediss:// (TLS)")
+        if not url.hostname:
+            raise ValueError("names no host: redis://host:port/db")
+        if url.path.strip("/") and not url.path.strip("/").isdigit():
+            raise ValueError(f"the database {url.path.strip('/')!r} is not a number: redis://host:port/0")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RedisCluster":
+        url = urlsplit(self.url.get_secret_value())
+        if self.password is not None and url.password:
+            raise ValueError("the password is given twice (in url and in password): keep one")
+        tls_files = [f for f in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location")
+                     if getattr(self, f) is not None]
+        if tls_files and url.scheme != "rediss":
+            raise ValueError(f"{', '.join(tls_files)} need a rediss:// url (TLS)")
+        return self
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password, for tables and logs."""
+        return _display_url(self.url)
+
+    def client(self) -> "redis.Redis":
+        """A redis-py client (bytes in and out, no retries: a dead server costs one timeout, not
+        several). Secrets are revealed here only."""
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        options: dict[str, object] = {
+            "socket_timeout": self.socket_timeout_s,
+            "socket_connect_timeout": self.socket_timeout_s,
+            "retry": Retry(NoBackoff(), 0),
+            "client_name": "mq-runbooks",
+        }
+        if self.username is not None:
+            options["username"] = self.username
+        if self.password is not None:
+            options["password"] = self.password.get_secret_value()
+        if urlsplit(self.url.get_secret_value()).scheme == "rediss":
+            options.update({
+                "ssl_ca_certs": self.ssl_ca_location,
+                "ssl_certfile": self.ssl_certificate_location,
+                "ssl_keyfile": self.ssl_key_location,
+                "ssl_password": self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
+                "ssl_check_hostname": self.ssl_check_hostname,
+            })
+        return redis.Redis.from_url(self.url.get_secret_value(), **options)
+
+
+def _display_url(secret_url: SecretStr) -> str:
+    """scheme://user:***@host:port/path: a URL fit for tables and logs."""
+    url = urlsplit(secret_url.get_secret_value())
+    netloc = url.hostname or ""
+    if url.port:
+        netloc += f":{url.port}"
+    if url.username:
+        netloc = f"{url.username}:***@{netloc}"
+    elif url.password:
+        netloc = f":***@{netloc}"
+    return f"{url.scheme}://{netloc}{url.path}"
 
 
 class Clusters(_Strict):
     source: str = "clusters.yaml"
     kafka: dict[str, KafkaCluster] = {}
     rabbitmq: dict[str, RabbitCluster] = {}
+    redis: dict[str, RedisCluster] = {}
     switches: dict[str, EndpointSwitchConfig] = {}
 
     @model_validator(mode="after")
     def _standbys_exist(self) -> "Clusters":
-        for kind, clusters in (("kafka", self.kafka), ("rabbitmq", self.rabbitmq)):
+        for kind, clusters in (("kafka", self.kafka), ("rabbitmq", self.rabbitmq), ("redis", self.redis)):
             for name, cluster in clusters.items():
                 if cluster.standby_of is not None and cluster.standby_of not in clusters:
                     raise ValueError(
@@ -150,6 +235,9 @@ class Clusters(_Strict):
 
     def rabbit_cluster(self, name: str) -> RabbitCluster:
         return self._lookup("rabbitmq", self.rabbitmq, name)
+
+    def redis_cluster(self, name: str) -> RedisCluster:
+        return self._lookup("redis", self.redis, name)
 
     def _lookup(self, kind: str, clusters: Mapping[str, BaseModel], name: str):
         if name not in clusters:
@@ -167,9 +255,9 @@ def parse_clusters(text: str, source: str, environ: Mapping[str, str] | None = N
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping with keys 'kafka' and/or 'rabbitmq'")
+        raise ConfigError(f"{source}: the top level must be a mapping with keys 'kafka', 'rabbitmq', 'redis'")
     document = substitute_env(document, environ_or_os(environ), source)
-    for kind in ("kafka", "rabbitmq"):
+    for kind in ("kafka", "rabbitmq", "redis"):
         section = document.get(kind)
         if isinstance(section, dict):
             for name, cluster in section.items():

@@ -3,6 +3,7 @@
     Relative defaults are taken from the working directory (a checkout of this repository has them).
     RUNBOOK_CLUSTERS          path of clusters.yaml            (default: ./clusters.yaml)
     RUNBOOK_CATALOG           directory of runbook files        (default: the runbooks shipped in the package)
+    RUNBOOK_TEAM_CATALOG      a team's own runbooks (YAML and their Python modules), loaded beside the catalog
     RUNBOOK_POSTMORTEM_DIR    where drafts are written          (default: ./postmortems/drafts)
     RUNBOOK_SNAPSHOT_DIR      snapshots of what runs changed    (default: ./snapshots)
     RUNBOOK_TEAMS             members of each @team             (default: ./teams.yaml)
@@ -44,6 +45,7 @@ class Settings(BaseModel):
 
     clusters: Path = Field(Path("clusters.yaml"), description="path of clusters.yaml")
     catalog: Path = Field(default_factory=default_catalog, description="directory of runbook files")
+    team_catalog: Path | None = Field(None, description="a team's own runbooks (YAML + Python), beside the catalog")
     postmortem_dir: Path = Field(Path("postmortems/drafts"), description="where drafts are written")
     snapshot_dir: Path = Field(Path("snapshots"), description="where runbooks keep what they change, to restore")
     teams: Path = Field(Path("teams.yaml"), description="who is in each @team named by approval policies")
@@ -62,7 +64,7 @@ class Settings(BaseModel):
                                               "that override postmortems/templates file by file")
     slack_app_token: SecretStr | None = Field(None, description="app-level token (xapp-) for Slack Socket Mode")
 
-    @field_validator("clusters", "catalog", "postmortem_dir", "snapshot_dir", "teams", "postmortem_templates")
+    @field_validator("clusters", "catalog", "team_catalog", "postmortem_dir", "snapshot_dir", "teams", "postmortem_templates")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # Paths end up in journals and in restore commands, which must work from any directory.

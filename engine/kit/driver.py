@@ -47,6 +47,8 @@ from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.clusters import Clusters
 from mq_runbooks.base.errors import PreconditionError, RunbookError, UnreachableError
 from mq_runbooks.base.settings import Settings
+from mq_runbooks.integrations.kafka import KafkaClient
+from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.lock import target_lock
 from mq_runbooks.kit.plans import Plan
@@ -69,6 +71,15 @@ class Env:
 
     settings: Settings
     clusters: Clusters
+
+    def rabbitmq(self, cluster: str) -> RabbitManagement:
+        """A management API client of a RabbitMQ cluster of clusters.yaml (use it in a `with`)."""
+        return RabbitManagement.from_cluster(self.clusters.rabbit_cluster(cluster))
+
+    def kafka(self, cluster: str) -> KafkaClient:
+        """An admin client of a Kafka cluster of clusters.yaml (use it in a `with`)."""
+        config = self.clusters.kafka_cluster(cluster)
+        return KafkaClient(config.client_config(), name=config.name, timeout_s=config.request_timeout_s)
 
 
 @dataclass
@@ -94,25 +105,33 @@ class Run(Env):
     def observed(self, summary: str, **data: Any) -> None:
         journal.record(self.id, "observation", summary, **data)
 
+    @property
+    def applied_steps(self) -> dict[str, journal.Entry]:
+        """The steps this run has applied (read from its journal once, then kept up to date), by key."""
+        if self._applied is None:
+            self._applied = {e.data["step"]: e for e in journal.read(self.id)
+                             if e.kind == "action" and "step" in e.data}
+        return self._applied
+
     def step(self, key: str, apply: Callable[[], T], describe: Callable[[T], str] | str,
-             data: Callable[[T], dict[str, Any]] | None = None) -> T | None:
+             data: Callable[[T], dict[str, Any]] | None = None, retries: int = 0) -> T | None:
         """Apply one change, fenced: if the journal already has an action with this step key (a
         re-executed or resumed run), it is not applied again and None is returned.
 
         `describe` is the journal summary (or a function of the result); `data` adds fields to it.
+        `retries`: how often to try again when the broker did not answer (only for a change that is
+        safe to repeat).
         """
-        if self._applied is None:
-            self._applied = {e.data["step"]: e for e in journal.read(self.id)
-                             if e.kind == "action" and "step" in e.data}
-        if key in self._applied:
-            done = self._applied[key]
+        if key in self.applied_steps:
+            done = self.applied_steps[key]
             self.note(f"step {key} was already applied in this run ({done.summary}): not applied again", step=key)
             self.changed.append(done.summary)
             return None
-        result = task(name=key, cache_policy=NO_CACHE)(apply)()
+        result = task(name=key, cache_policy=NO_CACHE, retries=retries, retry_delay_seconds=2,
+                      retry_condition_fn=_transient)(apply)()
         summary = describe(result) if callable(describe) else describe
         entry = journal.write(self.id, Action(step=key, summary=summary, data=data(result) if data else {}))
-        self._applied[key] = entry
+        self.applied_steps[key] = entry
         self.changed.append(summary)
         return result
 
@@ -152,7 +171,13 @@ class RunbookSteps(Generic[P, PlanT]):
         return None
 
     def before_replan(self, run: Run, params: P, plan: PlanT) -> None:
-        """After an approval, before the re-plan: e.g. wait for the consumers to be stopped."""
+        """After an approval, before the re-plan: e.g. wait for the consumers to be stopped. `plan`
+        is the plan just approved."""
+
+    def replan(self, run: Run, params: P, approved: PlanT) -> PlanT:
+        """The plan again after an approval, to compare with the approved one (default: observe again;
+        a runbook whose observation takes long may refresh `approved` instead)."""
+        return self.observe(run, params)
 
     def snapshot(self, run: Run, params: P, plan: PlanT) -> Snapshot | None:
         """Save what act will change; the journal keeps it and its restore command."""
@@ -163,7 +188,7 @@ class RunbookSteps(Generic[P, PlanT]):
         return None
 
     def report(self, run: Run, params: P, plan: PlanT, result: Any) -> None:
-        """Extra artifacts for the Prefect UI once it succeeded."""
+        """Extra artifacts for the Prefect UI once it succeeded (result None: a read_only run)."""
 
     def outcome(self, params: P, plan: PlanT, result: Any) -> str:
         return f"done: {plan.summary()}"
@@ -182,8 +207,7 @@ def refuse_missing(runbook_id: str, plan: Plan) -> None:
 
     missing = list(plan.missing_targets())
     if missing:
-        raise ParameterError(runbook_id, [(name, "does not exist") if " " not in name else ("target", name)
-                                          for name in missing])
+        raise ParameterError(runbook_id, [("target", f"{name} does not exist") for name in missing])
 
 
 def _transient(task_, task_run, state) -> bool:
@@ -242,6 +266,7 @@ def _end(run_id: str, outcome: str, summary: str, changed: list[str] | None = No
 def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
     if steps.read_only(params):  # changes nothing, so it takes no lock and asks nobody
         plan = _observe(steps, run, params)
+        steps.report(run, params, plan, None)
         _end(run.id, "unchanged", f"report only: {plan.summary()}; nothing was changed", report=True)
         return Completed(message=f"report: {plan.summary()}")
     assert run.runbook is not None and run.context is not None
@@ -253,15 +278,20 @@ def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
         if stop is not None:
             return stop
 
+        latest = [plan]  # the plan put to the gate last (a changed plan is asked again)
+
         def replan() -> PlanT:
-            steps.before_replan(run, params, plan)
+            steps.before_replan(run, params, latest[0])
             return task(name="re-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-                        retry_condition_fn=_transient)(steps.observe)(run, params)
+                        retry_condition_fn=_transient)(steps.replan)(run, params, latest[0])
+
+        def record(changed: PlanT) -> None:
+            latest[0] = changed
+            _record_plan(run.id, changed)
 
         approved, refused = approve_stable_plan(
             run_id=run.id, context=run.context, runbook=run.runbook, requested_by=run.requested_by, plan=plan,
-            markdown=lambda p: p.markdown(), replan=replan, record_plan=lambda p: _record_plan(run.id, p),
-            trigger=run.trigger)
+            markdown=lambda p: p.markdown(), replan=replan, record_plan=record, trigger=run.trigger)
         if refused is not None:
             return refused
         stop = _stop_before_acting(steps, run, params, approved, after_approval=True)
@@ -276,7 +306,7 @@ def _stop_before_acting(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan
     changes nothing ends it as unchanged."""
     missing = list(plan.missing_targets())
     if missing:
-        message = f"refused: {'; '.join(missing)} do(es) not exist; nothing was changed"
+        message = f"refused: {'; '.join(f'{name} does not exist' for name in missing)}; nothing was changed"
         _end(run.id, "refused", message, missing=missing)
         return Failed(message=message, name="Refused")
     reason = steps.refusal(params, plan)
@@ -297,7 +327,7 @@ def _apply(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT) -> S
     if snapshot is not None:
         journal.write(run.id, snapshot)
     try:
-        result = steps.act(run, params, plan)
+        result = task(name="act", cache_policy=NO_CACHE)(steps.act)(run, params, plan)
         verification = _verify(steps, run, params, plan, result)
         journal.write(run.id, verification)
         if not verification.ok:
@@ -353,7 +383,7 @@ def _fail_after_change(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan:
              f"{by_hand}): {exc}", run.changed)
         return
     journal.write(run.id, restored)
-    _end(run.id, "failed", f"failed and rolled back ({restored.summary}) after changing: {changed}: {exc}",
+    _end(run.id, "failed", f"failed and rolled back: {exc}; {restored.summary}; it had changed: {changed}",
          run.changed)
 
 

@@ -11,13 +11,15 @@ A plan is a frozen object that can say:
     markdown(rows=N)    what people read at the gate (default: summary + the first N rows)
     to_csv(), to_json() for scripts and for the journal
 
-`PlanTable` derives markdown, CSV and JSON from columns and rows; a runbook's plan usually subclasses
-it and writes only digest, summary, columns, rows and changes_anything.
+`PlanTable` derives the digest, markdown, CSV and JSON from columns and rows; a runbook's plan usually
+subclasses it and writes only summary, columns and rows (and missing_targets, changes_anything).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -58,7 +60,9 @@ class PlanTable:
         raise NotImplementedError
 
     def digest(self) -> str:
-        raise NotImplementedError
+        """sha256 over the table: an approval is bound to exactly these rows."""
+        canonical = json.dumps([list(self.columns()), [list(row) for row in self.rows()]], default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def changes_anything(self) -> bool:
         return bool(self.rows())

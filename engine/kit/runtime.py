@@ -19,4 +19,5 @@ class RunContext:
     @classmethod
     def load(cls) -> "RunContext":
         settings = Settings.from_environ()
-        return cls(settings, load_clusters(settings.clusters), load_catalog(settings.catalog), teams_for(settings))
+        catalog = load_catalog(settings.catalog, settings.team_catalog)
+        return cls(settings, load_clusters(settings.clusters), catalog, teams_for(settings))

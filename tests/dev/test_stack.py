@@ -1,5 +1,5 @@
 """The local stack as dev/stack runs it: every service answers, `up` is idempotent, Kafka's own tools
-run with the cached classpath, and MirrorMaker 2 really replicates primary -> standby."""
+run with the cached classpath, MirrorMaker 2 really replicates primary -> standby, and so does the Redis replica."""
 from __future__ import annotations
 
 import subprocess
@@ -9,6 +9,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 
 from mq_runbooks.integrations.kafka import KafkaClient
+from tests.integrations.test_rabbitmq import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,7 +21,8 @@ def dev(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_status_lists_every_service_up(clusters):
     result = dev("stack", "status")
     assert result.returncode == 0, result.stdout
-    for service in ("kafka-primary", "kafka-standby", "mirrormaker2", "rabbitmq-primary", "rabbitmq-standby", "prefect"):
+    for service in ("kafka-primary", "kafka-standby", "mirrormaker2", "rabbitmq-primary", "rabbitmq-standby",
+                    "redis-primary", "redis-replica", "prefect"):
         line = next(line for line in result.stdout.splitlines() if line.startswith(service))
         assert " up " in line, line
 
@@ -73,3 +75,18 @@ def test_mirrormaker_replicates_primary_topics_to_the_standby(clusters, unique):
     finally:
         consumer.close()
     assert seen == [f"event-{i}" for i in range(5)]
+
+
+def test_redis_replica_replicates_the_primary(clusters, unique):
+    key = unique("replicated")
+    primary = clusters.redis_cluster("primary").client()
+    replica = clusters.redis_cluster("replica").client()
+    try:
+        assert replica.info("replication")["role"] == "slave"
+        entry_id = primary.xadd(key, {"event": "paid"})
+        seen = eventually(lambda: replica.xrange(key) or None, f"{key} on the replica", timeout_s=10)
+        assert seen == [(entry_id, {b"event": b"paid"})]
+    finally:
+        primary.delete(key)
+        primary.close()
+        replica.close()

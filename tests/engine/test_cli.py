@@ -47,7 +47,8 @@ def test_doctor_reports_every_service_of_the_stack_reachable(clusters):
     result = runbook("doctor", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     checks = {check["component"]: check for check in json.loads(result.stdout)}
-    assert set(checks) == {"prefect", "kafka primary", "kafka standby", "rabbitmq primary", "rabbitmq standby"}
+    assert set(checks) == {"prefect", "kafka primary", "kafka standby", "rabbitmq primary", "rabbitmq standby",
+                           "redis primary", "redis replica"}
     assert all(check["ok"] for check in checks.values())
     assert "RabbitMQ 3." in checks["rabbitmq primary"]["detail"]
 

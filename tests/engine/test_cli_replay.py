@@ -2,6 +2,8 @@
 input is refused (exit 2, naming the parameter) before anything exists or changes."""
 from __future__ import annotations
 
+import json
+import shlex
 import subprocess
 
 import pytest
@@ -9,6 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from mq_runbooks.integrations.kafka import KafkaClient
 from tests.engine.test_cli import REPO, runbook
+from tests.flows.runbook_harness import finished, paused, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +74,51 @@ def test_unknown_cluster_and_unknown_group_are_bad_input():
                             "-p", "to_latest=true")
     assert unknown_group.returncode == 2, unknown_group.stderr
     assert "no-such-group-xyz" in unknown_group.stderr
+
+
+def _run_and_approve(*args: str) -> dict:
+    """`runbook run ... --as carol`, then `runbook approve RUN --as alice` at the gate; its final status."""
+    started = runbook("run", *args, "--as", "carol", "--json")
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(started.stdout)["run_id"]
+    wait_until(run_id, paused)  # in-process: polling through the CLI would cost an interpreter a poll
+    approved = runbook("approve", run_id, "--as", "alice")
+    assert approved.returncode == 0, approved.stderr
+    wait_until(run_id, finished)
+    return json.loads(runbook("status", run_id, "--json").stdout)
+
+
+def test_status_plan_shows_the_whole_plan_and_the_printed_restore_command_restores(clusters, unique):
+    config = clusters.kafka_cluster("primary").client_config()
+    topic, group = unique("cli-restore"), unique("cli-restore-group")
+    with KafkaClient(config) as kafka:
+        kafka.create_topic(topic, 3)
+    producer = Producer(config)
+    for i in range(30):
+        producer.produce(topic, value=b"x", partition=i % 3)
+    producer.flush()
+    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition(topic, p, 6 + p) for p in range(3)], asynchronous=False)
+    consumer.close()
+    before = KafkaClient(config).committed_offsets(group)
+
+    status = _run_and_approve("kafka-replay", "-p", "cluster=primary", "-p", f"group={group}", "-p", "to_earliest=true")
+    assert status["state"] == "Completed", status["message"]
+    assert set(KafkaClient(config).committed_offsets(group).values()) == {0}
+
+    shown = runbook("status", status["id"], "--plan")
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    assert "log start" in shown.stdout and all(f"{topic}" in line for line in shown.stdout.splitlines()
+                                                 if line.strip().startswith("│ cli-restore"))
+    assert shown.stdout.count(topic) >= 3
+
+    snapshot = next(e for e in status["journal"] if e["kind"] == "snapshot")
+    command = shlex.split(snapshot["data"]["restore_command"])
+    assert command[:3] == ["runbook", "run", "kafka-replay"]
+    planned = runbook("plan", *command[2:], "--export")  # what the restore would commit, changing nothing
+    assert planned.returncode == 0, planned.stderr
+    assert sorted(line for line in planned.stdout.splitlines() if line) == sorted(
+        f"{t},{p},{o}" for (t, p), o in before.items())
+    restored = _run_and_approve(*command[2:])
+    assert restored["state"] == "Completed", restored["message"]
+    assert KafkaClient(config).committed_offsets(group) == before

@@ -61,13 +61,50 @@ kafka:
     ("kafka:\n  a: {bootstrap_servers: '${NOPE}:1'}\n", "kafka.a.bootstrap_servers refers to ${NOPE}, which is not set"),
     ("kafka: [1, 2\n", "is not valid YAML"),
     ("- just a list\n", "the top level must be a mapping"),
-    ("redis:\n  a: {}\n", "redis: unknown key"),
+    ("nats:\n  a: {}\n", "nats: unknown key"),
+    ("redis:\n  r: {url: 'http://x:6379'}\n", "redis.r.url: must start with redis:// or rediss://"),
+    ("redis:\n  r: {url: 'redis://x:6379/orders'}\n", "the database 'orders' is not a number"),
+    ("redis:\n  r: {url: 'redis://:a@x:6379', password: b}\n", "the password is given twice"),
+    ("redis:\n  r: {url: 'redis://x:6379', ssl_ca_location: /ca.pem}\n", "ssl_ca_location need a rediss:// url"),
+    ("redis:\n  r: {url: 'redis://x:6379', socket_timeout_s: 0}\n", "redis.r.socket_timeout_s"),
+    ("redis:\n  r: {url: 'redis://x:6379', standby_of: main}\n", "redis.r.standby_of: 'main' is not a redis cluster"),
 ])
 def test_malformed_clusters_file_names_file_field_and_reason(text, expected):
     with pytest.raises(ConfigError) as error:
         parse_clusters(text, "bad-clusters.yaml", environ={})
     assert "bad-clusters.yaml" in str(error.value)
     assert expected in str(error.value)
+
+
+def test_redis_clusters_of_the_local_stack_and_their_clients():
+    clusters = load_clusters(REPO / "clusters.yaml", environ={"STACK_REDIS_REPLICA_PORT": "7001"})
+    primary, replica = clusters.redis_cluster("primary"), clusters.redis_cluster("replica")
+    assert primary.display_url == "redis://127.0.0.1:6380/0" and primary.standby_of is None
+    assert replica.display_url == "redis://127.0.0.1:7001/0" and replica.standby_of == "primary"
+    client = primary.client()
+    options = client.connection_pool.connection_kwargs
+    assert (options["host"], options["port"], options["db"]) == ("127.0.0.1", 6380, 0)
+    assert options["socket_timeout"] == options["socket_connect_timeout"] == 5.0
+    with pytest.raises(UnknownClusterError, match=r"no redis cluster named 'main'.*defined: primary, replica"):
+        clusters.redis_cluster("main")
+
+
+def test_redis_passwords_are_secret_and_reach_only_the_client():
+    text = """
+redis:
+  in-url: {url: "rediss://svc:${REDIS_PASSWORD}@redis.example:6380/2", ssl_ca_location: /etc/ca.pem}
+  acl: {url: "redis://redis.example:6379", username: svc, password: "${REDIS_PASSWORD}", socket_timeout_s: 2}
+"""
+    clusters = parse_clusters(text, "prod.yaml", environ={"REDIS_PASSWORD": "hunter2"})
+    in_url, acl = clusters.redis_cluster("in-url"), clusters.redis_cluster("acl")
+    for cluster in (in_url, acl):
+        assert "hunter2" not in repr(cluster) and "hunter2" not in str(cluster.model_dump())
+        assert "hunter2" not in cluster.display_url
+    assert in_url.display_url == "rediss://svc:***@redis.example:6380/2"
+    tls = in_url.client().connection_pool.connection_kwargs
+    assert (tls["username"], tls["password"], tls["db"], tls["ssl_ca_certs"]) == ("svc", "hunter2", 2, "/etc/ca.pem")
+    plain = acl.client().connection_pool.connection_kwargs
+    assert (plain["username"], plain["password"], plain["socket_timeout"]) == ("svc", "hunter2", 2)
 
 
 def test_unknown_cluster_lists_the_defined_ones():

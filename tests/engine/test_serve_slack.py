@@ -215,7 +215,7 @@ def test_slack_outage_is_recorded_and_the_cli_still_approves(tmp_path, slack, gr
         if key.startswith("RUNBOOK_"):
             monkeypatch.setenv(key, value)
     settings = Settings.from_environ()
-    catalog = load_catalog(settings.catalog)
+    catalog = load_catalog(settings.catalog, settings.team_catalog)
     runbook = catalog.get("kafka-replay")
     slack.fail_next(200, 500)  # Slack answers nothing but errors for a while
     try:

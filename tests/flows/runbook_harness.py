@@ -35,7 +35,7 @@ def runbook_env(tmp_path, monkeypatch):
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         settings = Settings.from_environ()
-        return settings, load_catalog(settings.catalog)
+        return settings, load_catalog(settings.catalog, settings.team_catalog)
 
     return configure
 

@@ -3,6 +3,7 @@ at a poison record (it never commits past it), real runs answered through the ga
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 import time
 
@@ -10,15 +11,29 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from mq_runbooks.app import runs
+from mq_runbooks.app.cli_runs import parse_parameters
 from mq_runbooks.base.errors import ParameterError
-from mq_runbooks.kit import journal
-from mq_runbooks.flows.kafka_drain_stuck import dry_run
+from mq_runbooks.base.settings import Settings
+from mq_runbooks.flows.kafka_drain_plan import DrainPlan, DrainStuckParameters, StuckPartition, StuckRecord
+from mq_runbooks.flows.kafka_drain_stuck import STEPS, copy_to_dead_letter, dry_run
+from mq_runbooks.flows.kafka_replay import alter
 from mq_runbooks.integrations.kafka import KafkaClient
+from mq_runbooks.kit import journal
+from mq_runbooks.kit.driver import Run
+from tests.engine.test_cli import runbook as runbook_cli
+from tests.slack_fake import SlackFake
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, start_runbook, wait_until  # noqa: F401
 
 RUNBOOK = "kafka-drain-stuck"
 SECRET = b"poison SECRET-4711 card=4111111111111111"
 POISON_OFFSET = 2
+
+
+@pytest.fixture
+def slack():
+    fake = SlackFake.start()
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture
@@ -139,7 +154,20 @@ def test_stuck_partition_is_drained_to_the_dead_letter_topic_and_the_group_moves
         "dlt.original.offset": b"2", "dlt.original.group": group.encode()}
     order = kinds(view)
     assert order.index("approval") < order.index("snapshot") < order.index("action") < order.index("verification")
+    assert "the plan changed after approval" not in journal_text(view), "the re-plan matched the approved digest"
+    assert [e.data["step"] for e in view.entries if e.kind == "action"] == [
+        f"dlt-copy:{topic}:0:{POISON_OFFSET}", "move-offsets"]
     assert SECRET.decode() not in journal_text(view), "the value never reaches the journal"
+    # The plan contract's keys (its summary is the journal entry's own summary).
+    assert {"digest", "columns", "rows", "changes_anything", "missing_targets"} <= set(plan)
+    assert journal.last(view.entries, "plan").summary.startswith(f"1 of 2 observed partition(s) of {group} stuck")
+    assert plan["columns"][:2] == ["topic", "partition"] and [row[:3] for row in plan["rows"]] == [
+        [topic, 0, POISON_OFFSET]]
+
+    # `runbook status RUN --plan` shows the whole plan (it crashed with KeyError 'current' before).
+    status = runbook_cli("status", run_id, "--plan", env={"COLUMNS": "400"})  # 13 columns, none cut
+    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr
+    assert "dead-letter topic" in status.stdout and f"{topic}.dlt:0" in status.stdout
 
     # The group's next consumer continues from the record after the poison one.
     resumed = Consumer({**kafka_config, "group.id": group, "enable.auto.commit": False,
@@ -152,6 +180,18 @@ def test_stuck_partition_is_drained_to_the_dead_letter_topic_and_the_group_moves
             seen.append((message.partition(), message.offset(), message.value()))
     resumed.close()
     assert sorted(seen) == [(0, 3, b"m3"), (0, 4, b"m4")]
+
+    # The snapshot's restore command, run as printed through kafka-replay, puts the offset back.
+    command = journal.last(view.entries, "snapshot").data["restore_command"]
+    words = shlex.split(command)
+    assert words[:3] == ["runbook", "run", "kafka-replay"]
+    restore_params = parse_parameters(tuple(words[i + 1] for i, word in enumerate(words) if word == "-p"))
+    settings, catalog = runbook_env("kafka-replay")
+    restore = start_runbook(settings, catalog, "kafka-replay", **restore_params)
+    wait_until(restore, paused)
+    runs.answer_gate(settings, catalog, restore, True, "bob", "put the poison record back")
+    assert wait_until(restore, finished).succeeded
+    assert committed(kafka_config, group) == {(topic, 0): POISON_OFFSET, (topic, 1): 3}
 
 
 def test_report_mode_changes_nothing_and_shows_values_only_when_asked(kafka_config, stuck_group, runbook_env):
@@ -174,17 +214,20 @@ def test_report_mode_changes_nothing_and_shows_values_only_when_asked(kafka_conf
         assert f"{topic}.dlt" not in kafka.list_topics(), "report mode creates no dead-letter topic"
 
 
-def test_unknown_group_or_topic_is_a_parameter_error(clusters, kafka_config, stuck_group, runbook_env, unique):
+def test_unknown_group_is_refused_and_a_bad_topic_is_a_parameter_error(
+        clusters, kafka_config, stuck_group, runbook_env, unique):
     topic, group, _ = stuck_group
-    _, catalog = runbook_env(RUNBOOK)
+    settings, catalog = runbook_env(RUNBOOK)
     runbook = catalog.get(RUNBOOK)
 
     def plan(**raw):
         return dry_run(runbook.validate_parameters({"cluster": "primary", "stuck_after": "1", **raw}), clusters)
 
+    missing = unique("no-such-group")
     with pytest.raises(ParameterError) as error:
-        plan(group=unique("no-such-group"))
-    assert error.value.problems[0][0] == "group" and "no consumer group" in error.value.problems[0][1]
+        plan(group=missing)  # a missing target: refused by the driver's rule, before a run exists
+    assert error.value.problems[0][0] == "target" and error.value.problems[0][1].startswith(
+        f"group {missing!r} on kafka cluster 'primary' (no committed offsets and no members")
     with pytest.raises(ParameterError) as error:
         plan(group=group, topic=[topic, unique("no-such-topic")])
     assert error.value.problems[0][0] == "topic" and "does not exist" in error.value.problems[0][1]
@@ -195,6 +238,14 @@ def test_unknown_group_or_topic_is_a_parameter_error(clusters, kafka_config, stu
     with pytest.raises(ParameterError, match="mode"):
         runbook.validate_parameters({"cluster": "primary", "group": group, "mode": "fix-it"})
     assert committed(kafka_config, group) == {(topic, 0): POISON_OFFSET, (topic, 1): 3}
+
+    # A run started without the CLI's preflight (e.g. from an alert) refuses it too, at once: no sampling
+    # for stuck_after seconds, no gate.
+    run_id = start_runbook(settings, catalog, RUNBOOK, group=missing, stuck_after="600")
+    view = wait_until(run_id, finished)
+    outcome = journal.last(view.entries, "outcome")
+    assert outcome.data["outcome"] == "refused" and f"group {missing!r} on kafka cluster" in outcome.summary
+    assert "approval_requested" not in kinds(view) and "action" not in kinds(view)
 
 
 def test_failure_after_moving_restores_the_offset_and_a_rerun_does_not_copy_again(
@@ -231,3 +282,66 @@ def test_failure_after_moving_restores_the_offset_and_a_rerun_does_not_copy_agai
     assert [(e.data["already_present"], e.data["dead_letter_offset"]) for e in copied] == [(True, 0)]
     assert len(read_partition(kafka_config, f"{topic}.dlt", 0)) == 1, "no duplicate in the dead-letter topic"
     assert committed(kafka_config, group) == {(topic, 0): POISON_OFFSET + 1, (topic, 1): 3}
+
+
+def test_failure_after_the_copy_before_the_offsets_moved_says_exactly_what_changed(
+        kafka_config, stuck_group, runbook_env, slack):
+    topic, group, consumer = stuck_group
+    # Started from Slack: the gate gets the trigger, so the approval request goes where it was typed.
+    settings, catalog = runbook_env(RUNBOOK, RUNBOOK_INJECT_FAULT="move-offsets", RUNBOOK_SLACK_BOT_TOKEN=slack.token,
+                                    RUNBOOK_SLACK_API_URL=slack.url, RUNBOOK_SLACK_CHANNEL="C0DEFAULT")
+    params = catalog.get(RUNBOOK).validate_parameters({"cluster": "primary", "group": group, "stuck_after": "2",
+                                                       "wait_for_inactive": "30"})
+    run_id = runs.start_run(settings, catalog.get(RUNBOOK), params, requested_by="alice",
+                            trigger={"source": "slack", "channel": "C0TYPED", "user": "alice"})
+    wait_until(run_id, paused)
+    requests = [c for c in slack.calls("chat.postMessage") if run_id in json.dumps(c.params)]
+    assert requests and {c.params["channel"] for c in requests} == {"C0TYPED"}, [c.params for c in requests]
+    assert "/runbook in Slack by alice" in json.dumps(requests[0].params)
+    consumer.stop()
+    runs.answer_gate(settings, catalog, run_id, True, "bob", "")
+    view = wait_until(run_id, finished)
+
+    assert not view.succeeded
+    copied = f"{topic}:0@{POISON_OFFSET} copied in {topic}.dlt:0 at offset 0"
+    assert [e.summary for e in view.entries if e.kind == "action"] == [copied], "copied; the offsets never moved"
+    outcome = journal.last(view.entries, "outcome")
+    assert outcome.data["outcome"] == "failed" and outcome.data["changed"] == [copied]
+    assert "failed before changing anything" not in outcome.summary
+    assert copied in outcome.summary and "injected fault: moving the offsets failed" in outcome.summary
+    rollback = journal.last(view.entries, "rollback")
+    assert rollback.summary.startswith("no committed offset had been moved: nothing to put back")
+    assert rollback.data["offsets_restored"] == 0 and rollback.data["dead_letter_copies_kept"] == 1
+    assert "stay there (a new run finds them and does not copy them again)" in rollback.summary
+    assert committed(kafka_config, group) == {(topic, 0): POISON_OFFSET, (topic, 1): 3}
+    assert len(read_partition(kafka_config, f"{topic}.dlt", 0)) == 1
+
+
+def test_verify_reports_offsets_and_copies_not_as_planned_without_raising(clusters, kafka_config, unique):
+    """A verify that measured no effect is ok=False (the driver then restores), never a success."""
+    topic, group = unique("verify"), unique("verify-app")
+    with KafkaClient(kafka_config) as kafka:
+        kafka.create_topic(topic, 1)
+    producer = Producer(kafka_config)
+    for i in range(4):
+        producer.produce(topic, key=b"k%d" % i, value=b"v%d" % i, partition=0)
+    producer.flush()
+    committer = Consumer({**kafka_config, "group.id": group, "enable.auto.commit": False})
+    committer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+    committer.close()
+    stuck = StuckPartition(topic, 0, 1, 4, ("worker",), StuckRecord(1, "k1", (), 2, 2, None, "v1"), f"{topic}.dlt", 0,
+                           False)
+    plan = DrainPlan("primary", group, "drain", "Empty", (), 1, 1, (), (stuck,))
+    params = DrainStuckParameters(cluster="primary", group=group)
+    run = Run(settings=Settings.from_environ(), clusters=clusters, id="not-a-run")
+
+    nothing_done = STEPS.verify(run, params, plan, [])
+    assert not nothing_done.ok
+    assert f"{topic}:0 committed 1, planned 2" in nothing_done.summary
+    assert f"{topic}:0@1 is in {topic}.dlt:0 0 time(s)" in nothing_done.summary
+
+    copy = copy_to_dead_letter(clusters.kafka_cluster("primary"), group, stuck)
+    alter(clusters.kafka_cluster("primary"), group, {(topic, 0): 2})
+    done = STEPS.verify(run, params, plan, [(stuck, copy)])
+    assert done.ok, done.summary
+    assert done.data == {"partitions_checked": 1, "copies_checked": 1}

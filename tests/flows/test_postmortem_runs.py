@@ -61,7 +61,7 @@ def finished_runs(clusters, tmp_path_factory):
         env.setenv("RUNBOOK_POSTMORTEM_DIR", str(directory / "postmortems"))
         env.delenv("RUNBOOK_INJECT_FAULT", raising=False)
         settings = Settings.from_environ()
-        catalog = load_catalog(settings.catalog)
+        catalog = load_catalog(settings.catalog, settings.team_catalog)
         runbook = catalog.get("kafka-replay")
         made = topic_and_groups_at_end(config, ("succeeded", "rejected", "failed"))
         fired = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=3)
@@ -145,7 +145,8 @@ def test_succeeded_replay_gives_a_draft_with_its_numbers_names_and_times(finishe
     assert path == own_draft.path, "re-drafting refreshes the same file"
     text = path.read_text()
     postmortem = parse(path, text)
-    assert "**Prefect state:** Completed (3 partition offset(s) reset), ended " in text
+    assert (f"**Prefect state:** Completed (offsets of {group} reset: 12 message(s) to replay, 0 skipped), "
+            "ended ") in text
     assert path.parent == settings.postmortem_dir
     assert path.name == f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d}-kafka-replay-{run_id[:8]}.md"
     assert {k: postmortem.meta[k] for k in ("id", "runbook", "run_id", "status", "reviewers", "outcome")} == {
@@ -178,7 +179,7 @@ def test_succeeded_replay_gives_a_draft_with_its_numbers_names_and_times(finishe
              index_of(rows, "Prefect flow run", "state Completed")]
     assert order == sorted(order)
     assert rows[order[4]][0] == utc(journal.last(view.entries, "approval").at)
-    assert any(row[1] == "Prefect task run" and row[2] == "apply Completed" for row in rows)
+    assert any(row[1] == "Prefect task run" and row[2] == "alter-offsets Completed" for row in rows)
 
     people = table_rows(section(text, "Decisions"))
     refused = journal.last(view.entries, "approval_refused")
@@ -259,7 +260,7 @@ def test_failed_replay_gives_a_draft_with_what_was_restored(finished_runs):
         ["alice", "started the run", ""], ["bob", "approved", "go"]]
     rows = timeline_of(text)
     steps = [index_of(rows, "journal", "approval: approved by bob"), index_of(rows, "journal", "snapshot:"),
-             index_of(rows, "Prefect task run", "apply Failed"),
+             index_of(rows, "Prefect task run", "act Failed"),
              index_of(rows, "journal", "error: BrokerError: injected fault"),
              index_of(rows, "journal", "rollback: restored 3 offset(s) from the snapshot"),
              index_of(rows, "journal", "outcome: failed and rolled back")]

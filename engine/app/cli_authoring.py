@@ -1,0 +1,84 @@
+"""CLI commands for people who write runbooks: `runbook new` scaffolds one, `runbook validate` checks
+a directory of them (the catalog loader's checks and the driver's rules, engine/kit/conformance.py)."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
+from mq_runbooks.base.errors import UsageError
+
+SCAFFOLDS = Path(__file__).resolve().parent / "scaffold"
+LOCKS = {"kafka": "kafka:{{ cluster }}:group:{{ group }}", "rabbitmq": "rabbitmq:{{ cluster }}:{{ vhost }}:{{ queue }}"}
+TEAMS = {"kafka": "@kafka-oncall", "rabbitmq": "@rabbitmq-oncall"}
+
+
+@cli.command("new")
+@click.argument("runbook_id", metavar="ID")
+@click.option("--broker", type=click.Choice(["kafka", "rabbitmq"]), required=True,
+              help="Which broker the runbook acts on (decides the scaffold's parameters and plan).")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write it (default: RUNBOOK_TEAM_CATALOG, else ./team-runbooks).")
+@pass_context
+def new(context: Context, runbook_id: str, broker: str, directory: Path | None) -> None:
+    """Scaffold a runbook: ID.yaml and its Python module, which validate and plan as they are."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]*[a-z0-9]", runbook_id):
+        raise UsageError(f"{runbook_id!r} is not a runbook id: lower-case letters, digits and dashes, starting "
+                         f"with a letter (e.g. rabbitmq-purge-queue)")
+    directory = directory or context.settings.team_catalog or Path("team-runbooks")
+    module = runbook_id.replace("-", "_")
+    yaml_path, py_path = directory / f"{runbook_id}.yaml", directory / f"{module}.py"
+    existing = [str(p) for p in (yaml_path, py_path) if p.exists()]
+    if existing:
+        raise UsageError(f"{', '.join(existing)} already exist(s): pick another id or directory")
+    names = {"id": runbook_id, "module": module, "func": module,
+             "cls": "".join(part.capitalize() for part in runbook_id.split("-")),
+             "lock": LOCKS[broker], "approvers": TEAMS[broker]}
+    directory.mkdir(parents=True, exist_ok=True)
+    py_path.write_text((SCAFFOLDS / f"{broker}.py.tmpl").read_text().format(**names))
+    yaml_path.write_text((SCAFFOLDS / "runbook.yaml.tmpl").read_text().format(**names))
+    from mq_runbooks.kit.conformance import validate_directory
+
+    problems = validate_directory(directory).get(str(yaml_path), ["not found after writing it"])
+    if problems:  # a scaffold that does not validate is our bug: say so rather than leave it half-made
+        raise UsageError(f"the scaffold of {runbook_id} does not validate: {'; '.join(problems)}")
+    context.out.print(f"wrote {yaml_path} and {py_path}\nnext:\n"
+                      f"  export RUNBOOK_TEAM_CATALOG={directory.resolve()}\n"
+                      f"  runbook validate {directory}\n"
+                      f"  runbook plan {runbook_id} -p cluster=primary "
+                      + ("-p group=GROUP" if broker == "kafka" else "-p queue=QUEUE")
+                      + "\nthen write act and verify: docs/writing-runbooks.md")
+
+
+@cli.command("validate")
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@pass_context
+def validate(context: Context, directory: Path | None) -> None:
+    """Check every runbook file of DIR (default: the configured catalogs) without touching a broker.
+
+    Exit code: 0 all valid, 1 some runbook is invalid (each is named with what to fix).
+    """
+    from mq_runbooks.kit.conformance import validate_directory
+
+    if directory is not None and not directory.is_dir():
+        raise UsageError(f"{directory} is not a directory of runbook files")
+    folders = [directory] if directory else [p for p in (context.settings.catalog, context.settings.team_catalog) if p]
+    report: dict[str, list[str]] = {}
+    for folder in folders:
+        report.update(validate_directory(folder))
+    if not report:
+        raise UsageError(f"no runbook files (*.yaml) in {', '.join(map(str, folders))}")
+    for path, problems in report.items():
+        if problems:
+            context.out.print(f"[red]INVALID[/red] {path}")
+            for problem in problems:
+                context.out.print(f"  {problem}")
+        else:
+            context.out.print(f"[green]ok[/green]      {path}")
+    bad = sum(1 for problems in report.values() if problems)
+    context.out.print(f"{len(report) - bad} valid, {bad} invalid")
+    if bad:
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,94 @@
+"""Every runbook keeps the driver's rules (engine/kit/conformance.py): the shipped catalog, the guide's
+worked example and both scaffolds of `runbook new`; and the rules catch what they say they catch."""
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+
+import pytest
+
+from mq_runbooks.base.catalog import load_catalog
+from mq_runbooks.base.resources import default_catalog
+from mq_runbooks.kit.conformance import check_runbook, steps_of, validate_directory
+from mq_runbooks.kit.plans import Plan
+from tests.engine.test_cli import runbook
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted(path.stem for path in default_catalog().glob("*.yaml"))
+EXAMPLE = REPO / "docs" / "examples" / "team-catalog"
+PLAN_METHODS = [name for name in Plan.__dict__ if not name.startswith("_")]
+
+
+@pytest.mark.parametrize("runbook_id", SHIPPED)
+def test_every_shipped_runbook_keeps_the_drivers_rules(runbook_id):
+    shipped = load_catalog(default_catalog()).get(runbook_id)
+    assert check_runbook(shipped) == []
+    # The plan class its observe() returns implements the whole plan contract.
+    plan_type = typing.get_type_hints(type(steps_of(shipped)).observe).get("return")
+    assert plan_type is not None, f"{runbook_id}: observe() must say which plan it returns"
+    missing = [name for name in PLAN_METHODS if not callable(getattr(plan_type, name, None))]
+    assert missing == [], f"{plan_type.__name__} lacks {missing}"
+
+
+def test_the_worked_example_keeps_the_rules():
+    assert validate_directory(EXAMPLE) == {str(EXAMPLE / "rabbitmq-queue-limit.yaml"): []}
+
+
+def test_the_rules_name_what_is_broken(tmp_path):
+    team = tmp_path / "team"
+    team.mkdir()
+    # Its own module name: Python imports a module once per process, whichever directory it came from.
+    (team / "queue_limit_broken.py").write_text((EXAMPLE / "queue_limit.py").read_text()
+                                                .replace('@flow(name="rabbitmq-queue-limit"', '@flow(name="queue-limit"')
+                                                .replace("dry_run = STEPS.dry_run", "dry_run = STEPS.observe"))
+    (team / "rabbitmq-queue-limit.yaml").write_text((EXAMPLE / "rabbitmq-queue-limit.yaml").read_text()
+                                                    .replace("queue_limit:", "queue_limit_broken:"))
+    problems = validate_directory(team)[str(team / "rabbitmq-queue-limit.yaml")]
+    assert any("it must be the id 'rabbitmq-queue-limit'" in p for p in problems), problems
+    assert any("is not STEPS.dry_run" in p for p in problems), problems
+    (team / "broken.yaml").write_text("id: broken\ntitle: x\n")
+    report = validate_directory(team)
+    assert "description" in report[str(team / "broken.yaml")][0], "one broken file is named with its fault"
+    assert report[str(team / "rabbitmq-queue-limit.yaml")], "and does not hide the others"
+
+
+@pytest.mark.parametrize("broker,target", [("kafka", "-p group=nosuch-group"), ("rabbitmq", "-p queue=nosuch-queue")])
+def test_a_scaffold_validates_and_plans_out_of_the_box(tmp_path, clusters, broker, target):
+    made = runbook("new", f"{broker}-team-check", "--broker", broker, "--dir", str(tmp_path / "team"))
+    assert made.returncode == 0, made.stderr
+    env = {"RUNBOOK_TEAM_CATALOG": str(tmp_path / "team")}
+    checked = runbook("validate", str(tmp_path / "team"), env=env)
+    assert checked.returncode == 0 and "1 valid, 0 invalid" in checked.stdout, checked.stdout + checked.stderr
+    listed = runbook("list", "--json", env=env)
+    assert f"{broker}-team-check" in [item["id"] for item in json.loads(listed.stdout)]
+    # Planning a target that does not exist is refused as bad input, before a run exists.
+    planned = runbook("plan", f"{broker}-team-check", "-p", "cluster=primary", *target.split(), env=env)
+    assert planned.returncode == 2 and "does not exist" in planned.stderr, planned.stdout + planned.stderr
+    again = runbook("new", f"{broker}-team-check", "--broker", broker, "--dir", str(tmp_path / "team"))
+    assert again.returncode == 2 and "already exist" in again.stderr
+
+
+def test_a_scaffold_plans_a_real_queue(tmp_path, clusters, unique):
+    import pika
+
+    queue = unique("scaffold")
+    connection = pika.BlockingConnection(pika.URLParameters(clusters.rabbit_cluster("primary").amqp_url.get_secret_value()))
+    try:
+        connection.channel().queue_declare(queue, auto_delete=False)
+        assert runbook("new", "rabbitmq-team-peek", "--broker", "rabbitmq", "--dir", str(tmp_path)).returncode == 0
+        planned = runbook("plan", "rabbitmq-team-peek", "-p", "cluster=primary", "-p", f"queue={queue}", "--json",
+                          env={"RUNBOOK_TEAM_CATALOG": str(tmp_path)})
+        assert planned.returncode == 0, planned.stderr
+        document = json.loads(planned.stdout)
+        assert document["columns"] == ["queue", "ready", "unacked", "consumers"] and document["rows"][0][0] == queue
+        assert document["changes_anything"] is False
+    finally:
+        connection.channel().queue_delete(queue)
+        connection.close()
+
+
+def test_plans_are_the_plan_protocol():
+    from mq_runbooks.flows.replay_plan import ReplayPlan
+
+    assert isinstance(ReplayPlan(group="g", spec_description="to earliest", partitions=()), Plan)
