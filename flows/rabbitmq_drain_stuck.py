@@ -91,7 +91,7 @@ class QueueProgress:
     ready_at_start: int  # when the window opened (after acting)
     ready_after: int
     unacked_after: int
-    consumers_after: int
+    consumers_after: int  # consumers left on it (not on a closed connection)
     acks: int  # by the consumers left on the queue, during the window
 
     @property
@@ -107,10 +107,13 @@ def measure(cluster: RabbitCluster, plan: DrainPlan, window_s: float) -> tuple[l
     acted = sorted(queues_acted_on(plan))
     with RabbitManagement.from_cluster(cluster) as rabbit:
         still_open = sorted(closed & {c.name for c in rabbit.connections()})
-        consumed: dict[str, set[str]] = {}
+        consumed: dict[str, set[str]] = {}  # queue -> channels of the consumers left on it
+        left: dict[str, int] = {}
         for consumer in rabbit.consumers(plan.vhost):
-            if consumer.queue in acted:
+            # The statistics may still list the closed connections' consumers for a few seconds.
+            if consumer.queue in acted and consumer.connection_name not in closed:
                 consumed.setdefault(consumer.queue, set()).add(consumer.channel_name)
+                left[consumer.queue] = left.get(consumer.queue, 0) + 1
         first_acks = _acks(rabbit, set().union(*consumed.values()) if consumed else set())
         first = _ready(cluster, plan.vhost, acted)
         time.sleep(window_s)
@@ -125,7 +128,7 @@ def measure(cluster: RabbitCluster, plan: DrainPlan, window_s: float) -> tuple[l
         acks = sum(last_acks.get(c, 0) - first_acks[c] for c in consumed.get(name, ()) if c in first_acks)
         rows.append(QueueProgress(name, before[name].messages_ready, before[name].messages_unacknowledged,
                                   first[name], last[name], stats[name].messages_unacknowledged,
-                                  stats[name].consumers, acks))
+                                  left.get(name, 0), acks))
     return still_open, rows
 
 

@@ -1,6 +1,7 @@
 """The trigger of a RabbitMQ runbook's run reaches its gate: an alert-started run tells Slack which alert
 started it (not "from the CLI"), and a Slack-started run posts its approval request to the channel the
-command was typed in (not the default one). Real runs on the real stack; Slack is the local fake.
+command was typed in (not the default one); `runbook status RUN --plan` shows the plan's table. Real runs on the real stack; Slack
+is the local fake.
 
 Each run reaches the gate without a stuck consumer or a standby change (drain: a backlog shovel is
 planned; failover: the switch), and is rejected by its requester there, so nothing changes."""
@@ -14,6 +15,7 @@ import pytest
 
 from mq_runbooks.app import runs
 from mq_runbooks.kit import journal
+from tests.engine.test_cli import runbook
 from tests.flows.runbook_harness import finished, paused, runbook_env, wait_until  # noqa: F401
 from mq_runbooks.integrations.rabbitmq_shovels import queue_depth
 from tests.flows.test_rabbitmq_failover import MAIN_PORTS, PRIMARY_ENDPOINT, clusters_yaml, file_switch
@@ -57,7 +59,9 @@ def start(settings, catalog, runbook_id: str, raw: dict, trigger: dict) -> str:
     return runs.start_run(settings, runbook, runbook.validate_parameters(raw), requested_by="alice", trigger=trigger)
 
 
-def check_gate(slack, settings, catalog, started: list[tuple[str, dict]]) -> None:
+def check_gate(slack, settings, catalog, started: list[tuple[str, dict]], row: str) -> None:
+    """Each run waits at its gate with its trigger, and `runbook status RUN --plan` shows its plan's
+    table (`row`: a cell of it); then its requester rejects it."""
     for run_id, trigger in started:
         view = wait_until(run_id, paused, timeout=90)
         assert journal.last(view.entries, "parameters").data["trigger"] == trigger
@@ -70,6 +74,8 @@ def check_gate(slack, settings, catalog, started: list[tuple[str, dict]]) -> Non
             assert f"alert {trigger['alertname']}" in blocks and "via alertmanager" in blocks
         assert "from the CLI" not in blocks
         assert journal.last(view.entries, "plan").data["rows"], "the plan's table is in the journal"
+        status = runbook("status", run_id, "--plan", env={"COLUMNS": "300"})
+        assert status.returncode == 0 and "plan (1 row(s))" in status.stdout and row in status.stdout, status.stdout
         runs.answer_gate(settings, catalog, run_id, False, "alice", "only checking the gate")
     for run_id, _ in started:
         view = wait_until(run_id, finished, timeout=60)
@@ -95,7 +101,7 @@ def test_drain_stuck_gate_has_the_trigger(slack, clusters, unique, runbook_env):
             queues.append(queue)
             raw = {"cluster": "primary", "queue": queue, "backlog_to": f"{queue}.elsewhere", "window_s": "5"}
             started.append((start(settings, catalog, "rabbitmq-drain-stuck", raw, trigger_of(queue)), trigger_of(queue)))
-        check_gate(slack, settings, catalog, started)
+        check_gate(slack, settings, catalog, started, "shovel backlog")
         assert [queue_depth(amqp_url(primary), "/", q) for q in queues] == [1, 1], "rejected: nothing moved"
     finally:
         for queue in queues:
@@ -113,5 +119,6 @@ def test_failover_gate_has_the_trigger(slack, clusters, tmp_path, runbook_env, m
         raw = {"vhost": vhost, "switch": "orders-clients"}
         for trigger in (alert("RabbitMQClusterDown", cluster="primary"), slash_trigger()):
             # one after the other: both hold the vhost's failover lock while they wait at the gate
-            check_gate(slack, settings, catalog, [(start(settings, catalog, "rabbitmq-failover", raw, trigger), trigger)])
+            check_gate(slack, settings, catalog, [(start(settings, catalog, "rabbitmq-failover", raw, trigger), trigger)],
+                       "endpoint switch")
     assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == PRIMARY_ENDPOINT, "rejected: not switched"
