@@ -174,7 +174,7 @@ def test_finds_exactly_the_stuck_consumer_closes_it_and_nothing_is_lost(amqp_url
 
 def test_poison_message_is_parked_and_the_rest_is_consumed(amqp_url, clusters, unique, runbook_env):
     queue = unique("payments")
-    ids = ["poison"] + [f"m{i}" for i in range(100)]
+    ids = ["poison"] + [f"m{i}" for i in range(300)]  # a backlog the slow consumer cannot finish before the re-plan
     fill(amqp_url, queue, ids[:1], quorum=True)
     connection = connect(amqp_url, "test-crash-loop")
     channel = connection.channel()
