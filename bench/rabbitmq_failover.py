@@ -73,7 +73,7 @@ def by_runbook(source, destination, vhost: str, queue: str, count: int) -> float
     params = RabbitFailoverParameters(cluster=source.name, standby=destination.name, vhost=vhost, switch="bench")
     COUNTING.append((0, 0.0))
     started = time.perf_counter()
-    rows = move_backlog.fn(source, destination, plan, params, uuid.uuid4().hex)
+    rows = move_backlog(source, destination, plan, params, uuid.uuid4().hex)
     elapsed = time.perf_counter() - started
     assert rows[0]["moved"] == count and rows[0]["outcome"] == "done", rows
     return elapsed

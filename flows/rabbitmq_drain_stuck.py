@@ -1,9 +1,10 @@
 """Runbook `rabbitmq-drain-stuck`: close the connections of consumers that hold their prefetch and ack
 nothing, so their messages go to the healthy consumers; park poison messages; optionally shovel the
-backlog away.
+backlog away. The driver (mq_runbooks.kit.driver) gives it the lock, the gate, the re-plan and the
+outcome; this module is the runbook's own logic:
 
-    observe (sampled over a window) -> plan -> approve -> re-plan (must equal what was approved)
-            -> snapshot (the state before) -> close -> park poison -> shovel -> verify (sampled) -> report
+    observe (sampled over a window) -> the state before -> close -> park poison -> shovel
+            -> verify (sampled: the queues make progress, or the run fails saying what changed)
 
 Closing a connection cannot be undone, and loses nothing: RabbitMQ requeues what it held. Parking is
 a confirmed move (mq_runbooks.integrations.rabbitmq_moves), so a failure part-way leaves every message in the
@@ -12,27 +13,23 @@ queue or in the parking queue, and the journal says exactly how many moved.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
-from prefect.states import Completed
 
-from mq_runbooks.base.clusters import Clusters, RabbitCluster
-from mq_runbooks.base.errors import BrokerError, RunbookError
-from mq_runbooks.kit import journal
-from mq_runbooks.kit.lock import target_lock
+from mq_runbooks.base.clusters import RabbitCluster
+from mq_runbooks.base.errors import BrokerError, UnreachableError
 from mq_runbooks.flows.rabbitmq_stuck_plan import DrainPlan, DrainStuckParameters, plan_drain
-from mq_runbooks.kit.runtime import RunContext
-from mq_runbooks.kit.steps import approve_stable_plan, guarded, record_start
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.integrations.rabbitmq_moves import MoveReport, delivered_more_than, ensure_queue, move_messages
-from mq_runbooks.integrations.rabbitmq_shovels import QueueMove, local_uri, shovel_state, start_shovel
+from mq_runbooks.integrations.rabbitmq_shovels import QueueMove, local_uri, queue_depth, shovel_state, start_shovel
+from mq_runbooks.kit import journal
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.records import Snapshot, Verification
 
-__all__ = ["DrainStuckParameters", "dry_run", "rabbitmq_drain_stuck"]
+__all__ = ["DrainStuckParameters", "dry_run", "judge_progress", "rabbitmq_drain_stuck"]
 
 RUNBOOK_ID = "rabbitmq-drain-stuck"
 
@@ -41,16 +38,8 @@ def _amqp_url(cluster: RabbitCluster) -> str:
     return cluster.amqp_url.get_secret_value()
 
 
-# --- tasks ---------------------------------------------------------------------------------------
+# --- the changes (plain functions; each runs inside a fenced step) -------------------------------
 
-@task(name="observe-and-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=lambda task, run, state: not isinstance(state.result(raise_on_failure=False), RunbookError))
-def observe_and_plan(cluster: RabbitCluster, params: DrainStuckParameters) -> DrainPlan:
-    with RabbitManagement.from_cluster(cluster) as rabbit:
-        return plan_drain(rabbit, params)
-
-
-@task(name="close-stuck-connections", cache_policy=NO_CACHE)
 def close_connections(cluster: RabbitCluster, plan: DrainPlan, reason: str) -> dict[str, list[str]]:
     """Close each planned connection with `reason`; one that is already gone is reported, not an error."""
     closed, gone = [], []
@@ -66,7 +55,6 @@ def close_connections(cluster: RabbitCluster, plan: DrainPlan, reason: str) -> d
     return {"closed": closed, "already_gone": gone}
 
 
-@task(name="park-poison", cache_policy=NO_CACHE)
 def park_poison(cluster: RabbitCluster, plan: DrainPlan, queue: str, parking: str,
                 run_id: str) -> tuple[MoveReport, bool]:
     """Move the messages of `queue` delivered more than poison_after times to `parking` (confirmed);
@@ -81,7 +69,6 @@ def park_poison(cluster: RabbitCluster, plan: DrainPlan, queue: str, parking: st
     return report, created
 
 
-@task(name="start-backlog-shovel", cache_policy=NO_CACHE)
 def start_backlog_shovel(cluster: RabbitCluster, plan: DrainPlan, run_id: str) -> dict[str, Any]:
     queue, destination = plan.queues[0].name, plan.backlog_to or ""
     ensure_queue(_amqp_url(cluster), plan.vhost, destination)
@@ -92,121 +79,190 @@ def start_backlog_shovel(cluster: RabbitCluster, plan: DrainPlan, run_id: str) -
         return {"shovel": move.shovel, "from": queue, "to": destination, "state": shovel_state(rabbit, move)}
 
 
-@task(name="verify", cache_policy=NO_CACHE)
-def verify(cluster: RabbitCluster, plan: DrainPlan, window_s: float) -> dict[str, Any]:
-    """The closed connections are gone; then, over `window_s`, how the queues and their remaining
-    consumers move (acks, ready and unacked at the start and the end)."""
+# --- verify: measure over a window, then judge ---------------------------------------------------
+
+@dataclass(frozen=True)
+class QueueProgress:
+    """One queue over the verify window: what its remaining consumers acked, and its ready count."""
+
+    queue: str
+    ready_before: int  # at plan time
+    unacked_before: int
+    ready_at_start: int  # when the window opened (after acting)
+    ready_after: int
+    unacked_after: int
+    consumers_after: int  # consumers left on it (not on a closed connection)
+    acks: int  # by the consumers left on the queue, during the window
+
+    @property
+    def progressing(self) -> bool:
+        return self.acks > 0 or self.ready_after == 0 or self.ready_after < self.ready_at_start
+
+
+def measure(cluster: RabbitCluster, plan: DrainPlan, window_s: float) -> tuple[list[str], list[QueueProgress]]:
+    """The planned connections still open, and over `window_s` how each queue acted on moves: its
+    ready count read exactly over AMQP (the management statistics lag up to 5 s behind the close)
+    and the acks of the consumers left on it."""
     closed = {c.connection_name for c in plan.stuck}
-    targets = [q.name for q in plan.queues]
+    acted = sorted(queues_acted_on(plan))
     with RabbitManagement.from_cluster(cluster) as rabbit:
         still_open = sorted(closed & {c.name for c in rabbit.connections()})
-        if still_open:
-            raise BrokerError(f"connection(s) still open after closing: {', '.join(still_open)}")
-        channels = {c.channel_name for c in rabbit.consumers(plan.vhost) if c.queue in targets}
-        first_acks = _acks(rabbit, channels)
-        first = {q.name: q for q in rabbit.queues(plan.vhost) if q.name in targets}
+        consumed: dict[str, set[str]] = {}  # queue -> channels of the consumers left on it
+        left: dict[str, int] = {}
+        for consumer in rabbit.consumers(plan.vhost):
+            # The statistics may still list the closed connections' consumers for a few seconds.
+            if consumer.queue in acted and consumer.connection_name not in closed:
+                consumed.setdefault(consumer.queue, set()).add(consumer.channel_name)
+                left[consumer.queue] = left.get(consumer.queue, 0) + 1
+        first_acks = _acks(rabbit, set().union(*consumed.values()) if consumed else set())
+        first = _ready(cluster, plan.vhost, acted)
         time.sleep(window_s)
-        last = {q.name: q for q in rabbit.queues(plan.vhost) if q.name in targets}
-        last_acks = _acks(rabbit, channels)
+        last = _ready(cluster, plan.vhost, acted)
+        last_acks = _acks(rabbit, set(first_acks))
+        stats = {q.name: q for q in rabbit.queues(plan.vhost) if q.name in acted}
     before = {q.name: q for q in plan.queues}
     rows = []
-    for name in targets:
-        start, end = first.get(name), last.get(name)
-        if start is None or end is None:
-            continue
-        rows.append({"queue": name, "ready_before": before[name].messages_ready,
-                     "unacked_before": before[name].messages_unacknowledged,
-                     "ready_after": end.messages_ready, "unacked_after": end.messages_unacknowledged,
-                     "ready_at_verify_start": start.messages_ready, "consumers_after": end.consumers,
-                     "draining": end.messages_ready == 0 or end.messages_ready < start.messages_ready})
-    acks = sum(last_acks.get(name, 0) - first_acks.get(name, 0) for name in first_acks)
-    return {"queues": rows, "acks_by_remaining_consumers": acks, "closed_gone": sorted(closed), "window_s": window_s}
+    for name in acted:
+        if first.get(name) is None or last.get(name) is None or name not in stats:
+            continue  # deleted meanwhile
+        acks = sum(last_acks.get(c, 0) - first_acks[c] for c in consumed.get(name, ()) if c in first_acks)
+        rows.append(QueueProgress(name, before[name].messages_ready, before[name].messages_unacknowledged,
+                                  first[name], last[name], stats[name].messages_unacknowledged,
+                                  left.get(name, 0), acks))
+    return still_open, rows
+
+
+def _ready(cluster: RabbitCluster, vhost: str, queues: list[str]) -> dict[str, int | None]:
+    """Each queue's ready count now, exactly; None for a queue that no longer exists."""
+    ready: dict[str, int | None] = {}
+    for name in queues:
+        try:
+            ready[name] = queue_depth(_amqp_url(cluster), vhost, name)
+        except UnreachableError:
+            raise
+        except BrokerError:
+            ready[name] = None
+    return ready
 
 
 def _acks(rabbit: RabbitManagement, channels: set[str]) -> dict[str, int]:
     return {c.name: c.acks for c in rabbit.channel_activity() if c.name in channels}
 
 
-# --- the flow ------------------------------------------------------------------------------------
-
-@flow(name=RUNBOOK_ID, persist_result=False)
-def rabbitmq_drain_stuck(params: DrainStuckParameters, requested_by: str = "unknown",
-                         trigger: dict[str, Any] | None = None):
-    """Unblock a queue whose consumers hold their prefetch and acknowledge nothing."""
-    run_id = str(flow_run.id)
-    return guarded(run_id, lambda: _drain(run_id, params, requested_by, trigger))
-
-
-def _drain(run_id: str, params: DrainStuckParameters, requested_by: str, trigger: dict[str, Any] | None):
-    context = RunContext.load()
-    runbook = context.catalog.get(RUNBOOK_ID)
-    cluster = context.clusters.rabbit_cluster(params.cluster)
-    target = f"{params.cluster}{params.vhost}{'' if params.vhost.endswith('/') else '/'}{params.queue or '*'}"
-    record_start(run_id, RUNBOOK_ID, params, requested_by, trigger, target)
-    key = runbook.lock_key(params)
-    with target_lock(key, run_id, context.settings.lock_wait_s):
-        journal.record(run_id, "lock", f"holding lock {key}", key=key)
-        plan = observe_and_plan(cluster, params)
-        journal.record(run_id, "observation", _observed(plan), queues=[asdict(q) for q in plan.queues],
-                       samples=plan.samples, window_s=plan.window_s)
-        _record_plan(run_id, plan)
-        if not plan.changes_anything:
-            journal.record(run_id, "outcome", "nothing to do: no stuck consumer found", outcome="unchanged")
-            return Completed(message="no stuck consumer")
-        plan, refused = approve_stable_plan(
-            run_id=run_id, context=context, runbook=runbook, requested_by=requested_by, plan=plan,
-            markdown=lambda p: p.markdown(), replan=lambda: observe_and_plan(cluster, params),
-            record_plan=lambda p: _record_plan(run_id, p),
-        )
-        if refused is not None:
-            return refused
-        _act(run_id, cluster, params, plan)
-    return Completed(message=f"{len(plan.stuck)} stuck connection(s) closed")
+def queues_acted_on(plan: DrainPlan) -> set[str]:
+    """The queues whose progress proves the drain worked: those of the closed connections, the swept
+    ones and the one whose backlog is shovelled (every sampled queue when none of those is known)."""
+    acted = {q for c in plan.stuck for q in c.queues} | {q for q, _ in plan.parking}
+    if plan.backlog_to and plan.queues:
+        acted.add(plan.queues[0].name)
+    return acted or {q.name for q in plan.queues}
 
 
-def _act(run_id: str, cluster: RabbitCluster, params: DrainStuckParameters, plan: DrainPlan) -> None:
-    journal.record(run_id, "snapshot", "state before acting (closing cannot be undone; it requeues, loses nothing)",
-                   connections=[asdict(c) for c in plan.stuck], queues=[asdict(q) for q in plan.queues])
-    done: list[str] = []
-    try:
+def judge_progress(plan: DrainPlan, still_open: list[str], rows: list[QueueProgress], window_s: float,
+                   closed: int) -> Verification:
+    """ok only when every queue acted on made progress over the window (its remaining consumers acked
+    something, or it drained); otherwise say what changed and how to go on. Closed connections cannot
+    be reopened, so there is nothing to restore."""
+    data = {"queues": [{**asdict(r), "progressing": r.progressing} for r in rows], "window_s": window_s,
+            "acks_by_remaining_consumers": sum(r.acks for r in rows), "closed_gone": sorted(
+                {c.connection_name for c in plan.stuck} - set(still_open))}
+    if still_open:
+        return Verification(ok=False, summary=f"connection(s) still open after closing: {', '.join(still_open)}",
+                            data=data)
+    acted = queues_acted_on(plan)
+    stalled = [r for r in rows if r.queue in acted and not r.progressing]
+    shown = "; ".join([f"{r.queue}: remaining consumers acked {r.acks} in {window_s:g}s, ready "
+                       f"{r.ready_before} -> {r.ready_after}, unacked {r.unacked_before} -> {r.unacked_after}"
+                       for r in rows if r.queue in acted][:5])
+    if not stalled:
+        return Verification(summary=f"the queue(s) make progress: {shown}", data=data)
+    advice = []
+    for r in stalled:
+        if r.consumers_after == 0:
+            advice.append(f"{r.queue} has no consumer left: start healthy consumers")
+        else:
+            advice.append(f"{r.queue}'s {r.consumers_after} remaining consumer(s) acked nothing: they may be "
+                          f"stuck too (run {RUNBOOK_ID} again once they have been idle for idle_threshold_s) or "
+                          "failing on every message (try poison_after on a quorum queue)")
+    requeued = (f"The {closed} closed connection(s) cannot be reopened (nothing to restore): their messages were "
+                "requeued and wait in the queue" if closed else "No connection was closed")
+    summary = (f"no progress over {window_s:g}s on {', '.join(r.queue for r in stalled)} ({shown}). {requeued}. "
+               f"To go on: {'; '.join(advice)}; or move the backlog elsewhere with backlog_to=QUEUE.")
+    return Verification(ok=False, summary=summary, data=data)
+
+
+# --- the runbook's steps (the driver does the rest) -----------------------------------------------
+
+class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
+    id = RUNBOOK_ID
+    verify_attempts = 1  # verify is itself a measurement over verify_window_s
+
+    def target(self, params: DrainStuckParameters) -> str:
+        return f"{params.cluster}{params.vhost}{'' if params.vhost.endswith('/') else '/'}{params.queue or '*'}"
+
+    def observe(self, env: Env, params: DrainStuckParameters) -> DrainPlan:
+        with RabbitManagement.from_cluster(env.clusters.rabbit_cluster(params.cluster)) as rabbit:
+            plan = plan_drain(rabbit, params)
+        if isinstance(env, Run):
+            env.observed(_observed(plan), queues=[asdict(q) for q in plan.queues], samples=plan.samples,
+                         window_s=plan.window_s)
+        return plan
+
+    def snapshot(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> None:
+        # The state before, for the record. It is not restorable (a closed connection cannot be
+        # reopened), so it is journalled here and not handed to the driver, which would offer to
+        # restore it.
+        journal.write(run.id, Snapshot(
+            summary="state before acting (closing cannot be undone; it requeues, loses nothing)",
+            data={"connections": [asdict(c) for c in plan.stuck], "queues": [asdict(q) for q in plan.queues]}))
+        return None
+
+    def act(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> int:
+        cluster = run.clusters.rabbit_cluster(params.cluster)
+        closed = 0
         if plan.stuck:
-            reason = (f"closed by mq-runbooks {RUNBOOK_ID} (run {run_id}): consumer held its prefetch and "
+            reason = (f"closed by mq-runbooks {RUNBOOK_ID} (run {run.id}): consumer held its prefetch and "
                       "acknowledged nothing; its messages are requeued")
-            result = close_connections(cluster, plan, reason)
-            done.append(f"closed {len(result['closed'])} connection(s)")
-            journal.record(run_id, "action", f"closed {len(result['closed'])} connection(s), returning "
-                           f"{plan.unacked_held} unacknowledged message(s) to their queues"
-                           + (f"; {len(result['already_gone'])} had closed already" if result["already_gone"] else ""),
-                           reason=reason, **result)
+            result = run.step("close-connections", lambda: close_connections(cluster, plan, reason),
+                              lambda r: f"closed {len(r['closed'])} connection(s); their messages were requeued "
+                              f"({plan.unacked_held} unacknowledged message(s) back in their queues)"
+                              + (f"; {len(r['already_gone'])} had closed already" if r["already_gone"] else ""),
+                              lambda r: {"reason": reason, **r})
+            closed = len(result["closed"]) if result is not None else len(plan.stuck)
         for queue, parking in plan.parking:
-            report, created = park_poison(cluster, plan, queue, parking, run_id)
-            journal.record(run_id, "action", f"parked {report.moved} poison message(s) of {queue} in {parking}"
-                           f"{' (created)' if created else ''} "
-                           f"({report.inspected} inspected, {report.returned} returned to the queue)",
-                           queue=queue, parking_queue=parking, moved=report.moved, inspected=report.inspected,
-                           returned=report.returned, in_flight=report.in_flight, moved_ids=report.moved_ids[:1000],
-                           error=report.error, parking_created=created)
-            if report.error:
-                raise BrokerError(f"parking poison messages of {queue} stopped after moving {report.moved}: "
-                                  f"{report.error}")
-            done.append(f"parked {report.moved} of {queue}")
+            done = run.step(f"park-poison-{queue}", lambda: park_poison(cluster, plan, queue, parking, run.id),
+                            lambda r: _parked(queue, parking, *r), lambda r: _parked_data(queue, parking, *r))
+            if done is not None and done[0].error:
+                raise BrokerError(f"parking poison messages of {queue} stopped after moving {done[0].moved}: "
+                                  f"{done[0].error}")
         if plan.backlog_to:
-            shovel = start_backlog_shovel(cluster, plan, run_id)
-            journal.record(run_id, "action", f"started shovel {shovel['shovel']}: {shovel['from']} -> {shovel['to']}",
-                           **shovel)
-            done.append(f"started shovel {shovel['shovel']}")
-        verified = verify(cluster, plan, params.verify_window_s)
-    except Exception as exc:
-        journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
-        so_far = "; ".join(done) or "nothing changed"
-        journal.record(run_id, "outcome", f"failed after: {so_far}. {exc}", outcome="failed", done=done)
-        raise
-    journal.record(run_id, "verification", _verified(verified), **verified)
-    create_table_artifact(table=verified["queues"] or [{"queue": "(none)"}],
-                          description=f"{RUNBOOK_ID}: queues before and after ({verified['window_s']:g}s window)")
-    journal.record(run_id, "outcome", f"{'; '.join(done)}; remaining consumers acked "
-                   f"{verified['acks_by_remaining_consumers']} message(s) in {verified['window_s']:g}s",
-                   outcome="succeeded", done=done)
+            run.step("backlog-shovel", lambda: start_backlog_shovel(cluster, plan, run.id),
+                     lambda s: f"started shovel {s['shovel']}: {s['from']} -> {s['to']}", lambda s: s)
+        return closed
+
+    def verify(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, result: int) -> Verification:
+        still_open, rows = measure(run.clusters.rabbit_cluster(params.cluster), plan, params.verify_window_s)
+        return judge_progress(plan, still_open, rows, params.verify_window_s, result or 0)
+
+    def report(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, result: int) -> None:
+        verified = journal.last(journal.read(run.id), "verification")
+        rows = verified.data.get("queues") if verified else None
+        create_table_artifact(table=rows or [{"queue": "(none)"}],
+                              description=f"{RUNBOOK_ID}: queues before and after ({params.verify_window_s:g}s window)")
+
+    def outcome(self, params: DrainStuckParameters, plan: DrainPlan, result: int) -> str:
+        return f"done: {plan.summary()}; the queue(s) make progress (verified over {params.verify_window_s:g}s)"
+
+
+def _parked(queue: str, parking: str, report: MoveReport, created: bool) -> str:
+    return (f"parked {report.moved} poison message(s) of {queue} in {parking}{' (created)' if created else ''} "
+            f"({report.inspected} inspected, {report.returned} returned to the queue)")
+
+
+def _parked_data(queue: str, parking: str, report: MoveReport, created: bool) -> dict[str, Any]:
+    return {"queue": queue, "parking_queue": parking, "moved": report.moved, "inspected": report.inspected,
+            "returned": report.returned, "in_flight": report.in_flight, "moved_ids": report.moved_ids[:1000],
+            "error": report.error, "parking_created": created}
 
 
 def _observed(plan: DrainPlan) -> str:
@@ -215,19 +271,12 @@ def _observed(plan: DrainPlan) -> str:
     return f"{len(plan.queues)} queue(s) sampled {plan.samples} times over {plan.window_s:g}s ({queues})"
 
 
-def _verified(verified: dict[str, Any]) -> str:
-    queues = ", ".join(f"{r['queue']}: ready {r['ready_before']} -> {r['ready_after']}, unacked "
-                       f"{r['unacked_before']} -> {r['unacked_after']}" for r in verified["queues"][:5])
-    return (f"closed connections gone; remaining consumers acked {verified['acks_by_remaining_consumers']} in "
-            f"{verified['window_s']:g}s; {queues}")
+STEPS = DrainStuck()
+dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight
 
 
-def _record_plan(run_id: str, plan: DrainPlan) -> None:
-    journal.record(run_id, "plan", f"{len(plan.stuck)} stuck connection(s) holding {plan.unacked_held} message(s)",
-                   csv=plan.to_csv(), markdown=plan.markdown(), **plan.to_json())
-
-
-def dry_run(params: DrainStuckParameters, clusters: Clusters) -> DrainPlan:
-    """`runbook plan`: observe over the window and show the plan (no lock, no approval, no change)."""
-    with RabbitManagement.from_cluster(clusters.rabbit_cluster(params.cluster)) as rabbit:
-        return plan_drain(rabbit, params)
+@flow(name=RUNBOOK_ID, persist_result=False)
+def rabbitmq_drain_stuck(params: DrainStuckParameters, requested_by: str = "unknown",
+                         trigger: dict[str, Any] | None = None):
+    """Unblock a queue whose consumers hold their prefetch and acknowledge nothing."""
+    return drive(STEPS, params, requested_by, trigger)

@@ -1,50 +1,41 @@
-"""Runbooks `rabbitmq-failover` (primary -> standby) and `rabbitmq-failback` (standby -> primary).
+"""Runbooks `rabbitmq-failover` (primary -> standby) and `rabbitmq-failback` (standby -> primary). The
+driver (mq_runbooks.kit.driver) gives them the lock, the gate, the re-plan, the restore on failure and
+the outcome; this module is their own logic:
 
-    observe -> plan -> approve (plan must still hold) -> snapshot the switch -> copy definitions
-            -> verify them -> move the backlogs (dynamic shovels) and count what arrived
-            -> switch clients -> canary through the switched endpoint -> report
-    a failed canary restores the switch; a move that stops part-way reports exactly what moved.
+    observe -> plan -> snapshot (the switch's value, the definitions and depths seen)
+            -> copy definitions and read them back -> move the backlogs (dynamic shovels), counted
+            -> switch clients -> verify: a canary through the switched endpoint
+    a failure after the switch puts the switch back; a move that stops part-way reports exactly what
+    moved per queue, and the clients are not switched.
 
 Nothing is deleted on either cluster: definitions are created or updated, messages are moved by
 shovels that ack at the source only after the destination confirmed them.
 """
 from __future__ import annotations
 
-from typing import Any
+import shlex
+from typing import Any, ClassVar
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
-from prefect.states import Completed
 
 from mq_runbooks.base.clusters import RabbitCluster
-from mq_runbooks.base.errors import BrokerError, RunbookError, UnreachableError
-from mq_runbooks.kit import journal
-from mq_runbooks.kit.lock import target_lock
+from mq_runbooks.base.errors import BrokerError, UnreachableError
 from mq_runbooks.flows.rabbitmq_failover_plan import MovePlan, RabbitFailoverParameters, clusters_for, plan_move
 from mq_runbooks.flows.rabbitmq_switch import canary_round_trip, open_switch
-from mq_runbooks.kit.runtime import RunContext
-from mq_runbooks.kit.steps import approve_stable_plan, guarded, record_start
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.integrations.rabbitmq_definitions import import_definitions, verify_definitions
 from mq_runbooks.integrations.rabbitmq_shovels import (
     QueueMove, delete_shovel, local_uri, queue_depth, start_shovel, vhost_uri, wait_for_shovels,
 )
-from mq_runbooks.integrations.switches import EndpointSwitch
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
-_NOT_A_RUNBOOK_ERROR = lambda task, run, state: not isinstance(state.result(raise_on_failure=False), RunbookError)  # noqa: E731
-
-
-# --- tasks ---------------------------------------------------------------------------------------
-
-@task(name="observe-and-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=_NOT_A_RUNBOOK_ERROR)
-def observe_and_plan(params: RabbitFailoverParameters, direction: str) -> MovePlan:
-    return plan_move(params, RunContext.load().clusters, direction)
+__all__ = ["dry_run", "dry_run_failback", "move_backlog", "rabbitmq_failback", "rabbitmq_failover"]
 
 
-@task(name="copy-definitions", cache_policy=NO_CACHE)
+# --- the changes (plain functions; each runs inside a fenced step) -------------------------------
+
 def copy_definitions(destination: RabbitCluster, plan: MovePlan) -> dict[str, Any]:
     """Import the definition set into the destination and read it back; BrokerError listing what is
     missing or different there."""
@@ -58,7 +49,6 @@ def copy_definitions(destination: RabbitCluster, plan: MovePlan) -> dict[str, An
             "users": list(plan.definitions.users)}
 
 
-@task(name="move-backlog", cache_policy=NO_CACHE)
 def move_backlog(source: RabbitCluster, destination: RabbitCluster, plan: MovePlan, params: RabbitFailoverParameters,
                  run_id: str) -> list[dict[str, Any]]:
     """Shovel every planned queue from source to destination, wait, and count per queue: seen at plan
@@ -95,112 +85,136 @@ def _depth_or_none(amqp_url: str, vhost: str, queue: str) -> int | None:
         return None
 
 
-@task(name="switch-clients", cache_policy=NO_CACHE)
-def switch_clients(switch: EndpointSwitch, new: str) -> str | None:
-    return switch.switch(new)
+# --- the runbooks' steps (the driver does the rest) -----------------------------------------------
+
+class _Move(RunbookSteps[RabbitFailoverParameters, MovePlan]):
+    """Both directions; `direction` picks source and destination (plan_move, clusters_for)."""
+
+    direction: ClassVar[str]
+    reverse: ClassVar[str]  # the runbook that puts the switch back
+
+    def target(self, params: RabbitFailoverParameters) -> str:
+        return f"vhost {params.vhost} of {params.cluster} ({self.direction}, switch {params.switch})"
+
+    def observe(self, env: Env, params: RabbitFailoverParameters) -> MovePlan:
+        return plan_move(params, env.clusters, self.direction)
+
+    def restore_command(self, run: Run, params: RabbitFailoverParameters) -> str:
+        raise NotImplementedError
+
+    def snapshot(self, run: Run, params: RabbitFailoverParameters, plan: MovePlan) -> Snapshot:
+        """The switch's value before (what a restore puts back), and what was seen: the definitions
+        the destination lacked and the queue depths at plan time."""
+        depths = "".join(f"{q.name},{'' if q.depth_at_plan is None else q.depth_at_plan}\n" for q in plan.queues)
+        return Snapshot(
+            summary=f"switch {plan.switch} points at {plan.switch_old or '(no value)'}; "
+                    f"{len(plan.queues)} queue(s) with {plan.messages_at_plan} message(s) on {plan.source} at plan "
+                    f"time; {len(plan.definitions_to_apply)} definition(s) missing on {plan.destination}",
+            csv="queue,depth_at_plan\n" + depths, restore_command=self.restore_command(run, params),
+            data={"switch": plan.switch, "value": plan.switch_old, "source": plan.source,
+                  "destination": plan.destination, "vhost": plan.vhost,
+                  "queues": [{"name": q.name, "depth_at_plan": q.depth_at_plan} for q in plan.queues],
+                  "definitions_to_apply": [c.item.label for c in plan.definitions_to_apply]})
+
+    def act(self, run: Run, params: RabbitFailoverParameters, plan: MovePlan) -> dict[str, Any]:
+        source, destination = clusters_for(params, run.clusters, self.direction)
+        switch = open_switch(run.clusters, params.switch, self.id)
+        if plan.definitions is not None:
+            run.step("definitions", lambda: copy_definitions(destination, plan),
+                     lambda r: f"imported {r['applied']} definition(s) into {destination.name}, "
+                               f"{r['verified']} read back", lambda r: r)
+        rows: list[dict[str, Any]] = []
+        if plan.queues and plan.source_reachable:
+            moved = run.step("move", lambda: move_backlog(source, destination, plan, params, run.id),
+                             lambda rs: f"moved {_moved(rs)} message(s) to {destination.name} "
+                                        f"({plan.messages_at_plan} seen at plan time)",
+                             lambda rs: {"queues": rs, "moved": _moved(rs), "seen_at_plan": plan.messages_at_plan})
+            rows = moved if moved is not None else _applied(run, "move").get("queues", [])
+            incomplete = [r for r in rows if r["outcome"] != "done"]
+            if incomplete:
+                _report(plan, rows, None)
+                raise BrokerError(_incomplete_move(plan, incomplete, params.shovel_prefetch))
+        old = run.step("switch", lambda: switch.switch(plan.switch_new),
+                       lambda old: f"switch {plan.switch}: {old} -> {plan.switch_new}",
+                       lambda old: {"switch": plan.switch, "switch_old": old, "switch_new": plan.switch_new})
+        if old is None and "switch" in run.applied_steps:
+            old = _applied(run, "switch").get("switch_old")
+        return {"queues": rows, "switch_old": old}
+
+    def verify(self, run: Run, params: RabbitFailoverParameters, plan: MovePlan,
+               result: dict[str, Any]) -> Verification:
+        """A canary published and consumed through whatever the switch now points at."""
+        counts = {"moved": _moved(result["queues"]), "seen_at_plan": plan.messages_at_plan, "queues": result["queues"]}
+        if run.fault == "canary":
+            return Verification(ok=False, summary="injected fault: the canary was not consumed", data=counts)
+        _, destination = clusters_for(params, run.clusters, self.direction)
+        endpoint = open_switch(run.clusters, params.switch, self.id).current()
+        try:
+            checked = canary_round_trip(endpoint, destination, plan.vhost, run.id)
+        except BrokerError as exc:
+            return Verification(ok=False, summary=f"canary through {endpoint} failed: {exc}", data=counts)
+        return Verification(summary=f"canary published and consumed through {checked['endpoint']}",
+                            data={**checked, **counts})
+
+    def restore(self, run: Run, params: RabbitFailoverParameters, plan: MovePlan,
+                snapshot: Snapshot) -> Restore | None:
+        """Put the switch back when this run switched it; the definitions copied and the messages
+        moved stay where they are (nothing is deleted): the restore command moves them back."""
+        if "switch" not in run.applied_steps:
+            return None
+        old = _applied(run, "switch").get("switch_old", snapshot.data.get("value"))
+        open_switch(run.clusters, params.switch, self.id).restore(old)
+        moved = _applied(run, "move").get("moved", 0)
+        stays = (f"; the {moved} message(s) moved stay on {plan.destination} (`{snapshot.restore_command}` "
+                 "moves them back)") if moved else ""
+        return Restore(summary=f"switch {plan.switch} restored to {old}{stays}", restored=True,
+                       restore_command=snapshot.restore_command, data={"switch": plan.switch, "switch_old": old})
+
+    def report(self, run: Run, params: RabbitFailoverParameters, plan: MovePlan, result: dict[str, Any]) -> None:
+        _report(plan, result["queues"], result["switch_old"])
+
+    def outcome(self, params: RabbitFailoverParameters, plan: MovePlan, result: dict[str, Any]) -> str:
+        return (f"{plan.direction} to {plan.destination} done: {_moved(result['queues'])} message(s) moved "
+                f"({plan.messages_at_plan} seen at plan time), switch {plan.switch} {result['switch_old']} -> "
+                f"{plan.switch_new}")
 
 
-@task(name="canary", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def canary(switch: EndpointSwitch, destination: RabbitCluster, vhost: str, run_id: str, fault: str | None) -> dict:
-    if fault == "canary":
-        raise BrokerError("injected fault: the canary was not consumed")
-    return canary_round_trip(switch.current(), destination, vhost, run_id)
+def _command(runbook: str, params: RabbitFailoverParameters, **extra: str) -> str:
+    values = {"cluster": params.cluster, **({"standby": params.standby} if params.standby else {}),
+              "vhost": params.vhost, "switch": params.switch, **extra}
+    return f"runbook run {runbook} " + " ".join(f"-p {shlex.quote(f'{k}={v}')}" for k, v in values.items())
 
 
-@task(name="restore-switch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def restore_switch(switch: EndpointSwitch, old: str | None) -> None:
-    switch.restore(old)
+class Failover(_Move):
+    id = "rabbitmq-failover"
+    direction = "failover"
+
+    def restore_command(self, run: Run, params: RabbitFailoverParameters) -> str:
+        # rabbitmq-failback reads the switch's old value from this run's journal (its snapshot).
+        return _command("rabbitmq-failback", params, failover_run=run.id)
 
 
-# --- the flows -----------------------------------------------------------------------------------
+class Failback(_Move):
+    id = "rabbitmq-failback"
+    direction = "failback"
 
-@flow(name="rabbitmq-failover", persist_result=False)
-def rabbitmq_failover(params: RabbitFailoverParameters, requested_by: str = "unknown",
-                      trigger: dict[str, Any] | None = None):
-    """Move a vhost's definitions and queue backlogs to the standby, then point clients at it."""
-    run_id = str(flow_run.id)
-    return guarded(run_id, lambda: _run(run_id, "failover", params, requested_by, trigger))
-
-
-@flow(name="rabbitmq-failback", persist_result=False)
-def rabbitmq_failback(params: RabbitFailoverParameters, requested_by: str = "unknown",
-                      trigger: dict[str, Any] | None = None):
-    """Move them back to the primary and restore the clients' old endpoint."""
-    run_id = str(flow_run.id)
-    return guarded(run_id, lambda: _run(run_id, "failback", params, requested_by, trigger))
+    def restore_command(self, run: Run, params: RabbitFailoverParameters) -> str:
+        # Back to the standby: the failover sets the switch to the standby's value (and moves what
+        # built up on the primary meanwhile).
+        return _command("rabbitmq-failover", params)
 
 
-def _run(run_id: str, direction: str, params: RabbitFailoverParameters, requested_by: str,
-         trigger: dict[str, Any] | None):
-    runbook_id = f"rabbitmq-{direction}"
-    context = RunContext.load()
-    runbook = context.catalog.get(runbook_id)
-    source, destination = clusters_for(params, context.clusters, direction)
-    record_start(run_id, runbook_id, params, requested_by, trigger, f"{source.name} -> {destination.name} "
-                                                                    f"vhost {params.vhost}")
-    key = runbook.lock_key(params)
-    with target_lock(key, run_id, context.settings.lock_wait_s):
-        journal.record(run_id, "lock", f"holding lock {key}", key=key)
-        plan = observe_and_plan(params, direction)
-        _record_plan(run_id, plan)
-        plan, refused = approve_stable_plan(
-            run_id=run_id, context=context, runbook=runbook, requested_by=requested_by, plan=plan,
-            markdown=lambda p: p.markdown(), replan=lambda: observe_and_plan(params, direction),
-            record_plan=lambda p: _record_plan(run_id, p),
-        )
-        if refused is not None:
-            return refused
-        switch = open_switch(context.clusters, params.switch, runbook_id)
-        journal.record(run_id, "snapshot", f"switch {plan.switch} points at {plan.switch_old}",
-                       switch=plan.switch, old=plan.switch_old)
-        _act(run_id, context, source, destination, params, plan, switch)
-    return Completed(message=f"{direction} to {destination.name} done")
+def _moved(rows: list[dict[str, Any]]) -> int:
+    return sum(r["moved"] for r in rows)
 
 
-def _act(run_id: str, context: RunContext, source: RabbitCluster, destination: RabbitCluster,
-         params: RabbitFailoverParameters, plan: MovePlan, switch: EndpointSwitch) -> None:
-    if plan.definitions is not None:
-        copied = copy_definitions(destination, plan)
-        journal.record(run_id, "action", f"imported {copied['applied']} definition(s) into {destination.name}",
-                       step="definitions", **copied)
-        journal.record(run_id, "verification", f"{copied['verified']} definition(s) read back on {destination.name}",
-                       step="definitions", **copied)
-    rows: list[dict[str, Any]] = []
-    if plan.queues and plan.source_reachable:
-        rows = move_backlog(source, destination, plan, params, run_id)
-        moved, seen = sum(r["moved"] for r in rows), plan.messages_at_plan
-        incomplete = [r for r in rows if r["outcome"] != "done"]
-        journal.record(run_id, "action", f"moved {moved} message(s) to {destination.name} ({seen} seen at plan time)",
-                       step="move", queues=rows, moved=moved, seen_at_plan=seen)
-        if incomplete:
-            _report(plan, rows, None)
-            message = _incomplete_move(plan, rows, incomplete, params.shovel_prefetch)
-            journal.record(run_id, "error", message, queues=rows)
-            journal.record(run_id, "outcome", f"failed part-way: {message}", outcome="failed", moved=moved)
-            raise BrokerError(message)
-    old = switch_clients(switch, plan.switch_new)
-    journal.record(run_id, "action", f"switch {plan.switch}: {old} -> {plan.switch_new}", step="switch",
-                   switch=plan.switch, switch_old=old, switch_new=plan.switch_new)
-    try:
-        checked = canary(switch, destination, plan.vhost, run_id, context.settings.inject_fault)
-    except Exception as exc:
-        journal.record(run_id, "error", f"canary through {plan.switch_new} failed: {exc}")
-        restore_switch(switch, old)
-        journal.record(run_id, "rollback", f"switch {plan.switch} restored to {old}", restored=True, switch_old=old)
-        journal.record(run_id, "outcome", f"failed and the switch was restored: {exc}", outcome="failed")
-        raise
-    journal.record(run_id, "verification", f"canary published and consumed through {checked['endpoint']}",
-                   step="canary", **checked)
-    _report(plan, rows, old)
-    moved = sum(r["moved"] for r in rows)
-    journal.record(run_id, "outcome", f"{plan.direction} to {plan.destination} done: {moved} message(s) moved "
-                   f"({plan.messages_at_plan} seen at plan time), switch {plan.switch} {old} -> {plan.switch_new}",
-                   outcome="succeeded", moved=moved, seen_at_plan=plan.messages_at_plan, queues=rows,
-                   switch_old=old, switch_new=plan.switch_new)
+def _applied(run: Run, step: str) -> dict[str, Any]:
+    """The data of the action `step` this run already recorded (a re-executed run skips the step)."""
+    done = run.applied_steps.get(step)
+    return done.data if done is not None else {}
 
 
-def _incomplete_move(plan: MovePlan, rows: list[dict[str, Any]], incomplete: list[dict[str, Any]],
-                     prefetch: int) -> str:
+def _incomplete_move(plan: MovePlan, incomplete: list[dict[str, Any]], prefetch: int) -> str:
     parts = [f"{r['queue']}: {r['moved']} arrived on {plan.destination}, "
              + (f"{r['left_on_source']} left on {plan.source}" if r["left_on_source"] is not None
                 else f"the rest still on {plan.source}, which does not answer")
@@ -210,16 +224,29 @@ def _incomplete_move(plan: MovePlan, rows: list[dict[str, Any]], incomplete: lis
             f"restart); up to {prefetch} per queue may be on both sides. Run again once {plan.source} answers.")
 
 
-def _record_plan(run_id: str, plan: MovePlan) -> None:
-    journal.record(run_id, "plan", f"{len(plan.definitions_to_apply)} definition(s) to apply, {len(plan.queues)} "
-                   f"queue(s) with {plan.messages_at_plan} message(s) at plan time, switch {plan.switch_old} -> "
-                   f"{plan.switch_new}", csv=plan.to_csv(), markdown=plan.markdown(), **plan.to_json())
-
-
 def _report(plan: MovePlan, rows: list[dict[str, Any]], switch_old: str | None) -> None:
     if rows:
         create_table_artifact(table=rows, description=f"rabbitmq-{plan.direction}: messages moved vs seen")
     switched = f"`{switch_old}` -> `{plan.switch_new}`" if switch_old is not None else "not switched"
     create_markdown_artifact(markdown=f"**{plan.direction}** `{plan.source}` -> `{plan.destination}`: "
-                             f"{sum(r['moved'] for r in rows)} moved, {plan.messages_at_plan} seen at plan time; "
+                             f"{_moved(rows)} moved, {plan.messages_at_plan} seen at plan time; "
                              f"switch `{plan.switch}` {switched}.", description=f"rabbitmq-{plan.direction} report")
+
+
+FAILOVER, FAILBACK = Failover(), Failback()
+dry_run = FAILOVER.dry_run  # `runbook plan rabbitmq-failover` and the CLI's preflight
+dry_run_failback = FAILBACK.dry_run
+
+
+@flow(name="rabbitmq-failover", persist_result=False)
+def rabbitmq_failover(params: RabbitFailoverParameters, requested_by: str = "unknown",
+                      trigger: dict[str, Any] | None = None):
+    """Move a vhost's definitions and queue backlogs to the standby, then point clients at it."""
+    return drive(FAILOVER, params, requested_by, trigger)
+
+
+@flow(name="rabbitmq-failback", persist_result=False)
+def rabbitmq_failback(params: RabbitFailoverParameters, requested_by: str = "unknown",
+                      trigger: dict[str, Any] | None = None):
+    """Move them back to the primary and restore the clients' old endpoint."""
+    return drive(FAILBACK, params, requested_by, trigger)

@@ -24,9 +24,9 @@ from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionErr
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.integrations.rabbitmq_definitions import Change, Definitions, compare, export_definitions, read_definitions
 from mq_runbooks.integrations.rabbitmq_shovels import PREFETCH, queue_depth
+from mq_runbooks.flows.rabbitmq_stuck_plan import refuse_unknown_vhost
 from mq_runbooks.flows.rabbitmq_switch import open_switch, value_before_failover
-
-PLAN_ROWS_SHOWN = 40
+from mq_runbooks.kit.plans import PLAN_ROWS_SHOWN, PlanTable, table_json
 
 
 class RabbitFailoverParameters(BaseModel):
@@ -57,7 +57,7 @@ class QueueBacklog:
 
 
 @dataclass(frozen=True)
-class MovePlan:
+class MovePlan(PlanTable):
     """What a failover (primary -> standby) or failback (standby -> primary) will do."""
 
     direction: str
@@ -81,6 +81,36 @@ class MovePlan:
     def messages_at_plan(self) -> int:
         return sum(q.depth_at_plan or 0 for q in self.queues)
 
+    # -- the plan contract (mq_runbooks.kit.plans.Plan) ------------------------------------------
+    COLUMNS = ("change", "kind", "name", "detail")
+
+    def columns(self) -> tuple[str, ...]:
+        return self.COLUMNS
+
+    def rows(self) -> list[tuple]:
+        """What changes, in the order it is done: definitions (by kind and name), backlogs (by queue),
+        the switch."""
+        rows: list[tuple] = [(c.action, c.item.kind, c.item.shown()["name"], f"on {self.destination}")
+                             for c in sorted(self.definitions_to_apply, key=lambda c: (c.item.kind, c.item.label))]
+        if self.source_reachable:
+            rows += [("move backlog", "queue", q.name, f"{q.depth_at_plan} message(s) at plan time")
+                     for q in sorted(self.queues, key=lambda q: q.name)]
+        if self.switch_old != self.switch_new:
+            rows.append(("switch", "endpoint switch", self.switch,
+                         f"{self.switch_old or '(no value)'} -> {self.switch_new}"))
+        return rows
+
+    def changes_anything(self) -> bool:
+        """False when the destination has every definition, no backlog is to move and the switch
+        already points at the destination (a failover already done)."""
+        return bool(self.rows())
+
+    def summary(self) -> str:
+        return (f"{self.direction} of vhost {self.vhost} {self.source} -> {self.destination}: "
+                f"{len(self.definitions_to_apply)} definition(s) to apply, {len(self.queues)} queue(s) with "
+                f"{self.messages_at_plan} message(s) at plan time, switch {self.switch} "
+                f"{self.switch_old or '(no value)'} -> {self.switch_new}")
+
     def digest(self) -> str:
         bound = {"direction": self.direction, "source": self.source, "destination": self.destination,
                  "vhost": self.vhost, "queues": [q.name for q in self.queues],
@@ -94,8 +124,9 @@ class MovePlan:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **table_json(self),
             "direction": self.direction, "source": self.source, "destination": self.destination,
-            "vhost": self.vhost, "source_reachable": self.source_reachable, "digest": self.digest(),
+            "vhost": self.vhost, "source_reachable": self.source_reachable,
             "definitions": [dict(c.item.shown(), action=c.action) for c in self.changes],
             "users": list(self.definitions.users) if self.definitions else [],
             "queues": [{"name": q.name, "depth_at_plan": q.depth_at_plan} for q in self.queues],
@@ -195,6 +226,7 @@ def _queues_of(rabbit: RabbitManagement, vhost: str) -> list[dict[str, Any]]:
 
 def _observe_source(origin: RabbitManagement, source: RabbitCluster, params: RabbitFailoverParameters,
                     runbook: str) -> tuple[Definitions | None, list[QueueBacklog]]:
+    refuse_unknown_vhost(origin, params.vhost, source.name, runbook)
     listed = {q["name"]: q for q in origin.get_json(f"/api/queues/{quote(params.vhost, safe='')}",
                                                     not_found=f"vhost {params.vhost!r} does not exist")}
     unknown = [name for name in params.queues if name not in listed]
@@ -212,15 +244,4 @@ def _observe_source(origin: RabbitManagement, source: RabbitCluster, params: Rab
     return definitions, queues
 
 
-def dry_run_failover(params: RabbitFailoverParameters, clusters: Clusters) -> MovePlan:
-    """`runbook plan rabbitmq-failover`: the plan and nothing else."""
-    return plan_move(params, clusters, "failover")
-
-
-def dry_run_failback(params: RabbitFailoverParameters, clusters: Clusters) -> MovePlan:
-    """`runbook plan rabbitmq-failback`: the plan and nothing else."""
-    return plan_move(params, clusters, "failback")
-
-
-__all__ = ["MovePlan", "QueueBacklog", "RabbitFailoverParameters", "clusters_for",
-           "dry_run_failback", "dry_run_failover", "plan_move"]
+__all__ = ["MovePlan", "QueueBacklog", "RabbitFailoverParameters", "clusters_for", "plan_move"]

@@ -12,9 +12,7 @@ and a queue it consumes from has ready messages waiting.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 import time
@@ -27,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mq_runbooks.base.errors import BrokerError, ParameterError
 from mq_runbooks.integrations.rabbitmq import ChannelActivity, Queue, RabbitManagement
+from mq_runbooks.kit.plans import PLAN_ROWS_SHOWN, PlanTable, table_json, table_markdown
 
 RUNBOOK_ID = "rabbitmq-drain-stuck"
 STATS_REFRESH_S = 5.0
@@ -95,7 +94,10 @@ class StuckConnection:
 
 
 @dataclass(frozen=True)
-class DrainPlan:
+class DrainPlan(PlanTable):
+    """What a drain will do: the connections to close (one row each, by name), the poison sweeps and
+    the backlog shovel; and the queues as they were sampled."""
+
     cluster: str
     vhost: str
     queues: tuple[QueueState, ...]
@@ -109,13 +111,45 @@ class DrainPlan:
     backlog_to: str | None
     warnings: tuple[str, ...] = ()
 
+    COLUMNS = ("change", "connection or queue", "client name", "peer host", "consumer tags", "queues", "unacked",
+               "prefetch", "idle s", "note")
+
     @property
     def unacked_held(self) -> int:
         return sum(c.unacked for c in self.stuck)
 
-    @property
+    # -- the plan contract (mq_runbooks.kit.plans.Plan) ------------------------------------------
+    def columns(self) -> tuple[str, ...]:
+        return self.COLUMNS
+
+    def rows(self) -> list[tuple]:
+        """Every change, in the order it is made: the connections to close (by name), the queues swept
+        for poison, the backlog shovel."""
+        rows: list[tuple] = [
+            ("close", c.connection_name, c.client_provided_name, c.peer_host, " ".join(c.consumer_tags),
+             " ".join(c.queues), c.unacked, c.prefetch, round(c.idle_for_s),
+             f"{c.other_channels} other channel(s) closed too" if c.other_channels else "")
+            for c in self._stuck_by_name()]
+        rows += [("park poison", queue, None, None, None, None, None, None, None,
+                  f"of the first {self.poison_scan}, those delivered more than {self.poison_after} time(s) -> {parking}")
+                 for queue, parking in self.parking]
+        if self.backlog_to and self.queues:
+            rows.append(("shovel backlog", self.queues[0].name, None, None, None, None, None, None, None,
+                         f"ready messages -> {self.backlog_to}"))
+        return rows
+
+    def _stuck_by_name(self) -> list[StuckConnection]:
+        return sorted(self.stuck, key=lambda c: c.connection_name)
+
     def changes_anything(self) -> bool:
         return bool(self.stuck or self.parking or self.backlog_to)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.stuck)} stuck connection(s) holding {self.unacked_held} message(s) to close"]
+        parts += [f"poison of {queue} parked in {parking}" for queue, parking in self.parking]
+        if self.backlog_to:
+            parts.append(f"backlog of {self.queues[0].name if self.queues else '?'} shovelled to {self.backlog_to}")
+        return f"{'; '.join(parts)} (vhost {self.vhost} on {self.cluster})"
 
     def digest(self) -> str:
         """Binds what is approved: the connections and what they hold, and the options (not the
@@ -125,40 +159,25 @@ class DrainPlan:
                  "backlog_to": self.backlog_to}
         return hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()[:16]
 
-    def to_csv(self) -> str:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["connection", "client_provided_name", "peer_host", "consumer_tags", "queues", "unacked",
-                         "prefetch", "idle_for_s"])
-        for c in self.stuck:
-            writer.writerow([c.connection_name, c.client_provided_name or "", c.peer_host or "",
-                             " ".join(c.consumer_tags), " ".join(c.queues), c.unacked, c.prefetch,
-                             round(c.idle_for_s)])
-        return out.getvalue()
-
     def to_json(self) -> dict[str, Any]:
-        return {"cluster": self.cluster, "vhost": self.vhost, "digest": self.digest(),
+        return {**table_json(self), "cluster": self.cluster, "vhost": self.vhost,
                 "unacked_held": self.unacked_held, "healthy_consumers": self.healthy_consumers,
                 "samples": self.samples, "window_s": self.window_s, "poison_after": self.poison_after,
                 "parking": [{"queue": q, "parking_queue": p} for q, p in self.parking],
                 "poison_scan": self.poison_scan, "backlog_to": self.backlog_to, "warnings": list(self.warnings),
                 "queues": [asdict(q) for q in self.queues], "connections": [asdict(c) for c in self.stuck]}
 
-    def markdown(self, rows: int = 40) -> str:
+    def markdown(self, rows: int = PLAN_ROWS_SHOWN) -> str:
         where = f"vhost `{self.vhost}` on RabbitMQ cluster `{self.cluster}`"
-        lines = [f"**{len(self.stuck)}** stuck connection(s) in {where} (sampled {self.samples} times over "
-                 f"{self.window_s:g}s), holding **{self.unacked_held}** unacknowledged message(s). Closing them "
-                 f"returns those messages to their queues, redelivered to the **{self.healthy_consumers}** "
-                 "healthy consumer(s).", ""]
-        if self.stuck:
-            lines += ["| connection | client name | peer host | consumer tags | queues | unacked / prefetch "
-                      "| idle | other channels closed |", "|---|---|---|---|---|---:|---:|---:|"]
-            for c in self.stuck[:rows]:
-                lines.append(f"| {c.connection_name} | {c.client_provided_name or ''} | {c.peer_host or ''} | "
-                             f"{', '.join(c.consumer_tags)} | {', '.join(c.queues)} | {c.unacked} / {c.prefetch} | "
-                             f"{c.idle_for_s:.0f}s | {c.other_channels} |")
-            if len(self.stuck) > rows:
-                lines.append(f"\n... and {len(self.stuck) - rows} more connection(s).")
+        headline = (f"**{len(self.stuck)}** stuck connection(s) in {where} (sampled {self.samples} times over "
+                    f"{self.window_s:g}s), holding **{self.unacked_held}** unacknowledged message(s). Closing them "
+                    f"returns those messages to their queues, redelivered to the **{self.healthy_consumers}** "
+                    "healthy consumer(s).")
+        shown = [(c.connection_name, c.client_provided_name, c.peer_host, ", ".join(c.consumer_tags),
+                  ", ".join(c.queues), f"{c.unacked} / {c.prefetch}", f"{c.idle_for_s:.0f}s", c.other_channels)
+                 for c in self._stuck_by_name()]
+        lines = [table_markdown(headline, ("connection", "client name", "peer host", "consumer tags", "queues",
+                                           "unacked / prefetch", "idle", "other channels closed"), shown, rows)]
         lines += ["", "| queue | type | ready | unacked | consumers |", "|---|---|---:|---:|---:|"]
         lines += [f"| {q.name} | {q.type} | {q.messages_ready} | {q.messages_unacknowledged} | {q.consumers} |"
                   for q in self.queues[:rows]]
@@ -185,13 +204,17 @@ def take_samples(rabbit: RabbitManagement, params: DrainStuckParameters,
     """Samples of the target queues and of every channel, spread over `window_s` (one per refresh)."""
     count = max(2, math.ceil(params.window_s / STATS_REFRESH_S) + 1)
     interval = params.window_s / (count - 1)
+    refuse_unknown_vhost(rabbit, params.vhost, params.cluster)
     if params.queue is not None:
         try:
             rabbit.queue(params.vhost, params.queue)
         except BrokerError as exc:
             if "does not exist" not in str(exc):
                 raise
-            raise ParameterError(RUNBOOK_ID, [("queue", f"no queue {params.queue!r} in vhost {params.vhost!r}")])
+            queues = sorted(q.name for q in rabbit.queues(params.vhost))
+            shown = ", ".join(queues[:20]) + (" ..." if len(queues) > 20 else "") if queues else "none"
+            raise ParameterError(RUNBOOK_ID, [("queue", f"no queue {params.queue!r} in vhost {params.vhost!r} on "
+                                                        f"{params.cluster} (queues there: {shown})")]) from None
     samples = []
     for index in range(count):
         if index:
@@ -200,6 +223,16 @@ def take_samples(rabbit: RabbitManagement, params: DrainStuckParameters,
         samples.append(Sample(datetime.now(timezone.utc), {q.name: q for q in queues},
                               {c.name: c for c in rabbit.channel_activity()}))
     return samples
+
+
+def refuse_unknown_vhost(rabbit: RabbitManagement, vhost: str, cluster: str, runbook: str = RUNBOOK_ID,
+                         field: str = "vhost") -> None:
+    """ParameterError naming the vhosts there when `vhost` does not exist on the cluster (an unknown
+    vhost must be refused as bad input, not planned as a vhost with nothing to do)."""
+    vhosts = sorted(v["name"] for v in rabbit.get_json("/api/vhosts"))
+    if vhost not in vhosts:
+        raise ParameterError(runbook, [(field, f"no vhost {vhost!r} on RabbitMQ cluster {cluster} "
+                                               f"(vhosts there: {', '.join(vhosts) or 'none'})")])
 
 
 def _stuck_channels(samples: list[Sample], consumed: dict[str, set[str]], idle_threshold_s: float) -> list[str]:

@@ -38,11 +38,15 @@ def value_before_failover(failover_run: str, switch: str, runbook: str) -> str |
         raise ParameterError(runbook, [("failover_run", f"{failover_run} is not a rabbitmq-failover run")])
     switched = [e for e in entries if e.kind == "action" and e.data.get("step") == "switch"
                 and e.data.get("switch") == switch]
-    if not switched:
-        outcome = journal.last(entries, "outcome")
-        raise ParameterError(runbook, [("failover_run", f"run {failover_run} never switched {switch!r} "
-                                                        f"({outcome.summary if outcome else 'no outcome yet'})")])
-    return switched[-1].data["switch_old"]
+    if switched:
+        return switched[-1].data["switch_old"]  # exactly the value the switch replaced
+    # A failover that stopped before switching: its snapshot holds the value before it started.
+    saved = [e for e in entries if e.kind == "snapshot" and e.data.get("switch") == switch]
+    if saved:
+        return saved[-1].data.get("value")
+    outcome = journal.last(entries, "outcome")
+    raise ParameterError(runbook, [("failover_run", f"run {failover_run} never got to {switch!r} "
+                                                    f"({outcome.summary if outcome else 'no outcome yet'})")])
 
 
 def amqp_url_for(endpoint: str, destination: RabbitCluster) -> str:

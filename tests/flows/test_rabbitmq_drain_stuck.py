@@ -2,8 +2,12 @@
 prefetch and never acks, one healthy), real runs answered through the gate, every message id counted."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pika
 import pika.exceptions
@@ -103,14 +107,14 @@ def drain_queue(amqp_url, queue):
     return ids, headers
 
 
-def wait_for_statistics(clusters, queue, held=5, timeout=20.0):
+def wait_for_statistics(clusters, queue, held=5, timeout=20.0, consumers=2):
     """Until the management statistics (refreshed every 5 s) show the stuck channel and both consumers,
     as they would for a consumer stuck for a while in production."""
     deadline = time.monotonic() + timeout
     with RabbitManagement.from_cluster(clusters.rabbit_cluster("primary")) as rabbit:
         while time.monotonic() < deadline:
             channels = [c for c in rabbit.channel_activity() if c.messages_unacknowledged == c.prefetch_count == held]
-            if channels and rabbit.queue("/", queue).consumers == 2:
+            if channels and rabbit.queue("/", queue).consumers == consumers:
                 return
             time.sleep(0.5)
     raise AssertionError(f"the statistics never showed the stuck consumer of {queue}")
@@ -170,7 +174,7 @@ def test_finds_exactly_the_stuck_consumer_closes_it_and_nothing_is_lost(amqp_url
 
 def test_poison_message_is_parked_and_the_rest_is_consumed(amqp_url, clusters, unique, runbook_env):
     queue = unique("payments")
-    ids = ["poison"] + [f"m{i}" for i in range(100)]
+    ids = ["poison"] + [f"m{i}" for i in range(300)]  # a backlog the slow consumer cannot finish before the re-plan
     fill(amqp_url, queue, ids[:1], quorum=True)
     connection = connect(amqp_url, "test-crash-loop")
     channel = connection.channel()
@@ -225,3 +229,44 @@ def test_bad_parameters_are_refused_naming_the_parameter(amqp_url, clusters, uni
     with pytest.raises(ParameterError, match="queue: no queue"):
         dry_run(missing, clusters)
     drain_queue(amqp_url, queue)
+
+
+@pytest.mark.parametrize("bad, expected", [
+    (["-p", "vhost=no-such-vhost"], "vhost: no vhost 'no-such-vhost' on RabbitMQ cluster primary (vhosts there: /"),
+    (["-p", "vhost=no-such-vhost", "-p", "queue=orders"], "vhost: no vhost 'no-such-vhost'"),
+    (["-p", "queue=no-such-queue"], "queue: no queue 'no-such-queue' in vhost '/' on primary (queues there:"),
+])
+def test_an_unknown_vhost_or_queue_exits_2_before_a_run_exists(bad, expected):
+    """Not "nothing to do": bad input, refused by the CLI's preflight before any sampling or run."""
+    for command in ("plan", "run"):
+        result = subprocess.run([str(Path(sys.executable).parent / "runbook"), command, RUNBOOK, "-p", "cluster=primary",
+                                 *bad], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert expected in result.stderr and "started run" not in result.stdout
+
+
+def test_a_verify_that_sees_no_progress_fails_saying_what_changed_and_how_to_go_on(amqp_url, clusters, unique,
+                                                                                   runbook_env):
+    """The stuck consumer is the only one: closing it requeues its messages, but nobody acks them."""
+    queue = unique("lonely")
+    fill(amqp_url, queue, [f"m{i}" for i in range(50)])
+    stuck = Consumer(amqp_url, queue, unique("only-consumer"), prefetch=5, stuck=True)
+    stuck.start()
+    stuck.ready.wait(5)
+    wait_for_statistics(clusters, queue, consumers=1)
+    settings, catalog = runbook_env(RUNBOOK)
+    run_id = start_runbook(settings, catalog, RUNBOOK, queue=queue, **FAST)
+    wait_until(run_id, paused, timeout=60)
+    runs.answer_gate(settings, catalog, run_id, True, "erin", "")
+    view = wait_until(run_id, finished, timeout=60)
+    stuck.join(5)
+    assert not view.succeeded, "no consumer acked anything: not a success"
+    verification = journal.last(view.entries, "verification")
+    assert verification.data["ok"] is False and verification.data["acks_by_remaining_consumers"] == 0
+    outcome = journal.last(view.entries, "outcome")
+    assert outcome.data["outcome"] == "failed"
+    assert "closed 1 connection(s); their messages were requeued" in outcome.summary
+    assert "cannot be reopened" in outcome.summary
+    assert f"{queue} has no consumer left: start healthy consumers" in outcome.summary
+    assert journal.last(view.entries, "rollback") is None, "nothing is claimed restored"
+    assert sorted(drain_queue(amqp_url, queue)[0]) == sorted(f"m{i}" for i in range(50)), "nothing lost"

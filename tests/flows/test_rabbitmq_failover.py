@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +21,9 @@ from mq_runbooks.app import runs
 from mq_runbooks.base.clusters import load_clusters
 from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionError
 from mq_runbooks.kit import journal
-from mq_runbooks.flows.rabbitmq_failover_plan import RabbitFailoverParameters, dry_run_failover
+from mq_runbooks.app.cli_runs import parse_parameters
+from mq_runbooks.flows.rabbitmq_failover import dry_run as dry_run_failover
+from mq_runbooks.flows.rabbitmq_failover_plan import RabbitFailoverParameters
 from mq_runbooks.integrations.rabbitmq_shovels import queue_depth
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, wait_until  # noqa: F401
 from tests.rabbitmq_failover_support import amqp_url, api, drain_ids, publish_ids, scratch_vhost
@@ -90,6 +94,13 @@ def start(settings, catalog, runbook_id, **raw) -> str:
     return runs.start_run(settings, runbook, runbook.validate_parameters(raw), requested_by="alice")
 
 
+def start_command(settings, catalog, command: str) -> str:
+    """Start the run a `runbook run ID -p k=v ...` command (e.g. a snapshot's restore command) names."""
+    words = shlex.split(command)
+    assert words[:2] == ["runbook", "run"] and all(w == "-p" for w in words[3::2]), command
+    return start(settings, catalog, words[2], **parse_parameters(tuple(words[4::2])))
+
+
 def approve(settings, catalog, run_id) -> object:
     wait_until(run_id, paused)
     runs.answer_gate(settings, catalog, run_id, True, "erin", "standby is ready")
@@ -129,15 +140,19 @@ def test_failover_then_failback_moves_everything_and_restores_the_file_switch(cl
         assert queue_depth(amqp_url(standby), vhost, "orders") == 300
         assert queue_depth(amqp_url(primary), vhost, "orders") == 0
         assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == STANDBY_ENDPOINT
-        outcome = journal.last(view.entries, "outcome").data
-        assert outcome["moved"] == 300 and outcome["seen_at_plan"] == 300
-        assert journal.last(view.entries, "verification").data["cluster_name"] == target.overview().cluster_name
+        verified = journal.last(view.entries, "verification").data
+        assert verified["moved"] == 300 and verified["seen_at_plan"] == 300
+        assert verified["cluster_name"] == target.overview().cluster_name
+        assert "300 message(s) moved" in journal.last(view.entries, "outcome").summary
         order = kinds(view)
         assert order.index("approval") < order.index("snapshot") < order.index("action")
+        snapshot = journal.last(view.entries, "snapshot")
+        assert snapshot.data["switch"] == "orders-clients" and snapshot.data["value"] == PRIMARY_ENDPOINT
+        assert snapshot.data["queues"] == [{"name": "orders", "depth_at_plan": 300}]
+        assert f"failover_run={run_id}" in snapshot.data["restore_command"]
 
         publish_ids(standby, vhost, "orders", 20, prefix="during")  # produced on the standby meanwhile
-        back = start(settings, catalog, "rabbitmq-failback", vhost=vhost, switch="orders-clients",
-                     failover_run=run_id)
+        back = start_command(settings, catalog, snapshot.data["restore_command"])  # the restore it printed
         plan = journal.last(wait_until(back, paused).entries, "plan").data
         assert plan["switch"]["new"] == PRIMARY_ENDPOINT and plan["queues"][0]["depth_at_plan"] == 320
         view = approve(settings, catalog, back)
@@ -145,7 +160,7 @@ def test_failover_then_failback_moves_everything_and_restores_the_file_switch(cl
         assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == PRIMARY_ENDPOINT
         arrived = drain_ids(primary, vhost, "orders")
         assert sorted(arrived) == sorted(sent + [f"during-{i}" for i in range(20)]), "nothing lost, nothing twice"
-        assert journal.last(view.entries, "outcome").data["moved"] == 320
+        assert journal.last(view.entries, "verification").data["moved"] == 320
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -197,10 +212,28 @@ def test_bad_input_and_an_unreachable_standby_are_refused_before_any_change(clus
     good = load_clusters(clusters_yaml(tmp_path, MAIN_PORTS, file_switch(endpoint_file)))
     with pytest.raises(ParameterError, match="queues: 'no-such-queue' is not a queue in vhost '/'"):
         dry_run_failover(RabbitFailoverParameters(switch="orders-clients", queues=["no-such-queue"]), good)
+    with pytest.raises(ParameterError, match="vhost: no vhost 'no-such-vhost' on RabbitMQ cluster primary "
+                                             r"\(vhosts there: .*/"):
+        dry_run_failover(RabbitFailoverParameters(switch="orders-clients", vhost="no-such-vhost"), good)
     dead = load_clusters(clusters_yaml(tmp_path, (MAIN_PORTS[0], MAIN_PORTS[1], 1, 2), file_switch(endpoint_file)))
     with pytest.raises(PreconditionError, match="the destination standby cannot take the clients: .*did not answer"):
         dry_run_failover(RabbitFailoverParameters(switch="orders-clients"), dead)
     assert endpoint_file.read_text() == "{}"
+
+
+@pytest.mark.parametrize("runbook_id", ["rabbitmq-failover", "rabbitmq-failback"])
+def test_an_unknown_vhost_or_queue_exits_2_before_a_run_exists(tmp_path, runbook_id):
+    endpoint_file = tmp_path / "endpoint.json"
+    endpoint_file.write_text(json.dumps({"rabbitmq": {"endpoint": PRIMARY_ENDPOINT}}))
+    env = {**os.environ, "RUNBOOK_CLUSTERS": str(clusters_yaml(tmp_path, MAIN_PORTS, file_switch(endpoint_file)))}
+    source = "primary" if runbook_id == "rabbitmq-failover" else "standby"
+    for bad, expected in ((["-p", "vhost=no-such-vhost"], f"vhost: no vhost 'no-such-vhost' on RabbitMQ cluster {source}"),
+                          (["-p", "queues=no-such-queue"], "queues: 'no-such-queue' is not a queue in vhost '/'")):
+        result = subprocess.run([str(Path(sys.executable).parent / "runbook"), "run", runbook_id,
+                                 "-p", "switch=orders-clients", *bad], capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        assert expected in result.stderr and "started run" not in result.stdout
+    assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == PRIMARY_ENDPOINT
 
 
 def test_with_the_primary_down_the_plan_moves_only_the_switch_and_says_so(tmp_path):
@@ -265,6 +298,9 @@ def test_primary_dying_mid_move_reports_exactly_what_moved_and_loses_nothing(fau
             assert 300 <= moved["moved"] == on_standby < 3000, "the report says exactly what arrived"
             error = journal.last(view.entries, "error").summary
             assert f"orders: {on_standby} arrived on standby" in error and "clients were NOT switched" in error
+            outcome = journal.last(view.entries, "outcome").summary
+            assert "nothing was restored" in outcome and "rabbitmq-failback" in outcome and \
+                f"failover_run={run_id}" in outcome, "how to move the messages back"
             assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == PRIMARY_ENDPOINT
         finally:
             subprocess.run([*stack, "up", "rabbitmq-primary"], check=True, env=fault_stack, stdout=subprocess.DEVNULL)
