@@ -17,10 +17,11 @@ from mq_runbooks.base.settings import Settings
 from mq_runbooks.integrations.kafka import KafkaClient
 
 
-def test_status_of_a_crashed_run_writes_its_draft(clusters, unique, tmp_path, monkeypatch):
-    monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
+def paused_replay_run(clusters, unique, prefix: str) -> tuple[str, dict, str, str]:
+    """A kafka-replay run started as `runbook run` starts it, waiting at its gate: (run id, kafka config,
+    topic, group); the group is committed at the end of a one-partition topic of 2 records."""
     config = clusters.kafka_cluster("primary").client_config()
-    topic, group = unique("crash"), unique("crashgroup")
+    topic, group = unique(prefix), unique(f"{prefix}group")
     with KafkaClient(config) as kafka:
         kafka.create_topic(topic, 1)
     producer = Producer(config)
@@ -30,7 +31,6 @@ def test_status_of_a_crashed_run_writes_its_draft(clusters, unique, tmp_path, mo
     consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
     consumer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
     consumer.close()
-
     settings = Settings.from_environ()
     runbook = load_catalog(settings.catalog).get("kafka-replay")
     run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
@@ -39,11 +39,24 @@ def test_status_of_a_crashed_run_writes_its_draft(clusters, unique, tmp_path, mo
     while runs.read_run(run_id).state_type != "PAUSED":
         assert time.monotonic() < deadline, "the run never reached its gate"
         time.sleep(0.3)
+    return run_id, config, topic, group
+
+
+def kill_executor(run_id: str, sig: int) -> None:
     executor = subprocess.run(["pgrep", "-f", f"mq_runbooks.app.executor {run_id}"], capture_output=True, text=True)
+    assert executor.stdout.split(), "the run's executor process was not found"
     for pid in executor.stdout.split():
-        os.kill(int(pid), signal.SIGTERM)  # the process dies while the run waits at the gate
+        os.kill(int(pid), sig)
+
+
+def test_status_of_a_crashed_run_writes_its_draft(clusters, unique, tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
+    run_id, config, topic, group = paused_replay_run(clusters, unique, "crash")
+    settings = Settings.from_environ()
+    kill_executor(run_id, signal.SIGTERM)  # the process dies while the run waits at the gate
+    deadline = time.monotonic() + 60
     while not runs.read_run(run_id).finished:
-        assert time.monotonic() < deadline + 30, "the run was never marked as ended"
+        assert time.monotonic() < deadline, "the run was never marked as ended"
         time.sleep(0.3)
     assert runs.read_run(run_id).state_type == "CRASHED"
 
@@ -64,29 +77,9 @@ def test_a_killed_run_is_marked_crashed_by_its_missing_heartbeats_and_concluded(
     from mq_runbooks.kit.crashes import HEARTBEAT_S, ZOMBIE_AFTER_S, conclude_crashed
 
     monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
-    config = clusters.kafka_cluster("primary").client_config()
-    topic, group = unique("killed"), unique("killedgroup")
-    with KafkaClient(config) as kafka:
-        kafka.create_topic(topic, 1)
-    producer = Producer(config)
-    producer.produce(topic, b"x")
-    producer.flush()
-    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
-    consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
-    consumer.close()
-
+    run_id, config, topic, group = paused_replay_run(clusters, unique, "killed")
     settings = Settings.from_environ()
-    runbook = load_catalog(settings.catalog).get("kafka-replay")
-    run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
-        {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
-    deadline = time.monotonic() + 60
-    while runs.read_run(run_id).state_type != "PAUSED":
-        assert time.monotonic() < deadline, "the run never reached its gate"
-        time.sleep(0.3)
-    executor = subprocess.run(["pgrep", "-f", f"mq_runbooks.app.executor {run_id}"], capture_output=True, text=True)
-    assert executor.stdout.split(), "the run's executor process was not found"
-    for pid in executor.stdout.split():
-        os.kill(int(pid), signal.SIGKILL)
+    kill_executor(run_id, signal.SIGKILL)
 
     deadline = time.monotonic() + ZOMBIE_AFTER_S + 3 * HEARTBEAT_S + 60
     while runs.read_run(run_id).state_type != "CRASHED":
@@ -99,4 +92,4 @@ def test_a_killed_run_is_marked_crashed_by_its_missing_heartbeats_and_concluded(
     draft = find_by_run(settings.postmortem_dir, "kafka-replay", run_id)
     assert draft is not None and draft.meta["outcome"] == "crashed"
     with KafkaClient(config) as kafka:
-        assert kafka.committed_offsets(group) == {(topic, 0): 1}, "nothing was changed"
+        assert kafka.committed_offsets(group) == {(topic, 0): 2}, "nothing was changed"
