@@ -24,19 +24,14 @@ RUN_TAG = "mq-runbooks"
 
 
 def ensure_zombie_automation() -> bool:
-    """Create the automation if the server has none of that name; True if it was created now."""
+    """Create the automation (or bring one an older version made up to date); True if it was created now."""
     from prefect.automations import Automation
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
-    try:
-        Automation.read(name=AUTOMATION_NAME)
-        return False
-    except ValueError:
-        pass
-    Automation(
+    wanted = Automation(
         name=AUTOMATION_NAME,
         description="Marks a flow run Crashed when it sent no heartbeat (and reached no final state) for "
                     f"{ZOMBIE_AFTER_S}s: its process died. Created by mq-runbooks.",
@@ -52,8 +47,16 @@ def ensure_zombie_automation() -> bool:
         ),
         actions=[ChangeFlowRunState(state=StateType.CRASHED,
                                     message=f"no heartbeat for {ZOMBIE_AFTER_S}s: the run's process died")],
-    ).create()
-    return True
+    )
+    try:
+        existing = Automation.read(name=AUTOMATION_NAME)
+    except ValueError:
+        wanted.create()
+        return True
+    if existing.trigger != wanted.trigger or existing.actions != wanted.actions:  # made by an older version
+        existing.trigger, existing.actions, existing.description = wanted.trigger, wanted.actions, wanted.description
+        existing.update()
+    return False
 
 
 def steps_applied(entries: list[journal.Entry]) -> list[str]:
