@@ -29,7 +29,7 @@ def test_a_clusters_file_that_is_not_utf8_or_is_a_directory(tmp_path):
 
 @pytest.mark.parametrize("limit", ["-1", "0", "100000"])
 def test_runs_limit_out_of_range(limit):
-    assert_clean(runbook("runs", "--limit", limit), 2, "--limit", "1<=x<=200")
+    assert_clean(runbook("runs", "--limit", limit), 2, "--limit", "1<=x<=1000")
 
 
 @pytest.mark.parametrize("parameter, expected", [
