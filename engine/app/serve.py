@@ -111,16 +111,19 @@ def _runner_thread(catalog: Catalog, deployment_name: str, limit: int, ready: th
 
 def _sweep_crashed(forget, every_s: float = 30.0) -> None:
     """Give every run that crashed (its process died; see kit/crashes.py) its outcome and postmortem,
-    and let a repeat of the alert that started it start a new run (`forget`)."""
+    and let a repeat of the alert that started it start a new run (`forget`). The first round waits too:
+    serve answers its first requests (Slack's 3 s) before it reads anything else."""
+    checked: set[str] = set()  # each crashed run's journal is read once per process
     while True:
+        time.sleep(every_s)
         try:
-            crashed = recent_crashed()
+            crashed = {run_id: message for run_id, message in recent_crashed().items() if run_id not in checked}
             forget(set(crashed))
             for run_id in conclude_crashed(crashed):
                 log.warning("run %s crashed: its outcome and postmortem draft are written", run_id)
+            checked |= crashed.keys()
         except Exception as exc:  # noqa: BLE001  (a sweep that failed is tried again at the next round)
             log.warning("looking for crashed runs failed: %s: %s", type(exc).__name__, exc)
-        time.sleep(every_s)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
