@@ -11,6 +11,7 @@ import functools
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,6 +214,23 @@ def waits_for(settings: Settings, catalog: Catalog, view: RunView, who: str) -> 
     return refusal(policy, teams_for(settings), request.data.get("requester", ""), who, True, approvals) is None
 
 
+GATE_SETTLE_S = 10.0  # a run asks for approval (journal, Slack) a moment before it pauses
+
+
+def _at_its_gate(view: RunView) -> RunView:
+    """The run once paused, when it has just asked for approval and is about to pause (a click on the
+    Slack message can arrive in between); else the run as it is."""
+    deadline = time.monotonic() + GATE_SETTLE_S
+    while view.state_type == "RUNNING" and time.monotonic() < deadline:
+        request = journal.last(view.entries, "approval_requested")
+        # A refused answer or one approval of several sends it back to the same gate; these end it.
+        if request is None or any(e.at > request.at and e.kind in ("rejection", "outcome") for e in view.entries):
+            return view
+        time.sleep(0.3)
+        view = read_run(view.id)
+    return view
+
+
 def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: bool, by: str, comment: str,
                 via: str = "cli", proof: str = "") -> RunView:
     """Approve or reject a run waiting at its gate, after checking the runbook's policy and the proof
@@ -220,7 +238,7 @@ def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: boo
 
     A refused answer is recorded in the run's journal and raised as UsageError with the reason.
     """
-    view = read_run(run_id)
+    view = _at_its_gate(read_run(run_id))
     run_id = view.id
     if view.state_type != "PAUSED":
         raise UsageError(f"run {run_id} is not waiting for approval (its state is {view.state})")

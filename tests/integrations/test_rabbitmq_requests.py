@@ -49,6 +49,7 @@ def test_an_unknown_vhost_is_a_not_found_broker_error(rabbit):
 def test_an_unknown_vhost_on_the_cli_is_bad_input_like_an_unknown_queue(clusters):
     vhost = runbook("plan", "rabbitmq-drain-stuck", "-p", "cluster=primary", "-p", "vhost=no-such-vhost")
     assert vhost.returncode == 2, vhost.stdout + vhost.stderr
-    assert "vhost 'no-such-vhost' does not exist" in vhost.stderr and "Traceback" not in vhost.stderr
+    assert "no vhost 'no-such-vhost'" in vhost.stderr and "vhosts there:" in vhost.stderr
+    assert "Traceback" not in vhost.stderr
     queue = runbook("plan", "rabbitmq-drain-stuck", "-p", "cluster=primary", "-p", "queue=no-such-queue-x")
     assert queue.returncode == 2
