@@ -45,7 +45,7 @@ from pydantic import BaseModel
 
 from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.clusters import Clusters
-from mq_runbooks.base.errors import PreconditionError, RunbookError, UnreachableError
+from mq_runbooks.base.errors import ParameterError, RunbookError, UnreachableError
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
@@ -210,8 +210,6 @@ class RunbookSteps(Generic[P, PlanT]):
 
 
 def refuse_missing(runbook_id: str, plan: Plan) -> None:
-    from mq_runbooks.base.errors import ParameterError
-
     missing = list(plan.missing_targets())
     if missing:
         raise ParameterError(runbook_id, [("target", f"{name} does not exist") for name in missing])
@@ -394,4 +392,4 @@ def _fail_after_change(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan:
          run.changed)
 
 
-__all__ = ["Env", "PreconditionError", "Run", "RunbookSteps", "VerificationFailed", "drive", "refuse_missing"]
+__all__ = ["Env", "Run", "RunbookSteps", "VerificationFailed", "drive", "refuse_missing"]
