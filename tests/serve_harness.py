@@ -58,8 +58,8 @@ class ServeProcess:
 
 def serve_environment(workdir: Path, slack_url: str | None = None, timeout: str = "60s",
                       runbooks: tuple[str, ...] = ("kafka-replay",), deployment: str | None = None) -> dict[str, str]:
-    """The environment of a serve process. Each gets its own deployment name (so the runner of one
-    test's serve never picks up another's runs) unless `deployment` names one to share."""
+    """The environment of a serve process. Each gets its own deployment name and work pool (so the
+    worker of one test's serve never picks up another's runs) unless `deployment` names one to share."""
     catalog = workdir / "runbooks"
     catalog.mkdir(exist_ok=True)
     for path in (REPO / "runbooks" / f"{runbook}.yaml" for runbook in runbooks):
@@ -70,8 +70,9 @@ def serve_environment(workdir: Path, slack_url: str | None = None, timeout: str 
         "RUNBOOK_CATALOG": str(catalog), "RUNBOOK_SNAPSHOT_DIR": str(workdir / "snapshots"),
         "RUNBOOK_POSTMORTEM_DIR": str(workdir / "postmortems"), "RUNBOOK_ALERT_TOKEN": ALERT_TOKEN,
         "RUNBOOK_SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "RUNBOOK_DEPLOYMENT": deployment or f"test-{workdir.name.lower().replace('_', '-')}-{os.getpid()}",
     })
+    env["RUNBOOK_DEPLOYMENT"] = env["RUNBOOK_WORK_POOL"] = (
+        deployment or f"test-{workdir.name.lower().replace('_', '-')}-{os.getpid()}")
     if slack_url:
         env.update({"RUNBOOK_SLACK_BOT_TOKEN": BOT_TOKEN, "RUNBOOK_SLACK_API_URL": slack_url,
                     "RUNBOOK_SLACK_CHANNEL": "C0INCIDENT"})

@@ -201,6 +201,25 @@ def reject(context: Context, run_id: str, by: str, reason: str, token: str | Non
     _answer(context, run_id, False, by, reason, token, as_json)
 
 
+@cli.command("cancel", epilog=RUN_HELP)
+@click.argument("run_id", metavar="RUN")
+@as_option
+@click.option("--reason", required=True, help="Why (kept in the journal and the postmortem).")
+@token_option
+@pass_context
+def cancel(context: Context, run_id: str, by: str, reason: str, token: str | None) -> None:
+    """Stop a run that has not started acting (waiting to start, or at its gate): it ends as
+    cancelled, its lock is freed and its postmortem drafted. A run that is acting cannot be cancelled."""
+    from mq_runbooks.app import runs
+
+    token = token or (context.settings.token.get_secret_value() if context.settings.token else "")
+    if not token and not by.strip():
+        raise UsageError("say who cancels: a personal token (--token or RUNBOOK_TOKEN) or --as NAME")
+    view = runs.cancel_run(context.settings, context.catalog, run_id, by, reason,
+                           proof=f"{TOKEN_PREFIX}{token}" if token else "")
+    context.out.print(f"cancelled run {view.id} ({view.name}, {view.runbook}): {view.message}")
+
+
 @cli.command("runs")
 @click.option("--runbook", "runbook_id", default=None, metavar="ID", help="Only runs of this runbook.")
 @click.option("--state", "states", multiple=True, metavar="STATE", callback=lambda c, p, v: tuple(s.lower() for s in v),

@@ -9,14 +9,16 @@ from mq_runbooks.app.cli import Context, cli, pass_context
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, help="Port to listen on.")
-@click.option("--no-runner", is_flag=True, help="Only the HTTP app: runs execute elsewhere (another serve "
-              "process or Prefect workers) from the deployments it registered.")
-@click.option("--limit", default=10, show_default=True, help="At most this many runs at once in this process.")
+@click.option("--no-runner", is_flag=True, help="Only the HTTP app: runs execute on the work pool's other "
+              "workers (`runbook worker` or another serve), from the deployments it registers.")
+@click.option("--limit", default=10, show_default=True, help="At most this many runs executing at once in this "
+              "process (runs waiting at their gates hold none).")
 @click.option("--slack-socket-mode", is_flag=True, help="Also take Slack's commands and clicks over Socket "
               "Mode (no public URL needed); needs RUNBOOK_SLACK_APP_TOKEN, and is on whenever that is set.")
 @pass_context
 def serve(context: Context, host: str, port: int, no_runner: bool, limit: int, slack_socket_mode: bool) -> None:
-    """Serve the HTTP endpoints and run the runbooks that alerts and Slack start.
+    """Serve the HTTP endpoints and execute the runs that alerts and Slack start (a worker of the
+    work pool RUNBOOK_WORK_POOL, unless --no-runner).
 
     Endpoints: POST /alerts/alertmanager and /alerts/grafana (bearer RUNBOOK_ALERT_TOKEN),
     POST /slack/commands and /slack/interactions (Slack signature), GET /healthz, GET /metrics,
@@ -28,6 +30,35 @@ def serve(context: Context, host: str, port: int, no_runner: bool, limit: int, s
 
     run_server(context.settings, context.catalog, host, port, with_runner=not no_runner, limit=limit,
                socket_mode=slack_socket_mode)
+
+
+@cli.command("worker")
+@click.option("--limit", default=10, show_default=True, help="At most this many runs executing at once "
+              "(runs waiting at their gates hold none).")
+@click.option("--name", default=None, help="The worker's name in Prefect (default: a generated one).")
+@pass_context
+def worker(context: Context, limit: int, name: str | None) -> None:
+    """Execute runs of the work pool RUNBOOK_WORK_POOL on this machine (a Prefect process worker).
+
+    Run one on every machine that reaches the brokers, with the same clusters.yaml, teams.yaml and
+    RUNBOOK_* settings as `runbook serve`. It registers the catalog's deployments in the pool first.
+    A run waiting at its gate holds no process: stopping a worker leaves it waiting, and any worker
+    executes it once it is answered.
+    """
+    import asyncio
+
+    from mq_runbooks.app.serve import require_prefect
+    from mq_runbooks.app.workers import run_worker
+    from mq_runbooks.kit.crashes import ensure_zombie_automation
+
+    require_prefect(context.settings.prefect_api_url)
+    ensure_zombie_automation()
+    try:
+        asyncio.run(run_worker(context.settings, context.catalog, limit, name=name,
+                               started=lambda: context.out.print(
+                                   f"worker of pool {context.settings.work_pool}: executing runs (Ctrl-C stops)")))
+    except KeyboardInterrupt:
+        pass
 
 
 @cli.command("demo")

@@ -1,16 +1,15 @@
 """Runs of runbooks, seen from outside the flow: start one, list them, read one's state and journal,
 answer its approval gate. The CLI (and later the HTTP app) are thin edges over these functions.
 
-A run started here is a Prefect flow run created on the server, then executed by a detached
-`python -m mq_runbooks.app.executor RUN_ID` process, so `runbook run` can return at once and the run keeps
-its process while it waits at the gate. (`runbook serve` runs them from deployments instead.)
+A run started here is a Prefect flow run of one of the runbook's deployments (app/workers.py): by
+default `<id>/local`, executed by a detached `python -m mq_runbooks.app.executor RUN_ID` process with
+this machine's configuration, so `runbook run` returns at once; with RUNBOOK_RUN_ON=workers, the
+work pool's deployment, executed by any worker. At its gate the run suspends (no process waits);
+answering it here resumes it, and a local run gets its executor again.
 """
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,20 +89,20 @@ def _ensure_crash_detection() -> None:
 
 def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested_by: str,
               trigger: dict[str, Any] | None = None) -> str:
-    """Create the flow run and start its executor; returns the run id at once."""
+    """Create the flow run and have it executed (see the module docstring); returns the run id at once."""
+    from mq_runbooks.app import workers
+
     parameters = {"params": params.model_dump(mode="json"), "requested_by": requested_by, "trigger": trigger or {}}
     tags = [RUNBOOK_TAG, f"runbook:{runbook.id}", lock_tag(runbook.lock_key(params))]
     _ensure_crash_detection()
+    on_workers = settings.run_on == "workers"
+    name = settings.deployment if on_workers else workers.LOCAL
+    workers.ensure_registered(runbook, name, settings.work_pool if on_workers else None)
     with get_client(sync_client=True) as client:
-        flow_run = client.create_flow_run(runbook.flow_function, parameters=parameters, tags=tags)
-    log_dir = settings.snapshot_dir.parent / "run-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"{flow_run.id}.log", "ab") as log:
-        subprocess.Popen(
-            [sys.executable, "-m", "mq_runbooks.app.executor", str(flow_run.id)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env=dict(os.environ, PREFECT_API_URL=settings.prefect_api_url),
-        )
+        deployment = client.read_deployment_by_name(workers.deployment_name(runbook.id, name))
+        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=tags)
+    if not on_workers:
+        workers.spawn_executor(settings, str(flow_run.id))
     return str(flow_run.id)
 
 
@@ -150,8 +149,13 @@ def _every_run(client, flow_run_filter: FlowRunFilter, sort: FlowRunSort = FlowR
 
 def read_run(reference: str) -> RunView:
     """A run with its journal, by full id, unique id prefix or Prefect name (see resolve_run)."""
+    from mq_runbooks.kit.crashes import conclude_expired
+    from mq_runbooks.kit.gate import PAUSE_EXPIRED
+
     with get_client(sync_client=True) as client:
         flow_run = resolve_run(client, reference)
+        if flow_run.state is not None and flow_run.state.message == PAUSE_EXPIRED and conclude_expired(str(flow_run.id)):
+            flow_run = client.read_flow_run(flow_run.id)  # a gate that timed out with nobody there: now told
     return _view(flow_run, journal.read(flow_run.id))
 
 
@@ -257,13 +261,65 @@ def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: boo
         raise UsageError(f"refused: {reason}")
     try:
         resume_flow_run(UUID(run_id), run_input={
-            "approved": approved, "by": by, "comment": comment, "plan_digest": request.data.get("plan_digest", ""),
-            "proof": proof,
+            "decision": "approve" if approved else "reject", "by": by, "comment": comment,
+            "plan_digest": request.data.get("plan_digest", ""), "proof": proof,
         })
     except Exception as exc:  # e.g. someone answered a moment earlier, or the pause timed out
         raise UsageError(f"run {run_id} could not be resumed: {exc}") from None
+    execute_if_local(settings, run_id)
     return view
+
+
+def execute_if_local(settings: Settings, run_id: str) -> bool:
+    """Start the executor of a resumed run of this machine's deployment (a run on workers is theirs);
+    True if one was started."""
+    from mq_runbooks.app import workers
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(UUID(run_id))
+    if not workers.is_local(flow_run) or flow_run.state is None or not flow_run.state.is_scheduled():
+        return False
+    workers.spawn_executor(settings, run_id)
+    return True
 
 
 def run_log_path(settings: Settings, run_id: str) -> Path:
     return settings.snapshot_dir.parent / "run-logs" / f"{run_id}.log"
+
+
+def cancel_run(settings: Settings, catalog: Catalog, reference: str, by: str, reason: str, proof: str = "") -> RunView:
+    """Stop a run that has not started acting (scheduled, pending, or waiting at its gate): its state
+    Cancelled, its outcome `cancelled` in the journal, its lock freed, its postmortem drafted. Who may:
+    whoever may reject it (its requester or an approver), proven as for an answer."""
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.states import Cancelled
+
+    from mq_runbooks.kit.crashes import release_lock
+    from mq_runbooks.kit.records import Outcome
+    from mq_runbooks.kit.steps import publish_postmortem
+
+    view = read_run(reference)
+    if view.finished:
+        raise UsageError(f"run {view.id} has already ended ({view.state})")
+    if view.state_type == "RUNNING":
+        raise UsageError(f"run {view.id} is executing (Running): stopping it mid-step could leave a change half "
+                         f"made; reject it at its gate, or wait for its outcome (runbook status {view.id})")
+    if not reason.strip():
+        raise UsageError("a cancellation needs a reason (--reason)")
+    teams = teams_for(settings)
+    who, refused = verify_answer(by, proof, teams, settings.deployment)
+    start = journal.last(view.entries, "parameters")
+    requester = (start.data.get("requested_by") if start else None) or view.requested_by
+    refused = refused or refusal(catalog.get(view.runbook).approval, teams, requester, who, False, [])
+    if refused:
+        journal.record(view.id, "approval_refused", f"cancel refused: {refused}", by=who, proof=proof_kind(proof))
+        raise UsageError(f"refused: {refused}")
+    message = f"cancelled by {who}: {reason}; nothing was changed"
+    with get_client(sync_client=True) as client:
+        result = client.set_flow_run_state(UUID(view.id), Cancelled(message=message))
+    if result.status != SetStateStatus.ACCEPT:
+        raise UsageError(f"run {view.id} could not be cancelled ({result.details}); see runbook status {view.id}")
+    journal.write(view.id, Outcome(outcome="cancelled", summary=message, data={"by": who, "proof": proof_kind(proof)}))
+    release_lock(view.entries)
+    publish_postmortem(view.id)
+    return read_run(view.id)

@@ -1,11 +1,15 @@
-"""`runbook serve`: the HTTP app and, unless told otherwise, a Prefect runner that serves every
-catalog runbook as a deployment (`<id>/<RUNBOOK_DEPLOYMENT>`) and executes the runs alerts and Slack start.
+"""`runbook serve`: the HTTP app and, unless told otherwise, a Prefect worker of the work pool
+(RUNBOOK_WORK_POOL) where every catalog runbook is a deployment (`<id>/<RUNBOOK_DEPLOYMENT>`); the
+worker executes the runs alerts and Slack start (app/workers.py).
 
-One process for one machine. In a bigger setup, run the flows on Prefect work pools with workers
-where the brokers are reachable (`prefect deploy` the same flows to a pool), and run several
-`runbook serve --no-runner` replicas behind a load balancer: they keep no state of their own
-(deduplication is Prefect's idempotency keys, locks are Prefect's concurrency limits, the record
-is the journal on the Prefect server).
+One process for one machine. In a bigger setup, run `runbook worker` (or `prefect worker start
+--pool mq-runbooks`) on the machines that reach the brokers, and several `runbook serve --no-runner`
+replicas behind a load balancer: they keep no state of their own (deduplication is Prefect's
+idempotency keys, locks are Prefect's concurrency leases, the record is the journal on the Prefect
+server, a run waiting at its gate is a suspended flow run with no process).
+
+Every replica sweeps every 30 s: crashed runs and gates whose deadline passed get their outcome and
+postmortem (kit/crashes.py); local runs answered in the Prefect UI get their executor.
 """
 from __future__ import annotations
 
@@ -21,7 +25,10 @@ import uvicorn
 from mq_runbooks.base.catalog import Catalog
 from mq_runbooks.base.errors import UnreachableError, UsageError
 from mq_runbooks.base.settings import Settings
-from mq_runbooks.kit.crashes import conclude_crashed, ensure_zombie_automation, recent_crashed
+from mq_runbooks.app.runs import execute_if_local
+from mq_runbooks.kit.crashes import (
+    conclude_crashed, conclude_expired, ensure_zombie_automation, recent_crashed, recent_expired,
+)
 
 log = logging.getLogger("runbook.serve")
 
@@ -86,33 +93,22 @@ def _redraft_if_finished(run_id: str, write_postmortem) -> None:
         write_postmortem(run_id)
 
 
-def _runner_thread(catalog: Catalog, deployment_name: str, limit: int, ready: threading.Event,
+def _worker_thread(settings: Settings, catalog: Catalog, limit: int, ready: threading.Event,
                    failed: list[BaseException]) -> None:
-    from prefect.deployments.runner import EntrypointType
-    from prefect.runner import Runner
-
-    async def main() -> None:
-        runner = Runner(name="runbook-serve", limit=limit, pause_on_shutdown=False)
-        for runbook in catalog:
-            deployment = await runbook.flow_function.ato_deployment(
-                name=deployment_name, entrypoint_type=EntrypointType.MODULE_PATH, tags=["mq-runbooks"],
-                description=runbook.title,
-            )
-            await runner.aadd_deployment(deployment)
-        ready.set()
-        await runner.start()
+    from mq_runbooks.app.workers import run_worker
 
     try:
-        asyncio.run(main())
+        asyncio.run(run_worker(settings, catalog, limit, started=ready.set))
     except BaseException as exc:  # reported to the main thread, which exits with it
         failed.append(exc)
         ready.set()
 
 
-def _sweep_crashed(forget, every_s: float = 30.0) -> None:
-    """Give every run that crashed (its process died; see kit/crashes.py) its outcome and postmortem,
-    and let a repeat of the alert that started it start a new run (`forget`). The first round waits too:
-    serve answers its first requests (Slack's 3 s) before it reads anything else."""
+def _sweep(settings: Settings, forget, every_s: float = 30.0) -> None:
+    """Conclude the runs that ended with nobody there: crashed ones (their process died; see
+    kit/crashes.py) and gates whose deadline passed while suspended; let a repeat of the alert that
+    started a crashed run start a new run (`forget`); execute local runs answered in the Prefect UI.
+    The first round waits too: serve answers its first requests (Slack's 3 s) before it reads anything else."""
     checked: set[str] = set()  # each crashed run's journal is read once per process
     while True:
         time.sleep(every_s)
@@ -122,8 +118,34 @@ def _sweep_crashed(forget, every_s: float = 30.0) -> None:
             for run_id in conclude_crashed(crashed):
                 log.warning("run %s crashed: its outcome and postmortem draft are written", run_id)
             checked |= crashed.keys()
+            for run_id in recent_expired():
+                if conclude_expired(run_id):
+                    log.info("run %s timed out at its gate: its outcome and postmortem draft are written", run_id)
+            for run_id in resumed_locally(older_than_s=5.0):
+                if execute_if_local(settings, run_id):
+                    log.info("run %s was answered in the Prefect UI: executing it", run_id)
         except Exception as exc:  # noqa: BLE001  (a sweep that failed is tried again at the next round)
-            log.warning("looking for crashed runs failed: %s: %s", type(exc).__name__, exc)
+            log.warning("sweeping runs failed: %s: %s", type(exc).__name__, exc)
+
+
+def resumed_locally(older_than_s: float) -> list[str]:
+    """Runs of local deployments that were answered (Scheduled "Resuming") and that nobody executes."""
+    import datetime as dt
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter, FlowRunFilterState, FlowRunFilterStateName, FlowRunFilterTags,
+    )
+
+    from mq_runbooks.app.workers import is_local
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=["mq-runbooks"]),
+            state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Resuming"]))), limit=50)
+    now = dt.datetime.now(dt.timezone.utc)
+    return [str(run.id) for run in runs if is_local(run) and run.state is not None
+            and (now - run.state.timestamp).total_seconds() > older_than_s]
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -160,15 +182,19 @@ def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runne
         app_token(settings)  # a missing or wrong token stops serve before anything starts
     if with_runner:
         ready, failed = threading.Event(), []
-        thread = threading.Thread(target=_runner_thread, args=(catalog, settings.deployment, limit, ready, failed), daemon=True,
-                                  name="prefect-runner")
+        thread = threading.Thread(target=_worker_thread, args=(settings, catalog, limit, ready, failed),
+                                  daemon=True, name="prefect-worker")
         thread.start()
         if not ready.wait(timeout=120) or failed:
-            raise UnreachableError(f"the Prefect runner did not start: {failed[0] if failed else 'timed out'}")
-        log.info("serving %d runbook deployment(s)", len(list(catalog)))
+            raise UnreachableError(f"the Prefect worker did not start: {failed[0] if failed else 'timed out'}")
+        log.info("executing the runs of %d runbook deployment(s) in work pool %s", len(catalog), settings.work_pool)
+    else:
+        from mq_runbooks.app.workers import register
+
+        register(catalog, settings.deployment, settings.work_pool)
     ensure_zombie_automation()
     services = build_services(settings, catalog)
-    threading.Thread(target=_sweep_crashed, args=(services.start.forget,), daemon=True, name="crashed-runs").start()
+    threading.Thread(target=_sweep, args=(settings, services.start.forget), daemon=True, name="sweep-runs").start()
     listener = None
     if socket_mode:
         from mq_runbooks.app.slack_socket import SocketModeListener

@@ -10,6 +10,10 @@
     RUNBOOK_LOCK_WAIT_S       how long a run waits for its target's lock (default: 60)
     RUNBOOK_DEPLOYMENT        name of each runbook's deployment, `<runbook>/<name>` (default: mq-runbooks);
                               environments sharing one Prefect server use different names
+    RUNBOOK_WORK_POOL         the Prefect work pool (process type) whose workers execute the runs of alerts,
+                              Slack and `runbook run` on workers (default: mq-runbooks)
+    RUNBOOK_RUN_ON            where `runbook run` executes a run: local (a process on this machine, the
+                              default) or workers (the work pool's workers, on any machine)
     RUNBOOK_INJECT_FAULT      tests only: make a named step fail (apply-partial, verify)
     RUNBOOK_PREFECT_API_URL   the Prefect server's API          (default: PREFECT_API_URL, else the stack's)
     RUNBOOK_SLACK_BOT_TOKEN, RUNBOOK_SLACK_SIGNING_SECRET, RUNBOOK_SLACK_API_URL, RUNBOOK_SLACK_CHANNEL
@@ -37,7 +41,7 @@ import re
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -65,6 +69,9 @@ class Settings(BaseModel):
     lock_wait_s: float = Field(60.0, ge=0, description="how long a run waits for its target's lock")
     deployment: str = Field("mq-runbooks", pattern=r"^[a-z0-9][a-z0-9-]*$",
                             description="the name of each runbook's deployment (`<runbook>/<name>`)")
+    work_pool: str = Field("mq-runbooks", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+                           description="the Prefect work pool whose workers execute runs")
+    run_on: Literal["local", "workers"] = Field("local", description="where `runbook run` executes a run")
     inject_fault: str | None = Field(None, description="tests only: make a step fail (e.g. apply-partial)")
     prefect_api_url: str = Field("", description="the Prefect server's API URL")
     slack_bot_token: SecretStr | None = None
@@ -160,5 +167,7 @@ class Settings(BaseModel):
         os.environ.setdefault("DO_NOT_TRACK", "1")
         # The runner looks for new runs every 10 s by default: an alert should start its run in ~1 s.
         os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
+        # Workers likewise look every 10 s by default: a resumed gate should act in about a second.
+        os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
         # Every run sends heartbeats, so a run whose process died is marked Crashed (kit/crashes.py).
         os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")

@@ -7,7 +7,10 @@
 - `conclude_crashed()` (swept by `runbook serve`, and by `runbook status` for one run) gives each
   crashed run what a run that ends normally has: its outcome in the journal (`crashed`, with the steps
   it had applied), its postmortem draft (with the restore command of its snapshot), and the Slack
-  thread's last line (through the journal's listeners).
+  thread's last line (through the journal's listeners). Its lock's lease is released at once.
+- A run suspended at its gate has no process to notice its deadline: the Prefect server fails it
+  ("never resumed"), and `conclude_expired()` (the same sweepers) records it as timed out, releases
+  its lock, names its state TimedOut, tells Slack and drafts its postmortem.
 """
 from __future__ import annotations
 
@@ -37,8 +40,11 @@ def ensure_zombie_automation() -> bool:
                     f"{ZOMBIE_AFTER_S}s: its process died. Created by mq-runbooks.",
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
+            # A run that suspends at its gate stops its heartbeats on purpose (it has no process).
             expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
-                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed", "prefect.flow-run.Suspended",
+                    "prefect.flow-run.Paused", "prefect.flow-run.TimedOut", "prefect.flow-run.Rejected",
+                    "prefect.flow-run.Refused"},
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
@@ -79,8 +85,72 @@ def conclude(run_id: str, message: str) -> bool:
         what = "before changing anything"
     journal.write(run_id, Outcome(outcome="crashed", summary=f"crashed {what} ({message})", changed=applied,
                                   data={"restore_command": restore}))
+    release_lock(entries)
     publish_postmortem(run_id)
     return True
+
+
+def release_lock(entries: list[journal.Entry]) -> None:
+    """Free the lock a run that ended without its process held (its lease, from its journal)."""
+    from mq_runbooks.kit.lock import release
+
+    held = journal.last(entries, "lock")
+    if held is not None and held.data.get("lease_id"):
+        release(held.data["lease_id"])
+
+
+def conclude_expired(run_id: str) -> bool:
+    """Record a run whose gate's deadline passed while it was suspended (the Prefect server failed it)
+    as timed out: journal, lock, state name TimedOut, Slack, postmortem. True if concluded now."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Failed
+
+    from mq_runbooks.base.settings import Settings
+    from mq_runbooks.kit.gate import record_timeout
+    from mq_runbooks.kit.notify import observer_for
+    from mq_runbooks.kit.steps import publish_postmortem
+
+    entries = journal.read(run_id)
+    request = journal.last(entries, "approval_requested")
+    if journal.last(entries, "outcome") is not None or request is None:
+        return False
+    timeout_s = float(request.data.get("timeout_s") or 0)
+    start = journal.last(entries, "parameters")
+    started = start.data if start else {}
+    settings = Settings.from_environ()
+    observer = observer_for(settings, run_id, request.data.get("runbook", "?"), request.data.get("runbook", "?"),
+                            started.get("requested_by", "unknown"), started.get("trigger"))
+    observer.resumed(entries, "", request.data.get("plan_digest", ""), "")
+    record_timeout(run_id, timeout_s, gate=request.data.get("gate"))
+    observer.timed_out(timeout_s)
+    summary = "timed out; nothing was changed"
+    journal.write(run_id, Outcome(outcome="rejected", summary=summary))
+    release_lock(entries)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, Failed(message=f"nobody approved within {timeout_s:.0f}s: {summary}",
+                                                 name="TimedOut"), force=True)
+    publish_postmortem(run_id)
+    return True
+
+
+def recent_expired(since: dt.timedelta = dt.timedelta(days=2), limit: int = 200) -> list[str]:
+    """Recent runs of ours that the Prefect server failed because their gate's deadline passed."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter, FlowRunFilterStartTime, FlowRunFilterState, FlowRunFilterStateName, FlowRunFilterTags,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from mq_runbooks.kit.gate import PAUSE_EXPIRED
+
+    run_filter = FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[RUN_TAG]),
+        state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Failed"])),
+        start_time=FlowRunFilterStartTime(after_=dt.datetime.now(dt.timezone.utc) - since),
+    )
+    with get_client(sync_client=True) as client:
+        failed = client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort.START_TIME_DESC, limit=limit)
+    return [str(run.id) for run in failed if run.state and run.state.message == PAUSE_EXPIRED]
 
 
 def recent_crashed(since: dt.timedelta = dt.timedelta(days=2), limit: int = 200) -> dict[str, str]:

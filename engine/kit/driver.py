@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import PrefectSignal
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel
@@ -92,6 +93,7 @@ class Run(Env):
     requested_by: str = "unknown"
     trigger: dict[str, Any] = field(default_factory=dict)
     changed: list[str] = field(default_factory=list)  # summaries of the steps that changed something
+    prior: list[journal.Entry] = field(default_factory=list)  # the journal when this execution began
     _applied: dict[str, journal.Entry] | None = None
 
     @property
@@ -140,6 +142,8 @@ class Run(Env):
         entry = journal.write(self.id, Action(step=key, summary=summary, data=data(result) if data else {}))
         self.applied_steps[key] = entry
         self.changed.append(summary)
+        if self.fault == f"stall-after:{key}":  # tests: a process that dies right after a change
+            time.sleep(3600)
         return result
 
 
@@ -228,32 +232,49 @@ def _transient(task_, task_run, state) -> bool:
 
 def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown",
           trigger: dict[str, Any] | None = None) -> State:
-    """Run one runbook from start to outcome (see the module docstring). Call it from the flow."""
+    """Run one runbook from start to outcome (see the module docstring). Call it from the flow.
+
+    A run is executed again from the top after its gate suspended and an answer came: what its
+    journal already holds (the start, the lock's lease, the plan, the answers) is taken from there,
+    not done again."""
     run_id = str(flow_run.id)
     try:
         context = RunContext.load()
         run = Run(settings=context.settings, clusters=context.clusters, id=run_id,
                   runbook=context.catalog.get(steps.id), context=context, requested_by=requested_by,
                   trigger=dict(trigger or {}))
-        journal.write(run_id, Start(
-            summary=f"{steps.id} on {steps.target(params)}, requested by {requested_by}", runbook=steps.id,
-            parameters=params.model_dump(mode="json"), requested_by=requested_by, trigger=run.trigger,
-            target=steps.target(params)))
-        return _drive(steps, run, params)
+        run.prior = journal.read(run_id)
+        if journal.last(run.prior, "parameters") is None:
+            journal.write(run_id, Start(
+                summary=f"{steps.id} on {steps.target(params)}, requested by {requested_by}", runbook=steps.id,
+                parameters=params.model_dump(mode="json"), requested_by=requested_by, trigger=run.trigger,
+                target=steps.target(params)))
+        else:
+            get_run_logger().info("resumed after its gate: the journal holds %d entries", len(run.prior))
+        state = _drive(steps, run, params)
+    except PrefectSignal:  # suspended at the gate: the run goes on when it is answered
+        raise
     except Exception as exc:
         if journal.last(journal.read(run_id), "outcome") is None:
             journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
             journal.write(run_id, Outcome(outcome="failed", summary=f"failed before changing anything: {exc}"))
-        raise
-    finally:
         publish_postmortem(run_id)
+        raise
+    publish_postmortem(run_id)
+    return state
 
 
 def _observe(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> PlanT:
-    observe = task(name="observe-and-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+    """The plan before the gate. Its result is persisted (Prefect's result storage, keyed by the run),
+    so a run executed again after its gate reads it back instead of observing again where the storage
+    is reachable; elsewhere it observes again, and a plan that moved meanwhile is asked again."""
+    observe = task(name="observe-and-plan", cache_key_fn=lambda *_: f"mq-runbooks-{run.id}-observe",
+                   persist_result=True, retries=2, retry_delay_seconds=2,
                    retry_condition_fn=_transient)(steps.observe)
     plan = observe(run, params)
-    _record_plan(run.id, plan)
+    recorded = journal.last(run.prior, "plan")
+    if recorded is None or recorded.data.get("digest") != plan.digest():
+        _record_plan(run.id, plan)
     return plan
 
 
@@ -276,8 +297,13 @@ def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
         return Completed(message=f"report: {plan.summary()}")
     assert run.runbook is not None and run.context is not None
     key = run.runbook.lock_key(params)
-    with target_lock(key, run.id, run.settings.lock_wait_s):
-        journal.record(run.id, "lock", f"holding lock {key}", key=key)
+    held = journal.last(run.prior, "lock")
+    adopt = held.data.get("lease_id") if held is not None else None
+    suspended_for = [0.0]
+    with target_lock(key, run.id, run.settings.lock_wait_s, adopt=adopt,
+                     suspended_for=lambda: suspended_for[0]) as lease:
+        if adopt is None or str(lease.id) != str(adopt):
+            journal.record(run.id, "lock", f"holding lock {key}", key=key, lease_id=str(lease.id))
         plan = _observe(steps, run, params)
         stop = _stop_before_acting(steps, run, params, plan)
         if stop is not None:
@@ -296,7 +322,8 @@ def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
 
         approved, refused = approve_stable_plan(
             run_id=run.id, context=run.context, runbook=run.runbook, requested_by=run.requested_by, plan=plan,
-            markdown=lambda p: p.markdown(), replan=replan, record_plan=record, trigger=run.trigger)
+            markdown=lambda p: p.markdown(), replan=replan, record_plan=record, trigger=run.trigger,
+            on_suspend=lambda seconds: suspended_for.__setitem__(0, seconds))
         if refused is not None:
             return refused
         stop = _stop_before_acting(steps, run, params, approved, after_approval=True)

@@ -1,20 +1,30 @@
-"""The approval gate every risky step passes: the flow pauses with a typed input and the plan as
-Markdown (what the Prefect UI's resume dialog shows), and goes on only with the approvals its
-runbook's policy asks for.
+"""The approval gate every risky step passes. The run suspends with a typed input and the plan as
+Markdown (what the Prefect UI's resume dialog shows): its process exits, and nothing (no process, no
+runner or worker slot) waits for the answer. An answer resumes the run; a runner or worker executes
+it again from the top, and the gate replays what the journal already holds, so each answer is judged
+and recorded once however often the run is executed.
 
-The policy is enforced here, in the flow, whichever path the answer came by (CLI, Slack, Prefect
-UI): an answer from someone who may not approve is recorded as refused and the gate waits on.
-`runbook approve` checks the same policy first, so a person hears at once why they were refused.
+The policy is enforced here, in the run, whichever path the answer came by (CLI, Slack, Prefect
+UI): an answer from someone who may not approve is recorded as refused, shown in the run's state
+message and logs, and the gate waits on. `runbook approve` checks the same policy first, so a person
+hears at once why they were refused.
+
+The deadline needs no process either: the suspended state carries it, the Prefect server fails the
+run when it passes, and whoever sweeps (serve, `runbook status`) concludes it as timed out
+(kit/crashes.py).
+
+Replay: gate round `r` (a plan put to approval; a plan that changed after approval is round r+1)
+asks with suspension keys `gate-r-1`, `gate-r-2`, ...; every journal entry of the gate names its round
+and its key, so a re-executed run reads its answers from the journal instead of asking again.
 """
 from __future__ import annotations
 
+import datetime as dt
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
-from prefect import pause_flow_run
-from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 
 from mq_runbooks.base.catalog import ApprovalPolicy
@@ -22,18 +32,22 @@ from mq_runbooks.kit import journal
 from mq_runbooks.kit.identity import proof_kind, verify_answer
 from mq_runbooks.kit.notify import GateObserver
 
-# The default (10 s) would make every approval feel slow; 1 s resumes in about a second.
-POLL_INTERVAL_S = 1
+PAUSE_EXPIRED = "The flow was paused and never resumed."  # the Prefect server's message at the deadline
 
 
 class Approval(RunInput):
-    """What an approver sends: approve or reject, who, why, and the plan they saw."""
+    """What an approver sends: a decision (no default: an empty form is refused), who, why, and the
+    plan they saw."""
 
-    approved: bool
+    decision: Literal["approve", "reject"]
     by: str
+    proof: str = ""  # "token:<personal token>" proves who answers (kit/identity.py); empty: a typed name
     comment: str = ""
     plan_digest: str = ""  # empty (e.g. from the Prefect UI) means "the plan shown in this dialog"
-    proof: str = ""  # "token:<personal token>" proves who answers (kit/identity.py); empty: a typed name
+
+    @property
+    def approved(self) -> bool:
+        return self.decision == "approve"
 
 
 @dataclass(frozen=True)
@@ -70,58 +84,129 @@ def refusal(policy: ApprovalPolicy, teams: Mapping[str, list[str]], requester: s
     return None
 
 
+def deadline_of(request: journal.Entry) -> dt.datetime:
+    """When the gate that `request` opened times out."""
+    return request.at + dt.timedelta(seconds=float(request.data.get("timeout_s") or 0))
+
+
 def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPolicy, teams: Mapping[str, list[str]],
                       requester: str, plan_markdown: str, plan_digest: str,
-                      observer: GateObserver | None = None) -> Decision:
-    """Pause until the policy is met, someone allowed rejects, or the policy's timeout passes."""
+                      observer: GateObserver | None = None, gate_round: int = 1,
+                      on_suspend=None) -> Decision:
+    """Suspend until the policy is met, someone allowed rejects, or the policy's timeout passes.
+    `on_suspend(seconds_left)` is called just before the run suspends (e.g. to keep its lock that long)."""
     observer = observer or GateObserver()
-    deadline = time.monotonic() + policy.timeout
+    entries = journal.read(flow_run_id)
+    mine = [e for e in entries if e.data.get("gate") == gate_round]
+    request = next((e for e in mine if e.kind == "approval_requested"), None)
+    if request is None:
+        request = journal.record(
+            flow_run_id, "approval_requested",
+            f"waiting for {policy.required} approval(s) from {', '.join(policy.approvers)}",
+            runbook=runbook_id, approvers=policy.approvers, required=policy.required,
+            self_approval=policy.self_approval, timeout_s=policy.timeout, requester=requester,
+            plan_digest=plan_digest, gate=gate_round,
+        )
+        observer.requested(plan_markdown, plan_digest, _policy_text(policy))
+    else:
+        observer.resumed(entries, plan_markdown, plan_digest, _policy_text(policy))
+    answered = {e.data["answer"]: e for e in mine if "answer" in e.data}
+    deadline = deadline_of(request)
     approved_by: list[str] = []
     comments: list[str] = []
-    journal.record(
-        flow_run_id, "approval_requested",
-        f"waiting for {policy.required} approval(s) from {', '.join(policy.approvers)}",
-        runbook=runbook_id, approvers=policy.approvers, required=policy.required,
-        self_approval=policy.self_approval, timeout_s=policy.timeout, requester=requester,
-        plan_digest=plan_digest,
-    )
-    observer.requested(plan_markdown, plan_digest, _policy_text(policy))
-    while True:
-        remaining = deadline - time.monotonic()
+    status = ""
+    for number in range(1, 10_000):
+        key = f"gate-{gate_round}-{number}"
+        done = answered.get(key)
+        if done is not None:  # judged in an earlier execution of this run: replayed, not asked again
+            if done.kind == "rejection":
+                return Decision(False, (done.data.get("by", "?"),), done.data.get("comment", ""),
+                                timed_out=done.data.get("by") == "timeout")
+            if done.kind == "approval":
+                approved_by.append(done.data.get("by", "?"))
+                comments.append(done.data.get("comment", ""))
+                if len(approved_by) >= policy.required:
+                    return Decision(True, tuple(approved_by), "; ".join(c for c in comments if c))
+            continue
+        remaining = (deadline - journal.now_utc()).total_seconds()
         if remaining < 1:
             observer.timed_out(policy.timeout)
-            return _timed_out(flow_run_id, policy)
+            return _timed_out(flow_run_id, policy, gate_round, key)
         description = _dialog(runbook_id, plan_markdown, plan_digest, policy, approved_by)
-        form = Approval.with_initial_data(description=description, approved=True, by="", comment="",
-                                          plan_digest=plan_digest)
-        try:
-            answer = pause_flow_run(wait_for_input=form, timeout=math.ceil(remaining),
-                                    poll_interval=POLL_INTERVAL_S, key=f"approval-{time.time_ns()}")
-        except FlowPauseTimeout:
-            observer.timed_out(policy.timeout)
-            return _timed_out(flow_run_id, policy)
+        form = Approval.with_initial_data(description=description, plan_digest=plan_digest)
+        message = status or (f"waiting for {_policy_text(policy)}"
+                             + (f"; approved so far by {', '.join(approved_by)}" if approved_by else ""))
+        answer = suspend_for_answer(form, timeout=math.ceil(remaining), key=key, message=message,
+                                    on_suspend=on_suspend)
         by, reason = verify_answer(answer.by, answer.proof, teams)  # the proof decides who answered
         reason = reason or refusal(policy, teams, requester, by, answer.approved, approved_by)
         if reason is None and answer.plan_digest and answer.plan_digest != plan_digest:
             reason = "the answer was for another version of the plan; look at the current plan and answer again"
         if reason:
             journal.record(flow_run_id, "approval_refused", reason, by=by, approved=answer.approved,
-                           proof=proof_kind(answer.proof))
+                           proof=proof_kind(answer.proof), gate=gate_round, answer=key)
+            _log().warning("refused %s's answer: %s", by or "an unnamed", reason)
+            status = f"refused {by or 'an unnamed'}'s answer: {reason}; still waiting for {_policy_text(policy)}"
             continue
+        status = ""
         if not answer.approved:
             journal.record(flow_run_id, "rejection", f"rejected by {by}: {answer.comment or 'no reason given'}",
-                           by=by, comment=answer.comment, proof=proof_kind(answer.proof))
+                           by=by, comment=answer.comment, proof=proof_kind(answer.proof), gate=gate_round, answer=key)
             observer.decided(False, [by], answer.comment)
             return Decision(False, (by,), answer.comment)
         approved_by.append(by)
         comments.append(answer.comment)
         journal.record(flow_run_id, "approval", f"approved by {by}" + (f": {answer.comment}" if answer.comment else ""),
                        by=by, comment=answer.comment, plan_digest=plan_digest,
-                       approvals=len(approved_by), required=policy.required, proof=proof_kind(answer.proof))
+                       approvals=len(approved_by), required=policy.required, proof=proof_kind(answer.proof),
+                       gate=gate_round, answer=key)
         if len(approved_by) >= policy.required:
             observer.decided(True, approved_by, "; ".join(c for c in comments if c))
             return Decision(True, tuple(approved_by), "; ".join(c for c in comments if c))
         observer.approved_so_far(approved_by)
+    raise RuntimeError(f"the gate of run {flow_run_id} was answered too often")
+
+
+def suspend_for_answer(form: type[Approval], *, timeout: int, key: str, message: str, on_suspend=None) -> Approval:
+    """The answer given for `key`: at once when the run was resumed with it (a re-execution), else the
+    run suspends (its process leaves through Prefect's Pause signal) with `message` as its state message.
+
+    Prefect's `suspend_flow_run`, plus the state message that makes a refused answer visible."""
+    from prefect.context import FlowRunContext
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import Abort, Pause
+    from prefect.input import keyset_from_paused_state
+    from prefect.states import Suspended
+    from prefect._flow_run_suspension import mark_flow_run_suspension_requested
+    from prefect.utilities.engine import propose_state_sync
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        raise RuntimeError("the approval gate runs inside a flow run")
+    proposed = Suspended(timeout_seconds=timeout, pause_key=key, message=message[:1000])
+    keyset = keyset_from_paused_state(proposed)
+    proposed.state_details.run_input_keyset = keyset
+    with get_client(sync_client=True) as client:
+        try:
+            state = propose_state_sync(client=client, state=proposed, flow_run_id=context.flow_run.id)
+        except Abort as exc:
+            raise RuntimeError(f"the run cannot wait at its gate: {exc}") from None
+        if state.is_running():  # this key was suspended on before and the run was resumed: the answer is in
+            return form.load(keyset)
+        if not state.is_paused():
+            raise RuntimeError(f"the run cannot wait at its gate: the Prefect API answered {state}")
+        form.save(keyset)
+    if on_suspend is not None:
+        on_suspend(timeout)
+    mark_flow_run_suspension_requested(context.flow_run.id, state)
+    _log().info("waiting at the gate with no process: %s", message)
+    raise Pause(state=state)
+
+
+def _log():
+    from prefect import get_run_logger
+
+    return get_run_logger()
 
 
 def _policy_text(policy: ApprovalPolicy) -> str:
@@ -129,10 +214,14 @@ def _policy_text(policy: ApprovalPolicy) -> str:
             + ("" if policy.self_approval else "; not the requester"))
 
 
-def _timed_out(flow_run_id: str, policy: ApprovalPolicy) -> Decision:
-    journal.record(flow_run_id, "rejection", f"nobody approved within {policy.timeout:.0f}s: rejected by timeout",
-                   by="timeout", timeout_s=policy.timeout)
+def _timed_out(flow_run_id: str, policy: ApprovalPolicy, gate_round: int | None = None, key: str | None = None) -> Decision:
+    record_timeout(flow_run_id, policy.timeout, gate=gate_round, answer=key)
     return Decision(False, ("timeout",), "approval timed out", timed_out=True)
+
+
+def record_timeout(flow_run_id: str, timeout_s: float, **data) -> None:
+    journal.record(flow_run_id, "rejection", f"nobody approved within {timeout_s:.0f}s: rejected by timeout",
+                   by="timeout", timeout_s=timeout_s, **{k: v for k, v in data.items() if v is not None})
 
 
 def _dialog(runbook_id: str, plan_markdown: str, digest: str, policy: ApprovalPolicy, approved_by: list[str]) -> str:
@@ -140,6 +229,6 @@ def _dialog(runbook_id: str, plan_markdown: str, digest: str, policy: ApprovalPo
     return (
         f"## Approve `{runbook_id}`?\n\n{plan_markdown}\n\n"
         f"{so_far}Needs {policy.required} approval(s) from {', '.join(policy.approvers)}. "
-        f"Plan `{digest[:12]}`. Set **by** to your name; set **approved** to false to reject "
-        f"(say why in **comment**)."
+        f"Plan `{digest[:12]}`. Choose **decision** (approve or reject), set **by** to your name and "
+        f"**proof** to `token:<your personal token>` (`runbook tokens issue`); say why in **comment**."
     )

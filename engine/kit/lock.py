@@ -1,28 +1,42 @@
 """One run per target at a time: a Prefect global concurrency limit of 1 per lock key
 (e.g. `kafka:primary:group:billing`), created on first use (a limit that does not exist would
-not lock at all), held from observation to verification.
+not lock at all), held from the plan to the run's final state.
+
+The slot is held through a lease whose id the run keeps in its journal (`lock` entry), so the lock
+outlives the run's process where it should and only there:
+- while the process lives, a thread renews the lease every LEASE_S/3; a process that dies (SIGKILL,
+  a lost machine) stops renewing, and the lock frees itself LEASE_S later (or at once when the crash
+  is concluded: `release(lease_id)`);
+- while the run waits suspended at its gate (no process at all), the lease is extended to the gate's
+  deadline plus LEASE_S, and the resumed run adopts the same lease (`adopt=lease_id`).
 
 Runs carry the tag `lock:<key>` (set by whoever creates them), so a run that waits too long can say
-which run holds the lock. The slot is a lease: a holder that crashes frees it when the lease ends.
+which run holds the lock.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
-from prefect.client.schemas.objects import StateType
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder, StateType
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectSignal
 
 from mq_runbooks.base.errors import PreconditionError
 
 LEASE_S = 120  # renewed while the holder lives
+MAX_LEASE_S = 24 * 3600  # what the Prefect server accepts
+
+log = logging.getLogger("runbook.lock")
 
 
 def lock_tag(key: str) -> str:
@@ -50,7 +64,7 @@ def holders(key: str, exclude: UUID | str | None = None) -> list[str]:
     """Descriptions of the live runs that carry this lock's tag, other than `exclude`."""
     run_filter = FlowRunFilter(
         tags=FlowRunFilterTags(all_=[lock_tag(key)]),
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PAUSED])),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING, StateType.PAUSED])),
     )
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=run_filter, limit=10)
@@ -58,25 +72,118 @@ def holders(key: str, exclude: UUID | str | None = None) -> list[str]:
             for run in runs if str(run.id) != str(exclude)]
 
 
+class Lease:
+    """A held slot: renewed by a thread while this process holds it; extended, released."""
+
+    def __init__(self, key: str, lease_id: UUID) -> None:
+        self.key, self.id = key, lease_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew_while_held, daemon=True, name=f"lease-{key}")
+        self._thread.start()
+
+    def _renew_while_held(self) -> None:
+        while not self._stop.wait(LEASE_S / 3):
+            try:
+                renew(self.id, LEASE_S)
+            except Exception as exc:  # noqa: BLE001  (tried again at the next round, well within the lease)
+                log.warning("renewing the lease of lock %s failed: %s", self.key, exc)
+
+    def stop_renewing(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def extend(self, seconds: float) -> None:
+        """Hold it `seconds` from now with no process renewing it (a suspended run)."""
+        self.stop_renewing()
+        renew(self.id, min(max(seconds, 60.0), MAX_LEASE_S))
+
+    def release(self) -> None:
+        self.stop_renewing()
+        release(self.id)
+
+
+def renew(lease_id: UUID | str, seconds: float) -> bool:
+    """Renew a lease for `seconds`; False when it has expired or was released (the slot is free)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.renew_concurrency_lease(UUID(str(lease_id)), seconds)
+        except ObjectNotFound:
+            return False
+        except Exception as exc:  # the server answers 404/410 for a lease that is gone
+            if getattr(getattr(exc, "response", None), "status_code", None) in (404, 410):
+                return False
+            raise
+    return True
+
+
+def release(lease_id: UUID | str) -> None:
+    """Free a lock's slot (a lease that is already gone is fine)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.release_concurrency_slots_with_lease(UUID(str(lease_id)))
+        except ObjectNotFound:
+            pass
+        except Exception as exc:
+            if getattr(getattr(exc, "response", None), "status_code", None) not in (404, 410):
+                raise
+
+
+def _acquire(name: str, flow_run_id: UUID | str, timeout: float) -> UUID:
+    """The lease of the limit's slot, waiting at most `timeout`; TimeoutError when it stays taken.
+    (Asked over the client itself: Prefect's own helper releases the lease when the flow's process
+    ends, which a run suspended at its gate must not do.)"""
+    holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(str(flow_run_id)))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                response = client.increment_concurrency_slots_with_lease(
+                    [name], 1, "concurrency", LEASE_S, holder=holder)
+                return UUID(response.json()["lease_id"])
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 423:  # 423 Locked: the slot is taken
+                    raise
+                retry_after = float(exc.response.headers.get("Retry-After") or 1)
+            if time.monotonic() + min(retry_after, 1.0) > deadline:
+                raise TimeoutError(f"the slot of {name} stayed taken for {timeout:.0f}s")
+            time.sleep(min(retry_after, 1.0))
+
+
 @contextmanager
-def target_lock(key: str, flow_run_id: UUID | str, wait_s: float) -> Iterator[None]:
+def target_lock(key: str, flow_run_id: UUID | str, wait_s: float, adopt: UUID | str | None = None,
+                suspended_for: Callable[[], float] | None = None) -> Iterator[Lease]:
     """Hold the lock of `key` for the block; wait at most `wait_s` for it, then raise PreconditionError
-    naming the run that holds it."""
+    naming the run that holds it. `adopt`: the lease an earlier part of this run took (a resumed run),
+    renewed when it is still held, else the lock is taken again.
+
+    The block ending normally or by an exception releases the lock. The block leaving because the run
+    suspended (Prefect's Pause signal) keeps it: the lease is extended by `suspended_for()` seconds."""
     name = limit_name(key)
-    _ensure_limit(name)
+    lease_id = UUID(str(adopt)) if adopt is not None and renew(adopt, LEASE_S) else None
+    if lease_id is None:
+        _ensure_limit(name)
+        lease_id = _take(key, name, flow_run_id, wait_s)
+    lease = Lease(key, lease_id)
+    try:
+        yield lease
+    except PrefectSignal:  # suspended at the gate: the lock stays with the run
+        lease.extend((suspended_for() if suspended_for else 0.0) + LEASE_S)
+        raise
+    except BaseException:
+        lease.release()
+        raise
+    else:
+        lease.release()
+
+
+def _take(key: str, name: str, flow_run_id: UUID | str, wait_s: float) -> UUID:
     # A slow Prefect server can make a free slot look taken within a short wait: when no live run
     # carries the lock's tag, try once more, longer, before calling it held.
     attempts = [wait_s, max(wait_s, 15.0)]
     for attempt, timeout in enumerate(attempts, start=1):
-        acquired = False
         try:
-            with concurrency(name, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE_S):
-                acquired = True
-                yield
-            return
+            return _acquire(name, flow_run_id, timeout)
         except TimeoutError:
-            if acquired:
-                raise
             held_by = holders(key, exclude=flow_run_id)
             if held_by or attempt == len(attempts):
                 raise PreconditionError(
@@ -84,3 +191,4 @@ def target_lock(key: str, flow_run_id: UUID | str, wait_s: float) -> Iterator[No
                     f"{', '.join(held_by) or 'a run that has ended (its lease expires soon)'}; "
                     f"waited {sum(attempts[:attempt]):.0f}s. Try again when it has finished."
                 ) from None
+    raise AssertionError("unreachable")

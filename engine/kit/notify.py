@@ -39,6 +39,10 @@ class GateObserver:
 
     def requested(self, plan_markdown: str, plan_digest: str, approvers: str) -> None: ...
 
+    def resumed(self, entries: Sequence[journal.Entry], plan_markdown: str, plan_digest: str, approvers: str) -> None:
+        """The run was executed again after its gate suspended (an answer came): the request was
+        already sent, in an earlier execution whose journal is `entries`."""
+
     def approved_so_far(self, by: Sequence[str]) -> None: ...
 
     def decided(self, approved: bool, by: Sequence[str], comment: str) -> None: ...
@@ -77,6 +81,13 @@ class SlackRun(GateObserver):
             self.channel, self.ts = posted
             journal.record(self.run_id, "slack", f"approval request posted to Slack channel {self.channel}",
                            ok=True, channel=self.channel, ts=self.ts)
+
+    def resumed(self, entries: Sequence[journal.Entry], plan_markdown: str, plan_digest: str, approvers: str) -> None:
+        self.request = ApprovalRequest(**{**self.request.__dict__, "plan_markdown": plan_markdown,
+                                          "plan_digest": plan_digest, "approvers": approvers})
+        posted = [e for e in entries if e.kind == "slack" and e.data.get("ts")]
+        if posted:
+            self.channel, self.ts = posted[-1].data.get("channel") or self.channel, posted[-1].data["ts"]
 
     def approved_so_far(self, by: Sequence[str]) -> None:
         if self.ts:

@@ -76,30 +76,40 @@ def publish_postmortem(run_id: str) -> None:
 def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, requested_by: str, plan: P,
                         markdown: Callable[[P], str], replan: Callable[[], P],
                         record_plan: Callable[[P], None],
-                        trigger: dict[str, Any] | None = None) -> tuple[P | None, State | None]:
+                        trigger: dict[str, Any] | None = None,
+                        on_suspend: Callable[[float], None] | None = None) -> tuple[P | None, State | None]:
     """Ask for approval of `plan`; once approved, plan again and go on only if nothing changed.
 
     Returns (the approved plan, None), or (None, a Failed state) when it was rejected, timed out or
-    kept changing. Nothing is changed on the brokers here.
+    kept changing. Nothing is changed on the brokers here. The gate may suspend the run (its process
+    leaves); the run executed again after an answer comes back here and replays the same rounds.
     """
     observer = observer_for(context.settings, run_id, runbook.id, runbook.title, requested_by, trigger)
-    for _ in range(MAX_REPLANS):
+    for gate_round in range(1, MAX_REPLANS + 1):
         decision = wait_for_approval(flow_run_id=run_id, runbook_id=runbook.id, policy=runbook.approval,
                                      teams=context.teams, requester=requested_by, plan_markdown=markdown(plan),
-                                     plan_digest=plan.digest(), observer=observer)
+                                     plan_digest=plan.digest(), observer=observer, gate_round=gate_round,
+                                     on_suspend=on_suspend)
         if not decision.approved:
-            outcome = "timed out" if decision.timed_out else f"rejected by {', '.join(decision.by)}"
-            journal.record(run_id, "outcome", f"{outcome}; nothing was changed", outcome="rejected")
-            return None, Failed(message=f"{outcome}; nothing was changed",
-                                name="TimedOut" if decision.timed_out else "Rejected")
+            return None, rejected(run_id, decision.timed_out, decision.by)
         current = replan()
         if current.digest() == plan.digest():
             return plan, None
-        journal.record(run_id, "note", "the plan changed after approval (the target moved meanwhile): asking again",
-                       approved_digest=plan.digest(), current_digest=current.digest())
-        get_run_logger().warning("plan changed since it was approved; asking for approval again")
+        asked_again = any(e.kind == "approval_requested" and e.data.get("gate") == gate_round + 1
+                          for e in journal.read(run_id))
+        if not asked_again:  # (a run executed again after the next round asked has recorded this already)
+            journal.record(run_id, "note", "the plan changed after approval (the target moved meanwhile): asking again",
+                           approved_digest=plan.digest(), current_digest=current.digest())
+            get_run_logger().warning("plan changed since it was approved; asking for approval again")
+            record_plan(current)
         plan = current
-        record_plan(plan)
     journal.record(run_id, "outcome", f"the plan kept changing ({MAX_REPLANS} times); nothing was changed",
                    outcome="failed")
     return None, Failed(message="the plan kept changing while waiting for approval; nothing was changed")
+
+
+def rejected(run_id: str, timed_out: bool, by: tuple[str, ...] | list[str]) -> State:
+    """The outcome of a run whose gate said no (or timed out); its final state."""
+    outcome = "timed out" if timed_out else f"rejected by {', '.join(by)}"
+    journal.record(run_id, "outcome", f"{outcome}; nothing was changed", outcome="rejected")
+    return Failed(message=f"{outcome}; nothing was changed", name="TimedOut" if timed_out else "Rejected")

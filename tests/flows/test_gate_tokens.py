@@ -12,6 +12,7 @@ import pytest
 from prefect.flow_runs import resume_flow_run
 from prefect.variables import Variable
 
+from mq_runbooks.app import runs
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.identity import issue_token, variable_name, verify_answer
 from tests.engine.test_cli import runbook
@@ -51,10 +52,13 @@ def test_the_gate_checks_the_token_in_the_run_and_the_cli_sends_it(group_at_end,
     run_id = start_runbook(settings, catalog, "kafka-replay", group=group, to_earliest="true")
     wait_until(run_id, paused)
     # Straight to Prefect, past the CLI's own check: the run refuses the forged token and waits on.
-    resume_flow_run(UUID(run_id), run_input={"approved": True, "by": "carol", "proof": "token:rbt_forged"})
+    resume_flow_run(UUID(run_id), run_input={"decision": "approve", "by": "carol", "proof": "token:rbt_forged"})
+    assert runs.execute_if_local(settings, run_id)  # what serve's sweep does for an answer from the Prefect UI
     view = wait_until(run_id, lambda v: paused(v) and journal.last(v.entries, "approval_refused"))
     refusal = journal.last(view.entries, "approval_refused")
     assert "the token is not valid" in refusal.summary and refusal.data["proof"] == "token"
+    # The refusal is visible where the Prefect UI shows the run: its state message (and its logs).
+    assert view.state == "Suspended" and "refused carol's answer: the token is not valid" in view.message
 
     someone_else = runbook("approve", run_id, "--as", "dave", "--token", token, env=env)
     assert someone_else.returncode == 2 and "the token belongs to carol, not dave" in someone_else.stderr

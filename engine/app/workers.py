@@ -1,0 +1,146 @@
+"""Where runs execute.
+
+Every catalog runbook has two deployments on the Prefect server (a run must belong to a deployment
+to suspend at its gate and be executed again when answered):
+
+- `<id>/<RUNBOOK_DEPLOYMENT>` in the work pool RUNBOOK_WORK_POOL (process type): runs of alerts,
+  Slack, and `runbook run` with RUNBOOK_RUN_ON=workers. Any worker of the pool executes them: the
+  one `runbook serve` embeds, `runbook worker` on other machines, or a plain
+  `prefect worker start --pool mq-runbooks` where mq-runbooks is installed (the pool's command runs
+  `python -m mq_runbooks.app.executor`).
+- `<id>/local`, in no pool: runs `runbook run` executes on this machine, in a detached executor
+  process with the caller's configuration. Nobody polls them: when their gate is answered, whoever
+  answered starts the executor again (`runbook approve`, serve for Slack; serve's sweep for an answer
+  given in the Prefect UI).
+
+An executor claims its run by moving it to Pending (Prefect refuses a second claim), so two
+executors never run one run at once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from uuid import UUID
+
+from mq_runbooks.base.catalog import Catalog, Runbook
+from mq_runbooks.base.settings import Settings
+
+LOCAL = "local"
+EXECUTOR_COMMAND = "python -m mq_runbooks.app.executor"
+log = logging.getLogger("runbook.workers")
+
+
+def deployment_name(runbook_id: str, name: str) -> str:
+    return f"{runbook_id}/{name}"
+
+
+def ensure_pool(name: str) -> None:
+    """The work pool (process type) whose base job template runs our executor; created once, its
+    command brought up to date when an older version made it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = EXECUTOR_COMMAND
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(name)
+        except ObjectNotFound:
+            try:
+                client.create_work_pool(WorkPoolCreate(
+                    name=name, type="process", base_job_template=template,
+                    description="mq-runbooks: runbook runs (python -m mq_runbooks.app.executor)"))
+                return
+            except ObjectAlreadyExists:
+                pool = client.read_work_pool(name)
+        if pool.base_job_template != template:
+            client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
+
+
+def register(runbooks, name: str, pool: str | None) -> None:
+    """Create or update the deployments `<id>/<name>` of `runbooks` (e.g. a Catalog) in `pool`, or in
+    no pool (None)."""
+    from prefect.deployments.runner import EntrypointType
+
+    if pool is not None:
+        ensure_pool(pool)
+    for runbook in runbooks:
+        deployment = runbook.flow_function.to_deployment(
+            name=name, entrypoint_type=EntrypointType.MODULE_PATH, tags=["mq-runbooks"], description=runbook.title,
+            work_pool_name=pool, job_variables={} if pool else None,
+        )
+        deployment.apply(work_pool_name=pool) if pool else deployment.apply()
+
+
+def ensure_registered(runbook: Runbook, name: str, pool: str | None) -> None:
+    """`register` one runbook once a process (its flow's parameters may have changed since the last)."""
+    key = (runbook.id, name, pool)
+    if key not in _done:
+        register([runbook], name, pool)
+        _done.add(key)
+
+
+_done: set[tuple[str, str, str | None]] = set()
+
+
+def spawn_executor(settings: Settings, run_id: str) -> None:
+    """Execute a run in a detached process on this machine (it claims the run first, so a run
+    someone else already executes is left alone)."""
+    log_dir = settings.snapshot_dir.parent / "run-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{run_id}.log", "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "mq_runbooks.app.executor", str(run_id)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env=dict(os.environ, PREFECT_API_URL=settings.prefect_api_url),
+        )
+
+
+def is_local(flow_run) -> bool:
+    """Whether a run belongs to a deployment in no pool (executed by `spawn_executor`)."""
+    return flow_run.deployment_id is not None and not flow_run.work_pool_name
+
+
+def worker_environment() -> None:
+    """What a worker's executors need in their environment: this interpreter's `python` first on the
+    PATH (the pool's command says `python -m mq_runbooks.app.executor`)."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + path
+
+
+async def run_worker(settings: Settings, catalog: Catalog, limit: int | None, name: str | None = None,
+                     register_deployments: bool = True, started=None) -> None:
+    """A Prefect process worker of the pool (registering the catalog's deployments first), until
+    cancelled. `started()` is called once it polls."""
+    import anyio
+    from prefect.workers.process import ProcessWorker
+
+    worker_environment()
+    if register_deployments:
+        await anyio.to_thread.run_sync(register, catalog, settings.deployment, settings.work_pool)
+    else:
+        await anyio.to_thread.run_sync(ensure_pool, settings.work_pool)
+    worker = ProcessWorker(work_pool_name=settings.work_pool, limit=limit, name=name,
+                           create_pool_if_not_found=False)
+    if started is not None:
+        started()
+    await worker.start()
+
+
+def claim(run_id: str) -> bool:
+    """Move a run to Pending for this process; False when someone else already did (or it is no
+    longer waiting to be executed)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.states import Pending
+
+    with get_client(sync_client=True) as client:
+        result = client.set_flow_run_state(UUID(run_id), Pending())
+    return result.status == SetStateStatus.ACCEPT

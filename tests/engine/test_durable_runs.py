@@ -1,0 +1,210 @@
+"""Durable runs on the real stack: a run waiting at its gate holds no process and outlives whatever
+executed it (a `runbook run` process, `runbook serve` killed or stopped); an approval then acts exactly
+once; a run killed while applying is concluded with what it applied, and the restore it prints works."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from mq_runbooks.app import runs
+from mq_runbooks.base.catalog import load_catalog
+from mq_runbooks.base.settings import Settings
+from mq_runbooks.integrations.kafka import KafkaClient
+from mq_runbooks.kit import journal, lock
+from mq_runbooks.kit.postmortem_store import find_by_run
+from tests.engine.test_serve_alerts import alertmanager_payload
+from tests.serve_harness import ALERT_TOKEN, ServeProcess, serve_environment
+
+RUNBOOK = str(Path(sys.executable).parent / "runbook")
+
+
+def group_at_end(clusters, unique, prefix: str) -> tuple[dict, str, str]:
+    """A one-partition topic of 2 records and a group committed at its end: (config, topic, group)."""
+    config = clusters.kafka_cluster("primary").client_config()
+    topic, group = unique(prefix), unique(f"{prefix}group")
+    with KafkaClient(config) as kafka:
+        kafka.create_topic(topic, 1)
+    producer = Producer(config)
+    producer.produce(topic, b"x")
+    producer.produce(topic, b"y")
+    producer.flush()
+    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+    consumer.close()
+    return config, topic, group
+
+
+def wait_for(condition, timeout: float, what: str, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+
+
+def executors_of(run_id: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", f"mq_runbooks.app.executor.*{run_id}|PREFECT__FLOW_RUN_ID={run_id}"],
+                           capture_output=True, text=True)
+    return found.stdout.split()
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([RUNBOOK, *args], capture_output=True, text=True, timeout=180, env=env)
+
+
+def slot_taken(key: str) -> bool:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return bool(client.read_global_concurrency_limit_by_name(lock.limit_name(key)).active_slots)
+
+
+def suspended(run_id: str) -> runs.RunView | None:
+    view = runs.read_run(run_id)
+    return view if view.state == "Suspended" and journal.last(view.entries, "approval_requested") else None
+
+
+def test_a_waiting_run_holds_no_process_keeps_its_lock_and_acts_once(clusters, unique, tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
+    monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
+    config, topic, group = group_at_end(clusters, unique, "durable")
+    settings = Settings.from_environ()
+    runbook = load_catalog(settings.catalog).get("kafka-replay")
+    run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
+        {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
+    wait_for(lambda: suspended(run_id), 90, "the run suspended at its gate")
+    wait_for(lambda: not executors_of(run_id), 20, "the executor left once the run suspended")
+    key = f"kafka:primary:group:{group}"
+    assert slot_taken(key), "the lock stays with the run while it waits with no process"
+
+    answered = cli("approve", run_id, "--as", "bob")
+    assert answered.returncode == 0, answered.stderr
+    view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, 90, "the approved run finished")
+    assert view.succeeded, (view.state, view.message)
+    with KafkaClient(config) as kafka:
+        assert kafka.committed_offsets(group) == {(topic, 0): 0}, "offsets as planned"
+    kinds = [entry.kind for entry in view.entries]
+    assert kinds.count("action") == 1 and kinds.count("parameters") == 1 and kinds.count("lock") == 1
+    assert kinds.count("approval_requested") == 1 and kinds.count("approval") == 1 and kinds.count("outcome") == 1
+    assert kinds.index("plan") < kinds.index("approval_requested") < kinds.index("approval") < kinds.index("action")
+    assert not slot_taken(key), "the lock is released when the run ends"
+
+
+def test_serve_killed_or_stopped_while_runs_wait_then_the_approvals_act(clusters, unique, tmp_path):
+    """SIGKILL of serve (its worker) while a run waits; serve started again; approve → acts once.
+    Then the same with a SIGTERM to serve's main PID only."""
+    env = serve_environment(tmp_path)
+    headers = {"Authorization": f"Bearer {ALERT_TOKEN}"}
+    waiting = []
+    serve = ServeProcess(tmp_path, env)
+    try:
+        for how in (signal.SIGKILL, signal.SIGTERM):
+            config, topic, group = group_at_end(clusters, unique, "servekill")
+            payload = alertmanager_payload(group, unique("fp"))
+            answer = httpx.post(f"{serve.url}/alerts/alertmanager", json=payload, headers=headers, timeout=30)
+            assert answer.status_code == 202, answer.text
+            run_id = answer.json()["started"][0]["run_id"]
+            wait_for(lambda: suspended(run_id), 120, "the alert's run suspended at its gate")
+            if how == signal.SIGKILL:
+                os.killpg(serve.process.pid, signal.SIGKILL)
+            else:
+                serve.process.send_signal(signal.SIGTERM)
+            serve.process.wait(timeout=30)
+            assert runs.read_run(run_id).state == "Suspended", "the run still waits with serve gone"
+            waiting.append((run_id, config, topic, group))
+            serve = ServeProcess(tmp_path, env)
+            answered = cli("approve", run_id, "--as", "bob", env=env)
+            assert answered.returncode == 0, answered.stderr
+            view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, 120, "the approved run finished")
+            assert view.succeeded, (view.state, view.message, view.entries[-3:])
+            with KafkaClient(config) as kafka:
+                assert kafka.committed_offsets(group) == {(topic, 0): 0}
+            assert [e.kind for e in view.entries].count("action") == 1
+    finally:
+        serve.stop()
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL])
+def test_a_run_killed_while_applying_is_concluded_and_its_restore_works(clusters, unique, tmp_path, monkeypatch, how):
+    from mq_runbooks.kit.crashes import HEARTBEAT_S, ZOMBIE_AFTER_S, conclude_crashed
+
+    monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
+    monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
+    monkeypatch.setenv("RUNBOOK_INJECT_FAULT", "stall-after:alter-offsets")
+    config, topic, group = group_at_end(clusters, unique, "applykill")
+    settings = Settings.from_environ()
+    runbook = load_catalog(settings.catalog).get("kafka-replay")
+    run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
+        {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
+    wait_for(lambda: suspended(run_id), 90, "the run suspended at its gate")
+    assert cli("approve", run_id, "--as", "bob").returncode == 0
+    wait_for(lambda: journal.last(runs.read_run(run_id).entries, "action"), 90, "the change was applied")
+    with KafkaClient(config) as kafka:
+        assert kafka.committed_offsets(group) == {(topic, 0): 0}
+    executors = wait_for(lambda: executors_of(run_id), 10, "the executor applying the change")
+    for pid in executors:
+        os.kill(int(pid), how)
+    key = f"kafka:primary:group:{group}"
+    assert slot_taken(key), "the lock is held until the crash is concluded"
+
+    wait_for(lambda: runs.read_run(run_id).state_type == "CRASHED", ZOMBIE_AFTER_S + 3 * HEARTBEAT_S + 60,
+             "the killed run marked Crashed by its missing heartbeats", every=2)
+    conclude_crashed()
+    assert not slot_taken(key), "concluding the crash frees the lock"
+    outcome = journal.last(runs.read_run(run_id).entries, "outcome")
+    assert outcome.data["outcome"] == "crashed" and "after applying" in outcome.summary
+    draft = find_by_run(settings.postmortem_dir, "kafka-replay", run_id)
+    assert draft is not None and draft.meta["outcome"] == "crashed"
+    restore = re.search(r"Restore with: (runbook run .*?)(?: \(|$)", outcome.summary).group(1)
+    assert "from_file=" in restore
+
+    monkeypatch.delenv("RUNBOOK_INJECT_FAULT")
+    started = subprocess.run(restore.split(), capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert started.returncode == 0, started.stderr
+    restore_id = re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", started.stdout).group(0)
+    wait_for(lambda: suspended(restore_id), 90, "the restore run at its gate")
+    assert cli("approve", restore_id, "--as", "bob").returncode == 0
+    view = wait_for(lambda: (v := runs.read_run(restore_id)).finished and v, 90, "the restore finished")
+    assert view.succeeded, (view.state, view.message)
+    with KafkaClient(config) as kafka:
+        assert kafka.committed_offsets(group) == {(topic, 0): 2}, "the restore put the offsets back"
+
+
+def test_cancel_stops_a_waiting_run_frees_its_lock_and_drafts_its_postmortem(clusters, unique, tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
+    monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
+    config, topic, group = group_at_end(clusters, unique, "cancel")
+    settings = Settings.from_environ()
+    runbook = load_catalog(settings.catalog).get("kafka-replay")
+    run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
+        {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
+    wait_for(lambda: suspended(run_id), 90, "the run suspended at its gate")
+
+    refused = cli("cancel", run_id, "--as", "mallory", "--reason", "mine now")
+    assert refused.returncode == 2 and "mallory is not an approver" in refused.stderr
+
+    cancelled = cli("cancel", run_id[:8], "--as", "alice", "--reason", "the consumer recovered by itself")
+    assert cancelled.returncode == 0, cancelled.stderr
+    view = runs.read_run(run_id)
+    assert view.state_type == "CANCELLED" and "cancelled by alice" in view.message
+    outcome = journal.last(view.entries, "outcome")
+    assert outcome.data["outcome"] == "cancelled" and "the consumer recovered" in outcome.summary
+    assert not slot_taken(f"kafka:primary:group:{group}")
+    assert find_by_run(settings.postmortem_dir, "kafka-replay", run_id).meta["outcome"] == "cancelled"
+    with KafkaClient(config) as kafka:
+        assert kafka.committed_offsets(group) == {(topic, 0): 2}, "nothing was changed"
+
+    again = cli("cancel", run_id, "--as", "alice", "--reason", "twice")
+    assert again.returncode == 2 and "has already ended (Cancelled)" in again.stderr
