@@ -128,7 +128,7 @@ class Demo:
     # -- serve, alert, approval -------------------------------------------------------------------
 
     def start_serve(self) -> None:
-        env = {**os.environ, "RUNBOOK_ALERT_TOKEN": DEMO_TOKEN, "RUNBOOK_DEPLOYMENT": "demo",
+        env = {**os.environ, "RUNBOOK_ALERT_TOKEN": DEMO_TOKEN, "RUNBOOK_DEPLOYMENT": "demo", "RUNBOOK_WORK_POOL": "demo",
                "RUNBOOK_PUBLIC_URL": self.url}
         log = open(self.settings.snapshot_dir.parent / "run-logs" / "demo-serve.log", "wb") \
             if (self.settings.snapshot_dir.parent / "run-logs").is_dir() else subprocess.DEVNULL

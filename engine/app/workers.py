@@ -106,13 +106,17 @@ def is_local(flow_run) -> bool:
     return flow_run.deployment_id is not None and not flow_run.work_pool_name
 
 
-def worker_environment() -> None:
-    """What a worker's executors need in their environment: this interpreter's `python` first on the
-    PATH (the pool's command says `python -m mq_runbooks.app.executor`)."""
+def worker_environment(settings: Settings) -> None:
+    """What a worker's executors need in their environment (they inherit it, in a working directory
+    of their own): this interpreter's `python` first on the PATH (the pool's command says
+    `python -m mq_runbooks.app.executor`), and the worker's configuration files as absolute paths."""
     bin_dir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
     if path.split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + path
+    for name, value in settings:
+        if isinstance(value, Path):
+            os.environ[f"RUNBOOK_{name.upper()}"] = str(value.resolve())
 
 
 async def run_worker(settings: Settings, catalog: Catalog, limit: int | None, name: str | None = None,
@@ -122,7 +126,7 @@ async def run_worker(settings: Settings, catalog: Catalog, limit: int | None, na
     import anyio
     from prefect.workers.process import ProcessWorker
 
-    worker_environment()
+    worker_environment(settings)
     if register_deployments:
         await anyio.to_thread.run_sync(register, catalog, settings.deployment, settings.work_pool)
     else:

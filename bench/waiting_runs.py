@@ -1,0 +1,195 @@
+"""Benchmark: many runs waiting at their gates at once, on one `runbook serve` (its embedded worker)
+on the local stack.
+
+For N in --waiting (e.g. 0 50 200): alerts start N kafka-replay runs (each on its own group, each
+planning a real change) and the bench waits until all N are suspended at their gates. Then it
+measures, with those N waiting:
+  - processes: executor processes alive (a waiting run should hold none) and their total RSS;
+    serve's own RSS;
+  - start latency of a new alert's run: POST -> the run's first journal line (median of --probes).
+At the end all waiting runs are approved and must all complete (their offsets moved).
+
+    .venv/bin/python bench/waiting_runs.py --waiting 0 50 200 --probes 5
+
+Results are appended to bench/results/waiting_runs.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+
+from mq_runbooks.base.clusters import load_clusters  # noqa: E402
+from mq_runbooks.integrations.kafka import KafkaClient  # noqa: E402
+from tests.serve_harness import ALERT_TOKEN, ServeProcess, serve_environment  # noqa: E402
+
+AUTH = {"Authorization": f"Bearer {ALERT_TOKEN}"}
+
+
+def alert(group: str) -> dict:
+    labels = {"alertname": "KafkaConsumerGroupStuck", "severity": "page", "cluster": "primary",
+              "consumergroup": group}
+    return {"version": "4", "status": "firing", "receiver": "bench", "groupLabels": {}, "commonLabels": labels,
+            "commonAnnotations": {}, "externalURL": "", "groupKey": f"bench-{group}", "truncatedAlerts": 0,
+            "alerts": [{"status": "firing", "labels": labels, "annotations": {},
+                        "startsAt": dt.datetime.now(dt.timezone.utc).isoformat(), "endsAt": "0001-01-01T00:00:00Z",
+                        "generatorURL": "", "fingerprint": uuid.uuid4().hex[:16]}]}
+
+
+def make_groups(config: dict, topic: str, count: int) -> list[str]:
+    groups = [f"bench-wait-{uuid.uuid4().hex[:10]}" for _ in range(count)]
+    for group in groups:
+        consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
+        consumer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+        consumer.close()
+    return groups
+
+
+def post(serve: ServeProcess, group: str) -> str:
+    answer = httpx.post(f"{serve.url}/alerts/alertmanager", json=alert(group), headers=AUTH, timeout=60)
+    answer.raise_for_status()
+    return answer.json()["started"][0]["run_id"]
+
+
+def states(run_ids: list[str]) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    found: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for start in range(0, len(run_ids), 200):
+            chunk = [uuid.UUID(r) for r in run_ids[start:start + 200]]
+            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=200):
+                found[str(run.id)] = run.state.name if run.state else "?"
+    return found
+
+
+def wait_all(run_ids: list[str], state: str, timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        now = states(run_ids)
+        if all(now.get(r) == state for r in run_ids):
+            return time.monotonic() - started
+        time.sleep(2)
+    counts: dict[str, int] = {}
+    for name in states(run_ids).values():
+        counts[name] = counts.get(name, 0) + 1
+    raise SystemExit(f"not all {len(run_ids)} runs reached {state} within {timeout:.0f}s: {counts}")
+
+
+def first_line_latency(serve: ServeProcess, group: str, started: list[str]) -> float:
+    from mq_runbooks.kit import journal
+
+    sent = dt.datetime.now(dt.timezone.utc)
+    run_id = post(serve, group)
+    started.append(run_id)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        entries = journal.read(run_id)
+        if entries:
+            return (entries[0].at - sent).total_seconds()
+        time.sleep(0.1)
+    raise SystemExit(f"probe run {run_id} wrote nothing within 120s")
+
+
+def executors() -> tuple[int, float]:
+    found = subprocess.run(["pgrep", "-f", "mq_runbooks.app.executor"], capture_output=True, text=True).stdout.split()
+    rss_kb = 0
+    for pid in found:
+        try:
+            rss_kb += int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0])
+        except (OSError, IndexError):
+            pass
+    return len(found), rss_kb / 1024
+
+
+def rss_mb(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--waiting", type=int, nargs="+", default=[0, 50, 200])
+    parser.add_argument("--probes", type=int, default=5)
+    parser.add_argument("--limit", type=int, default=10, help="serve --limit (runs executing at once)")
+    args = parser.parse_args()
+    from mq_runbooks.base.settings import Settings
+
+    Settings.from_environ().apply_to_prefect()
+    config = load_clusters(REPO / "clusters.yaml").kafka_cluster("primary").client_config()
+    topic = f"bench-wait-{uuid.uuid4().hex[:8]}"
+    with KafkaClient(config) as kafka:
+        kafka.create_topic(topic, 1)
+    producer = Producer(config)
+    producer.produce(topic, b"x")
+    producer.produce(topic, b"y")
+    producer.flush()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-wait-"))
+    env = serve_environment(workdir, timeout="2h")
+    serve = ServeProcess(workdir, env)
+    rows, waiting_ids, probe_ids = [], [], []  # the probes wait at their gates too, not counted as waiting
+    try:
+        for target in sorted(args.waiting):
+            more = target - len(waiting_ids)
+            if more > 0:
+                started = time.monotonic()
+                waiting_ids += [post(serve, group) for group in make_groups(config, topic, more)]
+                wait_all(waiting_ids, "Suspended", timeout=60 * 30)
+                print(f"{target} runs waiting ({more} new in {time.monotonic() - started:.0f}s)", flush=True)
+            count, executor_rss = executors()
+            probe_groups = make_groups(config, topic, args.probes)
+            latencies = [first_line_latency(serve, group, probe_ids) for group in probe_groups]
+            rows.append({"waiting": target, "executor_processes": count, "executor_rss_mb": round(executor_rss, 1),
+                         "serve_rss_mb": round(rss_mb(serve.process.pid), 1),
+                         "start_p50_s": round(statistics.median(latencies), 2),
+                         "start_max_s": round(max(latencies), 2)})
+            print(json.dumps(rows[-1]), flush=True)
+        started = time.monotonic()
+        from mq_runbooks.app import runs
+        from mq_runbooks.base.catalog import load_catalog
+
+        settings = Settings.from_environ()
+        catalog = load_catalog(Path(env["RUNBOOK_CATALOG"]))
+        wait_all(probe_ids, "Suspended", timeout=60 * 10)
+        for run_id in waiting_ids + probe_ids:
+            runs.answer_gate(settings, catalog, run_id, True, "bob", "bench")
+        wait_all(waiting_ids + probe_ids, "Completed", timeout=60 * 60)
+        approve_all_s = time.monotonic() - started
+    finally:
+        serve.stop()
+    write_results(rows, len(waiting_ids) + len(probe_ids), approve_all_s, args.limit)
+
+
+def write_results(rows: list[dict], approved: int, approve_all_s: float, limit: int) -> None:
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    lines = [f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC (load {' '.join(load)}; serve --limit {limit})\n",
+             "| runs waiting | executor processes | their RSS | serve RSS | new alert -> first line p50 | max |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['waiting']} | {row['executor_processes']} | {row['executor_rss_mb']} MB | "
+                     f"{row['serve_rss_mb']} MB | {row['start_p50_s']} s | {row['start_max_s']} s |")
+    lines.append(f"\nAll {approved} waiting runs approved, then all Completed in {approve_all_s:.0f} s.\n")
+    results = REPO / "bench" / "results" / "waiting_runs.md"
+    if not results.exists():
+        results.write_text("# Runs waiting at their gates (bench/waiting_runs.py)\n")
+    with results.open("a") as out:
+        out.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
