@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -50,6 +50,7 @@ class _GrafanaPayload(BaseModel):
 
     status: Literal["firing", "resolved"]
     receiver: str = ""
+    groupKey: str = ""
     orgId: int | None = None
     title: str = ""
     externalURL: str = ""
@@ -70,6 +71,8 @@ class Alert:
     generator_url: str = ""
     receiver: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    group_key: str = ""  # the notification's alert group (Alertmanager's groupKey), if it says
+    incident: str = ""  # one incident: the alerts of one group that fired together (see `incident_key`)
 
     @property
     def name(self) -> str:
@@ -87,7 +90,19 @@ class Alert:
             "source": self.source, "alertname": self.name, "status": self.status, "labels": self.labels,
             "annotations": self.annotations, "startsAt": self.starts_at.isoformat(),
             "fingerprint": self.fingerprint, "generatorURL": self.generator_url, "receiver": self.receiver,
+            "groupKey": self.group_key, "incident": self.incident,
         }
+
+
+def incident_key(source: str, receiver: str, group_key: str, fingerprint: str, group_started: dt.datetime) -> str:
+    """The identity of the incident an alert belongs to, the same in every notification about it.
+
+    With a group key: the group and when its earliest alert in the notification started, so the
+    alerts of one group that fire together (and the runs they start) are one incident, while the
+    same group firing again days later is another. Without one: the alert occurrence itself."""
+    moment = group_started.astimezone(dt.timezone.utc).isoformat()
+    raw = f"{source}|{receiver}|{group_key}|{moment}" if group_key else f"{source}|{fingerprint}|{moment}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 def _fingerprint(labels: dict[str, str]) -> str:
@@ -114,14 +129,18 @@ def _parse(body: bytes, model: type[BaseModel], source: str) -> list[Alert]:
         payload = model.model_validate(document)
     except ValidationError as exc:
         raise PayloadError(f"not a {source} webhook payload: {_problems(exc)}") from None
-    receiver = getattr(payload, "receiver", "")
-    return [
-        Alert(source=source, status=alert.status, labels=alert.labels, annotations=alert.annotations,
-              starts_at=alert.startsAt if alert.startsAt.tzinfo else alert.startsAt.replace(tzinfo=dt.timezone.utc),
-              ends_at=alert.endsAt, fingerprint=alert.fingerprint or _fingerprint(alert.labels),
-              generator_url=alert.generatorURL, receiver=receiver)
-        for alert in payload.alerts
-    ]
+    receiver, group_key = getattr(payload, "receiver", ""), getattr(payload, "groupKey", "")
+    alerts = []
+    for alert in payload.alerts:
+        starts_at = alert.startsAt if alert.startsAt.tzinfo else alert.startsAt.replace(tzinfo=dt.timezone.utc)
+        fingerprint = alert.fingerprint or _fingerprint(alert.labels)
+        alerts.append(Alert(source=source, status=alert.status, labels=alert.labels, annotations=alert.annotations,
+                            starts_at=starts_at, ends_at=alert.endsAt, fingerprint=fingerprint,
+                            generator_url=alert.generatorURL, receiver=receiver, group_key=group_key))
+    group_started = min(alert.starts_at for alert in alerts)
+    return [replace(alert, incident=incident_key(source, receiver, group_key, alert.fingerprint,
+                                                 group_started if group_key else alert.starts_at))
+            for alert in alerts]
 
 
 def parse_alertmanager(body: bytes) -> list[Alert]:

@@ -148,6 +148,10 @@ class SlackNotifier:
         answer = self._call("chat.postMessage", channel=channel, thread_ts=ts, text=_clip(text), unfurl_links=False)
         return answer["ts"]
 
+    def permalink(self, channel: str, ts: str) -> str:
+        """The link to message `ts` in `channel` (and so to its thread), in the workspace's own domain."""
+        return str(self._call("chat.getPermalink", channel=channel, message_ts=ts)["permalink"])
+
     def post_ephemeral(self, channel: str, user: str, text: str) -> str:
         """A message only `user` sees in `channel` (e.g. why a click was refused); its message_ts."""
         answer = self._call("chat.postEphemeral", channel=channel, user=user, text=_clip(text))

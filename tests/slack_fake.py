@@ -30,6 +30,7 @@ from tests.slack_payloads import signed_request_headers  # noqa: F401 (part of t
 TOKEN = "xoxb-fake-bot-token"
 BLOCKS_MAX_CHARS = 12_000  # where the fake says msg_blocks_too_long (real Slack: near 13,000)
 TEXT_MAX_CHARS = 40_000
+PERMALINK_BASE = "https://fake-workspace.slack.com"  # what chat.getPermalink answers under
 
 
 @dataclass
@@ -179,6 +180,12 @@ class SlackFake:
         message.update(text=params.get("text", ""), blocks=params.get("blocks", []), edited={"user": "U0BOT"})
         return {"ok": True, "channel": params["channel"], "ts": message["ts"], "text": message["text"],
                 "message": message}
+
+    def _chat_getPermalink(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(params.get("channel", "")), str(params.get("message_ts", ""))
+        if (channel, ts) not in self._state.messages:
+            return {"ok": False, "error": "message_not_found"}
+        return {"ok": True, "channel": channel, "permalink": f"{PERMALINK_BASE}/archives/{channel}/p{ts.replace('.', '')}"}
 
     def _chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
         if not params.get("user"):

@@ -154,7 +154,8 @@ def plan_table(entry) -> Table:
 
 
 as_option = click.option("--as", "by", default="", help="Your name, as the runbook's approval policy knows it "
-                         "(typed, so not proven; with a token, the token's holder is who answers).")
+                         "(typed, so not proven, and refused unless RUNBOOK_APPROVAL_PROOF=typed; with a token, "
+                         "the token's holder is who answers; with RUNBOOK_APPROVAL_PROOF=os-user, your OS user).")
 token_option = click.option("--token", default=None, metavar="TOKEN", help="Your personal token (`runbook tokens "
                             "issue`), proving who you are; default: RUNBOOK_TOKEN.")
 
@@ -173,18 +174,33 @@ def approve(context: Context, run_id: str, by: str, comment: str, token: str | N
 
 def _answer(context: Context, run_id: str, approved: bool, by: str, text: str, token: str | None,
             as_json: bool) -> None:
-    """Answer the gate with a personal token (proven) or a typed name, and say how it was answered."""
+    """Answer the gate with a personal token (proven), as the OS user (RUNBOOK_APPROVAL_PROOF=os-user)
+    or with a typed name (the default setting), and say how it was answered."""
     from mq_runbooks.app import runs
+    from mq_runbooks.kit.identity import OS_USER_PROOF, PROOF_SETTING, os_user, proof_kind
 
+    required = context.settings.approval_proof
     token = token or (context.settings.token.get_secret_value() if context.settings.token else "")
-    if not token and not by.strip():
-        raise UsageError("say who answers: a personal token (--token or RUNBOOK_TOKEN) or --as NAME")
-    view = runs.answer_gate(context.settings, context.catalog, run_id, approved, by, text,
-                            proof=f"{TOKEN_PREFIX}{token}" if token else "")
-    how = "with your token" if token else f"as {by} (a typed name)"
+    if token:
+        proof = f"{TOKEN_PREFIX}{token}"
+    elif required == "os-user":
+        me = os_user()
+        if by.strip() and by.strip().lower() != me.lower():
+            raise UsageError(f"{PROOF_SETTING}=os-user: you answer as your OS user {me}, not as {by.strip()} "
+                             f"(leave out --as, or prove who you are with --token or RUNBOOK_TOKEN)")
+        by, proof = me, OS_USER_PROOF
+    elif not by.strip():
+        needs = ("your personal token (--token or RUNBOOK_TOKEN)" if required == "token"
+                 else "a personal token (--token or RUNBOOK_TOKEN) or --as NAME")
+        raise UsageError(f"say who answers: {needs} ({PROOF_SETTING}={required})")
+    else:
+        proof = ""  # a typed name: the gate refuses it unless RUNBOOK_APPROVAL_PROOF=typed
+    view = runs.answer_gate(context.settings, context.catalog, run_id, approved, by, text, proof=proof)
+    how = {"token": "with your token", "os-user": f"as {by} (your OS user)"}.get(proof_kind(proof),
+                                                                                f"as {by} (a typed name)")
     if as_json:
         click.echo(json.dumps({"run_id": view.id, "name": view.name, "runbook": view.runbook,
-                               "approved": approved, "by": by, "proof": "token" if token else "typed-name"}))
+                               "approved": approved, "by": by, "proof": proof_kind(proof)}))
     else:
         context.out.print(f"{'approved' if approved else 'rejected'} run {view.id} ({view.name}, {view.runbook}) {how}")
 

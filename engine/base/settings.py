@@ -26,6 +26,9 @@
                               (default: X-Forwarded-Email,X-Forwarded-User, as oauth2-proxy sends them)
     RUNBOOK_REVIEW_REQUIRE_IDENTITY  true: the review pages' reads need that identity too (default: false)
     RUNBOOK_TOKEN             your personal token (`runbook tokens issue NAME`): proves who answers a gate on the CLI
+    RUNBOOK_APPROVAL_PROOF    what a gate takes as proof of who answers, besides Slack's signature and a
+                              token (always taken): typed (a typed name; the default), os-user (the CLI
+                              answers as the OS user running it) or token (a personal token only)
     RUNBOOK_POSTMORTEM_TEMPLATES  a team's own postmortem templates; files there override the
                               ones of the same name in postmortems/templates (default: none)
     RUNBOOK_SLACK_APP_TOKEN   an app-level token (xapp-..., scope connections:write): `runbook serve`
@@ -87,6 +90,8 @@ class Settings(BaseModel):
         description="headers in which a trusted proxy asserts who the person is")
     review_require_identity: bool = Field(False, description="the review pages' reads need a proven identity too")
     token: SecretStr | None = Field(None, description="a personal token proving who answers a gate from the CLI")
+    approval_proof: Literal["typed", "os-user", "token"] = Field(
+        "typed", description="the least proof a gate takes of who answers: typed, os-user or token")
     postmortem_templates: Path | None = Field(None, description="a directory of postmortem templates "
                                               "that override postmortems/templates file by file")
     slack_app_token: SecretStr | None = Field(None, description="app-level token (xapp-) for Slack Socket Mode")

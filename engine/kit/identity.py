@@ -7,9 +7,15 @@ Prefect server's variables). Only their SHA-256 is kept, in one Prefect Variable
 same way and no file holds them. A person presents theirs with RUNBOOK_TOKEN or `--token`; it travels
 in the Approval's `proof` field and the gate looks it up.
 
-    proof ""             the name typed (`--as`, the Prefect UI's "by"): not proven; kept as typed
+    proof ""             the name typed (`--as`, the Prefect UI's "by"): not proven
+    proof "os-user"      the OS user the CLI runs as (`getpass.getuser()`): as proven as that machine's logins
     proof "slack"        a Slack user id from a request whose signature `runbook serve` verified
     proof "token:<t>"    the person the token was issued to; a wrong or revoked token is refused
+
+A team chooses the least proof its gates take with RUNBOOK_APPROVAL_PROOF (Settings.approval_proof):
+`typed` takes all four (the default, so an existing set-up and the demo keep working), `os-user`
+refuses a typed name, `token` refuses a typed name and the OS user. Slack's signature and a valid
+token are always taken. The gate reads the setting of the process the run executes in.
 """
 from __future__ import annotations
 
@@ -25,6 +31,10 @@ from mq_runbooks.base.errors import UsageError
 
 TOKEN_PREFIX = "token:"
 SLACK_PROOF = "slack"
+OS_USER_PROOF = "os-user"
+PROOF_SETTING = "RUNBOOK_APPROVAL_PROOF"
+# What each RUNBOOK_APPROVAL_PROOF takes besides Slack's signature and a token.
+_TAKEN = {"typed": {"", OS_USER_PROOF}, "os-user": {OS_USER_PROOF}, "token": set()}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 
 
@@ -87,7 +97,27 @@ def proof_kind(proof: str) -> str:
     """What the journal keeps of an answer's proof (never the token itself)."""
     if proof == SLACK_PROOF:
         return "slack-signature"
+    if proof == OS_USER_PROOF:
+        return "os-user"
     return "token" if proof.startswith(TOKEN_PREFIX) else "typed-name"
+
+
+def os_user() -> str:
+    """The login name of the user this process runs as."""
+    import getpass
+
+    return getpass.getuser()
+
+
+def unproven_refusal(proof: str, required: str) -> str | None:
+    """Why an answer with `proof` (not a token, not Slack's) is refused under RUNBOOK_APPROVAL_PROOF
+    `required`, or None if that setting takes it."""
+    if proof in _TAKEN[required]:
+        return None
+    given = "the OS user" if proof == OS_USER_PROOF else "a typed name"
+    needed = ("a personal token (--token or RUNBOOK_TOKEN; an admin issues one with `runbook tokens issue NAME`)"
+              if required == "token" else "the CLI's OS user (`runbook approve|reject` without --as) or a personal token")
+    return f"{PROOF_SETTING}={required}: {given} is not taken as proof of who answers; answer with {needed}"
 
 
 def canonical_person(name: str, people: Iterable[str], email_local_part: bool = False) -> str:
@@ -98,21 +128,27 @@ def canonical_person(name: str, people: Iterable[str], email_local_part: bool = 
 
 
 def verify_answer(by: str, proof: str, teams: Mapping[str, list[str]],
-                  deployment: str | None = None) -> tuple[str, str | None]:
+                  deployment: str | None = None, *, required: str | None = None) -> tuple[str, str | None]:
     """(who answered, why the answer is refused or None), judged from the answer's proof.
 
     With a token, who answered is its holder (a typed `by` that names someone else is refused);
-    without one, the typed name, matched case-insensitively to the people in teams.yaml.
+    without one, the name given (typed, or the CLI's OS user), matched case-insensitively to the
+    people in teams.yaml, if RUNBOOK_APPROVAL_PROOF (`required`; default: this process's setting)
+    takes that proof.
     """
     people = [member for members in teams.values() for member in members]
-    if not proof or proof == SLACK_PROOF:
+    if proof == SLACK_PROOF:
         return canonical_person(by, people), None
-    if not proof.startswith(TOKEN_PREFIX):
+    if not proof.startswith(TOKEN_PREFIX) and proof not in ("", OS_USER_PROOF):
         return by.strip(), "the answer's proof is not a token (send it with RUNBOOK_TOKEN or --token)"
-    if deployment is None:  # inside a run: the deployment it was started from
+    if required is None or (deployment is None and proof.startswith(TOKEN_PREFIX)):
         from mq_runbooks.base.settings import Settings
 
-        deployment = Settings.from_environ().deployment
+        settings = Settings.from_environ()
+        required = required or settings.approval_proof
+        deployment = deployment or settings.deployment  # inside a run: the deployment it was started from
+    if not proof.startswith(TOKEN_PREFIX):
+        return canonical_person(by, people), unproven_refusal(proof, required)
     holder = token_holder(deployment, proof[len(TOKEN_PREFIX):])
     if holder is None:
         return by.strip() or "unknown", "the token is not valid (revoked, or never issued): ask an admin for one"

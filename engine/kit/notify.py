@@ -80,7 +80,15 @@ class SlackRun(GateObserver):
         if posted:
             self.channel, self.ts = posted
             journal.record(self.run_id, "slack", f"approval request posted to Slack channel {self.channel}",
-                           ok=True, channel=self.channel, ts=self.ts)
+                           ok=True, channel=self.channel, ts=self.ts, permalink=self._permalink())
+
+    def _permalink(self) -> str:
+        """The thread's link for the postmortem; "" when Slack will not say (the draft then names
+        the channel and message instead)."""
+        try:
+            return self.slack.permalink(self.channel, self.ts)
+        except SlackUnavailable:
+            return ""
 
     def resumed(self, entries: Sequence[journal.Entry], plan_markdown: str, plan_digest: str, approvers: str) -> None:
         self.request = ApprovalRequest(**{**self.request.__dict__, "plan_markdown": plan_markdown,

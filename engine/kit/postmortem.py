@@ -21,6 +21,7 @@ from mq_runbooks.kit.postmortem_render import Scrubber, known_secrets, render
 from mq_runbooks.kit.postmortem_store import Postmortem, save_draft, short_run_id
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit.journal import Entry, last
+from mq_runbooks.kit.notify import run_url
 
 AUTOMATION_KINDS = ("lock", "observation", "plan", "approval_requested", "snapshot", "action", "verification",
                     "rollback", "error", "outcome", "note")
@@ -29,22 +30,34 @@ AUTOMATION_KINDS = ("lock", "observation", "plan", "approval_requested", "snapsh
 def draft_postmortem(settings: Settings, run_id: str, allow_message_values: bool = False) -> tuple[Postmortem, bool]:
     """Write or refresh the draft of a run in settings.postmortem_dir; (the postmortem, whether written).
 
-    A reviewed postmortem is left as it is (written False). Raises NotFoundError for an unknown run and
-    ConfigError when a template refers to a field the draft does not have.
+    A run started by an alert of an incident (kit/postmortem_incident.py) shares one draft with the
+    incident's other runs. A reviewed postmortem is left as it is (written False). Raises
+    NotFoundError for an unknown run and ConfigError when a template refers to a field the draft
+    does not have.
     """
+    from mq_runbooks.kit.postmortem_incident import draft_incident, incident_of
+
     records = read_records(run_id)
+    incident = incident_of(records.entries)
+    if incident:
+        return draft_incident(settings, incident, records, allow_message_values)
     outcome, body = render_draft(records, settings, allow_message_values)
     return save_draft(settings.postmortem_dir, records.runbook, records.run_id, outcome, body)
 
 
-def render_draft(records: RunRecords, settings: Settings, allow_message_values: bool = False) -> tuple[str, str]:
-    """(outcome, Markdown body) of a run's draft, with every secret the configuration knows scrubbed."""
+def scrubber_for(settings: Settings, allow_message_values: bool = False) -> Scrubber:
+    """A scrubber of every secret the configuration knows (settings and clusters.yaml)."""
     try:
         clusters = load_clusters(settings.clusters)
     except ConfigError:
         clusters = None  # the settings' own secrets are still scrubbed; the patterns catch the rest
-    scrubber = Scrubber(known_secrets(settings, clusters), allow_message_values)
-    context = build_context(records, scrubber)
+    return Scrubber(known_secrets(settings, clusters), allow_message_values)
+
+
+def render_draft(records: RunRecords, settings: Settings, allow_message_values: bool = False) -> tuple[str, str]:
+    """(outcome, Markdown body) of a run's draft, with every secret the configuration knows scrubbed."""
+    scrubber = scrubber_for(settings, allow_message_values)
+    context = build_context(records, scrubber, settings)
     return context["run"]["outcome"], scrubber.text(render(context, settings.postmortem_templates))
 
 
@@ -76,13 +89,15 @@ def _parse_time(value: Any) -> dt.datetime | None:
     return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
 
 
-def build_context(records: RunRecords, scrubber: Scrubber) -> dict[str, Any]:
+def build_context(records: RunRecords, scrubber: Scrubber, settings: Settings) -> dict[str, Any]:
     """Every field the templates may use; all text already scrubbed."""
     entries = [Entry(e.at, e.kind, scrubber.text(e.summary), scrubber.data(e.data)) for e in records.entries]
     start = last(entries, "parameters")
     trigger = (start.data.get("trigger") if start else None) or {}
     run = _run_facts(records, entries, start, scrubber)
+    run["prefect_url"] = run_url(settings, records.run_id)
     return {
+        "h": "##",  # the level of the sections' headings (an incident's runs use "###")
         "run": run,
         "trigger": _trigger_facts(trigger, run["requested_by"]),
         "parameters": _parameters(start.data.get("parameters") or {} if start else {}),
@@ -123,7 +138,19 @@ def _run_facts(records: RunRecords, entries: list[Entry], start: Entry | None, s
         "state": records.state_name, "state_message": scrubber.text(records.state_message),
         "finished": records.finished,
         "outcome": outcome, "outcome_summary": outcome_summary,
+        "target_name": str(start.data.get("target") or start.summary) if start else "",
+        **_slack_thread(entries),
     }
+
+
+def _slack_thread(entries: list[Entry]) -> dict[str, str]:
+    """Where the run's approval request was posted in Slack: its thread's permalink (chat.getPermalink,
+    kept in the journal when posted) and, whether or not there is one, its channel and message."""
+    posted = next((e for e in reversed(entries) if e.kind == "slack" and e.data.get("ok") and e.data.get("ts")), None)
+    if posted is None:
+        return {"slack_thread": "", "slack_message": ""}
+    return {"slack_thread": str(posted.data.get("permalink") or ""),
+            "slack_message": f"channel {posted.data.get('channel', '')}, message {posted.data['ts']}"}
 
 
 def _parameters(values: dict[str, Any]) -> list[dict[str, str]]:
@@ -138,6 +165,7 @@ def _trigger_facts(trigger: dict[str, Any], requested_by: str) -> dict[str, Any]
         "kind": "alert" if is_alert else "person", "requested_by": requested_by,
         "alertname": trigger.get("alertname", ""), "source": trigger.get("source", ""),
         "status": trigger.get("status", ""), "fingerprint": trigger.get("fingerprint", ""),
+        "group_key": str(trigger.get("groupKey") or ""),
         "starts_at": utc(_parse_time(trigger.get("startsAt"))) if trigger.get("startsAt") else "",
         "generator_url": trigger.get("generatorURL") or "",
         "labels": [{"name": k, "value": v} for k, v in sorted((trigger.get("labels") or {}).items())],

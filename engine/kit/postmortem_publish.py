@@ -6,7 +6,8 @@
         write_postmortem(run_id)
 
 It writes (or refreshes) the run's draft in the postmortem directory and attaches it to the run as a
-Prefect markdown artifact. It never raises into the flow: a draft that cannot be written is logged
+Prefect markdown artifact; `redraft_when_final()` has it drafted once more when Prefect has set the
+run's final state, so the draft says that state. It never raises into the flow: a draft that cannot be written is logged
 and recorded in the run's journal as a note (`runbook postmortems draft RUN` writes it later).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate
 
 from mq_runbooks.kit.postmortem import draft_postmortem
-from mq_runbooks.kit.postmortem_store import Postmortem
+from mq_runbooks.kit.postmortem_store import Postmortem, short_run_id
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
 
@@ -39,7 +40,7 @@ def draft_and_attach(run_id: str, settings: Settings | None = None,
     if written:
         with get_client(sync_client=True) as client:
             client.create_artifact(ArtifactCreate(
-                type="markdown", key=f"{ARTIFACT_KEY_PREFIX}{postmortem.meta['run_id'][:8]}",
+                type="markdown", key=f"{ARTIFACT_KEY_PREFIX}{short_run_id(run_id)}",
                 flow_run_id=UUID(str(run_id)), data=postmortem.body,
                 description=f"postmortem draft {postmortem.id} ({postmortem.path})",
             ))
@@ -65,6 +66,30 @@ def write_postmortem(run_id: str, settings: Settings | None = None) -> Path | No
     else:
         log.info("postmortem %s is already reviewed; left as it is", postmortem.id)
     return postmortem.path
+
+
+def redraft_when_final() -> None:
+    """Have the running flow draft its postmortem again once Prefect has recorded its final state
+    (Completed, Failed, Crashed, Cancelled), so the draft states that state and not "Running".
+
+    A flow state hook on the running flow (Prefect calls it after the state is set, in the run's own
+    process); the flow object keeps it for the later runs this process executes, which it serves the
+    same way. Outside a flow run it does nothing.
+    """
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    flow = context.flow if context is not None else None
+    if flow is None:
+        return
+    for hooks in (flow.on_completion_hooks, flow.on_failure_hooks, flow.on_crashed_hooks,
+                  flow.on_cancellation_hooks):
+        if _redraft_final not in hooks:
+            hooks.append(_redraft_final)
+
+
+def _redraft_final(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect's flow state hook signature)
+    write_postmortem(str(flow_run.id))
 
 
 def _logger():

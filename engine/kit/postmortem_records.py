@@ -23,10 +23,12 @@ LOG_PAGE = 200  # the most the Prefect API returns per request
 LOG_TAIL = 50
 NOTABLE_LOGS = 20  # warnings and errors shown in the timeline, at most
 _WARNING = 30
-# Routine lines the excerpt leaves out (below WARNING only): Prefect's "Finished in state Completed()"
-# of each task run and of the flow run say what the state history in the timeline already says.
-NOISE = frozenset({("prefect.task_runs", "Finished in state Completed()"),
-                   ("prefect.flow_runs", "Finished in state Completed()")})
+# Routine lines the excerpt leaves out (below WARNING only): Prefect's "Finished in state Completed(...)"
+# of each task run and of the flow run say what the state history in the timeline already says, and
+# "Running hook '_redraft_final' ..." is the run drafting its postmortem once more.
+NOISE_PREFIXES = (("prefect.task_runs", "Finished in state Completed("),
+                  ("prefect.flow_runs", "Finished in state Completed("),
+                  ("prefect.flow_runs", "Running hook '_redraft_final'"))
 _TASK_RUN_SUFFIX = re.compile(r"-[0-9a-f]{3}$")  # Prefect names task runs '<task name>-<3 hex digits>'
 
 
@@ -129,9 +131,13 @@ def _read_logs(client, flow_run_id: UUID, records: RunRecords) -> None:
                                limit=NOTABLE_LOGS, sort=LogSort.TIMESTAMP_ASC)
     records.notable_logs = [_line(log) for log in notable]
     newest = client.read_logs(log_filter=LogFilter(flow_run_id=of_run), limit=LOG_PAGE, sort=LogSort.TIMESTAMP_DESC)
-    kept = [log for log in newest if log.level >= _WARNING or (log.name, log.message) not in NOISE]
+    kept = [log for log in newest if log.level >= _WARNING or not _routine(log.name, log.message)]
     records.log_tail = [_line(log) for log in reversed(kept[:LOG_TAIL])]
     records.log_lines = len(newest) if len(newest) < LOG_PAGE else _count_logs(client, LogFilter(flow_run_id=of_run))
+
+
+def _routine(logger: str, message: str) -> bool:
+    return any(logger == name and message.startswith(prefix) for name, prefix in NOISE_PREFIXES)
 
 
 def _count_logs(client, log_filter: LogFilter) -> int:

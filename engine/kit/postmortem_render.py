@@ -1,7 +1,8 @@
 """Rendering a postmortem: secrets scrubbed out of everything the draft shows, then Jinja2 templates
 with StrictUndefined (a template that names a missing field fails, it never prints a blank).
 
-Templates live in postmortems/templates (`postmortem.md.j2` and its partials `_*.md.j2`); a team's
+Templates live in postmortems/templates (`postmortem.md.j2`, `incident.md.j2` for the runs of one
+incident, and their partials `_*.md.j2`); a team's
 own directory (RUNBOOK_POSTMORTEM_TEMPLATES) overrides them file by file.
 """
 from __future__ import annotations
@@ -119,11 +120,11 @@ def _environment(team_templates: str | None) -> jinja2.Environment:
     return env
 
 
-def render(context: dict[str, Any], team_templates: Path | None = None) -> str:
+def render(context: dict[str, Any], team_templates: Path | None = None, template: str = MAIN_TEMPLATE) -> str:
     """The postmortem body from its context; ConfigError naming the template and the missing field."""
     env = environment(team_templates)
     try:
-        return env.get_template(MAIN_TEMPLATE).render(**context)
+        return env.get_template(template).render(**context)
     except jinja2.UndefinedError as exc:
         raise ConfigError(f"postmortem template refers to a field the draft does not have: {exc.message} "
                           f"(templates: {team_templates or DEFAULT_TEMPLATES})") from exc

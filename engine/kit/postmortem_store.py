@@ -6,7 +6,9 @@ requests), so every read goes to the file and every change rewrites it whole, at
     ---
     id: 2026-11-27-kafka-replay-1a2b3c4d       # <created date>-<runbook>-<short run id>, the file stem
     runbook: kafka-replay
-    run_id: 1a2b3c4d-...
+    run_id: 1a2b3c4d-...                       # the (first) run it describes
+    incident: 0c2490b8...                      # runs of one alert group: one postmortem (kit/postmortem_incident)
+    runs: [1a2b3c4d-..., 5e6f...]              #   ... and the runs it gathers; the id ends in the incident's 8
     status: draft                              # draft | reviewed
     reviewers: []                              # [{name, at, note, proof}] once reviewed
     written: [Root cause, ...]                 # the team's sections (postmortem_edit), once edited
@@ -147,29 +149,43 @@ def read_postmortem(directory: Path, postmortem_id: str) -> Postmortem:
 
 
 def find_by_run(directory: Path, runbook: str, run_id: str) -> Postmortem | None:
-    """The postmortem already written for a run, if any."""
+    """The postmortem already written for a run, if any (its own, or its incident's)."""
     for path in sorted(Path(directory).glob(f"*-{runbook}-{short_run_id(run_id)}.md")):
         found = _load(path)
         if found.run_id == str(run_id):
+            return found
+    return next((p for p in list_postmortems(directory) if str(run_id) in (p.meta.get("runs") or [])), None)
+
+
+def find_by_incident(directory: Path, incident: str) -> Postmortem | None:
+    """The postmortem already written for an incident (the runs of one alert group), if any."""
+    for path in sorted(Path(directory).glob(f"*-{short_run_id(incident)}.md")):
+        found = _load(path)
+        if found.meta.get("incident") == incident:
             return found
     return None
 
 
 def save_draft(directory: Path, runbook: str, run_id: str, outcome: str, body: str,
-               now: dt.datetime | None = None) -> tuple[Postmortem, bool]:
-    """Write (or refresh) the draft of a run; returns (the postmortem, whether it was written).
+               now: dt.datetime | None = None, *, incident: str | None = None,
+               runs: list[str] | None = None) -> tuple[Postmortem, bool]:
+    """Write (or refresh) the draft of a run, or with `incident` the one draft of an incident's
+    `runs` (`run_id` the first of them); returns (the postmortem, whether it was written).
 
-    Idempotent per run: a draft is overwritten in place (keeping its id and created time); a reviewed
-    postmortem is never touched, and is returned as it is with False.
+    Idempotent per run (per incident): a draft is overwritten in place (keeping its id and created
+    time); a reviewed postmortem is never touched, and is returned as it is with False.
     """
     now = now or dt.datetime.now(dt.timezone.utc)
-    existing = find_by_run(directory, runbook, run_id)
+    existing = find_by_incident(directory, incident) if incident else find_by_run(directory, runbook, run_id)
     if existing is not None and existing.status != "draft":
         return existing, False
     created = existing.meta["created"] if existing else _timestamp(now)
-    identifier = existing.id if existing else postmortem_id(now, runbook, run_id)
-    meta = {"id": identifier, "runbook": runbook, "run_id": str(run_id), "status": "draft", "reviewers": [],
+    identifier = existing.id if existing else postmortem_id(now, runbook, incident or run_id)
+    meta = {"id": identifier, "runbook": existing.runbook if existing else runbook, "run_id": str(run_id),
+            "status": "draft", "reviewers": [],
             "created": created, "outcome": outcome}
+    if incident:
+        meta.update(incident=incident, runs=list(runs or [run_id]))
     if existing is not None:
         meta["updated"] = _timestamp(now)
         body, meta = carry_over(existing.body, existing.meta, body, meta)  # keep what the team wrote

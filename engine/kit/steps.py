@@ -63,14 +63,16 @@ def guarded(run_id: str, body: Callable[[], Any]) -> Any:
 
 
 def publish_postmortem(run_id: str) -> None:
-    """Write the run's draft and say where to review it (in the journal, so in Slack's thread too)."""
-    from mq_runbooks.kit.postmortem_publish import write_postmortem
+    """Write the run's draft and say where to review it (in the journal, so in Slack's thread too);
+    it is drafted again once Prefect has recorded the run's final state."""
+    from mq_runbooks.kit.postmortem_publish import redraft_when_final, write_postmortem
 
     settings = Settings.from_environ()
     path = write_postmortem(run_id, settings)
     if path is not None:
         url = f"{settings.public_url.rstrip('/')}/postmortems/{path.stem}"
         journal.record(run_id, "postmortem", f"postmortem draft written: {url} ({path})", path=str(path), url=url)
+    redraft_when_final()
 
 
 def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, requested_by: str, plan: P,

@@ -1,0 +1,86 @@
+"""RUNBOOK_APPROVAL_PROOF: a team refuses unproven answers (`token`) or takes the CLI's OS user as
+who answers (`os-user`); the gate judges it inside the run, the CLI the same way before resuming."""
+from __future__ import annotations
+
+import getpass
+import os
+from uuid import UUID
+
+from prefect.flow_runs import resume_flow_run
+
+from mq_runbooks.kit import journal
+from mq_runbooks.kit.identity import issue_token, verify_answer
+from tests.engine.test_cli import runbook
+from tests.flows.runbook_harness import paused, runbook_env, start_runbook, wait_until  # noqa: F401
+from tests.flows.test_gate_tokens import TEAMS, deployment  # noqa: F401 (fixture)
+from tests.flows.test_kafka_replay import group_at_end, kafka_config  # noqa: F401 (fixtures)
+
+
+def test_each_setting_takes_the_proofs_it_names(deployment):
+    token = issue_token(deployment, "carol")
+    for required in ("typed", "os-user", "token"):
+        assert verify_answer("CAROL", f"token:{token}", TEAMS, deployment, required=required) == ("carol", None)
+        assert verify_answer("U123", "slack", TEAMS, deployment, required=required) == ("U123", None)
+    assert verify_answer("Carol", "", TEAMS, deployment, required="typed") == ("carol", None)
+    assert verify_answer("DAVE", "os-user", TEAMS, deployment, required="os-user") == ("dave", None)
+    who, reason = verify_answer("carol", "", TEAMS, deployment, required="os-user")
+    assert who == "carol" and reason.startswith("RUNBOOK_APPROVAL_PROOF=os-user: a typed name is not taken")
+    who, reason = verify_answer("dave", "os-user", TEAMS, deployment, required="token")
+    assert reason.startswith("RUNBOOK_APPROVAL_PROOF=token: the OS user is not taken") and "--token" in reason
+    assert verify_answer("carol", "token:rbt_forged", TEAMS, deployment, required="typed")[1].startswith(
+        "the token is not valid")
+
+
+def test_a_team_that_requires_tokens_refuses_typed_names_in_the_run_and_on_the_cli(
+        group_at_end, runbook_env, deployment):
+    topic, group = group_at_end
+    settings, catalog = runbook_env("kafka-replay", RUNBOOK_DEPLOYMENT=deployment, RUNBOOK_APPROVAL_PROOF="token")
+    env = {"RUNBOOK_DEPLOYMENT": deployment, "RUNBOOK_CATALOG": os.environ["RUNBOOK_CATALOG"],
+           "RUNBOOK_APPROVAL_PROOF": "token"}
+    run_id = start_runbook(settings, catalog, "kafka-replay", group=group, to_earliest="true")
+    wait_until(run_id, paused)
+
+    # Straight to Prefect (as the UI's resume dialog answers): the run itself refuses the typed name.
+    resume_flow_run(UUID(run_id), run_input={"approved": True, "by": "carol"})
+    view = wait_until(run_id, lambda v: paused(v) and journal.last(v.entries, "approval_refused"))
+    refusal = journal.last(view.entries, "approval_refused")
+    assert "via" not in refusal.data, "refused by the gate in the run, not by the CLI"
+    assert refusal.summary.startswith("RUNBOOK_APPROVAL_PROOF=token: a typed name is not taken")
+    assert refusal.data["proof"] == "typed-name" and refusal.data["by"] == "carol"
+
+    typed = runbook("approve", run_id, "--as", "carol", env=env)
+    assert typed.returncode == 2, typed.stdout + typed.stderr
+    assert "RUNBOOK_APPROVAL_PROOF=token" in typed.stderr and "Traceback" not in typed.stderr
+    nobody = runbook("approve", run_id, env=env)
+    assert nobody.returncode == 2 and "RUNBOOK_APPROVAL_PROOF=token" in nobody.stderr
+    view = wait_until(run_id, lambda v: journal.last(v.entries, "approval_refused").data.get("via") == "cli")
+    assert paused(view) and journal.last(view.entries, "approval") is None
+
+    token = issue_token(deployment, "carol")
+    rejected = runbook("reject", run_id, "--reason", "tested", "--token", token, env=env)
+    assert rejected.returncode == 0, rejected.stderr
+    view = wait_until(run_id, lambda v: v.finished, timeout=90)
+    rejection = journal.last(view.entries, "rejection")
+    assert rejection.data["by"] == "carol" and rejection.data["proof"] == "token"
+
+
+def test_a_team_that_takes_the_os_user_records_it_as_the_proof(group_at_end, runbook_env, tmp_path):
+    topic, group = group_at_end
+    me = getpass.getuser()
+    teams = tmp_path / "teams.yaml"
+    teams.write_text(f"kafka-oncall: [{me.upper()}, dave]\n")  # matched case-insensitively
+    settings, catalog = runbook_env("kafka-replay", RUNBOOK_APPROVAL_PROOF="os-user", RUNBOOK_TEAMS=str(teams))
+    env = {"RUNBOOK_CATALOG": os.environ["RUNBOOK_CATALOG"], "RUNBOOK_APPROVAL_PROOF": "os-user",
+           "RUNBOOK_TEAMS": str(teams)}
+    run_id = start_runbook(settings, catalog, "kafka-replay", group=group, to_earliest="true")
+    wait_until(run_id, paused)
+
+    other = runbook("approve", run_id, "--as", "dave", env=env)
+    assert other.returncode == 2 and f"you answer as your OS user {me}, not as dave" in other.stderr
+    approved = runbook("approve", run_id, "--json", env=env)
+    assert approved.returncode == 0, approved.stderr
+    assert '"proof": "os-user"' in approved.stdout
+    view = wait_until(run_id, lambda v: v.finished, timeout=90)
+    approval = journal.last(view.entries, "approval")
+    assert approval.data["by"] == me.upper() and approval.data["proof"] == "os-user", approval.data
+    assert view.succeeded, view.message
