@@ -204,7 +204,7 @@ def reject(context: Context, run_id: str, by: str, reason: str, token: str | Non
 @cli.command("runs")
 @click.option("--runbook", "runbook_id", default=None, metavar="ID", help="Only runs of this runbook.")
 @click.option("--state", "states", multiple=True, metavar="STATE", callback=lambda c, p, v: tuple(s.lower() for s in v),
-              help="Only runs in this state (repeatable): scheduled, pending, running, paused, completed, "
+              help="Only runs in this state (repeatable): scheduled, pending, running, paused, completed (succeeded), "
                    "failed (includes rejected and timedout), rejected, timedout, cancelled, crashed.")
 @click.option("--waiting", is_flag=True, help="Only runs waiting at their approval gate (paused).")
 @click.option("--mine", is_flag=True, help="Only runs I requested, or that wait for an approval I may give.")

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
+from mq_runbooks.kit.endings import declined_state
 from mq_runbooks.kit.gate import wait_for_approval
 from mq_runbooks.kit.notify import observer_for
 from mq_runbooks.kit.runtime import RunContext
@@ -79,8 +80,9 @@ def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, r
                         trigger: dict[str, Any] | None = None) -> tuple[P | None, State | None]:
     """Ask for approval of `plan`; once approved, plan again and go on only if nothing changed.
 
-    Returns (the approved plan, None), or (None, a Failed state) when it was rejected, timed out or
-    kept changing. Nothing is changed on the brokers here.
+    Returns (the approved plan, None), or (None, the final state) when it was rejected or timed out
+    (kit/endings.py: Completed, named Rejected / TimedOut) or kept changing (Failed). Nothing is
+    changed on the brokers here.
     """
     observer = observer_for(context.settings, run_id, runbook.id, runbook.title, requested_by, trigger)
     for _ in range(MAX_REPLANS):
@@ -90,8 +92,9 @@ def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, r
         if not decision.approved:
             outcome = "timed out" if decision.timed_out else f"rejected by {', '.join(decision.by)}"
             journal.record(run_id, "outcome", f"{outcome}; nothing was changed", outcome="rejected")
-            return None, Failed(message=f"{outcome}; nothing was changed",
-                                name="TimedOut" if decision.timed_out else "Rejected")
+            timeout = f"nobody answered within {runbook.approval.timeout:.0f}s"
+            reason = timeout if decision.timed_out else decision.comment
+            return None, declined_state(run_id, f"{outcome}; nothing was changed", decision.timed_out, reason)
         current = replan()
         if current.digest() == plan.digest():
             return plan, None
