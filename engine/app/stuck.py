@@ -89,6 +89,8 @@ def _pickup(client, settings: Settings, flow_run: FlowRun, now: dt.datetime) -> 
                     f"prefect worker start --pool {deployment.work_pool_name}")
         return (f"{len(online)} worker(s) of work pool {deployment.work_pool_name!r} are online but did not "
                 f"take it: they may be at their limit of concurrent runs")
+    if run_log_path(settings, str(flow_run.id)).is_file():  # `runbook run` on this machine started its executor
+        return _executor_log(settings, str(flow_run.id))
     polled = deployment.last_polled
     if polled is None:
         return f"nothing has ever polled its deployment {name}: start `runbook serve` (it runs the runbooks)"

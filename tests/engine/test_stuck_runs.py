@@ -133,3 +133,24 @@ def test_a_run_waiting_for_a_lock_names_the_run_that_holds_it(group_at_end, runb
     view = wait_until(waiting, paused)
     assert stuck.why_stuck(settings, view) is None
     runs.answer_gate(settings, catalog, waiting, False, "bob", "test over")
+
+
+def test_a_pool_with_no_worker_online_is_named(settings, orphan_run):
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from mq_runbooks.flows.kafka_replay import kafka_replay
+
+    pool = f"test-no-workers-{uuid.uuid4().hex[:8]}"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        flow_id = client.create_flow(kafka_replay)
+        deployment_id = client.create_deployment(flow_id=flow_id, name=pool, work_pool_name=pool,
+                                                 entrypoint="mq_runbooks.flows.kafka_replay:kafka_replay")
+    try:
+        reason = stuck.why_stuck(settings, runs.read_run(orphan_run(deployment_id)))
+        assert reason is not None and f"no worker of work pool {pool!r} is online (none has ever started)" in reason
+        assert f"prefect worker start --pool {pool}" in reason
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(deployment_id)
+            client.delete_work_pool(pool)
