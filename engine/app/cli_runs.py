@@ -239,7 +239,7 @@ def cancel(context: Context, run_id: str, by: str, reason: str, token: str | Non
 @cli.command("runs")
 @click.option("--runbook", "runbook_id", default=None, metavar="ID", help="Only runs of this runbook.")
 @click.option("--state", "states", multiple=True, metavar="STATE", callback=lambda c, p, v: tuple(s.lower() for s in v),
-              help="Only runs in this state (repeatable): scheduled, pending, running, paused, completed, "
+              help="Only runs in this state (repeatable): scheduled, pending, running, paused, completed (succeeded), "
                    "failed (includes rejected and timedout), rejected, timedout, cancelled, crashed.")
 @click.option("--waiting", is_flag=True, help="Only runs waiting at their approval gate (paused).")
 @click.option("--mine", is_flag=True, help="Only runs I requested, or that wait for an approval I may give.")
@@ -250,7 +250,8 @@ def cancel(context: Context, run_id: str, by: str, reason: str, token: str | Non
 @pass_context
 def list_runs(context: Context, runbook_id: str | None, states: tuple[str, ...], waiting: bool, mine: bool,
               me: str | None, limit: int, as_json: bool) -> None:
-    """List recent runs, newest first, with what each targets and who requested it.
+    """List recent runs, newest first, with what each targets and who requested it. A run that does
+    not move (not picked up, or waiting for another run's lock) is marked stuck, with the reason.
 
     On a terminal ids are shortened to 8 characters (any unique prefix of 6 or more works as RUN);
     piped, every id is whole and columns are tab-separated.
@@ -270,15 +271,20 @@ def list_runs(context: Context, runbook_id: str | None, states: tuple[str, ...],
             return view.requested_by == who or runs.waits_for(context.settings, catalog, view, who)
 
     views = runs.list_runs(limit=limit, runbook_id=runbook_id, states=states, mine=accept)
+    from mq_runbooks.app.stuck import why_stuck_all
+
+    stuck = why_stuck_all(context.settings, views)
     if as_json:
         click.echo(json.dumps([{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state,
                                 "target": v.target, "requested_by": v.requested_by, "started": v.started,
-                                "message": v.message} for v in views], indent=2))
+                                "message": v.message, "stuck": stuck.get(v.id)} for v in views], indent=2))
         return
     short = not context.piped
     columns = ("run", "name", "runbook", "state", "target", "requested by", "started", "message")
-    rows = [(v.id[:8] if short else v.id, v.name, v.runbook, v.state, v.target, v.requested_by,
-             _when(v.started, short), v.message[:80] if short else v.message) for v in views]
+    messages = {v.id: f"STUCK: {stuck[v.id]}" if v.id in stuck else v.message for v in views}
+    rows = [(v.id[:8] if short else v.id, v.name, v.runbook, f"{v.state} (stuck)" if v.id in stuck else v.state,
+             v.target, v.requested_by, _when(v.started, short), messages[v.id][:80] if short else messages[v.id])
+            for v in views]
     if short and context.out.width < 160:  # a narrow terminal: `runbook status RUN` has the rest
         columns, rows = columns[:6], [row[:6] for row in rows]
     context.rows(columns, rows, no_wrap=("run", "name", "state"))
@@ -296,7 +302,8 @@ def _when(started: str | None, short: bool) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the state and the whole journal as JSON.")
 @pass_context
 def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> None:
-    """A run's state, who it waits for, its plan and its results (from its journal).
+    """A run's state, who it waits for, its plan and its results (from its journal); why it is
+    stuck, when it does not move (not picked up since when and by whom, or waiting for a lock).
 
     A run that crashed (its process died) may have no postmortem yet, or one drafted before Prefect
     knew it crashed: noticing it here writes (or refreshes) its draft.
@@ -312,12 +319,17 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
             view = runs.read_run(run_id)
         else:
             write_postmortem(view.id)  # refreshes a draft in place; a reviewed one is left alone
+    from mq_runbooks.app.stuck import why_stuck
+
+    stuck = why_stuck(context.settings, view)
     if as_json:
         click.echo(json.dumps({"id": view.id, "runbook": view.runbook, "state": view.state, "message": view.message,
-                               "waiting_for": view.waiting_for(), "journal": [e.to_json() for e in view.entries]},
-                              indent=2, default=str))
+                               "waiting_for": view.waiting_for(), "stuck": stuck,
+                               "journal": [e.to_json() for e in view.entries]}, indent=2, default=str))
         return
     context.out.print(f"run [bold]{view.id}[/bold] ({view.runbook}): [bold]{view.state}[/bold] {escape(view.message)}")
+    if stuck:
+        context.out.print(f"[red]stuck[/red]: {escape(stuck)}")
     waiting = view.waiting_for()
     if waiting:
         context.out.print(f"waiting for {waiting}: runbook approve {view.id} --as NAME")

@@ -33,6 +33,7 @@ from mq_runbooks.base.errors import NotFoundError, UsageError
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit.teams import teams_for
 from mq_runbooks.kit import journal
+from mq_runbooks.kit.endings import DECLINED_STATE_NAMES, REJECTED, TIMED_OUT, is_declined
 from mq_runbooks.kit.gate import refusal
 from mq_runbooks.kit.identity import proof_kind, verify_answer
 from mq_runbooks.kit.lock import lock_tag
@@ -40,9 +41,9 @@ from mq_runbooks.kit.lock import lock_tag
 RUNBOOK_TAG = "mq-runbooks"
 MIN_PREFIX = 6
 _PAGE = 200
-# `runbook runs --state`: Prefect's state types, and the names our gate gives to failed runs.
+# `runbook runs --state`: Prefect's state types, and the names of runs their gate declined (kit/endings.py).
 STATE_TYPES = ("scheduled", "pending", "running", "paused", "completed", "failed", "cancelled", "crashed")
-STATE_NAMES = {"rejected": "Rejected", "timedout": "TimedOut"}
+STATE_NAMES = {"rejected": REJECTED, "timedout": TIMED_OUT}
 STATES = (*STATE_TYPES, *STATE_NAMES)
 
 
@@ -67,7 +68,7 @@ class RunView:
 
     @property
     def succeeded(self) -> bool:
-        return self.state_type == "COMPLETED"
+        return self.state_type == "COMPLETED" and not is_declined(self.state)  # rejected: Completed, not a success
 
     def waiting_for(self) -> str | None:
         """Who the gate waits for, when it waits."""
@@ -176,6 +177,8 @@ def _view(flow_run: FlowRun, entries: list[journal.Entry]) -> RunView:
 def _state_filter(states: tuple[str, ...]) -> FlowRunFilterState | None:
     types = [s.upper() for s in states if s in STATE_TYPES]
     names = [STATE_NAMES[s] for s in states if s in STATE_NAMES]
+    if "failed" in states:  # a declined run is no success: `failed` lists it (its type is Completed)
+        names = sorted({*names, *DECLINED_STATE_NAMES})
     unknown = [s for s in states if s not in STATES]
     if unknown:
         raise UsageError(f"unknown state {', '.join(unknown)} (states: {', '.join(STATES)})")
@@ -191,10 +194,14 @@ def list_runs(limit: int = 20, runbook_id: str | None = None, states: tuple[str,
     `mine` accepts (read page by page until `limit` are found)."""
     tags = [RUNBOOK_TAG] + ([f"runbook:{runbook_id}"] if runbook_id else [])
     run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=tags), state=_state_filter(states))
+    # `completed` lists successes; a declined run (type Completed) only with failed/rejected/timedout
+    declined_too = "completed" not in states or bool({"failed", *STATE_NAMES} & set(states))
     views: list[RunView] = []
     with get_client(sync_client=True) as client:
         for run in _every_run(client, run_filter, FlowRunSort.EXPECTED_START_TIME_DESC, page=min(limit, _PAGE)):
             view = _view(run, [])
+            if not declined_too and is_declined(view.state):
+                continue
             if mine is None or mine(view):
                 views.append(view)
                 if len(views) >= limit:

@@ -119,8 +119,7 @@ def _sweep(settings: Settings, forget, every_s: float = 30.0) -> None:
                 log.warning("run %s crashed: its outcome and postmortem draft are written", run_id)
             checked |= crashed.keys()
             for run_id in recent_expired():
-                if conclude_expired(run_id):
-                    log.info("run %s timed out at its gate: its outcome and postmortem draft are written", run_id)
+                conclude_expired(run_id)  # says so in one INFO line
             for run_id in resumed_locally(older_than_s=5.0):
                 if execute_if_local(settings, run_id):
                     log.info("run %s was answered in the Prefect UI: executing it", run_id)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from datetime import timedelta
 
 from mq_runbooks.kit import journal
@@ -101,11 +102,12 @@ def release_lock(entries: list[journal.Entry]) -> None:
 
 def conclude_expired(run_id: str) -> bool:
     """Record a run whose gate's deadline passed while it was suspended (the Prefect server failed it)
-    as timed out: journal, lock, state name TimedOut, Slack, postmortem. True if concluded now."""
+    as timed out: journal, lock, state TimedOut, Slack, postmortem, one INFO line. True if concluded now."""
     from prefect.client.orchestration import get_client
-    from prefect.states import Failed
+    from prefect.states import Completed
 
     from mq_runbooks.base.settings import Settings
+    from mq_runbooks.kit.endings import TIMED_OUT
     from mq_runbooks.kit.gate import record_timeout
     from mq_runbooks.kit.notify import observer_for
     from mq_runbooks.kit.steps import publish_postmortem
@@ -127,9 +129,12 @@ def conclude_expired(run_id: str) -> bool:
     journal.write(run_id, Outcome(outcome="rejected", summary=summary))
     release_lock(entries)
     with get_client(sync_client=True) as client:
-        client.set_flow_run_state(run_id, Failed(message=f"nobody approved within {timeout_s:.0f}s: {summary}",
-                                                 name="TimedOut"), force=True)
+        # The same final state as a gate that timed out in its process (kit/endings.py).
+        client.set_flow_run_state(run_id, Completed(message=f"nobody approved within {timeout_s:.0f}s: {summary}",
+                                                    name=TIMED_OUT), force=True)
     publish_postmortem(run_id)
+    logging.getLogger("runbook.gate").info("run %s timed out: nobody answered within %.0fs; nothing was changed",
+                                           run_id, timeout_s)
     return True
 
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
+from mq_runbooks.kit.endings import declined_state
 from mq_runbooks.kit.gate import wait_for_approval
 from mq_runbooks.kit.notify import observer_for
 from mq_runbooks.kit.runtime import RunContext
@@ -82,8 +83,9 @@ def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, r
                         on_suspend: Callable[[float], None] | None = None) -> tuple[P | None, State | None]:
     """Ask for approval of `plan`; once approved, plan again and go on only if nothing changed.
 
-    Returns (the approved plan, None), or (None, a Failed state) when it was rejected, timed out or
-    kept changing. Nothing is changed on the brokers here. The gate may suspend the run (its process
+    Returns (the approved plan, None), or (None, the final state) when it was rejected or timed out
+    (kit/endings.py: Completed, named Rejected / TimedOut) or kept changing (Failed). Nothing is
+    changed on the brokers here. The gate may suspend the run (its process
     leaves); the run executed again after an answer comes back here and replays the same rounds.
     """
     observer = observer_for(context.settings, run_id, runbook.id, runbook.title, requested_by, trigger)
@@ -93,7 +95,9 @@ def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, r
                                      plan_digest=plan.digest(), observer=observer, gate_round=gate_round,
                                      on_suspend=on_suspend)
         if not decision.approved:
-            return None, rejected(run_id, decision.timed_out, decision.by)
+            reason = (f"nobody answered within {runbook.approval.timeout:.0f}s" if decision.timed_out
+                      else decision.comment)
+            return None, rejected(run_id, decision.timed_out, decision.by, reason)
         current = replan()
         if current.digest() == plan.digest():
             return plan, None
@@ -110,8 +114,9 @@ def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, r
     return None, Failed(message="the plan kept changing while waiting for approval; nothing was changed")
 
 
-def rejected(run_id: str, timed_out: bool, by: tuple[str, ...] | list[str]) -> State:
-    """The outcome of a run whose gate said no (or timed out); its final state."""
+def rejected(run_id: str, timed_out: bool, by: tuple[str, ...] | list[str], reason: str) -> State:
+    """The outcome of a run whose gate said no (or timed out), in the journal; its final state
+    (kit/endings.py)."""
     outcome = "timed out" if timed_out else f"rejected by {', '.join(by)}"
     journal.record(run_id, "outcome", f"{outcome}; nothing was changed", outcome="rejected")
-    return Failed(message=f"{outcome}; nothing was changed", name="TimedOut" if timed_out else "Rejected")
+    return declined_state(run_id, f"{outcome}; nothing was changed", timed_out, reason)

@@ -120,3 +120,29 @@ def test_status_plan_shows_the_whole_plan_and_the_printed_restore_command_restor
     restored = _run_and_approve(*command[2:])
     assert restored["state"] == "Completed", restored["message"]
     assert KafkaClient(config).committed_offsets(group) == before
+
+
+def test_run_wait_exits_1_when_the_run_is_rejected(clusters, unique):
+    """A rejection is an expected outcome (no error in the run's log), yet no success: exit 1."""
+    import os
+
+    from tests.engine.test_cli import RUNBOOK
+
+    config = clusters.kafka_cluster("primary").client_config()
+    topic, group = unique("cli-reject"), unique("cli-reject-group")
+    make_committed_group(config, topic, group, partitions=2, messages=10, committed=2)
+    waiting = subprocess.Popen([str(RUNBOOK), "run", "kafka-replay", "-p", "cluster=primary", "-p", f"group={group}",
+                                "-p", "to_earliest=true", "--as", "carol", "--wait"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "COLUMNS": "200"})
+    try:
+        first = waiting.stdout.readline()  # "started run ID of kafka-replay (as carol)"
+        run_id = first.split()[2]
+        wait_until(run_id, paused)
+        rejected = runbook("reject", run_id, "--as", "alice", "--reason", "wrong group")
+        assert rejected.returncode == 0, rejected.stderr
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 1, first + out + err
+    assert "Rejected" in out and "Traceback" not in out + err, out + err

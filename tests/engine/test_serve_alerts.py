@@ -197,3 +197,34 @@ def test_healthz_and_metrics(serve):
     assert health["status"] == "ok" and "kafka-replay" in health["runbooks"]
     metrics = httpx.get(f"{serve.url}/metrics")
     assert metrics.status_code == 200 and "runbook_alerts_received_total" in metrics.text
+
+
+def test_a_rejected_run_is_one_info_line_in_serves_log_not_an_error(serve, clusters, unique):
+    """serve's runner executes the flow for its result: a gate's no must not end as an ERROR with
+    Prefect's traceback of a failed run (kit/endings.py), yet the run is not a success."""
+    config = clusters.kafka_cluster("primary").client_config()
+    topic, group_id = unique("declined"), unique("declined-group")
+    with KafkaClient(config) as kafka:
+        kafka.create_topic(topic, 1)
+    producer = Producer(config)
+    producer.produce(topic, value=b"x", partition=0)
+    producer.flush()
+    consumer = Consumer({**config, "group.id": group_id, "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)  # the last 15 min: 1 to replay
+    consumer.close()
+    started = post(serve, "/alerts/alertmanager", alertmanager_payload(group_id, uuid.uuid4().hex[:16]))
+    assert started.status_code == 202, started.text
+    run_id = started.json()["started"][0]["run_id"]
+    wait_paused(run_id)
+    reject(run_id)
+    deadline = time.monotonic() + 60
+    while not (view := runs.read_run(run_id)).finished and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert view.state == "Rejected" and not view.succeeded, (view.state, view.message)
+    line = f"run {run_id} rejected by bob: test over; nothing was changed"
+    while line not in serve.log_path.read_text() and time.monotonic() < deadline:  # the log lands a moment later
+        time.sleep(0.3)
+    log = serve.log_path.read_text()
+    assert "Traceback" not in log and "FailedRun" not in log, log[-4000:]
+    naming = [row for row in log.splitlines() if line in row]
+    assert len(naming) == 1 and "| INFO" in naming[0], log[-4000:]

@@ -106,6 +106,23 @@ def test_rejected_run_changes_nothing(kafka_config, group_at_end, engine_env):
     assert view.state == "Rejected" and not view.succeeded
     assert "snapshot" not in kinds(view) and "action" not in kinds(view)
     assert committed(kafka_config, group) == {(topic, p): PER_PARTITION for p in range(PARTITIONS)}
+    # An expected outcome: one INFO line in the executor's log, no error, no traceback.
+    assert_declined_quietly(runs.run_log_path(settings, run_id), f"run {run_id} rejected by bob: wrong group")
+    # Not a success, though its Prefect type is Completed: `runs --state` keeps it where people look.
+    listed = {state: [v.id for v in runs.list_runs(limit=50, states=(state,))] for state in
+              ("rejected", "failed", "completed")}
+    assert run_id in listed["rejected"] and run_id in listed["failed"] and run_id not in listed["completed"]
+
+
+def assert_declined_quietly(log_path: Path, line: str) -> None:
+    """The run's log names the declined gate in exactly one INFO line and holds no error or traceback."""
+    wait_for_line = time.monotonic() + 10  # the executor's last lines land a moment after the state
+    while "Finished in state" not in log_path.read_text() and time.monotonic() < wait_for_line:
+        time.sleep(0.2)
+    text = log_path.read_text()
+    assert "Traceback" not in text and "| ERROR" not in text, text
+    naming = [row for row in text.splitlines() if line in row]
+    assert len(naming) == 1 and "| INFO" in naming[0], text
 
 
 def test_gate_timeout_rejects_and_changes_nothing(kafka_config, group_at_end, engine_env):
@@ -113,8 +130,14 @@ def test_gate_timeout_rejects_and_changes_nothing(kafka_config, group_at_end, en
     settings, catalog = engine_env(timeout="3s")
     run_id = start(settings, catalog, group=group, to_earliest="true")
     view = wait_until(run_id, finished, timeout=40)
-    # Prefect's server fails a pause that timed out ("never resumed"); the journal says why.
-    assert view.state_type == "FAILED", (view.state, view.message)
+    # The run waited suspended, with no process: the Prefect server failed it at the deadline, and
+    # whoever looked next (here read_run; serve's sweep) concluded it as an expected outcome, not an
+    # error (kit/endings.py): Completed by type, named TimedOut, no success.
+    assert not view.succeeded, (view.state, view.message)
+    assert (view.state, view.state_type) == ("TimedOut", "COMPLETED"), (view.state, view.message)
+    assert "nobody approved within 3s" in view.message
+    log = runs.run_log_path(settings, run_id).read_text()
+    assert "Traceback" not in log and "| ERROR" not in log, log
     assert journal.last(view.entries, "rejection").data["by"] == "timeout"
     assert "timed out; nothing was changed" in journal.last(view.entries, "outcome").summary
     assert committed(kafka_config, group) == {(topic, p): PER_PARTITION for p in range(PARTITIONS)}
