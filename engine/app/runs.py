@@ -150,13 +150,15 @@ def _every_run(client, flow_run_filter: FlowRunFilter, sort: FlowRunSort = FlowR
 
 def read_run(reference: str) -> RunView:
     """A run with its journal, by full id, unique id prefix or Prefect name (see resolve_run)."""
-    from mq_runbooks.kit.crashes import conclude_expired
+    from mq_runbooks.kit.crashes import conclude_expired, restore_if_suspended
     from mq_runbooks.kit.gate import PAUSE_EXPIRED
 
     with get_client(sync_client=True) as client:
         flow_run = resolve_run(client, reference)
         if flow_run.state is not None and flow_run.state.message == PAUSE_EXPIRED and conclude_expired(str(flow_run.id)):
             flow_run = client.read_flow_run(flow_run.id)  # a gate that timed out with nobody there: now told
+        elif flow_run.state is not None and flow_run.state.is_crashed() and restore_if_suspended(str(flow_run.id)):
+            flow_run = client.read_flow_run(flow_run.id)  # it waits at its gate: not crashed
     return _view(flow_run, journal.read(flow_run.id))
 
 

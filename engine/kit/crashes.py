@@ -70,10 +70,32 @@ def steps_applied(entries: list[journal.Entry]) -> list[str]:
     return [entry.summary for entry in entries if entry.kind == "action"]
 
 
+def restore_if_suspended(run_id: str) -> bool:
+    """Undo a crash the automation gave a run that was waiting suspended at its gate (it has no
+    process, so no heartbeats, on purpose; the server's trigger can still fire on it): its Suspended
+    state is set again, with its answer keys and deadline. True if it was one."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        history = sorted(client.read_flow_run_states(UUID(str(run_id))), key=lambda state: state.timestamp)
+        if len(history) < 2 or not history[-1].is_crashed() or not history[-2].is_paused():
+            return False
+        waiting = history[-2]
+        again = type(waiting)(type=waiting.type, name=waiting.name, message=waiting.message,
+                              state_details=waiting.state_details)
+        client.set_flow_run_state(UUID(str(run_id)), again, force=True)
+    logging.getLogger("runbook.crashes").info("run %s waits at its gate (no process on purpose): not crashed", run_id)
+    return True
+
+
 def conclude(run_id: str, message: str) -> bool:
     """Record the outcome of one crashed run (once) and draft its postmortem; True if it was concluded now."""
     from mq_runbooks.kit.steps import publish_postmortem
 
+    if restore_if_suspended(run_id):
+        return False
     entries = journal.read(run_id)
     if journal.last(entries, "outcome") is not None:
         return False

@@ -244,6 +244,10 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
                   runbook=context.catalog.get(steps.id), context=context, requested_by=requested_by,
                   trigger=dict(trigger or {}))
         run.prior = journal.read(run_id)
+        ended = journal.last(run.prior, "outcome")
+        if ended is not None:  # e.g. concluded as crashed while a worker was still starting it: never act
+            get_run_logger().warning("this run has already ended (%s): not executed again", ended.summary)
+            return Failed(message=f"already ended: {ended.summary}", name="AlreadyEnded")
         if journal.last(run.prior, "parameters") is None:
             journal.write(run_id, Start(
                 summary=f"{steps.id} on {steps.target(params)}, requested by {requested_by}", runbook=steps.id,
