@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mq_runbooks.base.clusters import Clusters, KafkaCluster
 from mq_runbooks.base.errors import BrokerError, ConfigError, NotFoundError, ParameterError, PreconditionError, RunbookError
-from mq_runbooks.flows.replay_plan import parse_datetime
+from mq_runbooks.flows.replay_spec import parse_datetime
 from mq_runbooks.flows.switching import open_switch
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.mirrormaker import MirrorState, read_offset_syncs, remote_topic, replication_lag, upstream_topic

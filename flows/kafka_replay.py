@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mq_runbooks.base.clusters import KafkaCluster
 from mq_runbooks.base.errors import BrokerError, PreconditionError
 from mq_runbooks.base.files import read_parameter_file
-from mq_runbooks.flows.replay_plan import ReplayPlan, parse_offsets_csv, plan_replay, spec_from_parameters
+from mq_runbooks.flows.replay_plan import ReplayPlan, plan_replay
+from mq_runbooks.flows.replay_spec import parse_offsets_csv, spec_from_parameters
 from mq_runbooks.integrations.kafka import ConsumerGroup, KafkaClient
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
