@@ -31,7 +31,8 @@ from mq_runbooks.flows import rabbitmq_failover  # noqa: E402
 from mq_runbooks.flows.rabbitmq_failover import move_backlog  # noqa: E402
 from mq_runbooks.flows.rabbitmq_failover_plan import MovePlan, QueueBacklog, RabbitFailoverParameters  # noqa: E402
 from mq_runbooks.integrations.rabbitmq import RabbitManagement  # noqa: E402
-from mq_runbooks.integrations.rabbitmq_shovels import PREFETCH, local_uri, queue_depth, vhost_uri  # noqa: E402
+from mq_runbooks.integrations.rabbitmq_amqp import vhost_uri  # noqa: E402
+from mq_runbooks.integrations.rabbitmq_shovels import PREFETCH, local_uri, queue_depth  # noqa: E402
 
 
 def fill(amqp_url: str, vhost: str, queue: str, count: int) -> None:

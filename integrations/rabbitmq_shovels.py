@@ -28,13 +28,13 @@ from urllib.parse import quote, urlsplit
 
 import pika
 import pika.exceptions
-from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from mq_runbooks.base.errors import BrokerError, UnreachableError
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
+from mq_runbooks.integrations.rabbitmq_amqp import open_amqp
 
 __all__ = ["PREFETCH", "QueueMove", "delete_shovel", "local_uri", "queue_depth", "shovel_state", "start_shovel",
-           "vhost_uri", "wait_for_shovels", "close_counters"]
+           "wait_for_shovels", "close_counters"]
 
 PREFETCH = 1000  # messages the shovel holds unconfirmed: also the most a dying source can duplicate
 
@@ -51,12 +51,6 @@ class QueueMove:
     @property
     def destination(self) -> str:
         return self.dest_queue or self.queue
-
-
-def vhost_uri(amqp_url: str, vhost: str) -> str:
-    """The cluster's AMQP URL (credentials and query kept) pointed at `vhost`."""
-    parts = urlsplit(amqp_url)
-    return parts._replace(path="/" + quote(vhost, safe="")).geturl()
 
 
 def local_uri(vhost: str) -> str:
@@ -158,7 +152,7 @@ def queue_depth(amqp_url: str, vhost: str, queue: str, timeout_s: float = 10.0) 
     host = f"{urlsplit(amqp_url).hostname}:{urlsplit(amqp_url).port}"
     with _counters_lock:
         for attempt in (1, 2):  # a kept connection the broker has since closed is opened again, once
-            connection = _counter(amqp_url, vhost, timeout_s, host, fresh=attempt == 2)
+            connection = _counter(amqp_url, vhost, timeout_s, fresh=attempt == 2)
             try:
                 channel = connection.channel()
                 try:
@@ -181,7 +175,7 @@ _counters_used: dict[tuple[str, str], float] = {}
 _counters_lock = threading.Lock()
 
 
-def _counter(amqp_url: str, vhost: str, timeout_s: float, host: str, fresh: bool) -> pika.BlockingConnection:
+def _counter(amqp_url: str, vhost: str, timeout_s: float, fresh: bool) -> pika.BlockingConnection:
     """The kept counting connection to (cluster, vhost), or a new one, marked as used now; connections
     idle past REUSE_S are closed first. Called with _counters_lock held."""
     now = time.monotonic()
@@ -190,16 +184,7 @@ def _counter(amqp_url: str, vhost: str, timeout_s: float, host: str, fresh: bool
     key = (amqp_url, vhost)
     if fresh or key not in _counters or not _counters[key].is_open:
         _forget_counter(amqp_url, vhost)
-        parameters = pika.URLParameters(vhost_uri(amqp_url, vhost))
-        parameters.socket_timeout = parameters.stack_timeout = timeout_s
-        parameters.connection_attempts = 1
-        parameters.client_properties = {"connection_name": "mq-runbooks queue_depth"}
-        try:
-            _counters[key] = pika.BlockingConnection(parameters)
-        except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as exc:
-            raise BrokerError(f"rabbitmq at {host} refused vhost {vhost!r}: {exc}") from None
-        except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
-            raise UnreachableError(f"rabbitmq at {host} did not answer: {type(exc).__name__}") from None
+        _counters[key] = open_amqp(amqp_url, vhost, "mq-runbooks queue_depth", timeout_s)
     _counters_used[key] = now
     return _counters[key]
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pika
 
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
-from mq_runbooks.integrations.rabbitmq_shovels import vhost_uri
+from mq_runbooks.integrations.rabbitmq_amqp import vhost_uri
 
 FULL = {"configure": ".*", "write": ".*", "read": ".*"}
 

@@ -56,7 +56,8 @@ def check_kafka(cluster: KafkaCluster, timeout_s: float) -> Check:
 
 
 def check_rabbitmq(cluster: RabbitCluster, timeout_s: float) -> Check:
-    from mq_runbooks.integrations.rabbitmq import RabbitManagement, amqp_check
+    from mq_runbooks.integrations.rabbitmq import RabbitManagement
+    from mq_runbooks.integrations.rabbitmq_amqp import amqp_check
 
     address = f"{cluster.display_amqp_url}, {cluster.management_url}"
     username, password = cluster.management_credentials()

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pika
 import pytest
 
-from mq_runbooks.integrations.rabbitmq_moves import delivered_more_than, ensure_queue, move_messages, open_amqp
+from mq_runbooks.integrations.rabbitmq_amqp import open_amqp
+from mq_runbooks.integrations.rabbitmq_moves import delivered_more_than, ensure_queue, move_messages
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from pathlib import Path
 import pika
 import pytest
 
-from mq_runbooks.integrations.rabbitmq_moves import move_messages, open_amqp
+from mq_runbooks.integrations.rabbitmq_amqp import open_amqp
+from mq_runbooks.integrations.rabbitmq_moves import move_messages
 
 REPO = Path(__file__).resolve().parents[2]
 MESSAGES = 20_000
