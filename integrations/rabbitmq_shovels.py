@@ -37,6 +37,9 @@ __all__ = ["PREFETCH", "QueueMove", "delete_shovel", "local_uri", "queue_depth",
            "wait_for_shovels", "close_counters"]
 
 PREFETCH = 1000  # messages the shovel holds unconfirmed: also the most a dying source can duplicate
+# How often a move looks whether its shovels are done: the end of a move is seen at most this late.
+# One GET /api/shovels/{vhost} a poll (a few ms of the management API) while the shovels run.
+POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,10 @@ def delete_shovel(host: RabbitManagement, move: QueueMove) -> bool:
 
 
 def wait_for_shovels(host: RabbitManagement, moves: list[QueueMove], *, timeout_s: float, stall_s: float,
-                     progress: Callable[[], int] | None = None, poll_s: float = 0.25) -> dict[str, str]:
+                     progress: Callable[[], int] | None = None, poll_s: float = POLL_S) -> dict[str, str]:
     """Wait until every shovel has finished (deleted itself) and return {queue: outcome}:
-    'done', or why it was given up: 'timed out after Ns' or 'stalled Ns: <last state>'.
+    'done', or why it was given up: 'timed out after Ns' or 'stalled Ns: <last state>'. It returns as
+    soon as the last shovel is seen gone (looking every `poll_s`), not one poll later.
 
     The shovels stall when none is running (e.g. the source died: they keep reconnecting) and
     `progress()` (a count that grows while messages arrive, e.g. the destination depth) has not
@@ -113,17 +117,19 @@ def wait_for_shovels(host: RabbitManagement, moves: list[QueueMove], *, timeout_
     started = last_change = time.monotonic()
     last_count = progress() if progress else None
     states: dict[str, str | None] = {}
-    while pending:
+    while True:
         for queue, move in list(pending.items()):
             states[queue] = shovel_state(host, move)
             if states[queue] is None:
                 outcomes[queue] = "done"
                 del pending[queue]
+        if not pending:
+            break
         now = time.monotonic()
         running = any(states.get(q) == "running" for q in pending)
         if running:
             last_change = now  # a running shovel is moving or idle at its end; the timeout bounds the rest
-        elif progress and pending:
+        elif progress:
             count = progress()
             if count != last_count:
                 last_count, last_change = count, now
@@ -132,7 +138,7 @@ def wait_for_shovels(host: RabbitManagement, moves: list[QueueMove], *, timeout_
             give_up = f"timed out after {timeout_s:g}s"
         elif not running and now - last_change > stall_s:
             give_up = f"stalled {stall_s:g}s"
-        if give_up and pending:
+        if give_up:
             for queue, move in pending.items():
                 delete_shovel(host, move)
                 outcomes[queue] = f"{give_up}: {states.get(queue)}"
