@@ -5,9 +5,10 @@ against the same move made by hand with one dynamic shovel, in the same run on t
 
 Both are timed end to end, from the request that starts the move to the moment the move is known
 to be complete: the runbook's `move_backlog` step (counts before, shovel with on-confirm acks and
-delete-after queue-length, waits until it deleted itself, counts after); by hand, what an operator
-would do with curl: PUT the shovel parameter (same options), poll GET /api/shovels/{vhost} until it
-is gone. Rounds alternate between the two; each round moves a fresh backlog of persistent messages.
+delete-after queue-length, waits until it deleted itself, looking every rabbitmq_shovels.POLL_S
+seconds, counts after); by hand, what an operator would do with curl: PUT the shovel parameter (same
+options), poll GET /api/shovels/{vhost} every 0.25 s until it is gone. Rounds alternate between the
+two; each round moves a fresh backlog of persistent messages.
 Defaults to the local stack's primary and standby (`clusters.yaml`); the vhost is created and removed.
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ from mq_runbooks.flows import rabbitmq_failover  # noqa: E402
 from mq_runbooks.flows.rabbitmq_failover import move_backlog  # noqa: E402
 from mq_runbooks.flows.rabbitmq_failover_plan import MovePlan, QueueBacklog, RabbitFailoverParameters  # noqa: E402
 from mq_runbooks.integrations.rabbitmq import RabbitManagement  # noqa: E402
-from mq_runbooks.integrations.rabbitmq_shovels import PREFETCH, local_uri, queue_depth, vhost_uri  # noqa: E402
+from mq_runbooks.integrations.rabbitmq_amqp import vhost_uri  # noqa: E402
+from mq_runbooks.integrations.rabbitmq_shovels import PREFETCH, local_uri, queue_depth  # noqa: E402
 
 
 def fill(amqp_url: str, vhost: str, queue: str, count: int) -> None:
@@ -75,7 +77,8 @@ def by_runbook(source, destination, vhost: str, queue: str, count: int) -> float
     started = time.perf_counter()
     rows = move_backlog(source, destination, plan, params, uuid.uuid4().hex)
     elapsed = time.perf_counter() - started
-    assert rows[0]["moved"] == count and rows[0]["outcome"] == "done", rows
+    # all arrived, none twice (the destination was empty), none left behind
+    assert rows[0]["moved"] == count and rows[0]["left_on_source"] == 0 and rows[0]["outcome"] == "done", rows
     return elapsed
 
 

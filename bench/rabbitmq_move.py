@@ -23,7 +23,8 @@ import pika
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mq_runbooks.base.clusters import load_clusters  # noqa: E402
-from mq_runbooks.integrations.rabbitmq_moves import ensure_queue, move_messages, open_amqp  # noqa: E402
+from mq_runbooks.integrations.rabbitmq_amqp import open_amqp  # noqa: E402
+from mq_runbooks.integrations.rabbitmq_moves import ensure_queue, move_messages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BODY = b"x" * 1024

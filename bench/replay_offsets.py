@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
-from mq_runbooks.flows.replay_plan import plan_replay, spec_from_parameters  # noqa: E402
+from mq_runbooks.flows.replay_plan import plan_replay  # noqa: E402
+from mq_runbooks.flows.replay_spec import spec_from_parameters  # noqa: E402
 from mq_runbooks.integrations.kafka import KafkaClient  # noqa: E402
 
 BOOTSTRAP = "127.0.0.1:19092"
@@ -63,7 +64,8 @@ OPPOSITE = {"to_earliest": "to_latest", "to_latest": "to_earliest"}
 ENGINE_CODE = '''
 import sys
 sys.path.insert(0, {root!r})
-from mq_runbooks.flows.replay_plan import plan_replay, spec_from_parameters
+from mq_runbooks.flows.replay_plan import plan_replay
+from mq_runbooks.flows.replay_spec import spec_from_parameters
 from mq_runbooks.integrations.kafka import KafkaClient
 
 def engine_reset(config, group, spec_name):
@@ -259,7 +261,7 @@ def machine() -> dict[str, str]:
     }
 
 
-ENGINE_SOURCES = ["flows/replay_plan.py", "integrations/kafka.py", "flows/kafka_replay.py"]
+ENGINE_SOURCES = ["flows/replay_plan.py", "flows/replay_spec.py", "integrations/kafka.py", "flows/kafka_replay.py"]
 
 
 def source_state() -> dict[str, int]:

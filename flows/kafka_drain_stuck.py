@@ -26,9 +26,9 @@ from mq_runbooks.flows.kafka_drain_plan import (
     OBSERVED_ROWS_KEPT, RUNBOOK_ID, DrainPlan, DrainStuckParameters, StuckPartition, observe, refresh,
 )
 from mq_runbooks.flows.kafka_replay import (
-    alter, inactive_group, kafka_client, restore_offsets, save_offsets_snapshot,
+    alter, inactive_group, restore_offsets, save_offsets_snapshot,
 )
-from mq_runbooks.integrations.kafka import UnknownTopicError
+from mq_runbooks.integrations.kafka import KafkaClient, UnknownTopicError
 from mq_runbooks.integrations.kafka_records import DeadLetterCopy, KafkaRecords, Provenance
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
@@ -46,7 +46,7 @@ def kafka_records(cluster: KafkaCluster) -> KafkaRecords:
 
 def compute_plan(cluster: KafkaCluster, params: DrainStuckParameters) -> DrainPlan:
     """Observe the group for `stuck_after` seconds and plan (no change is made)."""
-    with kafka_client(cluster) as kafka:
+    with KafkaClient.from_cluster(cluster) as kafka:
         return observe(kafka, kafka_records(cluster), params, cluster.name)
 
 
@@ -59,7 +59,7 @@ def copy_to_dead_letter(cluster: KafkaCluster, group: str, p: StuckPartition) ->
         if record.offset != p.record.offset:
             raise BrokerError(f"{p.topic}:{p.partition}: the record at offset {p.record.offset} is gone "
                               f"(the next one is at {record.offset}); nothing was copied for it")
-        with kafka_client(cluster) as kafka:
+        with KafkaClient.from_cluster(cluster) as kafka:
             return records.copy_to_dead_letter(kafka, record, p.dead_letter_topic,
                                                Provenance(p.topic, p.partition, p.record.offset, group))
     except (UnknownTopicError, KafkaException) as exc:
@@ -104,13 +104,13 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     def replan(self, run: Run, params: DrainStuckParameters, approved: DrainPlan) -> DrainPlan:
         """The approved plan refreshed: the consumers are stopped by now, so sampling again would find
         nothing stuck; the records must still be where they were."""
-        with kafka_client(run.clusters.kafka_cluster(params.cluster)) as kafka:
+        with KafkaClient.from_cluster(run.clusters.kafka_cluster(params.cluster)) as kafka:
             return refresh(kafka, approved)
 
     def before_replan(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> None:
         """Once approved: wait for the group to be empty (saying so in the journal)."""
         cluster = run.clusters.kafka_cluster(params.cluster)
-        with kafka_client(cluster) as kafka:
+        with KafkaClient.from_cluster(cluster) as kafka:
             if not kafka.describe_group(params.group).is_inactive:
                 run.note(f"approved; waiting up to {params.wait_for_inactive:g} s for group {params.group} to "
                          "become empty: stop its consumers now", waiting_for="inactive group",
@@ -141,7 +141,7 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     def verify(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, result: Copied) -> Verification:
         """Each committed offset is one past its record, and each record is in the dead-letter topic once."""
         cluster = run.clusters.kafka_cluster(params.cluster)
-        with kafka_client(cluster) as kafka:
+        with KafkaClient.from_cluster(cluster) as kafka:
             committed = kafka.committed_offsets(plan.group)
         now = {(p.topic, p.partition): committed.get((p.topic, p.partition)) for p in plan.partitions}
         wrong = [f"{p.topic}:{p.partition} committed {now[(p.topic, p.partition)]}, planned {p.target_offset}"

@@ -40,10 +40,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mq_runbooks.base.clusters import Clusters, KafkaCluster
 from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionError
-from mq_runbooks.flows.kafka_failover_plan import failover_pair, kafka_client, require_reachable, switch_value
+from mq_runbooks.flows.kafka_failover_plan import failover_pair, require_reachable, switch_value
 from mq_runbooks.flows.kafka_failover_steps import MoveAndSwitch
 from mq_runbooks.flows.kafka_replay import inactive_group
 from mq_runbooks.flows.switching import open_switch
+from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.kafka_records import KafkaRecords
 from mq_runbooks.integrations.mirrormaker import read_offset_syncs, upstream_of, upstream_topic
 from mq_runbooks.kit import journal
@@ -163,19 +164,19 @@ def plan_failback(params: KafkaFailbackParameters, clusters: Clusters) -> Failba
                   else switch_value(switch, primary.name, RUNBOOK_ID))
     require_reachable(primary, "primary")
     require_reachable(standby, "standby")
-    with kafka_client(standby) as kafka:
+    with KafkaClient.from_cluster(standby) as kafka:
         committed = {g: kafka.committed_offsets(g) for g in params.groups}
         missing = tuple(g for g in params.groups if not committed[g] and not kafka.describe_group(g).members)
-    with kafka_client(primary) as kafka:
+    with KafkaClient.from_cluster(primary) as kafka:
         on_primary = {g: kafka.committed_offsets(g) for g in params.groups}
     replicas = sorted({(t, p) for offsets in committed.values() for t, p in offsets if upstream_topic(alias, t)})
     syncs = read_offset_syncs(primary.client_config(), standby.name, name=primary.name,
                               topics={upstream_topic(alias, t) for t, _ in replicas})
-    with kafka_client(standby) as kafka:
+    with KafkaClient.from_cluster(standby) as kafka:
         replica_ends = kafka.log_offsets(replicas)
         local = sorted({(t, p) for offsets in committed.values() for t, p in offsets if not upstream_topic(alias, t)})
         local_ends = kafka.log_offsets(local)
-    with kafka_client(primary) as kafka:
+    with KafkaClient.from_cluster(primary) as kafka:
         primary_ends = kafka.log_offsets([(upstream_topic(alias, t), p) for t, p in replicas])
     rows, not_moved = [], []
     for group, offsets in committed.items():
@@ -204,7 +205,7 @@ def _translate_back(primary: KafkaCluster, standby: KafkaCluster, group: str, re
     down = KafkaRecords(standby.client_config(), name=standby.name).read_record(replica, partition, probe)
     up_probe = upstream_of(probe, syncs)
     if up_probe is None:
-        with kafka_client(primary) as kafka:
+        with KafkaClient.from_cluster(primary) as kafka:
             found = kafka.offsets_for_timestamp([(topic, partition)], down.timestamp_ms or 0)[(topic, partition)]
         return BackPartition(**row, primary_offset=None if found < 0 else found + (probe != offset), how="estimate",
                              reason="no offset sync at or before it: by the record's timestamp")
@@ -245,7 +246,7 @@ class Failback(MoveAndSwitch[KafkaFailbackParameters, FailbackPlan]):
             primary, standby, _ = failover_pair(env.clusters, params.cluster, params.standby, RUNBOOK_ID)
             for cluster in (standby, primary):
                 try:
-                    with kafka_client(cluster) as kafka:
+                    with KafkaClient.from_cluster(cluster) as kafka:
                         for group in params.groups:
                             inactive_group(kafka, group, params.wait_for_inactive)
                 except PreconditionError:

@@ -15,10 +15,11 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from mq_runbooks.flows.kafka_failover_plan import (
-    RUNBOOK_ID, FailoverPlan, KafkaFailoverParameters, failover_pair, kafka_client, plan_failover,
+    RUNBOOK_ID, FailoverPlan, KafkaFailoverParameters, failover_pair, plan_failover,
 )
 from mq_runbooks.flows.kafka_failover_steps import MoveAndSwitch
 from mq_runbooks.flows.kafka_replay import inactive_group
+from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit.driver import Env, Run, drive
 
 
@@ -35,7 +36,7 @@ class Failover(MoveAndSwitch[KafkaFailoverParameters, FailoverPlan]):
         # In a run the groups must be empty on the standby (or become so within wait_for_inactive).
         if isinstance(env, Run):
             _, standby, _ = failover_pair(env.clusters, params.cluster, params.standby, RUNBOOK_ID)
-            with kafka_client(standby) as kafka:
+            with KafkaClient.from_cluster(standby) as kafka:
                 for group in params.groups:
                     inactive_group(kafka, group, params.wait_for_inactive)
         plan = plan_failover(params, env.clusters, env.settings.snapshot_dir)

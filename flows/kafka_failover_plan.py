@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mq_runbooks.base.clusters import Clusters, KafkaCluster
 from mq_runbooks.base.errors import BrokerError, ConfigError, NotFoundError, ParameterError, PreconditionError, RunbookError
-from mq_runbooks.flows.replay_plan import parse_datetime
+from mq_runbooks.flows.replay_spec import parse_datetime
 from mq_runbooks.flows.switching import open_switch
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.mirrormaker import MirrorState, read_offset_syncs, remote_topic, replication_lag, upstream_topic
@@ -231,11 +231,6 @@ def _dash(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
-def kafka_client(cluster: KafkaCluster, timeout_s: float | None = None) -> KafkaClient:
-    return KafkaClient(cluster.client_config(), name=cluster.name,
-                       timeout_s=timeout_s or cluster.request_timeout_s)
-
-
 def failover_pair(clusters: Clusters, cluster: str, standby: str, runbook: str) -> tuple[KafkaCluster, KafkaCluster, str]:
     """(primary, standby, MM2 source alias); ParameterError when the standby is not MM2's target of it."""
     try:
@@ -258,7 +253,7 @@ def switch_value(switch: EndpointSwitch, cluster: str, runbook: str) -> str:
 def require_reachable(cluster: KafkaCluster, role: str) -> None:
     """PreconditionError saying why when `cluster` does not answer."""
     try:
-        with kafka_client(cluster, PROBE_TIMEOUT_S) as kafka:
+        with KafkaClient.from_cluster(cluster, PROBE_TIMEOUT_S) as kafka:
             kafka.describe_cluster()
     except BrokerError as exc:
         raise PreconditionError(f"the {role} {cluster.name} cannot take the clients: {exc}") from None
@@ -305,7 +300,7 @@ def plan_failover(params: KafkaFailoverParameters, clusters: Clusters, state_dir
                 unknown.append(group)
         for topic, partition in keys:
             rows.append(_translate(group, topic, partition, alias, mine, committed, params, now_ms))
-    with kafka_client(target) as standby_kafka:
+    with KafkaClient.from_cluster(target) as standby_kafka:
         rows = _expand_fallback_topics(standby_kafka, rows, alias)
         _apply_fallback(standby_kafka, rows, fallback_ms)
         on_standby = {g: standby_kafka.committed_offsets(g) for g in params.groups}
@@ -325,7 +320,7 @@ def _committed_on_primary(source: KafkaCluster, groups: list[str]
                           ) -> tuple[dict[str, dict[tuple[str, int], int]] | None, str | None]:
     """Each group's committed offsets on the primary, or (None, why) when the primary is down."""
     try:
-        with kafka_client(source, PROBE_TIMEOUT_S) as kafka:
+        with KafkaClient.from_cluster(source, PROBE_TIMEOUT_S) as kafka:
             kafka.describe_cluster()
             active = [g for g in groups if not kafka.describe_group(g).is_inactive]
             if active:
@@ -395,7 +390,7 @@ def _messages_at_risk(source: KafkaCluster, target: KafkaCluster, alias: str, ro
         try:
             syncs = read_offset_syncs(source.client_config(), target.name, name=source.name,
                                       timeout_s=source.request_timeout_s, topics={t for t, _ in keys})
-            with kafka_client(source) as upstream, kafka_client(target) as downstream:
+            with KafkaClient.from_cluster(source) as upstream, KafkaClient.from_cluster(target) as downstream:
                 lags = replication_lag(upstream, downstream, alias, keys, syncs)
         except RunbookError:
             lags = None

@@ -26,7 +26,6 @@ from pydantic import BaseModel
 
 from mq_runbooks.base.clusters import KafkaCluster
 from mq_runbooks.base.errors import BrokerError, RunbookError, UnreachableError
-from mq_runbooks.flows.kafka_failover_plan import kafka_client
 from mq_runbooks.flows.kafka_replay import alter, restore_offsets, save_offsets_snapshot
 from mq_runbooks.flows.switching import open_switch
 from mq_runbooks.integrations.kafka import KafkaClient, TopicPartitionKey
@@ -173,7 +172,7 @@ def read_from_committed(cluster: KafkaCluster, group: str, targets: dict[TopicPa
     assigned without joining, never committing); BrokerError unless each partition that has records
     at or after its target yields exactly the target first. Per partition: the offset read (None
     where the target is the log end)."""
-    with kafka_client(cluster) as kafka:
+    with KafkaClient.from_cluster(cluster) as kafka:
         ends = kafka.log_offsets(list(targets))
     expect = {key: offset for key, offset in targets.items() if offset < ends[key].log_end_offset}
     seen: dict[TopicPartitionKey, int] = {}
@@ -206,7 +205,7 @@ def canary_through(endpoint: str, cluster: KafkaCluster, run_id: str, timeout_s:
     """Produce one record through `endpoint` (bootstrap servers, with `cluster`'s security settings)
     and consume it back; BrokerError unless it comes back and the endpoint is `cluster` itself."""
     config = {**cluster.client_config(), "bootstrap.servers": endpoint}
-    with kafka_client(cluster) as expected, KafkaClient(config, name=f"endpoint {endpoint}", timeout_s=timeout_s) as via:
+    with KafkaClient.from_cluster(cluster) as expected, KafkaClient(config, name=f"endpoint {endpoint}", timeout_s=timeout_s) as via:
         want, reached = expected.describe_cluster().cluster_id, via.describe_cluster().cluster_id
         if reached != want:
             raise BrokerError(f"the switch points at {endpoint!r}, which is cluster {reached}, not {cluster.name} ({want})")

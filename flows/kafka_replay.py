@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mq_runbooks.base.clusters import KafkaCluster
 from mq_runbooks.base.errors import BrokerError, PreconditionError
 from mq_runbooks.base.files import read_parameter_file
-from mq_runbooks.flows.replay_plan import ReplayPlan, parse_offsets_csv, plan_replay, spec_from_parameters
+from mq_runbooks.flows.replay_plan import ReplayPlan, plan_replay
+from mq_runbooks.flows.replay_spec import parse_offsets_csv, spec_from_parameters
 from mq_runbooks.integrations.kafka import ConsumerGroup, KafkaClient
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
@@ -61,10 +62,6 @@ class ReplayParameters(BaseModel):
 
 # --- steps (plain functions; the flow wraps them as tasks) ---------------------------------------
 
-def kafka_client(cluster: KafkaCluster) -> KafkaClient:
-    return KafkaClient(cluster.client_config(), name=cluster.name, timeout_s=cluster.request_timeout_s)
-
-
 def reset_spec(params: ReplayParameters):
     """The Java tool's reset spec from the parameters; a from_file path is read here."""
     values: dict[str, Any] = {name: getattr(params, name) for name in SPECS}
@@ -99,7 +96,7 @@ def inactive_group(kafka: KafkaClient, group: str, wait_s: float) -> ConsumerGro
 def compute_plan(cluster: KafkaCluster, params: ReplayParameters, require_inactive: bool = False) -> ReplayPlan:
     """Observe the group and the log, and compute the plan (no change is made). With
     `require_inactive`, first wait (up to params.wait_for_inactive) for the group to be empty."""
-    with kafka_client(cluster) as kafka:
+    with KafkaClient.from_cluster(cluster) as kafka:
         if require_inactive:
             inactive_group(kafka, params.group, params.wait_for_inactive)
         plan = plan_replay(kafka, params.group, reset_spec(params), params.topic or None)
@@ -108,7 +105,7 @@ def compute_plan(cluster: KafkaCluster, params: ReplayParameters, require_inacti
 
 def alter(cluster: KafkaCluster, group: str, offsets: dict[tuple[str, int], int]) -> None:
     """Alter the offsets; BrokerError listing each partition that failed (others may have succeeded)."""
-    with kafka_client(cluster) as kafka:
+    with KafkaClient.from_cluster(cluster) as kafka:
         errors = kafka.alter_group_offsets(group, offsets)
     failed = {tp: error for tp, error in errors.items() if error}
     if failed:
@@ -127,7 +124,7 @@ def save_offsets_snapshot(kafka_cluster: KafkaCluster, group: str, partitions: l
                           directory: Path, name: str) -> Snapshot:
     """The group's committed offsets of `partitions`, as the Java tool's --export CSV in a file, with
     the kafka-replay command that restores them (used by every runbook that moves Kafka offsets)."""
-    with kafka_client(kafka_cluster) as kafka:
+    with KafkaClient.from_cluster(kafka_cluster) as kafka:
         committed = kafka.committed_offsets(group)
     text = "".join(f"{t},{p},{committed[(t, p)]}\n" for t, p in partitions if (t, p) in committed)
     directory.mkdir(parents=True, exist_ok=True)
@@ -187,7 +184,7 @@ class Replay(RunbookSteps[ReplayParameters, ReplayPlan]):
                  partial=True)
 
     def verify(self, run: Run, params: ReplayParameters, plan: ReplayPlan, result: None) -> Verification:
-        with kafka_client(run.clusters.kafka_cluster(params.cluster)) as kafka:
+        with KafkaClient.from_cluster(run.clusters.kafka_cluster(params.cluster)) as kafka:
             committed = kafka.committed_offsets(plan.group)
         wrong = [f"{p.topic}:{p.partition} is {committed.get((p.topic, p.partition))}, planned {p.target_offset}"
                  for p in plan.partitions if committed.get((p.topic, p.partition)) != p.target_offset]

@@ -24,9 +24,10 @@ from mq_runbooks.base.errors import BrokerError, UnreachableError
 from mq_runbooks.flows.rabbitmq_failover_plan import MovePlan, RabbitFailoverParameters, clusters_for, plan_move
 from mq_runbooks.flows.rabbitmq_switch import canary_round_trip, open_switch
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
+from mq_runbooks.integrations.rabbitmq_amqp import vhost_uri
 from mq_runbooks.integrations.rabbitmq_definitions import import_definitions, verify_definitions
 from mq_runbooks.integrations.rabbitmq_shovels import (
-    QueueMove, delete_shovel, local_uri, queue_depth, start_shovel, vhost_uri, wait_for_shovels,
+    QueueMove, delete_shovel, local_uri, queue_depth, start_shovel, wait_for_shovels,
 )
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification

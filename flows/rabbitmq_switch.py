@@ -23,7 +23,7 @@ from mq_runbooks.base.errors import BrokerError, ParameterError
 from mq_runbooks.kit import journal
 from mq_runbooks.flows.switching import open_switch  # noqa: F401 (the rabbitmq failover flows import it from here)
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
-from mq_runbooks.integrations.rabbitmq_shovels import vhost_uri
+from mq_runbooks.integrations.rabbitmq_amqp import vhost_uri
 
 
 def value_before_failover(failover_run: str, switch: str, runbook: str) -> str | None:

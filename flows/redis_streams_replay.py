@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mq_runbooks.base.errors import ParameterError, PreconditionError
 from mq_runbooks.flows.redis_streams_common import redis, snapshot_path, write_json
-from mq_runbooks.flows.replay_plan import parse_datetime, parse_duration
+from mq_runbooks.flows.replay_spec import parse_datetime, parse_duration
 from mq_runbooks.integrations.redis_streams import ConsumerInfo, RedisStreams
 from mq_runbooks.integrations.redis_streams_records import parse_entry_id
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive

@@ -1,6 +1,6 @@
 """A small synchronous facade over confluent-kafka's AdminClient, in an operator's words.
 
-    with KafkaClient(cluster.client_config(), name="primary", timeout_s=10) as kafka:
+    with KafkaClient.from_cluster(clusters.kafka_cluster("primary")) as kafka:
         group = kafka.describe_group("billing")          # ConsumerGroup(state="Empty", members=())
         lag = kafka.group_lag("billing")                 # [PartitionLag(...), ...]
 
@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from confluent_kafka import (
     ConsumerGroupState,
@@ -28,6 +29,9 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from mq_runbooks.base.errors import BrokerError, PreconditionError, UnreachableError
+
+if TYPE_CHECKING:
+    from mq_runbooks.base.clusters import KafkaCluster
 
 __all__ = [
     "Broker", "ClusterDescription", "ConsumerGroup", "GroupMember", "KafkaClient", "PartitionLag",
@@ -137,6 +141,12 @@ class KafkaClient:
         self._bootstrap = config.get("bootstrap.servers", "?")
         # A logger keeps librdkafka's connection errors out of stderr; we report them ourselves.
         self._admin: AdminClient | None = AdminClient({**config, "logger": _librdkafka_log})
+
+    @classmethod
+    def from_cluster(cls, cluster: KafkaCluster, timeout_s: float | None = None) -> KafkaClient:
+        """The client for a cluster of clusters.yaml: its connection settings (SASL/TLS included) and
+        its request timeout, or `timeout_s` where a caller needs a shorter one (a probe)."""
+        return cls(cluster.client_config(), name=cluster.name, timeout_s=timeout_s or cluster.request_timeout_s)
 
     def __enter__(self) -> KafkaClient:
         return self

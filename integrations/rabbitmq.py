@@ -1,4 +1,5 @@
-"""RabbitMQ as runbooks see it: the management API (observe, close connections) and an AMQP check.
+"""RabbitMQ's management HTTP API as runbooks see it: observe queues, consumers, channels and
+connections, close a connection, and the raw API for the integrations built on it (definitions, shovels).
 
     with RabbitManagement.from_cluster(clusters.rabbit_cluster("primary")) as rabbit:
         orders = rabbit.queue("/", "orders")
@@ -7,7 +8,8 @@
 Every call answers within about `timeout_s` or raises `UnreachableError`; a refusal by the API raises
 `BrokerError` with the HTTP status and RabbitMQ's reason. Statistics (depths, rates, unacked counts)
 come from the management database, which RabbitMQ refreshes every few seconds (5 s by default):
-a value read right after a change may be one refresh old.
+a value read right after a change may be one refresh old. AMQP (the reachability check, connections
+to a vhost) is mq_runbooks.integrations.rabbitmq_amqp.
 """
 from __future__ import annotations
 
@@ -16,19 +18,17 @@ import ssl
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import httpx
-import pika
-import pika.exceptions
-from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from mq_runbooks.base.errors import BrokerError, NotFoundError, UnreachableError
+from mq_runbooks.integrations.rabbitmq_amqp import without_userinfo
 
 if TYPE_CHECKING:
     from mq_runbooks.base.clusters import RabbitCluster
 
-__all__ = ["Channel", "Connection", "Consumer", "Overview", "Queue", "RabbitManagement", "amqp_check"]
+__all__ = ["Channel", "Connection", "Consumer", "Overview", "Queue", "RabbitManagement"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +133,7 @@ class RabbitManagement:
         self.name = name
         self.timeout_s = timeout_s
         self._username = username
-        self._where = f"rabbitmq cluster {name!r} ({_without_userinfo(management_url)})"
+        self._where = f"rabbitmq cluster {name!r} ({without_userinfo(management_url)})"
         self._http = httpx.Client(
             base_url=management_url.rstrip("/"),
             auth=(username, password),
@@ -284,40 +284,6 @@ class RabbitManagement:
         return [_channel_activity(item) for item in self._get("/api/channels")]
 
 
-def amqp_check(amqp_url: str, timeout_s: float = 10.0, *, name: str = "rabbitmq") -> str:
-    """Open an AMQP connection, read who answered, close it: 'RabbitMQ 3.10.8'.
-
-    Raises UnreachableError if nothing answers (within about `timeout_s`), BrokerError if the broker
-    refuses the login or the vhost. Messages never contain the URL's password.
-    """
-    where = f"rabbitmq cluster {name!r} ({_without_userinfo(amqp_url)})"
-    try:
-        parameters = pika.URLParameters(amqp_url)
-    except Exception as exc:  # pika raises ValueError, KeyError, ... for a malformed URL
-        raise BrokerError(f"{where}: the AMQP URL is invalid ({type(exc).__name__})") from None
-    # the URL's query may carry its own timeouts and retries; a check must stay bounded
-    parameters.socket_timeout = timeout_s
-    parameters.stack_timeout = timeout_s
-    parameters.connection_attempts = 1
-    parameters.client_properties = {"connection_name": "mq-runbooks amqp_check"}
-    try:
-        connection = pika.BlockingConnection(parameters)
-    except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as exc:
-        raise BrokerError(f"{where} refused the connection: {_scrub(str(exc), amqp_url)}") from None
-    except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:  # a handshake timeout is the 2nd
-        raise UnreachableError(
-            f"{where} did not answer within {timeout_s:g}s: {_scrub(str(exc) or repr(exc), amqp_url)}"
-        ) from None
-    try:
-        properties = connection._impl.server_properties or {}  # pika keeps Connection.Start's properties here
-        return f"{properties.get('product', 'unknown')} {properties.get('version', '?')}"
-    finally:
-        try:
-            connection.close()
-        except pika.exceptions.AMQPError:
-            pass  # the answer is in hand; a failed close changes nothing for the caller
-
-
 # --- JSON -> dataclasses ----------------------------------------------------------------------------
 
 
@@ -413,23 +379,6 @@ def _reason(response: httpx.Response) -> str:
     if isinstance(body, dict):
         return str(body.get("reason") or body.get("error") or body)
     return str(body)[:200]
-
-
-def _without_userinfo(url: str) -> str:
-    """The URL without user and password, for messages."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=host).geturl()
-
-
-def _scrub(message: str, url: str) -> str:
-    """The message with the URL's password (raw or decoded) masked."""
-    password = urlsplit(url).password
-    for form in {password, unquote(password)} if password else ():
-        message = message.replace(form, "***")
-    return message
 
 
 @dataclass(frozen=True, slots=True)

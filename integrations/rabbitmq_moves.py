@@ -30,13 +30,12 @@ from dataclasses import dataclass, field
 
 import pika
 import pika.exceptions
-from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.spec import Basic, BasicProperties
 
-from mq_runbooks.base.errors import BrokerError, UnreachableError
-from mq_runbooks.integrations.rabbitmq_shovels import vhost_uri
+from mq_runbooks.base.errors import BrokerError
+from mq_runbooks.integrations.rabbitmq_amqp import open_amqp
 
-__all__ = ["MoveReport", "delivered_more_than", "delivery_count", "ensure_queue", "move_messages", "open_amqp"]
+__all__ = ["MoveReport", "delivered_more_than", "delivery_count", "ensure_queue", "move_messages"]
 
 Selector = Callable[[BasicProperties], bool]
 
@@ -71,22 +70,6 @@ def delivery_count(properties: BasicProperties) -> int:
 def delivered_more_than(times: int) -> Selector:
     """A selector of poison messages: those a quorum queue has delivered more than `times` times before."""
     return lambda properties: delivery_count(properties) > times
-
-
-def open_amqp(amqp_url: str, vhost: str, connection_name: str, timeout_s: float = 10.0) -> pika.BlockingConnection:
-    """An AMQP connection to `vhost`, named `connection_name` in the management UI; UnreachableError if
-    nothing answers, BrokerError if the login or the vhost is refused."""
-    parameters = pika.URLParameters(vhost_uri(amqp_url, vhost))
-    parameters.socket_timeout = parameters.stack_timeout = timeout_s
-    parameters.connection_attempts = 1
-    parameters.client_properties = {"connection_name": connection_name}
-    where = f"rabbitmq at {parameters.host}:{parameters.port} (vhost {vhost!r})"
-    try:
-        return pika.BlockingConnection(parameters)
-    except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as exc:
-        raise BrokerError(f"{where} refused the connection: {type(exc).__name__}") from None
-    except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
-        raise UnreachableError(f"{where} did not answer within {timeout_s:g}s: {type(exc).__name__}") from None
 
 
 def ensure_queue(amqp_url: str, vhost: str, name: str, arguments: dict | None = None) -> bool:

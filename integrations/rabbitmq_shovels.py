@@ -28,15 +28,18 @@ from urllib.parse import quote, urlsplit
 
 import pika
 import pika.exceptions
-from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from mq_runbooks.base.errors import BrokerError, UnreachableError
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
+from mq_runbooks.integrations.rabbitmq_amqp import open_amqp
 
 __all__ = ["PREFETCH", "QueueMove", "delete_shovel", "local_uri", "queue_depth", "shovel_state", "start_shovel",
-           "vhost_uri", "wait_for_shovels", "close_counters"]
+           "wait_for_shovels", "close_counters"]
 
 PREFETCH = 1000  # messages the shovel holds unconfirmed: also the most a dying source can duplicate
+# How often a move looks whether its shovels are done: the end of a move is seen at most this late.
+# One GET /api/shovels/{vhost} a poll (a few ms of the management API) while the shovels run.
+POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,6 @@ class QueueMove:
     @property
     def destination(self) -> str:
         return self.dest_queue or self.queue
-
-
-def vhost_uri(amqp_url: str, vhost: str) -> str:
-    """The cluster's AMQP URL (credentials and query kept) pointed at `vhost`."""
-    parts = urlsplit(amqp_url)
-    return parts._replace(path="/" + quote(vhost, safe="")).geturl()
 
 
 def local_uri(vhost: str) -> str:
@@ -106,9 +103,10 @@ def delete_shovel(host: RabbitManagement, move: QueueMove) -> bool:
 
 
 def wait_for_shovels(host: RabbitManagement, moves: list[QueueMove], *, timeout_s: float, stall_s: float,
-                     progress: Callable[[], int] | None = None, poll_s: float = 0.25) -> dict[str, str]:
+                     progress: Callable[[], int] | None = None, poll_s: float = POLL_S) -> dict[str, str]:
     """Wait until every shovel has finished (deleted itself) and return {queue: outcome}:
-    'done', or why it was given up: 'timed out after Ns' or 'stalled Ns: <last state>'.
+    'done', or why it was given up: 'timed out after Ns' or 'stalled Ns: <last state>'. It returns as
+    soon as the last shovel is seen gone (looking every `poll_s`), not one poll later.
 
     The shovels stall when none is running (e.g. the source died: they keep reconnecting) and
     `progress()` (a count that grows while messages arrive, e.g. the destination depth) has not
@@ -119,17 +117,19 @@ def wait_for_shovels(host: RabbitManagement, moves: list[QueueMove], *, timeout_
     started = last_change = time.monotonic()
     last_count = progress() if progress else None
     states: dict[str, str | None] = {}
-    while pending:
+    while True:
         for queue, move in list(pending.items()):
             states[queue] = shovel_state(host, move)
             if states[queue] is None:
                 outcomes[queue] = "done"
                 del pending[queue]
+        if not pending:
+            break
         now = time.monotonic()
         running = any(states.get(q) == "running" for q in pending)
         if running:
             last_change = now  # a running shovel is moving or idle at its end; the timeout bounds the rest
-        elif progress and pending:
+        elif progress:
             count = progress()
             if count != last_count:
                 last_count, last_change = count, now
@@ -138,7 +138,7 @@ def wait_for_shovels(host: RabbitManagement, moves: list[QueueMove], *, timeout_
             give_up = f"timed out after {timeout_s:g}s"
         elif not running and now - last_change > stall_s:
             give_up = f"stalled {stall_s:g}s"
-        if give_up and pending:
+        if give_up:
             for queue, move in pending.items():
                 delete_shovel(host, move)
                 outcomes[queue] = f"{give_up}: {states.get(queue)}"
@@ -158,7 +158,7 @@ def queue_depth(amqp_url: str, vhost: str, queue: str, timeout_s: float = 10.0) 
     host = f"{urlsplit(amqp_url).hostname}:{urlsplit(amqp_url).port}"
     with _counters_lock:
         for attempt in (1, 2):  # a kept connection the broker has since closed is opened again, once
-            connection = _counter(amqp_url, vhost, timeout_s, host, fresh=attempt == 2)
+            connection = _counter(amqp_url, vhost, timeout_s, fresh=attempt == 2)
             try:
                 channel = connection.channel()
                 try:
@@ -181,7 +181,7 @@ _counters_used: dict[tuple[str, str], float] = {}
 _counters_lock = threading.Lock()
 
 
-def _counter(amqp_url: str, vhost: str, timeout_s: float, host: str, fresh: bool) -> pika.BlockingConnection:
+def _counter(amqp_url: str, vhost: str, timeout_s: float, fresh: bool) -> pika.BlockingConnection:
     """The kept counting connection to (cluster, vhost), or a new one, marked as used now; connections
     idle past REUSE_S are closed first. Called with _counters_lock held."""
     now = time.monotonic()
@@ -190,16 +190,7 @@ def _counter(amqp_url: str, vhost: str, timeout_s: float, host: str, fresh: bool
     key = (amqp_url, vhost)
     if fresh or key not in _counters or not _counters[key].is_open:
         _forget_counter(amqp_url, vhost)
-        parameters = pika.URLParameters(vhost_uri(amqp_url, vhost))
-        parameters.socket_timeout = parameters.stack_timeout = timeout_s
-        parameters.connection_attempts = 1
-        parameters.client_properties = {"connection_name": "mq-runbooks queue_depth"}
-        try:
-            _counters[key] = pika.BlockingConnection(parameters)
-        except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as exc:
-            raise BrokerError(f"rabbitmq at {host} refused vhost {vhost!r}: {exc}") from None
-        except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
-            raise UnreachableError(f"rabbitmq at {host} did not answer: {type(exc).__name__}") from None
+        _counters[key] = open_amqp(amqp_url, vhost, "mq-runbooks queue_depth", timeout_s)
     _counters_used[key] = now
     return _counters[key]
 

@@ -6,10 +6,8 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 
-import pika
-
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
-from mq_runbooks.integrations.rabbitmq_shovels import vhost_uri
+from tests.rabbitmq_messages import publish, taken_ids
 
 FULL = {"configure": ".*", "write": ".*", "read": ".*"}
 
@@ -40,30 +38,10 @@ def scratch_vhost(*clusters, create_on: int = 1) -> Iterator[str]:
 
 def publish_ids(cluster, vhost: str, queue: str, count: int, *, prefix: str = "m") -> list[str]:
     """Publish `count` persistent messages with unique message ids to a queue; wait for the confirms."""
-    ids = [f"{prefix}-{i}" for i in range(count)]
-    connection = pika.BlockingConnection(pika.URLParameters(vhost_uri(amqp_url(cluster), vhost)))
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.queue_declare(queue, durable=True, passive=True)
-        for message_id in ids:
-            channel.basic_publish("", queue, message_id.encode(),
-                                  pika.BasicProperties(message_id=message_id, delivery_mode=2))
-    finally:
-        connection.close()
-    return ids
+    return publish(amqp_url(cluster), queue, [f"{prefix}-{i}" for i in range(count)], vhost=vhost, create=False,
+                   confirm=True)
 
 
-def drain_ids(cluster, vhost: str, queue: str) -> list[str]:
+def drain_ids(cluster, vhost: str, queue: str) -> list[str | None]:
     """Consume (and ack) every message now in the queue; their message ids, in order."""
-    connection = pika.BlockingConnection(pika.URLParameters(vhost_uri(amqp_url(cluster), vhost)))
-    ids: list[str] = []
-    try:
-        channel = connection.channel()
-        while True:
-            method, properties, _body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return ids
-            ids.append(properties.message_id)
-    finally:
-        connection.close()
+    return taken_ids(amqp_url(cluster), queue, vhost=vhost)

@@ -47,7 +47,7 @@ def check_kafka(cluster: KafkaCluster, timeout_s: float) -> Check:
 
     address = cluster.bootstrap_servers
     try:
-        with KafkaClient(cluster.client_config(), name=cluster.name, timeout_s=timeout_s) as kafka:
+        with KafkaClient.from_cluster(cluster, timeout_s) as kafka:
             description = kafka.describe_cluster()
         detail = f"cluster id {description.cluster_id}, {len(description.brokers)} broker(s)"
         return Check(f"kafka {cluster.name}", address, True, detail, status="reachable")
@@ -56,7 +56,8 @@ def check_kafka(cluster: KafkaCluster, timeout_s: float) -> Check:
 
 
 def check_rabbitmq(cluster: RabbitCluster, timeout_s: float) -> Check:
-    from mq_runbooks.integrations.rabbitmq import RabbitManagement, amqp_check
+    from mq_runbooks.integrations.rabbitmq import RabbitManagement
+    from mq_runbooks.integrations.rabbitmq_amqp import amqp_check
 
     address = f"{cluster.display_amqp_url}, {cluster.management_url}"
     username, password = cluster.management_credentials()

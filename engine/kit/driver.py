@@ -79,8 +79,7 @@ class Env:
 
     def kafka(self, cluster: str) -> KafkaClient:
         """An admin client of a Kafka cluster of clusters.yaml (use it in a `with`)."""
-        config = self.clusters.kafka_cluster(cluster)
-        return KafkaClient(config.client_config(), name=config.name, timeout_s=config.request_timeout_s)
+        return KafkaClient.from_cluster(self.clusters.kafka_cluster(cluster))
 
 
 @dataclass

@@ -19,6 +19,7 @@ from mq_runbooks.kit import journal
 from mq_runbooks.flows.rabbitmq_drain_stuck import dry_run
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, start_runbook, wait_until  # noqa: F401
+from tests.rabbitmq_messages import publish, take_all
 
 RUNBOOK = "rabbitmq-drain-stuck"
 FAST = {"idle_threshold_s": "2", "window_s": "5", "verify_window_s": "5"}
@@ -81,30 +82,10 @@ class Consumer(threading.Thread):
         self.acked.append(message_id)
 
 
-def fill(amqp_url, queue, ids, quorum=False):
-    connection = connect(amqp_url, "test-fill")
-    channel = connection.channel()
-    channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"} if quorum else {})
-    for message_id in ids:
-        channel.basic_publish("", queue, message_id.encode(), pika.BasicProperties(message_id=message_id,
-                                                                                   delivery_mode=2))
-    connection.close()
-
-
 def drain_queue(amqp_url, queue):
-    """Every message id left in the queue (taken and acked), and delete the queue."""
-    connection = connect(amqp_url, "test-drain")
-    channel = connection.channel()
-    ids, headers = [], []
-    while True:
-        method, properties, _ = channel.basic_get(queue, auto_ack=True)
-        if method is None:
-            break
-        ids.append(properties.message_id)
-        headers.append(properties.headers or {})
-    channel.queue_delete(queue)
-    connection.close()
-    return ids, headers
+    """Every message id left in the queue (taken and acked), their headers, and delete the queue."""
+    taken = take_all(amqp_url, queue, delete=True)
+    return [message_id for message_id, _ in taken], [headers for _, headers in taken]
 
 
 def wait_for_statistics(clusters, queue, held=5, timeout=20.0, consumers=2):
@@ -137,7 +118,7 @@ def consume_until(consumer, expected, timeout=30.0):
 def test_finds_exactly_the_stuck_consumer_closes_it_and_nothing_is_lost(amqp_url, clusters, unique, runbook_env):
     queue = unique("orders")
     ids = [f"m{i}" for i in range(200)]
-    fill(amqp_url, queue, ids)
+    publish(amqp_url, queue, ids)
     stuck = Consumer(amqp_url, queue, unique("stuck-consumer"), prefetch=5, stuck=True)
     stuck.start()
     stuck.ready.wait(5)
@@ -175,7 +156,7 @@ def test_finds_exactly_the_stuck_consumer_closes_it_and_nothing_is_lost(amqp_url
 def test_poison_message_is_parked_and_the_rest_is_consumed(amqp_url, clusters, unique, runbook_env):
     queue = unique("payments")
     ids = ["poison"] + [f"m{i}" for i in range(300)]  # a backlog the slow consumer cannot finish before the re-plan
-    fill(amqp_url, queue, ids[:1], quorum=True)
+    publish(amqp_url, queue, ids[:1], quorum=True)
     connection = connect(amqp_url, "test-crash-loop")
     channel = connection.channel()
     for _ in range(3):  # three consumers crashed on it already: x-delivery-count is 3 from now on
@@ -183,7 +164,7 @@ def test_poison_message_is_parked_and_the_rest_is_consumed(amqp_url, clusters, u
         assert properties.message_id == "poison"
         channel.basic_reject(method.delivery_tag, requeue=True)
     connection.close()
-    fill(amqp_url, queue, ids[1:], quorum=True)
+    publish(amqp_url, queue, ids[1:], quorum=True)
     stuck = Consumer(amqp_url, queue, unique("hung-on-poison"), prefetch=5, stuck=True)
     stuck.start()
     stuck.ready.wait(5)
@@ -214,7 +195,7 @@ def test_poison_message_is_parked_and_the_rest_is_consumed(amqp_url, clusters, u
 
 def test_bad_parameters_are_refused_naming_the_parameter(amqp_url, clusters, unique, runbook_env):
     queue = unique("classic")
-    fill(amqp_url, queue, ["a"])
+    publish(amqp_url, queue, ["a"])
     settings, catalog = runbook_env(RUNBOOK)
     runbook = catalog.get(RUNBOOK)
     with pytest.raises(ParameterError, match="backlog_to needs a queue"):
@@ -249,7 +230,7 @@ def test_a_verify_that_sees_no_progress_fails_saying_what_changed_and_how_to_go_
                                                                                    runbook_env):
     """The stuck consumer is the only one: closing it requeues its messages, but nobody acks them."""
     queue = unique("lonely")
-    fill(amqp_url, queue, [f"m{i}" for i in range(50)])
+    publish(amqp_url, queue, [f"m{i}" for i in range(50)])
     stuck = Consumer(amqp_url, queue, unique("only-consumer"), prefetch=5, stuck=True)
     stuck.start()
     stuck.ready.wait(5)

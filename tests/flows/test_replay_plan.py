@@ -1,4 +1,4 @@
-"""mq_runbooks.flows.replay_plan: parsers and errors (fast), then every reset spec held byte for byte against
+"""mq_runbooks.flows.replay_spec and replay_plan: parsers and errors (fast), then every reset spec held byte for byte against
 `kafka-consumer-groups --reset-offsets --dry-run --export` on the same real topics and groups.
 
 The Java cases all run in one JVM (a small driver calls ConsumerGroupCommand.main once per case and
@@ -18,13 +18,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mq_runbooks.base.errors import ParameterError
-from mq_runbooks.flows.replay_plan import (
-    ByDuration, FromFile, PartitionPlan, ReplayPlan, ShiftBy, ToCurrent, ToDatetime, ToEarliest, ToLatest,
-    ToOffset, TopicScope, parse_datetime, parse_duration, parse_offsets_csv, parse_scope, plan_replay,
-    spec_from_parameters,
-)
 from mq_runbooks.flows.java_order import JavaHashMap
-from mq_runbooks.flows.replay_plan import _iso  # noqa: PLC2701 (a private helper, for expectations)
+from mq_runbooks.flows.replay_plan import PartitionPlan, ReplayPlan, plan_replay
+from mq_runbooks.flows.replay_spec import (
+    ByDuration, FromFile, ShiftBy, ToCurrent, ToDatetime, ToEarliest, ToLatest, ToOffset, TopicScope, iso,
+    parse_datetime, parse_duration, parse_offsets_csv, parse_scope, spec_from_parameters,
+)
 from mq_runbooks.integrations.kafka import KafkaClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -485,7 +484,7 @@ def test_by_duration_counts_back_from_now_ms(kafka, world):
                        now_ms=now_ms)
     assert [(p.partition, p.target_offset) for p in sorted(plan.partitions, key=lambda p: (p.topic, p.partition))] \
         == [(1, 3), (0, 3), (1, 3)]
-    assert plan.spec_description == f"by_duration=PT57M30S (records since {_iso(world.base_ms + 150_000)})"
+    assert plan.spec_description == f"by_duration=PT57M30S (records since {iso(world.base_ms + 150_000)})"
 
 
 def test_a_group_with_members_is_planned_with_a_warning(kafka, world, clusters):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pika
 import pytest
 
 from mq_runbooks.app import runs
@@ -15,6 +14,7 @@ from mq_runbooks.base.errors import ParameterError
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.kit import journal
 from tests.flows.runbook_harness import finished, kinds, paused, team_catalog_env, wait_until  # noqa: F401
+from tests.rabbitmq_messages import publish
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "docs" / "examples" / "team-catalog"
@@ -41,12 +41,7 @@ def queue(clusters, unique):
     """A queue on the primary with 5 ready messages; deleted with its policy afterwards."""
     cluster = clusters.rabbit_cluster("primary")
     name = unique("limit")
-    connection = pika.BlockingConnection(pika.URLParameters(cluster.amqp_url.get_secret_value()))
-    channel = connection.channel()
-    channel.queue_declare(name, durable=True)
-    for index in range(5):
-        channel.basic_publish("", name, f"m{index}".encode())
-    connection.close()
+    publish(cluster.amqp_url.get_secret_value(), name, [f"m{index}" for index in range(5)], persistent=False)
     yield name
     with RabbitManagement.from_cluster(cluster) as rabbit:
         rabbit.send("DELETE", f"/api/policies/%2F/incident-limit-{name}", missing_ok=True)

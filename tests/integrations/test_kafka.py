@@ -170,3 +170,15 @@ def test_a_closed_client_says_so(config):
     kafka.close()
     with pytest.raises(RuntimeError, match="closed"):
         kafka.describe_cluster()
+
+
+def test_from_cluster_builds_the_client_of_a_clusters_yaml_entry(clusters):
+    primary = clusters.kafka_cluster("primary")
+    with KafkaClient.from_cluster(primary) as kafka:
+        assert (kafka.name, kafka.timeout_s) == ("primary", primary.request_timeout_s)
+        assert kafka.describe_cluster().brokers, "it reaches the cluster clusters.yaml names"
+    nowhere = primary.model_copy(update={"name": "nowhere", "bootstrap_servers": "127.0.0.1:1"})
+    with KafkaClient.from_cluster(nowhere, timeout_s=2) as kafka:
+        assert kafka.timeout_s == 2
+        with pytest.raises(UnreachableError, match=r"^kafka cluster 'nowhere' \(127\.0\.0\.1:1\) did not answer within 2s"):
+            kafka.describe_cluster()

@@ -5,7 +5,6 @@ it: the management API refreshes statistics every 5 s, so the wait is paid once,
 """
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ import pika.exceptions
 import pytest
 
 from mq_runbooks.base.errors import BrokerError, UnreachableError
-from mq_runbooks.integrations.rabbitmq import RabbitManagement, amqp_check
+from mq_runbooks.integrations.rabbitmq import RabbitManagement
 
 BACKLOG = 5  # messages published to each queue of the scene
 PREFETCH = 3  # the stuck consumer's prefetch: it holds this many and acks none
@@ -208,44 +207,9 @@ def test_unreachable_management_url_fails_fast():
     assert time.monotonic() - started < 3
 
 
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts TCP connections (the kernel's backlog) and never says a word."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
-
-
 def test_a_server_that_never_answers_times_out(silent_port):
     started = time.monotonic()
     with RabbitManagement(f"http://127.0.0.1:{silent_port}", "guest", "guest", name="primary", timeout_s=1) as client:
         with pytest.raises(UnreachableError, match="did not answer within 1s"):
             client.overview()
     assert time.monotonic() - started < 2.5
-
-
-def test_amqp_check_names_the_server(primary, rabbit):
-    answer = amqp_check(primary.amqp_url.get_secret_value(), 5, name="primary")
-    assert answer == f"RabbitMQ {rabbit.overview().rabbitmq_version}"
-
-
-@pytest.mark.parametrize("port_kind", ["closed", "silent"])
-def test_amqp_check_fails_cleanly_without_echoing_the_password(port_kind, silent_port):
-    port = 1 if port_kind == "closed" else silent_port
-    started = time.monotonic()
-    with pytest.raises(UnreachableError, match=r"rabbitmq cluster 'primary' \(amqp://127\.0\.0\.1:\d+/\)") as failed:
-        amqp_check(f"amqp://guest:s3cret-pw@127.0.0.1:{port}/", 1, name="primary")
-    assert "s3cret-pw" not in str(failed.value)
-    assert time.monotonic() - started < 2.5
-
-
-def test_amqp_check_reports_a_refused_login_as_broker_error(primary):
-    url = primary.amqp_url.get_secret_value().replace("guest@", "wrong%2Dpw@", 1)
-    with pytest.raises(BrokerError, match="refused the connection") as refused:
-        amqp_check(url, 5, name="primary")
-    assert not isinstance(refused.value, UnreachableError)
-    assert "wrong" not in str(refused.value)

@@ -6,11 +6,10 @@ import uuid
 import pytest
 
 from mq_runbooks.base.errors import BrokerError, PreconditionError
-from mq_runbooks.integrations.rabbitmq import amqp_check
+from mq_runbooks.integrations.rabbitmq_amqp import amqp_check, vhost_uri
 from mq_runbooks.integrations.rabbitmq_definitions import (
     compare, export_definitions, import_definitions, read_definitions, verify_definitions,
 )
-from mq_runbooks.integrations.rabbitmq_shovels import vhost_uri
 from tests.rabbitmq_failover_support import FULL, amqp_url, api, scratch_vhost
 
 

@@ -1,10 +1,12 @@
 """The confirmed move against the real primary RabbitMQ: every message id counted on both sides."""
 from __future__ import annotations
 
-import pika
 import pytest
 
-from mq_runbooks.integrations.rabbitmq_moves import delivered_more_than, ensure_queue, move_messages, open_amqp
+from mq_runbooks.integrations.rabbitmq_amqp import open_amqp
+from mq_runbooks.integrations.rabbitmq_moves import delivered_more_than, ensure_queue, move_messages
+from tests.rabbitmq_messages import publish as publish_messages
+from tests.rabbitmq_messages import take_all
 
 
 @pytest.fixture
@@ -24,27 +26,7 @@ def queues(amqp_url, unique):
 
 
 def publish(amqp_url, queue, ids, headers=None, quorum=False):
-    connection = open_amqp(amqp_url, "/", "test-publish")
-    channel = connection.channel()
-    channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"} if quorum else {})
-    for message_id in ids:
-        channel.basic_publish("", queue, b"x" * 1024, pika.BasicProperties(
-            message_id=message_id, headers=(headers or {}).get(message_id)))
-    connection.close()
-
-
-def take_all(amqp_url, queue):
-    """The message ids in the queue, in order, and their headers (the queue is emptied)."""
-    connection = open_amqp(amqp_url, "/", "test-take")
-    channel = connection.channel()
-    taken = []
-    while True:
-        method, properties, _ = channel.basic_get(queue, auto_ack=True)
-        if method is None:
-            break
-        taken.append((properties.message_id, properties.headers or {}))
-    connection.close()
-    return taken
+    publish_messages(amqp_url, queue, ids, body=b"x" * 1024, persistent=False, headers=headers, quorum=quorum)
 
 
 def test_move_all_is_confirmed_exactly_once(amqp_url, queues):

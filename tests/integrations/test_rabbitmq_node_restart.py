@@ -11,10 +11,10 @@ import threading
 import time
 from pathlib import Path
 
-import pika
 import pytest
 
-from mq_runbooks.integrations.rabbitmq_moves import move_messages, open_amqp
+from mq_runbooks.integrations.rabbitmq_moves import move_messages
+from tests.rabbitmq_messages import publish, taken_ids
 
 REPO = Path(__file__).resolve().parents[2]
 MESSAGES = 20_000
@@ -51,34 +51,10 @@ def node(tmp_path):
     stack("down")
 
 
-def publish_persistent(url: str, queue: str, count: int) -> None:
-    connection = open_amqp(url, "/", "test-publish")
-    channel = connection.channel()
-    channel.queue_declare(queue, durable=True)
-    body = b"x" * 1024
-    for number in range(count):
-        channel.basic_publish("", queue, body, pika.BasicProperties(message_id=str(number), delivery_mode=2))
-    connection.close()
-
-
-def drain_ids(url: str, queue: str) -> list[str]:
-    connection = open_amqp(url, "/", "test-drain")
-    channel = connection.channel()
-    channel.queue_declare(queue, durable=True)
-    ids = []
-    while True:
-        method, properties, _ = channel.basic_get(queue, auto_ack=True)
-        if method is None:
-            break
-        ids.append(properties.message_id)
-    connection.close()
-    return ids
-
-
 def test_node_restart_during_a_move_loses_nothing_and_reports_what_moved(node):
     url, stack = node
-    publish_persistent(url, "backlog", MESSAGES)
-    publish_persistent(url, "parking", 0)
+    publish(url, "backlog", [str(number) for number in range(MESSAGES)], body=b"x" * 1024)
+    publish(url, "parking", [])
     reports = []
     mover = threading.Thread(target=lambda: reports.append(
         move_messages(url, "/", "backlog", "parking", idle_s=2.0)))
@@ -92,7 +68,7 @@ def test_node_restart_during_a_move_loses_nothing_and_reports_what_moved(node):
     assert report.error, "the move must say it was interrupted"
     assert 0 < report.moved < MESSAGES, report
 
-    in_source, in_destination = drain_ids(url, "backlog"), drain_ids(url, "parking")
+    in_source, in_destination = taken_ids(url, "backlog"), taken_ids(url, "parking")
     everywhere = set(in_source) | set(in_destination)
     assert everywhere == {str(n) for n in range(MESSAGES)}, f"lost: {MESSAGES - len(everywhere)}"
     assert len(in_destination) >= report.moved, "every confirmed copy survived the restart"

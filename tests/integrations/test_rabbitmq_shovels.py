@@ -9,8 +9,9 @@ import pytest
 from mq_runbooks.integrations import rabbitmq_shovels as rabbit_shovels
 
 from mq_runbooks.base.errors import BrokerError, UnreachableError
+from mq_runbooks.integrations.rabbitmq_amqp import vhost_uri
 from mq_runbooks.integrations.rabbitmq_shovels import (
-    QueueMove, delete_shovel, local_uri, queue_depth, shovel_state, start_shovel, vhost_uri, wait_for_shovels,
+    QueueMove, delete_shovel, local_uri, queue_depth, shovel_state, start_shovel, wait_for_shovels,
 )
 from tests.rabbitmq_failover_support import amqp_url, api, drain_ids, publish_ids, scratch_vhost
 
