@@ -208,3 +208,34 @@ def test_cancel_stops_a_waiting_run_frees_its_lock_and_drafts_its_postmortem(clu
 
     again = cli("cancel", run_id, "--as", "alice", "--reason", "twice")
     assert again.returncode == 2 and "has already ended (Cancelled)" in again.stderr
+
+
+def test_a_crash_given_to_a_run_waiting_at_its_gate_is_undone(clusters, unique, tmp_path, monkeypatch):
+    """A suspended run sends no heartbeats (it has no process, on purpose), and the server's crash
+    automation can still fire on it: the engine sets its Suspended state again, and it acts once approved."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    from mq_runbooks.kit.crashes import conclude_crashed
+
+    monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
+    monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
+    config, topic, group = group_at_end(clusters, unique, "falsecrash")
+    settings = Settings.from_environ()
+    runbook = load_catalog(settings.catalog).get("kafka-replay")
+    run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
+        {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
+    wait_for(lambda: suspended(run_id), 90, "the run suspended at its gate")
+    with get_client(sync_client=True) as client:  # what the automation does
+        client.set_flow_run_state(UUID(run_id), Crashed(message="no heartbeat for 120s"), force=True)
+    assert run_id not in conclude_crashed(), "the sweep does not conclude it"
+    view = runs.read_run(run_id)
+    assert view.state == "Suspended" and journal.last(view.entries, "outcome") is None
+
+    assert cli("approve", run_id, "--as", "bob").returncode == 0
+    view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, 90, "the approved run finished")
+    assert view.succeeded, (view.state, view.message)
+    with KafkaClient(config) as kafka:
+        assert kafka.committed_offsets(group) == {(topic, 0): 0}
