@@ -88,7 +88,10 @@ def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by:
         as_json: bool) -> None:
     """Start a runbook. It plans, then waits for approval before it changes anything.
 
-    Exit code with --wait: 0 applied, 1 failed or rejected, 2 bad input.
+    The run executes on this machine, in a process of its own, with your configuration
+    (RUNBOOK_RUN_ON=workers: on the work pool's workers instead). While it waits at its gate no
+    process is left: `runbook approve` here starts it again. Exit code with --wait: 0 applied,
+    1 failed or rejected, 2 bad input.
     """
     from mq_runbooks.app import runs
 
