@@ -54,7 +54,7 @@ class RunView:
     id: str
     name: str
     runbook: str
-    state: str  # Prefect's state name, e.g. Running, Paused, Completed, Rejected, Failed
+    state: str  # Prefect's state name, e.g. Running, Suspended (at its gate), Completed, Rejected, Failed
     state_type: str
     message: str
     started: str | None

@@ -35,7 +35,7 @@ def test_status_takes_a_prefix_or_the_name_and_refuses_short_or_unknown_ones(pau
     for reference in (view.id, view.id[:8], view.id[:6].upper(), view.name):
         result = runbook("status", reference)
         assert result.returncode == 0, (reference, result.stderr)
-        assert f"run {view.id} (kafka-replay): Paused" in result.stdout, reference
+        assert f"run {view.id} (kafka-replay): Suspended" in result.stdout, reference
     short = runbook("status", view.id[:5])
     assert short.returncode == 2
     assert "at least 6 characters" in short.stderr and "Traceback" not in short.stderr
@@ -75,7 +75,7 @@ def test_runs_filters_and_columns(paused_run):
     assert view.id in waiting
     assert waiting[view.id]["target"] == f"kafka:primary:group:{group}"
     assert waiting[view.id]["requested_by"] == "alice"
-    assert all(item["state"] == "Paused" for item in waiting.values())
+    assert all(item["state"] in ("Suspended", "Paused") for item in waiting.values())
     assert view.id in {item["id"] for item in _listed("--state", "PAUSED", "--runbook", "kafka-replay")}
     assert view.id not in {item["id"] for item in _listed("--state", "completed")}
     assert view.id in {item["id"] for item in _listed("--mine", "--as", "alice")}  # requested by alice
@@ -87,7 +87,7 @@ def test_runs_filters_and_columns(paused_run):
     header, *lines = piped.stdout.splitlines()
     assert header.split("\t")[:6] == ["run", "name", "runbook", "state", "target", "requested by"]
     ours = [line.split("\t") for line in lines if line.startswith(view.id)]
-    assert ours and ours[0][:6] == [view.id, view.name, "kafka-replay", "Paused", f"kafka:primary:group:{group}", "alice"]
+    assert ours and ours[0][:6] == [view.id, view.name, "kafka-replay", "Suspended", f"kafka:primary:group:{group}", "alice"]
 
 
 # After the filters (tests run in file order): it answers the shared run.
