@@ -48,6 +48,13 @@ class Context:
 
         return load_catalog(self.settings.catalog, self.settings.team_catalog)
 
+    @cached_property
+    def catalog_without_flows(self) -> Catalog:
+        """The catalog with its parameter models but not its flows, so without Prefect (for `show`)."""
+        from mq_runbooks.base.catalog import load_catalog
+
+        return load_catalog(self.settings.catalog, self.settings.team_catalog, flows=False)
+
     def catalog_report(self, resolve: bool = True) -> CatalogReport:
         """The good runbooks and the broken files (for `list` and `doctor`)."""
         from mq_runbooks.base.catalog import load_catalog_report

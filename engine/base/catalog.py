@@ -8,6 +8,7 @@ parameter the model does not have, duplicate ids.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
@@ -29,6 +30,14 @@ from mq_runbooks.base.suggest import did_you_mean
 from mq_runbooks.base.validation import describe_error, field_path, validation_problems
 
 TEMPLATES = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def compiled(template: str) -> jinja2.Template:
+    """A catalog template, compiled once (compiling costs far more than rendering; alerts render
+    the same few templates again and again)."""
+    return TEMPLATES.from_string(template)
+
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -170,7 +179,7 @@ class Runbook(_Strict):
         return params
 
     def lock_key(self, params: BaseModel) -> str:
-        return TEMPLATES.from_string(self.lock).render(**params.model_dump()).strip()
+        return compiled(self.lock).render(**params.model_dump()).strip()
 
 
 def _shape(value: Any, annotation: Any) -> Any:
@@ -223,11 +232,12 @@ def _template_variables(template: str) -> set[str]:
     return meta.find_undeclared_variables(TEMPLATES.parse(template))
 
 
-def load_runbook(path: Path, resolve: bool = True) -> Runbook:
+def load_runbook(path: Path, resolve: bool = True, flows: bool = True) -> Runbook:
     """Parse, validate and resolve one runbook file; CatalogError names the file, field and reason.
 
     With resolve=False the flow and parameter modules are not imported (nor checked): enough for
-    listing the catalog without importing Prefect."""
+    listing the catalog without importing Prefect. With flows=False the parameter models are (and
+    checked against the triggers and lock), the flow and plan modules not: enough for `show`."""
     source = str(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -248,20 +258,21 @@ def load_runbook(path: Path, resolve: bool = True) -> Runbook:
     if runbook.id != path.stem:
         raise CatalogError(f"{source}: id {runbook.id!r} must match the file name ({path.stem!r})")
     if resolve:
-        _resolve(runbook)
+        _resolve(runbook, flows)
     return runbook
 
 
-def _resolve(runbook: Runbook) -> None:
+def _resolve(runbook: Runbook, flows: bool = True) -> None:
     source = runbook.source
     problems: list[str] = []
-    try:
-        flow = _import(runbook.flow)
-        if not hasattr(flow, "fn") or not callable(flow):
-            problems.append(f"flow: {runbook.flow} is not a Prefect flow (decorate it with @flow)")
-        runbook._flow = flow
-    except Exception as exc:  # any import failure is a catalog error, named
-        problems.append(f"flow: cannot import {runbook.flow}: {type(exc).__name__}: {exc}")
+    if flows:
+        try:
+            flow = _import(runbook.flow)
+            if not hasattr(flow, "fn") or not callable(flow):
+                problems.append(f"flow: {runbook.flow} is not a Prefect flow (decorate it with @flow)")
+            runbook._flow = flow
+        except Exception as exc:  # any import failure is a catalog error, named
+            problems.append(f"flow: cannot import {runbook.flow}: {type(exc).__name__}: {exc}")
     try:
         model = _import(runbook.parameters)
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
@@ -270,7 +281,7 @@ def _resolve(runbook: Runbook) -> None:
             runbook._model = model
     except Exception as exc:
         problems.append(f"parameters: cannot import {runbook.parameters}: {type(exc).__name__}: {exc}")
-    if runbook.plan is not None:
+    if flows and runbook.plan is not None:
         try:
             runbook._planner = _import(runbook.plan)
         except Exception as exc:
@@ -337,13 +348,14 @@ def _catalog_directory(directory: Path, team: Path | None) -> Path:
     return directory if team is None else Path(f"{directory} and {team}")
 
 
-def load_catalog(directory: Path, team: Path | None = None) -> Catalog:
+def load_catalog(directory: Path, team: Path | None = None, flows: bool = True) -> Catalog:
     """Load every *.yaml / *.yml in `directory`, and in a team's own catalog directory `team` (its YAML
-    and the Python modules its flows live in); the first bad file stops the load with its error."""
+    and the Python modules its flows live in); the first bad file stops the load with its error.
+    flows=False leaves the flow and plan modules unimported (see load_runbook)."""
     runbooks: list[Runbook] = []
     seen: dict[str, str] = {}
     for path in _catalog_files(directory, team):
-        runbook = load_runbook(path)
+        runbook = load_runbook(path, flows=flows)
         if runbook.id in seen:
             raise CatalogError(f"{path}: id {runbook.id!r} is defined twice (also in {seen[runbook.id]})")
         seen[runbook.id] = str(path)
