@@ -71,7 +71,7 @@ class DeploymentStarter:
     # Only a shortcut: Prefect's idempotency key still decides, for this replica and the others.
     SEEN_MAX, SEEN_TTL_S = 10_000, 3600.0
 
-    def __init__(self, deployment: str, writers: int = 2) -> None:
+    def __init__(self, deployment: str, writers: int = 1) -> None:
         self._deployment = deployment
         self._client = get_client(sync_client=True)
         self._client.__enter__()
@@ -141,10 +141,12 @@ class DeploymentStarter:
                 batch = [write for write in self._queue if write.runbook_id == runbook_id][:BULK_LIMIT]
                 taken = {id(write) for write in batch}
                 self._queue = [write for write in self._queue if id(write) not in taken]
+            began = time.monotonic()
             try:
                 outcomes = self._send(runbook_id, batch)
             except Exception as exc:  # noqa: BLE001  (every caller of the batch gets the failure)
                 outcomes = [_failure(exc)] * len(batch)
+            log.debug("wrote %d run(s) of %s in %.2f s", len(batch), runbook_id, time.monotonic() - began)
             for write, outcome in zip(batch, outcomes):
                 self._settle(write, outcome)
 

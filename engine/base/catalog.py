@@ -236,8 +236,8 @@ def load_runbook(path: Path, resolve: bool = True, flows: bool = True) -> Runboo
     """Parse, validate and resolve one runbook file; CatalogError names the file, field and reason.
 
     With resolve=False the flow and parameter modules are not imported (nor checked): enough for
-    listing the catalog without importing Prefect. With flows=False the parameter models are (and
-    checked against the triggers and lock), the flow and plan modules not: enough for `show`."""
+    listing the catalog without importing Prefect. With flows=False the parameter model is (and
+    checked against the triggers and lock), the flow and plan modules not (see resolve_parameters)."""
     source = str(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -259,6 +259,13 @@ def load_runbook(path: Path, resolve: bool = True, flows: bool = True) -> Runboo
         raise CatalogError(f"{source}: id {runbook.id!r} must match the file name ({path.stem!r})")
     if resolve:
         _resolve(runbook, flows)
+    return runbook
+
+
+def resolve_parameters(runbook: Runbook) -> Runbook:
+    """Import a runbook loaded with resolve=False's parameter model, not its flow or plan, and check
+    its lock and triggers against it (CatalogError): what `show` needs, without importing Prefect."""
+    _resolve(runbook, flows=False)
     return runbook
 
 
@@ -348,14 +355,13 @@ def _catalog_directory(directory: Path, team: Path | None) -> Path:
     return directory if team is None else Path(f"{directory} and {team}")
 
 
-def load_catalog(directory: Path, team: Path | None = None, flows: bool = True) -> Catalog:
+def load_catalog(directory: Path, team: Path | None = None) -> Catalog:
     """Load every *.yaml / *.yml in `directory`, and in a team's own catalog directory `team` (its YAML
-    and the Python modules its flows live in); the first bad file stops the load with its error.
-    flows=False leaves the flow and plan modules unimported (see load_runbook)."""
+    and the Python modules its flows live in); the first bad file stops the load with its error."""
     runbooks: list[Runbook] = []
     seen: dict[str, str] = {}
     for path in _catalog_files(directory, team):
-        runbook = load_runbook(path, flows=flows)
+        runbook = load_runbook(path)
         if runbook.id in seen:
             raise CatalogError(f"{path}: id {runbook.id!r} is defined twice (also in {seen[runbook.id]})")
         seen[runbook.id] = str(path)
