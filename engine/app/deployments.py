@@ -63,8 +63,8 @@ class DeploymentStarter:
 
     `writers` threads send the queued writes, each batch (up to BULK_LIMIT runs of one runbook) as one
     bulk create plus one read of the runs it names (to tell a new run from one that already existed).
-    A few writers are enough: SQLite behind the Prefect server slows down under concurrent writes,
-    and batches grow while the writers are busy."""
+    One writer is the default: SQLite behind the Prefect server slows down under concurrent writes, and
+    the batch grows while the writer is busy (in bench/alerts.py on SQLite, one did better than two)."""
 
     # Occurrences this process has already started: Alertmanager repeats a notification every
     # group_interval, and a burst of repeats should not each cost a write on the Prefect server.
