@@ -6,12 +6,19 @@
    line) and fails at planning, freeing its slot. Reported: p50 / p99 / max of
    (Prefect's Running state start - POST) and (first journal entry - POST).
 2. burst: M notifications over D distinct alerts (each repeated M/D times, shuffled), sent by C
-   concurrent clients to a `serve --no-runner` process: accepted per second, runs created (must be
-   exactly D) and notifications lost (answers other than 202, must be 0).
+   concurrent keep-alive clients (a plain HTTP/1.1 client: httpx would cost more CPU than the
+   server measured) in four scenarios, each --repeats times (medians):
+   - reference: a bare FastAPI handler answering 202 (the ceiling of the web stack on this machine),
+   - one `serve --no-runner` replica, two replicas (requests alternate, like a load balancer),
+   - two replicas, one killed (SIGKILL) at 30% of the burst and started again; a request that got no
+     answer, or a 503 (nothing recorded), is sent again to a live replica, as Alertmanager retries.
+   Reported: accepted per second, runs created in Prefect for the burst's alerts (must be exactly D),
+   notifications never acknowledged (must be 0), and how many were sent again.
 
     .venv/bin/python bench/alerts.py --prefect-url http://127.0.0.1:4200/api --label sqlite
-    STACK_DIR=.stack-pg STACK_PREFECT_DB=postgres STACK_PREFECT_PORT=4400 dev/stack up postgres prefect
-    .venv/bin/python bench/alerts.py --prefect-url http://127.0.0.1:4400/api --label postgres
+    STACK_DIR=/tmp/stack-pg STACK_PREFECT_DB=postgres STACK_PREFECT_PORT=4460 STACK_POSTGRES_PORT=5463 \
+        dev/stack up postgres prefect         (a second Prefect: never restart the shared one)
+    .venv/bin/python bench/alerts.py --prefect-url http://127.0.0.1:4460/api --label postgres --latency-alerts 0
 
 Results are appended to bench/results/alerts.md.
 """
@@ -23,11 +30,13 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +47,8 @@ import httpx  # noqa: E402
 from tests.serve_harness import ALERT_TOKEN, ServeProcess, serve_environment  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {ALERT_TOKEN}", "Content-Type": "application/json"}
+REQUEST_HEAD = ("POST /alerts/alertmanager HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {ALERT_TOKEN}\r\nContent-Length: %d\r\n\r\n").encode()
 
 
 def payload(group: str, fingerprint: str, starts: str) -> bytes:
@@ -89,7 +100,60 @@ def latency(serve: ServeProcess, count: int) -> dict:
             for name, values in (("post_to_running", to_running), ("post_to_first_journal_line", to_first_line))}
 
 
-async def burst(serve: ServeProcess, notifications: int, distinct: int, clients: int) -> dict:
+class Replicas:
+    """The `serve --no-runner` replicas a burst is spread over, like a load balancer: each request goes
+    to the next live replica; a replica being restarted takes none until it answers again."""
+
+    def __init__(self, start: Callable[[], ServeProcess], count: int) -> None:
+        self.start = start
+        self.live: list[ServeProcess] = [start() for _ in range(count)]
+        self._next = 0
+
+    def pick(self) -> ServeProcess:
+        self._next += 1
+        return self.live[self._next % len(self.live)]
+
+    async def restart(self, index: int) -> float:
+        """Kill replica `index` (SIGKILL: requests in flight there get no answer) and start it again;
+        returns the seconds it was away."""
+        victim = self.live.pop(index)
+        began = time.monotonic()
+        victim.process.kill()
+        victim.process.wait()
+        victim._log.close()
+        fresh = await asyncio.to_thread(self.start)
+        self.live.insert(index, fresh)
+        return time.monotonic() - began
+
+    def stop(self) -> None:
+        for replica in self.live:
+            replica.stop()
+
+
+async def post(streams: dict, replica: ServeProcess, body: bytes) -> tuple[int, dict]:
+    """One POST over a kept-alive connection to `replica` (a plain HTTP/1.1 client: httpx would cost
+    this 2-core machine more CPU than the server being measured)."""
+    if replica.port not in streams:
+        streams[replica.port] = await asyncio.open_connection("127.0.0.1", replica.port)
+    reader, writer = streams[replica.port]
+    try:
+        writer.write(REQUEST_HEAD % len(body) + body)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        answer = await reader.readexactly(length)
+    except BaseException:
+        del streams[replica.port]
+        writer.close()
+        raise
+    return status, (json.loads(answer) if status == 202 else {})
+
+
+async def burst(replicas: Replicas, notifications: int, distinct: int, clients: int,
+                restart_at: float | None = None) -> dict:
+    """`notifications` over `distinct` alerts, shuffled, by `clients` concurrent clients. A request whose
+    connection fails (its replica died) is sent again to another replica, as Alertmanager would retry."""
     bench_id = uuid.uuid4().hex[:8]
     starts = dt.datetime.now(dt.timezone.utc).isoformat()
     bodies = [payload(f"bench-burst-{bench_id}-{i}", f"{bench_id}{i:04d}", starts) for i in range(distinct)]
@@ -97,61 +161,133 @@ async def burst(serve: ServeProcess, notifications: int, distinct: int, clients:
     random.shuffle(queue)
     statuses: dict[int, int] = {}
     run_ids: set[str] = set()
+    sent = [0]
+    retried = [0]
+    restart_task: list[asyncio.Task] = []
 
     async def worker(items: list[bytes]) -> None:
-        async with httpx.AsyncClient(timeout=60) as client:
-            for body in items:
+        streams: dict = {}
+        for body in items:
+            while True:
+                replica = replicas.pick()
                 try:
-                    answer = await client.post(f"{serve.url}/alerts/alertmanager", headers=AUTH, content=body)
-                except httpx.HTTPError:
-                    statuses[-1] = statuses.get(-1, 0) + 1
+                    status, result = await post(streams, replica, body)
+                except (OSError, asyncio.IncompleteReadError):
+                    retried[0] += 1
+                    await asyncio.sleep(0.01)
                     continue
-                statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
-                if answer.status_code == 202:
-                    result = answer.json()
-                    run_ids.update(item["run_id"] for item in result["started"] + result["deduplicated"])
+                if status >= 500:  # not acknowledged: Alertmanager sends it again
+                    retried[0] += 1
+                    continue
+                break
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 202:
+                run_ids.update(item["run_id"] for item in result["started"] + result["deduplicated"])
+            sent[0] += 1
+            if restart_at is not None and not restart_task and sent[0] >= restart_at * notifications:
+                restart_task.append(asyncio.create_task(replicas.restart(0)))
+        for _, writer in streams.values():
+            writer.close()
 
     began = time.monotonic()
     await asyncio.gather(*(worker(queue[i::clients]) for i in range(clients)))
     elapsed = time.monotonic() - began
+    away = await restart_task[0] if restart_task else None
+    return {"notifications": notifications, "distinct_alerts": distinct, "clients": clients,
+            "replicas": len(replicas.live), "restarted": restart_task != [], "away_s": away,
+            "seconds": elapsed, "accepted_per_second": statuses.get(202, 0) / elapsed,
+            "distinct_run_ids": len(run_ids), "lost": notifications - statuses.get(202, 0),
+            "retried": retried[0], "statuses": statuses, "bench_id": bench_id}
 
+
+async def runs_of_deployment(deployment: str) -> list:
+    """Every flow run of the bench's deployment (one per catalog runbook, all bench-only)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    async with get_client() as client:
+        found, offset = [], 0
+        while True:
+            page = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+                limit=200, offset=offset)
+            found += page
+            offset += len(page)
+            if len(page) < 200:
+                return found
+
+
+async def delete_runs(runs: list) -> None:
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        created = 0
-        for run_id in run_ids:
-            run = await client.read_flow_run(uuid.UUID(run_id))
-            created += run.parameters["params"]["group"].startswith(f"bench-burst-{bench_id}-")
-            await client.delete_flow_run(uuid.UUID(run_id))
-    return {"notifications": notifications, "distinct_alerts": distinct, "clients": clients,
-            "seconds": elapsed, "accepted_per_second": statuses.get(202, 0) / elapsed,
-            "runs_created": created, "distinct_run_ids": len(run_ids),
-            "lost": notifications - statuses.get(202, 0), "statuses": statuses}
+        for run in runs:
+            await client.delete_flow_run(run.id)
+
+
+# The reference: the same web stack (FastAPI on uvicorn, one process) answering 202 with an empty
+# routing result without reading the alert: the ceiling of the HTTP path on this machine.
+PLAIN_SERVER = ("import sys, uvicorn\nfrom fastapi import FastAPI\nfrom fastapi.responses import JSONResponse\n"
+                "app = FastAPI()\n@app.post('/alerts/alertmanager')\nasync def alerts():\n"
+                "    return JSONResponse({'started': [], 'deduplicated': []}, status_code=202)\n"
+                "@app.get('/healthz')\nasync def healthz():\n    return {}\n"
+                "uvicorn.run(app, port=int(sys.argv[1]), log_level='warning')\n")
+
+
+def plain_server(workdir: Path) -> ServeProcess:
+    return ServeProcess(workdir, dict(os.environ), command=lambda port: [sys.executable, "-c", PLAIN_SERVER, str(port)])
+
+
+SCENARIOS = {
+    "reference: empty FastAPI handler, 1 process": dict(replicas=1, restart_at=None, plain=True),
+    "1 replica": dict(replicas=1, restart_at=None, plain=False),
+    "2 replicas": dict(replicas=2, restart_at=None, plain=False),
+    "2 replicas, one killed and restarted at 30%": dict(replicas=2, restart_at=0.3, plain=False),
+}
+
+
+async def run_scenario(workdir: Path, env: dict[str, str], scenario: dict, args) -> dict:
+    start = (lambda: plain_server(workdir)) if scenario["plain"] else (lambda: ServeProcess(workdir, env, runner=False))
+    replicas = Replicas(start, scenario["replicas"])
+    try:
+        result = await burst(replicas, args.notifications, args.distinct, args.clients, scenario["restart_at"])
+    finally:
+        replicas.stop()
+    if not scenario["plain"]:
+        runs = await runs_of_deployment(env["RUNBOOK_DEPLOYMENT"])
+        prefix = f"bench-burst-{result['bench_id']}-"
+        result["runs_created"] = sum(run.parameters["params"]["group"].startswith(prefix) for run in runs)
+        await delete_runs(runs)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefect-url", default="http://127.0.0.1:4200/api")
     parser.add_argument("--label", default="sqlite", help="what the Prefect server runs on, for the report")
-    parser.add_argument("--latency-alerts", type=int, default=50)
+    parser.add_argument("--latency-alerts", type=int, default=50, help="0 measures the burst only")
     parser.add_argument("--notifications", type=int, default=5000)
     parser.add_argument("--distinct", type=int, default=100)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every burst scenario (medians)")
     args = parser.parse_args()
     os.environ["PREFECT_API_URL"] = args.prefect_url
     workdir = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
     env = {**serve_environment(workdir), "PREFECT_API_URL": args.prefect_url}
 
-    serve = ServeProcess(workdir, env, runner=True)
+    serve = ServeProcess(workdir, env, runner=True)  # registers the deployments the replicas start runs of
     try:
         lat = latency(serve, args.latency_alerts) if args.latency_alerts else None
     finally:
         serve.stop()
-    replica = ServeProcess(workdir, env, runner=False)
-    try:
-        burst_result = asyncio.run(burst(replica, args.notifications, args.distinct, args.clients))
-    finally:
-        replica.stop()
+    results: dict[str, list[dict]] = {name: [] for name in SCENARIOS}
+    for round_number in range(args.repeats):
+        for name, scenario in SCENARIOS.items():
+            result = asyncio.run(run_scenario(workdir, env, scenario, args))
+            results[name].append(result)
+            print(f"round {round_number + 1}: {name}: {result['accepted_per_second']:.0f}/s, "
+                  f"runs {result.get('runs_created', '-')}, lost {result['lost']}, retried {result['retried']}",
+                  flush=True)
 
     lines = [f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, Prefect on {args.label}",
              f"- machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the end"]
@@ -160,17 +296,25 @@ def main() -> None:
         for name, values in lat.items():
             lines.append(f"  - {name}: p50 {values['p50']:.2f}, p99 {values['p99']:.2f}, "
                          f"min {values['min']:.2f}, max {values['max']:.2f}")
-    b = burst_result
-    lines.append(f"- burst: {b['notifications']} notifications over {b['distinct_alerts']} alerts, "
-                 f"{b['clients']} concurrent clients, `serve --no-runner`: {b['seconds']:.1f} s, "
-                 f"**{b['accepted_per_second']:.0f} accepted/s**, runs created **{b['runs_created']}** "
-                 f"(distinct run ids {b['distinct_run_ids']}), lost **{b['lost']}**, statuses {b['statuses']}")
+    reference = statistics.median(r["accepted_per_second"] for r in results[next(iter(SCENARIOS))])
+    lines += [f"- burst: {args.notifications} notifications over {args.distinct} alerts (shuffled), "
+              f"{args.clients} concurrent keep-alive clients, `serve --no-runner` replicas, "
+              f"{args.repeats} rounds; runs created and lost are per round (target: exactly "
+              f"{args.distinct} runs, 0 lost; a request that got no answer is sent again, as Alertmanager does)",
+              "", "| scenario | median accepted/s | min | max | ratio to reference | runs created | lost | resent |",
+              "|---|---:|---:|---:|---:|---|---|---|"]
+    for name, rounds in results.items():
+        rates = [r["accepted_per_second"] for r in rounds]
+        created = ", ".join(str(r.get("runs_created", "-")) for r in rounds)
+        lines.append(f"| {name} | **{statistics.median(rates):.0f}** | {min(rates):.0f} | {max(rates):.0f} | "
+                     f"{statistics.median(rates) / reference:.2f}x | {created} | "
+                     f"{', '.join(str(r['lost']) for r in rounds)} | {', '.join(str(r['retried']) for r in rounds)} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    results = REPO / "bench" / "results" / "alerts.md"
-    if not results.exists():
-        results.write_text("# Alert path of `runbook serve`\n\nWritten by bench/alerts.py (see its docstring).\n")
-    with open(results, "a") as out:
+    results_file = REPO / "bench" / "results" / "alerts.md"
+    if not results_file.exists():
+        results_file.write_text("# Alert path of `runbook serve`\n\nWritten by bench/alerts.py (see its docstring).\n")
+    with open(results_file, "a") as out:
         out.write(text)
 
 

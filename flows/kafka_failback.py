@@ -36,10 +36,10 @@ from uuid import UUID
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from pydantic import BaseModel, ConfigDict, Field
 
 from mq_runbooks.base.clusters import Clusters, KafkaCluster
 from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionError
+from mq_runbooks.flows.kafka_failback_params import KafkaFailbackParameters
 from mq_runbooks.flows.kafka_failover_plan import failover_pair, require_reachable, switch_value
 from mq_runbooks.flows.kafka_failover_steps import MoveAndSwitch
 from mq_runbooks.flows.kafka_replay import inactive_group
@@ -52,20 +52,6 @@ from mq_runbooks.kit.driver import Env, Run, drive
 from mq_runbooks.kit.plans import PLAN_ROWS_SHOWN, table_json, table_markdown
 
 RUNBOOK_ID = "kafka-failback"
-
-
-class KafkaFailbackParameters(BaseModel):
-    """Parameters of kafka-failback."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cluster: str = Field("primary", min_length=1, description="the Kafka cluster clients go back to (MM2's source)")
-    standby: str = Field("standby", min_length=1, description="the MM2 standby they are on now")
-    groups: list[str] = Field(min_length=1, description="consumer groups to move back (repeatable)")
-    switch: str = Field("kafka-clients", min_length=1, description="the endpoint switch of clusters.yaml")
-    failover_run: str | None = Field(None, description="the kafka-failover run whose journal holds the switch's "
-                                                       "old value (default: the switch's value for CLUSTER)")
-    wait_for_inactive: float = Field(0, ge=0, le=3600, description="seconds to wait for the groups to be empty")
 
 
 @dataclass(frozen=True)

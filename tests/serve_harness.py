@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,9 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    def __init__(self, workdir: Path, env: dict[str, str], runner: bool = True):
+    def __init__(self, workdir: Path, env: dict[str, str], runner: bool = True,
+                 command: Callable[[int], list[str]] | None = None):
+        """`command` (port -> argv) runs another web server in serve's place (bench/alerts.py's reference)."""
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -33,6 +36,8 @@ class ServeProcess:
         args = [str(Path(sys.executable).parent / "runbook"), "serve", "--port", str(self.port)]
         if not runner:
             args.append("--no-runner")
+        if command is not None:
+            args = command(self.port)
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True)

@@ -5,6 +5,9 @@ Every alert ends in exactly one bucket of the result, with its reason:
 started, deduplicated (that occurrence already has its run), not_started (the mapping or the
 parameters failed: e.g. "label consumergroup is missing"), unmatched (no trigger matches), or
 resolved (a resolved notification, recorded in the journal of the run it started).
+When the Prefect server cannot record a run, `route` raises UnreachableError instead: the whole
+notification is refused (503) and sent again by Alertmanager; the occurrences it did start are
+answered as deduplicated then (idempotency keys).
 """
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ from typing import Any
 
 import jinja2
 
-from mq_runbooks.base.catalog import TEMPLATES, Catalog, Runbook, Trigger, refuse_file_parameters
-from mq_runbooks.base.errors import RunbookError
+from mq_runbooks.base.catalog import Catalog, compiled, Runbook, Trigger, refuse_file_parameters
+from mq_runbooks.base.errors import RunbookError, UnreachableError
 from mq_runbooks.integrations.alerts import Alert
 
 log = logging.getLogger("runbook.alerts")
@@ -28,6 +31,8 @@ Starter = Callable[..., tuple[str, bool]]
 RunFinder = Callable[[str], list[str]]
 # (run_id, kind, summary, data) -> None
 Recorder = Callable[..., Any]
+# (occurrence key) -> the run this process already started for it, or None
+Known = Callable[[str], "str | None"]
 
 
 class MissingField(RunbookError):
@@ -57,7 +62,7 @@ def render_parameters(trigger: Trigger, alert: Alert) -> dict[str, str]:
     params: dict[str, str] = {}
     for name, template in trigger.params.items():
         try:
-            params[name] = TEMPLATES.from_string(template).render(**context).strip()
+            params[name] = compiled(template).render(**context).strip()
         except jinja2.UndefinedError as exc:
             match = _MISSING.search(str(exc))
             missing = (match.group(1) or match.group(2)) if match else str(exc)
@@ -80,12 +85,38 @@ def matching_triggers(catalog: Catalog, alert: Alert) -> list[tuple[Runbook, Tri
     return found
 
 
-def route(alerts: list[Alert], catalog: Catalog, start: Starter, find_runs: RunFinder, record: Recorder,
-          occurrence_tag: Callable[[str], str],
-          on_resolved: Callable[[str], Any] = lambda run_id: None) -> RoutingResult:
+def _summary(alert: Alert) -> dict[str, Any]:
+    return {"alertname": alert.name, "fingerprint": alert.fingerprint, "startsAt": alert.starts_at.isoformat()}
+
+
+def answer_from_memory(alerts: list[Alert], catalog: Catalog, known: Known) -> RoutingResult | None:
+    """The result of a notification whose alerts all match nothing or are firing occurrences this
+    process already started (Alertmanager's repeats): nothing to write, so no thread and no Prefect.
+    None when any alert needs `route`."""
     result = RoutingResult()
     for alert in alerts:
-        summary = {"alertname": alert.name, "fingerprint": alert.fingerprint, "startsAt": alert.starts_at.isoformat()}
+        if alert.status == "resolved":
+            return None
+        matches = matching_triggers(catalog, alert)
+        if not matches:
+            result.unmatched.append(_summary(alert))
+        for runbook, _ in matches:
+            run_id = known(alert.occurrence_key(runbook.id))
+            if run_id is None:
+                return None
+            result.deduplicated.append({**_summary(alert), "runbook": runbook.id, "run_id": run_id})
+    for item in result.unmatched:
+        log.info("alert %s (%s) matches no runbook trigger", item["alertname"], item["fingerprint"])
+    return result
+
+
+def route(alerts: list[Alert], catalog: Catalog, start: Starter, find_runs: RunFinder, record: Recorder,
+          occurrence_tag: Callable[[str], str],
+          on_resolved: Callable[[str], Any] = lambda run_id: None,
+          known: Known = lambda key: None) -> RoutingResult:
+    result = RoutingResult()
+    for alert in alerts:
+        summary = _summary(alert)
         matches = matching_triggers(catalog, alert)
         if not matches:
             log.info("alert %s (%s) matches no runbook trigger", alert.name, alert.fingerprint)
@@ -103,6 +134,10 @@ def route(alerts: list[Alert], catalog: Catalog, start: Starter, find_runs: RunF
                     on_resolved(run_id)
                 result.resolved.append({**entry, "runs": runs})
                 continue
+            run_id = known(key)
+            if run_id is not None:  # a repeat of an occurrence this process started: no parameters to map
+                result.deduplicated.append({**entry, "run_id": run_id})
+                continue
             try:
                 raw = render_parameters(trigger, alert)
                 refuse_file_parameters(runbook, raw, "an alert")
@@ -110,6 +145,8 @@ def route(alerts: list[Alert], catalog: Catalog, start: Starter, find_runs: RunF
                 run_id, existed = start(runbook, params, requested_by=f"alert:{alert.name}",
                                         trigger=alert.to_trigger(), idempotency_key=key,
                                         tags=[occurrence_tag(key)])
+            except UnreachableError:
+                raise  # nothing recorded: the notification is not acknowledged, and its sender retries
             except RunbookError as exc:
                 log.warning("alert %s not started for %s: %s", alert.name, runbook.id, exc)
                 result.not_started.append({**entry, "reason": str(exc)})

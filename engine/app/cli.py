@@ -23,7 +23,7 @@ from mq_runbooks.base.errors import BrokerError, ConfigError, RunbookError, Usag
 from mq_runbooks.base.settings import Settings
 
 if TYPE_CHECKING:  # imported when used: `runbook --help` needs neither
-    from mq_runbooks.base.catalog import Catalog, CatalogReport
+    from mq_runbooks.base.catalog import Catalog, CatalogReport, Runbook
     from mq_runbooks.base.clusters import Clusters
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -47,6 +47,21 @@ class Context:
         from mq_runbooks.base.catalog import load_catalog
 
         return load_catalog(self.settings.catalog, self.settings.team_catalog)
+
+    def runbook_without_flow(self, runbook_id: str) -> Runbook:
+        """One runbook with its parameter model, without importing the catalog's flows (nor Prefect),
+        for `show`; NotFoundError naming the runbooks there are, CatalogError if its file is broken."""
+        from pathlib import Path
+
+        from mq_runbooks.base.catalog import resolve_parameters
+        from mq_runbooks.base.errors import CatalogError
+
+        report = self.catalog_report(resolve=False)
+        if runbook_id not in {runbook.id for runbook in report.catalog}:
+            for path, reason in report.broken.items():
+                if Path(path).stem == runbook_id:
+                    raise CatalogError(reason)
+        return resolve_parameters(report.catalog.get(runbook_id))
 
     def catalog_report(self, resolve: bool = True) -> CatalogReport:
         """The good runbooks and the broken files (for `list` and `doctor`)."""

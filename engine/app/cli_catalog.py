@@ -57,7 +57,7 @@ def _alert_names(runbook: Runbook) -> list[str]:
 @pass_context
 def show(context: Context, runbook_id: str, as_json: bool) -> None:
     """Show a runbook as its file says: what it does, its parameters, who approves, which alerts start it."""
-    runbook = context.catalog.get(runbook_id)
+    runbook = context.runbook_without_flow(runbook_id)
     fields = runbook.parameters_model.model_fields
     if as_json:
         document = runbook.model_dump(mode="json")

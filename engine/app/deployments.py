@@ -1,20 +1,34 @@
 """Runs started through the deployments `runbook serve` registers (one per catalog runbook, named
 `<id>/<RUNBOOK_DEPLOYMENT>`), with Prefect's flow-run idempotency keys so one alert occurrence is one run, across
-repeats and across `serve` replicas."""
+repeats and across `serve` replicas.
+
+The alert path's writes go through here. Concurrent requests for one occurrence share one write
+(single flight); an occurrence this process already started is answered from memory; the writes of
+concurrent requests are queued and sent in batches (Prefect's bulk create: one transaction per
+batch), so a burst costs the Prefect server a few transactions instead of one per notification. A
+caller gets its answer only once its run is committed on the Prefect server.
+"""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
+from prefect.client.schemas.actions import DeploymentFlowRunCreate
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.states import Scheduled, to_state_create
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel
 
 from mq_runbooks.base.catalog import Runbook
-from mq_runbooks.base.errors import NotFoundError
+from mq_runbooks.base.errors import BrokerError, NotFoundError, UnreachableError
 from mq_runbooks.app.runs import RUNBOOK_TAG
 from mq_runbooks.kit.lock import lock_tag
 
@@ -27,27 +41,127 @@ def alert_tag(occurrence_key: str) -> str:
     return f"alert:{occurrence_key[:32]}"
 
 
+log = logging.getLogger("runbook.deployments")
+
+BULK_LIMIT = 100  # the most runs Prefect's bulk create takes at once
+
+
+@dataclass
+class _Write:
+    """One run to create, and the future its caller (and callers of the same occurrence) wait on."""
+
+    runbook_id: str
+    body: dict[str, Any]
+    request_id: str
+    idempotency_key: str | None
+    done: Future = field(default_factory=Future)
+
+
 class DeploymentStarter:
     """Starts runs from the catalog's deployments over one long-lived Prefect client (a client per
-    request costs a connection and a version check each time); deployment ids are cached."""
+    request costs a connection and a version check each time); deployment ids are cached.
+
+    `writers` threads send the queued writes, each batch (up to BULK_LIMIT runs of one runbook) as one
+    bulk create plus one read of the runs it names (to tell a new run from one that already existed).
+    One writer is the default: SQLite behind the Prefect server slows down under concurrent writes, and
+    the batch grows while the writer is busy (in bench/alerts.py on SQLite, one did better than two)."""
 
     # Occurrences this process has already started: Alertmanager repeats a notification every
     # group_interval, and a burst of repeats should not each cost a write on the Prefect server.
     # Only a shortcut: Prefect's idempotency key still decides, for this replica and the others.
     SEEN_MAX, SEEN_TTL_S = 10_000, 3600.0
 
-    def __init__(self, deployment: str, max_concurrent_writes: int = 4) -> None:
+    def __init__(self, deployment: str, writers: int = 1) -> None:
         self._deployment = deployment
         self._client = get_client(sync_client=True)
         self._client.__enter__()
         self._deployment_ids: dict[str, uuid.UUID] = {}
         self._seen: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._seen_lock = threading.Lock()
-        # SQLite behind the Prefect server slows down under concurrent writes: queue them here.
-        self._writes = threading.BoundedSemaphore(max_concurrent_writes)
+        self._in_flight: dict[str, Future] = {}
+        self._lock = threading.Lock()  # guards _seen and _in_flight
+        self._queue: list[_Write] = []
+        self._queued = threading.Condition()
+        for number in range(writers):
+            threading.Thread(target=self._writer, daemon=True, name=f"run-writer-{number}").start()
 
     def close(self) -> None:
         self._client.__exit__(None, None, None)
+
+    def __call__(self, runbook: Runbook, params: BaseModel, requested_by: str, trigger: dict[str, Any],
+                 idempotency_key: str | None = None, tags: list[str] | None = None) -> tuple[str, bool]:
+        """Create a flow run of the runbook's deployment; returns (run id, whether it already existed)
+        once the run is committed. UnreachableError when the Prefect server could not record it."""
+        if idempotency_key is not None and (run_id := self.known(idempotency_key)) is not None:
+            return run_id, True
+        with self._lock:
+            shared = self._in_flight.get(idempotency_key) if idempotency_key is not None else None
+            if shared is None:
+                write = self._write_of(runbook, params, requested_by, trigger, idempotency_key, tags)
+                if idempotency_key is not None:
+                    self._in_flight[idempotency_key] = write.done
+        if shared is not None:  # another request of this occurrence is writing it: its answer is ours
+            return shared.result()[0], True
+        with self._queued:
+            self._queue.append(write)
+            self._queued.notify()
+        return write.done.result()
+
+    def known(self, idempotency_key: str) -> str | None:
+        """The run this process already started for an occurrence, if any (answered from memory)."""
+        with self._lock:
+            seen = self._seen.get(idempotency_key)
+        return seen[0] if seen is not None and time.monotonic() - seen[1] < self.SEEN_TTL_S else None
+
+    def forget(self, run_ids: set[str]) -> None:
+        """Drop occurrences whose run crashed from the shortcut, so a repeat of the alert starts a new run."""
+        with self._lock:
+            for key in [key for key, (run_id, _) in self._seen.items() if run_id in run_ids]:
+                del self._seen[key]
+
+    def _write_of(self, runbook: Runbook, params: BaseModel, requested_by: str, trigger: dict[str, Any],
+                  idempotency_key: str | None, tags: list[str] | None) -> _Write:
+        request_id = uuid.uuid4().hex
+        parameters = {"params": params.model_dump(mode="json"), "requested_by": requested_by,
+                      "trigger": {**trigger, "request_id": request_id}}
+        all_tags = [RUNBOOK_TAG, f"runbook:{runbook.id}", lock_tag(runbook.lock_key(params)), *(tags or [])]
+        # The parameters were validated here (the runbook's model); the flow validates them again when it
+        # runs. Prefect's JSON-schema check of each run at creation is skipped: it costs the server more
+        # than the insert itself.
+        body = DeploymentFlowRunCreate(parameters=parameters, tags=all_tags, state=to_state_create(Scheduled()),
+                                      idempotency_key=idempotency_key, enforce_parameter_schema=False,
+                                      ).model_dump(mode="json", exclude_unset=True)
+        return _Write(runbook.id, body, request_id, idempotency_key)
+
+    def _writer(self) -> None:
+        while True:
+            with self._queued:
+                while not self._queue:
+                    self._queued.wait()
+                runbook_id = self._queue[0].runbook_id
+                batch = [write for write in self._queue if write.runbook_id == runbook_id][:BULK_LIMIT]
+                taken = {id(write) for write in batch}
+                self._queue = [write for write in self._queue if id(write) not in taken]
+            began = time.monotonic()
+            try:
+                outcomes = self._send(runbook_id, batch)
+            except Exception as exc:  # noqa: BLE001  (every caller of the batch gets the failure)
+                outcomes = [_failure(exc)] * len(batch)
+            log.debug("wrote %d run(s) of %s in %.2f s", len(batch), runbook_id, time.monotonic() - began)
+            for write, outcome in zip(batch, outcomes):
+                self._settle(write, outcome)
+
+    def _settle(self, write: _Write, outcome: tuple[str, bool] | BaseException) -> None:
+        with self._lock:
+            if write.idempotency_key is not None:
+                self._in_flight.pop(write.idempotency_key, None)
+                if not isinstance(outcome, BaseException):
+                    self._seen[write.idempotency_key] = (outcome[0], time.monotonic())
+                    while len(self._seen) > self.SEEN_MAX:
+                        self._seen.popitem(last=False)
+        if isinstance(outcome, BaseException):
+            write.done.set_exception(outcome)
+        else:
+            write.done.set_result(outcome)
 
     def _deployment_id(self, runbook_id: str) -> uuid.UUID:
         if runbook_id not in self._deployment_ids:
@@ -61,54 +175,68 @@ class DeploymentStarter:
             self._deployment_ids[runbook_id] = deployment.id
         return self._deployment_ids[runbook_id]
 
-    def __call__(self, runbook: Runbook, params: BaseModel, requested_by: str, trigger: dict[str, Any],
-                 idempotency_key: str | None = None, tags: list[str] | None = None) -> tuple[str, bool]:
-        """Create a flow run of the runbook's deployment; returns (run id, whether it already existed)."""
-        if idempotency_key is not None:
-            with self._seen_lock:
-                seen = self._seen.get(idempotency_key)
-                if seen is not None and time.monotonic() - seen[1] < self.SEEN_TTL_S:
-                    return seen[0], True
-        run_id, existed = self._create(runbook, params, requested_by, trigger, idempotency_key, tags)
-        if idempotency_key is not None:
-            with self._seen_lock:
-                self._seen[idempotency_key] = (run_id, time.monotonic())
-                while len(self._seen) > self.SEEN_MAX:
-                    self._seen.popitem(last=False)
-        return run_id, existed
+    def _send(self, runbook_id: str, batch: list[_Write]) -> list[tuple[str, bool] | BaseException]:
+        """Create the batch's runs; per write, (run id, existed) or why it failed."""
+        answers = self._create_all(runbook_id, batch)
+        ids = [str(item["flow_run_id"]) for item in answers if item.get("flow_run_id")]
+        runs = {str(run.id): run for run in self._client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(batch))} if ids else {}
+        outcomes: list[tuple[str, bool] | BaseException] = []
+        for write, item in zip(batch, answers):
+            run = runs.get(str(item.get("flow_run_id")))
+            if item.get("status") != "CREATED" or run is None:
+                outcomes.append(UnreachableError(
+                    f"the Prefect server did not record the run ({item.get('error') or 'it cannot be read back'}); "
+                    "nothing was started, send the alert again"))
+                continue
+            existed = (run.parameters.get("trigger") or {}).get("request_id") != write.request_id
+            if existed and write.idempotency_key is not None and run.state and run.state.is_crashed():
+                # The run of this occurrence died with its process: a repeat notification starts a new
+                # one (the same key on every replica, so they still agree on one run).
+                again = _Write(runbook_id, {**write.body, "idempotency_key": f"{write.idempotency_key}:after:{run.id}"},
+                               write.request_id, write.idempotency_key)
+                outcomes.append(self._send(runbook_id, [again])[0])
+                continue
+            outcomes.append((str(run.id), existed))
+        return outcomes
 
-    def forget(self, run_ids: set[str]) -> None:
-        """Drop occurrences whose run crashed from the shortcut, so a repeat of the alert starts a new run."""
-        with self._seen_lock:
-            for key in [key for key, (run_id, _) in self._seen.items() if run_id in run_ids]:
-                del self._seen[key]
+    def _create_all(self, runbook_id: str, batch: list[_Write], attempts: int = 6) -> list[dict[str, Any]]:
+        """Prefect's answer for each write of the batch, sent in one transaction; the writes it failed
+        (SQLite's "database is locked" under load) are sent again, a few times, before giving up.
+        Sending one again is safe: its idempotency key makes it the same run."""
+        answers: dict[int, dict[str, Any]] = {}
+        pending = batch
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(0.05 * 2 ** attempt)
+            try:
+                results = self._bulk_create(runbook_id, pending)
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 404:
+                    raise
+                self._deployment_ids.pop(runbook_id, None)  # deleted and registered again: look it up afresh
+                results = self._bulk_create(runbook_id, pending)
+            answers.update((id(write), item) for write, item in zip(pending, results))
+            pending = [write for write, item in zip(pending, results)
+                       if item.get("status") != "CREATED" and write.idempotency_key is not None]
+            if not pending:
+                break
+        return [answers[id(write)] for write in batch]
 
-    def _create(self, runbook: Runbook, params: BaseModel, requested_by: str, trigger: dict[str, Any],
-                idempotency_key: str | None, tags: list[str] | None) -> tuple[str, bool]:
-        request_id = uuid.uuid4().hex
-        parameters = {"params": params.model_dump(mode="json"), "requested_by": requested_by,
-                      "trigger": {**trigger, "request_id": request_id}}
-        all_tags = [RUNBOOK_TAG, f"runbook:{runbook.id}", lock_tag(runbook.lock_key(params)), *(tags or [])]
-        with self._writes:
-            return self._create_locked(runbook, parameters, idempotency_key, all_tags, request_id)
+    def _bulk_create(self, runbook_id: str, batch: list[_Write]) -> list[dict[str, Any]]:
+        response = self._client.request(
+            "POST", "/deployments/{id}/create_flow_run/bulk", path_params={"id": self._deployment_id(runbook_id)},
+            json=[write.body for write in batch])
+        return response.json()["results"]
 
-    def _create_locked(self, runbook: Runbook, parameters: dict[str, Any],
-                       idempotency_key: str | None, all_tags: list[str], request_id: str) -> tuple[str, bool]:
-        try:
-            flow_run = self._client.create_flow_run_from_deployment(
-                self._deployment_id(runbook.id), parameters=parameters, idempotency_key=idempotency_key,
-                tags=all_tags,
-            )
-        except ObjectNotFound:  # the deployment was deleted and registered again: look it up afresh
-            self._deployment_ids.pop(runbook.id, None)
-            flow_run = self._client.create_flow_run_from_deployment(
-                self._deployment_id(runbook.id), parameters=parameters, idempotency_key=idempotency_key,
-                tags=all_tags,
-            )
-        existed = (flow_run.parameters.get("trigger") or {}).get("request_id") != request_id
-        if existed and idempotency_key is not None and flow_run.state and flow_run.state.is_crashed():
-            # The run of this occurrence died with its process: a repeat notification starts a new one
-            # (the same key on every replica, so they still agree on one run).
-            return self._create_locked(runbook, parameters, f"{idempotency_key}:after:{flow_run.id}", all_tags,
-                                       request_id)
-        return str(flow_run.id), existed
+
+def _failure(exc: BaseException) -> BaseException:
+    """What the callers of a failed write get: a RunbookError saying what failed."""
+    if isinstance(exc, (NotFoundError, UnreachableError)):
+        return exc
+    if isinstance(exc, httpx.TransportError) or (
+            isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code >= 500):
+        return UnreachableError(f"the Prefect API could not record the run ({type(exc).__name__}: {exc}); "
+                                "nothing was started, send the alert again")
+    log.exception("creating runs failed")
+    return BrokerError(f"the Prefect API refused the run: {type(exc).__name__}: {exc}")

@@ -19,8 +19,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from mq_runbooks.app.alert_routing import RoutingResult, route
+from mq_runbooks.app.alert_routing import answer_from_memory, route
 from mq_runbooks.base.catalog import Catalog
+from mq_runbooks.base.errors import UnreachableError
 from mq_runbooks.app.metrics import CONTENT_TYPE, Metrics
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.integrations.alerts import Alert, PayloadError, parse_alertmanager, parse_grafana
@@ -39,6 +40,7 @@ class Services:
     find_runs: Callable[[str], list[str]]
     record: Callable[..., Any]
     occurrence_tag: Callable[[str], str]
+    known: Callable[[str], str | None] = lambda key: None  # occurrence key -> the run this process started
     clusters: Callable[[], Any] = lambda: None  # clusters.yaml, loaded when first needed
     on_resolved: Callable[[str], Any] = lambda run_id: None  # e.g. refresh the run's postmortem draft
     metrics: Metrics = field(default_factory=Metrics)
@@ -99,10 +101,15 @@ def create_app(services: Services) -> FastAPI:
             return error(400, str(exc))
         for alert in alerts:
             metrics.alerts_received.labels(source, alert.status).inc()
-        result: RoutingResult = await run_in_threadpool(
-            route, alerts, services.catalog, services.start, services.find_runs, services.record,
-            services.occurrence_tag, services.on_resolved,
-        )
+        try:
+            result = answer_from_memory(alerts, services.catalog, services.known) or await run_in_threadpool(
+                route, alerts, services.catalog, services.start, services.find_runs, services.record,
+                services.occurrence_tag, services.on_resolved, services.known,
+            )
+        except UnreachableError as exc:  # not acknowledged: the sender retries, and keys keep it one run
+            metrics.alerts_rejected.labels("prefect_unavailable").inc()
+            log.warning("alert notification from %s not acknowledged: %s", source, exc)
+            return error(503, str(exc))
         for item in result.started:
             metrics.alerts_matched.labels(item["runbook"]).inc()
             metrics.runs_started.labels(item["runbook"], source).inc()

@@ -74,8 +74,9 @@ def build_services(settings: Settings, catalog: Catalog):
     from mq_runbooks.kit import journal
     from mq_runbooks.kit.postmortem_publish import write_postmortem
 
+    starter = deployments.DeploymentStarter(settings.deployment)
     services = Services(
-        settings=settings, catalog=catalog, start=deployments.DeploymentStarter(settings.deployment),
+        settings=settings, catalog=catalog, start=starter, known=starter.known,
         find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=deployments.alert_tag,
         clusters=cache(lambda: load_clusters(settings.clusters)),
         on_resolved=lambda run_id: _redraft_if_finished(run_id, write_postmortem),

@@ -8,6 +8,7 @@ parameter the model does not have, duplicate ids.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
@@ -29,6 +30,14 @@ from mq_runbooks.base.suggest import did_you_mean
 from mq_runbooks.base.validation import describe_error, field_path, validation_problems
 
 TEMPLATES = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def compiled(template: str) -> jinja2.Template:
+    """A catalog template, compiled once (compiling costs far more than rendering; alerts render
+    the same few templates again and again)."""
+    return TEMPLATES.from_string(template)
+
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -170,7 +179,7 @@ class Runbook(_Strict):
         return params
 
     def lock_key(self, params: BaseModel) -> str:
-        return TEMPLATES.from_string(self.lock).render(**params.model_dump()).strip()
+        return compiled(self.lock).render(**params.model_dump()).strip()
 
 
 def _shape(value: Any, annotation: Any) -> Any:
@@ -223,11 +232,12 @@ def _template_variables(template: str) -> set[str]:
     return meta.find_undeclared_variables(TEMPLATES.parse(template))
 
 
-def load_runbook(path: Path, resolve: bool = True) -> Runbook:
+def load_runbook(path: Path, resolve: bool = True, flows: bool = True) -> Runbook:
     """Parse, validate and resolve one runbook file; CatalogError names the file, field and reason.
 
     With resolve=False the flow and parameter modules are not imported (nor checked): enough for
-    listing the catalog without importing Prefect."""
+    listing the catalog without importing Prefect. With flows=False the parameter model is (and
+    checked against the triggers and lock), the flow and plan modules not (see resolve_parameters)."""
     source = str(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -248,20 +258,28 @@ def load_runbook(path: Path, resolve: bool = True) -> Runbook:
     if runbook.id != path.stem:
         raise CatalogError(f"{source}: id {runbook.id!r} must match the file name ({path.stem!r})")
     if resolve:
-        _resolve(runbook)
+        _resolve(runbook, flows)
     return runbook
 
 
-def _resolve(runbook: Runbook) -> None:
+def resolve_parameters(runbook: Runbook) -> Runbook:
+    """Import a runbook loaded with resolve=False's parameter model, not its flow or plan, and check
+    its lock and triggers against it (CatalogError): what `show` needs, without importing Prefect."""
+    _resolve(runbook, flows=False)
+    return runbook
+
+
+def _resolve(runbook: Runbook, flows: bool = True) -> None:
     source = runbook.source
     problems: list[str] = []
-    try:
-        flow = _import(runbook.flow)
-        if not hasattr(flow, "fn") or not callable(flow):
-            problems.append(f"flow: {runbook.flow} is not a Prefect flow (decorate it with @flow)")
-        runbook._flow = flow
-    except Exception as exc:  # any import failure is a catalog error, named
-        problems.append(f"flow: cannot import {runbook.flow}: {type(exc).__name__}: {exc}")
+    if flows:
+        try:
+            flow = _import(runbook.flow)
+            if not hasattr(flow, "fn") or not callable(flow):
+                problems.append(f"flow: {runbook.flow} is not a Prefect flow (decorate it with @flow)")
+            runbook._flow = flow
+        except Exception as exc:  # any import failure is a catalog error, named
+            problems.append(f"flow: cannot import {runbook.flow}: {type(exc).__name__}: {exc}")
     try:
         model = _import(runbook.parameters)
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
@@ -270,7 +288,7 @@ def _resolve(runbook: Runbook) -> None:
             runbook._model = model
     except Exception as exc:
         problems.append(f"parameters: cannot import {runbook.parameters}: {type(exc).__name__}: {exc}")
-    if runbook.plan is not None:
+    if flows and runbook.plan is not None:
         try:
             runbook._planner = _import(runbook.plan)
         except Exception as exc:

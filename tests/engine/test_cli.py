@@ -72,13 +72,17 @@ def test_version_is_the_package_version():
     assert result.stdout.strip() == f"runbook {__version__}"
 
 
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["runs", "--help"], ["postmortems", "list", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["runs", "--help"], ["postmortems", "list", "--help"],
+                                  ["show", "kafka-replay"], ["show", "--json", "rabbitmq-failover"]])
 def test_commands_that_need_no_prefect_do_not_import_it(args):
     code = ("import sys\nsys.argv = ['runbook', *sys.argv[1:]]\nfrom mq_runbooks.app.cli import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print('IMPORTED PREFECT' if 'prefect' in sys.modules else 'NO PREFECT', file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
     assert "NO PREFECT" in result.stderr, result.stderr
+    assert result.stdout.strip(), result.stderr  # the command answered (an error would leave stdout empty)
+    if args[0] == "show":
+        assert "cluster" in result.stdout, result.stdout  # a parameter, read from the runbook's model
 
 
 def test_unknown_runbook_is_bad_input_with_the_known_ids():
