@@ -9,8 +9,8 @@ from mq_runbooks.app.cli import Context, cli, pass_context
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, help="Port to listen on.")
-@click.option("--no-runner", is_flag=True, help="Only the HTTP app: runs execute on the work pool's other "
-              "workers (`runbook worker` or another serve), from the deployments it registers.")
+@click.option("--no-runner", is_flag=True, help="Only the HTTP app: runs execute on the work pool's workers "
+              "(`runbook worker`, or a serve without this flag), which register the deployments.")
 @click.option("--limit", default=10, show_default=True, help="At most this many runs executing at once in this "
               "process (runs waiting at their gates hold none).")
 @click.option("--slack-socket-mode", is_flag=True, help="Also take Slack's commands and clicks over Socket "

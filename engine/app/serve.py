@@ -188,10 +188,7 @@ def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runne
         if not ready.wait(timeout=120) or failed:
             raise UnreachableError(f"the Prefect worker did not start: {failed[0] if failed else 'timed out'}")
         log.info("executing the runs of %d runbook deployment(s) in work pool %s", len(catalog), settings.work_pool)
-    else:
-        from mq_runbooks.app.workers import register
 
-        register(catalog, settings.deployment, settings.work_pool)
     ensure_zombie_automation()
     services = build_services(settings, catalog)
     threading.Thread(target=_sweep, args=(settings, services.start.forget), daemon=True, name="sweep-runs").start()
