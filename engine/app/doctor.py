@@ -83,6 +83,29 @@ def check_prefect(api_url: str, timeout_s: float) -> Check:
         return Check("prefect", api_url, False, _reason(exc), status="UNREACHABLE")
 
 
+def check_workers(settings: Settings, timeout_s: float) -> Check:
+    """The work pool whose workers execute the runs of alerts and Slack, and its workers online. No
+    worker is reported, not counted as a problem: `runbook run` executes on its own machine."""
+    api = settings.prefect_api_url.rstrip("/")
+    component = f"work pool {settings.work_pool}"
+    try:
+        pool = httpx.get(f"{api}/work_pools/{settings.work_pool}", timeout=timeout_s)
+        if pool.status_code == 404:
+            return Check(component, api, False, "not created yet: `runbook serve` or `runbook worker` creates it",
+                         required=False, status="missing")
+        pool.raise_for_status()
+        workers = httpx.post(f"{api}/work_pools/{settings.work_pool}/workers/filter", json={}, timeout=timeout_s)
+        workers.raise_for_status()
+    except (httpx.HTTPError, ValueError) as exc:
+        return Check(component, api, False, _reason(exc), required=False, status="UNREADABLE")
+    online = [w["name"] for w in workers.json() if w.get("status") == "ONLINE"]
+    if not online:
+        return Check(component, api, False, "no worker online: runs of alerts and Slack wait until `runbook serve` "
+                     "or `runbook worker` runs", required=False, status="no worker", data={"workers": []})
+    return Check(component, api, True, f"{len(online)} worker(s) online: {', '.join(online[:5])}",
+                 status="ready", data={"workers": online})
+
+
 def check_slack(settings: Settings, timeout_s: float) -> Check:
     if settings.slack_bot_token is None:
         return Check("slack", "", True, "not configured (RUNBOOK_SLACK_BOT_TOKEN is not set): approvals go "
@@ -183,9 +206,10 @@ def _reason(exc: Exception) -> str:
 
 def run_checks(settings: Settings, clusters: Clusters, catalog: CatalogReport,
                timeout_s: float = 5.0) -> list[Check]:
-    """Every check, concurrently; results in a stable order (catalog, Prefect, Kafka, MirrorMaker 2,
-    RabbitMQ, Redis, switches, Slack)."""
-    jobs: list[Callable[[], Check]] = [lambda: check_prefect(settings.prefect_api_url, timeout_s)]
+    """Every check, concurrently; results in a stable order (catalog, Prefect, the work pool, Kafka,
+    MirrorMaker 2, RabbitMQ, Redis, switches, Slack)."""
+    jobs: list[Callable[[], Check]] = [lambda: check_prefect(settings.prefect_api_url, timeout_s),
+                                       lambda: check_workers(settings, timeout_s)]
     jobs += [lambda c=cluster: check_kafka(c, timeout_s) for cluster in clusters.kafka.values()]
     jobs += [lambda c=cluster: check_mirrormaker(c, timeout_s)
              for cluster in clusters.kafka.values() if cluster.replication is not None]
