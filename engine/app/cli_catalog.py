@@ -173,9 +173,9 @@ def trigger_text(trigger: Trigger) -> str:
 @pass_context
 def doctor(context: Context, timeout: float, as_json: bool) -> None:
     """Check the catalog, every configured cluster, the endpoint switches, MirrorMaker 2, the Prefect
-    API and Slack.
+    API, the work pool's workers and Slack.
 
-    Exits 1 naming each problem.
+    Exits 1 naming each problem (no worker online and Slack not configured are reported, not problems).
     """
     from mq_runbooks.app.doctor import run_checks
 
