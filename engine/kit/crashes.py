@@ -106,6 +106,7 @@ def conclude(run_id: str, message: str) -> bool:
         what = f"after applying: {'; '.join(applied)}" + (f". Restore with: {restore}" if restore else "")
     else:
         what = "before changing anything"
+    _slack_thread_of(run_id, entries)  # the outcome below then goes to the run's Slack thread too
     journal.write(run_id, Outcome(outcome="crashed", summary=f"crashed {what} ({message})", changed=applied,
                                   data={"restore_command": restore}))
     release_lock(entries)
@@ -122,16 +123,29 @@ def release_lock(entries: list[journal.Entry]) -> None:
         release(held.data["lease_id"])
 
 
+def _slack_thread_of(run_id: str, entries: list[journal.Entry]):
+    """The run's Slack messages (an observer listening to its journal from now on), from its journal."""
+    from mq_runbooks.base.settings import Settings
+    from mq_runbooks.kit.notify import observer_for
+
+    start = journal.last(entries, "parameters")
+    started = start.data if start else {}
+    runbook = started.get("runbook", "?")
+    request = journal.last(entries, "approval_requested")
+    observer = observer_for(Settings.from_environ(), run_id, runbook, runbook, started.get("requested_by", "unknown"),
+                            started.get("trigger"))
+    observer.resumed(entries, "", request.data.get("plan_digest", "") if request else "", "")
+    return observer
+
+
 def conclude_expired(run_id: str) -> bool:
     """Record a run whose gate's deadline passed while it was suspended (the Prefect server failed it)
     as timed out: journal, lock, state TimedOut, Slack, postmortem, one INFO line. True if concluded now."""
     from prefect.client.orchestration import get_client
     from prefect.states import Completed
 
-    from mq_runbooks.base.settings import Settings
     from mq_runbooks.kit.endings import TIMED_OUT
     from mq_runbooks.kit.gate import record_timeout
-    from mq_runbooks.kit.notify import observer_for
     from mq_runbooks.kit.steps import publish_postmortem
 
     entries = journal.read(run_id)
@@ -139,12 +153,7 @@ def conclude_expired(run_id: str) -> bool:
     if journal.last(entries, "outcome") is not None or request is None:
         return False
     timeout_s = float(request.data.get("timeout_s") or 0)
-    start = journal.last(entries, "parameters")
-    started = start.data if start else {}
-    settings = Settings.from_environ()
-    observer = observer_for(settings, run_id, request.data.get("runbook", "?"), request.data.get("runbook", "?"),
-                            started.get("requested_by", "unknown"), started.get("trigger"))
-    observer.resumed(entries, "", request.data.get("plan_digest", ""), "")
+    observer = _slack_thread_of(run_id, entries)
     record_timeout(run_id, timeout_s, gate=request.data.get("gate"))
     observer.timed_out(timeout_s)
     summary = "timed out; nothing was changed"

@@ -199,7 +199,18 @@ def test_timeout_updates_the_approval_message(tmp_path, slack, group):
         run_id = started_run_id(slash(process.url, slack,
                                       f"run kafka-replay cluster=primary group={group_id} to_earliest=true", DAVE))
         channel, ts = approval_message(slack, run_id)
-        view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, what="the timeout")
+        # The run waits suspended, with no process: serve's sweep (every 30 s) concludes it once the
+        # Prefect server has failed it at the deadline. (Read raw: runs.read_run would conclude it here.)
+        from uuid import UUID
+
+        from prefect.client.orchestration import get_client
+
+        def state_name() -> str:
+            with get_client(sync_client=True) as client:
+                return client.read_flow_run(UUID(run_id)).state.name
+
+        wait_for(lambda: state_name() == "TimedOut", what="serve concluding the timeout", timeout=90)
+        view = runs.read_run(run_id)
         assert journal.last(view.entries, "rejection").data["by"] == "timeout"
         assert "timed out" in str(slack.message(channel, ts)["blocks"]).lower()
     finally:
