@@ -30,10 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from mq_runbooks.base.clusters import load_clusters  # noqa: E402
-from mq_runbooks.integrations.kafka import KafkaClient  # noqa: E402
+from tests.kafka_groups import commit_at_end, topic_of_two  # noqa: E402
 from tests.serve_harness import ALERT_TOKEN, ServeProcess, serve_environment  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {ALERT_TOKEN}"}
@@ -50,12 +49,7 @@ def alert(group: str) -> dict:
 
 
 def make_groups(config: dict, topic: str, count: int) -> list[str]:
-    groups = [f"bench-wait-{uuid.uuid4().hex[:10]}" for _ in range(count)]
-    for group in groups:
-        consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
-        consumer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
-        consumer.close()
-    return groups
+    return [commit_at_end(config, topic, f"bench-wait-{uuid.uuid4().hex[:10]}") for _ in range(count)]
 
 
 def post(serve: ServeProcess, group: str) -> str:
@@ -130,13 +124,7 @@ def main() -> None:
 
     Settings.from_environ().apply_to_prefect()
     config = load_clusters(REPO / "clusters.yaml").kafka_cluster("primary").client_config()
-    topic = f"bench-wait-{uuid.uuid4().hex[:8]}"
-    with KafkaClient(config) as kafka:
-        kafka.create_topic(topic, 1)
-    producer = Producer(config)
-    producer.produce(topic, b"x")
-    producer.produce(topic, b"y")
-    producer.flush()
+    topic = topic_of_two(config, f"bench-wait-{uuid.uuid4().hex[:8]}")
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-wait-"))
     env = serve_environment(workdir, timeout="2h")

@@ -78,7 +78,6 @@ def _pickup(client, settings: Settings, flow_run: FlowRun, now: dt.datetime) -> 
         return (f"it has no deployment, so only the executor `runbook run` starts for it can run it; "
                 f"{_executor_log(settings, str(flow_run.id))}")
     deployment = client.read_deployment(flow_run.deployment_id)
-    name = f"{deployment.name!r}"
     if deployment.work_pool_name:
         workers = client.read_workers_for_work_pool(deployment.work_pool_name)
         online = [w for w in workers if w.status.value == "ONLINE"]

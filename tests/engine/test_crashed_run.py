@@ -9,31 +9,20 @@ import sys
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-
 from mq_runbooks.app import runs
 from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.kit.postmortem_store import find_by_run
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit import journal
+from tests.kafka_groups import group_at_end
 
 
 def applying_replay_run(clusters, unique, prefix: str, monkeypatch) -> tuple[str, dict, str, str]:
     """A kafka-replay run started as `runbook run` starts it, approved, and stalled right after it
     moved the offsets (its process still alive): (run id, kafka config, topic, group); the group was
     committed at the end of a one-partition topic of 2 records."""
-    config = clusters.kafka_cluster("primary").client_config()
-    topic, group = unique(prefix), unique(f"{prefix}group")
-    with KafkaClient(config) as kafka:
-        kafka.create_topic(topic, 1)
-    producer = Producer(config)
-    producer.produce(topic, b"x")
-    producer.produce(topic, b"y")
-    producer.flush()
-    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
-    consumer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
-    consumer.close()
+    config, topic, group = group_at_end(clusters, unique, prefix)
     monkeypatch.setenv("RUNBOOK_INJECT_FAULT", "stall-after:alter-offsets")
     settings = Settings.from_environ()
     catalog = load_catalog(settings.catalog)

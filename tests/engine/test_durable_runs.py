@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 
 from mq_runbooks.app import runs
 from mq_runbooks.base.catalog import load_catalog
@@ -22,25 +21,10 @@ from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit import journal, lock
 from mq_runbooks.kit.postmortem_store import find_by_run
 from tests.engine.test_serve_alerts import alertmanager_payload
+from tests.kafka_groups import group_at_end
 from tests.serve_harness import ALERT_TOKEN, ServeProcess, serve_environment
 
 RUNBOOK = str(Path(sys.executable).parent / "runbook")
-
-
-def group_at_end(clusters, unique, prefix: str) -> tuple[dict, str, str]:
-    """A one-partition topic of 2 records and a group committed at its end: (config, topic, group)."""
-    config = clusters.kafka_cluster("primary").client_config()
-    topic, group = unique(prefix), unique(f"{prefix}group")
-    with KafkaClient(config) as kafka:
-        kafka.create_topic(topic, 1)
-    producer = Producer(config)
-    producer.produce(topic, b"x")
-    producer.produce(topic, b"y")
-    producer.flush()
-    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
-    consumer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
-    consumer.close()
-    return config, topic, group
 
 
 def wait_for(condition, timeout: float, what: str, every: float = 0.5):
@@ -75,15 +59,24 @@ def suspended(run_id: str) -> runs.RunView | None:
     return view if view.state == "Suspended" and journal.last(view.entries, "approval_requested") else None
 
 
-def test_a_waiting_run_holds_no_process_keeps_its_lock_and_acts_once(clusters, unique, tmp_path, monkeypatch):
+def replay_at_its_gate(clusters, unique, tmp_path, monkeypatch, prefix: str, fault: str | None = None):
+    """A kafka-replay run (to_earliest) started as `runbook run` starts it, suspended at its gate:
+    (run id, settings, (kafka config, topic, group))."""
     monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
     monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
-    config, topic, group = group_at_end(clusters, unique, "durable")
+    if fault:
+        monkeypatch.setenv("RUNBOOK_INJECT_FAULT", fault)
+    made = group_at_end(clusters, unique, prefix)
     settings = Settings.from_environ()
     runbook = load_catalog(settings.catalog).get("kafka-replay")
     run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
-        {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
+        {"cluster": "primary", "group": made[2], "to_earliest": "true"}), requested_by="alice")
     wait_for(lambda: suspended(run_id), 90, "the run suspended at its gate")
+    return run_id, settings, made
+
+
+def test_a_waiting_run_holds_no_process_keeps_its_lock_and_acts_once(clusters, unique, tmp_path, monkeypatch):
+    run_id, settings, (config, topic, group) = replay_at_its_gate(clusters, unique, tmp_path, monkeypatch, "durable")
     wait_for(lambda: not executors_of(run_id), 20, "the executor left once the run suspended")
     key = f"kafka:primary:group:{group}"
     assert slot_taken(key), "the lock stays with the run while it waits with no process"
@@ -139,15 +132,7 @@ def test_serve_killed_or_stopped_while_runs_wait_then_the_approvals_act(clusters
 def test_a_run_killed_while_applying_is_concluded_and_its_restore_works(clusters, unique, tmp_path, monkeypatch, how):
     from mq_runbooks.kit.crashes import HEARTBEAT_S, ZOMBIE_AFTER_S, conclude_crashed
 
-    monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
-    monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
-    monkeypatch.setenv("RUNBOOK_INJECT_FAULT", "stall-after:alter-offsets")
-    config, topic, group = group_at_end(clusters, unique, "applykill")
-    settings = Settings.from_environ()
-    runbook = load_catalog(settings.catalog).get("kafka-replay")
-    run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
-        {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
-    wait_for(lambda: suspended(run_id), 90, "the run suspended at its gate")
+    run_id, settings, (config, topic, group) = replay_at_its_gate(clusters, unique, tmp_path, monkeypatch, "applykill", fault="stall-after:alter-offsets")
     assert cli("approve", run_id, "--as", "bob").returncode == 0
     wait_for(lambda: journal.last(runs.read_run(run_id).entries, "action"), 90, "the change was applied")
     with KafkaClient(config) as kafka:
@@ -183,14 +168,7 @@ def test_a_run_killed_while_applying_is_concluded_and_its_restore_works(clusters
 
 
 def test_cancel_stops_a_waiting_run_frees_its_lock_and_drafts_its_postmortem(clusters, unique, tmp_path, monkeypatch):
-    monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
-    monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
-    config, topic, group = group_at_end(clusters, unique, "cancel")
-    settings = Settings.from_environ()
-    runbook = load_catalog(settings.catalog).get("kafka-replay")
-    run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
-        {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
-    wait_for(lambda: suspended(run_id), 90, "the run suspended at its gate")
+    run_id, settings, (config, topic, group) = replay_at_its_gate(clusters, unique, tmp_path, monkeypatch, "cancel")
 
     refused = cli("cancel", run_id, "--as", "mallory", "--reason", "mine now")
     assert refused.returncode == 2 and "mallory is not an approver" in refused.stderr
@@ -220,14 +198,7 @@ def test_a_crash_given_to_a_run_waiting_at_its_gate_is_undone(clusters, unique, 
 
     from mq_runbooks.kit.crashes import conclude_crashed
 
-    monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
-    monkeypatch.setenv("RUNBOOK_POSTMORTEM_DIR", str(tmp_path / "postmortems"))
-    config, topic, group = group_at_end(clusters, unique, "falsecrash")
-    settings = Settings.from_environ()
-    runbook = load_catalog(settings.catalog).get("kafka-replay")
-    run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
-        {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
-    wait_for(lambda: suspended(run_id), 90, "the run suspended at its gate")
+    run_id, settings, (config, topic, group) = replay_at_its_gate(clusters, unique, tmp_path, monkeypatch, "falsecrash")
     with get_client(sync_client=True) as client:  # what the automation does
         client.set_flow_run_state(UUID(run_id), Crashed(message="no heartbeat for 120s"), force=True)
     assert run_id not in conclude_crashed(), "the sweep does not conclude it"

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
-
 from mq_runbooks.integrations.kafka import KafkaClient
+from tests.kafka_groups import group_at_end
 from tests.serve_harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,21 +78,7 @@ def wait_for(condition, timeout: float, what: str):
 
 
 def groups_at_end(clusters, unique) -> list[tuple[str, str]]:
-    config = clusters.kafka_cluster("primary").client_config()
-    made = []
-    for _ in range(RUNS):
-        topic, group = unique("pgw"), unique("pgwgroup")
-        with KafkaClient(config) as kafka:
-            kafka.create_topic(topic, 1)
-        producer = Producer(config)
-        producer.produce(topic, b"x")
-        producer.produce(topic, b"y")
-        producer.flush()
-        consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
-        consumer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
-        consumer.close()
-        made.append((topic, group))
-    return made
+    return [group_at_end(clusters, unique, "pgw")[1:] for _ in range(RUNS)]
 
 
 def test_two_workers_share_the_runs_and_one_survives_the_other(postgres_prefect, clusters, unique, tmp_path):
