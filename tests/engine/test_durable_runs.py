@@ -170,6 +170,17 @@ def test_a_run_killed_while_applying_is_concluded_and_its_restore_works(clusters
 def test_cancel_stops_a_waiting_run_frees_its_lock_and_drafts_its_postmortem(clusters, unique, tmp_path, monkeypatch):
     run_id, settings, (config, topic, group) = replay_at_its_gate(clusters, unique, tmp_path, monkeypatch, "cancel")
 
+    # The Prefect UI's resume form: no default decision, so a form sent without one is refused by
+    # Prefect itself, and the run waits on.
+    from uuid import UUID
+
+    from prefect.flow_runs import resume_flow_run
+
+    for empty in ({}, {"by": "bob"}):
+        with pytest.raises(RuntimeError, match="decision"):
+            resume_flow_run(UUID(run_id), run_input=empty)
+    assert runs.read_run(run_id).state == "Suspended"
+
     refused = cli("cancel", run_id, "--as", "mallory", "--reason", "mine now")
     assert refused.returncode == 2 and "mallory is not an approver" in refused.stderr
 
