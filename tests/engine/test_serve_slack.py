@@ -172,7 +172,9 @@ def test_reject_button_opens_a_modal_and_its_reason_rejects(serve, slack, group)
     view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, what="the run to end")
     assert view.state == "Rejected"
     rejection = journal.last(view.entries, "rejection")
-    assert rejection.data == {"by": CAROL, "comment": "wrong group, stop", "proof": "slack-signature"}
+    assert {k: rejection.data[k] for k in ("by", "comment", "proof")} == {
+        "by": CAROL, "comment": "wrong group, stop", "proof": "slack-signature"}
+    assert rejection.data["gate"] == 1  # the first gate round, its first answer
     assert "rejected" in str(slack.message(channel, ts)["blocks"]).lower()
     with KafkaClient(config) as kafka:
         assert kafka.committed_offsets(group_id) == {(topic, 0): 4, (topic, 1): 4}
