@@ -99,11 +99,14 @@ def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested
     on_workers = settings.run_on == "workers"
     name = settings.deployment if on_workers else workers.LOCAL
     workers.ensure_registered(runbook, name, settings.work_pool if on_workers else None)
+    configuration = None if on_workers else workers.run_configuration(settings)
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(workers.deployment_name(runbook.id, name))
-        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=tags)
-    if not on_workers:
-        workers.spawn_executor(settings, str(flow_run.id))
+        flow_run = client.create_flow_run_from_deployment(
+            deployment.id, parameters=parameters, tags=tags,
+            job_variables={"env": configuration} if configuration else None)
+    if configuration is not None:
+        workers.spawn_executor(settings, str(flow_run.id), configuration)
     return str(flow_run.id)
 
 
@@ -288,7 +291,7 @@ def execute_if_local(settings: Settings, run_id: str) -> bool:
         flow_run = client.read_flow_run(UUID(run_id))
     if not workers.is_local(flow_run) or flow_run.state is None or not flow_run.state.is_scheduled():
         return False
-    workers.spawn_executor(settings, run_id)
+    workers.spawn_executor(settings, run_id, (flow_run.job_variables or {}).get("env"))
     return True
 
 

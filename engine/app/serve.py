@@ -120,12 +120,21 @@ def _sweep(settings: Settings, forget, every_s: float = 30.0) -> None:
                 log.warning("run %s crashed: its outcome and postmortem draft are written", run_id)
             checked |= crashed.keys()
             for run_id in recent_expired():
-                conclude_expired(run_id)  # says so in one INFO line
+                _each(run_id, "concluding a timed-out gate", conclude_expired)  # says so in one INFO line
             for run_id in resumed_locally(older_than_s=5.0):
-                if execute_if_local(settings, run_id):
+                if _each(run_id, "executing an answered local run", lambda r: execute_if_local(settings, r)):
                     log.info("run %s was answered in the Prefect UI: executing it", run_id)
         except Exception as exc:  # noqa: BLE001  (a sweep that failed is tried again at the next round)
             log.warning("sweeping runs failed: %s: %s", type(exc).__name__, exc)
+
+
+def _each(run_id: str, what: str, call):
+    """One run's part of a sweep: its failure is logged and does not keep the sweep from the others."""
+    try:
+        return call(run_id)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("%s failed for run %s: %s: %s", what, run_id, type(exc).__name__, exc)
+        return None
 
 
 def resumed_locally(older_than_s: float) -> list[str]:

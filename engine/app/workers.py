@@ -88,17 +88,39 @@ def ensure_registered(runbook: Runbook, name: str, pool: str | None) -> None:
 _done: set[tuple[str, str, str | None]] = set()
 
 
-def spawn_executor(settings: Settings, run_id: str) -> None:
+def run_configuration(settings: Settings) -> dict[str, str]:
+    """The configuration a local run keeps (on its flow run, as its job variables' env) so that the
+    executor started again after its gate uses the starter's, not the answerer's: every RUNBOOK_*
+    setting of this process but the secrets (tokens stay in each process's own environment), with
+    file settings as absolute paths."""
+    kept = {key: value for key, value in os.environ.items()
+            if key.startswith("RUNBOOK_") and key not in _secret_names()}
+    for name, value in settings:
+        if isinstance(value, Path):
+            kept[f"RUNBOOK_{name.upper()}"] = str(value.resolve())
+    return kept
+
+
+def spawn_executor(settings: Settings, run_id: str, configuration: dict[str, str] | None = None) -> None:
     """Execute a run in a detached process on this machine (it claims the run first, so a run
-    someone else already executes is left alone)."""
-    log_dir = settings.snapshot_dir.parent / "run-logs"
+    someone else already executes is left alone), with the run's own `configuration` when it has one."""
+    log_dir = Path((configuration or {}).get("RUNBOOK_SNAPSHOT_DIR") or settings.snapshot_dir).parent / "run-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    env = {key: value for key, value in os.environ.items()
+           if not (configuration and key.startswith("RUNBOOK_") and key not in configuration
+                   and key not in _secret_names())}
+    env.update(configuration or {})
     with open(log_dir / f"{run_id}.log", "ab") as out:
         subprocess.Popen(
             [sys.executable, "-m", "mq_runbooks.app.executor", str(run_id)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env=dict(os.environ, PREFECT_API_URL=settings.prefect_api_url),
+            env=dict(env, PREFECT_API_URL=settings.prefect_api_url),
         )
+
+
+def _secret_names() -> set[str]:
+    return {f"RUNBOOK_{name.upper()}" for name, field in Settings.model_fields.items()
+            if "SecretStr" in str(field.annotation)}
 
 
 def is_local(flow_run) -> bool:

@@ -210,4 +210,12 @@ def recent_crashed(since: dt.timedelta = dt.timedelta(days=2), limit: int = 200)
 def conclude_crashed(crashed: dict[str, str] | None = None) -> list[str]:
     """Conclude every recently crashed run of ours that has no outcome yet; the ids concluded now."""
     crashed = recent_crashed() if crashed is None else crashed
-    return [run_id for run_id, message in crashed.items() if conclude(run_id, message)]
+    concluded = []
+    for run_id, message in crashed.items():
+        try:
+            if conclude(run_id, message):
+                concluded.append(run_id)
+        except Exception as exc:  # noqa: BLE001  (one run that cannot be concluded must not block the others)
+            logging.getLogger("runbook.crashes").warning("concluding crashed run %s failed: %s: %s",
+                                                         run_id, type(exc).__name__, exc)
+    return concluded

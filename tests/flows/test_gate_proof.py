@@ -8,6 +8,7 @@ from uuid import UUID
 
 from prefect.flow_runs import resume_flow_run
 
+from mq_runbooks.app import runs
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.identity import issue_token, verify_answer
 from tests.engine.test_cli import runbook
@@ -41,7 +42,8 @@ def test_a_team_that_requires_tokens_refuses_typed_names_in_the_run_and_on_the_c
     wait_until(run_id, paused)
 
     # Straight to Prefect (as the UI's resume dialog answers): the run itself refuses the typed name.
-    resume_flow_run(UUID(run_id), run_input={"approved": True, "by": "carol"})
+    resume_flow_run(UUID(run_id), run_input={"decision": "approve", "by": "carol"})
+    assert runs.execute_if_local(settings, run_id)  # what serve's sweep does for an answer from the Prefect UI
     view = wait_until(run_id, lambda v: paused(v) and journal.last(v.entries, "approval_refused"))
     refusal = journal.last(view.entries, "approval_refused")
     assert "via" not in refusal.data, "refused by the gate in the run, not by the CLI"

@@ -74,7 +74,7 @@ def finished_runs(clusters, tmp_path_factory):
         ids = {"succeeded": start("succeeded", "alert:KafkaConsumerGroupStuck",
                                   alert_trigger(made["succeeded"][1], fired), shift_by="-4"),
                "rejected": start("rejected", to_earliest="true")}
-        env.setenv("RUNBOOK_INJECT_FAULT", "apply-partial")  # read by the run's own process at its start
+        env.setenv("RUNBOOK_INJECT_FAULT", "apply-partial")  # kept by the run: its executor after the gate has it too
         ids["failed"] = start("failed", to_earliest="true")
         env.delenv("RUNBOOK_INJECT_FAULT")
         answers = {"succeeded": (True, "carol", "consumers are stopped"), "rejected": (False, "bob", "wrong group"),
@@ -186,7 +186,7 @@ def test_succeeded_replay_gives_a_draft_with_its_numbers_names_and_times(finishe
     rows = timeline_of(text)
     order = [index_of(rows, "alert", "alert KafkaConsumerGroupStuck fired"),
              index_of(rows, "journal", "parameters:"), index_of(rows, "journal", "approval_requested:"),
-             index_of(rows, "Prefect flow run", "state Paused"), index_of(rows, "journal", "approval: approved by carol"),
+             index_of(rows, "Prefect flow run", "state Suspended"), index_of(rows, "journal", "approval: approved by carol"),
              index_of(rows, "journal", "snapshot:"), index_of(rows, "journal", "action:"),
              index_of(rows, "journal", "verification:"), index_of(rows, "journal", "outcome:"),
              index_of(rows, "Prefect flow run", "state Completed")]

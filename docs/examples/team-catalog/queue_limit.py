@@ -1,6 +1,6 @@
 """Runbook `rabbitmq-queue-limit`: cap a queue's length during an incident (a policy with max-length and
 overflow reject-publish), so a runaway producer cannot fill the broker's disk. docs/writing-runbooks.md"""
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 from prefect import flow
@@ -30,6 +30,7 @@ class LimitPlan(PlanTable):
     def rows(self): return [(self.queue, self.ready, self.policy_now, f"incident-limit-{self.queue}")]
     def summary(self): return f"cap {self.queue} at {self.max_length} message(s) ({self.ready} ready now)"
     def missing_targets(self): return [f"queue {self.queue!r}"] if self.ready is None else []
+    def digest(self): return PlanTable.digest(replace(self, ready=self.ready is not None))  # bound to all but the depth
 
 
 class QueueLimit(RunbookSteps[LimitParameters, LimitPlan]):
