@@ -203,7 +203,8 @@ class DeploymentStarter:
     def _create_all(self, runbook_id: str, batch: list[_Write], attempts: int = 6) -> list[dict[str, Any]]:
         """Prefect's answer for each write of the batch, sent in one transaction; the writes it failed
         (SQLite's "database is locked" under load) are sent again, a few times, before giving up.
-        Sending one again is safe: its idempotency key makes it the same run."""
+        Sending one again is safe: its idempotency key makes it the same run, and a write without one
+        (a Slack command) is sent again only when the database refused it, so it was not recorded."""
         answers: dict[int, dict[str, Any]] = {}
         pending = batch
         for attempt in range(attempts):
@@ -218,7 +219,8 @@ class DeploymentStarter:
                 results = self._bulk_create(runbook_id, pending)
             answers.update((id(write), item) for write, item in zip(pending, results))
             pending = [write for write, item in zip(pending, results)
-                       if item.get("status") != "CREATED" and write.idempotency_key is not None]
+                       if item.get("status") != "CREATED"
+                       and (write.idempotency_key is not None or "database is locked" in str(item))]
             if not pending:
                 break
         return [answers[id(write)] for write in batch]
