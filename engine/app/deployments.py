@@ -30,11 +30,9 @@ from pydantic import BaseModel
 from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.errors import BrokerError, NotFoundError, UnreachableError
 from mq_runbooks.app.runs import RUNBOOK_TAG
+from mq_runbooks.app.workers import deployment_name
 from mq_runbooks.kit.lock import lock_tag
 
-
-def deployment_name(runbook_id: str, name: str) -> str:
-    return f"{runbook_id}/{name}"
 
 
 def alert_tag(occurrence_key: str) -> str:

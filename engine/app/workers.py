@@ -93,8 +93,8 @@ def run_configuration(settings: Settings) -> dict[str, str]:
     executor started again after its gate uses the starter's, not the answerer's: every RUNBOOK_*
     setting of this process but the secrets (tokens stay in each process's own environment), with
     file settings as absolute paths."""
-    kept = {key: value for key, value in os.environ.items()
-            if key.startswith("RUNBOOK_") and key not in _secret_names()}
+    secret = _secret_names()
+    kept = {key: value for key, value in os.environ.items() if key.startswith("RUNBOOK_") and key not in secret}
     for name, value in settings:
         if isinstance(value, Path):
             kept[f"RUNBOOK_{name.upper()}"] = str(value.resolve())
@@ -106,9 +106,9 @@ def spawn_executor(settings: Settings, run_id: str, configuration: dict[str, str
     someone else already executes is left alone), with the run's own `configuration` when it has one."""
     log_dir = Path((configuration or {}).get("RUNBOOK_SNAPSHOT_DIR") or settings.snapshot_dir).parent / "run-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    secret = _secret_names()
     env = {key: value for key, value in os.environ.items()
-           if not (configuration and key.startswith("RUNBOOK_") and key not in configuration
-                   and key not in _secret_names())}
+           if not (configuration and key.startswith("RUNBOOK_") and key not in configuration and key not in secret)}
     env.update(configuration or {})
     with open(log_dir / f"{run_id}.log", "ab") as out:
         subprocess.Popen(

@@ -108,10 +108,10 @@ class Run(Env):
 
     @property
     def applied_steps(self) -> dict[str, journal.Entry]:
-        """The steps this run has applied (read from its journal once, then kept up to date), by key."""
+        """The steps this run has applied (from the journal as this execution began, then kept up to
+        date), by key."""
         if self._applied is None:
-            self._applied = {e.data["step"]: e for e in journal.read(self.id)
-                             if e.kind == "action" and "step" in e.data}
+            self._applied = {e.data["step"]: e for e in self.prior if e.kind == "action" and "step" in e.data}
         return self._applied
 
     def step(self, key: str, apply: Callable[[], T], describe: Callable[[T], str] | str,

@@ -107,13 +107,16 @@ def renew(lease_id: UUID | str, seconds: float) -> bool:
     with get_client(sync_client=True) as client:
         try:
             client.renew_concurrency_lease(UUID(str(lease_id)), seconds)
-        except ObjectNotFound:
-            return False
-        except Exception as exc:  # the server answers 404/410 for a lease that is gone
-            if getattr(getattr(exc, "response", None), "status_code", None) in (404, 410):
+        except Exception as exc:
+            if _gone(exc):
                 return False
             raise
     return True
+
+
+def _gone(exc: Exception) -> bool:
+    """Whether the server answered that the lease no longer exists (404/410)."""
+    return isinstance(exc, ObjectNotFound) or getattr(getattr(exc, "response", None), "status_code", None) in (404, 410)
 
 
 def release(lease_id: UUID | str) -> None:
@@ -121,10 +124,8 @@ def release(lease_id: UUID | str) -> None:
     with get_client(sync_client=True) as client:
         try:
             client.release_concurrency_slots_with_lease(UUID(str(lease_id)))
-        except ObjectNotFound:
-            pass
         except Exception as exc:
-            if getattr(getattr(exc, "response", None), "status_code", None) not in (404, 410):
+            if not _gone(exc):
                 raise
 
 

@@ -9,11 +9,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 from mq_runbooks.integrations.kafka import KafkaClient
+from tests.engine.test_durable_runs import wait_for
 from tests.kafka_groups import group_at_end
 from tests.serve_harness import free_port
 
@@ -67,16 +67,6 @@ def status(env: dict[str, str], run_id: str) -> dict:
     return json.loads(shown.stdout)
 
 
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
-
-
 def groups_at_end(clusters, unique) -> list[tuple[str, str]]:
     return [group_at_end(clusters, unique, "pgw")[1:] for _ in range(RUNS)]
 
@@ -90,7 +80,8 @@ def test_two_workers_share_the_runs_and_one_survives_the_other(postgres_prefect,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         for name in workers:
-            wait_for(lambda: "executing runs" in (tmp_path / f"{name}.log").read_text(), 120, f"worker {name} started")
+            wait_for(lambda: "executing runs" in (tmp_path / f"{name}.log").read_text(), 120,
+                     f"worker {name} started", every=1)
         made = groups_at_end(clusters, unique)
         run_ids = []
         for topic, group in made:
@@ -100,7 +91,7 @@ def test_two_workers_share_the_runs_and_one_survives_the_other(postgres_prefect,
             import json
             run_ids.append(json.loads(started.stdout)["run_id"])
         for run_id in run_ids:
-            wait_for(lambda: status(env, run_id)["state"] == "Suspended", 180, f"run {run_id} at its gate")
+            wait_for(lambda: status(env, run_id)["state"] == "Suspended", 180, f"run {run_id} at its gate", every=1)
         logs = {name: (tmp_path / f"{name}.log").read_text() for name in workers}
         assert all(any(run_id in logs[name] for run_id in run_ids) for name in workers), \
             "each worker executed some of the runs"
@@ -111,7 +102,7 @@ def test_two_workers_share_the_runs_and_one_survives_the_other(postgres_prefect,
             answered = runbook(env, "approve", run_id, "--as", "bob")
             assert answered.returncode == 0, answered.stderr
         for run_id in run_ids:
-            wait_for(lambda: status(env, run_id)["state"] == "Completed", 240, f"run {run_id} completed")
+            wait_for(lambda: status(env, run_id)["state"] == "Completed", 240, f"run {run_id} completed", every=1)
         with KafkaClient(clusters.kafka_cluster("primary").client_config()) as kafka:
             for topic, group in made:
                 assert kafka.committed_offsets(group) == {(topic, 0): 0}
