@@ -99,8 +99,19 @@ def first_line_latency(serve: ServeProcess, group: str, started: list[str]) -> f
     raise SystemExit(f"probe run {run_id} wrote nothing within 120s")
 
 
-def executors() -> tuple[int, float]:
-    found = subprocess.run(["pgrep", "-f", "mq_runbooks.app.executor"], capture_output=True, text=True).stdout.split()
+def executors(serve_pid: int) -> tuple[int, float]:
+    """Processes executing runs started by this serve (children of its preloaded starter, a
+    multiprocessing forkserver, or executors with an interpreter of their own): count, total RSS."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    starters = {pid for pid, parent in parents.items() if parent == serve_pid and b"forkserver" in _cmdline(pid)}
+    found = {pid for pid, parent in parents.items()
+             if parent in starters or (parent == serve_pid and b"mq_runbooks.app.executor" in _cmdline(pid))}
     rss_kb = 0
     for pid in found:
         try:
@@ -108,6 +119,13 @@ def executors() -> tuple[int, float]:
         except (OSError, IndexError):
             pass
     return len(found), rss_kb / 1024
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def rss_mb(pid: int) -> float:
@@ -138,7 +156,7 @@ def main() -> None:
                 waiting_ids += [post(serve, group) for group in make_groups(config, topic, more)]
                 wait_all(waiting_ids, "Suspended", timeout=60 * 30)
                 print(f"{target} runs waiting ({more} new in {time.monotonic() - started:.0f}s)", flush=True)
-            count, executor_rss = executors()
+            count, executor_rss = executors(serve.process.pid)
             probe_groups = make_groups(config, topic, args.probes)
             latencies = [first_line_latency(serve, group, probe_ids) for group in probe_groups]
             rows.append({"waiting": target, "executor_processes": count, "executor_rss_mb": round(executor_rss, 1),

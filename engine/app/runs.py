@@ -107,6 +107,8 @@ def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested
             job_variables={"env": configuration} if configuration else None)
     if configuration is not None:
         workers.spawn_executor(settings, str(flow_run.id), configuration)
+    else:
+        workers.wake()
     return str(flow_run.id)
 
 
@@ -278,7 +280,10 @@ def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: boo
         })
     except Exception as exc:  # e.g. someone answered a moment earlier, or the pause timed out
         raise UsageError(f"run {run_id} could not be resumed: {exc}") from None
-    execute_if_local(settings, run_id)
+    if not execute_if_local(settings, run_id):
+        from mq_runbooks.app.workers import wake
+
+        wake()  # a worker of this process (serve's) executes it now rather than at its next poll
     return view
 
 

@@ -74,7 +74,7 @@ def build_services(settings: Settings, catalog: Catalog):
     from mq_runbooks.kit import journal
     from mq_runbooks.kit.postmortem_publish import write_postmortem
 
-    starter = deployments.DeploymentStarter(settings.deployment)
+    starter = _Waking(deployments.DeploymentStarter(settings.deployment))
     services = Services(
         settings=settings, catalog=catalog, start=starter, known=starter.known,
         find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=deployments.alert_tag,
@@ -84,6 +84,23 @@ def build_services(settings: Settings, catalog: Catalog):
     )
     services.metrics.watch_runs(recent_runs)
     return services
+
+
+class _Waking:
+    """A run starter after which this process's worker looks for runs at once (app/workers.py: wake)."""
+
+    def __init__(self, starter) -> None:
+        self._starter = starter
+
+    def __call__(self, *args, **kwargs):
+        from mq_runbooks.app.workers import wake
+
+        started = self._starter(*args, **kwargs)
+        wake()
+        return started
+
+    def __getattr__(self, name: str):
+        return getattr(self._starter, name)
 
 
 def _redraft_if_finished(run_id: str, write_postmortem) -> None:

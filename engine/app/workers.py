@@ -103,18 +103,26 @@ def run_configuration(settings: Settings) -> dict[str, str]:
 
 def spawn_executor(settings: Settings, run_id: str, configuration: dict[str, str] | None = None) -> None:
     """Execute a run in a detached process on this machine (it claims the run first, so a run
-    someone else already executes is left alone), with the run's own `configuration` when it has one."""
+    someone else already executes is left alone), with the run's own `configuration` when it has one:
+    forked from this process's preloaded starter when it has one (serve, a worker), else a new
+    interpreter (the CLI)."""
+    from mq_runbooks.app.starter import installed
+
     log_dir = Path((configuration or {}).get("RUNBOOK_SNAPSHOT_DIR") or settings.snapshot_dir).parent / "run-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     secret = _secret_names()
     env = {key: value for key, value in os.environ.items()
            if not (configuration and key.startswith("RUNBOOK_") and key not in configuration and key not in secret)}
     env.update(configuration or {})
+    env["PREFECT_API_URL"] = settings.prefect_api_url
+    starter = installed()
+    if starter is not None:
+        starter.start(str(run_id), env, claim=True, log_path=log_dir / f"{run_id}.log")
+        return
     with open(log_dir / f"{run_id}.log", "ab") as out:
         subprocess.Popen(
             [sys.executable, "-m", "mq_runbooks.app.executor", str(run_id)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env=dict(env, PREFECT_API_URL=settings.prefect_api_url),
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
         )
 
 
@@ -143,21 +151,44 @@ def worker_environment(settings: Settings) -> None:
 
 async def run_worker(settings: Settings, catalog: Catalog, limit: int | None, name: str | None = None,
                      register_deployments: bool = True, started=None) -> None:
-    """A Prefect process worker of the pool (registering the catalog's deployments first), until
-    cancelled. `started()` is called once it polls."""
+    """A Prefect process worker of the pool (registering the catalog's deployments first) executing
+    runs through this process's preloaded starter (app/starter.py), until cancelled. `started()` is
+    called once it polls; from then on `wake()` makes it look for runs at once."""
+    import asyncio
+    import threading
+
     import anyio
-    from prefect.workers.process import ProcessWorker
+
+    from mq_runbooks.app.preloaded_worker import PreloadedWorker
+    from mq_runbooks.app.starter import install
 
     worker_environment(settings)
+    threading.Thread(target=install, daemon=True, name="run-starter").start()  # beside the registration
     if register_deployments:
         await anyio.to_thread.run_sync(register, catalog, settings.deployment, settings.work_pool)
     else:
         await anyio.to_thread.run_sync(ensure_pool, settings.work_pool)
-    worker = ProcessWorker(work_pool_name=settings.work_pool, limit=limit, name=name,
-                           create_pool_if_not_found=False)
+    worker = PreloadedWorker(work_pool_name=settings.work_pool, limit=limit, name=name,
+                             create_pool_if_not_found=False)
+    loop = asyncio.get_running_loop()
+    waker = lambda: worker.wake(loop)  # noqa: E731
+    _wakers.append(waker)
     if started is not None:
         started()
-    await worker.start()
+    try:
+        await worker.start()
+    finally:
+        _wakers.remove(waker)
+
+
+def wake() -> None:
+    """Make this process's workers look for runs now rather than at their next poll (a no-op where
+    none runs, e.g. in the CLI): called when this process has just created or answered a run."""
+    for waker in list(_wakers):
+        waker()
+
+
+_wakers: list = []
 
 
 def claim(run_id: str) -> bool:

@@ -14,7 +14,7 @@
                               Slack and `runbook run` on workers (default: mq-runbooks)
     RUNBOOK_RUN_ON            where `runbook run` executes a run: local (a process on this machine, the
                               default) or workers (the work pool's workers, on any machine)
-    RUNBOOK_INJECT_FAULT      tests only: make a named step fail (apply-partial, verify)
+    RUNBOOK_INJECT_FAULT      tests only: make a named step fail (apply-partial, verify), or stall after one (stall-after:STEP[:SECONDS])
     RUNBOOK_PREFECT_API_URL   the Prefect server's API          (default: PREFECT_API_URL, else the stack's)
     RUNBOOK_SLACK_BOT_TOKEN, RUNBOOK_SLACK_SIGNING_SECRET, RUNBOOK_SLACK_API_URL, RUNBOOK_SLACK_CHANNEL
     RUNBOOK_ALERT_TOKEN       bearer token alert webhooks must send

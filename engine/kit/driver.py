@@ -141,8 +141,9 @@ class Run(Env):
         entry = journal.write(self.id, Action(step=key, summary=summary, data=data(result) if data else {}))
         self.applied_steps[key] = entry
         self.changed.append(summary)
-        if self.fault == f"stall-after:{key}":  # tests: a process that dies right after a change
-            time.sleep(3600)
+        stall = f"stall-after:{key}"  # tests: a process to kill (an hour), or to watch (`:SECONDS`), mid-run
+        if self.fault == stall or (self.fault or "").startswith(stall + ":"):
+            time.sleep(float(self.fault.removeprefix(stall).lstrip(":") or 3600))
         return result
 
 

@@ -16,6 +16,7 @@ from mq_runbooks.base.settings import Settings
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit import journal
 from tests.kafka_groups import group_at_end
+from tests.run_processes import executors_of
 
 
 def applying_replay_run(clusters, unique, prefix: str, monkeypatch) -> tuple[str, dict, str, str]:
@@ -41,9 +42,9 @@ def applying_replay_run(clusters, unique, prefix: str, monkeypatch) -> tuple[str
 
 
 def kill_executor(run_id: str, sig: int) -> None:
-    executor = subprocess.run(["pgrep", "-f", f"mq_runbooks.app.executor {run_id}"], capture_output=True, text=True)
-    assert executor.stdout.split(), "the run's executor process was not found"
-    for pid in executor.stdout.split():
+    pids = executors_of(run_id)
+    assert pids, "the run's executor process was not found"
+    for pid in pids:
         os.kill(int(pid), sig)
 
 

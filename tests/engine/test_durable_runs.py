@@ -22,6 +22,7 @@ from mq_runbooks.kit import journal, lock
 from mq_runbooks.kit.postmortem_store import find_by_run
 from tests.engine.test_serve_alerts import alertmanager_payload
 from tests.kafka_groups import group_at_end
+from tests.run_processes import executors_of
 from tests.serve_harness import ALERT_TOKEN, ServeProcess, serve_environment
 
 RUNBOOK = str(Path(sys.executable).parent / "runbook")
@@ -35,12 +36,6 @@ def wait_for(condition, timeout: float, what: str, every: float = 0.5):
             return value
         time.sleep(every)
     raise AssertionError(f"{what}: not within {timeout:.0f}s")
-
-
-def executors_of(run_id: str) -> list[str]:
-    found = subprocess.run(["pgrep", "-f", f"mq_runbooks.app.executor.*{run_id}|PREFECT__FLOW_RUN_ID={run_id}"],
-                           capture_output=True, text=True)
-    return found.stdout.split()
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -1,0 +1,16 @@
+"""What the preloaded run starter (app/starter.py) imports once, before it forks any run: Prefect's
+flow engine and client, the executor, and the flows of the catalog this process is configured with.
+A catalog that does not load here is loaded (and its error reported) by each run instead."""
+import prefect  # noqa: F401
+import prefect.flow_engine  # noqa: F401
+from prefect.client.orchestration import get_client  # noqa: F401
+
+from mq_runbooks.app import executor  # noqa: F401
+from mq_runbooks.base.catalog import load_catalog_report
+from mq_runbooks.base.settings import Settings
+
+try:
+    _settings = Settings.from_environ()
+    load_catalog_report(_settings.catalog, _settings.team_catalog)
+except Exception:  # noqa: BLE001  (never stop the starter: the run reports its own error)
+    pass

@@ -1,0 +1,65 @@
+"""The preloaded run starter on the real stack (app/starter.py): serve's worker forks each run from a
+process that has imported Prefect and the flows already, the forked process is named after its run,
+and a run that is acting goes on to its end when serve is killed."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from mq_runbooks.app import runs
+from mq_runbooks.app.starter import process_name
+from mq_runbooks.integrations.kafka import KafkaClient
+from mq_runbooks.kit import journal
+from tests.engine.test_durable_runs import cli, suspended, wait_for
+from tests.engine.test_serve_alerts import alertmanager_payload
+from tests.kafka_groups import group_at_end
+from tests.serve_harness import ALERT_TOKEN, ServeProcess, serve_environment
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def forked_process_of(run_id: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-x", process_name(run_id)], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_serve_forks_runs_from_its_starter_and_an_acting_run_outlives_serve(clusters, unique, tmp_path):
+    env = serve_environment(tmp_path)
+    env["RUNBOOK_INJECT_FAULT"] = "stall-after:alter-offsets:20"  # a run acting long enough to be watched
+    serve = ServeProcess(tmp_path, env)
+    try:
+        config, topic, group = group_at_end(clusters, unique, "starter")
+        answer = httpx.post(f"{serve.url}/alerts/alertmanager", json=alertmanager_payload(group, unique("fp")),
+                            headers={"Authorization": f"Bearer {ALERT_TOKEN}"}, timeout=30)
+        assert answer.status_code == 202, answer.text
+        run_id = answer.json()["started"][0]["run_id"]
+        wait_for(lambda: suspended(run_id), 120, "the alert's run suspended at its gate")
+        assert not forked_process_of(run_id), "a run waiting at its gate holds no process"
+
+        answered = cli("approve", run_id, "--as", "bob", env=env)
+        assert answered.returncode == 0, answered.stderr
+        wait_for(lambda: journal.last(runs.read_run(run_id).entries, "action"), 120, "the approved run acted")
+        (pid,) = wait_for(lambda: forked_process_of(run_id), 10, "the process executing the run, named after it")
+        starter = parent_of(pid)
+        assert parent_of(starter) == serve.process.pid, "forked by serve's starter, a child of serve"
+        assert b"forkserver" in Path(f"/proc/{starter}/cmdline").read_bytes()
+        assert b"mq_runbooks.app.executor" not in Path(f"/proc/{pid}/cmdline").read_bytes(), \
+            "no interpreter of its own"
+        assert os.getsid(pid) == pid, "in a session of its own"
+
+        os.killpg(serve.process.pid, signal.SIGKILL)  # serve and its starter, as a crash of the machine's service
+        serve.process.wait(timeout=30)
+        view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, 120, "the acting run finished")
+        assert view.succeeded, (view.state, view.message, view.entries[-3:])
+        assert [e.kind for e in view.entries].count("action") == 1
+        with KafkaClient(config) as kafka:
+            assert kafka.committed_offsets(group) == {(topic, 0): 0}
+        wait_for(lambda: not forked_process_of(run_id), 30, "the run's process exited once it finished")
+    finally:
+        serve.stop()
