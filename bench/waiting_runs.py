@@ -6,10 +6,14 @@ planning a real change) and the bench waits until all N are suspended at their g
 measures, with those N waiting:
   - processes: executor processes alive (a waiting run should hold none) and their total RSS;
     serve's own RSS;
-  - start latency of a new alert's run: POST -> the run's first journal line (median of --probes).
+  - start latency of a new alert's run: POST -> the run's first journal line (median of --probes);
+  - approval latency: once those probe runs wait at their gates, each is approved (the API call
+    `runbook approve` makes) and the time until its change is applied (the journal's action entry)
+    is measured, one after the other;
+  - the reference, in the same round: a fresh `python -c "import prefect"` (median of 3).
 At the end all waiting runs are approved and must all complete (their offsets moved).
 
-    .venv/bin/python bench/waiting_runs.py --waiting 0 50 200 --probes 5
+    .venv/bin/python bench/waiting_runs.py --waiting 0 50 200 --probes 10
 
 Results are appended to bench/results/waiting_runs.md.
 """
@@ -99,6 +103,32 @@ def first_line_latency(serve: ServeProcess, group: str, started: list[str]) -> f
     raise SystemExit(f"probe run {run_id} wrote nothing within 120s")
 
 
+def approval_latency(settings, catalog, run_id: str) -> float:
+    from mq_runbooks.app import runs
+    from mq_runbooks.kit import journal
+
+    runs.answer_gate(settings, catalog, run_id, True, "bob", "bench")
+    answered = dt.datetime.now(dt.timezone.utc)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        action = journal.last(journal.read(run_id), "action")
+        if action is not None:
+            return (action.at - answered).total_seconds()
+        time.sleep(0.05)
+    raise SystemExit(f"approved run {run_id} applied nothing within 120s")
+
+
+def import_prefect_s() -> float:
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import prefect"], check=True)
+    return time.monotonic() - started
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
 def executors(serve_pid: int) -> tuple[int, float]:
     """Processes executing runs started by this serve (children of its preloaded starter, a
     multiprocessing forkserver, or executors with an interpreter of their own): count, total RSS."""
@@ -135,7 +165,7 @@ def rss_mb(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--waiting", type=int, nargs="+", default=[0, 50, 200])
-    parser.add_argument("--probes", type=int, default=5)
+    parser.add_argument("--probes", type=int, default=10)
     parser.add_argument("--limit", type=int, default=10, help="serve --limit (runs executing at once)")
     args = parser.parse_args()
     from mq_runbooks.base.settings import Settings
@@ -147,7 +177,11 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-wait-"))
     env = serve_environment(workdir, timeout="2h")
     serve = ServeProcess(workdir, env)
-    rows, waiting_ids, probe_ids = [], [], []  # the probes wait at their gates too, not counted as waiting
+    from mq_runbooks.base.catalog import load_catalog
+
+    settings = Settings.from_environ()
+    catalog = load_catalog(Path(env["RUNBOOK_CATALOG"]))
+    rows, waiting_ids, approved_ids = [], [], []
     try:
         for target in sorted(args.waiting):
             more = target - len(waiting_ids)
@@ -157,38 +191,46 @@ def main() -> None:
                 wait_all(waiting_ids, "Suspended", timeout=60 * 30)
                 print(f"{target} runs waiting ({more} new in {time.monotonic() - started:.0f}s)", flush=True)
             count, executor_rss = executors(serve.process.pid)
-            probe_groups = make_groups(config, topic, args.probes)
-            latencies = [first_line_latency(serve, group, probe_ids) for group in probe_groups]
+            reference = statistics.median(import_prefect_s() for _ in range(3))
+            probe_ids: list[str] = []
+            latencies = [first_line_latency(serve, group, probe_ids) for group in make_groups(config, topic, args.probes)]
+            wait_all(probe_ids, "Suspended", timeout=60 * 10)
+            approvals = [approval_latency(settings, catalog, run_id) for run_id in probe_ids]
+            approved_ids += probe_ids
             rows.append({"waiting": target, "executor_processes": count, "executor_rss_mb": round(executor_rss, 1),
                          "serve_rss_mb": round(rss_mb(serve.process.pid), 1),
+                         "import_prefect_s": round(reference, 2),
                          "start_p50_s": round(statistics.median(latencies), 2),
-                         "start_max_s": round(max(latencies), 2)})
+                         "start_max_s": round(max(latencies), 2),
+                         "approval_p50_s": round(statistics.median(approvals), 2),
+                         "approval_p90_s": round(percentile(approvals, 0.9), 2),
+                         "approval_max_s": round(max(approvals), 2)})
             print(json.dumps(rows[-1]), flush=True)
         started = time.monotonic()
         from mq_runbooks.app import runs
-        from mq_runbooks.base.catalog import load_catalog
 
-        settings = Settings.from_environ()
-        catalog = load_catalog(Path(env["RUNBOOK_CATALOG"]))
-        wait_all(probe_ids, "Suspended", timeout=60 * 10)
-        for run_id in waiting_ids + probe_ids:
+        for run_id in waiting_ids:
             runs.answer_gate(settings, catalog, run_id, True, "bob", "bench")
-        wait_all(waiting_ids + probe_ids, "Completed", timeout=60 * 60)
+        wait_all(waiting_ids + approved_ids, "Completed", timeout=60 * 60)
         approve_all_s = time.monotonic() - started
     finally:
         serve.stop()
-    write_results(rows, len(waiting_ids) + len(probe_ids), approve_all_s, args.limit)
+    write_results(rows, len(waiting_ids), len(approved_ids), approve_all_s, args.limit)
 
 
-def write_results(rows: list[dict], approved: int, approve_all_s: float, limit: int) -> None:
+def write_results(rows: list[dict], waited: int, probes: int, approve_all_s: float, limit: int) -> None:
     load = Path("/proc/loadavg").read_text().split()[:3]
     lines = [f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC (load {' '.join(load)}; serve --limit {limit})\n",
-             "| runs waiting | executor processes | their RSS | serve RSS | new alert -> first line p50 | max |",
-             "|---|---|---|---|---|---|"]
+             "| runs waiting | executor processes (RSS) | serve RSS | fresh `import prefect` | new alert -> first line p50 (max) "
+             "| ratio to the import | approval -> change applied p50 / p90 / max |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['waiting']} | {row['executor_processes']} | {row['executor_rss_mb']} MB | "
-                     f"{row['serve_rss_mb']} MB | {row['start_p50_s']} s | {row['start_max_s']} s |")
-    lines.append(f"\nAll {approved} waiting runs approved, then all Completed in {approve_all_s:.0f} s.\n")
+        lines.append(f"| {row['waiting']} | {row['executor_processes']} ({row['executor_rss_mb']} MB) | "
+                     f"{row['serve_rss_mb']} MB | {row['import_prefect_s']} s | {row['start_p50_s']} s ({row['start_max_s']} s) | "
+                     f"{row['start_p50_s'] / row['import_prefect_s']:.2f}x | "
+                     f"{row['approval_p50_s']} / {row['approval_p90_s']} / {row['approval_max_s']} s |")
+    lines.append(f"\nThe {waited} waiting runs approved together, then all of them and the {probes} probes "
+                 f"Completed within {approve_all_s:.0f} s.\n")
     results = REPO / "bench" / "results" / "waiting_runs.md"
     if not results.exists():
         results.write_text("# Runs waiting at their gates (bench/waiting_runs.py)\n")

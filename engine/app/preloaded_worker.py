@@ -2,8 +2,10 @@
 (app/starter.py) when the pool's command is ours (app/workers.py: EXECUTOR_COMMAND); a pool whose
 command was changed by hand keeps Prefect's way (a new interpreter per run).
 
-`wake()` makes it look for runs at once instead of at its next poll: serve calls it when it has just
-created or resumed a run.
+It looks for runs at once rather than at its next poll (PREFECT_WORKER_QUERY_SECONDS, 1 s here)
+when a run of its pool is answered anywhere (the Prefect server's `prefect.flow-run.Resuming` event:
+`runbook approve`, Slack on any replica, the Prefect UI), and when this process has just created or
+answered one (`wake()`). Looks asked for while one is under way are coalesced into one more.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import logging
 import tempfile
 
 import anyio
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.flows import load_flow_from_flow_run
 from prefect.runner._flow_run_executor import FlowRunExecutorContext
 from prefect.runner._process_manager import ProcessHandle
@@ -22,6 +26,7 @@ from mq_runbooks.app.starter import install
 from mq_runbooks.app.workers import EXECUTOR_COMMAND
 
 log = logging.getLogger("runbook.worker")
+RUN_EVENTS = ["prefect.flow-run.Resuming", "prefect.flow-run.Scheduled"]
 
 
 class ForkStarter:
@@ -49,6 +54,50 @@ class ForkStarter:
 
 
 class PreloadedWorker(ProcessWorker):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wanted = asyncio.Event()
+
+    async def start(self, *args, **kwargs) -> None:
+        self._loop = asyncio.get_running_loop()
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._look_when_wanted)
+            group.start_soon(self._listen_for_runs)
+            try:
+                await super().start(*args, **kwargs)
+            finally:
+                group.cancel_scope.cancel()
+
+    def wake(self) -> None:
+        """Look for runs to execute now (from any thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wanted.set)
+
+    async def _look_when_wanted(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            try:
+                await self.get_and_submit_flow_runs()
+            except Exception as exc:  # noqa: BLE001  (the poll looks again within a second)
+                log.warning("looking for runs to execute failed: %s: %s", type(exc).__name__, exc)
+
+    async def _listen_for_runs(self) -> None:
+        """Wake on the server's events of runs of this pool becoming due (answered, or scheduled)."""
+        wanted = EventFilter(event=EventNameFilter(name=RUN_EVENTS))
+        while True:
+            try:
+                async with get_events_subscriber(filter=wanted) as events:
+                    async for event in events:
+                        if any(related.role == "work-pool" and related.name == self._work_pool_name
+                               for related in event.related):
+                            self._wanted.set()
+            except Exception as exc:  # noqa: BLE001  (polling goes on meanwhile)
+                log.warning("listening for answered runs failed (%s: %s); polling only, trying again in 30 s",
+                            type(exc).__name__, exc)
+            await anyio.sleep(30)
+
     async def run(self, flow_run, configuration, task_status=None):
         if configuration.command != EXECUTOR_COMMAND:
             return await super().run(flow_run, configuration, task_status)
@@ -71,12 +120,3 @@ class PreloadedWorker(ProcessWorker):
         if execution is None or execution.status_code is None:
             raise RuntimeError(f"the run {flow_run.id} did not start")
         return ProcessWorkerResult(status_code=execution.status_code, identifier=str(execution.handle.pid))
-
-    def wake(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Look for runs to execute now (thread-safe; `loop` is the worker's)."""
-        asyncio.run_coroutine_threadsafe(self.get_and_submit_flow_runs(), loop).add_done_callback(_log_failure)
-
-
-def _log_failure(future) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("looking for runs to execute failed: %s", future.exception())

@@ -154,7 +154,6 @@ async def run_worker(settings: Settings, catalog: Catalog, limit: int | None, na
     """A Prefect process worker of the pool (registering the catalog's deployments first) executing
     runs through this process's preloaded starter (app/starter.py), until cancelled. `started()` is
     called once it polls; from then on `wake()` makes it look for runs at once."""
-    import asyncio
     import threading
 
     import anyio
@@ -170,15 +169,13 @@ async def run_worker(settings: Settings, catalog: Catalog, limit: int | None, na
         await anyio.to_thread.run_sync(ensure_pool, settings.work_pool)
     worker = PreloadedWorker(work_pool_name=settings.work_pool, limit=limit, name=name,
                              create_pool_if_not_found=False)
-    loop = asyncio.get_running_loop()
-    waker = lambda: worker.wake(loop)  # noqa: E731
-    _wakers.append(waker)
+    _wakers.append(worker.wake)
     if started is not None:
         started()
     try:
         await worker.start()
     finally:
-        _wakers.remove(waker)
+        _wakers.remove(worker.wake)
 
 
 def wake() -> None:
