@@ -10,6 +10,7 @@ answered one (`wake()`). Looks asked for while one is under way are coalesced in
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import tempfile
 
@@ -47,7 +48,9 @@ class ForkStarter:
         except RuntimeError:  # no control channel: cancelling kills the process instead
             pass
         starter = await anyio.to_thread.run_sync(install)
-        process = starter.start(str(flow_run.id), env, claim=False, cwd=self._cwd)
+        # In a thread: a forkserver that died is started again there (its imports take seconds).
+        process = await anyio.to_thread.run_sync(
+            functools.partial(starter.start, str(flow_run.id), env, claim=False, cwd=self._cwd))
         task_status.started(ProcessHandle(process))
         while process.exitcode is None:
             await anyio.sleep(0.2)

@@ -1,6 +1,6 @@
 """The preloaded run starter on the real stack (app/starter.py): serve's worker forks each run from a
 process that has imported Prefect and the flows already, the forked process is named after its run,
-and a run that is acting goes on to its end when serve is killed."""
+and a run that is acting goes on to its end when serve is killed or stopped."""
 from __future__ import annotations
 
 import os
@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from mq_runbooks.app import runs
 from mq_runbooks.app.starter import process_name
@@ -29,7 +30,8 @@ def forked_process_of(run_id: str) -> list[int]:
     return [int(pid) for pid in found.stdout.split()]
 
 
-def test_serve_forks_runs_from_its_starter_and_an_acting_run_outlives_serve(clusters, unique, tmp_path):
+@pytest.mark.parametrize("stop", ["SIGKILL of serve's process group", "SIGTERM to serve's main process"])
+def test_serve_forks_runs_from_its_starter_and_an_acting_run_outlives_serve(clusters, unique, tmp_path, stop):
     env = serve_environment(tmp_path)
     env["RUNBOOK_INJECT_FAULT"] = "stall-after:alter-offsets:20"  # a run acting long enough to be watched
     serve = ServeProcess(tmp_path, env)
@@ -40,7 +42,7 @@ def test_serve_forks_runs_from_its_starter_and_an_acting_run_outlives_serve(clus
         assert answer.status_code == 202, answer.text
         run_id = answer.json()["started"][0]["run_id"]
         wait_for(lambda: suspended(run_id), 120, "the alert's run suspended at its gate")
-        assert not forked_process_of(run_id), "a run waiting at its gate holds no process"
+        wait_for(lambda: not forked_process_of(run_id), 20, "the run's process left once it suspended")
 
         answered = cli("approve", run_id, "--as", "bob", env=env)
         assert answered.returncode == 0, answered.stderr
@@ -53,7 +55,10 @@ def test_serve_forks_runs_from_its_starter_and_an_acting_run_outlives_serve(clus
             "no interpreter of its own"
         assert os.getsid(pid) == pid, "in a session of its own"
 
-        os.killpg(serve.process.pid, signal.SIGKILL)  # serve and its starter, as a crash of the machine's service
+        if stop.startswith("SIGKILL"):
+            os.killpg(serve.process.pid, signal.SIGKILL)  # serve and its starter: a crash of the service
+        else:
+            serve.process.send_signal(signal.SIGTERM)  # a routine stop (a deploy)
         serve.process.wait(timeout=30)
         view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, 120, "the acting run finished")
         assert view.succeeded, (view.state, view.message, view.entries[-3:])
