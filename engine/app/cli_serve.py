@@ -18,7 +18,8 @@ from mq_runbooks.app.cli import Context, cli, pass_context
 @pass_context
 def serve(context: Context, host: str, port: int, no_runner: bool, limit: int, slack_socket_mode: bool) -> None:
     """Serve the HTTP endpoints and execute the runs that alerts and Slack start (a worker of the
-    work pool RUNBOOK_WORK_POOL, unless --no-runner).
+    work pool RUNBOOK_WORK_POOL, unless --no-runner; its runs are forked from a process that imported
+    Prefect and the flows once, named rb-<run id> in ps).
 
     Endpoints: POST /alerts/alertmanager and /alerts/grafana (bearer RUNBOOK_ALERT_TOKEN),
     POST /slack/commands and /slack/interactions (Slack signature), GET /healthz, GET /metrics,
@@ -43,7 +44,9 @@ def worker(context: Context, limit: int, name: str | None) -> None:
     Run one on every machine that reaches the brokers, with the same clusters.yaml, teams.yaml and
     RUNBOOK_* settings as `runbook serve`. It registers the catalog's deployments in the pool first.
     A run waiting at its gate holds no process: stopping a worker leaves it waiting, and any worker
-    executes it once it is answered.
+    executes it once it is answered. Runs are forked from a process that imported Prefect and the
+    catalog's flows once (named rb-<run id> in ps); restart the worker to put a changed runbook in
+    service. A run that is acting when the worker stops goes on to its end.
     """
     import asyncio
 

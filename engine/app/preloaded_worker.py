@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import signal
 import tempfile
 
 import anyio
@@ -28,6 +30,41 @@ from mq_runbooks.app.workers import EXECUTOR_COMMAND
 
 log = logging.getLogger("runbook.worker")
 RUN_EVENTS = ["prefect.flow-run.Resuming", "prefect.flow-run.Scheduled"]
+
+
+class LeftToFinish:
+    """How the worker stops a run's process: as Prefect does when the run is cancelled (SIGTERM, then
+    SIGKILL), but not once the worker itself stops. Then the run goes on to its end: its process is in
+    a session of its own and reports its own states (killing a run mid-change is the worst outcome)."""
+
+    def __init__(self) -> None:
+        self.detached = False
+
+    @property
+    def wait_after_graceful_kill(self) -> bool:
+        return not self.detached
+
+    def is_alive(self, pid: int) -> bool:
+        if self.detached:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def graceful_kill(self, pid: int) -> None:
+        if not self.detached:
+            os.kill(pid, signal.SIGTERM)
+
+    def hard_kill(self, pid: int) -> None:
+        if not self.detached:
+            os.kill(pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        pass
 
 
 class ForkStarter:
@@ -51,9 +88,15 @@ class ForkStarter:
         # In a thread: a forkserver that died is started again there (its imports take seconds).
         process = await anyio.to_thread.run_sync(
             functools.partial(starter.start, str(flow_run.id), env, claim=False, cwd=self._cwd))
-        task_status.started(ProcessHandle(process))
-        while process.exitcode is None:
-            await anyio.sleep(0.2)
+        scope = LeftToFinish()
+        task_status.started(ProcessHandle(process, termination_scope=scope))
+        try:
+            while process.exitcode is None:
+                await anyio.sleep(0.2)
+        except anyio.get_cancelled_exc_class():  # the worker stops (a cancelled run's process is killed instead)
+            scope.detached = True
+            log.info("run %s goes on to its end in its own process (pid %s)", flow_run.id, process.pid)
+            raise
 
 
 class PreloadedWorker(ProcessWorker):

@@ -1,11 +1,12 @@
 """The preloaded run starter on the real stack (app/starter.py): serve's worker forks each run from a
 process that has imported Prefect and the flows already, the forked process is named after its run,
-and a run that is acting goes on to its end when serve is killed or stopped."""
+and a run that is acting goes on to its end when serve, or a worker, is killed or stopped."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -30,12 +31,22 @@ def forked_process_of(run_id: str) -> list[int]:
     return [int(pid) for pid in found.stdout.split()]
 
 
-@pytest.mark.parametrize("stop", ["SIGKILL of serve's process group", "SIGTERM to serve's main process"])
-def test_serve_forks_runs_from_its_starter_and_an_acting_run_outlives_serve(clusters, unique, tmp_path, stop):
+@pytest.mark.parametrize("stop", ["SIGKILL of serve's process group", "SIGTERM to serve's main process",
+                                  "Ctrl-C of a runbook worker"])
+def test_runs_are_forked_from_the_starter_and_an_acting_run_outlives_what_started_it(clusters, unique, tmp_path,
+                                                                                      stop):
     env = serve_environment(tmp_path)
     env["RUNBOOK_INJECT_FAULT"] = "stall-after:alter-offsets:20"  # a run acting long enough to be watched
-    serve = ServeProcess(tmp_path, env)
+    on_worker = "worker" in stop
+    serve = ServeProcess(tmp_path, env, runner=not on_worker)
+    executing = serve.process
+    if on_worker:
+        executing = subprocess.Popen([str(Path(sys.executable).parent / "runbook"), "worker", "--limit", "2"],
+                                     stdout=open(tmp_path / "worker.log", "wb"), stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
     try:
+        if on_worker:  # it registers the deployments the alert's run belongs to
+            wait_for(lambda: b"executing runs" in (tmp_path / "worker.log").read_bytes(), 120, "the worker started")
         config, topic, group = group_at_end(clusters, unique, "starter")
         answer = httpx.post(f"{serve.url}/alerts/alertmanager", json=alertmanager_payload(group, unique("fp")),
                             headers={"Authorization": f"Bearer {ALERT_TOKEN}"}, timeout=30)
@@ -49,17 +60,19 @@ def test_serve_forks_runs_from_its_starter_and_an_acting_run_outlives_serve(clus
         wait_for(lambda: journal.last(runs.read_run(run_id).entries, "action"), 120, "the approved run acted")
         (pid,) = wait_for(lambda: forked_process_of(run_id), 10, "the process executing the run, named after it")
         starter = parent_of(pid)
-        assert parent_of(starter) == serve.process.pid, "forked by serve's starter, a child of serve"
+        assert parent_of(starter) == executing.pid, "forked by the starter of the process executing runs"
         assert b"forkserver" in Path(f"/proc/{starter}/cmdline").read_bytes()
         assert b"mq_runbooks.app.executor" not in Path(f"/proc/{pid}/cmdline").read_bytes(), \
             "no interpreter of its own"
         assert os.getsid(pid) == pid, "in a session of its own"
 
         if stop.startswith("SIGKILL"):
-            os.killpg(serve.process.pid, signal.SIGKILL)  # serve and its starter: a crash of the service
+            os.killpg(executing.pid, signal.SIGKILL)  # serve and its starter: a crash of the service
+        elif stop.startswith("SIGTERM"):
+            executing.send_signal(signal.SIGTERM)  # a routine stop (a deploy)
         else:
-            serve.process.send_signal(signal.SIGTERM)  # a routine stop (a deploy)
-        serve.process.wait(timeout=30)
+            executing.send_signal(signal.SIGINT)  # the worker stops its poll and leaves the run be
+        executing.wait(timeout=60)
         view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, 120, "the acting run finished")
         assert view.succeeded, (view.state, view.message, view.entries[-3:])
         assert [e.kind for e in view.entries].count("action") == 1
@@ -67,6 +80,8 @@ def test_serve_forks_runs_from_its_starter_and_an_acting_run_outlives_serve(clus
             assert kafka.committed_offsets(group) == {(topic, 0): 0}
         wait_for(lambda: not forked_process_of(run_id), 30, "the run's process exited once it finished")
     finally:
+        if executing is not serve.process and executing.poll() is None:
+            executing.kill()
         serve.stop()
 
 
