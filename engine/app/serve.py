@@ -27,7 +27,7 @@ from mq_runbooks.base.errors import UnreachableError, UsageError
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.app.runs import execute_if_local
 from mq_runbooks.kit.crashes import (
-    conclude_crashed, conclude_expired, ensure_zombie_automation, recent_crashed, recent_expired,
+    conclude_crashed, conclude_expired, ensure_zombie_automation, never_started, recent_crashed, recent_expired,
 )
 
 log = logging.getLogger("runbook.serve")
@@ -132,10 +132,13 @@ def _sweep(settings: Settings, forget, every_s: float = 30.0) -> None:
         time.sleep(every_s)
         try:
             crashed = {run_id: message for run_id, message in recent_crashed().items() if run_id not in checked}
-            forget(set(crashed))
-            for run_id in conclude_crashed(crashed):
+            concluded = conclude_crashed(crashed)
+            for run_id in concluded:
                 log.warning("run %s crashed: its outcome and postmortem draft are written", run_id)
-            checked |= crashed.keys()
+            # A run made due again (it never started) goes on for its alert: not forgotten, looked at again.
+            done = {run_id for run_id, message in crashed.items() if run_id in concluded or not never_started(message)}
+            forget(done)
+            checked |= done
             for run_id in recent_expired():
                 _each(run_id, "concluding a timed-out gate", conclude_expired)  # says so in one INFO line
             for run_id in resumed_locally(older_than_s=5.0):

@@ -8,6 +8,9 @@
   crashed run what a run that ends normally has: its outcome in the journal (`crashed`, with the steps
   it had applied), its postmortem draft (with the restore command of its snapshot), and the Slack
   thread's last line (through the journal's listeners). Its lock's lease is released at once.
+- A run of a work pool that crashed before its process started (the worker could not submit it: the
+  Prefect server answered 503 for a moment) is made due again, up to RESUBMIT_AT_MOST times, rather
+  than concluded: nothing of it ran, so the alert that started it is not lost.
 - A run suspended at its gate has no process to notice its deadline: the Prefect server fails it
   ("never resumed"), and `conclude_expired()` (the same sweepers) records it as timed out, releases
   its lock, names its state TimedOut, tells Slack and drafts its postmortem.
@@ -25,6 +28,9 @@ HEARTBEAT_S = 30  # Prefect's minimum
 ZOMBIE_AFTER_S = 120  # four missed heartbeats: a loaded server may deliver one late
 AUTOMATION_NAME = "mq-runbooks: crash runs that stopped their heartbeats"
 RUN_TAG = "mq-runbooks"
+# How Prefect's worker and executor report a run whose process never started.
+NEVER_STARTED = ("Failed to submit flow run to infrastructure", "Flow run could not start")
+RESUBMIT_AT_MOST = 3
 
 
 def ensure_zombie_automation() -> bool:
@@ -90,11 +96,38 @@ def restore_if_suspended(run_id: str) -> bool:
     return True
 
 
+def never_started(message: str) -> bool:
+    """Whether a crash's message says the run's process never started."""
+    return message.startswith(NEVER_STARTED)
+
+
+def resubmit_if_never_started(run_id: str, message: str) -> bool:
+    """Make a run of a work pool due again when it crashed before its process started (at most
+    RESUBMIT_AT_MOST crashes; with the name of the Scheduled state it had, e.g. Resuming after its
+    gate was answered). True if it was one."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    if not never_started(message):
+        return False
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(UUID(str(run_id)))
+        history = sorted(client.read_flow_run_states(UUID(str(run_id))), key=lambda state: state.timestamp)
+        if not flow_run.work_pool_name or sum(state.is_crashed() for state in history) > RESUBMIT_AT_MOST:
+            return False
+        due = next((state.name for state in reversed(history) if state.is_scheduled()), "Scheduled")
+        client.set_flow_run_state(UUID(str(run_id)), Scheduled(name=due, message=f"due again: {message}"), force=True)
+    logging.getLogger("runbook.crashes").warning("run %s never started (%s): it is due again", run_id, message)
+    return True
+
+
 def conclude(run_id: str, message: str) -> bool:
     """Record the outcome of one crashed run (once) and draft its postmortem; True if it was concluded now."""
     from mq_runbooks.kit.steps import publish_postmortem
 
-    if restore_if_suspended(run_id):
+    if restore_if_suspended(run_id) or resubmit_if_never_started(run_id, message):
         return False
     entries = journal.read(run_id)
     if journal.last(entries, "outcome") is not None:

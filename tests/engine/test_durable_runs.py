@@ -216,3 +216,61 @@ def test_a_crash_given_to_a_run_waiting_at_its_gate_is_undone(clusters, unique, 
     assert view.succeeded, (view.state, view.message)
     with KafkaClient(config) as kafka:
         assert kafka.committed_offsets(group) == {(topic, 0): 0}
+
+
+def test_a_run_that_crashed_before_its_process_started_is_due_again(clusters, unique, tmp_path):
+    """The worker could not submit a run (the Prefect server answered 503 while it labelled it): the
+    run is made due again rather than concluded, up to three crashes, so the alert is not lost."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    from mq_runbooks.app.workers import register
+    from mq_runbooks.kit.crashes import RESUBMIT_AT_MOST, conclude_crashed
+
+    env = serve_environment(tmp_path)
+    register(load_catalog(Path(env["RUNBOOK_CATALOG"])), env["RUNBOOK_DEPLOYMENT"], env["RUNBOOK_WORK_POOL"])
+    serve = ServeProcess(tmp_path, env, runner=False)  # nobody executes the runs yet
+    worker = None
+    message = ("Failed to submit flow run to infrastructure: PrefectHTTPStatusError: Server error "
+               "'503 Service Unavailable' for url 'http://127.0.0.1:4200/api/flow_runs/.../labels'")
+    try:
+        started = {}
+        for name in ("again", "limit"):
+            config, topic, group = group_at_end(clusters, unique, name)
+            answer = httpx.post(f"{serve.url}/alerts/alertmanager", json=alertmanager_payload(group, unique("fp")),
+                                headers={"Authorization": f"Bearer {ALERT_TOKEN}"}, timeout=30)
+            assert answer.status_code == 202, answer.text
+            started[name] = (answer.json()["started"][0]["run_id"], config, topic, group)
+
+        def crash(run_id: str) -> None:  # what the worker reports
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
+
+        limited = started["limit"][0]
+        for _ in range(RESUBMIT_AT_MOST):
+            crash(limited)
+            assert conclude_crashed({limited: message}) == [], "made due again, not concluded"
+            assert runs.read_run(limited).state_type == "SCHEDULED" and not runs.read_run(limited).entries
+        crash(limited)
+        assert conclude_crashed({limited: message}) == [limited], "concluded after its last crash"
+        outcome = journal.last(runs.read_run(limited).entries, "outcome")
+        assert outcome.data["outcome"] == "crashed" and "before changing anything" in outcome.summary
+
+        run_id, config, topic, group = started["again"]
+        crash(run_id)
+        assert conclude_crashed({run_id: message}) == []
+        worker = subprocess.Popen([RUNBOOK, "worker", "--limit", "2"], stdout=open(tmp_path / "worker.log", "wb"),
+                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        wait_for(lambda: suspended(run_id), 120, "the run due again executed by the worker, now at its gate")
+        assert cli("approve", run_id, "--as", "bob", env=env).returncode == 0
+        view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, 120, "the approved run finished")
+        assert view.succeeded, (view.state, view.message, view.entries[-3:])
+        assert [e.kind for e in view.entries].count("action") == 1
+        with KafkaClient(config) as kafka:
+            assert kafka.committed_offsets(group) == {(topic, 0): 0}
+    finally:
+        if worker is not None:
+            worker.kill()
+        serve.stop()
