@@ -86,16 +86,20 @@ def states(run_ids: list[str]) -> dict[str, str]:
 
 
 def wait_all(run_ids: list[str], state: str, timeout: float) -> float:
+    """Until every run is in `state`; a run that ended otherwise (crashed, failed) stops the bench."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
+    while True:
         now = states(run_ids)
         if all(now.get(r) == state for r in run_ids):
             return time.monotonic() - started
+        ended = {r: name for r, name in now.items() if name in ("Crashed", "Failed", "Cancelled", "TimedOut")}
+        if ended or time.monotonic() - started > timeout:
+            counts: dict[str, int] = {}
+            for name in now.values():
+                counts[name] = counts.get(name, 0) + 1
+            raise SystemExit(f"not all {len(run_ids)} runs reached {state} (after {time.monotonic() - started:.0f}s): "
+                             f"{counts}; ended otherwise: {ended}")
         time.sleep(2)
-    counts: dict[str, int] = {}
-    for name in states(run_ids).values():
-        counts[name] = counts.get(name, 0) + 1
-    raise SystemExit(f"not all {len(run_ids)} runs reached {state} within {timeout:.0f}s: {counts}")
 
 
 def first_line_latency(serve: ServeProcess, group: str, started: list[str]) -> float:
