@@ -22,7 +22,10 @@ from typing import Any
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentFlowRunCreate
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterId, FlowRunFilterIdempotencyKey,
+)
+from prefect.client.schemas.objects import FlowRun
 from prefect.states import Scheduled, to_state_create
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel
@@ -51,8 +54,13 @@ class _Write:
     runbook_id: str
     body: dict[str, Any]
     request_id: str
-    idempotency_key: str | None
+    idempotency_key: str | None  # the occurrence's: what this process remembers it by
     done: Future = field(default_factory=Future)
+
+    @property
+    def recorded_key(self) -> str | None:
+        """The key the run is recorded under on Prefect (the occurrence's, or a new one after a crash)."""
+        return self.body.get("idempotency_key")
 
 
 class DeploymentStarter:
@@ -137,6 +145,10 @@ class DeploymentStarter:
                     self._queued.wait()
                 runbook_id = self._queue[0].runbook_id
                 batch = [write for write in self._queue if write.runbook_id == runbook_id][:BULK_LIMIT]
+                # In key order: two replicas' batches that share occurrences then take the database's
+                # locks of those keys in the same order, so one waits for the other instead of both
+                # deadlocking (PostgreSQL aborts one after deadlock_timeout, 1 s, and its batch fails).
+                batch.sort(key=lambda write: write.recorded_key or "")
                 taken = {id(write) for write in batch}
                 self._queue = [write for write in self._queue if id(write) not in taken]
             began = time.monotonic()
@@ -174,7 +186,45 @@ class DeploymentStarter:
         return self._deployment_ids[runbook_id]
 
     def _send(self, runbook_id: str, batch: list[_Write]) -> list[tuple[str, bool] | BaseException]:
-        """Create the batch's runs; per write, (run id, existed) or why it failed."""
+        """Record the batch's runs; per write, (run id, existed) or why it failed. Occurrences already
+        recorded (by another replica, or by this one before it restarted) are read, not written: a
+        create costs the Prefect server several times a read (it checks the run's job variables
+        against the work pool's template even when the idempotency key makes it the existing run)."""
+        recorded = self._recorded(runbook_id, [write.recorded_key for write in batch if write.recorded_key])
+        outcomes: dict[int, tuple[str, bool] | BaseException] = {}
+        new = []
+        for write in batch:
+            run = recorded.get(write.recorded_key) if write.recorded_key is not None else None
+            if run is None:
+                new.append(write)
+            else:
+                outcomes[id(write)] = self._existing(runbook_id, write, run)
+        if new:
+            outcomes.update(zip(map(id, new), self._create(runbook_id, new)))
+        return [outcomes[id(write)] for write in batch]
+
+    def _recorded(self, runbook_id: str, keys: list[str]) -> dict[str, FlowRun]:
+        """The runs of this runbook's deployment already recorded under these idempotency keys."""
+        if not keys:
+            return {}
+        runs = self._client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[self._deployment_id(runbook_id)]),
+            idempotency_key=FlowRunFilterIdempotencyKey(any_=keys)), limit=len(keys))
+        return {run.idempotency_key: run for run in runs if run.idempotency_key}
+
+    def _existing(self, runbook_id: str, write: _Write, run: FlowRun) -> tuple[str, bool] | BaseException:
+        """The outcome of a write whose occurrence already has `run`."""
+        if write.idempotency_key is not None and run.state and run.state.is_crashed():
+            # The run of this occurrence died with its process: a repeat notification starts a new
+            # one (the same key on every replica, so they still agree on one run).
+            again = _Write(runbook_id, {**write.body, "idempotency_key": f"{write.idempotency_key}:after:{run.id}"},
+                           write.request_id, write.idempotency_key)
+            return self._send(runbook_id, [again])[0]
+        return str(run.id), True
+
+    def _create(self, runbook_id: str, batch: list[_Write]) -> list[tuple[str, bool] | BaseException]:
+        """Create the batch's runs and read them back: a run another replica recorded in the meantime
+        comes back as the existing one (its trigger's request id is not ours)."""
         answers = self._create_all(runbook_id, batch)
         ids = [str(item["flow_run_id"]) for item in answers if item.get("flow_run_id")]
         runs = {str(run.id): run for run in self._client.read_flow_runs(
@@ -186,16 +236,10 @@ class DeploymentStarter:
                 outcomes.append(UnreachableError(
                     f"the Prefect server did not record the run ({item.get('error') or 'it cannot be read back'}); "
                     "nothing was started, send the alert again"))
-                continue
-            existed = (run.parameters.get("trigger") or {}).get("request_id") != write.request_id
-            if existed and write.idempotency_key is not None and run.state and run.state.is_crashed():
-                # The run of this occurrence died with its process: a repeat notification starts a new
-                # one (the same key on every replica, so they still agree on one run).
-                again = _Write(runbook_id, {**write.body, "idempotency_key": f"{write.idempotency_key}:after:{run.id}"},
-                               write.request_id, write.idempotency_key)
-                outcomes.append(self._send(runbook_id, [again])[0])
-                continue
-            outcomes.append((str(run.id), existed))
+            elif (run.parameters.get("trigger") or {}).get("request_id") != write.request_id:
+                outcomes.append(self._existing(runbook_id, write, run))
+            else:
+                outcomes.append((str(run.id), False))
         return outcomes
 
     def _create_all(self, runbook_id: str, batch: list[_Write], attempts: int = 6) -> list[dict[str, Any]]:
