@@ -38,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -100,12 +101,85 @@ def latency(serve: ServeProcess, count: int) -> dict:
             for name, values in (("post_to_running", to_running), ("post_to_first_journal_line", to_first_line))}
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> dict[int, tuple[int, float]]:
+    """Every process: pid -> (parent pid, CPU seconds used so far, user + system)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return found
+
+
+def tree_cpu(pids: list[int], processes: dict[int, tuple[int, float]] | None = None) -> float:
+    """CPU seconds used so far by these processes and their descendants (e.g. PostgreSQL's backends)."""
+    processes = _processes() if processes is None else processes
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in processes.items():
+        children.setdefault(parent, []).append(pid)
+    total, todo = 0.0, [pid for pid in pids if pid in processes]
+    while todo:
+        pid = todo.pop()
+        total += processes[pid][1]
+        todo += children.get(pid, [])
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (every process, every core), from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS  # all but idle and iowait
+
+
+def listener_pids(port: int) -> list[int]:
+    """The processes listening on a TCP port of this machine (ours only: others' fds are not readable)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add(f"socket:[{fields[9]}]")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+class CpuSplit:
+    """Where the CPU of a burst went: the sending client (this process), the replicas, the Prefect
+    server and its database (when their ports are given), and the rest of the machine (other sessions)."""
+
+    def __init__(self, prefect_pids: list[int], database_pids: list[int]) -> None:
+        self.prefect_pids, self.database_pids = prefect_pids, database_pids
+        self.replicas_gone = 0.0  # CPU of replicas killed during the burst, taken just before the kill
+
+    def snapshot(self, replicas: list[ServeProcess]) -> dict[str, float]:
+        processes = _processes()
+        return {"client": time.process_time(),
+                "replicas": tree_cpu([r.process.pid for r in replicas], processes) + self.replicas_gone,
+                "prefect": tree_cpu(self.prefect_pids, processes),
+                "database": tree_cpu(self.database_pids, processes),
+                "machine": machine_busy_seconds()}
+
+
 class Replicas:
     """The `serve --no-runner` replicas a burst is spread over, like a load balancer: each request goes
     to the next live replica; a replica being restarted takes none until it answers again."""
 
-    def __init__(self, start: Callable[[], ServeProcess], count: int) -> None:
+    def __init__(self, start: Callable[[], ServeProcess], count: int, cpu: CpuSplit | None = None) -> None:
         self.start = start
+        self.cpu = cpu
         self.live: list[ServeProcess] = [start() for _ in range(count)]
         self._next = 0
 
@@ -118,6 +192,8 @@ class Replicas:
         returns the seconds it was away."""
         victim = self.live.pop(index)
         began = time.monotonic()
+        if self.cpu is not None:
+            self.cpu.replicas_gone += tree_cpu([victim.process.pid])
         victim.process.kill()
         victim.process.wait()
         victim._log.close()
@@ -189,15 +265,21 @@ async def burst(replicas: Replicas, notifications: int, distinct: int, clients: 
         for _, writer in streams.values():
             writer.close()
 
+    cpu_before = replicas.cpu.snapshot(replicas.live) if replicas.cpu else None
     began = time.monotonic()
     await asyncio.gather(*(worker(queue[i::clients]) for i in range(clients)))
     elapsed = time.monotonic() - began
+    cpu = None
+    if cpu_before is not None:
+        cpu_after = replicas.cpu.snapshot(replicas.live)
+        cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
+        cpu["others"] = cpu["machine"] - sum(v for name, v in cpu.items() if name != "machine")
     away = await restart_task[0] if restart_task else None
     return {"notifications": notifications, "distinct_alerts": distinct, "clients": clients,
             "replicas": len(replicas.live), "restarted": restart_task != [], "away_s": away,
             "seconds": elapsed, "accepted_per_second": statuses.get(202, 0) / elapsed,
             "distinct_run_ids": len(run_ids), "lost": notifications - statuses.get(202, 0),
-            "retried": retried[0], "statuses": statuses, "bench_id": bench_id}
+            "retried": retried[0], "statuses": statuses, "bench_id": bench_id, "cpu": cpu}
 
 
 async def runs_of_deployment(deployment: str) -> list:
@@ -246,9 +328,10 @@ SCENARIOS = {
 }
 
 
-async def run_scenario(workdir: Path, env: dict[str, str], scenario: dict, args) -> dict:
+async def run_scenario(workdir: Path, env: dict[str, str], scenario: dict, args, cpu: CpuSplit) -> dict:
     start = (lambda: plain_server(workdir)) if scenario["plain"] else (lambda: ServeProcess(workdir, env, runner=False))
-    replicas = Replicas(start, scenario["replicas"])
+    cpu.replicas_gone = 0.0
+    replicas = Replicas(start, scenario["replicas"], cpu)
     try:
         result = await burst(replicas, args.notifications, args.distinct, args.clients, scenario["restart_at"])
     finally:
@@ -270,7 +353,13 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=100)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every burst scenario (medians)")
+    parser.add_argument("--scenarios", help="comma-separated numbers (1-4) of the burst scenarios to run "
+                        "(default: all; the reference, 1, is always run)")
+    parser.add_argument("--database-port", type=int, help="the port of the Prefect server's PostgreSQL, to count "
+                        "its CPU (the Prefect server's own is found from --prefect-url)")
     args = parser.parse_args()
+    prefect_port = urlsplit(args.prefect_url).port or 80
+    cpu = CpuSplit(listener_pids(prefect_port), listener_pids(args.database_port) if args.database_port else [])
     os.environ["PREFECT_API_URL"] = args.prefect_url
     workdir = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
     env = {**serve_environment(workdir), "PREFECT_API_URL": args.prefect_url}
@@ -280,14 +369,18 @@ def main() -> None:
         lat = latency(serve, args.latency_alerts) if args.latency_alerts else None
     finally:
         serve.stop()
-    results: dict[str, list[dict]] = {name: [] for name in SCENARIOS}
+    chosen = {1} | {int(n) for n in args.scenarios.split(",")} if args.scenarios else set(range(1, len(SCENARIOS) + 1))
+    results: dict[str, list[dict]] = {name: [] for n, name in enumerate(SCENARIOS, 1) if n in chosen}
     for round_number in range(args.repeats):
-        for name, scenario in SCENARIOS.items():
-            result = asyncio.run(run_scenario(workdir, env, scenario, args))
+        for name in results:
+            scenario = SCENARIOS[name]
+            result = asyncio.run(run_scenario(workdir, env, scenario, args, cpu))
             results[name].append(result)
             print(f"round {round_number + 1}: {name}: {result['accepted_per_second']:.0f}/s, "
                   f"runs {result.get('runs_created', '-')}, lost {result['lost']}, retried {result['retried']}",
                   flush=True)
+            print(f"  cpu seconds: {json.dumps({k: round(v, 2) for k, v in result['cpu'].items()})} "
+                  f"over {result['seconds']:.2f} s", flush=True)
 
     lines = [f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, Prefect on {args.label}",
              f"- machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the end"]
@@ -309,6 +402,18 @@ def main() -> None:
         lines.append(f"| {name} | **{statistics.median(rates):.0f}** | {min(rates):.0f} | {max(rates):.0f} | "
                      f"{statistics.median(rates) / reference:.2f}x | {created} | "
                      f"{', '.join(str(r['lost']) for r in rounds)} | {', '.join(str(r['retried']) for r in rounds)} |")
+    lines += ["", f"CPU of the burst (median seconds over the rounds; the machine has {os.cpu_count()} cores, so "
+              f"it can give at most {os.cpu_count()} CPU-seconds per second of burst; prefect and database are "
+              f"{'found' if cpu.prefect_pids else 'NOT found (not our processes)'} / "
+              f"{'counted' if cpu.database_pids else 'not counted (SQLite: inside the Prefect server)'}; "
+              "others = the rest of the machine, e.g. other sessions' tests):", "",
+              "| scenario | burst s | client | replicas | prefect | database | others | machine busy |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, rounds in results.items():
+        def med(key: str) -> float:
+            return statistics.median(r["cpu"][key] for r in rounds)
+        lines.append(f"| {name} | {statistics.median(r['seconds'] for r in rounds):.2f} | " + " | ".join(
+            f"{med(key):.2f}" for key in ("client", "replicas", "prefect", "database", "others", "machine")) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
     results_file = REPO / "bench" / "results" / "alerts.md"
