@@ -13,12 +13,16 @@
    - two replicas, one killed (SIGKILL) at 30% of the burst and started again; a request that got no
      answer, or a 503 (nothing recorded), is sent again to a live replica, as Alertmanager retries.
    Reported: accepted per second, runs created in Prefect for the burst's alerts (must be exactly D),
-   notifications never acknowledged (must be 0), and how many were sent again.
+   notifications never acknowledged (must be 0), and how many were sent again; and where the CPU
+   went during each burst (from /proc): this client, the replicas, the Prefect server, its
+   PostgreSQL (--database-port), and the rest of the machine (other sessions share its 2 cores).
 
     .venv/bin/python bench/alerts.py --prefect-url http://127.0.0.1:4200/api --label sqlite
     STACK_DIR=/tmp/stack-pg STACK_PREFECT_DB=postgres STACK_PREFECT_PORT=4460 STACK_POSTGRES_PORT=5463 \
         dev/stack up postgres prefect         (a second Prefect: never restart the shared one)
-    .venv/bin/python bench/alerts.py --prefect-url http://127.0.0.1:4460/api --label postgres --latency-alerts 0
+    .venv/bin/python bench/alerts.py --prefect-url http://127.0.0.1:4460/api --label postgres --latency-alerts 0 \
+        --database-port 5463
+    .venv/bin/python bench/alerts.py --repeats 0            (the latency part alone)
 
 Results are appended to bench/results/alerts.md.
 """
@@ -105,7 +109,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _processes() -> dict[int, tuple[int, float]]:
-    """Every process: pid -> (parent pid, CPU seconds used so far, user + system)."""
+    """Every process: pid -> (parent pid, CPU seconds used so far: user + system, its own and its ended children's)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -113,7 +117,8 @@ def _processes() -> dict[int, tuple[int, float]]:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+            # its own CPU and that of its children that ended (PostgreSQL's backends come and go)
+            found[int(entry.name)] = (int(fields[1]), sum(int(value) for value in fields[11:15]) / CLOCK_TICKS)
     return found
 
 
@@ -328,8 +333,27 @@ SCENARIOS = {
 }
 
 
+def baseline_serve(workdir: Path, env: dict[str, str], runbook: Path) -> ServeProcess:
+    """A `serve --no-runner` replica of another checkout of the project (its virtualenv's `runbook`)."""
+    return ServeProcess(workdir, env, command=lambda port: [str(runbook), "serve", "--port", str(port), "--no-runner"])
+
+
+def baseline_commit(runbook: Path) -> str:
+    """The commit the baseline's checkout (<checkout>/.venv/bin/runbook) is at."""
+    import subprocess
+
+    checkout = runbook.resolve().parent.parent.parent
+    found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return found.stdout.strip() or str(checkout)
+
+
 async def run_scenario(workdir: Path, env: dict[str, str], scenario: dict, args, cpu: CpuSplit) -> dict:
-    start = (lambda: plain_server(workdir)) if scenario["plain"] else (lambda: ServeProcess(workdir, env, runner=False))
+    if scenario["plain"]:
+        start = lambda: plain_server(workdir)  # noqa: E731
+    elif scenario.get("baseline"):
+        start = lambda: baseline_serve(workdir, env, args.baseline)  # noqa: E731
+    else:
+        start = lambda: ServeProcess(workdir, env, runner=False)  # noqa: E731
     cpu.replicas_gone = 0.0
     replicas = Replicas(start, scenario["replicas"], cpu)
     try:
@@ -344,52 +368,10 @@ async def run_scenario(workdir: Path, env: dict[str, str], scenario: dict, args,
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prefect-url", default="http://127.0.0.1:4200/api")
-    parser.add_argument("--label", default="sqlite", help="what the Prefect server runs on, for the report")
-    parser.add_argument("--latency-alerts", type=int, default=50, help="0 measures the burst only")
-    parser.add_argument("--notifications", type=int, default=5000)
-    parser.add_argument("--distinct", type=int, default=100)
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of every burst scenario (medians)")
-    parser.add_argument("--scenarios", help="comma-separated numbers (1-4) of the burst scenarios to run "
-                        "(default: all; the reference, 1, is always run)")
-    parser.add_argument("--database-port", type=int, help="the port of the Prefect server's PostgreSQL, to count "
-                        "its CPU (the Prefect server's own is found from --prefect-url)")
-    args = parser.parse_args()
-    prefect_port = urlsplit(args.prefect_url).port or 80
-    cpu = CpuSplit(listener_pids(prefect_port), listener_pids(args.database_port) if args.database_port else [])
-    os.environ["PREFECT_API_URL"] = args.prefect_url
-    workdir = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
-    env = {**serve_environment(workdir), "PREFECT_API_URL": args.prefect_url}
-
-    serve = ServeProcess(workdir, env, runner=True)  # registers the deployments the replicas start runs of
-    try:
-        lat = latency(serve, args.latency_alerts) if args.latency_alerts else None
-    finally:
-        serve.stop()
-    chosen = {1} | {int(n) for n in args.scenarios.split(",")} if args.scenarios else set(range(1, len(SCENARIOS) + 1))
-    results: dict[str, list[dict]] = {name: [] for n, name in enumerate(SCENARIOS, 1) if n in chosen}
-    for round_number in range(args.repeats):
-        for name in results:
-            scenario = SCENARIOS[name]
-            result = asyncio.run(run_scenario(workdir, env, scenario, args, cpu))
-            results[name].append(result)
-            print(f"round {round_number + 1}: {name}: {result['accepted_per_second']:.0f}/s, "
-                  f"runs {result.get('runs_created', '-')}, lost {result['lost']}, retried {result['retried']}",
-                  flush=True)
-            print(f"  cpu seconds: {json.dumps({k: round(v, 2) for k, v in result['cpu'].items()})} "
-                  f"over {result['seconds']:.2f} s", flush=True)
-
-    lines = [f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, Prefect on {args.label}",
-             f"- machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the end"]
-    if lat:
-        lines.append(f"- alert -> flow, {args.latency_alerts} alerts one after another (seconds):")
-        for name, values in lat.items():
-            lines.append(f"  - {name}: p50 {values['p50']:.2f}, p99 {values['p99']:.2f}, "
-                         f"min {values['min']:.2f}, max {values['max']:.2f}")
-    reference = statistics.median(r["accepted_per_second"] for r in results[next(iter(SCENARIOS))])
+def burst_report(results: dict[str, list[dict]], args, cpu: CpuSplit) -> list[str]:
+    """The burst's part of the results: accepted/s per scenario, and where the CPU went."""
+    lines: list[str] = []
+    reference = statistics.median(r["accepted_per_second"] for r in next(iter(results.values())))
     lines += [f"- burst: {args.notifications} notifications over {args.distinct} alerts (shuffled), "
               f"{args.clients} concurrent keep-alive clients, `serve --no-runner` replicas, "
               f"{args.repeats} rounds; runs created and lost are per round (target: exactly "
@@ -414,6 +396,63 @@ def main() -> None:
             return statistics.median(r["cpu"][key] for r in rounds)
         lines.append(f"| {name} | {statistics.median(r['seconds'] for r in rounds):.2f} | " + " | ".join(
             f"{med(key):.2f}" for key in ("client", "replicas", "prefect", "database", "others", "machine")) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prefect-url", default="http://127.0.0.1:4200/api")
+    parser.add_argument("--label", default="sqlite", help="what the Prefect server runs on, for the report")
+    parser.add_argument("--latency-alerts", type=int, default=50, help="0 measures the burst only")
+    parser.add_argument("--notifications", type=int, default=5000)
+    parser.add_argument("--distinct", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every burst scenario (medians)")
+    parser.add_argument("--scenarios", help="comma-separated numbers (1-4) of the burst scenarios to run "
+                        "(default: all; the reference, 1, is always run)")
+    parser.add_argument("--baseline", type=Path, help="the `runbook` of another checkout's virtualenv (e.g. "
+                        "main's): scenarios 2-4 are run with its replicas too, in the same rounds")
+    parser.add_argument("--database-port", type=int, help="the port of the Prefect server's PostgreSQL, to count "
+                        "its CPU (the Prefect server's own is found from --prefect-url)")
+    args = parser.parse_args()
+    prefect_port = urlsplit(args.prefect_url).port or 80
+    cpu = CpuSplit(listener_pids(prefect_port), listener_pids(args.database_port) if args.database_port else [])
+    os.environ["PREFECT_API_URL"] = args.prefect_url
+    workdir = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
+    env = {**serve_environment(workdir), "PREFECT_API_URL": args.prefect_url}
+
+    serve = ServeProcess(workdir, env, runner=True)  # registers the deployments the replicas start runs of
+    try:
+        lat = latency(serve, args.latency_alerts) if args.latency_alerts else None
+    finally:
+        serve.stop()
+    chosen = {1} | {int(n) for n in args.scenarios.split(",")} if args.scenarios else set(range(1, len(SCENARIOS) + 1))
+    scenarios = {}
+    for n, (name, scenario) in enumerate(SCENARIOS.items(), 1):
+        if n in chosen:
+            scenarios[name] = scenario
+            if args.baseline and not scenario["plain"]:  # each right after its own, so both see the same load
+                scenarios[f"baseline {baseline_commit(args.baseline)}: {name}"] = {**scenario, "baseline": True}
+    results: dict[str, list[dict]] = {name: [] for name in scenarios}
+    for round_number in range(args.repeats):
+        for name, scenario in scenarios.items():
+            result = asyncio.run(run_scenario(workdir, env, scenario, args, cpu))
+            results[name].append(result)
+            print(f"round {round_number + 1}: {name}: {result['accepted_per_second']:.0f}/s, "
+                  f"runs {result.get('runs_created', '-')}, lost {result['lost']}, retried {result['retried']}",
+                  flush=True)
+            print(f"  cpu seconds: {json.dumps({k: round(v, 2) for k, v in result['cpu'].items()})} "
+                  f"over {result['seconds']:.2f} s", flush=True)
+
+    lines = [f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, Prefect on {args.label}",
+             f"- machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the end"]
+    if lat:
+        lines.append(f"- alert -> flow, {args.latency_alerts} alerts one after another (seconds):")
+        for name, values in lat.items():
+            lines.append(f"  - {name}: p50 {values['p50']:.2f}, p99 {values['p99']:.2f}, "
+                         f"min {values['min']:.2f}, max {values['max']:.2f}")
+    if results and args.repeats:
+        lines += burst_report(results, args, cpu)
     text = "\n".join(lines) + "\n"
     print(text)
     results_file = REPO / "bench" / "results" / "alerts.md"

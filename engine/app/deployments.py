@@ -5,8 +5,10 @@ repeats and across `serve` replicas.
 The alert path's writes go through here. Concurrent requests for one occurrence share one write
 (single flight); an occurrence this process already started is answered from memory; the writes of
 concurrent requests are queued and sent in batches (Prefect's bulk create: one transaction per
-batch), so a burst costs the Prefect server a few transactions instead of one per notification. A
-caller gets its answer only once its run is committed on the Prefect server.
+batch, its runs in key order), so a burst costs the Prefect server a few transactions instead of one
+per notification. A batch first reads the runs already recorded under its keys (another replica's,
+or this process's before a restart) and creates only the others. A caller gets its answer only
+once its run is committed on the Prefect server.
 """
 from __future__ import annotations
 
