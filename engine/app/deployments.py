@@ -89,6 +89,7 @@ class DeploymentStarter:
         self._lock = threading.Lock()  # guards _seen and _in_flight
         self._queue: list[_Write] = []
         self._queued = threading.Condition()
+        self._read_first = True  # whether the next batch first reads the runs already recorded (see _send)
         for number in range(writers):
             threading.Thread(target=self._writer, daemon=True, name=f"run-writer-{number}").start()
 
@@ -188,11 +189,15 @@ class DeploymentStarter:
         return self._deployment_ids[runbook_id]
 
     def _send(self, runbook_id: str, batch: list[_Write]) -> list[tuple[str, bool] | BaseException]:
-        """Record the batch's runs; per write, (run id, existed) or why it failed. Occurrences already
-        recorded (by another replica, or by this one before it restarted) are read, not written: a
-        create costs the Prefect server several times a read (it checks the run's job variables
-        against the work pool's template even when the idempotency key makes it the existing run)."""
-        recorded = self._recorded(runbook_id, [write.recorded_key for write in batch if write.recorded_key])
+        """Record the batch's runs; per write, (run id, existed) or why it failed.
+
+        Occurrences already recorded (by another replica, or by this process before it restarted) are
+        read, not written: a create costs the Prefect server several times a read (it checks the run's
+        job variables against the work pool's template even when the idempotency key makes it the
+        existing run). The read costs a round trip, so a batch makes it only while it pays: after a
+        batch that met runs already recorded (and at start), not after one whose runs were all new."""
+        keys = [write.recorded_key for write in batch if write.recorded_key]
+        recorded = self._recorded(runbook_id, keys) if self._read_first else {}
         outcomes: dict[int, tuple[str, bool] | BaseException] = {}
         new = []
         for write in batch:
@@ -201,8 +206,10 @@ class DeploymentStarter:
                 new.append(write)
             else:
                 outcomes[id(write)] = self._existing(runbook_id, write, run)
-        if new:
-            outcomes.update(zip(map(id, new), self._create(runbook_id, new)))
+        created = self._create(runbook_id, new) if new else []
+        outcomes.update(zip(map(id, new), created))
+        self._read_first = bool(recorded) or any(
+            not isinstance(outcome, BaseException) and outcome[1] for outcome in created)
         return [outcomes[id(write)] for write in batch]
 
     def _recorded(self, runbook_id: str, keys: list[str]) -> dict[str, FlowRun]:
