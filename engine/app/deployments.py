@@ -70,9 +70,11 @@ class DeploymentStarter:
     request costs a connection and a version check each time); deployment ids are cached.
 
     `writers` threads send the queued writes, each batch (up to BULK_LIMIT runs of one runbook) as one
-    bulk create plus one read of the runs it names (to tell a new run from one that already existed).
+    read of the runs already recorded under its keys (see `_send`), one bulk create of the others and
+    one read of the runs it names (to tell a new run from one that already existed).
     One writer is the default: SQLite behind the Prefect server slows down under concurrent writes, and
-    the batch grows while the writer is busy (in bench/alerts.py on SQLite, one did better than two)."""
+    the batch grows while the writer is busy (in bench/alerts.py on SQLite, one did better than two;
+    on PostgreSQL two were no faster for one replica, and slower for two: more alerts written by both)."""
 
     # Occurrences this process has already started: Alertmanager repeats a notification every
     # group_interval, and a burst of repeats should not each cost a write on the Prefect server.
