@@ -13,12 +13,16 @@
    - two replicas, one killed (SIGKILL) at 30% of the burst and started again; a request that got no
      answer, or a 503 (nothing recorded), is sent again to a live replica, as Alertmanager retries.
    Reported: accepted per second, runs created in Prefect for the burst's alerts (must be exactly D),
-   notifications never acknowledged (must be 0), and how many were sent again.
+   notifications never acknowledged (must be 0), and how many were sent again; and where the CPU
+   went during each burst (from /proc): this client, the replicas, the Prefect server, its
+   PostgreSQL (--database-port), and the rest of the machine (other sessions share its 2 cores).
 
     .venv/bin/python bench/alerts.py --prefect-url http://127.0.0.1:4200/api --label sqlite
     STACK_DIR=/tmp/stack-pg STACK_PREFECT_DB=postgres STACK_PREFECT_PORT=4460 STACK_POSTGRES_PORT=5463 \
         dev/stack up postgres prefect         (a second Prefect: never restart the shared one)
-    .venv/bin/python bench/alerts.py --prefect-url http://127.0.0.1:4460/api --label postgres --latency-alerts 0
+    .venv/bin/python bench/alerts.py --prefect-url http://127.0.0.1:4460/api --label postgres --latency-alerts 0 \
+        --database-port 5463
+    .venv/bin/python bench/alerts.py --repeats 0            (the latency part alone)
 
 Results are appended to bench/results/alerts.md.
 """
@@ -38,6 +42,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -100,12 +105,86 @@ def latency(serve: ServeProcess, count: int) -> dict:
             for name, values in (("post_to_running", to_running), ("post_to_first_journal_line", to_first_line))}
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> dict[int, tuple[int, float]]:
+    """Every process: pid -> (parent pid, CPU seconds used so far: user + system, its own and its ended children's)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # its own CPU and that of its children that ended (PostgreSQL's backends come and go)
+            found[int(entry.name)] = (int(fields[1]), sum(int(value) for value in fields[11:15]) / CLOCK_TICKS)
+    return found
+
+
+def tree_cpu(pids: list[int], processes: dict[int, tuple[int, float]] | None = None) -> float:
+    """CPU seconds used so far by these processes and their descendants (e.g. PostgreSQL's backends)."""
+    processes = _processes() if processes is None else processes
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in processes.items():
+        children.setdefault(parent, []).append(pid)
+    total, todo = 0.0, [pid for pid in pids if pid in processes]
+    while todo:
+        pid = todo.pop()
+        total += processes[pid][1]
+        todo += children.get(pid, [])
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (every process, every core), from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS  # all but idle and iowait
+
+
+def listener_pids(port: int) -> list[int]:
+    """The processes listening on a TCP port of this machine (ours only: others' fds are not readable)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add(f"socket:[{fields[9]}]")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+class CpuSplit:
+    """Where the CPU of a burst went: the sending client (this process), the replicas, the Prefect
+    server and its database (when their ports are given), and the rest of the machine (other sessions)."""
+
+    def __init__(self, prefect_pids: list[int], database_pids: list[int]) -> None:
+        self.prefect_pids, self.database_pids = prefect_pids, database_pids
+        self.replicas_gone = 0.0  # CPU of replicas killed during the burst, taken just before the kill
+
+    def snapshot(self, replicas: list[ServeProcess]) -> dict[str, float]:
+        processes = _processes()
+        return {"client": time.process_time(),
+                "replicas": tree_cpu([r.process.pid for r in replicas], processes) + self.replicas_gone,
+                "prefect": tree_cpu(self.prefect_pids, processes),
+                "database": tree_cpu(self.database_pids, processes),
+                "machine": machine_busy_seconds()}
+
+
 class Replicas:
     """The `serve --no-runner` replicas a burst is spread over, like a load balancer: each request goes
     to the next live replica; a replica being restarted takes none until it answers again."""
 
-    def __init__(self, start: Callable[[], ServeProcess], count: int) -> None:
+    def __init__(self, start: Callable[[], ServeProcess], count: int, cpu: CpuSplit | None = None) -> None:
         self.start = start
+        self.cpu = cpu
         self.live: list[ServeProcess] = [start() for _ in range(count)]
         self._next = 0
 
@@ -118,6 +197,8 @@ class Replicas:
         returns the seconds it was away."""
         victim = self.live.pop(index)
         began = time.monotonic()
+        if self.cpu is not None:
+            self.cpu.replicas_gone += tree_cpu([victim.process.pid])
         victim.process.kill()
         victim.process.wait()
         victim._log.close()
@@ -189,15 +270,21 @@ async def burst(replicas: Replicas, notifications: int, distinct: int, clients: 
         for _, writer in streams.values():
             writer.close()
 
+    cpu_before = replicas.cpu.snapshot(replicas.live) if replicas.cpu else None
     began = time.monotonic()
     await asyncio.gather(*(worker(queue[i::clients]) for i in range(clients)))
     elapsed = time.monotonic() - began
+    cpu = None
+    if cpu_before is not None:
+        cpu_after = replicas.cpu.snapshot(replicas.live)
+        cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
+        cpu["others"] = cpu["machine"] - sum(v for name, v in cpu.items() if name != "machine")
     away = await restart_task[0] if restart_task else None
     return {"notifications": notifications, "distinct_alerts": distinct, "clients": clients,
             "replicas": len(replicas.live), "restarted": restart_task != [], "away_s": away,
             "seconds": elapsed, "accepted_per_second": statuses.get(202, 0) / elapsed,
             "distinct_run_ids": len(run_ids), "lost": notifications - statuses.get(202, 0),
-            "retried": retried[0], "statuses": statuses, "bench_id": bench_id}
+            "retried": retried[0], "statuses": statuses, "bench_id": bench_id, "cpu": cpu}
 
 
 async def runs_of_deployment(deployment: str) -> list:
@@ -246,9 +333,29 @@ SCENARIOS = {
 }
 
 
-async def run_scenario(workdir: Path, env: dict[str, str], scenario: dict, args) -> dict:
-    start = (lambda: plain_server(workdir)) if scenario["plain"] else (lambda: ServeProcess(workdir, env, runner=False))
-    replicas = Replicas(start, scenario["replicas"])
+def baseline_serve(workdir: Path, env: dict[str, str], runbook: Path) -> ServeProcess:
+    """A `serve --no-runner` replica of another checkout of the project (its virtualenv's `runbook`)."""
+    return ServeProcess(workdir, env, command=lambda port: [str(runbook), "serve", "--port", str(port), "--no-runner"])
+
+
+def baseline_commit(runbook: Path) -> str:
+    """The commit the baseline's checkout (<checkout>/.venv/bin/runbook) is at."""
+    import subprocess
+
+    checkout = runbook.resolve().parent.parent.parent
+    found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return found.stdout.strip() or str(checkout)
+
+
+async def run_scenario(workdir: Path, env: dict[str, str], scenario: dict, args, cpu: CpuSplit) -> dict:
+    if scenario["plain"]:
+        start = lambda: plain_server(workdir)  # noqa: E731
+    elif scenario.get("baseline"):
+        start = lambda: baseline_serve(workdir, env, args.baseline)  # noqa: E731
+    else:
+        start = lambda: ServeProcess(workdir, env, runner=False)  # noqa: E731
+    cpu.replicas_gone = 0.0
+    replicas = Replicas(start, scenario["replicas"], cpu)
     try:
         result = await burst(replicas, args.notifications, args.distinct, args.clients, scenario["restart_at"])
     finally:
@@ -261,42 +368,10 @@ async def run_scenario(workdir: Path, env: dict[str, str], scenario: dict, args)
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prefect-url", default="http://127.0.0.1:4200/api")
-    parser.add_argument("--label", default="sqlite", help="what the Prefect server runs on, for the report")
-    parser.add_argument("--latency-alerts", type=int, default=50, help="0 measures the burst only")
-    parser.add_argument("--notifications", type=int, default=5000)
-    parser.add_argument("--distinct", type=int, default=100)
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of every burst scenario (medians)")
-    args = parser.parse_args()
-    os.environ["PREFECT_API_URL"] = args.prefect_url
-    workdir = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
-    env = {**serve_environment(workdir), "PREFECT_API_URL": args.prefect_url}
-
-    serve = ServeProcess(workdir, env, runner=True)  # registers the deployments the replicas start runs of
-    try:
-        lat = latency(serve, args.latency_alerts) if args.latency_alerts else None
-    finally:
-        serve.stop()
-    results: dict[str, list[dict]] = {name: [] for name in SCENARIOS}
-    for round_number in range(args.repeats):
-        for name, scenario in SCENARIOS.items():
-            result = asyncio.run(run_scenario(workdir, env, scenario, args))
-            results[name].append(result)
-            print(f"round {round_number + 1}: {name}: {result['accepted_per_second']:.0f}/s, "
-                  f"runs {result.get('runs_created', '-')}, lost {result['lost']}, retried {result['retried']}",
-                  flush=True)
-
-    lines = [f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, Prefect on {args.label}",
-             f"- machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the end"]
-    if lat:
-        lines.append(f"- alert -> flow, {args.latency_alerts} alerts one after another (seconds):")
-        for name, values in lat.items():
-            lines.append(f"  - {name}: p50 {values['p50']:.2f}, p99 {values['p99']:.2f}, "
-                         f"min {values['min']:.2f}, max {values['max']:.2f}")
-    reference = statistics.median(r["accepted_per_second"] for r in results[next(iter(SCENARIOS))])
+def burst_report(results: dict[str, list[dict]], args, cpu: CpuSplit) -> list[str]:
+    """The burst's part of the results: accepted/s per scenario, and where the CPU went."""
+    lines: list[str] = []
+    reference = statistics.median(r["accepted_per_second"] for r in next(iter(results.values())))
     lines += [f"- burst: {args.notifications} notifications over {args.distinct} alerts (shuffled), "
               f"{args.clients} concurrent keep-alive clients, `serve --no-runner` replicas, "
               f"{args.repeats} rounds; runs created and lost are per round (target: exactly "
@@ -309,6 +384,75 @@ def main() -> None:
         lines.append(f"| {name} | **{statistics.median(rates):.0f}** | {min(rates):.0f} | {max(rates):.0f} | "
                      f"{statistics.median(rates) / reference:.2f}x | {created} | "
                      f"{', '.join(str(r['lost']) for r in rounds)} | {', '.join(str(r['retried']) for r in rounds)} |")
+    lines += ["", f"CPU of the burst (median seconds over the rounds; the machine has {os.cpu_count()} cores, so "
+              f"it can give at most {os.cpu_count()} CPU-seconds per second of burst; prefect and database are "
+              f"{'found' if cpu.prefect_pids else 'NOT found (not our processes)'} / "
+              f"{'counted' if cpu.database_pids else 'not counted (SQLite: inside the Prefect server)'}; "
+              "others = the rest of the machine, e.g. other sessions' tests):", "",
+              "| scenario | burst s | client | replicas | prefect | database | others | machine busy |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, rounds in results.items():
+        def med(key: str) -> float:
+            return statistics.median(r["cpu"][key] for r in rounds)
+        lines.append(f"| {name} | {statistics.median(r['seconds'] for r in rounds):.2f} | " + " | ".join(
+            f"{med(key):.2f}" for key in ("client", "replicas", "prefect", "database", "others", "machine")) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prefect-url", default="http://127.0.0.1:4200/api")
+    parser.add_argument("--label", default="sqlite", help="what the Prefect server runs on, for the report")
+    parser.add_argument("--latency-alerts", type=int, default=50, help="0 measures the burst only")
+    parser.add_argument("--notifications", type=int, default=5000)
+    parser.add_argument("--distinct", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every burst scenario (medians)")
+    parser.add_argument("--scenarios", help="comma-separated numbers (1-4) of the burst scenarios to run "
+                        "(default: all; the reference, 1, is always run)")
+    parser.add_argument("--baseline", type=Path, help="the `runbook` of another checkout's virtualenv (e.g. "
+                        "main's): scenarios 2-4 are run with its replicas too, in the same rounds")
+    parser.add_argument("--database-port", type=int, help="the port of the Prefect server's PostgreSQL, to count "
+                        "its CPU (the Prefect server's own is found from --prefect-url)")
+    args = parser.parse_args()
+    prefect_port = urlsplit(args.prefect_url).port or 80
+    cpu = CpuSplit(listener_pids(prefect_port), listener_pids(args.database_port) if args.database_port else [])
+    os.environ["PREFECT_API_URL"] = args.prefect_url
+    workdir = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
+    env = {**serve_environment(workdir), "PREFECT_API_URL": args.prefect_url}
+
+    serve = ServeProcess(workdir, env, runner=True)  # registers the deployments the replicas start runs of
+    try:
+        lat = latency(serve, args.latency_alerts) if args.latency_alerts else None
+    finally:
+        serve.stop()
+    chosen = {1} | {int(n) for n in args.scenarios.split(",")} if args.scenarios else set(range(1, len(SCENARIOS) + 1))
+    scenarios = {}
+    for n, (name, scenario) in enumerate(SCENARIOS.items(), 1):
+        if n in chosen:
+            scenarios[name] = scenario
+            if args.baseline and not scenario["plain"]:  # each right after its own, so both see the same load
+                scenarios[f"baseline {baseline_commit(args.baseline)}: {name}"] = {**scenario, "baseline": True}
+    results: dict[str, list[dict]] = {name: [] for name in scenarios}
+    for round_number in range(args.repeats):
+        for name, scenario in scenarios.items():
+            result = asyncio.run(run_scenario(workdir, env, scenario, args, cpu))
+            results[name].append(result)
+            print(f"round {round_number + 1}: {name}: {result['accepted_per_second']:.0f}/s, "
+                  f"runs {result.get('runs_created', '-')}, lost {result['lost']}, retried {result['retried']}",
+                  flush=True)
+            print(f"  cpu seconds: {json.dumps({k: round(v, 2) for k, v in result['cpu'].items()})} "
+                  f"over {result['seconds']:.2f} s", flush=True)
+
+    lines = [f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, Prefect on {args.label}",
+             f"- machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the end"]
+    if lat:
+        lines.append(f"- alert -> flow, {args.latency_alerts} alerts one after another (seconds):")
+        for name, values in lat.items():
+            lines.append(f"  - {name}: p50 {values['p50']:.2f}, p99 {values['p99']:.2f}, "
+                         f"min {values['min']:.2f}, max {values['max']:.2f}")
+    if results and args.repeats:
+        lines += burst_report(results, args, cpu)
     text = "\n".join(lines) + "\n"
     print(text)
     results_file = REPO / "bench" / "results" / "alerts.md"

@@ -5,8 +5,10 @@ repeats and across `serve` replicas.
 The alert path's writes go through here. Concurrent requests for one occurrence share one write
 (single flight); an occurrence this process already started is answered from memory; the writes of
 concurrent requests are queued and sent in batches (Prefect's bulk create: one transaction per
-batch), so a burst costs the Prefect server a few transactions instead of one per notification. A
-caller gets its answer only once its run is committed on the Prefect server.
+batch, its runs in key order), so a burst costs the Prefect server a few transactions instead of one
+per notification. A batch first reads the runs already recorded under its keys (another replica's,
+or this process's before a restart) and creates only the others. A caller gets its answer only
+once its run is committed on the Prefect server.
 """
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ from typing import Any
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentFlowRunCreate
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterId, FlowRunFilterIdempotencyKey,
+)
+from prefect.client.schemas.objects import FlowRun
 from prefect.states import Scheduled, to_state_create
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel
@@ -51,8 +56,13 @@ class _Write:
     runbook_id: str
     body: dict[str, Any]
     request_id: str
-    idempotency_key: str | None
+    idempotency_key: str | None  # the occurrence's: what this process remembers it by
     done: Future = field(default_factory=Future)
+
+    @property
+    def recorded_key(self) -> str | None:
+        """The key the run is recorded under on Prefect (the occurrence's, or a new one after a crash)."""
+        return self.body.get("idempotency_key")
 
 
 class DeploymentStarter:
@@ -60,9 +70,11 @@ class DeploymentStarter:
     request costs a connection and a version check each time); deployment ids are cached.
 
     `writers` threads send the queued writes, each batch (up to BULK_LIMIT runs of one runbook) as one
-    bulk create plus one read of the runs it names (to tell a new run from one that already existed).
+    read of the runs already recorded under its keys (see `_send`), one bulk create of the others and
+    one read of the runs it names (to tell a new run from one that already existed).
     One writer is the default: SQLite behind the Prefect server slows down under concurrent writes, and
-    the batch grows while the writer is busy (in bench/alerts.py on SQLite, one did better than two)."""
+    the batch grows while the writer is busy (in bench/alerts.py on SQLite, one did better than two;
+    on PostgreSQL two were no faster for one replica, and slower for two: more alerts written by both)."""
 
     # Occurrences this process has already started: Alertmanager repeats a notification every
     # group_interval, and a burst of repeats should not each cost a write on the Prefect server.
@@ -79,6 +91,7 @@ class DeploymentStarter:
         self._lock = threading.Lock()  # guards _seen and _in_flight
         self._queue: list[_Write] = []
         self._queued = threading.Condition()
+        self._read_first = True  # whether the next batch first reads the runs already recorded (see _send)
         for number in range(writers):
             threading.Thread(target=self._writer, daemon=True, name=f"run-writer-{number}").start()
 
@@ -137,6 +150,10 @@ class DeploymentStarter:
                     self._queued.wait()
                 runbook_id = self._queue[0].runbook_id
                 batch = [write for write in self._queue if write.runbook_id == runbook_id][:BULK_LIMIT]
+                # In key order: two replicas' batches that share occurrences then take the database's
+                # locks of those keys in the same order, so one waits for the other instead of both
+                # deadlocking (PostgreSQL aborts one after deadlock_timeout, 1 s, and its batch fails).
+                batch.sort(key=lambda write: write.recorded_key or "")
                 taken = {id(write) for write in batch}
                 self._queue = [write for write in self._queue if id(write) not in taken]
             began = time.monotonic()
@@ -174,7 +191,51 @@ class DeploymentStarter:
         return self._deployment_ids[runbook_id]
 
     def _send(self, runbook_id: str, batch: list[_Write]) -> list[tuple[str, bool] | BaseException]:
-        """Create the batch's runs; per write, (run id, existed) or why it failed."""
+        """Record the batch's runs; per write, (run id, existed) or why it failed.
+
+        Occurrences already recorded (by another replica, or by this process before it restarted) are
+        read, not written: a create costs the Prefect server several times a read (it checks the run's
+        job variables against the work pool's template even when the idempotency key makes it the
+        existing run). The read costs a round trip, so a batch makes it only while it pays: after a
+        batch that met runs already recorded (and at start), not after one whose runs were all new."""
+        keys = [write.recorded_key for write in batch if write.recorded_key]
+        recorded = self._recorded(runbook_id, keys) if self._read_first else {}
+        outcomes: dict[int, tuple[str, bool] | BaseException] = {}
+        new = []
+        for write in batch:
+            run = recorded.get(write.recorded_key) if write.recorded_key is not None else None
+            if run is None:
+                new.append(write)
+            else:
+                outcomes[id(write)] = self._existing(runbook_id, write, run)
+        created = self._create(runbook_id, new) if new else []
+        outcomes.update(zip(map(id, new), created))
+        self._read_first = bool(recorded) or any(
+            not isinstance(outcome, BaseException) and outcome[1] for outcome in created)
+        return [outcomes[id(write)] for write in batch]
+
+    def _recorded(self, runbook_id: str, keys: list[str]) -> dict[str, FlowRun]:
+        """The runs of this runbook's deployment already recorded under these idempotency keys."""
+        if not keys:
+            return {}
+        runs = self._client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[self._deployment_id(runbook_id)]),
+            idempotency_key=FlowRunFilterIdempotencyKey(any_=keys)), limit=len(keys))
+        return {run.idempotency_key: run for run in runs if run.idempotency_key}
+
+    def _existing(self, runbook_id: str, write: _Write, run: FlowRun) -> tuple[str, bool] | BaseException:
+        """The outcome of a write whose occurrence already has `run`."""
+        if write.idempotency_key is not None and run.state and run.state.is_crashed():
+            # The run of this occurrence died with its process: a repeat notification starts a new
+            # one (the same key on every replica, so they still agree on one run).
+            again = _Write(runbook_id, {**write.body, "idempotency_key": f"{write.idempotency_key}:after:{run.id}"},
+                           write.request_id, write.idempotency_key)
+            return self._send(runbook_id, [again])[0]
+        return str(run.id), True
+
+    def _create(self, runbook_id: str, batch: list[_Write]) -> list[tuple[str, bool] | BaseException]:
+        """Create the batch's runs and read them back: a run another replica recorded in the meantime
+        comes back as the existing one (its trigger's request id is not ours)."""
         answers = self._create_all(runbook_id, batch)
         ids = [str(item["flow_run_id"]) for item in answers if item.get("flow_run_id")]
         runs = {str(run.id): run for run in self._client.read_flow_runs(
@@ -186,16 +247,10 @@ class DeploymentStarter:
                 outcomes.append(UnreachableError(
                     f"the Prefect server did not record the run ({item.get('error') or 'it cannot be read back'}); "
                     "nothing was started, send the alert again"))
-                continue
-            existed = (run.parameters.get("trigger") or {}).get("request_id") != write.request_id
-            if existed and write.idempotency_key is not None and run.state and run.state.is_crashed():
-                # The run of this occurrence died with its process: a repeat notification starts a new
-                # one (the same key on every replica, so they still agree on one run).
-                again = _Write(runbook_id, {**write.body, "idempotency_key": f"{write.idempotency_key}:after:{run.id}"},
-                               write.request_id, write.idempotency_key)
-                outcomes.append(self._send(runbook_id, [again])[0])
-                continue
-            outcomes.append((str(run.id), existed))
+            elif (run.parameters.get("trigger") or {}).get("request_id") != write.request_id:
+                outcomes.append(self._existing(runbook_id, write, run))
+            else:
+                outcomes.append((str(run.id), False))
         return outcomes
 
     def _create_all(self, runbook_id: str, batch: list[_Write], attempts: int = 6) -> list[dict[str, Any]]:

@@ -147,3 +147,53 @@ def test_a_notification_is_not_acknowledged_while_prefect_cannot_record_it(envir
         [item["run_id"] for item in again.json()["started"] + again.json()["deduplicated"]]
     metrics = httpx.get(f"{replica.url}/metrics", timeout=10).text
     assert f'runbook_alerts_rejected_total{{reason="prefect_unavailable"}} {1.0 + busy_before + busy}' in metrics
+
+
+def only_run(answer: httpx.Response) -> tuple[str, str]:
+    """(bucket, run id) of a notification of one alert: started or deduplicated."""
+    assert answer.status_code == 202, answer.text
+    result = answer.json()
+    buckets = [(bucket, item["run_id"]) for bucket in ("started", "deduplicated") for item in result[bucket]]
+    assert len(buckets) == 1, [item.get("reason") for item in result["not_started"]] or result
+    return buckets[0]
+
+
+def test_a_replica_answers_occurrences_another_replica_recorded_with_their_runs(environment, replicas, relayed):
+    """The second replica to see an occurrence (or one restarted with an empty memory) gets the run
+    the first recorded, while the new occurrences of the same burst are started, each exactly once."""
+    _, env = environment
+    fresh, _ = relayed  # a replica that has seen nothing yet
+    prefix = f"seen-{uuid.uuid4().hex[:8]}-"
+    alerts = [(f"{prefix}{i}", f"{prefix}{i:03d}") for i in range(10)]
+    first = {group: only_run(deliver(replicas[0], notification(group, key))[0]) for group, key in alerts[:5]}
+    assert {bucket for bucket, _ in first.values()} == {"started"}
+
+    with ThreadPoolExecutor(10) as pool:
+        second = dict(zip([group for group, _ in alerts], pool.map(
+            lambda alert: only_run(deliver(fresh, notification(*alert))[0]), alerts)))
+    for group, _ in alerts[:5]:
+        assert second[group] == ("deduplicated", first[group][1])
+    assert {second[group][0] for group, _ in alerts[5:]} == {"started"}
+    created = runs_of(env["RUNBOOK_DEPLOYMENT"], prefix)
+    assert sorted(str(run.id) for run in created) == sorted(run_id for _, run_id in second.values())
+
+
+def test_a_repeat_of_an_occurrence_whose_run_crashed_starts_one_new_run_on_every_replica(
+        environment, replicas, relayed):
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    _, env = environment
+    fresh, _ = relayed
+    group = f"crashed-{uuid.uuid4().hex[:8]}"
+    body = notification(group, group)
+    bucket, crashed = only_run(deliver(replicas[0], body)[0])
+    assert bucket == "started"
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(uuid.UUID(crashed), Crashed(message="its process died (test)"), force=True)
+
+    bucket, again = only_run(deliver(replicas[1], body)[0])  # this replica never saw the occurrence
+    assert bucket == "started" and again != crashed
+    assert only_run(deliver(fresh, body)[0]) == ("deduplicated", again)  # nor this one: it finds the new run
+    assert only_run(deliver(replicas[1], body)[0]) == ("deduplicated", again)
+    assert sorted(str(run.id) for run in runs_of(env["RUNBOOK_DEPLOYMENT"], group)) == sorted([crashed, again])
