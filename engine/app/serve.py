@@ -96,7 +96,9 @@ class _Waking:
         from mq_runbooks.app.workers import wake
 
         started = self._starter(*args, **kwargs)
-        wake()
+        run_id, existed = started
+        if not existed:  # a repeat of an alert already started needs no look (a burst repeats each many times)
+            wake()
         return started
 
     def __getattr__(self, name: str):
