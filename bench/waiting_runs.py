@@ -56,6 +56,7 @@ def make_groups(config: dict, topic: str, count: int) -> list[str]:
     return [commit_at_end(config, topic, f"bench-wait-{uuid.uuid4().hex[:10]}") for _ in range(count)]
 
 
+DUE_AGAIN = {"count": 0}  # runs seen crashed (the worker could not submit them) and made due again
 RESENT = {"count": 0}  # notifications answered 503 (the Prefect server busy) and sent again
 
 
@@ -86,13 +87,20 @@ def states(run_ids: list[str]) -> dict[str, str]:
 
 
 def wait_all(run_ids: list[str], state: str, timeout: float) -> float:
-    """Until every run is in `state`; a run that ended otherwise (crashed, failed) stops the bench."""
+    """Until every run is in `state`; a run that ended otherwise (failed, or still crashed after serve's
+    sweeps had 90 s to make a run that never started due again) stops the bench."""
     started = time.monotonic()
+    crashed_since: dict[str, float] = {}
     while True:
         now = states(run_ids)
         if all(now.get(r) == state for r in run_ids):
             return time.monotonic() - started
-        ended = {r: name for r, name in now.items() if name in ("Crashed", "Failed", "Cancelled", "TimedOut")}
+        for run_id, name in now.items():
+            if name == "Crashed" and run_id not in crashed_since:
+                crashed_since[run_id] = time.monotonic()
+                DUE_AGAIN["count"] += 1
+        ended = {r: name for r, name in now.items() if name in ("Failed", "Cancelled", "TimedOut")
+                 or (name == "Crashed" and time.monotonic() - crashed_since[r] > 90)}
         if ended or time.monotonic() - started > timeout:
             counts: dict[str, int] = {}
             for name in now.values():
@@ -258,7 +266,8 @@ def write_results(rows: list[dict], waited: int, probes: int, approve_all_s: flo
                      f"{row['approval_p50_s']} / {row['approval_p90_s']} / {row['approval_max_s']} s |")
     lines.append(f"\nThe {waited} waiting runs approved together, then all of them and the {probes} probes "
                  f"Completed within {approve_all_s:.0f} s. {RESENT['count']} notifications were answered 503 "
-                 "(the Prefect server busy: nothing started) and sent again, as Alertmanager does.\n")
+                 "(the Prefect server busy: nothing started) and sent again, as Alertmanager does; "
+                 f"{DUE_AGAIN['count']} runs were seen Crashed before they started and made due again by serve.\n")
     results = REPO / "bench" / "results" / "waiting_runs.md"
     if not results.exists():
         results.write_text("# Runs waiting at their gates (bench/waiting_runs.py)\n")

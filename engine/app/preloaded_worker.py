@@ -115,6 +115,15 @@ class PreloadedWorker(ProcessWorker):
             finally:
                 group.cancel_scope.cancel()
 
+    async def _give_worker_labels_to_flow_run(self, flow_run_id) -> None:
+        """Prefect labels each run with the worker that took it; a busy server refusing that (503 after
+        the client's retries) must not crash a run that has not started: the label is left out."""
+        try:
+            await super()._give_worker_labels_to_flow_run(flow_run_id)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("run %s is executed without its worker labels (the Prefect server refused them: %s)",
+                        flow_run_id, exc)
+
     def wake(self) -> None:
         """Look for runs to execute now (from any thread)."""
         if self._loop is not None:
