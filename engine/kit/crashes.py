@@ -22,7 +22,7 @@ from mq_runbooks.kit import journal
 from mq_runbooks.kit.records import Outcome
 
 HEARTBEAT_S = 30  # Prefect's minimum
-ZOMBIE_AFTER_S = 120  # four missed heartbeats: a loaded server may deliver one late
+ZOMBIE_AFTER_S = 90  # three heartbeat periods: a kill is noticed 60-90 s later; a heartbeat may come 60 s late
 AUTOMATION_NAME = "mq-runbooks: crash runs that stopped their heartbeats"
 RUN_TAG = "mq-runbooks"
 
