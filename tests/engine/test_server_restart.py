@@ -4,6 +4,8 @@ the lock survives (dev/stack keeps Prefect's concurrency leases on disk), the ru
 its missing heartbeats, and once approved it acts exactly once and frees the lock."""
 from __future__ import annotations
 
+import os
+import signal
 import time
 from uuid import UUID
 
@@ -12,7 +14,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit.crashes import HEARTBEAT_S, ZOMBIE_AFTER_S
-from tests.engine.test_durable_runs import slot_taken, wait_for
+from tests.engine.test_durable_runs import executors_of, slot_taken, wait_for
 from tests.kafka_groups import group_at_end
 from tests.private_prefect import private_prefect, run_env, runbook, start_replay, status, wait_state
 
@@ -93,22 +95,67 @@ def test_a_lock_held_at_a_gate_survives_a_restart_of_the_prefect_server(sqlite_p
     assert not lock_held(api, key)
 
 
-def test_the_crash_automation_of_an_older_window_is_updated_not_duplicated(sqlite_prefect, monkeypatch):
+def crash_automations() -> dict[str, str]:
+    """The crash automations on the server: name -> the id of its trigger (Prefect gives an updated
+    trigger a new one; its client's models leave it out)."""
     from prefect.client.orchestration import get_client
 
+    from mq_runbooks.kit.crashes import AUTOMATION_NAME
+
+    with get_client(sync_client=True) as client:
+        stored = client.request("POST", "/automations/filter", json={})
+        stored.raise_for_status()
+    found = [a for a in stored.json() if a["name"].startswith(AUTOMATION_NAME)]
+    assert len({a["name"] for a in found}) == len(found), f"duplicates: {[a['name'] for a in found]}"
+    return {a["name"]: a["trigger"]["id"] for a in found}
+
+
+def test_another_window_is_another_automation_and_the_older_goes_once_covered(sqlite_prefect, monkeypatch):
     from mq_runbooks.kit import crashes
 
-    def automations() -> list:
-        with get_client(sync_client=True) as client:
-            return client.read_automations_by_name(crashes.AUTOMATION_NAME)
-
     with temporary_settings(updates={PREFECT_API_URL: sqlite_prefect.api_url}):
-        with monkeypatch.context() as older:  # what an older version made: a 120 s window
-            older.setattr(crashes, "ZOMBIE_AFTER_S", 120)
-            crashes.ensure_zombie_automation()
-            assert [a.trigger.within.total_seconds() for a in automations()] == [120]
-        assert crashes.ensure_zombie_automation() is False, "brought up to date, not created again"
-        made = automations()
-        assert [a.trigger.within.total_seconds() for a in made] == [crashes.ZOMBIE_AFTER_S]
-        assert f"{crashes.ZOMBIE_AFTER_S}s" in made[0].actions[0].message
-        assert crashes.ensure_zombie_automation() is False and len(automations()) == 1
+        crashes.ensure_zombie_automation()
+        ours = crashes.automation_name()
+        before = crash_automations()
+        assert list(before) == [ours]
+        with monkeypatch.context() as other:  # another version's window: 10 s
+            other.setattr(crashes, "ZOMBIE_AFTER_S", 10)
+            assert crashes.ensure_zombie_automation() is True
+            assert crashes.ensure_zombie_automation() is False, "created once"
+        both = crash_automations()
+        assert set(both) == {ours, crashes.automation_name(10)}
+        assert both[ours] == before[ours], "ours was not updated (an update forgets what it has pending)"
+        # Ours has watched longer than 10 s plus a heartbeat: the other one goes (at once, or soon
+        # when ours was created by this test).
+        wait_for(lambda: crashes.ensure_zombie_automation() is False and list(crash_automations()) == [ours], 120,
+                 "the covered automation deleted", every=5)
+        assert crash_automations()[ours] == before[ours]
+
+
+@pytest.mark.timeout(900)
+def test_a_run_killed_just_before_the_window_changes_is_still_crashed(sqlite_prefect, clusters, unique, tmp_path,
+                                                                     monkeypatch):
+    """An upgrade that changes the window brings an automation of its own; a run whose process died
+    just before must still be marked Crashed. (Updating the automation would forget it: Prefect keys
+    what a trigger has pending by the trigger's id, and gives an updated trigger a new one.)"""
+    from mq_runbooks.kit import crashes
+
+    api = sqlite_prefect.api_url
+    env = {**run_env(api, tmp_path, run_on="local"), "RUNBOOK_INJECT_FAULT": "stall-after:alter-offsets"}
+    config, topic, group = group_at_end(clusters, unique, "rewindow")
+    run_id = start_replay(env, group)
+    wait_state(env, run_id, {"Suspended"}, 180, "the run at its gate")
+    answered = runbook(env, "approve", run_id, "--as", "bob")
+    assert answered.returncode == 0, answered.stderr
+    wait_for(lambda: "action" in kinds(status(env, run_id)), 180, "the change applied", every=1)
+    for pid in wait_for(lambda: executors_of(run_id), 30, "the executor applying the change"):
+        os.kill(int(pid), signal.SIGKILL)
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        try:
+            with monkeypatch.context() as newer:  # the next version's window, set while the run is dead
+                newer.setattr(crashes, "ZOMBIE_AFTER_S", crashes.ZOMBIE_AFTER_S + 30)
+                crashes.ensure_zombie_automation()
+            wait_for(lambda: "CRASHED" in state_types(api, run_id), crashes.ZOMBIE_AFTER_S + 30 + HEARTBEAT_S + 60,
+                     "the killed run marked Crashed", every=2)
+        finally:
+            crashes.ensure_zombie_automation()  # this version's window again
