@@ -2,8 +2,9 @@
 
 - Every flow run emits heartbeats (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, set by Settings.apply_to_prefect).
 - An automation on the Prefect server (created here, idempotently, by `runbook serve` and
-  `runbook run`) marks a run Crashed when it misses its heartbeats for ZOMBIE_AFTER_S: so a run
-  whose process was killed (SIGKILL, a lost machine) does not stay Running forever.
+  `runbook run`; one per window, see `automation_name`) marks a run Crashed when it misses its
+  heartbeats for ZOMBIE_AFTER_S: so a run whose process was killed (SIGKILL, a lost machine) does
+  not stay Running forever.
 - `conclude_crashed()` (swept by `runbook serve`, and by `runbook status` for one run) gives each
   crashed run what a run that ends normally has: its outcome in the journal (`crashed`, with the steps
   it had applied), its postmortem draft (with the restore command of its snapshot), and the Slack
@@ -25,7 +26,7 @@ from mq_runbooks.kit import journal
 from mq_runbooks.kit.records import Outcome
 
 HEARTBEAT_S = 30  # Prefect's minimum
-ZOMBIE_AFTER_S = 120  # four missed heartbeats: a loaded server may deliver one late
+ZOMBIE_AFTER_S = 90  # three heartbeat periods: a kill is noticed 60-90 s later; a heartbeat may come 60 s late
 AUTOMATION_NAME = "mq-runbooks: crash runs that stopped their heartbeats"
 RUN_TAG = "mq-runbooks"
 # How Prefect's worker and executor report a run whose process never started.
@@ -33,16 +34,26 @@ NEVER_STARTED = ("Failed to submit flow run to infrastructure", "Flow run could 
 RESUBMIT_AT_MOST = 3
 
 
+def automation_name(window_s: int | None = None) -> str:
+    """One automation per window: a new window is a new automation beside the old one, never an update
+    (Prefect gives an updated trigger a new id and so forgets what it had pending: a run killed just
+    before the update would never be marked Crashed)."""
+    return f"{AUTOMATION_NAME} ({ZOMBIE_AFTER_S if window_s is None else window_s}s)"
+
+
 def ensure_zombie_automation() -> bool:
-    """Create the automation (or bring one an older version made up to date); True if it was created now."""
+    """Create this window's automation when it is missing; delete the automations of other windows
+    (an older or newer version's, or the one named without a window) once this one has watched longer
+    than their window, so what they had pending is its too. True if it was created now."""
     from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
     wanted = Automation(
-        name=AUTOMATION_NAME,
+        name=automation_name(),
         description="Marks a flow run Crashed when it sent no heartbeat (and reached no final state) for "
                     f"{ZOMBIE_AFTER_S}s: its process died. Created by mq-runbooks.",
         trigger=EventTrigger(
@@ -61,15 +72,27 @@ def ensure_zombie_automation() -> bool:
         actions=[ChangeFlowRunState(state=StateType.CRASHED,
                                     message=f"no heartbeat for {ZOMBIE_AFTER_S}s: the run's process died")],
     )
-    try:
-        existing = Automation.read(name=AUTOMATION_NAME)
-    except ValueError:
-        wanted.create()
-        return True
-    if existing.trigger != wanted.trigger or existing.actions != wanted.actions:  # made by an older version
-        existing.trigger, existing.actions, existing.description = wanted.trigger, wanted.actions, wanted.description
-        existing.update()
+    with get_client(sync_client=True) as client:
+        listed = client.request("POST", "/automations/filter", json={})
+        listed.raise_for_status()
+        found = sorted((a for a in listed.json() if a["name"].startswith(AUTOMATION_NAME)), key=lambda a: a["created"])
+        ours = [a for a in found if a["name"] == wanted.name]
+        for duplicate in ours[1:]:  # two processes created it at once: the oldest has seen all the other has
+            client.delete_automation(duplicate["id"])
+        if not ours:
+            wanted.create()
+            return True
+        watching_s = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(ours[0]["created"])).total_seconds()
+        for other in found:
+            if other["name"] != wanted.name and watching_s > _window_s(other) + HEARTBEAT_S:
+                client.delete_automation(other["id"])
     return False
+
+
+def _window_s(automation: dict) -> float:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(timedelta).validate_python(automation["trigger"]["within"]).total_seconds()
 
 
 def steps_applied(entries: list[journal.Entry]) -> list[str]:
