@@ -48,20 +48,14 @@ def worker(context: Context, limit: int, name: str | None) -> None:
     catalog's flows once (named rb-<run id> in ps); restart the worker to put a changed runbook in
     service. A run that is acting when the worker stops goes on to its end.
     """
-    import asyncio
-
     from mq_runbooks.app.serve import require_prefect
-    from mq_runbooks.app.workers import run_worker
+    from mq_runbooks.app.workers import run_worker_until_stopped
     from mq_runbooks.kit.crashes import ensure_zombie_automation
 
     require_prefect(context.settings.prefect_api_url)
     ensure_zombie_automation()
-    try:
-        asyncio.run(run_worker(context.settings, context.catalog, limit, name=name,
-                               started=lambda: context.out.print(
-                                   f"worker of pool {context.settings.work_pool}: executing runs (Ctrl-C stops)")))
-    except KeyboardInterrupt:
-        pass
+    run_worker_until_stopped(context.settings, context.catalog, limit, name=name, started=lambda: context.out.print(
+        f"worker of pool {context.settings.work_pool}: executing runs (Ctrl-C or SIGTERM stops it)"))
 
 
 @cli.command("demo")

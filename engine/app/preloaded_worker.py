@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import tempfile
+import warnings
 
 import anyio
 from prefect.events.clients import get_events_subscriber
@@ -97,6 +98,10 @@ class ForkStarter:
             scope.detached = True
             log.info("run %s goes on to its end in its own process (pid %s)", flow_run.id, process.pid)
             raise
+
+
+# Prefect registers worker classes by type; ours is the process type on purpose (the pool is a process pool).
+warnings.filterwarnings("ignore", message="Type 'PreloadedWorker' .* matches existing registered type")
 
 
 class PreloadedWorker(ProcessWorker):

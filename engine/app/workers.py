@@ -178,6 +178,39 @@ async def run_worker(settings: Settings, catalog: Catalog, limit: int | None, na
         _wakers.remove(worker.wake)
 
 
+STOP_WITHIN_S = 20.0
+
+
+def run_worker_until_stopped(settings: Settings, catalog: Catalog, limit: int | None, name: str | None = None,
+                             started=None) -> None:
+    """`run_worker` in this (the main) thread until SIGINT or SIGTERM. Then it stops looking for runs
+    and exits, within STOP_WITHIN_S whatever Prefect's teardown does, leaving the runs that are acting
+    to finish in their own processes (preloaded_worker.LeftToFinish)."""
+    import signal
+    import threading
+
+    import anyio
+
+    async def until_stopped() -> None:
+        async with anyio.create_task_group() as group:
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for received in signals:
+                        log.info("%s: the worker stops; runs that are acting go on in their own processes",
+                                 signal.Signals(received).name)
+                        deadline = threading.Timer(STOP_WITHIN_S, os._exit, args=(0,))
+                        deadline.daemon = True
+                        deadline.start()
+                        group.cancel_scope.cancel()  # cancelled until every task has left, unlike one cancel()
+                        return
+
+            group.start_soon(stop_on_signal)
+            await run_worker(settings, catalog, limit, name=name, started=started)
+            group.cancel_scope.cancel()
+
+    anyio.run(until_stopped)
+
+
 def wake() -> None:
     """Make this process's workers look for runs now rather than at their next poll (a no-op where
     none runs, e.g. in the CLI): called when this process has just created or answered a run."""
