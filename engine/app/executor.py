@@ -20,11 +20,13 @@ def execute(run_id: str, claim: bool) -> int:
     settings = Settings.from_environ()
     settings.apply_to_prefect()
     from prefect.client.orchestration import get_client
+    from prefect.context import refresh_global_settings_context
     from prefect.exceptions import Pause
     from prefect.flow_engine import run_flow
 
     from mq_runbooks.app.workers import claim as claim_run
 
+    refresh_global_settings_context()  # a forked run's Prefect read its settings in the preloaded starter
     if claim and not claim_run(run_id):
         print(f"run {run_id} is executed elsewhere (or no longer waits to be): nothing to do")
         return 0

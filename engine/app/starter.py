@@ -28,8 +28,6 @@ import sys
 import threading
 from pathlib import Path
 
-log = logging.getLogger("runbook.starter")
-
 # What every run imports anyway; mq_runbooks.app.preload also imports the catalog's flows.
 PRELOAD = ["mq_runbooks.app.preload"]
 
@@ -109,13 +107,8 @@ def _execute_child(run_id: str, env: dict[str, str], claim: bool, cwd: str | Non
         os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    from prefect.context import refresh_global_settings_context
-
     from mq_runbooks.app.executor import execute
-    from mq_runbooks.base.settings import Settings
 
-    Settings.from_environ().apply_to_prefect()
-    refresh_global_settings_context()  # Prefect read its settings when the forkserver imported it
     try:
         code = execute(run_id, claim=claim)
     except BaseException:
