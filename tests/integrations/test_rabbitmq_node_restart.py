@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -56,11 +55,23 @@ def test_node_restart_during_a_move_loses_nothing_and_reports_what_moved(node):
     publish(url, "backlog", [str(number) for number in range(MESSAGES)], body=b"x" * 1024)
     publish(url, "parking", [])
     reports = []
+    reached, resume = threading.Event(), threading.Event()
+    seen = iter(range(MESSAGES))
+
+    def select(_properties) -> bool:
+        """Holds the move at its 5,000th message until the node is down: the window (1,000) means
+        at least 4,000 are confirmed and acknowledged by then, and most of the backlog is left."""
+        if next(seen) == 5_000:
+            reached.set()
+            resume.wait(timeout=180)
+        return True
+
     mover = threading.Thread(target=lambda: reports.append(
-        move_messages(url, "/", "backlog", "parking", idle_s=2.0)))
+        move_messages(url, "/", "backlog", "parking", select=select, idle_s=2.0)))
     mover.start()
-    time.sleep(1.5)  # part of the backlog has moved
+    assert reached.wait(timeout=120), "the move never reached its 5,000th message"
     stack("down")    # the node stops in the middle of the move ...
+    resume.set()
     mover.join(timeout=60)
     stack("up")      # ... and comes back
     assert not mover.is_alive()
