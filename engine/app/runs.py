@@ -108,7 +108,7 @@ def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested
     if configuration is not None:
         workers.spawn_executor(settings, str(flow_run.id), configuration)
     else:
-        workers.wake()
+        workers.wake(str(flow_run.id))
     return str(flow_run.id)
 
 
@@ -283,7 +283,7 @@ def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: boo
     if not execute_if_local(settings, run_id):
         from mq_runbooks.app.workers import wake
 
-        wake()  # a worker of this process (serve's) executes it now rather than at its next poll
+        wake(run_id)  # a worker of this process (serve's) executes it now rather than at its next poll
     return view
 
 

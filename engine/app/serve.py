@@ -87,7 +87,8 @@ def build_services(settings: Settings, catalog: Catalog):
 
 
 class _Waking:
-    """A run starter after which this process's worker looks for runs at once (app/workers.py: wake)."""
+    """A run starter after which this process's worker executes the run it created at once
+    (app/workers.py: wake)."""
 
     def __init__(self, starter) -> None:
         self._starter = starter
@@ -97,8 +98,8 @@ class _Waking:
 
         started = self._starter(*args, **kwargs)
         run_id, existed = started
-        if not existed:  # a repeat of an alert already started needs no look (a burst repeats each many times)
-            wake()
+        if not existed:  # a repeat of an alert already started is executed already (a burst repeats each many times)
+            wake(run_id)
         return started
 
     def __getattr__(self, name: str):
@@ -129,10 +130,14 @@ def _sweep(settings: Settings, forget, every_s: float = 30.0) -> None:
     kit/crashes.py) and gates whose deadline passed while suspended; let a repeat of the alert that
     started a crashed run start a new run (`forget`); execute local runs answered in the Prefect UI.
     The first round waits too: serve answers its first requests (Slack's 3 s) before it reads anything else."""
-    checked: set[str] = set()  # each crashed run's journal is read once per process
+    checked: set[str] = set()  # each crashed or expired run's journal is read once per process
     while True:
         time.sleep(every_s)
         try:
+            # First what someone waits for; then what a shared server may hold many of.
+            for run_id in resumed_locally(older_than_s=5.0):
+                if _each(run_id, "executing an answered local run", lambda r: execute_if_local(settings, r)):
+                    log.info("run %s was answered in the Prefect UI: executing it", run_id)
             crashed = {run_id: message for run_id, message in recent_crashed().items() if run_id not in checked}
             concluded = conclude_crashed(crashed)
             for run_id in concluded:
@@ -142,10 +147,8 @@ def _sweep(settings: Settings, forget, every_s: float = 30.0) -> None:
             forget(done)
             checked |= done
             for run_id in recent_expired():
-                _each(run_id, "concluding a timed-out gate", conclude_expired)  # says so in one INFO line
-            for run_id in resumed_locally(older_than_s=5.0):
-                if _each(run_id, "executing an answered local run", lambda r: execute_if_local(settings, r)):
-                    log.info("run %s was answered in the Prefect UI: executing it", run_id)
+                if run_id not in checked and _each(run_id, "concluding a timed-out gate", conclude_expired) is not None:
+                    checked.add(run_id)  # concluded now (one INFO line) or before: not read again
         except Exception as exc:  # noqa: BLE001  (a sweep that failed is tried again at the next round)
             log.warning("sweeping runs failed: %s: %s", type(exc).__name__, exc)
 

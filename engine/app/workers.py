@@ -185,7 +185,7 @@ def run_worker_until_stopped(settings: Settings, catalog: Catalog, limit: int | 
                              started=None) -> None:
     """`run_worker` in this (the main) thread until SIGINT or SIGTERM. Then it stops looking for runs
     and exits, within STOP_WITHIN_S whatever Prefect's teardown does, leaving the runs that are acting
-    to finish in their own processes (preloaded_worker.LeftToFinish)."""
+    to finish in their own processes (each in a session of its own, app/starter.py)."""
     import signal
     import threading
 
@@ -211,11 +211,12 @@ def run_worker_until_stopped(settings: Settings, catalog: Catalog, limit: int | 
     anyio.run(until_stopped)
 
 
-def wake() -> None:
-    """Make this process's workers look for runs now rather than at their next poll (a no-op where
-    none runs, e.g. in the CLI): called when this process has just created or answered a run."""
+def wake(run_id: str | None = None) -> None:
+    """Called when this process has just created or answered `run_id`, a run of the pool: this
+    process's worker forks it now (app/preloaded_worker.py), or with no run looks for runs now
+    rather than at its next poll. A no-op where no worker runs (the CLI, `serve --no-runner`)."""
     for waker in list(_wakers):
-        waker()
+        waker(run_id)
 
 
 _wakers: list = []
