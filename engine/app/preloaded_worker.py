@@ -1,6 +1,6 @@
 """Prefect's process worker, executing the pool's runs by forking them from the preloaded starter
-(app/starter.py) when the pool's command is ours (app/workers.py: EXECUTOR_COMMAND); a pool whose
-command was changed by hand keeps Prefect's way (a new interpreter per run).
+(app/starter.py) when the pool runs our executor (app/workers.py: pool_template); a pool whose
+template was changed by hand keeps Prefect's way (a new interpreter per run).
 
 A run is forked as soon as the worker knows of it: one this process has just created or answered
 (`wake(run_id)`: serve's alerts, Slack, an answer given through serve) at once, others when a look
@@ -35,7 +35,7 @@ from prefect.workers.process import ProcessWorker
 
 from mq_runbooks.app.starter import install
 from mq_runbooks.kit.crashes import NEVER_STARTED
-from mq_runbooks.app.workers import EXECUTOR_COMMAND
+from mq_runbooks.app.workers import executes_ours
 
 log = logging.getLogger("runbook.worker")
 RUN_EVENTS = ["prefect.flow-run.Resuming", "prefect.flow-run.Scheduled"]
@@ -84,12 +84,8 @@ class PreloadedWorker(ProcessWorker):
             self._loop.call_soon_threadsafe(self._take, UUID(run_id))
 
     def _forks_runs(self) -> bool:
-        """Whether the pool's runs are ours to fork (its command is the executor's, as we made it)."""
-        try:
-            command = self.work_pool.base_job_template["variables"]["properties"]["command"]["default"]
-        except (AttributeError, KeyError, TypeError):
-            return False
-        return command == EXECUTOR_COMMAND
+        """Whether the pool's runs are ours to fork (it runs our executor, as we made it)."""
+        return self._work_pool is not None and executes_ours(self._work_pool.base_job_template)
 
     def _take(self, run_id: UUID) -> None:
         """On the worker's loop, so that a look sees the run taken (and leaves it) from now on."""
