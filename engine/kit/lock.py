@@ -31,10 +31,11 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder, StateType
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectSignal
 
-from mq_runbooks.base.errors import PreconditionError
+from mq_runbooks.base.errors import PreconditionError, UnreachableError
 
 LEASE_S = 120  # renewed while the holder lives
 MAX_LEASE_S = 24 * 3600  # what the Prefect server accepts
+BUSY_S = 600.0  # how long a busy Prefect server (503) is asked again for a lock before the run gives up
 
 log = logging.getLogger("runbook.lock")
 
@@ -134,7 +135,8 @@ def _acquire(name: str, flow_run_id: UUID | str, timeout: float) -> UUID:
     (Asked over the client itself: Prefect's own helper releases the lease when the flow's process
     ends, which a run suspended at its gate must not do.)"""
     holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(str(flow_run_id)))
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     with get_client(sync_client=True) as client:
         while True:
             try:
@@ -142,7 +144,19 @@ def _acquire(name: str, flow_run_id: UUID | str, timeout: float) -> UUID:
                     [name], 1, "concurrency", LEASE_S, holder=holder)
                 return UUID(response.json()["lease_id"])
             except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 423:  # 423 Locked: the slot is taken
+                status = exc.response.status_code
+                if status == 503 and time.monotonic() - started < BUSY_S:
+                    # Busy (SQLite locked under a burst of runs), after the client's own retries: the
+                    # slot is neither taken nor granted yet, so this is no reason to give the run up.
+                    log.warning("the Prefect server is busy (503) granting the lock %s; asking again", name)
+                    deadline = max(deadline, time.monotonic() + 1.0)
+                    time.sleep(1.0)
+                    continue
+                if status == 503:
+                    raise UnreachableError(
+                        f"the Prefect server stayed busy (503 Service Unavailable) for {BUSY_S:.0f}s while this "
+                        f"run asked for its lock {name!r}; nothing was changed: start the run again") from None
+                if status != 423:  # 423 Locked: the slot is taken
                     raise
                 retry_after = float(exc.response.headers.get("Retry-After") or 1)
             if time.monotonic() + min(retry_after, 1.0) > deadline:
