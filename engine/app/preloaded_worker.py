@@ -35,7 +35,7 @@ from prefect.workers.process import ProcessWorker
 
 from mq_runbooks.app.starter import install
 from mq_runbooks.kit.crashes import NEVER_STARTED
-from mq_runbooks.app.workers import executes_ours
+from mq_runbooks.app.workers import executes_ours, infrastructure_of
 
 log = logging.getLogger("runbook.worker")
 RUN_EVENTS = ["prefect.flow-run.Resuming", "prefect.flow-run.Scheduled"]
@@ -122,6 +122,7 @@ class PreloadedWorker(ProcessWorker):
         """Fork the run's executor (which claims it first) and hold its slot until the child exits; a
         child that dies is told to the Prefect server at once, as Prefect's worker does (Crashed: a run
         that never reached Running is made due again by serve's sweep, kit/crashes.py)."""
+        process = None
         try:
             env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True)}
             with tempfile.TemporaryDirectory(suffix="-runbook") as scratch:
@@ -134,8 +135,6 @@ class PreloadedWorker(ProcessWorker):
                 except anyio.get_cancelled_exc_class():  # the worker stops: the run goes on in its process
                     log.info("run %s goes on to its end in its own process (pid %s)", run_id, process.pid)
                     raise
-            if process.exitcode != 0:
-                await self._crashed(run_id, process.exitcode)
         except Exception as exc:  # noqa: BLE001  (the run is still Scheduled: a look takes it)
             log.warning("run %s could not be forked here (%s: %s); it waits for a worker's look",
                         run_id, type(exc).__name__, exc)
@@ -143,9 +142,17 @@ class PreloadedWorker(ProcessWorker):
         finally:
             self._submitting_flow_run_ids.discard(run_id)
             self._release_limit_slot(run_id)
+        if process is not None and process.exitcode:
+            try:
+                await self._crashed(run_id, process.pid, process.exitcode)
+            except Exception as exc:  # noqa: BLE001  (the heartbeat window catches it instead)
+                log.warning("run %s: its process exited (%s) and telling the Prefect server failed: %s: %s",
+                            run_id, process.exitcode, type(exc).__name__, exc)
 
-    async def _crashed(self, run_id: UUID, exitcode: int) -> None:
+    async def _crashed(self, run_id: UUID, pid: int, exitcode: int) -> None:
         flow_run = await self.client.read_flow_run(run_id)
+        if flow_run.infrastructure_pid != infrastructure_of(pid):
+            return  # the process died before claiming the run: whoever claimed it executes it
         if flow_run.state is None or not (flow_run.state.is_pending() or flow_run.state.is_running()):
             return  # it ended or waits as it should (a run that exits 1 has set its own final state)
         how = f"by signal {-exitcode}" if exitcode < 0 else f"with code {exitcode}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -235,12 +236,21 @@ _wakers: list = []
 
 
 def claim(run_id: str) -> bool:
-    """Move a run to Pending for this process; False when someone else already did (or it is no
-    longer waiting to be executed)."""
+    """Move a run to Pending for this process and record the process on it (`infrastructure_pid`,
+    host:pid: whose process died is then known, see infrastructure_of); False when someone else
+    already claimed it (or it is no longer waiting to be executed)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.responses import SetStateStatus
     from prefect.states import Pending
 
     with get_client(sync_client=True) as client:
         result = client.set_flow_run_state(UUID(run_id), Pending())
-    return result.status == SetStateStatus.ACCEPT
+        if result.status != SetStateStatus.ACCEPT:
+            return False
+        client.update_flow_run(UUID(run_id), infrastructure_pid=infrastructure_of(os.getpid()))
+    return True
+
+
+def infrastructure_of(pid: int) -> str:
+    """How a run's process is recorded on the run (Prefect's process worker's own form)."""
+    return f"{socket.gethostname()}:{pid}"

@@ -125,3 +125,35 @@ def test_serve_executes_a_local_run_answered_in_the_prefect_ui_from_its_starter(
         assert "Finished in state Completed" in log, "the execution forked by serve wrote to the same log"
     finally:
         serve.stop()
+
+
+def test_a_forked_run_whose_process_dies_is_crashed_at_once_and_concluded(clusters, unique, tmp_path):
+    """The process of an acting run killed while serve lives: serve's worker sees its child die and
+    marks the run Crashed at once (not after the heartbeat window), and serve's sweep concludes it."""
+    env = serve_environment(tmp_path)
+    env["RUNBOOK_INJECT_FAULT"] = "stall-after:alter-offsets:30"
+    serve = ServeProcess(tmp_path, env)
+    try:
+        config, topic, group = group_at_end(clusters, unique, "childdies")
+        answer = httpx.post(f"{serve.url}/alerts/alertmanager", json=alertmanager_payload(group, unique("fp")),
+                            headers={"Authorization": f"Bearer {ALERT_TOKEN}"}, timeout=30)
+        assert answer.status_code == 202, answer.text
+        run_id = answer.json()["started"][0]["run_id"]
+        wait_for(lambda: suspended(run_id), 120, "the alert's run suspended at its gate")
+        answered = cli("approve", run_id, "--as", "bob", env=env)
+        assert answered.returncode == 0, answered.stderr
+        wait_for(lambda: journal.last(runs.read_run(run_id).entries, "action"), 120, "the approved run acted")
+        (pid,) = wait_for(lambda: forked_process_of(run_id), 10, "the process executing the run")
+
+        os.kill(pid, signal.SIGKILL)
+        view = wait_for(lambda: (v := runs.read_run(run_id)).state_type == "CRASHED" and v, 15,
+                        "the run Crashed once its process died")
+        assert "exited by signal 9 while the run was Running" in view.message, view.message
+        view = wait_for(lambda: journal.last((v := runs.read_run(run_id)).entries, "outcome") and v, 90,
+                        "serve's sweep concluded the crash")
+        outcome = journal.last(view.entries, "outcome")
+        assert outcome.data["outcome"] == "crashed", view.entries[-3:]
+        assert "after applying" in outcome.summary, outcome.summary
+        assert serve.process.poll() is None, "serve lives on"
+    finally:
+        serve.stop()
