@@ -26,6 +26,16 @@ def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def alert_run_at_its_gate(serve: ServeProcess, group: str, unique) -> str:
+    """The run an alert on `group` starts through serve, once it waits at its gate."""
+    answer = httpx.post(f"{serve.url}/alerts/alertmanager", json=alertmanager_payload(group, unique("fp")),
+                        headers={"Authorization": f"Bearer {ALERT_TOKEN}"}, timeout=30)
+    assert answer.status_code == 202, answer.text
+    run_id = answer.json()["started"][0]["run_id"]
+    wait_for(lambda: suspended(run_id), 120, "the alert's run suspended at its gate")
+    return run_id
+
+
 def forked_process_of(run_id: str) -> list[int]:
     found = subprocess.run(["pgrep", "-x", process_name(run_id)], capture_output=True, text=True)
     return [int(pid) for pid in found.stdout.split()]
@@ -48,11 +58,7 @@ def test_runs_are_forked_from_the_starter_and_an_acting_run_outlives_what_starte
         if on_worker:  # it registers the deployments the alert's run belongs to
             wait_for(lambda: b"executing runs" in (tmp_path / "worker.log").read_bytes(), 120, "the worker started")
         config, topic, group = group_at_end(clusters, unique, "starter")
-        answer = httpx.post(f"{serve.url}/alerts/alertmanager", json=alertmanager_payload(group, unique("fp")),
-                            headers={"Authorization": f"Bearer {ALERT_TOKEN}"}, timeout=30)
-        assert answer.status_code == 202, answer.text
-        run_id = answer.json()["started"][0]["run_id"]
-        wait_for(lambda: suspended(run_id), 120, "the alert's run suspended at its gate")
+        run_id = alert_run_at_its_gate(serve, group, unique)
         wait_for(lambda: not forked_process_of(run_id), 20, "the run's process left once it suspended")
 
         answered = cli("approve", run_id, "--as", "bob", env=env)
@@ -134,12 +140,8 @@ def test_a_forked_run_whose_process_dies_is_crashed_at_once_and_concluded(cluste
     env["RUNBOOK_INJECT_FAULT"] = "stall-after:alter-offsets:30"
     serve = ServeProcess(tmp_path, env)
     try:
-        config, topic, group = group_at_end(clusters, unique, "childdies")
-        answer = httpx.post(f"{serve.url}/alerts/alertmanager", json=alertmanager_payload(group, unique("fp")),
-                            headers={"Authorization": f"Bearer {ALERT_TOKEN}"}, timeout=30)
-        assert answer.status_code == 202, answer.text
-        run_id = answer.json()["started"][0]["run_id"]
-        wait_for(lambda: suspended(run_id), 120, "the alert's run suspended at its gate")
+        group = group_at_end(clusters, unique, "childdies")[2]
+        run_id = alert_run_at_its_gate(serve, group, unique)
         answered = cli("approve", run_id, "--as", "bob", env=env)
         assert answered.returncode == 0, answered.stderr
         wait_for(lambda: journal.last(runs.read_run(run_id).entries, "action"), 120, "the approved run acted")
