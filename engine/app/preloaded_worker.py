@@ -34,8 +34,8 @@ from prefect.settings import get_current_settings
 from prefect.workers.process import ProcessWorker
 
 from mq_runbooks.app.starter import install
-from mq_runbooks.kit.crashes import NEVER_STARTED
 from mq_runbooks.app.workers import executes_ours, infrastructure_of
+from mq_runbooks.kit.crashes import NEVER_STARTED
 
 log = logging.getLogger("runbook.worker")
 RUN_EVENTS = ["prefect.flow-run.Resuming", "prefect.flow-run.Scheduled"]
@@ -128,7 +128,7 @@ class PreloadedWorker(ProcessWorker):
             with tempfile.TemporaryDirectory(suffix="-runbook") as scratch:
                 starter = await anyio.to_thread.run_sync(install)
                 process = await anyio.to_thread.run_sync(
-                    functools.partial(starter.start, str(run_id), env, claim=True, cwd=scratch))
+                    functools.partial(starter.start, str(run_id), env, cwd=scratch))
                 try:
                     while process.exitcode is None:
                         await anyio.sleep(0.2)

@@ -9,13 +9,13 @@ clean. A child:
 - is named `rb-` and the first 12 characters of its run's id (what `ps -e`, `top` and `pgrep` show);
 - detaches into a session of its own, so a signal to the starting process's group does not reach a
   run that is acting (like the detached executors), and a SIGKILL of serve leaves it running;
-- takes the run's environment (the worker's job configuration, or a local run's configuration),
-  refreshes Prefect's settings from it, and executes the run as `python -m mq_runbooks.app.executor`
+- takes the run's environment (the worker's, or a local run's configuration), refreshes Prefect's
+  settings from it, claims the run and executes it as `python -m mq_runbooks.app.executor RUN_ID`
   would (app/executor.py);
 - writes its output where it is told (the run's log under run-logs/), or where the starting process
-  writes (a worker's runs, as Prefect's process worker streams them).
+  writes (a worker's runs).
 
-app/preloaded_worker.py is Prefect's process worker with this starter in place of the pool's command.
+app/preloaded_worker.py is Prefect's process worker forking the pool's runs from this starter.
 """
 from __future__ import annotations
 
@@ -48,13 +48,12 @@ class Starter:
         process.start()
         process.join()
 
-    def start(self, run_id: str, env: dict[str, str], *, claim: bool, cwd: str | None = None,
-              log_path: Path | None = None):
-        """A child executing `run_id` (a multiprocessing process: `pid`, `exitcode`, `join()`);
-        `claim` as the executor's (False when a worker has claimed the run already)."""
+    def start(self, run_id: str, env: dict[str, str], *, cwd: str | None = None, log_path: Path | None = None):
+        """A child claiming and executing `run_id` (a multiprocessing process: `pid`, `exitcode`,
+        `join()`); a run someone else has claimed already is left alone."""
         process = self._context.Process(
             target=_execute_child, name=f"runbook-run-{run_id}",
-            args=(run_id, env, claim, cwd, str(log_path) if log_path else None))
+            args=(run_id, env, cwd, str(log_path) if log_path else None))
         process.start()
         # A run outlives the process that started it: never joined (nor killed) at this process's exit.
         multiprocessing.process._children.discard(process)  # noqa: SLF001
@@ -95,7 +94,7 @@ def _name_process(name: str) -> None:
         pass
 
 
-def _execute_child(run_id: str, env: dict[str, str], claim: bool, cwd: str | None, log_path: str | None) -> None:
+def _execute_child(run_id: str, env: dict[str, str], cwd: str | None, log_path: str | None) -> None:
     _name_process(process_name(run_id))
     os.setsid()
     if log_path:
@@ -110,7 +109,7 @@ def _execute_child(run_id: str, env: dict[str, str], claim: bool, cwd: str | Non
     from mq_runbooks.app.executor import execute
 
     try:
-        code = execute(run_id, claim=claim)
+        code = execute(run_id, claim=True)
     except BaseException:
         logging.getLogger("runbook.executor").exception("run %s: the executor failed", run_id)
         code = 1

@@ -130,7 +130,7 @@ def spawn_executor(settings: Settings, run_id: str, configuration: dict[str, str
     env["PREFECT_API_URL"] = settings.prefect_api_url
     starter = installed()
     if starter is not None:
-        starter.start(str(run_id), env, claim=True, log_path=log_dir / f"{run_id}.log")
+        starter.start(str(run_id), env, log_path=log_dir / f"{run_id}.log")
         return
     with open(log_dir / f"{run_id}.log", "ab") as out:
         subprocess.Popen(
