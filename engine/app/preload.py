@@ -5,10 +5,11 @@ import prefect  # noqa: F401
 import prefect.flow_engine  # noqa: F401
 from prefect.client.orchestration import get_client  # noqa: F401
 
-from mq_runbooks.app import executor  # noqa: F401
+from mq_runbooks.app import executor
 from mq_runbooks.base.catalog import load_catalog_report
 from mq_runbooks.base.settings import Settings
 
+executor.remember_preloaded_settings()
 try:
     _settings = Settings.from_environ()
     load_catalog_report(_settings.catalog, _settings.team_catalog)

@@ -10,8 +10,8 @@ clean. A child:
 - detaches into a session of its own, so a signal to the starting process's group does not reach a
   run that is acting (like the detached executors), and a SIGKILL of serve leaves it running;
 - takes the run's environment (the worker's, or a local run's configuration), refreshes Prefect's
-  settings from it, claims the run and executes it as `python -m mq_runbooks.app.executor RUN_ID`
-  would (app/executor.py);
+  settings from it when they differ from the starter's, claims the run and executes it as
+  `python -m mq_runbooks.app.executor RUN_ID` would (app/executor.py);
 - writes its output where it is told (the run's log under run-logs/), or where the starting process
   writes (a worker's runs).
 

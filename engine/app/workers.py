@@ -235,19 +235,17 @@ def wake(run_id: str | None = None) -> None:
 _wakers: list = []
 
 
-def claim(run_id: str) -> bool:
+def claim(client, run_id: str) -> bool:
     """Move a run to Pending for this process and record the process on it (`infrastructure_pid`,
     host:pid: whose process died is then known, see infrastructure_of); False when someone else
-    already claimed it (or it is no longer waiting to be executed)."""
-    from prefect.client.orchestration import get_client
+    already claimed it (or it is no longer waiting to be executed). `client`: a sync Prefect client."""
     from prefect.client.schemas.responses import SetStateStatus
     from prefect.states import Pending
 
-    with get_client(sync_client=True) as client:
-        result = client.set_flow_run_state(UUID(run_id), Pending())
-        if result.status != SetStateStatus.ACCEPT:
-            return False
-        client.update_flow_run(UUID(run_id), infrastructure_pid=infrastructure_of(os.getpid()))
+    result = client.set_flow_run_state(UUID(run_id), Pending())
+    if result.status != SetStateStatus.ACCEPT:
+        return False
+    client.update_flow_run(UUID(run_id), infrastructure_pid=infrastructure_of(os.getpid()))
     return True
 
 

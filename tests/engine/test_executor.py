@@ -1,0 +1,60 @@
+"""The executor's own shortcuts: Prefect's settings not read twice in a forked run, and the suspension
+observer subscribed beside the run instead of before it."""
+import os
+import threading
+from contextlib import contextmanager
+
+import prefect.flow_engine as engine
+from prefect.settings import get_current_settings
+
+from mq_runbooks.app import executor
+
+
+def test_a_forked_run_reads_prefects_settings_again_only_when_its_environment_changes_them(monkeypatch) -> None:
+    monkeypatch.setattr(executor, "_preloaded_settings", None)
+    assert not executor.preloaded_settings_hold(os.environ)  # not a forked run: always read
+
+    executor.remember_preloaded_settings()
+    written = get_current_settings().to_environment_variables(exclude_unset=True)
+    assert "PREFECT_API_URL" in os.environ and written
+    assert executor.preloaded_settings_hold(dict(os.environ))
+    # What a worker passes on: its environment with its settings as Prefect writes them out.
+    assert executor.preloaded_settings_hold({**os.environ, **written})
+    assert not executor.preloaded_settings_hold({**os.environ, "PREFECT_API_URL": "http://elsewhere:4200/api"})
+    assert not executor.preloaded_settings_hold({**os.environ, "PREFECT_LOGGING_LEVEL": "DEBUG"})
+    without = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    assert not executor.preloaded_settings_hold(without)
+
+def test_the_suspension_observer_subscribes_beside_the_run_and_is_left_at_its_end(monkeypatch) -> None:
+    """Prefect's observer waits for its event subscription before the run may start; with the
+    executor's wrapper the run goes on at once and the observer is still entered, then left."""
+    subscribing, subscribed, left = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    @contextmanager
+    def observer(flow_run_id, request):  # stands in for Prefect's: a subscription that takes a while
+        seen.append((flow_run_id, request))
+        subscribing.set()
+        subscribed.wait(timeout=5)
+        subscribed.set()
+        try:
+            yield
+        finally:
+            left.set()
+
+    monkeypatch.setattr(engine, "observe_flow_run_suspension", observer)
+    with executor.suspension_observer_in_background():
+        with engine.observe_flow_run_suspension("run-id", "request"):
+            assert not subscribed.is_set(), "the run waited for the observer's subscription"
+            assert subscribing.wait(timeout=10)
+            subscribed.set()
+        assert left.wait(timeout=10)
+    assert seen == [("run-id", "request")]
+    assert engine.observe_flow_run_suspension is observer
+
+
+def test_without_prefects_observer_the_run_goes_on_as_prefect_does(monkeypatch) -> None:
+    monkeypatch.delattr(engine, "observe_flow_run_suspension")
+    with executor.suspension_observer_in_background():
+        assert not hasattr(engine, "observe_flow_run_suspension")
+
