@@ -1,6 +1,7 @@
 """What the preloaded run starter (app/starter.py) imports once, before it forks any run: Prefect's
-flow engine and client, the executor, and the flows of the catalog this process is configured with.
-A catalog that does not load here is loaded (and its error reported) by each run instead."""
+flow engine and client, the executor, and the flows of the catalog this process is configured with;
+the catalog and Prefect's settings it keeps for the runs it forks (app/executor.py). A catalog that
+does not load here is loaded (and its error reported) by each run instead."""
 import prefect  # noqa: F401
 import prefect.flow_engine  # noqa: F401
 from prefect.client.orchestration import get_client  # noqa: F401
@@ -13,5 +14,6 @@ executor.remember_preloaded_settings()
 try:
     _settings = Settings.from_environ()
     load_catalog_report(_settings.catalog, _settings.team_catalog)
+    executor.remember_preloaded_catalog(_settings)
 except Exception:  # noqa: BLE001  (never stop the starter: the run reports its own error)
     pass

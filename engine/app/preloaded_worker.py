@@ -11,10 +11,12 @@ worker's slots (`--limit`) until its process exits; with every slot taken a run 
 A child that dies is told to the Prefect server at once (Crashed), as Prefect's worker does. When
 the worker stops, runs that are acting go on in their own processes (sessions of their own).
 
-It looks for runs at once rather than at its next poll (PREFECT_WORKER_QUERY_SECONDS, 1 s here)
-when a run of its pool is answered or scheduled anywhere (the Prefect server's
-`prefect.flow-run.Resuming`/`Scheduled` events: `runbook approve`, Slack on any replica, the Prefect
-UI) and when `wake()` asks. Looks asked for while one is under way are coalesced into one more.
+A run of its pool answered anywhere (the Prefect server's `prefect.flow-run.Resuming` event:
+`runbook approve`, Slack on any replica, the Prefect UI) is forked as soon as the event arrives, like
+one this process answered. It looks for runs at once rather than at its next poll
+(PREFECT_WORKER_QUERY_SECONDS, 1 s here) when a run of its pool is scheduled anywhere (the
+`prefect.flow-run.Scheduled` event: it may be due later, and a look respects its time) and when
+`wake()` asks. Looks asked for while one is under way are coalesced into one more.
 """
 from __future__ import annotations
 
@@ -159,6 +161,16 @@ class PreloadedWorker(ProcessWorker):
                 log.warning("run %s: its process exited (%s) and telling the Prefect server failed: %s: %s",
                             run_id, process.exitcode, type(exc).__name__, exc)
 
+    def _announced(self, event: str, resource_id: str) -> None:
+        try:
+            run_id = UUID(resource_id.removeprefix("prefect.flow-run."))
+        except ValueError:
+            run_id = None
+        if event == "prefect.flow-run.Resuming" and run_id is not None:
+            self._take(run_id)  # a look instead when it cannot be forked now (every slot taken)
+        else:
+            self._wanted.set()
+
     async def _crashed(self, run_id: UUID, pid: int, exitcode: int) -> None:
         flow_run = await self.client.read_flow_run(run_id)
         if flow_run.infrastructure_pid != infrastructure_of(pid):
@@ -182,7 +194,10 @@ class PreloadedWorker(ProcessWorker):
                 log.warning("looking for runs to execute failed: %s: %s", type(exc).__name__, exc)
 
     async def _listen_for_runs(self) -> None:
-        """Wake on the server's events of runs of this pool becoming due (answered, or scheduled)."""
+        """Act on the server's events of runs of this pool becoming due: an answered run (Resuming:
+        due at once, Prefect schedules it for now) is taken at once, as one this process answered
+        (its child claims it, or leaves it to whoever did first); a scheduled one (it may be due
+        later) is left to a look, which respects its time."""
         wanted = EventFilter(event=EventNameFilter(name=RUN_EVENTS))
         while True:
             try:
@@ -190,7 +205,7 @@ class PreloadedWorker(ProcessWorker):
                     async for event in events:
                         if any(related.role == "work-pool" and related.name == self._work_pool_name
                                for related in event.related):
-                            self._wanted.set()
+                            self._announced(event.event, event.resource.id)
             except Exception as exc:  # noqa: BLE001  (polling goes on meanwhile)
                 log.warning("listening for answered runs failed (%s: %s); polling only, trying again in 30 s",
                             type(exc).__name__, exc)

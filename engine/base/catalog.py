@@ -351,6 +351,13 @@ def _catalog_files(directory: Path, team: Path | None) -> list[Path]:
     return files
 
 
+def catalog_signature(directory: Path, team: Path | None = None) -> tuple:
+    """What loading the catalog reads: its runbook files, each with its size and modification time.
+    A catalog loaded earlier is the one loading it again would give while this stays the same."""
+    return (str(directory), str(team), tuple(
+        (str(path), stat.st_mtime_ns, stat.st_size) for path in _catalog_files(directory, team) for stat in [path.stat()]))
+
+
 def _catalog_directory(directory: Path, team: Path | None) -> Path:
     return directory if team is None else Path(f"{directory} and {team}")
 

@@ -1,13 +1,18 @@
 """The executor's own shortcuts: Prefect's settings not read twice in a forked run, and the suspension
 observer subscribed beside the run instead of before it."""
 import os
+import shutil
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 import prefect.flow_engine as engine
 from prefect.settings import get_current_settings
 
 from mq_runbooks.app import executor
+from mq_runbooks.base.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_forked_run_reads_prefects_settings_again_only_when_its_environment_changes_them(monkeypatch) -> None:
@@ -58,3 +63,23 @@ def test_without_prefects_observer_the_run_goes_on_as_prefect_does(monkeypatch) 
     with executor.suspension_observer_in_background():
         assert not hasattr(engine, "observe_flow_run_suspension")
 
+
+
+def test_a_forked_run_takes_the_starters_catalog_only_while_its_files_are_unchanged(monkeypatch, tmp_path) -> None:
+    catalog_dir = tmp_path / "runbooks"
+    catalog_dir.mkdir()
+    shutil.copy(REPO / "runbooks" / "kafka-replay.yaml", catalog_dir)
+    settings = Settings(catalog=catalog_dir)
+    monkeypatch.setattr(executor, "_preloaded_catalog", None)
+    executor.remember_preloaded_catalog(settings)
+    preloaded = executor._catalog(settings)
+    assert preloaded is executor._preloaded_catalog[1] and preloaded.get("kafka-replay")
+
+    runbook = catalog_dir / "kafka-replay.yaml"
+    runbook.write_text(runbook.read_text().replace("title: Replay a consumer group", "title: Replay a group"))
+    assert executor._catalog(settings).get("kafka-replay").title.startswith("Replay a group from")
+
+    shutil.copy(REPO / "runbooks" / "kafka-failover.yaml", catalog_dir)  # a runbook added
+    assert executor._catalog(settings).get("kafka-failover")
+    other = Settings(catalog=REPO / "runbooks")  # another catalog than the starter's
+    assert executor._catalog(other) is not preloaded and executor._catalog(other).get("rabbitmq-failover")
