@@ -1,10 +1,11 @@
 """Benchmark of the alert path of `runbook serve`, on the local stack.
 
 1. latency: alert POST -> the flow's first line, over N alerts sent one after another. The flow
-   runs for real (runner in `serve`, PREFECT_RUNNER_POLL_FREQUENCY=1); each alert names a group
+   runs for real (forked by serve's worker from its preloaded starter); each alert names a group
    that has no committed offsets, so the run starts, records its parameters (its first journal
    line) and fails at planning, freeing its slot. Reported: p50 / p99 / max of
-   (Prefect's Running state start - POST) and (first journal entry - POST).
+   (Prefect's Running state start - POST) and (first journal entry - POST), and each p50's ratio to
+   a fresh `python -c "import prefect"` measured in the same run.
 2. burst: M notifications over D distinct alerts (each repeated M/D times, shuffled), sent by C
    concurrent keep-alive clients (a plain HTTP/1.1 client: httpx would cost more CPU than the
    server measured) in four scenarios, each --repeats times (medians):
@@ -52,6 +53,7 @@ import httpx  # noqa: E402
 from tests.serve_harness import ALERT_TOKEN, ServeProcess, serve_environment  # noqa: E402
 
 from cpu_usage import CpuSplit, listener_pids, tree_cpu  # noqa: E402  (bench/ is this script's folder)
+from reference import import_prefect_median_s  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {ALERT_TOKEN}", "Content-Type": "application/json"}
 REQUEST_HEAD = ("POST /alerts/alertmanager HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -102,8 +104,9 @@ def latency(serve: ServeProcess, count: int) -> dict:
             to_running.append((run.start_time - sent).total_seconds())
             while not client.read_flow_run(uuid.UUID(run_id)).state.is_final():
                 time.sleep(0.2)
+    reference = import_prefect_median_s()
     return {name: {"p50": statistics.median(values), "p99": percentile(values, 0.99), "max": max(values),
-                   "min": min(values)}
+                   "min": min(values), "import_prefect_s": reference}
             for name, values in (("post_to_running", to_running), ("post_to_first_journal_line", to_first_line))}
 
 
@@ -379,7 +382,9 @@ def main() -> None:
         lines.append(f"- alert -> flow, {args.latency_alerts} alerts one after another (seconds):")
         for name, values in lat.items():
             lines.append(f"  - {name}: p50 {values['p50']:.2f}, p99 {values['p99']:.2f}, "
-                         f"min {values['min']:.2f}, max {values['max']:.2f}")
+                         f"min {values['min']:.2f}, max {values['max']:.2f}; p50 / a fresh `import prefect` "
+                         f"({values['import_prefect_s']:.2f} s, median of 3 after the alerts) = "
+                         f"{values['p50'] / values['import_prefect_s']:.2f}x")
     if results and args.repeats:
         lines += burst_report(results, args, cpu)
     text = "\n".join(lines) + "\n"

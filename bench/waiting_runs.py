@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,8 @@ import httpx  # noqa: E402
 from mq_runbooks.base.clusters import load_clusters  # noqa: E402
 from tests.kafka_groups import commit_at_end, topic_of_two  # noqa: E402
 from tests.serve_harness import ALERT_TOKEN, ServeProcess, serve_environment  # noqa: E402
+
+from reference import import_prefect_median_s  # noqa: E402  (bench/ is this script's folder)
 
 AUTH = {"Authorization": f"Bearer {ALERT_TOKEN}"}
 
@@ -57,7 +58,10 @@ def make_groups(config: dict, topic: str, count: int) -> list[str]:
 
 
 ASKED_AGAIN = {"count": 0}  # runs whose plan moved while they waited (the alert's 15-minute window), approved again
-DUE_AGAIN = {"count": 0}  # runs seen crashed (the worker could not submit them) and made due again
+# Runs seen Crashed and then going on: made due again by serve (they never started), or put back at
+# their gate (the zombie automation crashed a run already suspended there: a heartbeat it sent just
+# before suspending reached the server after its Suspended state).
+CRASHED_THEN_ON = {"count": 0}
 RESENT = {"count": 0}  # notifications answered 503 (the Prefect server busy) and sent again
 
 
@@ -99,7 +103,7 @@ def wait_all(run_ids: list[str], state: str, timeout: float) -> float:
         for run_id, name in now.items():
             if name == "Crashed" and run_id not in crashed_since:
                 crashed_since[run_id] = time.monotonic()
-                DUE_AGAIN["count"] += 1
+                CRASHED_THEN_ON["count"] += 1
         ended = {r: name for r, name in now.items() if name in ("Failed", "Cancelled", "TimedOut")
                  or (name == "Crashed" and time.monotonic() - crashed_since[r] > 90)}
         if ended or time.monotonic() - started > timeout:
@@ -139,12 +143,6 @@ def approval_latency(settings, catalog, run_id: str) -> float:
             return (action.at - answered).total_seconds()
         time.sleep(0.05)
     raise SystemExit(f"approved run {run_id} applied nothing within 120s")
-
-
-def import_prefect_s() -> float:
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-c", "import prefect"], check=True)
-    return time.monotonic() - started
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -226,7 +224,7 @@ def main() -> None:
                 wait_all(waiting_ids, "Suspended", timeout=60 * 30)
                 print(f"{target} runs waiting ({more} new in {time.monotonic() - started:.0f}s)", flush=True)
             count, executor_rss = executors(serve.process.pid)
-            reference = statistics.median(import_prefect_s() for _ in range(3))
+            reference = import_prefect_median_s()
             probe_ids: list[str] = []
             latencies = [first_line_latency(serve, group, probe_ids) for group in make_groups(config, topic, args.probes)]
             wait_all(probe_ids, "Suspended", timeout=60 * 10)
@@ -280,7 +278,8 @@ def write_results(rows: list[dict], waited: int, probes: int, approve_all_s: flo
     lines.append(f"\nThe {waited} waiting runs approved together, then all of them and the {probes} probes "
                  f"Completed within {approve_all_s:.0f} s. {RESENT['count']} notifications were answered 503 "
                  "(the Prefect server busy: nothing started) and sent again, as Alertmanager does; "
-                 f"{DUE_AGAIN['count']} runs were seen Crashed before they started and made due again by serve; "
+                 f"{CRASHED_THEN_ON['count']} runs were seen Crashed and went on (made due again by serve when "
+                 "they never started, or put back at their gate when they were already suspended there); "
                  f"{ASKED_AGAIN['count']} answers were to runs whose plan moved while they waited (the alert replays "
                  "the last 15 minutes) and that asked again.\n")
     results = REPO / "bench" / "results" / "waiting_runs.md"
