@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -121,8 +122,23 @@ def navigate(driver, action) -> None:
     of the old page must not be used after this (they belong to no document any more)."""
     old = driver.find_element(By.TAG_NAME, "html")
     action()
-    WebDriverWait(driver, 15).until(ec.staleness_of(old))
+    WebDriverWait(driver, 15).until(lambda d: left(old))
     WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def left(element) -> bool:
+    """Whether the page `element` belongs to has been replaced. Selenium's staleness_of knows only the
+    stale-element error; chromedriver answers "does not belong to the document" instead when the
+    navigation lands during the very check (seen once in CI)."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
 
 
 def listed(driver) -> list[tuple[str, str, str]]:
