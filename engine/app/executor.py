@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
 
-from mq_runbooks.base.catalog import Catalog, catalog_signature, load_catalog
+from mq_runbooks.base.catalog import Catalog, catalog_signature, load_catalog, load_catalog_report
 from mq_runbooks.base.errors import RunbookError
 from mq_runbooks.base.settings import Settings
 
@@ -58,12 +58,17 @@ _preloaded_catalog: tuple[tuple, Catalog] | None = None
 
 
 def remember_preloaded_catalog(settings: Settings) -> None:
+    """Load the catalog once in the starter (importing its flows), and keep it for the runs when
+    every file loads (a broken one: each run loads the catalog, and reports what is wrong)."""
     global _preloaded_catalog
+    _preloaded_catalog = None
     try:
         signature = catalog_signature(settings.catalog, settings.team_catalog)
-        _preloaded_catalog = (signature, load_catalog(settings.catalog, settings.team_catalog))
-    except (OSError, RunbookError):  # each run loads it, and reports what is wrong
-        _preloaded_catalog = None
+        report = load_catalog_report(settings.catalog, settings.team_catalog)
+    except (OSError, RunbookError):
+        return
+    if not report.broken:
+        _preloaded_catalog = (signature, report.catalog)
 
 
 def _catalog(settings: Settings) -> Catalog:

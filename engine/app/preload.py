@@ -7,13 +7,10 @@ import prefect.flow_engine  # noqa: F401
 from prefect.client.orchestration import get_client  # noqa: F401
 
 from mq_runbooks.app import executor
-from mq_runbooks.base.catalog import load_catalog_report
 from mq_runbooks.base.settings import Settings
 
 executor.remember_preloaded_settings()
 try:
-    _settings = Settings.from_environ()
-    load_catalog_report(_settings.catalog, _settings.team_catalog)
-    executor.remember_preloaded_catalog(_settings)
+    executor.remember_preloaded_catalog(Settings.from_environ())
 except Exception:  # noqa: BLE001  (never stop the starter: the run reports its own error)
     pass

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import prefect.flow_engine as engine
+import pytest
 from prefect.settings import get_current_settings
 
 from mq_runbooks.app import executor
@@ -83,3 +84,16 @@ def test_a_forked_run_takes_the_starters_catalog_only_while_its_files_are_unchan
     assert executor._catalog(settings).get("kafka-failover")
     other = Settings(catalog=REPO / "runbooks")  # another catalog than the starter's
     assert executor._catalog(other) is not preloaded and executor._catalog(other).get("rabbitmq-failover")
+
+
+def test_a_catalog_with_a_broken_file_is_not_kept_and_each_run_reports_it(monkeypatch, tmp_path) -> None:
+    from mq_runbooks.base.errors import CatalogError
+
+    shutil.copy(REPO / "runbooks" / "kafka-replay.yaml", tmp_path)
+    (tmp_path / "broken.yaml").write_text("id: broken\n")
+    settings = Settings(catalog=tmp_path)
+    monkeypatch.setattr(executor, "_preloaded_catalog", None)
+    executor.remember_preloaded_catalog(settings)
+    assert executor._preloaded_catalog is None
+    with pytest.raises(CatalogError, match="broken.yaml"):
+        executor._catalog(settings)
