@@ -1,5 +1,8 @@
 """A TCP relay between a process under test and a real server, which a test can cut and restore:
-the server stays up and untouched, the path to it fails for real (connections refused and dropped)."""
+the server stays up and untouched, the path to it fails for real (connections refused and dropped).
+It can also hold a connection at a known point (`hold_after`): once that many bytes have come from
+the server on one connection, nothing more is relayed on it until the test releases or cuts it, so a
+test can stop a server in the middle of a transfer whatever the machine's speed."""
 from __future__ import annotations
 
 import socket
@@ -15,7 +18,22 @@ class TcpRelay:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        self._hold_after: int | None = None
+        self.held = threading.Event()      # set when a connection reached the byte count of hold_after
+        self._released = threading.Event()
         self.restore()
+
+    def hold_after(self, server_bytes: int) -> None:
+        """From now on, the first connection that receives `server_bytes` more bytes from the server
+        stops there (the rest waits in the relay) until release() or cut(); `held` is set then."""
+        self.held.clear()
+        self._released.clear()
+        self._hold_after = server_bytes
+
+    def release(self) -> None:
+        """Let a held connection go on, and hold no other."""
+        self._hold_after = None
+        self._released.set()
 
     def restore(self) -> None:
         """Accept and relay connections again."""
@@ -25,8 +43,9 @@ class TcpRelay:
         threading.Thread(target=self._accept, args=(listener,), daemon=True, name="relay-accept").start()
 
     def cut(self) -> None:
-        """Refuse new connections and drop the open ones."""
+        """Refuse new connections and drop the open ones (a held one too)."""
         listener, self._listener = self._listener, None
+        self.release()
         if listener is not None:
             listener.close()
         with self._lock:
@@ -55,13 +74,32 @@ class TcpRelay:
             client.settimeout(None)
             with self._lock:
                 self._sockets += [client, upstream]
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True, name="relay-pump").start()
+            for source, target, from_server in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pump, args=(source, target, from_server), daemon=True,
+                                 name="relay-pump").start()
 
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
+    def _take_hold(self) -> bool:
+        """True for the one connection that is to be held."""
+        with self._lock:
+            if self.held.is_set():
+                return False
+            self.held.set()
+            return True
+
+    def _pump(self, source: socket.socket, target: socket.socket, from_server: bool) -> None:
+        counted = 0  # bytes from the server relayed on this connection while a hold was armed
         try:
             while data := source.recv(65536):
+                budget = self._hold_after if from_server else None
+                if budget is not None and counted + len(data) >= budget and self._take_hold():
+                    head = budget - counted
+                    target.sendall(data[:head])
+                    self._released.wait()
+                    if self._listener is None:
+                        break  # cut while held: the rest is never relayed
+                    data = data[head:]
+                elif budget is not None:
+                    counted += len(data)
                 target.sendall(data)
         except OSError:
             pass

@@ -27,6 +27,8 @@ from mq_runbooks.flows.rabbitmq_failover_plan import RabbitFailoverParameters
 from mq_runbooks.integrations.rabbitmq_shovels import queue_depth
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, wait_until  # noqa: F401
 from tests.rabbitmq_failover_support import amqp_url, api, drain_ids, publish_ids, scratch_vhost
+from tests.rabbitmq_messages import publish
+from tests.tcp_relay import TcpRelay
 
 REPO = Path(__file__).resolve().parents[2]
 FAULT_STACK = {"STACK_DIR": str(REPO / ".stack-rmqfail"), "STACK_RABBIT_PRIMARY_PORT": "5683",
@@ -54,14 +56,14 @@ MAIN_PORTS = tuple(int(os.environ.get(name, default)) for name, default in (
 PRIMARY_ENDPOINT, STANDBY_ENDPOINT = f"127.0.0.1:{MAIN_PORTS[0]}", f"127.0.0.1:{MAIN_PORTS[2]}"
 
 
-def file_switch(path: Path) -> str:
+def file_switch(path: Path, primary: str = PRIMARY_ENDPOINT, standby: str = STANDBY_ENDPOINT) -> str:
     return f"""\
 switches:
   orders-clients:
     kind: file
     path: {path}
     key: rabbitmq.endpoint
-    values: {{primary: "{PRIMARY_ENDPOINT}", standby: "{STANDBY_ENDPOINT}"}}
+    values: {{primary: "{primary}", standby: "{standby}"}}
 """
 
 
@@ -248,13 +250,6 @@ def test_with_the_primary_down_the_plan_moves_only_the_switch_and_says_so(tmp_pa
     assert (plan.switch_old, plan.switch_new) == (PRIMARY_ENDPOINT, STANDBY_ENDPOINT)
 
 
-def arrived_so_far(standby, vhost) -> int:
-    try:
-        return queue_depth(amqp_url(standby), vhost, "orders")
-    except BrokerError:
-        return 0  # the run has not copied the definitions yet
-
-
 @pytest.fixture(scope="module")
 def fault_stack():
     """The second stack's RabbitMQ nodes, started if needed (and then stopped after the module)."""
@@ -271,25 +266,32 @@ def fault_stack():
 
 
 def test_primary_dying_mid_move_reports_exactly_what_moved_and_loses_nothing(fault_stack, tmp_path, env):
+    """The standby's shovel reads the primary through a relay that holds the move at a known point
+    (~500 of the 3,000 messages) until the primary is down, whatever the machine's speed."""
+    primary_endpoint, standby_endpoint = "127.0.0.1:5683", "127.0.0.1:5684"
     endpoint_file = tmp_path / "endpoint.json"
-    endpoint_file.write_text(json.dumps({"rabbitmq": {"endpoint": PRIMARY_ENDPOINT}}))
-    path = clusters_yaml(tmp_path, (5683, 15683, 5684, 15684), file_switch(endpoint_file))
+    endpoint_file.write_text(json.dumps({"rabbitmq": {"endpoint": primary_endpoint}}))
+    relay = TcpRelay("127.0.0.1", 5683)
+    path = clusters_yaml(tmp_path, (relay.port, 15683, 5684, 15684),
+                         file_switch(endpoint_file, primary_endpoint, standby_endpoint))
     fault = load_clusters(path)
     primary, standby = fault.rabbit_cluster("primary"), fault.rabbit_cluster("standby")
     settings, catalog = env(path)
     stack = [str(REPO / "dev" / "stack")]
+    body = b"x" * 1024
     with scratch_vhost(primary, standby) as vhost, api(primary) as source:
         source.send("PUT", f"/api/queues/{vhost}/orders", {"durable": True})
-        sent = publish_ids(primary, vhost, "orders", 3000)
-        # one message in flight at a time: slow enough to stop the primary half-way
+        sent = publish(amqp_url(primary), "orders", [f"m-{i}" for i in range(3000)], vhost=vhost, body=body,
+                       create=False, confirm=True)
         run_id = start(settings, catalog, "rabbitmq-failover", vhost=vhost, switch="orders-clients",
                        shovel_prefetch="1", stall_s="3")
         wait_until(run_id, paused)
+        # The shovel's connection gets ~600 KB of deliveries (about 500 messages of 1 KB), then waits.
+        relay.hold_after(600 * 1024)
         runs.answer_gate(settings, catalog, run_id, True, "erin", "")
-        deadline = time.monotonic() + 60
-        while arrived_so_far(standby, vhost) < 300 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert relay.held.wait(timeout=120), "the move never reached its 500th message"
         subprocess.run([*stack, "down", "rabbitmq-primary"], check=True, env=fault_stack, stdout=subprocess.DEVNULL)
+        relay.cut()  # the primary is gone: its connections drop, new ones are refused
         try:
             view = wait_until(run_id, finished, timeout=90)
             assert not view.succeeded
@@ -301,10 +303,12 @@ def test_primary_dying_mid_move_reports_exactly_what_moved_and_loses_nothing(fau
             outcome = journal.last(view.entries, "outcome").summary
             assert "nothing was restored" in outcome and "rabbitmq-failback" in outcome and \
                 f"failover_run={run_id}" in outcome, "how to move the messages back"
-            assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == PRIMARY_ENDPOINT
+            assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == primary_endpoint
         finally:
             subprocess.run([*stack, "up", "rabbitmq-primary"], check=True, env=fault_stack, stdout=subprocess.DEVNULL)
+            relay.restore()
         arrived, left = drain_ids(standby, vhost, "orders"), drain_ids(primary, vhost, "orders")
+        relay.close()
         assert set(arrived) | set(left) == set(sent), "nothing lost"
         assert len(arrived) == len(set(arrived)) and len(left) == len(set(left))
         assert len(set(arrived) & set(left)) <= 1, "at most the shovel's prefetch is on both sides"
