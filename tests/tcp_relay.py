@@ -72,6 +72,8 @@ class TcpRelay:
                 continue
             upstream.settimeout(None)
             client.settimeout(None)
+            for sock in (client, upstream):  # no Nagle: a request-reply protocol would wait ~40 ms a round trip
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._sockets += [client, upstream]
             for source, target, from_server in ((client, upstream, False), (upstream, client, True)):
