@@ -50,7 +50,8 @@ SLOW_MODULES = {
     "tests/flows/test_rabbitmq_failover.py", "tests/flows/test_replay_plan.py", "tests/flows/test_runbook_example.py",
     "tests/flows/test_redis_streams_drain_stuck.py", "tests/flows/test_redis_streams_replay.py",
     "tests/integrations/test_mirrormaker.py", "tests/integrations/test_rabbitmq_node_restart.py",
-    "tests/kit/test_driver.py",
+    "tests/kit/test_driver.py", "tests/flows/test_one_door.py",
+    "tests/engine/test_serve_api.py",
 }
 
 

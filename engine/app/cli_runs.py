@@ -9,6 +9,7 @@ import getpass
 import json
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -16,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
-from mq_runbooks.base.errors import UsageError
+from mq_runbooks.base.errors import RunbookError, UsageError
 from mq_runbooks.kit.identity import TOKEN_PREFIX
 
 if TYPE_CHECKING:
@@ -77,15 +78,66 @@ def plan(context: Context, runbook_id: str, pairs: tuple[str, ...], export: bool
                       f"Run it with: runbook run {runbook_id} " + " ".join(f"-p {p}" for p in pairs))
 
 
+def _requester(context: Context, typed: str, token_file: Path | None) -> str:
+    """Who starts a run, proven as an answer is (RUNBOOK_APPROVAL_PROOF): four eyes need the
+    requester to be who they say, or anyone could start a run as someone else and approve it."""
+    from mq_runbooks.kit.identity import verify_answer
+    from mq_runbooks.kit.signing import signing_key
+    from mq_runbooks.kit.teams import teams_for
+
+    by, proof = _claimed_identity(context, typed, _token(context, token_file), "starts the run",
+                                  default=getpass.getuser())
+    who, refused = verify_answer(by, proof, teams_for(context.settings), context.settings.deployment,
+                                 key=signing_key(context.settings))
+    if refused:
+        raise UsageError(f"refused: {refused}")
+    return who
+
+
+def _serve(context: Context, token_file: Path | None):
+    from mq_runbooks.app.api_client import ServeClient
+
+    return ServeClient(context.settings.server, _token(context, token_file))
+
+
+def _run_through_serve(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by: str | None,
+                       token_file: Path | None, wait: bool, as_json: bool) -> None:
+    """`runbook run` with RUNBOOK_SERVER: serve starts the run, requested by the token's holder."""
+    with _serve(context, token_file) as serve:
+        who = serve.call("GET", "/whoami")["name"]
+        if requested_by and requested_by.strip().lower() != who.lower():
+            raise UsageError(f"your token is {who}'s: a run is started by whoever the token proves, not {requested_by}")
+        started = serve.call("POST", "/runs", {"runbook": runbook_id, "parameters": parse_parameters(pairs)})
+        run_id = started["run_id"]
+        if not wait:
+            click.echo(json.dumps({"run_id": run_id})) if as_json else context.out.print(
+                f"started run [bold]{run_id}[/bold] of {runbook_id} (as {who}, through {serve.url})\n"
+                f"follow it with: runbook status {run_id}")
+            return
+        if not as_json:
+            context.out.print(f"started run [bold]{run_id}[/bold] of {runbook_id} (as {who}, through {serve.url})")
+        while not (view := serve.call("GET", f"/runs/{run_id}"))["finished"]:
+            time.sleep(1.0)
+    if as_json:
+        click.echo(json.dumps({"run_id": run_id, "state": view["state"], "message": view["message"]}))
+    else:
+        context.out.print(f"run {run_id}: [bold]{view['state']}[/bold] {escape(view['message'])}")
+    sys.exit(0 if view["succeeded"] else EXIT_FAILED)
+
+
 @cli.command("run")
 @click.argument("runbook_id", metavar="ID")
 @parameter_option
-@click.option("--as", "requested_by", default=None, help="Who starts the run (default: $USER).")
+@click.option("--as", "requested_by", default=None, help="Who starts the run (default: $USER), typed: taken only "
+              "with RUNBOOK_APPROVAL_PROOF=typed; else your token's holder, or your OS user (os-user).")
+@click.option("--token-file", "token_file", default=None, metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+              help="A file (readable by you alone) holding your personal token; default: RUNBOOK_TOKEN, else "
+                   "RUNBOOK_TOKEN_FILE.")
 @click.option("--wait", is_flag=True, help="Follow the run: its plan, how to approve it, progress, the outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run id (and with --wait the outcome) as JSON.")
 @pass_context
-def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by: str | None, wait: bool,
-        as_json: bool) -> None:
+def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by: str | None,
+        token_file: Path | None, wait: bool, as_json: bool) -> None:
     """Start a runbook. It plans, then waits for approval before it changes anything.
 
     The run executes on this machine, in a process of its own, with your configuration
@@ -95,12 +147,15 @@ def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by:
     """
     from mq_runbooks.app import runs
 
+    if context.settings.server:
+        _run_through_serve(context, runbook_id, pairs, requested_by, token_file, wait, as_json)
+        return
     runbook = context.catalog.get(runbook_id)
     params = runbook.validate_parameters(parse_parameters(pairs))
+    who = _requester(context, requested_by or "", token_file)
     if runbook.planner is not None:
         # Preflight: bad input (unknown cluster, topic, group...) is refused before a run exists.
         runbook.planner(params, context.clusters)
-    who = requested_by or getpass.getuser()
     run_id = runs.start_run(context.settings, runbook, params, requested_by=who)
     if as_json and not wait:
         click.echo(json.dumps({"run_id": run_id}))
@@ -159,8 +214,30 @@ def plan_table(entry) -> Table:
 as_option = click.option("--as", "by", default="", help="Your name, as the runbook's approval policy knows it "
                          "(typed, so not proven, and refused unless RUNBOOK_APPROVAL_PROOF=typed; with a token, "
                          "the token's holder is who answers; with RUNBOOK_APPROVAL_PROOF=os-user, your OS user).")
-token_option = click.option("--token", default=None, metavar="TOKEN", help="Your personal token (`runbook tokens "
-                            "issue`), proving who you are; default: RUNBOOK_TOKEN.")
+token_option = click.option("--token-file", "token_file", default=None, metavar="FILE",
+                            type=click.Path(dir_okay=False, path_type=Path),
+                            help="A file (readable by you alone) holding your personal token (`runbook tokens "
+                                 "issue`), proving who you are; default: RUNBOOK_TOKEN, else RUNBOOK_TOKEN_FILE. "
+                                 "Never the token itself on the command line, where `ps` shows it.")
+
+
+def _token(context: Context, token_file: Path | None) -> str:
+    """The personal token: from --token-file, RUNBOOK_TOKEN or RUNBOOK_TOKEN_FILE ("" if none). A
+    token file others may read is refused: the token would be theirs too."""
+    if token_file is None and context.settings.token is not None:
+        return context.settings.token.get_secret_value()
+    path = token_file or context.settings.token_file
+    if path is None:
+        return ""
+    try:
+        if path.stat().st_mode & 0o077:
+            raise UsageError(f"the token file {path} may be read by others: make it yours alone (chmod 600 {path})")
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"the token file {path} cannot be read: {exc.strerror}") from None
+    if not token:
+        raise UsageError(f"the token file {path} is empty")
+    return token
 
 
 @cli.command("approve", epilog=RUN_HELP)
@@ -170,42 +247,80 @@ token_option = click.option("--token", default=None, metavar="TOKEN", help="Your
 @token_option
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @pass_context
-def approve(context: Context, run_id: str, by: str, comment: str, token: str | None, as_json: bool) -> None:
-    """Approve a run that waits at its gate (the runbook's policy decides who may)."""
-    _answer(context, run_id, True, by, comment, token, as_json)
+def approve(context: Context, run_id: str, by: str, comment: str, token_file: Path | None, as_json: bool) -> None:
+    """Approve a run that waits at its gate (the runbook's policy decides who may). Waits for the
+    run's verdict on the answer: exit 2 with the reason when the run refuses it."""
+    _answer(context, run_id, True, by, comment, _token(context, token_file), as_json)
 
 
-def _answer(context: Context, run_id: str, approved: bool, by: str, text: str, token: str | None,
-            as_json: bool) -> None:
-    """Answer the gate with a personal token (proven), as the OS user (RUNBOOK_APPROVAL_PROOF=os-user)
-    or with a typed name (the default setting), and say how it was answered."""
-    from mq_runbooks.app import runs
-    from mq_runbooks.kit.identity import OS_USER_PROOF, PROOF_SETTING, os_user, proof_kind
+def _claimed_identity(context: Context, by: str, token: str, verb: str, default: str = "") -> tuple[str, str]:
+    """(who, proof) as this CLI can claim them: a personal token, the OS user
+    (RUNBOOK_APPROVAL_PROOF=os-user) or a typed name (`--as`, else `default`) where the setting takes one."""
+    from mq_runbooks.kit.identity import OS_USER_PROOF, PROOF_SETTING, os_user
 
     required = context.settings.approval_proof
-    token = token or (context.settings.token.get_secret_value() if context.settings.token else "")
     if token:
-        proof = f"{TOKEN_PREFIX}{token}"
-    elif required == "os-user":
+        return by, f"{TOKEN_PREFIX}{token}"
+    if required == "os-user":
         me = os_user()
         if by.strip() and by.strip().lower() != me.lower():
-            raise UsageError(f"{PROOF_SETTING}=os-user: you answer as your OS user {me}, not as {by.strip()} "
-                             f"(leave out --as, or prove who you are with --token or RUNBOOK_TOKEN)")
-        by, proof = me, OS_USER_PROOF
-    elif not by.strip():
-        needs = ("your personal token (--token or RUNBOOK_TOKEN)" if required == "token"
-                 else "a personal token (--token or RUNBOOK_TOKEN) or --as NAME")
-        raise UsageError(f"say who answers: {needs} ({PROOF_SETTING}={required})")
-    else:
-        proof = ""  # a typed name: the gate refuses it unless RUNBOOK_APPROVAL_PROOF=typed
+            raise UsageError(f"{PROOF_SETTING}=os-user: your OS user {me} {verb}, not {by.strip()} "
+                             f"(leave out --as, or prove who you are with RUNBOOK_TOKEN or --token-file)")
+        return me, OS_USER_PROOF
+    if required == "token":
+        raise UsageError(f"say who {verb}: your personal token (RUNBOOK_TOKEN or --token-file); a typed --as "
+                         f"proves nothing ({PROOF_SETTING}=token)")
+    if not (by.strip() or default):
+        raise UsageError(f"say who {verb}: a personal token (RUNBOOK_TOKEN or --token-file) or --as NAME "
+                         f"({PROOF_SETTING}={required})")
+    return by.strip() or default, ""
+
+
+def _answer(context: Context, run_id: str, approved: bool, by: str, text: str, token: str, as_json: bool) -> None:
+    """Answer the gate with a personal token (proven), as the OS user (RUNBOOK_APPROVAL_PROOF=os-user)
+    or with a typed name (the default setting), and say how it was answered. With RUNBOOK_SERVER,
+    serve judges it, by the token."""
+    from mq_runbooks.app import runs
+    from mq_runbooks.kit.identity import proof_kind
+
+    if context.settings.server:
+        from mq_runbooks.app.api_client import ServeClient
+
+        with ServeClient(context.settings.server, token) as serve:
+            if by.strip() and by.strip().lower() != serve.call("GET", "/whoami")["name"].lower():
+                raise UsageError(f"your token proves who you are; --as {by.strip()} is not you")
+            verdict = serve.call("POST", f"/runs/{run_id}/{'approve' if approved else 'reject'}",
+                                 {"comment" if approved else "reason": text})
+        if verdict.get("verdict") is None:
+            raise RunbookError(f"the answer was sent to run {verdict.get('run_id', run_id)}, but the run has not "
+                               f"judged it yet (see runbook status {run_id})")
+        if as_json:
+            click.echo(json.dumps({key: verdict.get(key) for key in
+                                   ("run_id", "name", "runbook", "approved", "by", "proof", "verdict")}))
+        else:
+            context.out.print(f"{'approved' if approved else 'rejected'} run {verdict['run_id']} ({verdict['name']}, "
+                              f"{verdict['runbook']}) as {verdict['by']} (your token, through serve): "
+                              f"{escape(verdict['verdict'])}")
+        return
+
+    by, proof = _claimed_identity(context, by, token, "answers")
     view = runs.answer_gate(context.settings, context.catalog, run_id, approved, by, text, proof=proof)
     how = {"token": "with your token", "os-user": f"as {by} (your OS user)"}.get(proof_kind(proof),
                                                                                 f"as {by} (a typed name)")
+    # The run judges the answer again (signature, proof, policy, plan): its verdict is this command's.
+    verdict = runs.await_verdict(view.id, view.pause_key)
+    if verdict is None:
+        raise RunbookError(f"the answer was sent to run {view.id}, but the run has not judged it within "
+                            f"{runs.VERDICT_WAIT_S:.0f}s (is serve or a worker running? see runbook status {view.id})")
+    if verdict.kind == "approval_refused":
+        raise UsageError(f"refused by the run: {verdict.summary}")
     if as_json:
         click.echo(json.dumps({"run_id": view.id, "name": view.name, "runbook": view.runbook,
-                               "approved": approved, "by": by, "proof": proof_kind(proof)}))
+                               "approved": approved, "by": verdict.data.get("by", by), "proof": proof_kind(proof),
+                               "verdict": verdict.summary}))
     else:
-        context.out.print(f"{'approved' if approved else 'rejected'} run {view.id} ({view.name}, {view.runbook}) {how}")
+        context.out.print(f"{'approved' if approved else 'rejected'} run {view.id} ({view.name}, {view.runbook}) {how}: "
+                          f"{escape(verdict.summary)}")
 
 
 @cli.command("reject", epilog=RUN_HELP)
@@ -215,9 +330,10 @@ def _answer(context: Context, run_id: str, approved: bool, by: str, text: str, t
 @token_option
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @pass_context
-def reject(context: Context, run_id: str, by: str, reason: str, token: str | None, as_json: bool) -> None:
-    """Reject a run that waits at its gate; it ends without changing anything."""
-    _answer(context, run_id, False, by, reason, token, as_json)
+def reject(context: Context, run_id: str, by: str, reason: str, token_file: Path | None, as_json: bool) -> None:
+    """Reject a run that waits at its gate; it ends without changing anything. Waits for the run's
+    verdict on the answer: exit 2 with the reason when the run refuses it."""
+    _answer(context, run_id, False, by, reason, _token(context, token_file), as_json)
 
 
 @cli.command("cancel", epilog=RUN_HELP)
@@ -226,14 +342,14 @@ def reject(context: Context, run_id: str, by: str, reason: str, token: str | Non
 @click.option("--reason", required=True, help="Why (kept in the journal and the postmortem).")
 @token_option
 @pass_context
-def cancel(context: Context, run_id: str, by: str, reason: str, token: str | None) -> None:
+def cancel(context: Context, run_id: str, by: str, reason: str, token_file: Path | None) -> None:
     """Stop a run that has not started acting (waiting to start, or at its gate): it ends as
     cancelled, its lock is freed and its postmortem drafted. A run that is acting cannot be cancelled."""
     from mq_runbooks.app import runs
 
-    token = token or (context.settings.token.get_secret_value() if context.settings.token else "")
+    token = _token(context, token_file)
     if not token and not by.strip():
-        raise UsageError("say who cancels: a personal token (--token or RUNBOOK_TOKEN) or --as NAME")
+        raise UsageError("say who cancels: a personal token (RUNBOOK_TOKEN or --token-file) or --as NAME")
     view = runs.cancel_run(context.settings, context.catalog, run_id, by, reason,
                            proof=f"{TOKEN_PREFIX}{token}" if token else "")
     context.out.print(f"cancelled run {view.id} ({view.name}, {view.runbook}): {view.message}")
@@ -299,6 +415,29 @@ def _when(started: str | None, short: bool) -> str:
     return started[:19].replace("T", " ") if short else started
 
 
+def _status_through_serve(context: Context, run_id: str, full_plan: bool, as_json: bool) -> None:
+    """`runbook status` with RUNBOOK_SERVER: the run as serve reads it."""
+    from mq_runbooks.kit.journal import Entry
+
+    with _serve(context, None) as serve:
+        view = serve.call("GET", f"/runs/{run_id}")
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    context.out.print(f"run [bold]{view['id']}[/bold] ({view['runbook']}): [bold]{view['state']}[/bold] "
+                      f"{escape(view['message'])}")
+    for problem in view["journal_problems"]:
+        context.out.print(f"[red]journal tampered with[/red]: {escape(problem)}")
+    if view["waiting_for"]:
+        context.out.print(f"waiting for {view['waiting_for']}: runbook approve {view['id']}")
+    for document in view["journal"]:
+        entry = Entry.from_json(document)
+        if entry.kind == "plan" and full_plan:
+            context.out.print(plan_table(entry))
+        else:
+            _print_entry(context, view["id"], entry, show_answer=bool(view["waiting_for"]))
+
+
 @cli.command("status", epilog=RUN_HELP)
 @click.argument("run_id", metavar="RUN")
 @click.option("--plan", "full_plan", is_flag=True, help="Show every partition of the plan.")
@@ -313,6 +452,9 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
     """
     from mq_runbooks.app import runs
 
+    if context.settings.server:
+        _status_through_serve(context, run_id, full_plan, as_json)
+        return
     view = runs.read_run(run_id)
     if view.state_type == "CRASHED":
         from mq_runbooks.kit.crashes import conclude
@@ -328,11 +470,14 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
     if as_json:
         click.echo(json.dumps({"id": view.id, "runbook": view.runbook, "state": view.state, "message": view.message,
                                "waiting_for": view.waiting_for(), "stuck": stuck,
+                               "journal_problems": list(view.journal_problems),
                                "journal": [e.to_json() for e in view.entries]}, indent=2, default=str))
         return
     context.out.print(f"run [bold]{view.id}[/bold] ({view.runbook}): [bold]{view.state}[/bold] {escape(view.message)}")
     if stuck:
         context.out.print(f"[red]stuck[/red]: {escape(stuck)}")
+    for problem in view.journal_problems:
+        context.out.print(f"[red]journal tampered with[/red]: {escape(problem)} (only entries the engine signed are shown and acted on)")
     waiting = view.waiting_for()
     if waiting:
         context.out.print(f"waiting for {waiting}: runbook approve {view.id} --as NAME")

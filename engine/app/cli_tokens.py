@@ -1,7 +1,8 @@
 """`runbook tokens issue|revoke|list`: personal tokens that prove who answers a gate from the CLI.
 
-Admin commands: whoever may write the Prefect server's variables may issue tokens, so close the
-Prefect API to everyone else (README, 'Security'). Only each token's SHA-256 is stored, on the server.
+Admin commands: they need the engine's signing key (RUNBOOK_SIGNING_KEY, as serve and the workers
+have it), since only each token's HMAC by that key is stored, on the Prefect server: a token minted
+with another key, or a hash written straight into the variable, is taken by no gate.
 """
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from rich.table import Table
 
 from mq_runbooks.app.cli import Context, cli, pass_context
 from mq_runbooks.kit.identity import issue_token, list_tokens, revoke_token
+from mq_runbooks.kit.signing import signing_key
 
 
 @cli.group("tokens")
 def tokens() -> None:
-    """Personal tokens for `runbook approve|reject` (admin; stored hashed on the Prefect server)."""
+    """Personal tokens for `runbook approve|reject` (admin, with the signing key; stored as HMACs on the Prefect server)."""
 
 
 @tokens.command("issue")
@@ -24,10 +26,10 @@ def tokens() -> None:
 @pass_context
 def issue(context: Context, name: str) -> None:
     """Issue a token for NAME (as teams.yaml names them), replacing any they had. Shown once."""
-    token = issue_token(context.settings.deployment, name)
+    token = issue_token(context.settings.deployment, name, signing_key(context.settings))
     click.echo(token)
     click.echo(f"token for {name}: give it to them privately; they set RUNBOOK_TOKEN to it "
-               f"(or pass --token). Only its hash is kept.", err=True)
+               f"(or keep it in a 0600 file named by RUNBOOK_TOKEN_FILE or --token-file). Only its HMAC by the signing key is kept.", err=True)
 
 
 @tokens.command("revoke")

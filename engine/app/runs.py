@@ -31,12 +31,13 @@ from pydantic import BaseModel
 from mq_runbooks.base.catalog import Catalog, Runbook
 from mq_runbooks.base.errors import NotFoundError, UsageError
 from mq_runbooks.base.settings import Settings
-from mq_runbooks.kit.teams import teams_for
+from mq_runbooks.kit.teams import people_for, teams_for
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.endings import DECLINED_STATE_NAMES, REJECTED, TIMED_OUT, is_declined
-from mq_runbooks.kit.gate import refusal
+from mq_runbooks.kit.gate import refusal, sign_answer
 from mq_runbooks.kit.identity import proof_kind, verify_answer
 from mq_runbooks.kit.lock import lock_tag
+from mq_runbooks.kit.signing import signing_key
 
 RUNBOOK_TAG = "mq-runbooks"
 MIN_PREFIX = 6
@@ -61,6 +62,8 @@ class RunView:
     entries: list[journal.Entry]
     requested_by: str = ""
     target: str = ""  # the run's lock key, e.g. kafka:primary:group:billing
+    pause_key: str = ""  # the suspension an answer resumes (a signed answer names it), while paused
+    journal_problems: tuple[str, ...] = ()  # entries not signed by the engine, missing links (kit/journal.py)
 
     @property
     def finished(self) -> bool:
@@ -99,16 +102,13 @@ def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested
     on_workers = settings.run_on == "workers"
     name = settings.deployment if on_workers else workers.LOCAL
     workers.ensure_registered(runbook, name, settings.work_pool if on_workers else None)
-    configuration = None if on_workers else workers.run_configuration(settings)
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(workers.deployment_name(runbook.id, name))
-        flow_run = client.create_flow_run_from_deployment(
-            deployment.id, parameters=parameters, tags=tags,
-            job_variables={"env": configuration} if configuration else None)
-    if configuration is not None:
-        workers.spawn_executor(settings, str(flow_run.id), configuration)
-    else:
+        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=tags)
+    if on_workers:
         workers.wake(str(flow_run.id))
+    else:
+        workers.spawn_executor(settings, str(flow_run.id))
     return str(flow_run.id)
 
 
@@ -164,10 +164,11 @@ def read_run(reference: str) -> RunView:
             flow_run = client.read_flow_run(flow_run.id)  # a gate that timed out with nobody there: now told
         elif flow_run.state is not None and flow_run.state.is_crashed() and restore_if_suspended(str(flow_run.id)):
             flow_run = client.read_flow_run(flow_run.id)  # it waits at its gate: not crashed
-    return _view(flow_run, journal.read(flow_run.id))
+    entries, problems = journal.read_checked(flow_run.id)
+    return _view(flow_run, entries, problems)
 
 
-def _view(flow_run: FlowRun, entries: list[journal.Entry]) -> RunView:
+def _view(flow_run: FlowRun, entries: list[journal.Entry], problems: list[str] = ()) -> RunView:
     state = flow_run.state
     runbook = next((t.split(":", 1)[1] for t in flow_run.tags if t.startswith("runbook:")), "?")
     target = next((t.split(":", 1)[1] for t in flow_run.tags if t.startswith("lock:")), "")
@@ -178,6 +179,8 @@ def _view(flow_run: FlowRun, entries: list[journal.Entry]) -> RunView:
         message=(state.message or "") if state else "",
         started=(flow_run.start_time or flow_run.created).isoformat() if (flow_run.start_time or flow_run.created) else None,
         entries=entries, requested_by=str(requested_by), target=target,
+        pause_key=(state.state_details.pause_key or "") if state is not None and state.is_paused() else "",
+        journal_problems=tuple(problems),
     )
 
 
@@ -229,7 +232,8 @@ def waits_for(settings: Settings, catalog: Catalog, view: RunView, who: str) -> 
     except NotFoundError:
         return False
     approvals = [e.data.get("by") for e in entries if e.kind == "approval" and e.at >= request.at]
-    return refusal(policy, teams_for(settings), request.data.get("requester", ""), who, True, approvals) is None
+    return refusal(policy, teams_for(settings), request.data.get("requester", ""), who, True, approvals,
+                   people_for(settings)) is None
 
 
 GATE_SETTLE_S = 10.0  # a run asks for approval (journal, Slack) a moment before it pauses
@@ -251,11 +255,15 @@ def _at_its_gate(view: RunView) -> RunView:
 
 def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: bool, by: str, comment: str,
                 via: str = "cli", proof: str = "") -> RunView:
-    """Approve or reject a run waiting at its gate, after checking the runbook's policy and the proof
-    of who answers (`proof`: "token:<t>" or empty for a typed name; the run checks it again).
+    """Judge an answer to a run waiting at its gate and, when it holds, resume the run with it signed
+    by the engine's key (kit/gate.py sign_answer): the proof of who answers (`proof`: "token:<t>",
+    "os-user", "slack", or empty for a typed name) and the runbook's policy are checked here, and the
+    run checks the signature, the kind of proof and the policy again. The token itself never goes
+    into the run.
 
     A refused answer is recorded in the run's journal and raised as UsageError with the reason.
     """
+    key = signing_key(settings)
     view = _at_its_gate(read_run(run_id))
     run_id = view.id
     if view.state_type != "PAUSED":
@@ -266,18 +274,18 @@ def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: boo
     policy = catalog.get(view.runbook).approval
     approvals_since = [e.data.get("by") for e in view.entries if e.kind == "approval" and e.at >= request.at]
     teams = teams_for(settings)
-    by, reason = verify_answer(by, proof, teams, settings.deployment)
-    reason = reason or refusal(policy, teams, request.data.get("requester", ""), by, approved, approvals_since)
+    by, reason = verify_answer(by, proof, teams, settings.deployment, key=key)
+    reason = reason or refusal(policy, teams, request.data.get("requester", ""), by, approved, approvals_since,
+                               people_for(settings))
     if not approved and not comment.strip():
         reason = reason or "a rejection needs a reason (--reason)"
     if reason:
         journal.record(run_id, "approval_refused", reason, by=by, approved=approved, via=via, proof=proof_kind(proof))
         raise UsageError(f"refused: {reason}")
+    answer = sign_answer(key, run_id, view.pause_key, decision="approve" if approved else "reject", by=by,
+                         proof=proof_kind(proof), plan_digest=request.data.get("plan_digest", ""), comment=comment)
     try:
-        resume_flow_run(UUID(run_id), run_input={
-            "decision": "approve" if approved else "reject", "by": by, "comment": comment,
-            "plan_digest": request.data.get("plan_digest", ""), "proof": proof,
-        })
+        resume_flow_run(UUID(run_id), run_input=answer)
     except Exception as exc:  # e.g. someone answered a moment earlier, or the pause timed out
         raise UsageError(f"run {run_id} could not be resumed: {exc}") from None
     if not execute_if_local(settings, run_id):
@@ -287,16 +295,33 @@ def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: boo
     return view
 
 
+VERDICT_WAIT_S = 60.0
+
+
+def await_verdict(run_id: str, pause_key: str, timeout_s: float = VERDICT_WAIT_S) -> journal.Entry | None:
+    """The gate's verdict on the answer given at `pause_key` (its journal entry: approval, rejection
+    or approval_refused), once the run has judged it; None if it has not within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        view = read_run(run_id)
+        verdict = next((e for e in reversed(view.entries) if e.data.get("answer") == pause_key
+                        and e.kind in ("approval", "rejection", "approval_refused")), None)
+        if verdict is not None or view.finished or time.monotonic() > deadline:
+            return verdict
+        time.sleep(0.25)
+
+
 def execute_if_local(settings: Settings, run_id: str) -> bool:
-    """Start the executor of a resumed run of this machine's deployment (a run on workers is theirs);
-    True if one was started."""
+    """Start the executor of a run of the local deployment this process has just answered (a run on
+    workers is theirs), with this process's own configuration: nothing a run holds (its job
+    variables, parameters or tags) chooses how it is executed. True if one was started."""
     from mq_runbooks.app import workers
 
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(UUID(run_id))
     if not workers.is_local(flow_run) or flow_run.state is None or not flow_run.state.is_scheduled():
         return False
-    workers.spawn_executor(settings, run_id, (flow_run.job_variables or {}).get("env"))
+    workers.spawn_executor(settings, run_id)
     return True
 
 
@@ -327,7 +352,8 @@ def cancel_run(settings: Settings, catalog: Catalog, reference: str, by: str, re
     who, refused = verify_answer(by, proof, teams, settings.deployment)
     start = journal.last(view.entries, "parameters")
     requester = (start.data.get("requested_by") if start else None) or view.requested_by
-    refused = refused or refusal(catalog.get(view.runbook).approval, teams, requester, who, False, [])
+    refused = refused or refusal(catalog.get(view.runbook).approval, teams, requester, who, False, [],
+                                 people_for(settings))
     if refused:
         journal.record(view.id, "approval_refused", f"cancel refused: {refused}", by=who, proof=proof_kind(proof))
         raise UsageError(f"refused: {refused}")

@@ -9,7 +9,7 @@ idempotency keys, locks are Prefect's concurrency leases, the record is the jour
 server, a run waiting at its gate is a suspended flow run with no process).
 
 Every replica sweeps every 30 s: crashed runs and gates whose deadline passed get their outcome and
-postmortem (kit/crashes.py); local runs answered in the Prefect UI get their executor.
+postmortem (kit/crashes.py).
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ import uvicorn
 from mq_runbooks.base.catalog import Catalog
 from mq_runbooks.base.errors import UnreachableError, UsageError
 from mq_runbooks.base.settings import Settings
-from mq_runbooks.app.runs import execute_if_local
 from mq_runbooks.kit.crashes import (
     conclude_crashed, conclude_expired, ensure_zombie_automation, never_started, recent_crashed, recent_expired,
 )
@@ -68,6 +67,7 @@ def build_services(settings: Settings, catalog: Catalog):
 
     from mq_runbooks.app import deployments
     from mq_runbooks.base.clusters import load_clusters
+    from mq_runbooks.app.api_routes import add_api_routes
     from mq_runbooks.app.http import Services
     from mq_runbooks.app.postmortem_routes import add_postmortem_routes
     from mq_runbooks.app.slack_routes import add_slack_routes
@@ -80,7 +80,7 @@ def build_services(settings: Settings, catalog: Catalog):
         find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=deployments.alert_tag,
         clusters=cache(lambda: load_clusters(settings.clusters)),
         on_resolved=lambda run_id: _redraft_if_finished(run_id, write_postmortem),
-        extra_routes=[add_slack_routes, add_postmortem_routes],
+        extra_routes=[add_slack_routes, add_postmortem_routes, add_api_routes],
     )
     services.metrics.watch_runs(recent_runs)
     return services
@@ -128,16 +128,13 @@ def _worker_thread(settings: Settings, catalog: Catalog, limit: int, ready: thre
 def _sweep(settings: Settings, forget, every_s: float = 30.0) -> None:
     """Conclude the runs that ended with nobody there: crashed ones (their process died; see
     kit/crashes.py) and gates whose deadline passed while suspended; let a repeat of the alert that
-    started a crashed run start a new run (`forget`); execute local runs answered in the Prefect UI.
+    started a crashed run start a new run (`forget`). It executes no run: a local run is executed by whoever
+    started or answered it, with their own configuration.
     The first round waits too: serve answers its first requests (Slack's 3 s) before it reads anything else."""
     checked: set[str] = set()  # each crashed or expired run's journal is read once per process
     while True:
         time.sleep(every_s)
         try:
-            # First what someone waits for; then what a shared server may hold many of.
-            for run_id in resumed_locally(older_than_s=5.0):
-                if _each(run_id, "executing an answered local run", lambda r: execute_if_local(settings, r)):
-                    log.info("run %s was answered in the Prefect UI: executing it", run_id)
             crashed = {run_id: message for run_id, message in recent_crashed().items() if run_id not in checked}
             concluded = conclude_crashed(crashed)
             for run_id in concluded:
@@ -160,26 +157,6 @@ def _each(run_id: str, what: str, call):
     except Exception as exc:  # noqa: BLE001
         log.warning("%s failed for run %s: %s: %s", what, run_id, type(exc).__name__, exc)
         return None
-
-
-def resumed_locally(older_than_s: float) -> list[str]:
-    """Runs of local deployments that were answered (Scheduled "Resuming") and that nobody executes."""
-    import datetime as dt
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter, FlowRunFilterState, FlowRunFilterStateName, FlowRunFilterTags,
-    )
-
-    from mq_runbooks.app.workers import is_local
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            tags=FlowRunFilterTags(all_=["mq-runbooks"]),
-            state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Resuming"]))), limit=50)
-    now = dt.datetime.now(dt.timezone.utc)
-    return [str(run.id) for run in runs if is_local(run) and run.state is not None
-            and (now - run.state.timestamp).total_seconds() > older_than_s]
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -19,7 +19,7 @@ from mq_runbooks.app import runs
 from mq_runbooks.base.errors import RunbookError, UsageError
 from mq_runbooks.app.http import BodyTooLarge, Services, read_body
 from mq_runbooks.base.catalog import refuse_file_parameters
-from mq_runbooks.kit.teams import teams_for
+from mq_runbooks.kit.teams import people_for, person_of, teams_for
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.gate import expand_approvers
 from mq_runbooks.kit.identity import SLACK_PROOF
@@ -40,7 +40,9 @@ def may_start(services: Services, runbook, verb: str, user_id: str) -> bool:
     allowed = runbook.starters.plan if verb == "plan" else (runbook.starters.run or runbook.approval.approvers)
     if "*" in allowed:
         return True
-    return user_id in expand_approvers(allowed, teams_for(services.settings))
+    people = people_for(services.settings)
+    return person_of(user_id, people) in {person_of(name, people)
+                                          for name in expand_approvers(allowed, teams_for(services.settings))}
 
 
 def command_reply(services: Services, command: SlashCommand, start: Callable[..., tuple[str, bool]]) -> str:

@@ -10,8 +10,9 @@ to suspend at its gate and be executed again when answered):
   `python -m mq_runbooks.app.executor`).
 - `<id>/local`, in no pool: runs `runbook run` executes on this machine, in a detached executor
   process with the caller's configuration. Nobody polls them: when their gate is answered, whoever
-  answered starts the executor again (`runbook approve`, serve for Slack; serve's sweep for an answer
-  given in the Prefect UI).
+  answered starts the executor again with its own configuration (`runbook approve`, serve for
+  Slack). A run's own data (job variables, parameters, tags) never chooses an executor's
+  configuration, and nothing executes a local run resumed straight through the Prefect API.
 
 An executor claims its run by moving it to Pending (Prefect refuses a second claim), so two
 executors never run one run at once.
@@ -102,31 +103,26 @@ _done: set[tuple[str, str, str | None]] = set()
 
 
 def run_configuration(settings: Settings) -> dict[str, str]:
-    """The configuration a local run keeps (on its flow run, as its job variables' env) so that the
-    executor started again after its gate uses the starter's, not the answerer's: every RUNBOOK_*
-    setting of this process but the secrets (tokens stay in each process's own environment), with
-    file settings as absolute paths."""
-    secret = _secret_names()
-    kept = {key: value for key, value in os.environ.items() if key.startswith("RUNBOOK_") and key not in secret}
+    """The configuration an executor this process starts gets: `settings` as RUNBOOK_* variables (file
+    settings as absolute paths) over this process's own RUNBOOK_* environment. Never read from a run."""
+    kept = {key: value for key, value in os.environ.items() if key.startswith("RUNBOOK_")}
     for name, value in settings:
         if isinstance(value, Path):
             kept[f"RUNBOOK_{name.upper()}"] = str(value.resolve())
     return kept
 
 
-def spawn_executor(settings: Settings, run_id: str, configuration: dict[str, str] | None = None) -> None:
+def spawn_executor(settings: Settings, run_id: str) -> None:
     """Execute a run in a detached process on this machine (it claims the run first, so a run
-    someone else already executes is left alone), with the run's own `configuration` when it has one:
-    forked from this process's preloaded starter when it has one (serve, a worker), else a new
-    interpreter (the CLI)."""
+    someone else already executes is left alone), with this process's configuration
+    (run_configuration): forked from this process's preloaded starter when it has one (serve, a
+    worker), else a new interpreter (the CLI)."""
     from mq_runbooks.app.starter import installed
 
-    log_dir = Path((configuration or {}).get("RUNBOOK_SNAPSHOT_DIR") or settings.snapshot_dir).parent / "run-logs"
+    log_dir = settings.snapshot_dir.parent / "run-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    secret = _secret_names()
-    env = {key: value for key, value in os.environ.items()
-           if not (configuration and key.startswith("RUNBOOK_") and key not in configuration and key not in secret)}
-    env.update(configuration or {})
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RUNBOOK_")}
+    env.update(run_configuration(settings))
     env["PREFECT_API_URL"] = settings.prefect_api_url
     starter = installed()
     if starter is not None:
@@ -137,11 +133,6 @@ def spawn_executor(settings: Settings, run_id: str, configuration: dict[str, str
             [sys.executable, "-m", "mq_runbooks.app.executor", str(run_id)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
         )
-
-
-def _secret_names() -> set[str]:
-    return {f"RUNBOOK_{name.upper()}" for name, field in Settings.model_fields.items()
-            if "SecretStr" in str(field.annotation)}
 
 
 def is_local(flow_run) -> bool:

@@ -25,10 +25,19 @@
     RUNBOOK_IDENTITY_HEADERS  the headers such a proxy asserts the person in, first found wins
                               (default: X-Forwarded-Email,X-Forwarded-User, as oauth2-proxy sends them)
     RUNBOOK_REVIEW_REQUIRE_IDENTITY  true: the review pages' reads need that identity too (default: false)
+    RUNBOOK_SERVER            the URL of `runbook serve` (e.g. https://runbooks.example.com): `runbook run|approve|
+                              reject|status` then go through serve's API with your token, and need no Prefect
+                              credential (default: none, so the CLI works directly against Prefect)
     RUNBOOK_TOKEN             your personal token (`runbook tokens issue NAME`): proves who answers a gate on the CLI
+    RUNBOOK_TOKEN_FILE        a file readable by you alone holding that token (when RUNBOOK_TOKEN is not set)
     RUNBOOK_APPROVAL_PROOF    what a gate takes as proof of who answers, besides Slack's signature and a
                               token (always taken): typed (a typed name; the default), os-user (the CLI
                               answers as the OS user running it) or token (a personal token only)
+    RUNBOOK_SIGNING_KEY       the engine's key (16+ characters), the same on every `runbook serve` and worker of
+                              an installation: it signs the answers to gates and the journal's entries, and
+                              keys the token hashes; people never hold it (default: the key file's)
+    RUNBOOK_SIGNING_KEY_FILE  where a machine without RUNBOOK_SIGNING_KEY keeps its own key, made 0600 on first
+                              use (default: ~/.config/mq-runbooks/signing.key)
     RUNBOOK_POSTMORTEM_TEMPLATES  a team's own postmortem templates; files there override the
                               ones of the same name in postmortems/templates (default: none)
     RUNBOOK_SLACK_APP_TOKEN   an app-level token (xapp-..., scope connections:write): `runbook serve`
@@ -89,9 +98,13 @@ class Settings(BaseModel):
         ("X-Forwarded-Email", "X-Forwarded-User"), min_length=1,
         description="headers in which a trusted proxy asserts who the person is")
     review_require_identity: bool = Field(False, description="the review pages' reads need a proven identity too")
+    server: str = Field("", description="the URL of `runbook serve`, whose API the CLI then uses")
     token: SecretStr | None = Field(None, description="a personal token proving who answers a gate from the CLI")
+    token_file: Path | None = Field(None, description="a file (0600) holding that personal token")
     approval_proof: Literal["typed", "os-user", "token"] = Field(
         "typed", description="the least proof a gate takes of who answers: typed, os-user or token")
+    signing_key: SecretStr | None = Field(None, description="the engine's key: signs answers and journal entries")
+    signing_key_file: Path | None = Field(None, description="this machine's key file when no signing_key is set")
     postmortem_templates: Path | None = Field(None, description="a directory of postmortem templates "
                                               "that override postmortems/templates file by file")
     slack_app_token: SecretStr | None = Field(None, description="app-level token (xapp-) for Slack Socket Mode")
@@ -99,13 +112,14 @@ class Settings(BaseModel):
     kafka_clients_file: str | None = Field(None, description="file of the local kafka-clients switch")
     rabbit_clients_file: str | None = Field(None, description="file of the local rabbit-clients switch")
 
-    @field_validator("clusters", "catalog", "team_catalog", "postmortem_dir", "snapshot_dir", "teams", "postmortem_templates")
+    @field_validator("clusters", "catalog", "team_catalog", "postmortem_dir", "snapshot_dir", "teams", "postmortem_templates",
+                     "signing_key_file", "token_file")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # Paths end up in journals and in restore commands, which must work from any directory.
         return None if value is None else value.expanduser().absolute()
 
-    @field_validator("public_url")
+    @field_validator("public_url", "server")
     @classmethod
     def _url(cls, value: str) -> str:
         if value and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value):

@@ -4,10 +4,14 @@ runner or worker slot) waits for the answer. An answer resumes the run; a runner
 it again from the top, and the gate replays what the journal already holds, so each answer is judged
 and recorded once however often the run is executed.
 
-The policy is enforced here, in the run, whichever path the answer came by (CLI, Slack, Prefect
-UI): an answer from someone who may not approve is recorded as refused, shown in the run's state
-message and logs, and the gate waits on. `runbook approve` checks the same policy first, so a person
-hears at once why they were refused.
+Whoever judges an answer (`runbook approve|reject` in direct mode, `runbook serve` for Slack) checks
+who gives it and signs it with the engine's key (kit/signing.py: run, suspension key, decision, who,
+the kind of proof checked, plan digest, comment). The gate acts on no answer that is not signed so,
+whatever path it took: a resume through the Prefect API or UI, which anyone holding the Prefect
+credential can send with any `proof` in it, is recorded as refused and the gate waits on. The kind
+of proof is read from the signed answer, never from an unsigned field, and the gate checks it again
+against RUNBOOK_APPROVAL_PROOF and the policy, in the run: an answer from someone who may not
+approve is recorded as refused, shown in the run's state message and logs, and the gate waits on.
 
 The deadline needs no process either: the suspended state carries it, the Prefect server fails the
 run when it passes, and whoever sweeps (serve, `runbook status`) concludes it as timed out
@@ -28,26 +32,61 @@ from typing import Literal
 from prefect.input import RunInput
 
 from mq_runbooks.base.catalog import ApprovalPolicy
+from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
-from mq_runbooks.kit.identity import proof_kind, verify_answer
+from mq_runbooks.kit.identity import canonical_person, kind_refusal
 from mq_runbooks.kit.notify import GateObserver
+from mq_runbooks.kit.signing import sign, signing_key, verify
+from mq_runbooks.kit.teams import load_people, person_of
 
 PAUSE_EXPIRED = "The flow was paused and never resumed."  # the Prefect server's message at the deadline
 
 
 class Approval(RunInput):
-    """What an approver sends: a decision (no default: an empty form is refused), who, why, and the
-    plan they saw."""
+    """An answer as its judge sends it: a decision (no default: an empty form is refused), who, why,
+    the plan they saw, the kind of proof the judge checked, and the judge's signature over all of it."""
 
     decision: Literal["approve", "reject"]
     by: str
-    proof: str = ""  # "token:<personal token>" proves who answers (kit/identity.py); empty: a typed name
+    proof: str = ""  # the kind of proof checked (kit/identity.py proof_kind), believed only when signed
     comment: str = ""
-    plan_digest: str = ""  # empty (e.g. from the Prefect UI) means "the plan shown in this dialog"
+    plan_digest: str = ""
+    signature: str = ""  # the engine's HMAC over the answer (sign_answer); none: the answer is refused
 
     @property
     def approved(self) -> bool:
         return self.decision == "approve"
+
+
+UNSIGNED = ("the answer is not signed by mq-runbooks: answer with `runbook approve|reject` or in Slack (a resume "
+            "through the Prefect API or UI is not taken); if it was, serve, workers and the CLI do not share one "
+            "RUNBOOK_SIGNING_KEY")
+
+
+def _answer_fields(run_id: str, pause_key: str, decision: str, by: str, proof: str, plan_digest: str,
+                   comment: str) -> dict[str, str]:
+    return {"run": str(run_id), "key": pause_key, "decision": decision, "by": by, "proof": proof,
+            "plan_digest": plan_digest, "comment": comment}
+
+
+def sign_answer(key: bytes, run_id: str, pause_key: str, *, decision: str, by: str, proof: str, plan_digest: str,
+                comment: str) -> dict[str, str]:
+    """The run input of an answer a judge has checked: resume the run waiting at `pause_key` with it."""
+    fields = _answer_fields(run_id, pause_key, decision, by, proof, plan_digest, comment)
+    return {"decision": decision, "by": by, "proof": proof, "plan_digest": plan_digest, "comment": comment,
+            "signature": sign(key, "answer", fields)}
+
+
+def judge_answer(answer: Approval, run_id: str, pause_key: str, teams: Mapping[str, list[str]],
+                 settings: Settings) -> tuple[str, str, str | None]:
+    """(who answered, the kind of proof, why the answer is refused or None), as the run sees it: only
+    a signed answer is believed, and its proof must be one RUNBOOK_APPROVAL_PROOF takes."""
+    fields = _answer_fields(run_id, pause_key, answer.decision, answer.by, answer.proof, answer.plan_digest,
+                            answer.comment)
+    if not verify(signing_key(settings), "answer", fields, answer.signature):
+        return answer.by.strip(), "unsigned", UNSIGNED
+    people = [member for members in teams.values() for member in members]
+    return canonical_person(answer.by, people), answer.proof, kind_refusal(answer.proof, settings.approval_proof)
 
 
 @dataclass(frozen=True)
@@ -70,16 +109,22 @@ def expand_approvers(approvers: list[str], teams: Mapping[str, list[str]]) -> se
 
 
 def refusal(policy: ApprovalPolicy, teams: Mapping[str, list[str]], requester: str, by: str,
-            approved: bool, approved_by: list[str]) -> str | None:
-    """Why `by` may not give this answer, or None if they may."""
-    allowed = expand_approvers(policy.approvers, teams)
-    if not approved and by == requester:
+            approved: bool, approved_by: list[str], people: Mapping[str, str] | None = None) -> str | None:
+    """Why `by` may not give this answer, or None if they may. Names are compared as people
+    (teams.yaml's `people:`: a name, a Slack user id and a proxy identity of one person are one)."""
+    people = people or {}
+    who = person_of(by, people)
+    allowed = {person_of(name, people) for name in expand_approvers(policy.approvers, teams)}
+    started = person_of(requester, people)
+    if not approved and who == started:
         return None  # whoever started a run may always stop it
-    if by not in allowed:
+    if who not in allowed:
         return f"{by} is not an approver (approvers: {', '.join(policy.approvers)})"
-    if approved and by == requester and not policy.self_approval:
-        return f"{by} started this run and may not approve it (the runbook does not allow self-approval)"
-    if approved and by in approved_by:
+    if approved and who == started and not policy.self_approval:
+        same = "" if by == requester else f" (as {requester})"
+        return (f"{by} started this run{same} and may not approve it (the runbook does not allow "
+                "self-approval)")
+    if approved and who in {person_of(name, people) for name in approved_by}:
         return f"{by} has already approved; {policy.required - len(approved_by)} more approval(s) needed from others"
     return None
 
@@ -96,6 +141,8 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
     """Suspend until the policy is met, someone allowed rejects, or the policy's timeout passes.
     `on_suspend(seconds_left)` is called just before the run suspends (e.g. to keep its lock that long)."""
     observer = observer or GateObserver()
+    settings = Settings.from_environ()  # the run's own: its RUNBOOK_APPROVAL_PROOF and signing key
+    people = load_people(settings.teams)
     entries = journal.read(flow_run_id)
     mine = [e for e in entries if e.data.get("gate") == gate_round]
     request = next((e for e in mine if e.kind == "approval_requested"), None)
@@ -138,27 +185,27 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
                              + (f"; approved so far by {', '.join(approved_by)}" if approved_by else ""))
         answer = suspend_for_answer(form, timeout=math.ceil(remaining), key=key, message=message,
                                     on_suspend=on_suspend)
-        by, reason = verify_answer(answer.by, answer.proof, teams)  # the proof decides who answered
-        reason = reason or refusal(policy, teams, requester, by, answer.approved, approved_by)
+        by, proof, reason = judge_answer(answer, flow_run_id, key, teams, settings)
+        reason = reason or refusal(policy, teams, requester, by, answer.approved, approved_by, people)
         if reason is None and answer.plan_digest and answer.plan_digest != plan_digest:
             reason = "the answer was for another version of the plan; look at the current plan and answer again"
         if reason:
             journal.record(flow_run_id, "approval_refused", reason, by=by, approved=answer.approved,
-                           proof=proof_kind(answer.proof), gate=gate_round, answer=key)
+                           proof=proof, gate=gate_round, answer=key)
             _log().warning("refused %s's answer: %s", by or "an unnamed", reason)
             status = f"refused {by or 'an unnamed'}'s answer: {reason}; still waiting for {_policy_text(policy)}"
             continue
         status = ""
         if not answer.approved:
             journal.record(flow_run_id, "rejection", f"rejected by {by}: {answer.comment or 'no reason given'}",
-                           by=by, comment=answer.comment, proof=proof_kind(answer.proof), gate=gate_round, answer=key)
+                           by=by, comment=answer.comment, proof=proof, gate=gate_round, answer=key)
             observer.decided(False, [by], answer.comment)
             return Decision(False, (by,), answer.comment)
         approved_by.append(by)
         comments.append(answer.comment)
         journal.record(flow_run_id, "approval", f"approved by {by}" + (f": {answer.comment}" if answer.comment else ""),
                        by=by, comment=answer.comment, plan_digest=plan_digest,
-                       approvals=len(approved_by), required=policy.required, proof=proof_kind(answer.proof),
+                       approvals=len(approved_by), required=policy.required, proof=proof,
                        gate=gate_round, answer=key)
         if len(approved_by) >= policy.required:
             observer.decided(True, approved_by, "; ".join(c for c in comments if c))
@@ -229,6 +276,6 @@ def _dialog(runbook_id: str, plan_markdown: str, digest: str, policy: ApprovalPo
     return (
         f"## Approve `{runbook_id}`?\n\n{plan_markdown}\n\n"
         f"{so_far}Needs {policy.required} approval(s) from {', '.join(policy.approvers)}. "
-        f"Plan `{digest[:12]}`. Choose **decision** (approve or reject), set **by** to your name and "
-        f"**proof** to `token:<your personal token>` (`runbook tokens issue`); say why in **comment**."
+        f"Plan `{digest[:12]}`. Answer with `runbook approve|reject` or in Slack: an answer sent from this "
+        f"form is not signed by mq-runbooks and is refused."
     )

@@ -6,11 +6,20 @@ run. Append-only entries need no read-modify-write, so the flow, the CLI (a refu
 any `runbook serve` replica can all write to one run's journal, and any process that reaches the
 Prefect API can read it, during the run or long after.
 
-An entry: {"at": ISO-8601 UTC, "kind": one of KINDS, "summary": one line, "data": {...}}.
+An entry: {"at": ISO-8601 UTC, "kind": one of KINDS, "summary": one line, "data": {...},
+"prev": the signature of the newest entry its writer had read or written ("" if none),
+"mac": the engine's HMAC (kit/signing.py) over the run id and all of the above}.
+
+Whoever holds the Prefect credential can post an artifact of this type to any run: so an entry is
+believed only when its signature holds, and `read` leaves out every other one (the driver never
+replays a forged approval or a forged step). Each entry names the one before it (`prev`), so an
+entry deleted from the middle of a journal shows as a missing link; `problems` names both, for
+`runbook status` and `doctor`.
 """
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -37,6 +46,8 @@ class Entry:
     kind: str
     summary: str
     data: dict[str, Any] = field(default_factory=dict)
+    prev: str = field(default="", compare=False)
+    mac: str = field(default="", compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"at": self.at.isoformat(), "kind": self.kind, "summary": self.summary, "data": self.data}
@@ -44,7 +55,30 @@ class Entry:
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> "Entry":
         return cls(dt.datetime.fromisoformat(document["at"]), document["kind"], document["summary"],
-                   document.get("data") or {})
+                   document.get("data") or {}, str(document.get("prev") or ""), str(document.get("mac") or ""))
+
+
+def _signed_fields(run_id: str, document: dict[str, Any]) -> dict[str, Any]:
+    return {"run": run_id, "at": document["at"], "kind": document["kind"], "summary": document["summary"],
+            "data": document.get("data") or {}, "prev": document.get("prev") or ""}
+
+
+def _key() -> bytes:
+    """This process's signing key (kit/signing.py), read once per configuration of it."""
+    from mq_runbooks.base.settings import Settings
+    from mq_runbooks.kit.signing import signing_key
+
+    source = (os.environ.get("RUNBOOK_SIGNING_KEY"), os.environ.get("RUNBOOK_SIGNING_KEY_FILE"),
+              os.environ.get("XDG_CONFIG_HOME"), os.environ.get("HOME"))
+    if _keys.get(source) is None:
+        _keys.clear()
+        _keys[source] = signing_key(Settings.from_environ())
+    return _keys[source]
+
+
+_keys: dict[tuple, bytes] = {}
+# The newest signature this process read or wrote, per run: what its next entry names as `prev`.
+_last_mac: dict[str, str] = {}
 
 
 _listeners: list = []
@@ -64,12 +98,20 @@ def record(flow_run_id: UUID | str, kind: str, summary: str, **data: Any) -> Ent
     """Append one entry to a run's journal and return it."""
     if kind not in KINDS:
         raise ValueError(f"journal kind {kind!r} is not one of {', '.join(KINDS)}")
-    entry = Entry(now_utc(), kind, summary, data)
+    from mq_runbooks.kit.signing import sign
+
+    run_id = str(UUID(str(flow_run_id)))
+    document = Entry(now_utc(), kind, summary, data).to_json()
+    # The data as the server will give it back (JSON), so that the signature is checked over the same values.
+    document = _json_roundtrip(document)
+    document["prev"] = _last_mac.get(run_id, "")
+    document["mac"] = sign(_key(), "journal", _signed_fields(run_id, document))
+    entry = Entry.from_json(document)
     with get_client(sync_client=True) as client:
         client.create_artifact(ArtifactCreate(
-            type=ARTIFACT_TYPE, flow_run_id=UUID(str(flow_run_id)), description=f"{kind}: {summary}"[:500],
-            data=entry.to_json(),
+            type=ARTIFACT_TYPE, flow_run_id=UUID(run_id), description=f"{kind}: {summary}"[:500], data=document,
         ))
+    _last_mac[run_id] = entry.mac
     for listener in list(_listeners):
         try:
             listener(str(flow_run_id), entry)
@@ -83,13 +125,33 @@ def write(flow_run_id: UUID | str, entry: "Record") -> Entry:
     return record(flow_run_id, entry.KIND, entry.summary, **entry.payload())
 
 
+def _json_roundtrip(document: dict[str, Any]) -> dict[str, Any]:
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(document, fallback=str)
+
+
 def read(flow_run_id: UUID | str, client=None) -> list[Entry]:
-    """Every entry of a run's journal, oldest first; over `client` (a sync Prefect client) when given,
-    else over a client of its own."""
+    """Every entry of a run's journal that the engine signed, oldest first (forged ones are left out:
+    see `problems`); over `client` (a sync Prefect client) when given, else over a client of its own."""
+    return read_checked(flow_run_id, client)[0]
+
+
+def problems(flow_run_id: UUID | str, client=None) -> list[str]:
+    """What is wrong with a run's journal: entries not signed by the engine, entries whose
+    predecessor is missing. Empty for a journal nobody tampered with."""
+    return read_checked(flow_run_id, client)[1]
+
+
+def read_checked(flow_run_id: UUID | str, client=None) -> tuple[list[Entry], list[str]]:
+    """(the signed entries oldest first, what is wrong with the journal)."""
     if client is None:
         with get_client(sync_client=True) as own:
-            return read(flow_run_id, own)
-    entries: list[Entry] = []
+            return read_checked(flow_run_id, own)
+    from mq_runbooks.kit.signing import verify
+
+    run_id = str(UUID(str(flow_run_id)))
+    documents: list[dict[str, Any]] = []
     artifact_filter = ArtifactFilter(
         flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(str(flow_run_id))]),
         type=ArtifactFilterType(any_=[ARTIFACT_TYPE]),
@@ -98,11 +160,31 @@ def read(flow_run_id: UUID | str, client=None) -> list[Entry]:
     while True:
         page = client.read_artifacts(artifact_filter=artifact_filter, sort=ArtifactSort.CREATED_DESC,
                                      limit=200, offset=offset)
-        entries += [Entry.from_json(artifact.data) for artifact in page if isinstance(artifact.data, dict)]
+        documents += [artifact.data for artifact in page]
         if len(page) < 200:
             break
         offset += 200
-    return sorted(entries, key=lambda entry: entry.at)
+    key = _key()
+    entries: list[Entry] = []
+    found: list[str] = []
+    for document in documents:
+        try:
+            signed = verify(key, "journal", _signed_fields(run_id, document), document.get("mac"))
+            entry = Entry.from_json(document) if signed else None
+        except (AttributeError, KeyError, TypeError, ValueError):
+            entry = None
+        if entry is None:
+            what = document.get("kind", "?") if isinstance(document, dict) else type(document).__name__
+            found.append(f"an entry not signed by the engine ({what}) is ignored")
+            continue
+        entries.append(entry)
+    entries.sort(key=lambda entry: entry.at)
+    signatures = {entry.mac for entry in entries}
+    found += [f"the entry before {entry.kind} of {entry.at:%Y-%m-%d %H:%M:%S} is missing"
+              for entry in entries if entry.prev and entry.prev not in signatures]
+    if entries:
+        _last_mac[run_id] = entries[-1].mac
+    return entries, found
 
 
 def last(entries: list[Entry], kind: str) -> Entry | None:

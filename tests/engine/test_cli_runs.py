@@ -101,7 +101,8 @@ def test_approve_and_reject_take_short_references_and_stay_quiet(paused_run):
     rejected = runbook("reject", view.name, "--as", "alice", "--reason", "changed my mind", "--json")
     assert rejected.returncode == 0, rejected.stderr
     assert json.loads(rejected.stdout) == {"run_id": view.id, "name": view.name, "runbook": "kafka-replay",
-                                           "approved": False, "by": "alice", "proof": "typed-name"}
+                                           "approved": False, "by": "alice", "proof": "typed-name",
+                                           "verdict": "rejected by alice: changed my mind"}, "the run's own verdict"
     assert wait_until(view.id, finished).state == "Rejected"
 
 

@@ -91,48 +91,6 @@ def test_runs_are_forked_from_the_starter_and_an_acting_run_outlives_what_starte
         serve.stop()
 
 
-def test_serve_executes_a_local_run_answered_in_the_prefect_ui_from_its_starter(clusters, unique, tmp_path,
-                                                                               monkeypatch):
-    """A run of `runbook run` (executed on this machine, in no pool) answered in the Prefect UI: serve's
-    sweep executes it, forked from its starter, with the run's own configuration and log file."""
-    from uuid import UUID
-
-    from prefect.flow_runs import resume_flow_run
-
-    from mq_runbooks.base.catalog import load_catalog
-    from mq_runbooks.base.settings import Settings
-
-    env = serve_environment(tmp_path)
-    for key, value in env.items():
-        if key.startswith("RUNBOOK_"):
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("RUNBOOK_INJECT_FAULT", "stall-after:alter-offsets:20")  # kept in the run's configuration
-    serve = ServeProcess(tmp_path, {key: value for key, value in env.items()})
-    try:
-        settings = Settings.from_environ()
-        runbook = load_catalog(settings.catalog).get("kafka-replay")
-        config, topic, group = group_at_end(clusters, unique, "localui")
-        run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
-            {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
-        view = wait_for(lambda: suspended(run_id), 120, "the local run suspended at its gate")
-        request = journal.last(view.entries, "approval_requested")
-        resume_flow_run(UUID(run_id), run_input={"decision": "approve", "by": "bob", "comment": "from the UI",
-                                                 "plan_digest": request.data.get("plan_digest", ""), "proof": ""})
-
-        (pid,) = wait_for(lambda: forked_process_of(run_id), 90, "serve's sweep executing the answered run")
-        assert parent_of(parent_of(pid)) == serve.process.pid, "forked by serve's starter"
-        view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, 120, "the answered run finished")
-        assert view.succeeded, (view.state, view.message, view.entries[-3:])
-        assert [e.kind for e in view.entries].count("action") == 1
-        with KafkaClient(config) as kafka:
-            assert kafka.committed_offsets(group) == {(topic, 0): 0}
-        log = runs.run_log_path(settings, run_id).read_text()
-        assert "waits at its gate" in log, "the first execution's output"
-        assert "Finished in state Completed" in log, "the execution forked by serve wrote to the same log"
-    finally:
-        serve.stop()
-
-
 def test_a_forked_run_whose_process_dies_is_crashed_at_once_and_concluded(clusters, unique, tmp_path):
     """The process of an acting run killed while serve lives: serve's worker sees its child die and
     marks the run Crashed at once (not after the heartbeat window), and serve's sweep concludes it."""

@@ -1,5 +1,6 @@
 """RUNBOOK_APPROVAL_PROOF: a team refuses unproven answers (`token`) or takes the CLI's OS user as
-who answers (`os-user`); the gate judges it inside the run, the CLI the same way before resuming."""
+who answers (`os-user`); the CLI judges it before it signs the answer, and the gate again inside the
+run from the signed kind of proof, by the run's own setting."""
 from __future__ import annotations
 
 import getpass
@@ -10,7 +11,9 @@ from prefect.flow_runs import resume_flow_run
 
 from mq_runbooks.app import runs
 from mq_runbooks.kit import journal
+from mq_runbooks.kit.gate import sign_answer
 from mq_runbooks.kit.identity import issue_token, verify_answer
+from mq_runbooks.kit.signing import signing_key
 from tests.engine.test_cli import runbook
 from tests.flows.runbook_harness import paused, runbook_env, start_runbook, wait_until  # noqa: F401
 from tests.flows.test_gate_tokens import TEAMS, deployment  # noqa: F401 (fixture)
@@ -27,7 +30,7 @@ def test_each_setting_takes_the_proofs_it_names(deployment):
     who, reason = verify_answer("carol", "", TEAMS, deployment, required="os-user")
     assert who == "carol" and reason.startswith("RUNBOOK_APPROVAL_PROOF=os-user: a typed name is not taken")
     who, reason = verify_answer("dave", "os-user", TEAMS, deployment, required="token")
-    assert reason.startswith("RUNBOOK_APPROVAL_PROOF=token: the OS user is not taken") and "--token" in reason
+    assert reason.startswith("RUNBOOK_APPROVAL_PROOF=token: the OS user is not taken") and "--token-file" in reason
     assert verify_answer("carol", "token:rbt_forged", TEAMS, deployment, required="typed")[1].startswith(
         "the token is not valid")
 
@@ -41,9 +44,14 @@ def test_a_team_that_requires_tokens_refuses_typed_names_in_the_run_and_on_the_c
     run_id = start_runbook(settings, catalog, "kafka-replay", group=group, to_earliest="true")
     wait_until(run_id, paused)
 
-    # Straight to Prefect (as the UI's resume dialog answers): the run itself refuses the typed name.
-    resume_flow_run(UUID(run_id), run_input={"decision": "approve", "by": "carol"})
-    assert runs.execute_if_local(settings, run_id)  # what serve's sweep does for an answer from the Prefect UI
+    # A typed name signed by a judge that takes it (e.g. one configured RUNBOOK_APPROVAL_PROOF=typed): the
+    # run itself refuses it, by its own setting.
+    view = wait_until(run_id, paused)
+    digest = journal.last(view.entries, "approval_requested").data["plan_digest"]
+    resume_flow_run(UUID(run_id), run_input=sign_answer(signing_key(settings), run_id, view.pause_key,
+                                                        decision="approve", by="carol", proof="typed-name",
+                                                        plan_digest=digest, comment=""))
+    assert runs.execute_if_local(settings, run_id)  # as the CLI does after an answer
     view = wait_until(run_id, lambda v: paused(v) and journal.last(v.entries, "approval_refused"))
     refusal = journal.last(view.entries, "approval_refused")
     assert "via" not in refusal.data, "refused by the gate in the run, not by the CLI"
@@ -59,7 +67,7 @@ def test_a_team_that_requires_tokens_refuses_typed_names_in_the_run_and_on_the_c
     assert paused(view) and journal.last(view.entries, "approval") is None
 
     token = issue_token(deployment, "carol")
-    rejected = runbook("reject", run_id, "--reason", "tested", "--token", token, env=env)
+    rejected = runbook("reject", run_id, "--reason", "tested", env={**env, "RUNBOOK_TOKEN": token})
     assert rejected.returncode == 0, rejected.stderr
     view = wait_until(run_id, lambda v: v.finished, timeout=90)
     rejection = journal.last(view.entries, "rejection")
@@ -78,7 +86,7 @@ def test_a_team_that_takes_the_os_user_records_it_as_the_proof(group_at_end, run
     wait_until(run_id, paused)
 
     other = runbook("approve", run_id, "--as", "dave", env=env)
-    assert other.returncode == 2 and f"you answer as your OS user {me}, not as dave" in other.stderr
+    assert other.returncode == 2 and f"your OS user {me} answers, not dave" in other.stderr
     approved = runbook("approve", run_id, "--json", env=env)
     assert approved.returncode == 0, approved.stderr
     assert '"proof": "os-user"' in approved.stdout

@@ -1,0 +1,179 @@
+"""`runbook serve`'s API for people, version 1: what a person does with the CLI, through serve, so
+that people never hold the Prefect credential (it stays with serve and the workers).
+
+    GET  /api/v1/whoami                  who the request proves you are
+    POST /api/v1/runs                    {"runbook": ID, "parameters": {...}} -> 201 {"run_id", ...}
+    GET  /api/v1/runs/{run}              a run: state, who it waits for, its journal
+    POST /api/v1/runs/{run}/approve      {"comment": ...} -> the run's verdict on the answer
+    POST /api/v1/runs/{run}/reject       {"reason": ...}  -> the run's verdict on the answer
+
+Each request proves who makes it: a personal token (`Authorization: Bearer rbt_...`, as `runbook
+tokens issue` made it) or the identity a trusted authenticating proxy asserts (RUNBOOK_TRUSTED_PROXIES,
+RUNBOOK_IDENTITY_HEADERS), as the review pages take it. serve judges an answer as it judges a Slack
+click (the runbook's policy, teams.yaml's people) and signs it; the run checks it again. A run
+started here is requested by whoever the request proves, never by a name in the body. Answers:
+401 (no proof), 400 (bad input, naming what and what is allowed), 403 (refused, with the reason),
+404 (no such run or runbook), 503 (Prefect does not answer).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from mq_runbooks.app.http import BodyTooLarge, Services, error, read_body
+from mq_runbooks.app.web_identity import IdentityRefused, proxy_identity
+from mq_runbooks.base.errors import NotFoundError, RunbookError, UnreachableError, UsageError
+from mq_runbooks.base.json_limits import TooDeep, loads_limited
+from mq_runbooks.kit.identity import PROXY_PROOF, TOKEN_PREFIX, verify_answer
+from mq_runbooks.kit.signing import signing_key
+from mq_runbooks.kit.teams import teams_for
+
+log = logging.getLogger("runbook.api")
+MAX_API_BODY_BYTES = 64 * 1024
+
+
+class Refused(Exception):
+    """The person may not do this: 401 when they proved nothing, else 403."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _caller(services: Services, request: Request) -> tuple[str, str]:
+    """(who, raw proof) the request proves: a personal token, else a trusted proxy's identity."""
+    settings = services.settings
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        proof = TOKEN_PREFIX + value.strip()
+        who, refused = verify_answer("", proof, teams_for(settings), settings.deployment, key=signing_key(settings))
+        if refused:
+            raise Refused(401, refused)
+        return who, proof
+    try:
+        identity = proxy_identity(settings, request.headers, request.client.host if request.client else None)
+    except IdentityRefused as exc:
+        raise Refused(401, f"say who you are: a personal token (Authorization: Bearer ...), or come through the "
+                           f"authenticating proxy ({exc})") from None
+    return identity.name, PROXY_PROOF
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = await read_body(request, MAX_API_BODY_BYTES)
+    except BodyTooLarge:
+        raise UsageError(f"the body is larger than {MAX_API_BODY_BYTES} bytes") from None
+    if not body.strip():
+        return {}
+    try:
+        document = loads_limited(body)
+    except TooDeep as exc:
+        raise UsageError(str(exc)) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"the body is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise UsageError("the body must be a JSON object")
+    return document
+
+
+def _text(document: dict[str, Any], key: str) -> str:
+    value = document.get(key, "")
+    if not isinstance(value, str):
+        raise UsageError(f"{key} must be text")
+    return value
+
+
+def run_json(view) -> dict[str, Any]:
+    """A run as the API (and `runbook status --json`) gives it."""
+    return {"id": view.id, "name": view.name, "runbook": view.runbook, "state": view.state,
+            "message": view.message, "target": view.target, "requested_by": view.requested_by,
+            "waiting_for": view.waiting_for(), "finished": view.finished, "succeeded": view.succeeded,
+            "journal_problems": list(view.journal_problems),
+            "journal": [entry.to_json() for entry in view.entries]}
+
+
+def add_api_routes(app: FastAPI, services: Services) -> None:
+    from mq_runbooks.app import runs
+
+    async def answered(request: Request, work) -> Response:
+        """Run `work(who, proof, body)` in a thread and map the engine's errors onto HTTP answers."""
+        try:
+            who, proof = await run_in_threadpool(_caller, services, request)
+            body = await _json_body(request)
+            status, document = await run_in_threadpool(work, who, proof, body)
+            return JSONResponse(json.loads(json.dumps(document, default=str)), status_code=status)
+        except Refused as exc:
+            log.info("api request refused (%s): %s", exc.status, exc)
+            return error(exc.status, str(exc))
+        except NotFoundError as exc:
+            return error(404, str(exc))
+        except UsageError as exc:
+            text = str(exc)
+            return error(403, text.removeprefix("refused: ")) if text.startswith("refused: ") else error(400, text)
+        except UnreachableError as exc:
+            return error(503, str(exc))
+        except RunbookError as exc:
+            return error(409, str(exc))
+
+    def whoami(who: str, proof: str, body: dict) -> tuple[int, dict]:
+        from mq_runbooks.kit.identity import proof_kind
+
+        return 200, {"name": who, "proof": proof_kind(proof)}
+
+    def start(who: str, proof: str, body: dict) -> tuple[int, dict]:
+        runbook_id, parameters = _text(body, "runbook"), body.get("parameters", {})
+        if not isinstance(parameters, dict) or not all(isinstance(v, (str, int, float, bool, list)) for v in
+                                                       parameters.values()):
+            raise UsageError('parameters must be an object of values, e.g. {"cluster": "primary", "group": "billing"}')
+        runbook = services.catalog.get(runbook_id)
+        params = runbook.validate_parameters(parameters)
+        if runbook.planner is not None:  # bad input (unknown cluster, topic, group...) before a run exists
+            runbook.planner(params, services.clusters())
+        run_id, existed = services.start(runbook, params, who, {"source": "api", "by": who})
+        return 201, {"run_id": run_id, "runbook": runbook.id, "requested_by": who}
+
+    def status(reference: str):
+        def read(who: str, proof: str, body: dict) -> tuple[int, dict]:
+            return 200, run_json(runs.read_run(reference))
+        return read
+
+    def answer(reference: str, approved: bool):
+        def give(who: str, proof: str, body: dict) -> tuple[int, dict]:
+            text = _text(body, "comment" if approved else "reason")
+            view = runs.answer_gate(services.settings, services.catalog, reference, approved, who, text, via="api",
+                                    proof=proof)
+            verdict = runs.await_verdict(view.id, view.pause_key)
+            if verdict is None:
+                return 202, {"run_id": view.id, "verdict": None,
+                             "message": f"sent; the run has not judged it within {runs.VERDICT_WAIT_S:.0f}s"}
+            if verdict.kind == "approval_refused":
+                raise UsageError(f"refused: {verdict.summary}")
+            return 200, {"run_id": view.id, "name": view.name, "runbook": view.runbook, "approved": approved,
+                         "by": verdict.data.get("by", who), "proof": verdict.data.get("proof"),
+                         "verdict": verdict.summary}
+        return give
+
+    @app.get("/api/v1/whoami")
+    async def api_whoami(request: Request) -> Response:
+        return await answered(request, whoami)
+
+    @app.post("/api/v1/runs")
+    async def api_start(request: Request) -> Response:
+        return await answered(request, start)
+
+    @app.get("/api/v1/runs/{reference}")
+    async def api_status(request: Request, reference: str) -> Response:
+        return await answered(request, status(reference))
+
+    @app.post("/api/v1/runs/{reference}/approve")
+    async def api_approve(request: Request, reference: str) -> Response:
+        return await answered(request, answer(reference, True))
+
+    @app.post("/api/v1/runs/{reference}/reject")
+    async def api_reject(request: Request, reference: str) -> Response:
+        return await answered(request, answer(reference, False))
