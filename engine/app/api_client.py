@@ -31,7 +31,7 @@ class ServeClient:
     def __exit__(self, *exc_info: object) -> None:
         self._client.close()
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """The JSON answer; UsageError for what serve refused as bad input or not allowed (exit 2),
         NotFoundError for what does not exist, RunbookError when serve or Prefect cannot answer."""
         try:
@@ -54,4 +54,4 @@ class ServeClient:
             raise UsageError(reason or f"runbook serve refused the request (HTTP {response.status_code})")
         if response.status_code >= 500:
             raise RunbookError(f"runbook serve could not answer (HTTP {response.status_code}): {reason or ''}".rstrip(": "))
-        return document if isinstance(document, dict) else {}
+        return document

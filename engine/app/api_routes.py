@@ -3,9 +3,11 @@ that people never hold the Prefect credential (it stays with serve and the worke
 
     GET  /api/v1/whoami                  who the request proves you are
     POST /api/v1/runs                    {"runbook": ID, "parameters": {...}} -> 201 {"run_id", ...}
+    GET  /api/v1/runs?runbook=&state=&mine=true&limit=   recent runs, newest first (as `runbook runs --json`)
     GET  /api/v1/runs/{run}              a run: state, who it waits for, its journal
     POST /api/v1/runs/{run}/approve      {"comment": ...} -> the run's verdict on the answer
     POST /api/v1/runs/{run}/reject       {"reason": ...}  -> the run's verdict on the answer
+    POST /api/v1/runs/{run}/cancel       {"reason": ...}  -> the run, cancelled (it has not acted yet)
 
 Each request proves who makes it: a personal token (`Authorization: Bearer rbt_...`, as `runbook
 tokens issue` made it) or the identity a trusted authenticating proxy asserts (RUNBOOK_TRUSTED_PROXIES,
@@ -105,7 +107,7 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
         try:
             who, proof = await run_in_threadpool(_caller, services, request)
             body = await _json_body(request)
-            status, document = await run_in_threadpool(work, who, proof, body)
+            status, document = await run_in_threadpool(work, who, proof, body)  # document: a dict or a list
             return JSONResponse(json.loads(json.dumps(document, default=str)), status_code=status)
         except Refused as exc:
             log.info("api request refused (%s): %s", exc.status, exc)
@@ -137,6 +139,40 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
         run_id, existed = services.start(runbook, params, who, {"source": "api", "by": who})
         return 201, {"run_id": run_id, "runbook": runbook.id, "requested_by": who}
 
+    def listing(request: Request):
+        query = request.query_params
+
+        def read(who: str, proof: str, body: dict) -> tuple[int, list]:
+            from mq_runbooks.app.stuck import why_stuck_all
+
+            runbook_id = query.get("runbook") or None
+            if runbook_id is not None:
+                services.catalog.get(runbook_id)  # "no runbook ...; did you mean"
+            states = tuple(state.lower() for state in query.getlist("state"))
+            unknown = sorted(set(states) - set(runs.STATES))
+            if unknown:
+                raise UsageError(f"unknown state {', '.join(unknown)} (allowed: {', '.join(runs.STATES)})")
+            raw_limit = query.get("limit", "20")
+            if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+                raise UsageError(f"limit must be a whole number from 1 to 1000, not {raw_limit!r}")
+            accept = None
+            if query.get("mine", "").lower() in ("1", "true", "yes"):
+                def accept(view) -> bool:
+                    return view.requested_by == who or runs.waits_for(services.settings, services.catalog, view, who)
+            views = runs.list_runs(limit=int(raw_limit), runbook_id=runbook_id, states=states, mine=accept)
+            stuck = why_stuck_all(services.settings, views)
+            return 200, [{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state, "target": v.target,
+                          "requested_by": v.requested_by, "started": v.started, "message": v.message,
+                          "stuck": stuck.get(v.id)} for v in views]
+        return read
+
+    def cancel(reference: str):
+        def stop(who: str, proof: str, body: dict) -> tuple[int, dict]:
+            view = runs.cancel_run(services.settings, services.catalog, reference, who, _text(body, "reason"),
+                                   proof=proof)
+            return 200, run_json(view)
+        return stop
+
     def status(reference: str):
         def read(who: str, proof: str, body: dict) -> tuple[int, dict]:
             return 200, run_json(runs.read_run(reference))
@@ -165,6 +201,14 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
     @app.post("/api/v1/runs")
     async def api_start(request: Request) -> Response:
         return await answered(request, start)
+
+    @app.get("/api/v1/runs")
+    async def api_runs(request: Request) -> Response:
+        return await answered(request, listing(request))
+
+    @app.post("/api/v1/runs/{reference}/cancel")
+    async def api_cancel(request: Request, reference: str) -> Response:
+        return await answered(request, cancel(reference))
 
     @app.get("/api/v1/runs/{reference}")
     async def api_status(request: Request, reference: str) -> Response:

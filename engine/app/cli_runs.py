@@ -348,6 +348,13 @@ def cancel(context: Context, run_id: str, by: str, reason: str, token_file: Path
     from mq_runbooks.app import runs
 
     token = _token(context, token_file)
+    if context.settings.server:
+        with _serve(context, token_file) as serve:
+            if by.strip() and by.strip().lower() != serve.call("GET", "/whoami")["name"].lower():
+                raise UsageError(f"your token proves who you are; --as {by.strip()} is not you")
+            view = serve.call("POST", f"/runs/{run_id}/cancel", {"reason": reason})
+        context.out.print(f"cancelled run {view['id']} ({view['name']}, {view['runbook']}): {view['message']}")
+        return
     if not token and not by.strip():
         raise UsageError("say who cancels: a personal token (RUNBOOK_TOKEN or --token-file) or --as NAME")
     view = runs.cancel_run(context.settings, context.catalog, run_id, by, reason,
@@ -377,10 +384,19 @@ def list_runs(context: Context, runbook_id: str | None, states: tuple[str, ...],
     """
     from mq_runbooks.app import runs
 
-    if runbook_id is not None:
-        context.catalog_report(resolve=False).catalog.get(runbook_id)  # "no runbook ...; did you mean"
     if waiting:
         states = (*states, "paused") if states else ("paused",)
+    if context.settings.server:
+        if me:
+            raise UsageError("with RUNBOOK_SERVER, --mine means whoever your token proves: leave out --as")
+        query = {"limit": str(limit), **({"runbook": runbook_id} if runbook_id else {}), **({"mine": "true"} if mine else {})}
+        path = "/runs?" + "&".join([*(f"{k}={v}" for k, v in query.items()), *(f"state={s}" for s in states)])
+        with _serve(context, None) as serve:
+            listed = serve.call("GET", path)
+        _print_runs(context, listed, as_json)
+        return
+    if runbook_id is not None:
+        context.catalog_report(resolve=False).catalog.get(runbook_id)  # "no runbook ...; did you mean"
     who = me or getpass.getuser()
     accept = None
     if mine:
@@ -393,17 +409,23 @@ def list_runs(context: Context, runbook_id: str | None, states: tuple[str, ...],
     from mq_runbooks.app.stuck import why_stuck_all
 
     stuck = why_stuck_all(context.settings, views)
+    _print_runs(context, [{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state, "target": v.target,
+                           "requested_by": v.requested_by, "started": v.started, "message": v.message,
+                           "stuck": stuck.get(v.id)} for v in views], as_json)
+
+
+def _print_runs(context: Context, listed: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps([{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state,
-                                "target": v.target, "requested_by": v.requested_by, "started": v.started,
-                                "message": v.message, "stuck": stuck.get(v.id)} for v in views], indent=2))
+        click.echo(json.dumps(listed, indent=2))
         return
     short = not context.piped
     columns = ("run", "name", "runbook", "state", "target", "requested by", "started", "message")
-    messages = {v.id: f"STUCK: {stuck[v.id]}" if v.id in stuck else v.message for v in views}
-    rows = [(v.id[:8] if short else v.id, v.name, v.runbook, f"{v.state} (stuck)" if v.id in stuck else v.state,
-             v.target, v.requested_by, _when(v.started, short), messages[v.id][:80] if short else messages[v.id])
-            for v in views]
+    rows = []
+    for v in listed:
+        message = f"STUCK: {v['stuck']}" if v["stuck"] else v["message"]
+        rows.append((v["id"][:8] if short else v["id"], v["name"], v["runbook"],
+                     f"{v['state']} (stuck)" if v["stuck"] else v["state"], v["target"], v["requested_by"],
+                     _when(v["started"], short), message[:80] if short else message))
     if short and context.out.width < 160:  # a narrow terminal: `runbook status RUN` has the rest
         columns, rows = columns[:6], [row[:6] for row in rows]
     context.rows(columns, rows, no_wrap=("run", "name", "state"))

@@ -3,6 +3,7 @@ trusted proxy's identity, judges and signs answers, and starts runs as the perso
 CLI with RUNBOOK_SERVER uses it, holding a token and no Prefect credential at all."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def test_two_people_with_tokens_through_the_cli_and_no_prefect_credential(serve,
     started = person(process.url, tokens["alice"], "run", "kafka-replay", "-p", "cluster=primary", "-p",
                      f"group={group}", "-p", "to_earliest=true", "--json")
     assert started.returncode == 0, started.stdout + started.stderr
-    run_id = __import__("json").loads(started.stdout)["run_id"]
+    run_id = json.loads(started.stdout)["run_id"]
     view = wait_until(run_id, paused, timeout=90)
     assert view.requested_by == "alice"
 
@@ -118,3 +119,27 @@ def test_the_api_says_what_is_wrong_and_never_answers_with_a_5xx(serve):
         assert expected in answer.json()["error"], answer.json()
     assert not runs.list_runs(limit=5, runbook_id="kafka-replay", states=("paused",),
                               mine=lambda view: view.requested_by == "bob"), "bad input started no run"
+
+
+def test_runs_and_cancel_through_serve(serve, group_at_end, kafka_config):
+    (process, tokens), (topic, group) = serve, group_at_end
+    started = person(process.url, tokens["alice"], "run", "kafka-replay", "-p", "cluster=primary", "-p",
+                     f"group={group}", "-p", "to_earliest=true", "--json")
+    assert started.returncode == 0, started.stdout + started.stderr
+    run_id = json.loads(started.stdout)["run_id"]
+    wait_until(run_id, paused, timeout=90)
+
+    listed = person(process.url, tokens["alice"], "runs", "--mine", "--waiting", "--json")
+    assert listed.returncode == 0, listed.stderr
+    mine = [item for item in json.loads(listed.stdout) if item["id"] == run_id]
+    assert mine and mine[0]["requested_by"] == "alice" and mine[0]["state"] == "Suspended"
+    piped = person(process.url, tokens["bob"], "runs", "--waiting", "--limit", "50")
+    assert piped.returncode == 0 and any(line.startswith(run_id + "\t") for line in piped.stdout.splitlines())
+    bad = person(process.url, tokens["bob"], "runs", "--state", "sleepy")
+    assert bad.returncode == 2 and "sleepy" in bad.stderr
+
+    cancelled = person(process.url, tokens["bob"], "cancel", run_id, "--reason", "recovered by itself")
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    view = runs.read_run(run_id)
+    assert view.state_type == "CANCELLED" and "cancelled by bob" in view.message
+    assert committed(kafka_config, group) == {(topic, p): 10 for p in range(3)}, "nothing was changed"
