@@ -86,7 +86,7 @@ def _requester(context: Context, typed: str, token_file: Path | None) -> str:
     from mq_runbooks.kit.teams import teams_for
 
     by, proof = _claimed_identity(context, typed, _token(context, token_file), "starts the run",
-                                  default=getpass.getuser())
+                                  default="" if context.settings.approval_proof == "token" else getpass.getuser())
     who, refused = verify_answer(by, proof, teams_for(context.settings), context.settings.deployment,
                                  key=signing_key(context.settings))
     if refused:
@@ -267,9 +267,8 @@ def _claimed_identity(context: Context, by: str, token: str, verb: str, default:
             raise UsageError(f"{PROOF_SETTING}=os-user: your OS user {me} {verb}, not {by.strip()} "
                              f"(leave out --as, or prove who you are with RUNBOOK_TOKEN or --token-file)")
         return me, OS_USER_PROOF
-    if required == "token":
-        raise UsageError(f"say who {verb}: your personal token (RUNBOOK_TOKEN or --token-file); a typed --as "
-                         f"proves nothing ({PROOF_SETTING}=token)")
+    if required == "token" and not by.strip():
+        raise UsageError(f"say who {verb}: your personal token (RUNBOOK_TOKEN or --token-file) ({PROOF_SETTING}=token)")
     if not (by.strip() or default):
         raise UsageError(f"say who {verb}: a personal token (RUNBOOK_TOKEN or --token-file) or --as NAME "
                          f"({PROOF_SETTING}={required})")

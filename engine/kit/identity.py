@@ -10,7 +10,7 @@ presents theirs with RUNBOOK_TOKEN or a token file (never on the command line); 
 ("token"), so the run's input never holds the token itself.
 
     proof ""             the name typed (`--as`): not proven                            kind typed-name
-    proof "os-user"      the OS user the CLI runs as: as proven as that machine's logins  kind os-user
+    proof "os-user"      the OS user (by uid; never root) the CLI runs as: as proven as that machine's logins  kind os-user
     proof "slack"        a Slack user id from a request whose signature serve verified   kind slack-signature
     proof "proxy"        the person a trusted proxy asserted to serve's API              kind proxy-identity
     proof "token:<t>"    the person the token was issued to; a wrong or revoked one is refused   kind token
@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -122,10 +123,18 @@ def proof_kind(proof: str) -> str:
 
 
 def os_user() -> str:
-    """The login name of the user this process runs as."""
-    import getpass
+    """The login name of the real user this process runs as (its effective uid, not LOGNAME or USER,
+    which anyone sets). UsageError for root: root is not a person, and anyone with sudo is root."""
+    import pwd
 
-    return getpass.getuser()
+    uid = os.geteuid()
+    if uid == 0:
+        raise UsageError("root is not a person: answer with a personal token (RUNBOOK_TOKEN or --token-file), "
+                         "or run `runbook` as your own user")
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        raise UsageError(f"the OS user {uid} has no name on this machine: answer with a personal token") from None
 
 
 def unproven_refusal(proof: str, required: str) -> str | None:

@@ -7,6 +7,7 @@ import getpass
 import os
 from uuid import UUID
 
+import pytest
 from prefect.flow_runs import resume_flow_run
 
 from mq_runbooks.app import runs
@@ -74,6 +75,7 @@ def test_a_team_that_requires_tokens_refuses_typed_names_in_the_run_and_on_the_c
     assert rejection.data["by"] == "carol" and rejection.data["proof"] == "token"
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root is not a person: the OS user is taken from a non-root user only")
 def test_a_team_that_takes_the_os_user_records_it_as_the_proof(group_at_end, runbook_env, tmp_path):
     topic, group = group_at_end
     me = getpass.getuser()
@@ -94,3 +96,26 @@ def test_a_team_that_takes_the_os_user_records_it_as_the_proof(group_at_end, run
     approval = journal.last(view.entries, "approval")
     assert approval.data["by"] == me.upper() and approval.data["proof"] == "os-user", approval.data
     assert view.succeeded, view.message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="what root is refused")
+def test_root_is_not_a_person_and_logname_proves_nothing(group_at_end, runbook_env, tmp_path, deployment):
+    topic, group = group_at_end
+    teams = tmp_path / "teams.yaml"
+    teams.write_text("kafka-oncall: [root, carol]\n")
+    settings, catalog = runbook_env("kafka-replay", RUNBOOK_APPROVAL_PROOF="os-user", RUNBOOK_TEAMS=str(teams),
+                                    RUNBOOK_DEPLOYMENT=deployment)
+    env = {"RUNBOOK_CATALOG": os.environ["RUNBOOK_CATALOG"], "RUNBOOK_APPROVAL_PROOF": "os-user",
+           "RUNBOOK_TEAMS": str(teams), "RUNBOOK_DEPLOYMENT": deployment}
+    run_id = start_runbook(settings, catalog, "kafka-replay", group=group, to_earliest="true")
+    wait_until(run_id, paused)
+    # The review's attack: as root, LOGNAME=carol was approved "as carol (your OS user)".
+    for extra in ({"LOGNAME": "carol", "USER": "carol"}, {}):
+        answered = runbook("approve", run_id, env={**env, **extra})
+        assert answered.returncode == 2 and "root is not a person" in answered.stderr, answered.stdout + answered.stderr
+    started = runbook("run", "kafka-replay", "-p", "cluster=primary", "-p", f"group={group}", "-p", "to_earliest=true",
+                      env={**env, "LOGNAME": "carol"})
+    assert started.returncode == 2 and "root is not a person" in started.stderr
+    view = runs.read_run(run_id)
+    assert paused(view) and journal.last(view.entries, "approval") is None
+    runs.answer_gate(settings, catalog, run_id, False, "carol", "cleanup", proof=f"token:{issue_token(deployment, 'carol')}")
