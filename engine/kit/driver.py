@@ -2,11 +2,12 @@
 subclass (observe/plan, act, verify, and where they apply snapshot, restore and a precondition to wait
 for after approval); the driver does everything else, the same way for every runbook:
 
-    start (journal: parameters, requester, trigger)
+    start (journal: parameters, requester, trigger); relative targets pinned (`pin`) to that moment
     lock the target (from the catalog's lock template), held until the run ends
     observe -> plan (journal: the typed plan)
       missing targets -> refused      nothing to change -> unchanged       a refusal -> refused
-    gate (the plan, its digest, the trigger) -> after approval: precondition, re-plan; a changed plan is asked again
+    gate (the plan, its digest, the trigger) -> after approval: precondition, re-plan; a changed intent is asked
+      again showing the difference, observations that moved by themselves are reported as drift
       nothing to change any more -> unchanged
     snapshot (journal: what was saved, the restore command)
     act (each change a fenced step: journal `action` with its step key, never applied twice in a run)
@@ -32,6 +33,7 @@ A runbook module then reads:
 """
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,6 +175,14 @@ class RunbookSteps(Generic[P, PlanT]):
         raise NotImplementedError
 
     # -- optional ---------------------------------------------------------------------------------
+    def pin(self, params: P, first_planned: dt.datetime) -> P:
+        """The parameters with every relative target made absolute at `first_planned`, the moment
+        the run first planned (its journal's start entry): e.g. `by_duration=PT15M` counts back from
+        it, "idle for 60 s" is measured at it. Every re-plan and every execution of the run after its
+        gate plans from the same pinned parameters, so the intent does not slide with the clock.
+        Default: the parameters as given (nothing relative)."""
+        return params
+
     def read_only(self, params: P) -> bool:
         """True when these parameters only report (no lock, no gate, no change)."""
         return False
@@ -248,14 +258,17 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
         if ended is not None:  # e.g. concluded as crashed while a worker was still starting it: never act
             get_run_logger().warning("this run has already ended (%s): not executed again", ended.summary)
             return Failed(message=f"already ended: {ended.summary}", name="AlreadyEnded")
-        if journal.last(run.prior, "parameters") is None:
-            journal.write(run_id, Start(
+        start = journal.last(run.prior, "parameters")
+        if start is None:
+            start = journal.write(run_id, Start(
                 summary=f"{steps.id} on {steps.target(params)}, requested by {requested_by}", runbook=steps.id,
                 parameters=params.model_dump(mode="json"), requested_by=requested_by, trigger=run.trigger,
                 target=steps.target(params)))
+            pinned = _pin(steps, run, params, start.at, record=True)
         else:
             get_run_logger().info("resumed after its gate: the journal holds %d entries", len(run.prior))
-        state = _drive(steps, run, params)
+            pinned = _pin(steps, run, params, start.at, record=False)
+        state = _drive(steps, run, pinned)
     except PrefectSignal:  # suspended at the gate: the run goes on when it is answered
         raise
     except Exception as exc:
@@ -268,25 +281,40 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
     return state
 
 
+def _pin(steps: RunbookSteps[P, PlanT], run: Run, params: P, first_planned: dt.datetime, record: bool) -> P:
+    """The run's parameters pinned at the moment its journal's start entry was written (so the same in
+    every execution of the run); on the first execution, what was pinned is journaled."""
+    pinned = steps.pin(params, first_planned)
+    given, fixed = params.model_dump(mode="json"), pinned.model_dump(mode="json")
+    changed = {name: value for name, value in fixed.items() if given.get(name) != value}
+    if record and changed:
+        listed = ", ".join(f"{name}={value}" for name, value in changed.items())
+        journal.record(run.id, "note", f"relative targets fixed at the first plan: {listed}; every re-plan and "
+                       f"every resumption of this run plans from them", pinned=changed)
+    return pinned
+
+
 def _observe(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> PlanT:
     """The plan before the gate. Its result is persisted (Prefect's result storage, keyed by the run),
-    so a run executed again after its gate reads it back instead of observing again where the storage
-    is reachable; elsewhere it observes again, and a plan that moved meanwhile is asked again."""
+    is reachable; elsewhere it observes again (from the same pinned parameters). The journal keeps the
+    first plan; later versions are recorded by the gate (steps.approve_stable_plan) when their intent
+    changed."""
     observe = task(name="observe-and-plan", cache_key_fn=lambda *_: f"mq-runbooks-{run.id}-observe",
                    persist_result=True, retries=2, retry_delay_seconds=2,
                    retry_condition_fn=_transient)(steps.observe)
     plan = observe(run, params)
-    recorded = journal.last(run.prior, "plan")
-    if recorded is None or recorded.data.get("digest") != plan.digest():
+    if journal.last(run.prior, "plan") is None:
         _record_plan(run.id, plan)
     return plan
 
 
-def _record_plan(run_id: str, plan: Plan) -> None:
+def _record_plan(run_id: str, plan: Plan, preface: str = "", **data: Any) -> None:
+    """Journal a version of the plan; `preface` (e.g. what changed since the approved version) goes
+    above its Markdown, which is what the gate, `status --plan` and Slack show."""
     journal.write(run_id, PlanRecord(
         summary=plan.summary(), digest=plan.digest(), columns=list(plan.columns()),
         rows=[list(row) for row in plan.rows()], changes_anything=plan.changes_anything(), csv=plan.to_csv(),
-        markdown=plan.markdown(), data=plan.to_json()))
+        markdown=f"{preface}\n\n{plan.markdown()}" if preface else plan.markdown(), data={**plan.to_json(), **data}))
 
 
 def _end(run_id: str, outcome: str, summary: str, changed: list[str] | None = None, **data: Any) -> None:
@@ -317,12 +345,12 @@ def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
 
         def replan() -> PlanT:
             steps.before_replan(run, params, latest[0])
-            return task(name="re-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-                        retry_condition_fn=_transient)(steps.replan)(run, params, latest[0])
+            latest[0] = task(name="re-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+                             retry_condition_fn=_transient)(steps.replan)(run, params, latest[0])
+            return latest[0]  # acted on when its intent is the one approved, else asked again
 
-        def record(changed: PlanT) -> None:
-            latest[0] = changed
-            _record_plan(run.id, changed)
+        def record(changed: PlanT, preface: str = "", **data: Any) -> None:
+            _record_plan(run.id, changed, preface, **data)
 
         approved, refused = approve_stable_plan(
             run_id=run.id, context=run.context, runbook=run.runbook, requested_by=run.requested_by, plan=plan,
