@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from mq_runbooks.base.errors import BrokerError, PreconditionError
 from mq_runbooks.base.files import read_parameter_file
 from mq_runbooks.flows.kafka_replay_params import ReplayParameters, SPECS
 from mq_runbooks.flows.replay_plan import ReplayPlan, plan_replay
-from mq_runbooks.flows.replay_spec import parse_offsets_csv, spec_from_parameters
+from mq_runbooks.flows.replay_spec import iso_moment, parse_datetime, parse_offsets_csv, spec_from_parameters
 from mq_runbooks.integrations.kafka import ConsumerGroup, KafkaClient
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
@@ -65,7 +66,8 @@ def compute_plan(cluster: KafkaCluster, params: ReplayParameters, require_inacti
     with KafkaClient.from_cluster(cluster) as kafka:
         if require_inactive:
             inactive_group(kafka, params.group, params.wait_for_inactive)
-        plan = plan_replay(kafka, params.group, reset_spec(params), params.topic or None)
+        as_of = parse_datetime(params.as_of, field="as_of") if params.as_of else None
+        plan = plan_replay(kafka, params.group, reset_spec(params), params.topic or None, now_ms=as_of)
     return replace(plan, cluster=cluster.name)
 
 
@@ -125,6 +127,12 @@ class Replay(RunbookSteps[ReplayParameters, ReplayPlan]):
 
     def target(self, params: ReplayParameters) -> str:
         return f"{params.cluster}/{params.group}"
+
+    def pin(self, params: ReplayParameters, first_planned: datetime) -> ReplayParameters:
+        """by_duration counts back from the moment the run first planned, in every re-plan."""
+        if params.by_duration is None or params.as_of is not None:
+            return params
+        return params.model_copy(update={"as_of": iso_moment(first_planned)})
 
     def observe(self, env: Env, params: ReplayParameters) -> ReplayPlan:
         # In a run the group must be empty (or become so within wait_for_inactive); `runbook plan` shows
