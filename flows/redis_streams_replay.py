@@ -26,6 +26,7 @@ import json
 import shlex
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from prefect import flow
@@ -33,7 +34,7 @@ from prefect import flow
 from mq_runbooks.base.errors import ParameterError, PreconditionError
 from mq_runbooks.flows.redis_streams_common import redis, snapshot_path, write_json
 from mq_runbooks.flows.redis_streams_replay_params import StreamReplayParameters
-from mq_runbooks.flows.replay_spec import parse_datetime, parse_duration
+from mq_runbooks.flows.replay_spec import iso_moment, parse_datetime, parse_duration
 from mq_runbooks.integrations.redis_streams import ConsumerInfo, RedisStreams
 from mq_runbooks.integrations.redis_streams_records import parse_entry_id
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
@@ -65,6 +66,8 @@ class StreamReplayPlan(PlanTable):
 
     COLUMNS = ("stream", "group", "last delivered now", "last delivered after", "delivered again", "skipped",
                "first entry", "last entry")
+    KEY_COLUMNS = ("stream", "group")
+    INTENT_COLUMNS = ("last delivered after",)  # the rest is observed: it moves by itself while the gate waits
 
     def columns(self) -> tuple[str, ...]:
         return self.COLUMNS
@@ -98,7 +101,8 @@ class StreamReplayPlan(PlanTable):
         return notes
 
     def digest(self) -> str:
-        canonical = json.dumps([self.stream, self.group, self.current_id, self.target_id], separators=(",", ":"))
+        """The intent: where the group goes. Its current id, counts and the stream's ends are observed."""
+        canonical = json.dumps([self.cluster, self.stream, self.group, self.target_id], separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
@@ -132,7 +136,8 @@ def plan_replay(streams: RedisStreams, params: StreamReplayParameters, now_ms: i
         target = requested = params.to_id
         spec = f"to_id={params.to_id}"
     else:
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if now_ms is None:
+            now_ms = parse_datetime(params.as_of, field="as_of") if params.as_of else int(time.time() * 1000)
         if params.to_datetime is not None:
             since, spec = parse_datetime(params.to_datetime), f"to_datetime={params.to_datetime}"
         else:
@@ -176,6 +181,12 @@ class StreamReplay(RunbookSteps[StreamReplayParameters, StreamReplayPlan]):
 
     def target(self, params: StreamReplayParameters) -> str:
         return f"{params.cluster}/{params.stream}/{params.group}"
+
+    def pin(self, params: StreamReplayParameters, first_planned: datetime) -> StreamReplayParameters:
+        """by_duration counts back from the moment the run first planned, in every re-plan."""
+        if params.by_duration is None or params.as_of is not None:
+            return params
+        return params.model_copy(update={"as_of": iso_moment(first_planned)})
 
     def observe(self, env: Env, params: StreamReplayParameters) -> StreamReplayPlan:
         with redis(env, params.cluster) as streams:
