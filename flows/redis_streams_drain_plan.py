@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mq_runbooks.base.errors import ParameterError
+from mq_runbooks.flows.replay_spec import parse_datetime
 from mq_runbooks.integrations.redis_streams import ConsumerInfo, RedisStreams, StreamEntry
 from mq_runbooks.integrations.redis_streams_records import parse_entry_id
 from mq_runbooks.kit.plans import PLAN_ROWS_SHOWN, PlanTable, table_json, table_markdown
@@ -55,6 +57,28 @@ class DrainStuckParameters(BaseModel):
     dead_letter_stream: str | None = Field(None, description="where poison entries are copied (default <stream>:dlq)")
     show_values: bool = Field(False, description="true: show the poison entries' field values in the plan")
     remove_dead_consumers: bool = Field(True, description="delete dead consumers once they hold nothing")
+    as_of: str | None = Field(None, description="the moment idle_ms is measured at (yyyy-MM-ddTHH:mm:ss.SSSZ): "
+                                                "entries and consumers idle idle_ms then; a run fixes it when it "
+                                                "first plans (default: now)")
+
+    @field_validator("as_of")
+    @classmethod
+    def _moment(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_datetime(value, field="as_of")
+            except ParameterError as exc:
+                raise ValueError("; ".join(message for _, message in exc.problems)) from None
+        return value
+
+
+def idle_threshold_ms(params: DrainStuckParameters, now_ms: int | None = None) -> int:
+    """How long an entry or a consumer must be idle now to have been idle `idle_ms` at `as_of`: the
+    set planned first stays the set (entries that became stuck later are left for another run)."""
+    if params.as_of is None:
+        return params.idle_ms
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return params.idle_ms + max(0, now_ms - parse_datetime(params.as_of, field="as_of"))
 
 
 @dataclass(frozen=True)
@@ -84,8 +108,11 @@ class DrainPlan(PlanTable):
     emptied: tuple[str, ...]  # dead consumers this plan moves every entry of
     deletions: tuple[str, ...]  # those of them to delete (remove_dead_consumers)
     notes: tuple[str, ...] = ()
+    as_of: str | None = None  # the moment idle_ms was measured at (fixed when the run first planned)
 
     COLUMNS = ("consumer", "entry id", "idle ms", "deliveries", "action", "fields")
+    KEY_COLUMNS = ("consumer", "entry id")
+    INTENT_COLUMNS = ("action",)  # idle times and delivery counts move on while the gate waits
 
     def of(self, action: str) -> list[Move]:
         return [m for m in self.moves if m.action == action]
@@ -140,7 +167,7 @@ class DrainPlan(PlanTable):
 
     def headline(self) -> str:
         lines = [f"**Stream** `{self.stream}` **group** `{self.group}` on Redis `{self.cluster}`: stuck = pending "
-                 f"and idle {self.idle_ms} ms or more; poison = delivered more than {self.poison_after} times.",
+                 f"and idle {self.idle_ms} ms or more{f' at {self.as_of}' if self.as_of else ''}; poison = delivered more than {self.poison_after} times.",
                  "", f"**{self.summary()}**", ""]
         counts: dict[str, Counter[str]] = {}
         for move in self.moves:
@@ -188,7 +215,8 @@ def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str
     if params.claim_to is not None and params.claim_to not in names:
         raise ParameterError(RUNBOOK_ID, [("claim_to", f"{params.claim_to!r} is no consumer of group {group!r}; "
                                                        f"{_choices(consumers, params.idle_ms)}")])
-    stuck = streams.pending(stream, group, min_idle_ms=params.idle_ms)
+    threshold = idle_threshold_ms(params)
+    stuck = streams.pending(stream, group, min_idle_ms=threshold)
     poison = [p for p in stuck if p.delivery_count > params.poison_after]
     to_claim = [p for p in stuck if p.delivery_count <= params.poison_after and p.consumer != params.claim_to]
     if to_claim and params.claim_to is None:
@@ -199,7 +227,7 @@ def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str
     moves += [Move(p.id, p.consumer, p.idle_ms, p.delivery_count, DEAD_LETTER if found[p.id] else ACK_GONE,
                    _fields(found[p.id], params.show_values)) for p in poison]
     moved = Counter(m.consumer for m in moves)
-    emptied = tuple(c.name for c in consumers if c.idle_ms >= params.idle_ms and c.name != params.claim_to
+    emptied = tuple(c.name for c in consumers if c.idle_ms >= threshold and c.name != params.claim_to
                     and moved[c.name] and moved[c.name] >= c.pending)
     notes = []
     claimer = names.get(params.claim_to) if params.claim_to else None
@@ -212,7 +240,7 @@ def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str
                          f"its {moved[consumer.name]} stuck entr(ies) are moved, the consumer is kept")
     return DrainPlan(cluster, stream, group, params.idle_ms, params.poison_after, params.claim_to if to_claim else None,
                      dead_letter_stream, tuple(moves), tuple(consumers), emptied,
-                     emptied if params.remove_dead_consumers else (), tuple(notes))
+                     emptied if params.remove_dead_consumers else (), tuple(notes), params.as_of)
 
 
 def _choices(consumers: Sequence[ConsumerInfo], idle_ms: int) -> str:
