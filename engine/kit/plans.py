@@ -155,7 +155,8 @@ class PlanChanges:
         """What changed since the approved plan, for the question asked again."""
         lines = self.intent_lines()
         text = ["**Changed since the approved plan** (old -> new):", ""]
-        text += [f"- {line}" for line in lines[:shown]]
+        text += [f"- {line}" for line in lines[:shown]] or ["- (no row of the table differs: what changed is "
+                                                            "bound by the plan's digest beyond its columns)"]
         if len(lines) > shown:
             text.append(f"- ... and {len(lines) - shown} more")
         if self.drift:

@@ -146,8 +146,9 @@ def _recorded_table(entries: list[journal.Entry], digest: str, plan: Plan) -> tu
 
 def _report_drift(run_id: str, entries: list[journal.Entry], gate_round: int, changes: PlanChanges) -> None:
     """Observations that moved by themselves since the approved plan: a journal line and a log line,
-    once per gate round; not a reason to ask again."""
-    drift = changes.drift_lines()
+    once per gate round; not a reason to ask again. (The digests are equal here, so whatever else
+    differs, e.g. a column a runbook's own digest leaves out, is drift too.)"""
+    drift = changes.intent_lines() + changes.drift_lines()
     if not drift or any(e.kind == "note" and e.data.get("drift_after_gate") == gate_round for e in entries):
         return
     listed = "; ".join(drift[:10]) + (f"; ... and {len(drift) - 10} more" if len(drift) > 10 else "")
