@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from mq_runbooks.base.errors import BrokerError, PreconditionError
 from mq_runbooks.base.files import read_parameter_file
 from mq_runbooks.flows.kafka_replay_params import ReplayParameters, SPECS
 from mq_runbooks.flows.replay_plan import ReplayPlan, plan_replay
-from mq_runbooks.flows.replay_spec import iso_moment, parse_datetime, parse_offsets_csv, spec_from_parameters
+from mq_runbooks.flows.replay_spec import parse_offsets_csv, spec_from_parameters
 from mq_runbooks.integrations.kafka import ConsumerGroup, KafkaClient
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
@@ -60,14 +59,15 @@ def inactive_group(kafka: KafkaClient, group: str, wait_s: float) -> ConsumerGro
         time.sleep(1)
 
 
-def compute_plan(cluster: KafkaCluster, params: ReplayParameters, require_inactive: bool = False) -> ReplayPlan:
+def compute_plan(cluster: KafkaCluster, params: ReplayParameters, require_inactive: bool = False,
+                 now_ms: int | None = None) -> ReplayPlan:
     """Observe the group and the log, and compute the plan (no change is made). With
-    `require_inactive`, first wait (up to params.wait_for_inactive) for the group to be empty."""
+    `require_inactive`, first wait (up to params.wait_for_inactive) for the group to be empty;
+    `now_ms` is what by_duration counts back from (default: now)."""
     with KafkaClient.from_cluster(cluster) as kafka:
         if require_inactive:
             inactive_group(kafka, params.group, params.wait_for_inactive)
-        as_of = parse_datetime(params.as_of, field="as_of") if params.as_of else None
-        plan = plan_replay(kafka, params.group, reset_spec(params), params.topic or None, now_ms=as_of)
+        plan = plan_replay(kafka, params.group, reset_spec(params), params.topic or None, now_ms=now_ms)
     return replace(plan, cluster=cluster.name)
 
 
@@ -128,16 +128,14 @@ class Replay(RunbookSteps[ReplayParameters, ReplayPlan]):
     def target(self, params: ReplayParameters) -> str:
         return f"{params.cluster}/{params.group}"
 
-    def pin(self, params: ReplayParameters, first_planned: datetime) -> ReplayParameters:
-        """by_duration counts back from the moment the run first planned, in every re-plan."""
-        if params.by_duration is None or params.as_of is not None:
-            return params
-        return params.model_copy(update={"as_of": iso_moment(first_planned)})
+    def relative_targets(self, params: ReplayParameters) -> str | None:
+        return f"by_duration={params.by_duration}" if params.by_duration else None
 
     def observe(self, env: Env, params: ReplayParameters) -> ReplayPlan:
         # In a run the group must be empty (or become so within wait_for_inactive); `runbook plan` shows
         # the plan of an active group too, with a warning.
-        return compute_plan(env.clusters.kafka_cluster(params.cluster), params, require_inactive=isinstance(env, Run))
+        return compute_plan(env.clusters.kafka_cluster(params.cluster), params, require_inactive=isinstance(env, Run),
+                            now_ms=env.plan_time_ms())  # a run's first plan, in every re-plan
 
     def snapshot(self, run: Run, params: ReplayParameters, plan: ReplayPlan) -> Snapshot:
         return save_offsets_snapshot(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan),

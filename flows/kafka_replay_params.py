@@ -1,10 +1,7 @@
 """The parameters of kafka-replay (a module of its own: `runbook show` reads it without importing Prefect)."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from mq_runbooks.base.errors import ParameterError
-from mq_runbooks.flows.replay_spec import parse_datetime
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SPECS = ("to_datetime", "by_duration", "to_earliest", "to_latest", "to_offset", "shift_by", "to_current", "from_file")
 
@@ -29,9 +26,6 @@ class ReplayParameters(BaseModel):
     to_current: bool = Field(False, description="true: keep committed offsets, uncommitted to the log end")
     from_file: str | None = Field(None, description="path of a topic,partition,offset CSV (the --export format)",
                                   json_schema_extra={"file": True})
-    as_of: str | None = Field(
-        None, description="the moment by_duration counts back from (yyyy-MM-ddTHH:mm:ss.SSSZ); a run fixes it "
-                          "when it first plans, so every re-plan keeps the same target (default: now)")
     wait_for_inactive: float = Field(
         0, ge=0, le=3600, description="seconds to wait for the group to become empty (0: refuse at once)"
     )
@@ -43,13 +37,3 @@ class ReplayParameters(BaseModel):
             found = ", ".join(chosen) if chosen else "none"
             raise ValueError(f"give exactly one reset spec of {', '.join(SPECS)} (given: {found})")
         return self
-
-    @field_validator("as_of")
-    @classmethod
-    def _moment(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_datetime(value, field="as_of")
-            except ParameterError as exc:
-                raise ValueError("; ".join(message for _, message in exc.problems)) from None
-        return value

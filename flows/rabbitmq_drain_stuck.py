@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 
 from prefect import flow
@@ -23,7 +22,6 @@ from prefect.artifacts import create_table_artifact
 from mq_runbooks.base.clusters import RabbitCluster
 from mq_runbooks.base.errors import BrokerError, UnreachableError
 from mq_runbooks.flows.rabbitmq_stuck_plan import DrainPlan, DrainStuckParameters, plan_drain
-from mq_runbooks.flows.replay_spec import iso_moment
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.integrations.rabbitmq_moves import MoveReport, delivered_more_than, ensure_queue, move_messages
 from mq_runbooks.integrations.rabbitmq_shovels import QueueMove, local_uri, queue_depth, shovel_state, start_shovel
@@ -202,16 +200,12 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     def target(self, params: DrainStuckParameters) -> str:
         return f"{params.cluster}{params.vhost}{'' if params.vhost.endswith('/') else '/'}{params.queue or '*'}"
 
-    def pin(self, params: DrainStuckParameters, first_planned: datetime) -> DrainStuckParameters:
-        """idle_threshold_s is measured at the moment the run first planned, in every re-plan: channels
-        that become stuck while the gate waits are not added to what was approved."""
-        if params.as_of is not None:
-            return params
-        return params.model_copy(update={"as_of": iso_moment(first_planned)})
+    def relative_targets(self, params: DrainStuckParameters) -> str | None:
+        return f"idle_threshold_s={params.idle_threshold_s:g} (at the end of the first {params.window_s:g} s window)"
 
     def observe(self, env: Env, params: DrainStuckParameters) -> DrainPlan:
         with RabbitManagement.from_cluster(env.clusters.rabbit_cluster(params.cluster)) as rabbit:
-            plan = plan_drain(rabbit, params)
+            plan = plan_drain(rabbit, params, planned_at=env.planned_at)  # idle at the first plan, in every re-plan
         if isinstance(env, Run):
             env.observed(_observed(plan), queues=[asdict(q) for q in plan.queues], samples=plan.samples,
                          window_s=plan.window_s)

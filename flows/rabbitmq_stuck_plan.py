@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mq_runbooks.base.errors import BrokerError, ParameterError
-from mq_runbooks.flows.replay_spec import parse_datetime
 from mq_runbooks.integrations.rabbitmq import ChannelActivity, Queue, RabbitManagement
 from mq_runbooks.kit.plans import PLAN_ROWS_SHOWN, PlanTable, table_json, table_markdown
 
@@ -55,19 +54,6 @@ class DrainStuckParameters(BaseModel):
                              description="how many messages at the head of the queue the poison sweep inspects")
     backlog_to: str | None = Field(None, min_length=1, description=(
         "also move the queue's ready backlog to this queue (created if missing) with a dynamic shovel"))
-    as_of: str | None = Field(None, description=(
-        "when the first sampling began (yyyy-MM-ddTHH:mm:ss.SSSZ): channels idle idle_threshold_s window_s "
-        "later count; a run fixes it when it first plans (default: the last sample counts)"))
-
-    @field_validator("as_of")
-    @classmethod
-    def _moment(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_datetime(value, field="as_of")
-            except ParameterError as exc:
-                raise ValueError("; ".join(message for _, message in exc.problems)) from None
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> DrainStuckParameters:
@@ -251,14 +237,14 @@ def refuse_unknown_vhost(rabbit: RabbitManagement, vhost: str, cluster: str, run
                                                f"(vhosts there: {', '.join(vhosts) or 'none'})")])
 
 
-def idle_threshold(params: DrainStuckParameters, last_sample_at: datetime) -> float:
+def idle_threshold(params: DrainStuckParameters, last_sample_at: datetime, planned_at: datetime | None) -> float:
     """Seconds a channel must be idle at the last sample to have been idle `idle_threshold_s` at the
-    end of the first plan's window (`as_of` + `window_s`): the connections planned first stay the ones
-    planned, and channels that get stuck later are left for another run."""
-    if params.as_of is None:
+    end of the run's first sampling window (`planned_at` + `window_s`): the connections planned first
+    stay the ones planned, and channels that get stuck later are left for another run. Without
+    `planned_at` (`runbook plan`) the last sample counts."""
+    if planned_at is None:
         return params.idle_threshold_s
-    as_of = datetime.fromtimestamp(parse_datetime(params.as_of, field="as_of") / 1000, timezone.utc)
-    return params.idle_threshold_s + max(0.0, (last_sample_at - as_of).total_seconds() - params.window_s)
+    return params.idle_threshold_s + max(0.0, (last_sample_at - planned_at).total_seconds() - params.window_s)
 
 
 def _stuck_channels(samples: list[Sample], consumed: dict[str, set[str]], idle_threshold_s: float) -> list[str]:
@@ -278,15 +264,16 @@ def _stuck_channels(samples: list[Sample], consumed: dict[str, set[str]], idle_t
 
 
 def plan_drain(rabbit: RabbitManagement, params: DrainStuckParameters, *,
-               sleep: Callable[[float], None] = time.sleep) -> DrainPlan:
-    """Observe over the window and compute the plan; ParameterError for options the queues cannot honour."""
+               sleep: Callable[[float], None] = time.sleep, planned_at: datetime | None = None) -> DrainPlan:
+    """Observe over the window and compute the plan; ParameterError for options the queues cannot honour.
+    `planned_at`: when the run first planned (its idle threshold is measured at the end of that window)."""
     samples = take_samples(rabbit, params, sleep)
     last = samples[-1]
     consumers = [c for c in rabbit.consumers(params.vhost) if c.queue in last.queues]
     consumed: dict[str, set[str]] = {}
     for consumer in consumers:
         consumed.setdefault(consumer.channel_name, set()).add(consumer.queue)
-    stuck_channels = set(_stuck_channels(samples, consumed, idle_threshold(params, last.at)))
+    stuck_channels = set(_stuck_channels(samples, consumed, idle_threshold(params, last.at, planned_at)))
     connections = {c.name: c for c in rabbit.connections()}
     by_connection: dict[str, list[str]] = {}
     for name in sorted(stuck_channels):

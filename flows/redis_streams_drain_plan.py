@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from mq_runbooks.base.errors import ParameterError
-from mq_runbooks.flows.replay_spec import parse_datetime
 from mq_runbooks.integrations.redis_streams import ConsumerInfo, RedisStreams, StreamEntry
 from mq_runbooks.integrations.redis_streams_records import parse_entry_id
 from mq_runbooks.kit.plans import PLAN_ROWS_SHOWN, PlanTable, table_json, table_markdown
@@ -57,28 +55,6 @@ class DrainStuckParameters(BaseModel):
     dead_letter_stream: str | None = Field(None, description="where poison entries are copied (default <stream>:dlq)")
     show_values: bool = Field(False, description="true: show the poison entries' field values in the plan")
     remove_dead_consumers: bool = Field(True, description="delete dead consumers once they hold nothing")
-    as_of: str | None = Field(None, description="the moment idle_ms is measured at (yyyy-MM-ddTHH:mm:ss.SSSZ): "
-                                                "entries and consumers idle idle_ms then; a run fixes it when it "
-                                                "first plans (default: now)")
-
-    @field_validator("as_of")
-    @classmethod
-    def _moment(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_datetime(value, field="as_of")
-            except ParameterError as exc:
-                raise ValueError("; ".join(message for _, message in exc.problems)) from None
-        return value
-
-
-def idle_threshold_ms(params: DrainStuckParameters, now_ms: int | None = None) -> int:
-    """How long an entry or a consumer must be idle now to have been idle `idle_ms` at `as_of`: the
-    set planned first stays the set (entries that became stuck later are left for another run)."""
-    if params.as_of is None:
-        return params.idle_ms
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    return params.idle_ms + max(0, now_ms - parse_datetime(params.as_of, field="as_of"))
 
 
 @dataclass(frozen=True)
@@ -108,7 +84,6 @@ class DrainPlan(PlanTable):
     emptied: tuple[str, ...]  # dead consumers this plan moves every entry of
     deletions: tuple[str, ...]  # those of them to delete (remove_dead_consumers)
     notes: tuple[str, ...] = ()
-    as_of: str | None = None  # the moment idle_ms was measured at (fixed when the run first planned)
 
     COLUMNS = ("consumer", "entry id", "idle ms", "deliveries", "action", "fields")
     KEY_COLUMNS = ("consumer", "entry id")
@@ -167,7 +142,7 @@ class DrainPlan(PlanTable):
 
     def headline(self) -> str:
         lines = [f"**Stream** `{self.stream}` **group** `{self.group}` on Redis `{self.cluster}`: stuck = pending "
-                 f"and idle {self.idle_ms} ms or more{f' at {self.as_of}' if self.as_of else ''}; poison = delivered more than {self.poison_after} times.",
+                 f"and idle {self.idle_ms} ms or more; poison = delivered more than {self.poison_after} times.",
                  "", f"**{self.summary()}**", ""]
         counts: dict[str, Counter[str]] = {}
         for move in self.moves:
@@ -202,10 +177,15 @@ class DrainPlan(PlanTable):
                 "consumers": [{"name": c.name, "pending": c.pending, "idle_ms": c.idle_ms} for c in self.consumers]}
 
 
-def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str) -> DrainPlan:
+def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str,
+               since_planned_ms: int = 0) -> DrainPlan:
     """Observe the group (XINFO CONSUMERS, XPENDING IDLE, the poison entries' fields) and plan.
     UnknownStreamError / UnknownGroupError (NotFoundError) name what exists; ParameterError for a
-    claim_to that is no consumer of the group, or missing while there is something to claim."""
+    claim_to that is no consumer of the group, or missing while there is something to claim.
+
+    `idle_ms` is measured at the run's first plan, `since_planned_ms` ago: an entry or a consumer
+    must be idle `idle_ms + since_planned_ms` now, so the set planned first stays the set (entries
+    that became stuck since are left for another run)."""
     stream, group = params.stream, params.group
     dead_letter_stream = params.dead_letter_stream or f"{stream}:dlq"
     if dead_letter_stream == stream:
@@ -215,7 +195,7 @@ def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str
     if params.claim_to is not None and params.claim_to not in names:
         raise ParameterError(RUNBOOK_ID, [("claim_to", f"{params.claim_to!r} is no consumer of group {group!r}; "
                                                        f"{_choices(consumers, params.idle_ms)}")])
-    threshold = idle_threshold_ms(params)
+    threshold = params.idle_ms + since_planned_ms
     stuck = streams.pending(stream, group, min_idle_ms=threshold)
     poison = [p for p in stuck if p.delivery_count > params.poison_after]
     to_claim = [p for p in stuck if p.delivery_count <= params.poison_after and p.consumer != params.claim_to]
@@ -240,7 +220,7 @@ def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str
                          f"its {moved[consumer.name]} stuck entr(ies) are moved, the consumer is kept")
     return DrainPlan(cluster, stream, group, params.idle_ms, params.poison_after, params.claim_to if to_claim else None,
                      dead_letter_stream, tuple(moves), tuple(consumers), emptied,
-                     emptied if params.remove_dead_consumers else (), tuple(notes), params.as_of)
+                     emptied if params.remove_dead_consumers else (), tuple(notes))
 
 
 def _choices(consumers: Sequence[ConsumerInfo], idle_ms: int) -> str:

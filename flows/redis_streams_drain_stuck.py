@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from prefect import flow
@@ -33,7 +32,6 @@ from mq_runbooks.flows.redis_streams_common import redis, snapshot_path, write_j
 from mq_runbooks.flows.redis_streams_drain_plan import (
     ACK_GONE, CLAIM, DEAD_LETTER, RUNBOOK_ID, DrainPlan, DrainStuckParameters, plan_drain,
 )
-from mq_runbooks.flows.replay_spec import iso_moment
 from mq_runbooks.integrations.redis_streams import PROVENANCE_FIELDS, DeadLetterCopy, RedisStreams
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
@@ -50,16 +48,12 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     def target(self, params: DrainStuckParameters) -> str:
         return f"{params.cluster}/{params.stream}/{params.group}"
 
-    def pin(self, params: DrainStuckParameters, first_planned: datetime) -> DrainStuckParameters:
-        """idle_ms is measured at the moment the run first planned, in every re-plan: entries that
-        become stuck while the gate waits are not added to what was approved."""
-        if params.as_of is not None:
-            return params
-        return params.model_copy(update={"as_of": iso_moment(first_planned)})
+    def relative_targets(self, params: DrainStuckParameters) -> str | None:
+        return f"idle_ms={params.idle_ms} (entries and consumers idle that long)"
 
     def observe(self, env: Env, params: DrainStuckParameters) -> DrainPlan:
         with redis(env, params.cluster) as streams:
-            return plan_drain(streams, params, params.cluster)
+            return plan_drain(streams, params, params.cluster, env.since_planned_ms())  # idle_ms at the first plan
 
     def snapshot(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> Snapshot:
         with redis(run, params.cluster) as streams:

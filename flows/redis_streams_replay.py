@@ -26,7 +26,6 @@ import json
 import shlex
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from prefect import flow
@@ -34,7 +33,7 @@ from prefect import flow
 from mq_runbooks.base.errors import ParameterError, PreconditionError
 from mq_runbooks.flows.redis_streams_common import redis, snapshot_path, write_json
 from mq_runbooks.flows.redis_streams_replay_params import StreamReplayParameters
-from mq_runbooks.flows.replay_spec import iso_moment, parse_datetime, parse_duration
+from mq_runbooks.flows.replay_spec import parse_datetime, parse_duration
 from mq_runbooks.integrations.redis_streams import ConsumerInfo, RedisStreams
 from mq_runbooks.integrations.redis_streams_records import parse_entry_id
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
@@ -136,8 +135,7 @@ def plan_replay(streams: RedisStreams, params: StreamReplayParameters, now_ms: i
         target = requested = params.to_id
         spec = f"to_id={params.to_id}"
     else:
-        if now_ms is None:
-            now_ms = parse_datetime(params.as_of, field="as_of") if params.as_of else int(time.time() * 1000)
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         if params.to_datetime is not None:
             since, spec = parse_datetime(params.to_datetime), f"to_datetime={params.to_datetime}"
         else:
@@ -182,15 +180,12 @@ class StreamReplay(RunbookSteps[StreamReplayParameters, StreamReplayPlan]):
     def target(self, params: StreamReplayParameters) -> str:
         return f"{params.cluster}/{params.stream}/{params.group}"
 
-    def pin(self, params: StreamReplayParameters, first_planned: datetime) -> StreamReplayParameters:
-        """by_duration counts back from the moment the run first planned, in every re-plan."""
-        if params.by_duration is None or params.as_of is not None:
-            return params
-        return params.model_copy(update={"as_of": iso_moment(first_planned)})
+    def relative_targets(self, params: StreamReplayParameters) -> str | None:
+        return f"by_duration={params.by_duration}" if params.by_duration else None
 
     def observe(self, env: Env, params: StreamReplayParameters) -> StreamReplayPlan:
         with redis(env, params.cluster) as streams:
-            return plan_replay(streams, params)
+            return plan_replay(streams, params, now_ms=env.plan_time_ms())  # a run's first plan, in every re-plan
 
     def refusal(self, params: StreamReplayParameters, plan: StreamReplayPlan) -> str | None:
         if plan.active and not params.wait_for_inactive:

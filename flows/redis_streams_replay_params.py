@@ -23,8 +23,6 @@ class StreamReplayParameters(BaseModel):
     by_duration: str | None = Field(None, description="ISO-8601 duration back from now, e.g. PT1H")
     to_earliest: bool = Field(False, description="true: every entry the stream still holds is read again")
     to_latest: bool = Field(False, description="true: skip every entry added so far")
-    as_of: str | None = Field(None, description="the moment by_duration counts back from (yyyy-MM-ddTHH:mm:ss.SSSZ); "
-                                              "a run fixes it when it first plans (default: now)")
     wait_for_inactive: float = Field(0, ge=0, le=3600, description="seconds to wait after approval for the "
                                                                    "group's consumers to stop (0: refuse at once)")
     active_within_ms: int = Field(10_000, ge=0, description="a consumer that read or claimed within this many ms "
@@ -42,12 +40,12 @@ class StreamReplayParameters(BaseModel):
                              f"1732870000000-0, or 0 for the start") from None
         return f"{ms}-{sequence}"
 
-    @field_validator("to_datetime", "by_duration", "as_of")
+    @field_validator("to_datetime", "by_duration")
     @classmethod
     def _time(cls, value: str | None, info) -> str | None:
         if value is not None:
             try:
-                (parse_duration if info.field_name == "by_duration" else parse_datetime)(value, field=info.field_name)
+                (parse_datetime if info.field_name == "to_datetime" else parse_duration)(value, field=info.field_name)
             except ParameterError as exc:
                 raise ValueError("; ".join(message for _, message in exc.problems)) from None
         return value

@@ -23,7 +23,7 @@ from mq_runbooks.integrations.kafka import TopicPartitionKey
 
 __all__ = [
     "ByDuration", "FromFile", "ShiftBy", "Spec", "ToCurrent", "ToDatetime", "ToEarliest", "ToLatest", "ToOffset",
-    "TopicScope", "iso_moment", "parse_datetime", "parse_duration", "parse_offsets_csv", "parse_scope", "spec_from_parameters",
+    "TopicScope", "parse_datetime", "parse_duration", "parse_offsets_csv", "parse_scope", "spec_from_parameters",
 ]
 
 RUNBOOK = "kafka-replay"
@@ -39,11 +39,6 @@ def iso(ms: int) -> str:
     """Epoch milliseconds as the UTC time `--to-datetime` takes, e.g. 2024-05-01T13:45:00.000Z."""
     moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def iso_moment(moment: datetime) -> str:
-    """A moment as `iso` writes it (UTC, milliseconds): what a run pins `as_of` to."""
-    return iso((moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1))
 
 
 # -- parameters --------------------------------------------------------------------------------

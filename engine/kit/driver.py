@@ -2,7 +2,7 @@
 subclass (observe/plan, act, verify, and where they apply snapshot, restore and a precondition to wait
 for after approval); the driver does everything else, the same way for every runbook:
 
-    start (journal: parameters, requester, trigger); relative targets pinned (`pin`) to that moment
+    start (journal: parameters, requester, trigger); its moment is the clock every plan of the run reads
     lock the target (from the catalog's lock template), held until the run ends
     observe -> plan (journal: the typed plan)
       missing targets -> refused      nothing to change -> unchanged       a refusal -> refused
@@ -68,12 +68,33 @@ class VerificationFailed(RunbookError):
     """The change was made but did not have the effect it was meant to have."""
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
 @dataclass
 class Env:
-    """What observing and planning need: the configuration, no run (so `runbook plan` can use it)."""
+    """What observing and planning need: the configuration, no run (so `runbook plan` can use it),
+    and the moment relative targets are measured from.
+
+    `planned_at` is None for `runbook plan` (now); in a run it is the moment the run first planned
+    (its journal's start entry), the same in every re-plan and every execution of the run, so that
+    `by_duration=PT15M` or "idle for 60 s" does not slide with the clock while people look."""
 
     settings: Settings
     clusters: Clusters
+    planned_at: dt.datetime | None = None
+
+    def plan_time_ms(self) -> int:
+        """The moment relative targets are measured from, in epoch milliseconds (now outside a run)."""
+        moment = self.planned_at or dt.datetime.now(dt.timezone.utc)
+        return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
+
+    def since_planned_ms(self) -> int:
+        """How long ago the run first planned, in milliseconds (0 outside a run): e.g. how much longer
+        an entry idle `idle_ms` then has been idle by now."""
+        if self.planned_at is None:
+            return 0
+        return max(0, int((dt.datetime.now(dt.timezone.utc) - self.planned_at).total_seconds() * 1000))
 
     def rabbitmq(self, cluster: str) -> RabbitManagement:
         """A management API client of a RabbitMQ cluster of clusters.yaml (use it in a `with`)."""
@@ -175,13 +196,11 @@ class RunbookSteps(Generic[P, PlanT]):
         raise NotImplementedError
 
     # -- optional ---------------------------------------------------------------------------------
-    def pin(self, params: P, first_planned: dt.datetime) -> P:
-        """The parameters with every relative target made absolute at `first_planned`, the moment
-        the run first planned (its journal's start entry): e.g. `by_duration=PT15M` counts back from
-        it, "idle for 60 s" is measured at it. Every re-plan and every execution of the run after its
-        gate plans from the same pinned parameters, so the intent does not slide with the clock.
-        Default: the parameters as given (nothing relative)."""
-        return params
+    def relative_targets(self, params: P) -> str | None:
+        """What in these parameters is measured from the moment of planning, in words (e.g.
+        `by_duration=PT15M`), or None. The driver journals it with the moment it is fixed to; the
+        runbook measures it from `env.plan_time_ms()` (or `env.since_planned_ms()`), never the clock."""
+        return None
 
     def read_only(self, params: P) -> bool:
         """True when these parameters only report (no lock, no gate, no change)."""
@@ -264,11 +283,11 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
                 summary=f"{steps.id} on {steps.target(params)}, requested by {requested_by}", runbook=steps.id,
                 parameters=params.model_dump(mode="json"), requested_by=requested_by, trigger=run.trigger,
                 target=steps.target(params)))
-            pinned = _pin(steps, run, params, start.at, record=True)
+            _record_relative_targets(steps, run, params, start.at)
         else:
             get_run_logger().info("resumed after its gate: the journal holds %d entries", len(run.prior))
-            pinned = _pin(steps, run, params, start.at, record=False)
-        state = _drive(steps, run, pinned)
+        run.planned_at = start.at  # from the journal: the same moment in every execution of the run
+        state = _drive(steps, run, params)
     except PrefectSignal:  # suspended at the gate: the run goes on when it is answered
         raise
     except Exception as exc:
@@ -281,22 +300,19 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
     return state
 
 
-def _pin(steps: RunbookSteps[P, PlanT], run: Run, params: P, first_planned: dt.datetime, record: bool) -> P:
-    """The run's parameters pinned at the moment its journal's start entry was written (so the same in
-    every execution of the run); on the first execution, what was pinned is journaled."""
-    pinned = steps.pin(params, first_planned)
-    given, fixed = params.model_dump(mode="json"), pinned.model_dump(mode="json")
-    changed = {name: value for name, value in fixed.items() if given.get(name) != value}
-    if record and changed:
-        listed = ", ".join(f"{name}={value}" for name, value in changed.items())
-        journal.record(run.id, "note", f"relative targets fixed at the first plan: {listed}; every re-plan and "
-                       f"every resumption of this run plans from them", pinned=changed)
-    return pinned
+def _record_relative_targets(steps: RunbookSteps[P, PlanT], run: Run, params: P, planned_at: dt.datetime) -> None:
+    """Journal what is measured from the run's first plan, and from which moment (once, at the start)."""
+    relative = steps.relative_targets(params)
+    if relative:
+        moment = planned_at.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        journal.record(run.id, "note", f"relative targets fixed at the first plan: {relative} measured from "
+                       f"{moment}, in every re-plan and every resumption of this run", relative_targets=relative,
+                       planned_at=moment)
 
 
 def _observe(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> PlanT:
     """The plan before the gate. Its result is persisted (Prefect's result storage, keyed by the run),
-    is reachable; elsewhere it observes again (from the same pinned parameters). The journal keeps the
+    is reachable; elsewhere it observes again (from the same `planned_at`). The journal keeps the
     first plan; later versions are recorded by the gate (steps.approve_stable_plan) when their intent
     changed."""
     observe = task(name="observe-and-plan", cache_key_fn=lambda *_: f"mq-runbooks-{run.id}-observe",

@@ -233,10 +233,11 @@ def for_time(config, scope, timestamp_ms):
         return kafka.offsets_for_timestamp(scope, timestamp_ms)
 
 
-def pinned_as_of(view) -> str:
-    [note] = [e for e in view.entries if e.kind == "note" and "pinned" in e.data]
-    assert "relative targets fixed at the first plan" in note.summary
-    return note.data["pinned"]["as_of"]
+def planned_at(view) -> str:
+    """The moment the run's relative targets are measured from, as its journal says."""
+    [note] = [e for e in view.entries if e.kind == "note" and "relative_targets" in e.data]
+    assert note.summary.startswith("relative targets fixed at the first plan: by_duration=PT15M measured from ")
+    return note.data["planned_at"]
 
 
 def test_by_duration_is_fixed_at_the_first_plan_so_one_approval_acts_while_records_arrive(
@@ -247,10 +248,10 @@ def test_by_duration_is_fixed_at_the_first_plan_so_one_approval_acts_while_recor
     with kafka_writer(kafka_config, topic, 2):
         run_id = start(settings, catalog, group=group, by_duration="PT15M")
         view = wait_until(run_id, paused, timeout=90)
-        as_of = parse_datetime(pinned_as_of(view))
+        first_plan_ms = parse_datetime(planned_at(view))
         plan = journal.last(view.entries, "plan").data
         planned = {(p["topic"], p["partition"]): p["target"] for p in plan["partitions"]}
-        assert planned == for_time(kafka_config, scope, as_of - WINDOW_MS), "planned from the pinned moment"
+        assert planned == for_time(kafka_config, scope, first_plan_ms - WINDOW_MS), "planned from the pinned moment"
         assert plan["spec"].startswith("by_duration=PT15M (records since ")
 
         def window_moved():  # the window of the clock now starts past at least one more record

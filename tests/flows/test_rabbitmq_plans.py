@@ -114,11 +114,11 @@ def test_acks_or_a_queue_that_drains_is_progress_and_other_queues_do_not_count()
 
 def test_the_idle_threshold_is_fixed_at_the_end_of_the_first_window():
     params = DrainStuckParameters(cluster="primary", queue="orders", idle_threshold_s=60, window_s=15)
-    first_sampling = datetime(2026, 12, 7, 13, 0, 0, tzinfo=timezone.utc)
-    assert idle_threshold(params, first_sampling + timedelta(seconds=15)) == 60, "no as_of: the last sample counts"
-    pinned = params.model_copy(update={"as_of": "2026-12-07T13:00:00.000Z"})
-    assert idle_threshold(pinned, first_sampling + timedelta(seconds=15)) == 60, "the first plan: as given"
+    planned_at = datetime(2026, 12, 7, 13, 0, 0, tzinfo=timezone.utc)
+    first_window_ends = planned_at + timedelta(seconds=15)
+    assert idle_threshold(params, first_window_ends, None) == 60, "runbook plan: the last sample counts"
+    assert idle_threshold(params, first_window_ends, planned_at) == 60, "the first plan: as given"
     # A re-plan 5 minutes later: a channel must have been idle 60 s when the first window ended.
-    assert idle_threshold(pinned, first_sampling + timedelta(minutes=5, seconds=15)) == 360
+    assert idle_threshold(params, first_window_ends + timedelta(minutes=5), planned_at) == 360
     # The connections planned first stay the plan: idle times grew meanwhile, the digest does not move.
     assert drain_plan(connection("c1")).digest() == drain_plan(replace(connection("c1"), idle_for_s=601)).digest()

@@ -263,8 +263,8 @@ def test_idle_ms_is_measured_at_the_first_plan_so_entries_stuck_later_are_left_f
     run_id = start_runbook(settings, catalog, RUNBOOK, stream=stream, group=GROUP, idle_ms="1000",
                            claim_to="billing-healthy")
     view = wait_until(run_id, paused, timeout=90)
-    [pin] = [e for e in view.entries if e.kind == "note" and "pinned" in e.data]
-    assert "as_of" in pin.data["pinned"]
+    [pin] = [e for e in view.entries if e.kind == "note" and "relative_targets" in e.data]
+    assert pin.data["relative_targets"].startswith("idle_ms=1000") and pin.data["planned_at"]
     plan = journal.last(view.entries, "plan").data
     assert (plan["to_claim"], plan["deletions"]) == (20, ["billing-dead"])
 

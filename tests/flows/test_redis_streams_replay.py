@@ -224,10 +224,11 @@ def test_by_duration_is_fixed_at_the_first_plan_so_one_approval_acts_while_entri
     with redis_writer(raw, stream):
         run_id = start_runbook(settings, catalog, RUNBOOK, stream=stream, group=GROUP, by_duration="PT15M")
         view = wait_until(run_id, paused, timeout=90)
-        [pin] = [e for e in view.entries if e.kind == "note" and "pinned" in e.data]
-        as_of = parse_datetime(pin.data["pinned"]["as_of"])
+        [pin] = [e for e in view.entries if e.kind == "note" and "relative_targets" in e.data]
+        assert pin.data["relative_targets"] == "by_duration=PT15M"
+        first_plan_ms = parse_datetime(pin.data["planned_at"])
         plan = journal.last(view.entries, "plan").data
-        assert plan["target_id"] == target_for(as_of), "planned from the pinned moment"
+        assert plan["target_id"] == target_for(first_plan_ms), "planned from the pinned moment"
         assert plan["spec"].startswith("by_duration=PT15M (entries since ")
         slid = eventually(lambda: target_for(now_ms()) if target_for(now_ms()) != plan["target_id"] else None,
                           "the 15-minute window to move", 60)
