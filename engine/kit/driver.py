@@ -312,6 +312,7 @@ def _record_relative_targets(steps: RunbookSteps[P, PlanT], run: Run, params: P,
 
 def _observe(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> PlanT:
     """The plan before the gate. Its result is persisted (Prefect's result storage, keyed by the run),
+    so a run executed again after its gate reads it back instead of observing again where the storage
     is reachable; elsewhere it observes again (from the same `planned_at`). The journal keeps the
     first plan; later versions are recorded by the gate (steps.approve_stable_plan) when their intent
     changed."""
