@@ -103,6 +103,8 @@ class DrainPlan(PlanTable):
 
     COLUMNS = ("topic", "partition", "committed", "log end", "lag", "record offset", "key", "headers",
                "value bytes", "timestamp", "value", "dead-letter topic", "new offset")
+    KEY_COLUMNS = ("topic", "partition")
+    INTENT_COLUMNS = ("committed", "record offset", "dead-letter topic", "new offset")  # log end and lag move on
 
     # -- the plan contract (mq_runbooks.kit.plans.Plan) ------------------------------------------
     def digest(self) -> str:

@@ -59,13 +59,15 @@ def inactive_group(kafka: KafkaClient, group: str, wait_s: float) -> ConsumerGro
         time.sleep(1)
 
 
-def compute_plan(cluster: KafkaCluster, params: ReplayParameters, require_inactive: bool = False) -> ReplayPlan:
+def compute_plan(cluster: KafkaCluster, params: ReplayParameters, require_inactive: bool = False,
+                 now_ms: int | None = None) -> ReplayPlan:
     """Observe the group and the log, and compute the plan (no change is made). With
-    `require_inactive`, first wait (up to params.wait_for_inactive) for the group to be empty."""
+    `require_inactive`, first wait (up to params.wait_for_inactive) for the group to be empty;
+    `now_ms` is what by_duration counts back from (default: now)."""
     with KafkaClient.from_cluster(cluster) as kafka:
         if require_inactive:
             inactive_group(kafka, params.group, params.wait_for_inactive)
-        plan = plan_replay(kafka, params.group, reset_spec(params), params.topic or None)
+        plan = plan_replay(kafka, params.group, reset_spec(params), params.topic or None, now_ms=now_ms)
     return replace(plan, cluster=cluster.name)
 
 
@@ -126,10 +128,14 @@ class Replay(RunbookSteps[ReplayParameters, ReplayPlan]):
     def target(self, params: ReplayParameters) -> str:
         return f"{params.cluster}/{params.group}"
 
+    def relative_targets(self, params: ReplayParameters) -> str | None:
+        return f"by_duration={params.by_duration}" if params.by_duration else None
+
     def observe(self, env: Env, params: ReplayParameters) -> ReplayPlan:
         # In a run the group must be empty (or become so within wait_for_inactive); `runbook plan` shows
         # the plan of an active group too, with a warning.
-        return compute_plan(env.clusters.kafka_cluster(params.cluster), params, require_inactive=isinstance(env, Run))
+        return compute_plan(env.clusters.kafka_cluster(params.cluster), params, require_inactive=isinstance(env, Run),
+                            now_ms=env.plan_time_ms())  # a run's first plan, in every re-plan
 
     def snapshot(self, run: Run, params: ReplayParameters, plan: ReplayPlan) -> Snapshot:
         return save_offsets_snapshot(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan),

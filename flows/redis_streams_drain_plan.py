@@ -86,6 +86,8 @@ class DrainPlan(PlanTable):
     notes: tuple[str, ...] = ()
 
     COLUMNS = ("consumer", "entry id", "idle ms", "deliveries", "action", "fields")
+    KEY_COLUMNS = ("consumer", "entry id")
+    INTENT_COLUMNS = ("action",)  # idle times and delivery counts move on while the gate waits
 
     def of(self, action: str) -> list[Move]:
         return [m for m in self.moves if m.action == action]
@@ -175,10 +177,15 @@ class DrainPlan(PlanTable):
                 "consumers": [{"name": c.name, "pending": c.pending, "idle_ms": c.idle_ms} for c in self.consumers]}
 
 
-def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str) -> DrainPlan:
+def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str,
+               since_planned_ms: int = 0) -> DrainPlan:
     """Observe the group (XINFO CONSUMERS, XPENDING IDLE, the poison entries' fields) and plan.
     UnknownStreamError / UnknownGroupError (NotFoundError) name what exists; ParameterError for a
-    claim_to that is no consumer of the group, or missing while there is something to claim."""
+    claim_to that is no consumer of the group, or missing while there is something to claim.
+
+    `idle_ms` is measured at the run's first plan, `since_planned_ms` ago: an entry or a consumer
+    must be idle `idle_ms + since_planned_ms` now, so the set planned first stays the set (entries
+    that became stuck since are left for another run)."""
     stream, group = params.stream, params.group
     dead_letter_stream = params.dead_letter_stream or f"{stream}:dlq"
     if dead_letter_stream == stream:
@@ -188,7 +195,8 @@ def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str
     if params.claim_to is not None and params.claim_to not in names:
         raise ParameterError(RUNBOOK_ID, [("claim_to", f"{params.claim_to!r} is no consumer of group {group!r}; "
                                                        f"{_choices(consumers, params.idle_ms)}")])
-    stuck = streams.pending(stream, group, min_idle_ms=params.idle_ms)
+    threshold = params.idle_ms + since_planned_ms
+    stuck = streams.pending(stream, group, min_idle_ms=threshold)
     poison = [p for p in stuck if p.delivery_count > params.poison_after]
     to_claim = [p for p in stuck if p.delivery_count <= params.poison_after and p.consumer != params.claim_to]
     if to_claim and params.claim_to is None:
@@ -199,7 +207,7 @@ def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str
     moves += [Move(p.id, p.consumer, p.idle_ms, p.delivery_count, DEAD_LETTER if found[p.id] else ACK_GONE,
                    _fields(found[p.id], params.show_values)) for p in poison]
     moved = Counter(m.consumer for m in moves)
-    emptied = tuple(c.name for c in consumers if c.idle_ms >= params.idle_ms and c.name != params.claim_to
+    emptied = tuple(c.name for c in consumers if c.idle_ms >= threshold and c.name != params.claim_to
                     and moved[c.name] and moved[c.name] >= c.pending)
     notes = []
     claimer = names.get(params.claim_to) if params.claim_to else None

@@ -48,9 +48,12 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     def target(self, params: DrainStuckParameters) -> str:
         return f"{params.cluster}/{params.stream}/{params.group}"
 
+    def relative_targets(self, params: DrainStuckParameters) -> str | None:
+        return f"idle_ms={params.idle_ms} (entries and consumers idle that long)"
+
     def observe(self, env: Env, params: DrainStuckParameters) -> DrainPlan:
         with redis(env, params.cluster) as streams:
-            return plan_drain(streams, params, params.cluster)
+            return plan_drain(streams, params, params.cluster, env.since_planned_ms())  # idle_ms at the first plan
 
     def snapshot(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> Snapshot:
         with redis(run, params.cluster) as streams:

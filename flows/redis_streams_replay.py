@@ -65,6 +65,8 @@ class StreamReplayPlan(PlanTable):
 
     COLUMNS = ("stream", "group", "last delivered now", "last delivered after", "delivered again", "skipped",
                "first entry", "last entry")
+    KEY_COLUMNS = ("stream", "group")
+    INTENT_COLUMNS = ("last delivered after",)  # the rest is observed: it moves by itself while the gate waits
 
     def columns(self) -> tuple[str, ...]:
         return self.COLUMNS
@@ -98,7 +100,8 @@ class StreamReplayPlan(PlanTable):
         return notes
 
     def digest(self) -> str:
-        canonical = json.dumps([self.stream, self.group, self.current_id, self.target_id], separators=(",", ":"))
+        """The intent: where the group goes. Its current id, counts and the stream's ends are observed."""
+        canonical = json.dumps([self.cluster, self.stream, self.group, self.target_id], separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
@@ -177,9 +180,12 @@ class StreamReplay(RunbookSteps[StreamReplayParameters, StreamReplayPlan]):
     def target(self, params: StreamReplayParameters) -> str:
         return f"{params.cluster}/{params.stream}/{params.group}"
 
+    def relative_targets(self, params: StreamReplayParameters) -> str | None:
+        return f"by_duration={params.by_duration}" if params.by_duration else None
+
     def observe(self, env: Env, params: StreamReplayParameters) -> StreamReplayPlan:
         with redis(env, params.cluster) as streams:
-            return plan_replay(streams, params)
+            return plan_replay(streams, params, now_ms=env.plan_time_ms())  # a run's first plan, in every re-plan
 
     def refusal(self, params: StreamReplayParameters, plan: StreamReplayPlan) -> str | None:
         if plan.active and not params.wait_for_inactive:

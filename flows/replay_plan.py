@@ -57,6 +57,8 @@ class ReplayPlan:
 
     # -- the plan contract (mq_runbooks.kit.plans.Plan) ------------------------------------------
     COLUMNS = ("topic", "partition", "current", "target", "log start", "log end", "replayed (+) / skipped (-)")
+    KEY_COLUMNS = ("topic", "partition")
+    INTENT_COLUMNS = ("target",)  # the rest is observed: it moves by itself while the gate waits
 
     def columns(self) -> tuple[str, ...]:
         return self.COLUMNS
@@ -120,10 +122,12 @@ class ReplayPlan:
         return "".join(f"{p.topic},{p.partition},{p.target_offset}\n" for p in self.partitions) + "\n"
 
     def digest(self) -> str:
-        """sha256 of the group and each partition's current and target offsets, in sorted order:
-        an approval bound to it is void when a re-plan would commit something else."""
-        rows = sorted([p.topic, p.partition, p.current_offset, p.target_offset] for p in self.partitions)
-        canonical = json.dumps({"group": self.group, "partitions": rows}, separators=(",", ":"))
+        """sha256 of the cluster, the group and each partition's target offset, in sorted order: the
+        intent. An approval bound to it is void when a re-plan would commit something else; current
+        offsets, log ends and counts are observations (drift), not part of it."""
+        rows = sorted([p.topic, p.partition, p.target_offset] for p in self.partitions)
+        canonical = json.dumps({"cluster": self.cluster, "group": self.group, "partitions": rows},
+                               separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

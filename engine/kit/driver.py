@@ -2,11 +2,12 @@
 subclass (observe/plan, act, verify, and where they apply snapshot, restore and a precondition to wait
 for after approval); the driver does everything else, the same way for every runbook:
 
-    start (journal: parameters, requester, trigger)
+    start (journal: parameters, requester, trigger); its moment is the clock every plan of the run reads
     lock the target (from the catalog's lock template), held until the run ends
     observe -> plan (journal: the typed plan)
       missing targets -> refused      nothing to change -> unchanged       a refusal -> refused
-    gate (the plan, its digest, the trigger) -> after approval: precondition, re-plan; a changed plan is asked again
+    gate (the plan, its digest, the trigger) -> after approval: precondition, re-plan; a changed intent is asked
+      again showing the difference, observations that moved by themselves are reported as drift
       nothing to change any more -> unchanged
     snapshot (journal: what was saved, the restore command)
     act (each change a fenced step: journal `action` with its step key, never applied twice in a run)
@@ -32,6 +33,7 @@ A runbook module then reads:
 """
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,12 +68,33 @@ class VerificationFailed(RunbookError):
     """The change was made but did not have the effect it was meant to have."""
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
 @dataclass
 class Env:
-    """What observing and planning need: the configuration, no run (so `runbook plan` can use it)."""
+    """What observing and planning need: the configuration, no run (so `runbook plan` can use it),
+    and the moment relative targets are measured from.
+
+    `planned_at` is None for `runbook plan` (now); in a run it is the moment the run first planned
+    (its journal's start entry), the same in every re-plan and every execution of the run, so that
+    `by_duration=PT15M` or "idle for 60 s" does not slide with the clock while people look."""
 
     settings: Settings
     clusters: Clusters
+    planned_at: dt.datetime | None = None
+
+    def plan_time_ms(self) -> int:
+        """The moment relative targets are measured from, in epoch milliseconds (now outside a run)."""
+        moment = self.planned_at or dt.datetime.now(dt.timezone.utc)
+        return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
+
+    def since_planned_ms(self) -> int:
+        """How long ago the run first planned, in milliseconds (0 outside a run): e.g. how much longer
+        an entry idle `idle_ms` then has been idle by now."""
+        if self.planned_at is None:
+            return 0
+        return max(0, int((dt.datetime.now(dt.timezone.utc) - self.planned_at).total_seconds() * 1000))
 
     def rabbitmq(self, cluster: str) -> RabbitManagement:
         """A management API client of a RabbitMQ cluster of clusters.yaml (use it in a `with`)."""
@@ -173,6 +196,12 @@ class RunbookSteps(Generic[P, PlanT]):
         raise NotImplementedError
 
     # -- optional ---------------------------------------------------------------------------------
+    def relative_targets(self, params: P) -> str | None:
+        """What in these parameters is measured from the moment of planning, in words (e.g.
+        `by_duration=PT15M`), or None. The driver journals it with the moment it is fixed to; the
+        runbook measures it from `env.plan_time_ms()` (or `env.since_planned_ms()`), never the clock."""
+        return None
+
     def read_only(self, params: P) -> bool:
         """True when these parameters only report (no lock, no gate, no change)."""
         return False
@@ -248,13 +277,16 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
         if ended is not None:  # e.g. concluded as crashed while a worker was still starting it: never act
             get_run_logger().warning("this run has already ended (%s): not executed again", ended.summary)
             return Failed(message=f"already ended: {ended.summary}", name="AlreadyEnded")
-        if journal.last(run.prior, "parameters") is None:
-            journal.write(run_id, Start(
+        start = journal.last(run.prior, "parameters")
+        if start is None:
+            start = journal.write(run_id, Start(
                 summary=f"{steps.id} on {steps.target(params)}, requested by {requested_by}", runbook=steps.id,
                 parameters=params.model_dump(mode="json"), requested_by=requested_by, trigger=run.trigger,
                 target=steps.target(params)))
+            _record_relative_targets(steps, run, params, start.at)
         else:
             get_run_logger().info("resumed after its gate: the journal holds %d entries", len(run.prior))
+        run.planned_at = start.at  # from the journal: the same moment in every execution of the run
         state = _drive(steps, run, params)
     except PrefectSignal:  # suspended at the gate: the run goes on when it is answered
         raise
@@ -268,25 +300,38 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
     return state
 
 
+def _record_relative_targets(steps: RunbookSteps[P, PlanT], run: Run, params: P, planned_at: dt.datetime) -> None:
+    """Journal what is measured from the run's first plan, and from which moment (once, at the start)."""
+    relative = steps.relative_targets(params)
+    if relative:
+        moment = planned_at.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        journal.record(run.id, "note", f"relative targets fixed at the first plan: {relative} measured from "
+                       f"{moment}, in every re-plan and every resumption of this run", relative_targets=relative,
+                       planned_at=moment)
+
+
 def _observe(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> PlanT:
     """The plan before the gate. Its result is persisted (Prefect's result storage, keyed by the run),
     so a run executed again after its gate reads it back instead of observing again where the storage
-    is reachable; elsewhere it observes again, and a plan that moved meanwhile is asked again."""
+    is reachable; elsewhere it observes again (from the same `planned_at`). The journal keeps the
+    first plan; later versions are recorded by the gate (steps.approve_stable_plan) when their intent
+    changed."""
     observe = task(name="observe-and-plan", cache_key_fn=lambda *_: f"mq-runbooks-{run.id}-observe",
                    persist_result=True, retries=2, retry_delay_seconds=2,
                    retry_condition_fn=_transient)(steps.observe)
     plan = observe(run, params)
-    recorded = journal.last(run.prior, "plan")
-    if recorded is None or recorded.data.get("digest") != plan.digest():
+    if journal.last(run.prior, "plan") is None:
         _record_plan(run.id, plan)
     return plan
 
 
-def _record_plan(run_id: str, plan: Plan) -> None:
+def _record_plan(run_id: str, plan: Plan, preface: str = "", **data: Any) -> None:
+    """Journal a version of the plan; `preface` (e.g. what changed since the approved version) goes
+    above its Markdown, which is what the gate, `status --plan` and Slack show."""
     journal.write(run_id, PlanRecord(
         summary=plan.summary(), digest=plan.digest(), columns=list(plan.columns()),
         rows=[list(row) for row in plan.rows()], changes_anything=plan.changes_anything(), csv=plan.to_csv(),
-        markdown=plan.markdown(), data=plan.to_json()))
+        markdown=f"{preface}\n\n{plan.markdown()}" if preface else plan.markdown(), data={**plan.to_json(), **data}))
 
 
 def _end(run_id: str, outcome: str, summary: str, changed: list[str] | None = None, **data: Any) -> None:
@@ -317,12 +362,12 @@ def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
 
         def replan() -> PlanT:
             steps.before_replan(run, params, latest[0])
-            return task(name="re-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-                        retry_condition_fn=_transient)(steps.replan)(run, params, latest[0])
+            latest[0] = task(name="re-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+                             retry_condition_fn=_transient)(steps.replan)(run, params, latest[0])
+            return latest[0]  # acted on when its intent is the one approved, else asked again
 
-        def record(changed: PlanT) -> None:
-            latest[0] = changed
-            _record_plan(run.id, changed)
+        def record(changed: PlanT, preface: str = "", **data: Any) -> None:
+            _record_plan(run.id, changed, preface, **data)
 
         approved, refused = approve_stable_plan(
             run_id=run.id, context=run.context, runbook=run.runbook, requested_by=run.requested_by, plan=plan,

@@ -3,7 +3,7 @@ Slack, the gate and the postmortem render any plan without knowing which runbook
 
 A plan is a frozen object that can say:
 
-    digest()            sha256 over what would change; an approval is bound to it
+    digest()            sha256 over the intent (what would change); an approval is bound to it
     summary()           one line, e.g. "3 of 12 partitions change: 420 messages replayed"
     columns(), rows()   the change as a table: column names, then one tuple per changed thing
     changes_anything()  False when applying it would change nothing (the driver then never acts)
@@ -13,6 +13,14 @@ A plan is a frozen object that can say:
 
 `PlanTable` derives the digest, markdown, CSV and JSON from columns and rows; a runbook's plan usually
 subclasses it and writes only summary, columns and rows (and missing_targets, changes_anything).
+
+Intent and observations. A plan may name its `KEY_COLUMNS` (what names a row: topic and partition)
+and its `INTENT_COLUMNS` (what the change sets: the target offset); its other columns are
+observations that move by themselves while the gate waits (log end offsets, lag, depths, ages). The
+digest binds the keys and the intent only, so an approval outlives the observations; `compare`
+tells a re-plan's changed intent (asked again, showing the rows that differ) from its drift (only
+reported). A plan that names neither binds every column, and a row that changed reads as removed
+and added.
 """
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ import hashlib
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 PLAN_ROWS_SHOWN = 40  # rows at the gate, in Slack and in the postmortem; `status --plan` shows all
@@ -50,6 +59,9 @@ class Plan(Protocol):
 class PlanTable:
     """Markdown, CSV and JSON derived from `columns()` and `rows()`; subclasses add the rest."""
 
+    KEY_COLUMNS: tuple[str, ...] = ()  # what names a row; () = the intent columns
+    INTENT_COLUMNS: tuple[str, ...] = ()  # what the change sets; () = every column
+
     def columns(self) -> Sequence[str]:
         raise NotImplementedError
 
@@ -60,9 +72,9 @@ class PlanTable:
         raise NotImplementedError
 
     def digest(self) -> str:
-        """sha256 over the table: an approval is bound to exactly these rows."""
-        canonical = json.dumps([list(self.columns()), [list(row) for row in self.rows()]], default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """sha256 over the table's keys and intent: an approval is bound to exactly these changes,
+        not to the observations beside them."""
+        return intent_digest(self)
 
     def changes_anything(self) -> bool:
         return bool(self.rows())
@@ -85,6 +97,107 @@ class PlanTable:
 
     def to_json(self) -> dict[str, Any]:
         return table_json(self)
+
+
+def key_columns(plan: Plan) -> tuple[str, ...]:
+    """The columns that name a row of `plan` (its KEY_COLUMNS, else its intent columns)."""
+    return tuple(getattr(plan, "KEY_COLUMNS", ()) or intent_columns(plan))
+
+
+def intent_columns(plan: Plan) -> tuple[str, ...]:
+    """The columns of `plan` that say what will change (its INTENT_COLUMNS, else every column)."""
+    return tuple(getattr(plan, "INTENT_COLUMNS", ()) or plan.columns())
+
+
+def intent_digest(plan: Plan) -> str:
+    """sha256 over the key and intent columns of every row, in row order."""
+    bound = [name for name in plan.columns() if name in key_columns(plan) or name in intent_columns(plan)]
+    index = [list(plan.columns()).index(name) for name in bound]
+    canonical = json.dumps([bound, [[row[i] for i in index] for row in plan.rows()]], default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CellChange:
+    """One value of a row that differs between two versions of a plan."""
+
+    row: str  # the row's key, e.g. orders:0
+    column: str
+    old: Any
+    new: Any
+
+    def __str__(self) -> str:
+        return f"{self.row} {self.column} {_cell(self.old) or 'none'} -> {_cell(self.new) or 'none'}"
+
+
+@dataclass(frozen=True)
+class PlanChanges:
+    """What differs between the plan approved and a re-plan: rows added or removed and changed
+    intent (a reason to ask again), and drift (observations that moved by themselves: reported)."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    intent: tuple[CellChange, ...] = ()
+    drift: tuple[CellChange, ...] = ()
+
+    @property
+    def intent_changed(self) -> bool:
+        return bool(self.added or self.removed or self.intent)
+
+    def intent_lines(self) -> list[str]:
+        return ([f"{row}: new row" for row in self.added] + [f"{row}: no longer in the plan" for row in self.removed]
+                + [str(change) for change in self.intent])
+
+    def drift_lines(self) -> list[str]:
+        return [str(change) for change in self.drift]
+
+    def markdown(self, shown: int = PLAN_ROWS_SHOWN) -> str:
+        """What changed since the approved plan, for the question asked again."""
+        lines = self.intent_lines()
+        text = ["**Changed since the approved plan** (old -> new):", ""]
+        text += [f"- {line}" for line in lines[:shown]] or ["- (no row of the table differs: what changed is "
+                                                            "bound by the plan's digest beyond its columns)"]
+        if len(lines) > shown:
+            text.append(f"- ... and {len(lines) - shown} more")
+        if self.drift:
+            text.append(f"\n{len(self.drift)} observed value(s) moved by themselves meanwhile (not part of the "
+                        f"approval): {'; '.join(self.drift_lines()[:5])}{' ...' if len(self.drift) > 5 else ''}")
+        return "\n".join(text)
+
+
+def compare(approved_columns: Sequence[str], approved_rows: Sequence[Sequence[Any]], plan: Plan) -> PlanChanges:
+    """How `plan` (a re-plan) differs from the plan approved, given as its columns and rows (as the
+    journal recorded them). Rows are paired by the plan's key columns; a changed intent column is
+    intent, any other changed column is drift.
+
+        compare(["topic", "partition", "target", "log end"], [["orders", 0, 5, 90]], replan)
+        # PlanChanges(intent=(orders:0 target 5 -> 7,), drift=(orders:0 log end 90 -> 95,))
+    """
+    columns, keys, intent = list(plan.columns()), key_columns(plan), intent_columns(plan)
+    if list(approved_columns) != columns:  # another shape (e.g. another version of the runbook): all new
+        return PlanChanges(added=tuple(_row_key(columns, keys, row) for row in plan.rows()),
+                           removed=tuple(_row_key(list(approved_columns), keys, row) for row in approved_rows))
+    before = {_row_key(columns, keys, row): _jsonable(row) for row in approved_rows}
+    after = {_row_key(columns, keys, row): _jsonable(row) for row in plan.rows()}
+    changed_intent: list[CellChange] = []
+    drift: list[CellChange] = []
+    for key in (k for k in after if k in before):
+        for index, name in enumerate(columns):
+            old, new = before[key][index], after[key][index]
+            if old != new and name not in keys:
+                (changed_intent if name in intent else drift).append(CellChange(key, name, old, new))
+    return PlanChanges(tuple(k for k in after if k not in before), tuple(k for k in before if k not in after),
+                       tuple(changed_intent), tuple(drift))
+
+
+def _row_key(columns: list[str], keys: Sequence[str], row: Sequence[Any]) -> str:
+    values = [row[columns.index(name)] for name in keys if name in columns]
+    return ":".join(_cell(value) for value in values if value not in (None, ""))
+
+
+def _jsonable(row: Sequence[Any]) -> list[Any]:
+    """A row as the journal keeps it (JSON), so a recorded row compares equal to the same row computed."""
+    return json.loads(json.dumps(list(row), default=str))
 
 
 def table_markdown(headline: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], shown: int,

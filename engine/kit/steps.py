@@ -18,7 +18,7 @@ A runbook flow reads like:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from prefect import get_run_logger
 from prefect.states import Failed, State
@@ -30,13 +30,10 @@ from mq_runbooks.kit import journal
 from mq_runbooks.kit.endings import declined_state
 from mq_runbooks.kit.gate import wait_for_approval
 from mq_runbooks.kit.notify import observer_for
+from mq_runbooks.kit.plans import Plan, PlanChanges, compare
 from mq_runbooks.kit.runtime import RunContext
 
 MAX_REPLANS = 3  # a plan that keeps changing under us is a reason to stop, not to loop
-
-
-class Plan(Protocol):
-    def digest(self) -> str: ...
 
 
 P = TypeVar("P", bound=Plan)
@@ -78,40 +75,86 @@ def publish_postmortem(run_id: str) -> None:
 
 def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, requested_by: str, plan: P,
                         markdown: Callable[[P], str], replan: Callable[[], P],
-                        record_plan: Callable[[P], None],
+                        record_plan: Callable[..., None],
                         trigger: dict[str, Any] | None = None,
                         on_suspend: Callable[[float], None] | None = None) -> tuple[P | None, State | None]:
-    """Ask for approval of `plan`; once approved, plan again and go on only if nothing changed.
+    """Ask for approval of `plan`; once approved, plan again and go on only if its intent still holds.
 
-    Returns (the approved plan, None), or (None, the final state) when it was rejected or timed out
+    The digest binds the intent (kit/plans.py): a re-plan whose observations moved by themselves is
+    acted on, the drift journaled; a re-plan whose intent changed is recorded and asked again, the
+    question showing the rows that differ from the approved plan (old -> new).
+
+    Returns (the plan to act on, None), or (None, the final state) when it was rejected or timed out
     (kit/endings.py: Completed, named Rejected / TimedOut) or kept changing (Failed). Nothing is
-    changed on the brokers here. The gate may suspend the run (its process
-    leaves); the run executed again after an answer comes back here and replays the same rounds.
-    """
+    changed on the brokers here. The gate may suspend the run (its process leaves); the run executed
+    again after an answer comes back here and replays the same rounds, each judged against the
+    digest its journal says was asked (so an answer to the latest version is taken in one step)."""
     observer = observer_for(context.settings, run_id, runbook.id, runbook.title, requested_by, trigger)
+    changes: PlanChanges | None = None  # how the plan asked differs from the one approved before
     for gate_round in range(1, MAX_REPLANS + 1):
+        entries = journal.read(run_id)
+        asked = next((e for e in entries if e.kind == "approval_requested" and e.data.get("gate") == gate_round), None)
+        asked_digest = asked.data.get("plan_digest") if asked is not None else None
+        shown = markdown(plan) if changes is None else f"{changes.markdown()}\n\n{markdown(plan)}"
         decision = wait_for_approval(flow_run_id=run_id, runbook_id=runbook.id, policy=runbook.approval,
-                                     teams=context.teams, requester=requested_by, plan_markdown=markdown(plan),
-                                     plan_digest=plan.digest(), observer=observer, gate_round=gate_round,
-                                     on_suspend=on_suspend)
+                                     teams=context.teams, requester=requested_by, plan_markdown=shown,
+                                     plan_digest=asked_digest or plan.digest(), observer=observer,
+                                     gate_round=gate_round, on_suspend=on_suspend)
         if not decision.approved:
             reason = (f"nobody answered within {runbook.approval.timeout:.0f}s" if decision.timed_out
                       else decision.comment)
             return None, rejected(run_id, decision.timed_out, decision.by, reason)
+        entries = journal.read(run_id)
+        approved_digest = _approved_digest(entries, gate_round) or asked_digest or plan.digest()
         current = replan()
-        if current.digest() == plan.digest():
-            return plan, None
-        asked_again = any(e.kind == "approval_requested" and e.data.get("gate") == gate_round + 1
-                          for e in journal.read(run_id))
+        columns, rows = _recorded_table(entries, approved_digest, plan)
+        changes = compare(columns, rows, current)
+        if current.digest() == approved_digest:
+            _report_drift(run_id, entries, gate_round, changes)
+            return current, None
+        asked_again = any(e.kind == "approval_requested" and e.data.get("gate") == gate_round + 1 for e in entries)
         if not asked_again:  # (a run executed again after the next round asked has recorded this already)
-            journal.record(run_id, "note", "the plan changed after approval (the target moved meanwhile): asking again",
-                           approved_digest=plan.digest(), current_digest=current.digest())
-            get_run_logger().warning("plan changed since it was approved; asking for approval again")
-            record_plan(current)
+            differs = changes.intent_lines()
+            listed = "; ".join(differs[:10]) + (f"; ... and {len(differs) - 10} more" if len(differs) > 10 else "")
+            journal.record(run_id, "note", f"the plan changed after approval (the target moved meanwhile): asking "
+                           f"again; changed since the approved plan: {listed or 'its digest'}",
+                           approved_digest=approved_digest, current_digest=current.digest(), changed=differs,
+                           drift=changes.drift_lines())
+            get_run_logger().warning("the plan's intent changed since it was approved (%s); asking for approval "
+                                     "again", listed)
+            record_plan(current, changes.markdown(), changed_since_approval=differs, approved_digest=approved_digest)
         plan = current
     journal.record(run_id, "outcome", f"the plan kept changing ({MAX_REPLANS} times); nothing was changed",
                    outcome="failed")
     return None, Failed(message="the plan kept changing while waiting for approval; nothing was changed")
+
+
+def _approved_digest(entries: list[journal.Entry], gate_round: int) -> str | None:
+    """The plan digest the approvals of a gate round were given for (the gate records it with each)."""
+    approvals = [e for e in entries if e.kind == "approval" and e.data.get("gate") == gate_round]
+    return approvals[-1].data.get("plan_digest") if approvals else None
+
+
+def _recorded_table(entries: list[journal.Entry], digest: str, plan: Plan) -> tuple[list[str], list[list[Any]]]:
+    """The columns and rows of the plan with `digest` as the journal recorded it (what the approvers
+    saw), else those of `plan`."""
+    recorded = [e for e in entries if e.kind == "plan" and e.data.get("digest") == digest]
+    if recorded:
+        return list(recorded[-1].data.get("columns") or []), list(recorded[-1].data.get("rows") or [])
+    return list(plan.columns()), [list(row) for row in plan.rows()]
+
+
+def _report_drift(run_id: str, entries: list[journal.Entry], gate_round: int, changes: PlanChanges) -> None:
+    """Observations that moved by themselves since the approved plan: a journal line and a log line,
+    once per gate round; not a reason to ask again. (The digests are equal here, so whatever else
+    differs, e.g. a column a runbook's own digest leaves out, is drift too.)"""
+    drift = changes.intent_lines() + changes.drift_lines()
+    if not drift or any(e.kind == "note" and e.data.get("drift_after_gate") == gate_round for e in entries):
+        return
+    listed = "; ".join(drift[:10]) + (f"; ... and {len(drift) - 10} more" if len(drift) > 10 else "")
+    journal.record(run_id, "note", f"the approved plan still holds; observed since approval (drift, not a reason "
+                   f"to ask again): {listed}", drift=drift, drift_after_gate=gate_round)
+    get_run_logger().info("the approved plan still holds; drift since approval: %s", listed)
 
 
 def rejected(run_id: str, timed_out: bool, by: tuple[str, ...] | list[str], reason: str) -> State:

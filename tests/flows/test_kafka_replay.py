@@ -10,11 +10,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from mq_runbooks.app import runs
 from mq_runbooks.base.errors import UsageError
+from mq_runbooks.flows.replay_spec import parse_datetime
 from mq_runbooks.kit import journal
 from mq_runbooks.integrations.kafka import KafkaClient
 from tests.flows.runbook_harness import (  # noqa: F401 (runbook_env is a fixture)
     finished, kinds, paused, runbook_env, start_runbook, wait_until,
 )
+from tests.flows.steady_traffic import WINDOW_MS, kafka_history, kafka_writer, now_ms
+from tests.integrations.test_rabbitmq import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
@@ -210,3 +213,91 @@ def test_two_runs_on_one_group_never_overlap(kafka_config, group_at_end, engine_
     assert "approval_requested" not in kinds(view)
     runs.answer_gate(settings, catalog, first, False, "alice", "test done")  # the requester may withdraw
     assert wait_until(first, finished).state == "Rejected"
+
+
+# -- relative targets are fixed at the first plan; the digest binds the intent ----------------------
+
+@pytest.fixture
+def steady_topic(kafka_config, unique):
+    """A topic of 2 partitions holding the last hour (one record every 6 s) and a group committed at its end."""
+    topic, group = unique("steady"), unique("billing")
+    with KafkaClient(kafka_config) as kafka:
+        kafka.create_topic(topic, 2)
+    stamps = kafka_history(kafka_config, topic, 2)
+    commit(kafka_config, group, {(topic, p): len(stamps) for p in range(2)})
+    return topic, group
+
+
+def for_time(config, scope, timestamp_ms):
+    with KafkaClient(config) as kafka:
+        return kafka.offsets_for_timestamp(scope, timestamp_ms)
+
+
+def planned_at(view) -> str:
+    """The moment the run's relative targets are measured from, as its journal says."""
+    [note] = [e for e in view.entries if e.kind == "note" and "relative_targets" in e.data]
+    assert note.summary.startswith("relative targets fixed at the first plan: by_duration=PT15M measured from ")
+    return note.data["planned_at"]
+
+
+def test_by_duration_is_fixed_at_the_first_plan_so_one_approval_acts_while_records_arrive(
+        kafka_config, steady_topic, engine_env):
+    topic, group = steady_topic
+    scope = [(topic, 0), (topic, 1)]
+    settings, catalog = engine_env()
+    with kafka_writer(kafka_config, topic, 2):
+        run_id = start(settings, catalog, group=group, by_duration="PT15M")
+        view = wait_until(run_id, paused, timeout=90)
+        first_plan_ms = parse_datetime(planned_at(view))
+        plan = journal.last(view.entries, "plan").data
+        planned = {(p["topic"], p["partition"]): p["target"] for p in plan["partitions"]}
+        assert planned == for_time(kafka_config, scope, first_plan_ms - WINDOW_MS), "planned from the pinned moment"
+        assert plan["spec"].startswith("by_duration=PT15M (records since ")
+
+        def window_moved():  # the window of the clock now starts past at least one more record
+            later = for_time(kafka_config, scope, now_ms() - WINDOW_MS)
+            return later if all(later[k] > planned[k] for k in scope) else None
+
+        slid = eventually(window_moved, "the 15-minute window to move", 60)
+        with KafkaClient(kafka_config) as kafka:
+            eventually(lambda: kafka.log_offsets(scope)[(topic, 0)].log_end_offset
+                       > plan["partitions"][0]["log_end"] or None, "new records", 30)
+        runs.answer_gate(settings, catalog, run_id, True, "bob", "replay the last 15 minutes")
+        view = wait_until(run_id, finished, timeout=90)
+    assert view.succeeded, (view.message, view.entries[-4:])
+    assert committed(kafka_config, group) == planned, "acted once, with the pinned target"
+    assert committed(kafka_config, group) != slid, "not the target of the later clock"
+    assert [e.data["gate"] for e in view.entries if e.kind == "approval_requested"] == [1], "asked once"
+    assert "approval_refused" not in kinds(view)
+    assert [e.kind for e in view.entries].count("plan") == 1
+    [drift] = [e for e in view.entries if e.kind == "note" and "drift" in e.data]
+    assert "the approved plan still holds" in drift.summary and "log end" in drift.summary
+    assert any(line.startswith(f"{topic}:0 log end ") for line in drift.data["drift"])
+
+
+def test_a_changed_intent_is_asked_again_showing_the_difference_and_one_answer_acts(
+        kafka_config, group_at_end, engine_env):
+    topic, group = group_at_end
+    settings, catalog = engine_env()
+    run_id = start(settings, catalog, group=group, shift_by="-2")
+    wait_until(run_id, paused)
+    moved = {(topic, 0): 3, (topic, 1): PER_PARTITION, (topic, 2): PER_PARTITION}
+    commit(kafka_config, group, moved)  # someone moved partition 0 while the gate waited: its target moves too
+    runs.answer_gate(settings, catalog, run_id, True, "bob", "")
+    view = wait_until(run_id, lambda v: paused(v) and journal.last(v.entries, "approval_requested").data["gate"] == 2)
+    note = next(e for e in view.entries if e.kind == "note" and "changed" in e.data)
+    assert "the plan changed after approval" in note.summary and f"{topic}:0 target 8 -> 1" in note.summary
+    assert note.data["changed"] == [f"{topic}:0 target 8 -> 1"]
+    assert f"{topic}:0 current 10 -> 3" in note.data["drift"]
+    asked = journal.last(view.entries, "plan")
+    assert asked.data["changed_since_approval"] == [f"{topic}:0 target 8 -> 1"]
+    assert asked.data["markdown"].startswith("**Changed since the approved plan** (old -> new):")
+    assert f"- {topic}:0 target 8 -> 1" in asked.data["markdown"]
+    assert journal.last(view.entries, "approval_requested").data["plan_digest"] == asked.data["digest"]
+    assert committed(kafka_config, group) == moved, "nothing applied before the new version is approved"
+
+    runs.answer_gate(settings, catalog, run_id, True, "bob", "the new targets are right")  # one answer
+    view = wait_until(run_id, finished)
+    assert view.succeeded, (view.message, view.entries[-4:])
+    assert "approval_refused" not in kinds(view)
+    assert committed(kafka_config, group) == {(topic, 0): 1, (topic, 1): 8, (topic, 2): 8}

@@ -249,3 +249,36 @@ def test_poison_values_are_shown_only_when_asked(clusters, raw, stream):
                                 f"dead-letter to {stream}:dlq, then ack", "n=<1 bytes>, card=<9 bytes>")]
     assert shown.rows()[0][5] == "n=0, card=4111-0000" and "4111-0000" not in redacted.markdown()
     assert redacted.claim_to is None and not redacted.deletions, "nothing to claim: claim_to is not needed"
+
+
+def test_idle_ms_is_measured_at_the_first_plan_so_entries_stuck_later_are_left_for_another_run(
+        raw, stream, runbook_env):
+    settings, catalog = runbook_env(RUNBOOK)
+    ids = add(raw, stream, 20)
+    raw.xgroup_create(stream, GROUP, id="0")
+    raw.xgroup_createconsumer(stream, GROUP, "billing-healthy")
+    assert read_new(raw, stream, "billing-dead", 20) == ids  # then it is killed: 20 pending, never acked
+    eventually(lambda: len(raw.xpending_range(stream, GROUP, "-", "+", 100, idle=1500)) == 20 or None,
+               "20 entries idle 1.5 s")
+    run_id = start_runbook(settings, catalog, RUNBOOK, stream=stream, group=GROUP, idle_ms="1000",
+                           claim_to="billing-healthy")
+    view = wait_until(run_id, paused, timeout=90)
+    [pin] = [e for e in view.entries if e.kind == "note" and "relative_targets" in e.data]
+    assert pin.data["relative_targets"].startswith("idle_ms=1000") and pin.data["planned_at"]
+    plan = journal.last(view.entries, "plan").data
+    assert (plan["to_claim"], plan["deletions"]) == (20, ["billing-dead"])
+
+    # While the gate waits, another consumer dies holding new entries, and they become idle 1 s too.
+    later = add(raw, stream, 5)
+    assert read_new(raw, stream, "billing-dead-2", 5) == later
+    eventually(lambda: len(raw.xpending_range(stream, GROUP, "-", "+", 100, idle=1000, consumername="billing-dead-2"))
+               == 5 or None, "the later entries to be idle 1 s")
+    runs.answer_gate(settings, catalog, run_id, True, "bob", "billing-dead's pod is gone")
+    view = wait_until(run_id, finished, timeout=120)
+    assert view.succeeded, (view.message, view.entries[-4:])
+    assert [e.data["gate"] for e in view.entries if e.kind == "approval_requested"] == [1], "asked once"
+    assert "approval_refused" not in kinds(view)
+    owners = pending_of(raw, stream)
+    assert {i: owners[i] for i in ids} == {i: "billing-healthy" for i in ids}, "the planned entries were claimed"
+    assert {i: owners[i] for i in later} == {i: "billing-dead-2" for i in later}, "the later ones were left"
+    assert "billing-dead" not in consumers(raw, stream)

@@ -14,13 +14,16 @@ from mq_runbooks.app import runs
 from mq_runbooks.app.alert_routing import MissingField, matching_triggers, render_parameters
 from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.flows.redis_streams_replay import StreamReplayParameters, plan_replay
+from mq_runbooks.flows.replay_spec import parse_datetime
 from mq_runbooks.integrations.alerts import Alert
 from mq_runbooks.integrations.redis_streams import RedisStreams
+from mq_runbooks.integrations.redis_streams_records import parse_entry_id
 from mq_runbooks.kit import journal
 from tests.engine.test_cli import REPO, runbook
 from tests.flows.runbook_harness import (  # noqa: F401 (runbook_env is a fixture)
     finished, kinds, paused, runbook_env, start_runbook, wait_until,
 )
+from tests.flows.steady_traffic import WINDOW_MS, history_stamps, now_ms, redis_writer
 from tests.integrations.test_rabbitmq import eventually
 from tests.integrations.test_redis_streams import raw, stream  # noqa: F401 (fixtures: a client, a cleaned-up name)
 
@@ -204,3 +207,40 @@ def test_after_approval_the_run_waits_for_the_consumers_to_stop(clusters, raw, s
     view = wait_until(run_id, finished, timeout=120)
     assert view.succeeded, (view.message, view.entries[-4:])
     assert consume_all(raw, stream, "billing-1") == ids
+
+
+def test_by_duration_is_fixed_at_the_first_plan_so_one_approval_acts_while_entries_arrive(raw, stream, runbook_env):
+    settings, catalog = runbook_env(RUNBOOK)
+    stamps = history_stamps(now_ms())
+    pipe = raw.pipeline(transaction=False)
+    for stamp in stamps:  # the last hour, one entry every 6 s
+        pipe.xadd(stream, {"n": str(stamp)}, id=f"{stamp}-0")
+    pipe.execute()
+    raw.xgroup_create(stream, GROUP, id="$")  # the group has read everything so far
+
+    def target_for(moment_ms: int) -> str:
+        return f"{max(s for s in stamps if s < moment_ms - WINDOW_MS)}-0"
+
+    with redis_writer(raw, stream):
+        run_id = start_runbook(settings, catalog, RUNBOOK, stream=stream, group=GROUP, by_duration="PT15M")
+        view = wait_until(run_id, paused, timeout=90)
+        [pin] = [e for e in view.entries if e.kind == "note" and "relative_targets" in e.data]
+        assert pin.data["relative_targets"] == "by_duration=PT15M"
+        first_plan_ms = parse_datetime(pin.data["planned_at"])
+        plan = journal.last(view.entries, "plan").data
+        assert plan["target_id"] == target_for(first_plan_ms), "planned from the pinned moment"
+        assert plan["spec"].startswith("by_duration=PT15M (entries since ")
+        slid = eventually(lambda: target_for(now_ms()) if target_for(now_ms()) != plan["target_id"] else None,
+                          "the 15-minute window to move", 60)
+        last_planned = parse_entry_id(plan["rows"][0][7])
+        eventually(lambda: parse_entry_id(raw.xinfo_stream(stream)["last-generated-id"].decode()) > last_planned
+                   or None, "new entries", 30)
+        runs.answer_gate(settings, catalog, run_id, True, "bob", "replay the last 15 minutes")
+        view = wait_until(run_id, finished, timeout=90)
+    assert view.succeeded, (view.message, view.entries[-4:])
+    moved_to = group_info(raw, stream)["last-delivered-id"].decode()
+    assert moved_to == plan["target_id"] and moved_to != slid, "acted once, with the pinned target"
+    assert [e.data["gate"] for e in view.entries if e.kind == "approval_requested"] == [1], "asked once"
+    assert "approval_refused" not in kinds(view)
+    [drift] = [e for e in view.entries if e.kind == "note" and "drift" in e.data]
+    assert any(line.startswith(f"{stream}:{GROUP} last entry ") for line in drift.data["drift"]), drift.data
