@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mq_runbooks.base.json_limits import TooDeep, loads_limited
+
 
 class PayloadError(ValueError):
     """The body is not a valid webhook payload; the message lists each problem."""
@@ -120,7 +122,9 @@ def _problems(exc: ValidationError) -> str:
 
 def _parse(body: bytes, model: type[BaseModel], source: str) -> list[Alert]:
     try:
-        document = json.loads(body)
+        document = loads_limited(body)
+    except TooDeep as exc:
+        raise PayloadError(f"the body is refused: {exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"the body is not JSON: {exc}") from None
     if not isinstance(document, dict):

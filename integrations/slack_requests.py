@@ -7,7 +7,6 @@ Parsers return plain dataclasses and raise ValueError with a message fit for the
 from __future__ import annotations
 
 import html
-import json
 import re
 import shlex
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from urllib.parse import parse_qs
 
 from slack_sdk.signature import Clock, SignatureVerifier
 
+from mq_runbooks.base.json_limits import TooDeep, loads_limited
 from mq_runbooks.integrations.slack_blocks import APPROVE_ACTION, REASON_ACTION, REASON_BLOCK, REJECT_ACTION, REJECT_CALLBACK
 
 VERBS = ("list", "show", "plan", "run", "status", "help")
@@ -143,7 +143,9 @@ def parse_interaction(payload_json: str | bytes) -> BlockAction | ViewSubmission
     """An interaction payload (the `payload` form field): a button click on an approval message,
     or the reject modal's submission. Raises ValueError for anything else or a malformed payload."""
     try:
-        payload = json.loads(payload_json)
+        payload = loads_limited(payload_json)
+    except TooDeep as exc:
+        raise ValueError(f"the interaction payload is refused: {exc}") from None
     except (ValueError, TypeError) as exc:
         raise ValueError(f"the interaction payload is not JSON: {exc}") from None
     if not isinstance(payload, dict):

@@ -134,6 +134,35 @@ def test_a_non_ascii_authorization_header_is_401(serve, http, value):
         assert response.status_code == 401, (endpoint, response.status_code)
 
 
+@pytest.mark.parametrize("endpoint", ["/alerts/alertmanager", "/alerts/grafana", "/slack/interactions"])
+@pytest.mark.parametrize("levels", [65, 100_000])
+def test_json_nested_too_deep_is_a_400_naming_the_limit(serve, http, endpoint, levels):
+    deep = "[" * levels + "]" * levels
+    body, headers = body_for(endpoint, {"version": "4", "status": "firing", "alerts": "DEEP"})
+    if endpoint == "/slack/interactions":
+        levels = min(levels, 40_000)  # urlencoded, 100,000 levels are beyond the 256 KiB a Slack body may have
+        body = urlencode({"payload": "[" * levels + "]" * levels}).encode()
+        body, headers = body, {**headers, **_slack_signature(body)}
+    else:
+        body = body.replace(b'"DEEP"', deep.encode())
+    response = http.post(serve.url + endpoint, content=body, headers=headers)
+    assert response.status_code == 400, (endpoint, response.status_code, response.text[:300])
+    assert "nested deeper than 64 levels" in response.json()["error"]
+    # 64 levels (the object and 63 lists in it) are within the limit: refused for their shape, not their depth.
+    within = body_for(endpoint, {"version": "4", "alerts": "DEEP"})
+    body = within[0].replace(b'"DEEP"', b"[" * 63 + b"]" * 63) if endpoint != "/slack/interactions" else \
+        urlencode({"payload": "{" + f'"n": "{uuid.uuid4()}", "a": ' + "[" * 63 + "]" * 63 + "}"}).encode()
+    headers = within[1] if endpoint != "/slack/interactions" else {**within[1], **_slack_signature(body)}
+    answer = http.post(serve.url + endpoint, content=body, headers=headers)
+    assert answer.status_code == 400 and "nested deeper" not in answer.text, answer.text
+
+
+def _slack_signature(body: bytes) -> dict[str, str]:
+    timestamp = str(int(time.time()))
+    signature = "v0=" + hmac.new(SIGNING_SECRET.encode(), f"v0:{timestamp}:".encode() + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature}
+
+
 def test_unmatched_alertnames_add_no_metric_series(serve, http):
     def series() -> int:
         return sum(1 for line in http.get(serve.url + "/metrics").text.splitlines() if line and not line.startswith("#"))
