@@ -298,6 +298,38 @@ def test_slack_outage_is_recorded_and_the_cli_still_approves(tmp_path, slack, gr
         assert kafka.committed_offsets(group_id) == {(topic, 0): 0, (topic, 1): 0}
 
 
+def test_an_odd_slack_answer_is_journalled_and_the_run_goes_on(tmp_path, slack, group, monkeypatch):
+    from mq_runbooks.base.catalog import load_catalog
+    from mq_runbooks.base.settings import Settings
+
+    config, topic, group_id = group
+    env = serve_environment(tmp_path, slack_url=slack.url)
+    for key, value in env.items():
+        if key.startswith("RUNBOOK_"):
+            monkeypatch.setenv(key, value)
+    settings = Settings.from_environ()
+    catalog = load_catalog(settings.catalog, settings.team_catalog)
+    runbook = catalog.get("kafka-replay")
+    slack.answer_without("chat.getPermalink", "permalink")  # ok, but not what Slack documents
+    try:
+        run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
+            {"cluster": "primary", "group": group_id, "to_earliest": "true"}), requested_by="alice")
+        view = wait_for(lambda: (v := runs.read_run(run_id)).state_type == "PAUSED"
+                        and journal.last(v.entries, "slack") and v, what="the gate")
+        trouble = [e for e in view.entries if e.kind == "slack" and e.data.get("ok") is False]
+        assert len(trouble) == 1 and "Slack answered chat.getPermalink oddly" in trouble[0].summary, trouble
+        assert "without 'permalink'" in trouble[0].summary
+        posted = journal.last(view.entries, "slack")
+        assert posted.data["ok"] is True and posted.data["ts"] and posted.data["permalink"] == ""
+        runs.answer_gate(settings, catalog, run_id, True, "bob", "approved from the terminal")
+        view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, what="the run to end")
+        assert view.succeeded, view.message
+    finally:
+        slack.clear()
+    with KafkaClient(config) as kafka:
+        assert kafka.committed_offsets(group_id) == {(topic, 0): 0, (topic, 1): 0}
+
+
 @pytest.mark.parametrize("verb", ["plan", "run"])
 def test_slack_never_reads_a_file_on_the_server(serve, slack, tmp_path, verb):
     process, _ = serve
