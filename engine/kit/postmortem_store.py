@@ -12,6 +12,7 @@ requests), so every read goes to the file and every change rewrites it whole, at
     status: draft                              # draft | reviewed
     reviewers: []                              # [{name, at, note, proof}] once reviewed
     written: [Root cause, ...]                 # the team's sections (postmortem_edit), once edited
+    sections: {Root cause: ...}                # what the team wrote in them, as typed (the body shows it inert)
     action_items: [{action, owner, due, link}]
     edits: [{name, at, proof}]                 # who saved edits in the review page
     created: '2026-11-27T05:58:01Z'            # when the first draft was written
