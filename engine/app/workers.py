@@ -27,6 +27,7 @@ from pathlib import Path
 from uuid import UUID
 
 from mq_runbooks.base.catalog import Catalog, Runbook
+from mq_runbooks.base.files import RUN_UMASK, make_directory, open_private_log
 from mq_runbooks.base.settings import Settings
 
 LOCAL = "local"
@@ -121,8 +122,8 @@ def spawn_executor(settings: Settings, run_id: str, configuration: dict[str, str
     interpreter (the CLI)."""
     from mq_runbooks.app.starter import installed
 
-    log_dir = Path((configuration or {}).get("RUNBOOK_SNAPSHOT_DIR") or settings.snapshot_dir).parent / "run-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = make_directory(  # 0700: a run's log holds what it saw
+        Path((configuration or {}).get("RUNBOOK_SNAPSHOT_DIR") or settings.snapshot_dir).parent / "run-logs")
     secret = _secret_names()
     env = {key: value for key, value in os.environ.items()
            if not (configuration and key.startswith("RUNBOOK_") and key not in configuration and key not in secret)}
@@ -132,10 +133,11 @@ def spawn_executor(settings: Settings, run_id: str, configuration: dict[str, str
     if starter is not None:
         starter.start(str(run_id), env, log_path=log_dir / f"{run_id}.log")
         return
-    with open(log_dir / f"{run_id}.log", "ab") as out:
+    with os.fdopen(open_private_log(log_dir / f"{run_id}.log"), "ab") as out:
         subprocess.Popen(
             [sys.executable, "-m", "mq_runbooks.app.executor", str(run_id)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+            umask=RUN_UMASK,
         )
 
 
