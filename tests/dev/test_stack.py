@@ -6,6 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, Producer
 
 from mq_runbooks.integrations.kafka import KafkaClient
@@ -92,6 +93,7 @@ def test_redis_replica_replicates_the_primary(clusters, unique):
         replica.close()
 
 
+@pytest.mark.slow  # a private Prefect server, started twice
 def test_the_prefect_database_is_its_users_only():
     """The SQLite database holds every run's parameters and journal: dev/stack's Prefect server
     creates it (and its -wal, -shm) 0600, and makes one created before 0600 when it starts."""
