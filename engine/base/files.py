@@ -29,16 +29,20 @@ def directory_mode(file_mode: int) -> int:
 
 
 def make_directory(path: str | Path, file_mode: int = PRIVATE) -> Path:
-    """`path` as a directory (with its parents); if created here, with directory_mode(file_mode)."""
+    """`path` as a directory; it and each parent created here get directory_mode(file_mode) (so a
+    group that may read the files can reach them), whatever the umask. Existing ones are left as they are."""
     path = Path(path)
-    if not path.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    missing = []
+    while not path.is_dir() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
         try:
-            path.mkdir(mode=directory_mode(file_mode))
-            os.chmod(path, directory_mode(file_mode))  # mkdir's mode passes through the umask
+            directory.mkdir()
+            os.chmod(directory, directory_mode(file_mode))  # mkdir's mode would pass through the umask
         except FileExistsError:  # made meanwhile by another process: it keeps its mode
             pass
-    return path
+    return missing[0] if missing else path
 
 
 def write_file(path: str | Path, content: str | bytes, mode: int = PRIVATE) -> Path:
