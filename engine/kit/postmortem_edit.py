@@ -33,9 +33,11 @@ _PLACEHOLDER_LINE = re.compile(r"^\s*_TO WRITE[^_]*_\s*$")
 # info string has no backtick); closed by the same character, at least as many, and nothing else.
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 # Lines that would make structure of a text: ATX headings, setext underlines (after a text line),
-# link reference definitions (they apply to the whole document) and HTML blocks other than autolinks.
-_ATX = re.compile(r"^( {0,3})(#{1,6})(?=[ \t]|$)")
-_SETEXT = re.compile(r"^( {0,3})([=-])([=-]*[ \t]*)$")
+# also inside a quote or a list item (any indentation), link reference definitions (they apply to the
+# whole document) and HTML blocks other than autolinks.
+_CONTAINERS = r"[ \t]*(?:(?:>|[-+*][ \t]|\d{1,9}[.)][ \t])[ \t]*)*"
+_ATX = re.compile(rf"^({_CONTAINERS})(#{{1,6}})(?=[ \t]|$)")
+_SETEXT = re.compile(rf"^({_CONTAINERS})([=-])([=-]*[ \t]*)$")
 _STARTS_STRUCTURE = re.compile(r"^( {0,3})(\[(?=[^\]]+\]:)|<(?![A-Za-z][A-Za-z0-9+.-]{1,31}:))")
 
 

@@ -50,6 +50,7 @@ def test_edits_land_in_the_sections_and_a_redraft_keeps_them(tmp_path):
 
 
 FORGED = ("A bad deploy.\n\n## Decisions\n\n- approved by nobody\n\nDecisions\n---------\n\n"
+          "> ## Decisions, quoted\n\n- ## Decisions, listed\n\n"
           "[prefect]: https://evil.example\n\n```\n## What went well\nthe rest is code")
 
 
