@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mq_runbooks.base.clusters import Clusters, KafkaCluster
+from mq_runbooks.base.files import write_file
 from mq_runbooks.base.errors import BrokerError, ConfigError, NotFoundError, ParameterError, PreconditionError, RunbookError
 from mq_runbooks.flows.replay_spec import parse_datetime
 from mq_runbooks.flows.switching import open_switch
@@ -410,7 +410,4 @@ def _keep_observation(state: Path, at_risk: dict[tuple[str, int], int]) -> None:
     kept = json.loads(state.read_text()) if state.exists() else {}
     now = time.time()
     kept.update({json.dumps(list(key)): [value, now] for key, value in at_risk.items()})
-    state.parent.mkdir(parents=True, exist_ok=True)
-    temporary = state.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(kept))
-    temporary.replace(state)
+    write_file(state, json.dumps(kept))

@@ -15,7 +15,7 @@ from prefect.artifacts import create_table_artifact
 
 from mq_runbooks.base.clusters import KafkaCluster
 from mq_runbooks.base.errors import BrokerError, PreconditionError
-from mq_runbooks.base.files import read_parameter_file
+from mq_runbooks.base.files import read_parameter_file, write_file
 from mq_runbooks.flows.kafka_replay_params import ReplayParameters, SPECS
 from mq_runbooks.flows.replay_plan import ReplayPlan, plan_replay
 from mq_runbooks.flows.replay_spec import parse_offsets_csv, spec_from_parameters
@@ -95,9 +95,7 @@ def save_offsets_snapshot(kafka_cluster: KafkaCluster, group: str, partitions: l
     with KafkaClient.from_cluster(kafka_cluster) as kafka:
         committed = kafka.committed_offsets(group)
     text = "".join(f"{t},{p},{committed[(t, p)]}\n" for t, p in partitions if (t, p) in committed)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.csv"
-    path.write_text(text)
+    path = write_file(Path(directory) / f"{name}.csv", text)  # 0600, in a directory made 0700
     command = restore_command(kafka_cluster.name, group, path)
     return Snapshot(summary=f"committed offsets of {group} on {kafka_cluster.name} saved to {path}",
                     path=str(path), csv=text, restore_command=command,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+
+from mq_runbooks.base.files import make_directory, write_file
 from typing import Any
 
 from mq_runbooks.integrations.redis_streams import RedisStreams
@@ -20,10 +22,8 @@ def redis(env: Env, cluster: str) -> RedisStreams:
 def snapshot_path(directory: Path, runbook_id: str, stream: str, group: str, run_id: str, suffix: str) -> Path:
     """`<snapshot_dir>/<runbook>-<stream>-<group>-<run>.<suffix>`, the names made safe for a file name."""
     safe = "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", part)[:80] for part in (stream, group))
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory / f"{runbook_id}-{safe}-{run_id}.{suffix}"
+    return make_directory(directory) / f"{runbook_id}-{safe}-{run_id}.{suffix}"
 
 
 def write_json(path: Path, document: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return write_file(path, json.dumps(document, indent=2) + "\n")  # 0600: what the run saw

@@ -28,6 +28,7 @@ from typing import Any
 from prefect import flow
 
 from mq_runbooks.base.errors import BrokerError, PreconditionError
+from mq_runbooks.base.files import write_file
 from mq_runbooks.flows.redis_streams_common import redis, snapshot_path, write_json
 from mq_runbooks.flows.redis_streams_drain_plan import (
     ACK_GONE, CLAIM, DEAD_LETTER, RUNBOOK_ID, DrainPlan, DrainStuckParameters, plan_drain,
@@ -67,7 +68,7 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
                         for p in before],
             "moves": [{"id": m.id, "from": m.consumer, "action": m.action} for m in plan.moves],
             "deletions": list(plan.deletions)})
-        script.write_text(_claim_back_script(plan))
+        write_file(script, _claim_back_script(plan))
         url = run.clusters.redis_cluster(params.cluster).display_url
         rows = "".join(f"{p.id},{p.consumer},{p.idle_ms},{p.delivery_count}\n" for p in before[:SNAPSHOT_CSV_ROWS])
         cut = f" (the journal keeps the first {SNAPSHOT_CSV_ROWS})" if len(before) > SNAPSHOT_CSV_ROWS else ""

@@ -3,8 +3,8 @@ replies, the reject modal, who is who), and, re-exported from the modules beside
 Block Kit builders (`slack_blocks`) and the parsers of what Slack sends us (`slack_requests`).
 
 Every Web API call is retried on 429 (after Slack's Retry-After), on 5xx and on connection errors,
-a bounded number of times. A call that still fails raises `SlackUnavailable`, the one error this
-module raises, so a caller can record "Slack could not be reached" and go on: the gate works from
+a bounded number of times. A call that still fails, or an answer that lacks what Slack documents
+for it, raises `SlackUnavailable`, the one error this module raises, so a caller can record "Slack could not be reached" and go on: the gate works from
 the CLI and the Prefect UI without Slack.
 """
 from __future__ import annotations
@@ -60,15 +60,17 @@ THREAD_TEXT_MAX_CHARS = 3000
 
 class SlackUnavailable(BrokerError):
     """A Slack call failed after its retries: Slack did not answer, kept answering 5xx or 429
-    (`refused` False), or refused the call (`refused` True). `method` is the Web API method,
-    `error` Slack's error code (`invalid_auth`, `channel_not_found`, ...) or what went wrong on the
-    way (`HTTP 503`, `URLError`)."""
+    (`refused` False), refused the call (`refused` True), or answered ok without what it documents,
+    e.g. a chat.getPermalink answer with no `permalink` (`odd`, also `refused`). `method` is the Web
+    API method, `error` Slack's error code (`invalid_auth`, `channel_not_found`, ...) or what went
+    wrong on the way (`HTTP 503`, `URLError`, `an answer without 'permalink'`)."""
 
-    def __init__(self, method: str, error: str, detail: str = "", *, refused: bool = False):
+    def __init__(self, method: str, error: str, detail: str = "", *, refused: bool = False, odd: bool = False):
         self.method = method
         self.error = error
         self.refused = refused
-        what = f"Slack refused {method}: {error}" if refused else f"Slack could not be reached ({method}: {error})"
+        what = (f"Slack answered {method} oddly ({error})" if odd else f"Slack refused {method}: {error}" if refused
+                else f"Slack could not be reached ({method}: {error})")
         super().__init__(what + (f": {detail}" if detail else ""))
 
 
@@ -114,7 +116,7 @@ class SlackNotifier:
         (channel id, message ts) to update it later and to thread the run's progress under it."""
         answer = self._call("chat.postMessage", channel=channel or self.channel, text=approval_text(request),
                             blocks=approval_blocks(request, approved_so_far), unfurl_links=False)
-        return answer["channel"], answer["ts"]
+        return _text(answer, "chat.postMessage", "channel"), _text(answer, "chat.postMessage", "ts")
 
     def update_approval_request(self, channel: str, ts: str, request: ApprovalRequest,
                                 approved_so_far: Sequence[str]) -> None:
@@ -141,21 +143,21 @@ class SlackNotifier:
     def post_message(self, text: str, channel: str | None = None) -> tuple[str, str]:
         """A message (mrkdwn) in `channel` (default: the notifier's); (channel id, ts)."""
         answer = self._call("chat.postMessage", channel=channel or self.channel, text=_clip(text), unfurl_links=False)
-        return answer["channel"], answer["ts"]
+        return _text(answer, "chat.postMessage", "channel"), _text(answer, "chat.postMessage", "ts")
 
     def post_in_thread(self, channel: str, ts: str, text: str) -> str:
         """A reply (mrkdwn) in the thread of message `ts`; the reply's ts."""
         answer = self._call("chat.postMessage", channel=channel, thread_ts=ts, text=_clip(text), unfurl_links=False)
-        return answer["ts"]
+        return _text(answer, "chat.postMessage", "ts")
 
     def permalink(self, channel: str, ts: str) -> str:
         """The link to message `ts` in `channel` (and so to its thread), in the workspace's own domain."""
-        return str(self._call("chat.getPermalink", channel=channel, message_ts=ts)["permalink"])
+        return _text(self._call("chat.getPermalink", channel=channel, message_ts=ts), "chat.getPermalink", "permalink")
 
     def post_ephemeral(self, channel: str, user: str, text: str) -> str:
         """A message only `user` sees in `channel` (e.g. why a click was refused); its message_ts."""
         answer = self._call("chat.postEphemeral", channel=channel, user=user, text=_clip(text))
-        return answer["message_ts"]
+        return _text(answer, "chat.postEphemeral", "message_ts")
 
     def respond(self, response_url: str, text: str, *, in_channel: bool = False,
                 replace_original: bool = False) -> None:
@@ -174,23 +176,27 @@ class SlackNotifier:
     def open_reject_modal(self, trigger_id: str, run_id: str, runbook_id: str = "") -> str:
         """Open the modal asking why `run_id` is rejected (within 3 s of the click); the view id."""
         answer = self._call("views.open", trigger_id=trigger_id, view=reject_modal(run_id, runbook_id))
-        return answer["view"]["id"]
+        return _text(_part(answer, "views.open", "view", dict), "views.open", "id", "view.id")
 
     # -- who is who ----------------------------------------------------------------------------
 
     def user_name(self, user_id: str) -> str:
         """The person's display name, else real name, else user name (`user_not_found` raises)."""
-        user = self._call("users.info", user=user_id)["user"]
-        profile = user.get("profile") or {}
-        return profile.get("display_name") or user.get("real_name") or profile.get("real_name") or user["name"]
+        user = _part(self._call("users.info", user=user_id), "users.info", "user", dict)
+        profile = user.get("profile") if isinstance(user.get("profile"), dict) else {}
+        name = profile.get("display_name") or user.get("real_name") or profile.get("real_name") or user.get("name")
+        return _text({"name": name}, "users.info", "name", "user.name")
 
     def usergroup_members(self, usergroup_id: str) -> list[str]:
         """The user ids in a user group (`S0123`); an unknown group raises (`no_such_subteam`)."""
-        return list(self._call("usergroups.users.list", usergroup=usergroup_id)["users"])
+        users = _part(self._call("usergroups.users.list", usergroup=usergroup_id), "usergroups.users.list", "users", list)
+        return [user for user in users if isinstance(user, str)]
 
     def usergroup_ids(self) -> dict[str, str]:
         """{handle: usergroup id} for every user group (to resolve `@kafka-oncall` to `S0123`)."""
-        return {group["handle"]: group["id"] for group in self._call("usergroups.list")["usergroups"]}
+        groups = _part(self._call("usergroups.list"), "usergroups.list", "usergroups", list)
+        return {group["handle"]: group["id"] for group in groups
+                if isinstance(group, dict) and isinstance(group.get("handle"), str) and isinstance(group.get("id"), str)}
 
     def auth_test(self) -> dict[str, Any]:
         """Who the token belongs to (team, bot user): the cheapest check that Slack answers."""
@@ -211,6 +217,22 @@ class SlackNotifier:
         except (SlackClientError, OSError, ValueError) as exc:  # connection refused, timeout, no JSON
             raise SlackUnavailable(method, type(exc).__name__, str(exc)) from exc
         return dict(answer.data) if isinstance(answer.data, dict) else {}
+
+
+def _part(answer: dict[str, Any], method: str, key: str, kind: type) -> Any:
+    """`answer[key]` when it is a `kind`; else SlackUnavailable: Slack said ok, but not what it documents."""
+    value = answer.get(key)
+    if not isinstance(value, kind):
+        raise SlackUnavailable(method, f"an answer without {key!r}", refused=True, odd=True)
+    return value
+
+
+def _text(answer: dict[str, Any], method: str, key: str, where: str = "") -> str:
+    """`answer[key]` when it is a non-empty string; else SlackUnavailable naming what was missing."""
+    value = answer.get(key)
+    if not isinstance(value, str) or not value:
+        raise SlackUnavailable(method, f"an answer without {where or key!r}", refused=True, odd=True)
+    return value
 
 
 def _clip(text: str) -> str:

@@ -6,10 +6,14 @@ Parsers return plain dataclasses and raise ValueError with a message fit for the
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import shlex
-from collections.abc import Mapping
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,6 +29,7 @@ USAGE = (
     "`/runbook run ID key=value ...` · `/runbook status RUN` · `/runbook help`"
 )
 _ARGUMENT = {"show": "ID", "plan": "ID", "run": "ID", "status": "RUN"}
+SIGNATURE_WINDOW_S = 5 * 60  # how far a request's timestamp may be from now (slack_sdk's check)
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class SlashCommand:
     response_url: str
     trigger_id: str
     command: str = "/runbook"
+    request_key: str = ""  # request_key() of the signed request: the same for a replay of it
 
 
 @dataclass(frozen=True)
@@ -63,16 +69,65 @@ class ViewSubmission:
 
 
 def verify_request(signing_secret: str, headers: Mapping[str, str], body: bytes,
-                   now: float | None = None) -> bool:
+                   now: float | None = None, seen: SeenSignatures | None = None) -> bool:
     """True when the request carries Slack's v0 signature of `body` made with `signing_secret`
     and a timestamp within 5 minutes of now (or of `now`, seconds since the epoch). `headers` is
     any mapping (`X-Slack-Request-Timestamp`, `X-Slack-Signature`, in any case). Never raises:
-    a malformed timestamp or signature is simply not valid."""
+    a malformed timestamp or signature is simply not valid.
+
+    With `seen`, a request is valid once: the same signed request sent again (a replay, whose
+    signature and timestamp still check out within the window) is not."""
     verifier = SignatureVerifier(signing_secret) if now is None else SignatureVerifier(signing_secret, _At(now))
     try:
-        return verifier.is_valid_request(body, dict(headers.items()))
+        valid = verifier.is_valid_request(body, dict(headers.items()))
     except (ValueError, TypeError):  # a timestamp that is no integer, a signature that is not ASCII
         return False
+    return valid and (seen is None or seen.first_time(_signature(headers), now))
+
+
+def request_key(headers: Mapping[str, str]) -> str:
+    """A name for one signed request, the same for every replay of it (its signature covers its
+    timestamp and body), e.g. `slack:3f2a...`: an idempotency key for what the request starts, so a
+    replay sent to another `runbook serve` replica starts nothing new either."""
+    return "slack:" + hashlib.sha256(_signature(headers).encode("utf-8", "replace")).hexdigest()[:32]
+
+
+class SeenSignatures:
+    """The signatures of the Slack requests taken lately, to refuse a replay of one.
+
+    Slack's timestamp may be up to 5 minutes old or ahead, so a signature stays acceptable at most
+    10 minutes after it first arrives: that long it is remembered, then forgotten. Memory is
+    bounded: beyond `max_size` (far more than a workspace sends in 10 minutes) the oldest are
+    forgotten first. Thread-safe."""
+
+    KEPT_S = 2 * SIGNATURE_WINDOW_S
+
+    def __init__(self, max_size: int = 50_000, clock: Callable[[], float] = time.time) -> None:
+        self._max_size = max_size
+        self._clock = clock
+        self._until: OrderedDict[str, float] = OrderedDict()  # signature -> forgotten after; oldest first
+        self._lock = threading.Lock()
+
+    def first_time(self, signature: str, now: float | None = None) -> bool:
+        """Remember `signature`; False when it was already taken within the window."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            while self._until and next(iter(self._until.values())) < now:
+                self._until.popitem(last=False)
+            if signature in self._until:
+                return False
+            self._until[signature] = now + self.KEPT_S
+            while len(self._until) > self._max_size:
+                self._until.popitem(last=False)
+            return True
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+
+def _signature(headers: Mapping[str, str]) -> str:
+    # The one slack_sdk checks: the last of repeated headers, so a replay cannot vary an extra one.
+    return str({name.lower(): value for name, value in headers.items()}.get("x-slack-signature", ""))
 
 
 class _At(Clock):
@@ -83,8 +138,9 @@ class _At(Clock):
         return self._now
 
 
-def parse_slash_command(form: Mapping[str, Any] | bytes | str) -> SlashCommand:
-    """The slash command from its form (the parsed form, or the raw urlencoded body)."""
+def parse_slash_command(form: Mapping[str, Any] | bytes | str, request_key: str = "") -> SlashCommand:
+    """The slash command from its form (the parsed form, or the raw urlencoded body); `request_key`
+    names the signed request it came in (see request_key())."""
     fields = _form(form)
     missing = [name for name in ("user_id", "channel_id", "response_url") if not fields.get(name)]
     if missing:
@@ -93,6 +149,7 @@ def parse_slash_command(form: Mapping[str, Any] | bytes | str) -> SlashCommand:
         user_id=fields["user_id"], user_name=fields.get("user_name", ""), channel_id=fields["channel_id"],
         text=fields.get("text", ""), response_url=fields["response_url"],
         trigger_id=fields.get("trigger_id", ""), command=fields.get("command", "/runbook"),
+        request_key=request_key,
     )
 
 

@@ -41,7 +41,7 @@ def unique():
 SLOW_MODULES = {
     "tests/engine/test_cli_replay.py", "tests/engine/test_crashed_run.py", "tests/engine/test_demo.py",
     "tests/engine/test_demo_cold.py", "tests/engine/test_durable_runs.py", "tests/engine/test_run_starter.py",
-    "tests/engine/test_workers_postgres.py", "tests/engine/test_server_restart.py",
+    "tests/engine/test_workers_postgres.py", "tests/engine/test_server_restart.py", "tests/engine/test_prefect_auth.py",
     "tests/engine/test_serve_alert_burst.py", "tests/engine/test_stuck_runs.py",
     "tests/engine/test_packaging.py", "tests/engine/test_review_pages.py", "tests/engine/test_serve_alerts.py",
     "tests/engine/test_serve_slack.py", "tests/engine/test_slack_socket_mode.py",

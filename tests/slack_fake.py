@@ -6,6 +6,7 @@ every call, so tests run the real `slack_sdk` client and assert what it sent.
     fake.add_user("U1", "carol", real_name="Carol C", display_name="carol")
     fake.add_usergroup("S1", "kafka-oncall", ["U1"])
     fake.fail_next(2, 429, retry_after=1)          # the next two calls answer 429 + Retry-After: 1
+    fake.answer_without("chat.getPermalink", "permalink")  # ok answers that lack a documented field
     ... WebClient(token=fake.token, base_url=fake.url) ...
     fake.calls("chat.postMessage")                 # [Call(method, params, status), ...]
     fake.stop()
@@ -48,6 +49,7 @@ class _State:
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     failures: list[tuple[int, int | None]] = field(default_factory=list)
+    dropped: dict[str, set[str]] = field(default_factory=dict)  # method -> keys left out of its answers
 
 
 class SlackFake:
@@ -106,6 +108,12 @@ class SlackFake:
         with self._lock:
             self._state.failures = [(status, retry_after)] * n
 
+    def answer_without(self, method: str, *keys: str) -> None:
+        """From now on (until clear()), `method`'s answers leave out `keys`: an odd answer, ok but
+        without what Slack documents (chat.getPermalink without `permalink`)."""
+        with self._lock:
+            self._state.dropped[method] = set(keys)
+
     def response_url(self, key: str | None = None) -> str:
         return f"{self.base_url}/response/{key or next(self._ids)}"
 
@@ -130,6 +138,7 @@ class SlackFake:
         with self._lock:
             self._state.calls.clear()
             self._state.failures.clear()
+            self._state.dropped.clear()
 
     # -- the API ----------------------------------------------------------------------------------
 
@@ -152,7 +161,9 @@ class SlackFake:
             answer = getattr(self, "_" + method.replace(".", "_"), None)
             if answer is None:
                 return 404, {"ok": False, "error": "unknown_method", "req_method": method}, {}
-            return 200, answer(params), {}
+            answered = answer(params)
+            dropped = self._state.dropped.get(method, set())
+            return 200, {key: value for key, value in answered.items() if key not in dropped}, {}
 
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake", "user": "runbook",

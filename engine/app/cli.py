@@ -157,9 +157,30 @@ def main() -> None:
         sys.exit(EXIT_FAILED)
     except Exception as exc:
         httpx = sys.modules.get("httpx")  # loaded with Prefect, by the commands that talk to it
+        refusal = _prefect_refusal(exc, httpx) if httpx is not None else None
+        if refusal is not None:  # a configuration error: the credential, not the command
+            click.echo(f"error: {refusal}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
         if httpx is None or not isinstance(exc, httpx.TransportError):
             raise
         url = Settings.from_environ().prefect_api_url
         click.echo(f"error: cannot reach the Prefect API at {url} ({type(exc).__name__}: {exc}); "
                    f"is it running? (dev/stack up starts the local one)", err=True)
         sys.exit(EXIT_FAILED)
+
+
+def _prefect_refusal(exc: BaseException, httpx) -> str | None:
+    """One line saying what to set, when `exc` (or what caused it) is the Prefect API refusing our
+    credential (HTTP 401 or 403 from its URL); None otherwise."""
+    from mq_runbooks.app.doctor import unauthorized
+
+    settings = Settings.from_environ()
+    api_url = settings.prefect_api_url.rstrip("/")
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (401, 403) \
+                and str(exc.request.url).startswith(api_url):
+            return f"{unauthorized(exc.response.status_code, settings.prefect_api_auth_string is not None)} (at {api_url})"
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -52,7 +52,7 @@ def worker(context: Context, limit: int, name: str | None) -> None:
     from mq_runbooks.app.workers import run_worker_until_stopped
     from mq_runbooks.kit.crashes import ensure_zombie_automation
 
-    require_prefect(context.settings.prefect_api_url)
+    require_prefect(context.settings.prefect_api_url, headers=context.settings.prefect_headers())
     ensure_zombie_automation()
     run_worker_until_stopped(context.settings, context.catalog, limit, name=name, started=lambda: context.out.print(
         f"worker of pool {context.settings.work_pool}: executing runs (Ctrl-C or SIGTERM stops it)"))

@@ -28,6 +28,7 @@ from confluent_kafka.admin import AdminClient
 from mq_runbooks.base.catalog import Catalog
 from mq_runbooks.base.clusters import Clusters
 from mq_runbooks.base.errors import RunbookError
+from mq_runbooks.base.files import open_private_log
 from mq_runbooks.base.settings import Settings
 
 ORDERS = 300
@@ -130,8 +131,9 @@ class Demo:
     def start_serve(self) -> None:
         env = {**os.environ, "RUNBOOK_ALERT_TOKEN": DEMO_TOKEN, "RUNBOOK_DEPLOYMENT": "demo", "RUNBOOK_WORK_POOL": "demo",
                "RUNBOOK_PUBLIC_URL": self.url}
-        log = open(self.settings.snapshot_dir.parent / "run-logs" / "demo-serve.log", "wb") \
-            if (self.settings.snapshot_dir.parent / "run-logs").is_dir() else subprocess.DEVNULL
+        logs = self.settings.snapshot_dir.parent / "run-logs"
+        log = os.fdopen(open_private_log(logs / "demo-serve.log", truncate=True), "wb") \
+            if logs.is_dir() else subprocess.DEVNULL
         self.serve = subprocess.Popen([str(Path(sys.executable).parent / "runbook"), "serve", "--port", str(self.port)],
                                       stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + 90

@@ -72,15 +72,33 @@ def check_rabbitmq(cluster: RabbitCluster, timeout_s: float) -> Check:
         return Check(f"rabbitmq {cluster.name}", address, False, _reason(exc), status="UNREACHABLE")
 
 
-def check_prefect(api_url: str, timeout_s: float) -> Check:
+UNAUTHORIZED = "UNAUTHORIZED"
+
+
+def check_prefect(api_url: str, timeout_s: float, headers: dict[str, str] | None = None) -> Check:
+    """The Prefect API answers (/health) and takes our credential (`headers`, Settings.prefect_headers():
+    /health asks for none, so the version is read too); status UNAUTHORIZED when it refuses it."""
     try:
-        response = httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout_s)
-        if response.status_code == 200:
-            version = httpx.get(f"{api_url.rstrip('/')}/admin/version", timeout=timeout_s).json()
-            return Check("prefect", api_url, True, f"server {version}", status="reachable")
-        return Check("prefect", api_url, False, f"/health answered HTTP {response.status_code}", status="UNHEALTHY")
-    except httpx.HTTPError as exc:
+        response = httpx.get(f"{api_url.rstrip('/')}/health", headers=headers, timeout=timeout_s)
+        if response.status_code != 200:
+            return Check("prefect", api_url, False, f"/health answered HTTP {response.status_code}", status="UNHEALTHY")
+        version = httpx.get(f"{api_url.rstrip('/')}/admin/version", headers=headers, timeout=timeout_s)
+        if version.status_code in (401, 403):
+            return Check("prefect", api_url, False, unauthorized(version.status_code, bool(headers)),
+                         status=UNAUTHORIZED)
+        version.raise_for_status()
+        return Check("prefect", api_url, True, f"server {version.json()}", status="reachable")
+    except (httpx.HTTPError, ValueError) as exc:
         return Check("prefect", api_url, False, _reason(exc), status="UNREACHABLE")
+
+
+def unauthorized(status: int, sent: bool) -> str:
+    """What to do when the Prefect API refuses us (HTTP 401 or 403), in one line."""
+    if sent:
+        return (f"the Prefect API refused the credential (HTTP {status}): PREFECT_API_AUTH_STRING is not the "
+                f"user:password of the server's PREFECT_SERVER_API_AUTH_STRING")
+    return (f"the Prefect API asks for a credential (HTTP {status}): set PREFECT_API_AUTH_STRING to the "
+            f"user:password of the server's PREFECT_SERVER_API_AUTH_STRING")
 
 
 def check_workers(settings: Settings, timeout_s: float) -> Check:
@@ -88,13 +106,18 @@ def check_workers(settings: Settings, timeout_s: float) -> Check:
     worker is reported, not counted as a problem: `runbook run` executes on its own machine."""
     api = settings.prefect_api_url.rstrip("/")
     component = f"work pool {settings.work_pool}"
+    headers = settings.prefect_headers()
     try:
-        pool = httpx.get(f"{api}/work_pools/{settings.work_pool}", timeout=timeout_s)
+        pool = httpx.get(f"{api}/work_pools/{settings.work_pool}", headers=headers, timeout=timeout_s)
         if pool.status_code == 404:
             return Check(component, api, False, "not created yet: `runbook serve` or `runbook worker` creates it",
                          required=False, status="missing")
+        if pool.status_code in (401, 403):  # the prefect check names the problem
+            return Check(component, api, False, "not read: the Prefect API refused us (see prefect)",
+                         required=False, status=UNAUTHORIZED)
         pool.raise_for_status()
-        workers = httpx.post(f"{api}/work_pools/{settings.work_pool}/workers/filter", json={}, timeout=timeout_s)
+        workers = httpx.post(f"{api}/work_pools/{settings.work_pool}/workers/filter", json={}, headers=headers,
+                             timeout=timeout_s)
         workers.raise_for_status()
     except (httpx.HTTPError, ValueError) as exc:
         return Check(component, api, False, _reason(exc), required=False, status="UNREADABLE")
@@ -208,7 +231,8 @@ def run_checks(settings: Settings, clusters: Clusters, catalog: CatalogReport,
                timeout_s: float = 5.0) -> list[Check]:
     """Every check, concurrently; results in a stable order (catalog, Prefect, the work pool, Kafka,
     MirrorMaker 2, RabbitMQ, Redis, switches, Slack)."""
-    jobs: list[Callable[[], Check]] = [lambda: check_prefect(settings.prefect_api_url, timeout_s),
+    jobs: list[Callable[[], Check]] = [lambda: check_prefect(settings.prefect_api_url, timeout_s,
+                                                             settings.prefect_headers()),
                                        lambda: check_workers(settings, timeout_s)]
     jobs += [lambda c=cluster: check_kafka(c, timeout_s) for cluster in clusters.kafka.values()]
     jobs += [lambda c=cluster: check_mirrormaker(c, timeout_s)

@@ -23,7 +23,7 @@ import time
 import uvicorn
 
 from mq_runbooks.base.catalog import Catalog
-from mq_runbooks.base.errors import UnreachableError, UsageError
+from mq_runbooks.base.errors import ConfigError, UnreachableError, UsageError
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit.crashes import (
     conclude_crashed, conclude_expired, ensure_zombie_automation, never_started, recent_crashed, recent_expired,
@@ -178,11 +178,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
 
 
-def require_prefect(api_url: str, timeout_s: float = 10.0) -> None:
-    """UnreachableError, saying where and how to start it, unless the Prefect API answers."""
-    from mq_runbooks.app.doctor import check_prefect
+def require_prefect(api_url: str, timeout_s: float = 10.0, headers: dict[str, str] | None = None) -> None:
+    """UnreachableError, saying where and how to start it, unless the Prefect API answers; ConfigError
+    naming PREFECT_API_AUTH_STRING when it refuses our credential (`headers`)."""
+    from mq_runbooks.app.doctor import UNAUTHORIZED, check_prefect
 
-    check = check_prefect(api_url, timeout_s)
+    check = check_prefect(api_url, timeout_s, headers)
+    if check.status == UNAUTHORIZED:
+        raise ConfigError(f"{check.detail} (at {api_url})")
     if not check.ok:
         raise UnreachableError(f"the Prefect API at {api_url} does not answer ({check.detail}); serve needs it "
                                f"to start and record runs: start it (dev/stack up here) or set RUNBOOK_PREFECT_API_URL")
@@ -194,7 +197,7 @@ def serve(settings: Settings, catalog: Catalog, host: str, port: int, with_runne
     from mq_runbooks.app.http import create_app
 
     listener_socket = listening_socket(host, port)
-    require_prefect(settings.prefect_api_url)
+    require_prefect(settings.prefect_api_url, headers=settings.prefect_headers())
     socket_mode = socket_mode or settings.slack_app_token is not None
     if socket_mode:
         from mq_runbooks.app.slack_socket import app_token

@@ -26,8 +26,8 @@ from mq_runbooks.kit.identity import SLACK_PROOF
 from mq_runbooks.kit.notify import slack_notifier
 from mq_runbooks.integrations.slack import SlackUnavailable
 from mq_runbooks.integrations.slack_requests import (
-    BlockAction, SlashCommand, ViewSubmission, parse_command_text, parse_interaction, parse_slash_command,
-    verify_request,
+    BlockAction, SeenSignatures, SlashCommand, ViewSubmission, parse_command_text, parse_interaction,
+    parse_slash_command, request_key, verify_request,
 )
 
 log = logging.getLogger("runbook.slack")
@@ -82,7 +82,11 @@ def command_reply(services: Services, command: SlashCommand, start: Callable[...
             return runbook.planner(params, services.clusters()).markdown(rows=20)
         trigger = {"source": "slack", "user": command.user_id, "user_name": command.user_name,
                    "channel": command.channel_id}
-        run_id, _ = start(runbook, params, requested_by=command.user_id, trigger=trigger)
+        # A replay of the signed request (to this replica or another) names the same run: no second one.
+        run_id, existed = start(runbook, params, requested_by=command.user_id, trigger=trigger,
+                                idempotency_key=command.request_key or None)
+        if existed:
+            return f"This request already started {runbook.id}: run `{run_id}`."
         services.metrics.runs_started.labels(runbook.id, "slack").inc()
         return (f"Started {runbook.id}: run `{run_id}`. Its plan and the Approve / Reject buttons follow "
                 f"in this channel when it reaches its gate.")
@@ -136,15 +140,16 @@ def add_slack_routes(app: FastAPI, services: Services) -> None:
     secret = services.settings.slack_signing_secret
     if secret is None:
         log.warning("RUNBOOK_SLACK_SIGNING_SECRET is not set: every Slack request will be refused with 401")
+    seen = SeenSignatures()  # a signed request is taken once: its replays get the 401 of a bad signature
 
     async def verified_body(request: Request) -> bytes | Response:
         try:
             body = await read_body(request, limit=256 * 1024)
         except BodyTooLarge:
             return JSONResponse({"error": "the body is too large"}, status_code=413)
-        if secret is None or not verify_request(secret.get_secret_value(), request.headers, body):
+        if secret is None or not verify_request(secret.get_secret_value(), request.headers, body, seen=seen):
             services.metrics.slack_requests.labels("any", "unauthorized").inc()
-            log.warning("Slack request from %s refused: bad or stale signature", request.client)
+            log.warning("Slack request from %s refused: bad, stale or replayed signature", request.client)
             return Response(status_code=401)
         return body
 
@@ -154,7 +159,7 @@ def add_slack_routes(app: FastAPI, services: Services) -> None:
         if isinstance(body, Response):
             return body
         try:
-            command = parse_slash_command(body)
+            command = parse_slash_command(body, request_key(request.headers))
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         services.metrics.slack_requests.labels("command", "accepted").inc()

@@ -28,6 +28,8 @@ import sys
 import threading
 from pathlib import Path
 
+from mq_runbooks.base.files import RUN_UMASK, open_private_log
+
 # What every run imports anyway; mq_runbooks.app.preload also imports the catalog's flows.
 PRELOAD = ["mq_runbooks.app.preload"]
 
@@ -97,8 +99,9 @@ def _name_process(name: str) -> None:
 def _execute_child(run_id: str, env: dict[str, str], cwd: str | None, log_path: str | None) -> None:
     _name_process(process_name(run_id))
     os.setsid()
+    os.umask(RUN_UMASK)
     if log_path:
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = open_private_log(log_path)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)

@@ -28,6 +28,7 @@ from pathlib import Path
 from uuid import UUID
 
 from mq_runbooks.base.catalog import Catalog, Runbook
+from mq_runbooks.base.files import RUN_UMASK, make_directory, open_private_log
 from mq_runbooks.base.settings import Settings
 
 LOCAL = "local"
@@ -119,8 +120,7 @@ def spawn_executor(settings: Settings, run_id: str) -> None:
     worker), else a new interpreter (the CLI)."""
     from mq_runbooks.app.starter import installed
 
-    log_dir = settings.snapshot_dir.parent / "run-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = make_directory(settings.snapshot_dir.parent / "run-logs")  # 0700: a run's log holds what it saw
     env = {key: value for key, value in os.environ.items() if not key.startswith("RUNBOOK_")}
     env.update(run_configuration(settings))
     env["PREFECT_API_URL"] = settings.prefect_api_url
@@ -128,10 +128,11 @@ def spawn_executor(settings: Settings, run_id: str) -> None:
     if starter is not None:
         starter.start(str(run_id), env, log_path=log_dir / f"{run_id}.log")
         return
-    with open(log_dir / f"{run_id}.log", "ab") as out:
+    with os.fdopen(open_private_log(log_dir / f"{run_id}.log"), "ab") as out:
         subprocess.Popen(
             [sys.executable, "-m", "mq_runbooks.app.executor", str(run_id)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+            umask=RUN_UMASK,
         )
 
 

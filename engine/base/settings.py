@@ -16,6 +16,8 @@
                               default) or workers (the work pool's workers, on any machine)
     RUNBOOK_INJECT_FAULT      tests only: make a named step fail (apply-partial, verify), or stall after one (stall-after:STEP[:SECONDS])
     RUNBOOK_PREFECT_API_URL   the Prefect server's API          (default: PREFECT_API_URL, else the stack's)
+    RUNBOOK_PREFECT_API_AUTH_STRING  user:password of a Prefect API with auth on (the server's
+                              PREFECT_SERVER_API_AUTH_STRING; default: PREFECT_API_AUTH_STRING)
     RUNBOOK_SLACK_BOT_TOKEN, RUNBOOK_SLACK_SIGNING_SECRET, RUNBOOK_SLACK_API_URL, RUNBOOK_SLACK_CHANNEL
     RUNBOOK_ALERT_TOKEN       bearer token alert webhooks must send
     RUNBOOK_PUBLIC_URL        where people reach `runbook serve`, e.g. https://runbooks.example.com, for links
@@ -48,6 +50,7 @@
 """
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Mapping
@@ -86,6 +89,8 @@ class Settings(BaseModel):
     run_on: Literal["local", "workers"] = Field("local", description="where `runbook run` executes a run")
     inject_fault: str | None = Field(None, description="tests only: make a step fail (e.g. apply-partial)")
     prefect_api_url: str = Field("", description="the Prefect server's API URL")
+    prefect_api_auth_string: SecretStr | None = Field(
+        None, description="user:password of the Prefect API (basic auth), when its auth is on")
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
@@ -164,6 +169,8 @@ class Settings(BaseModel):
             values["prefect_api_url"] = source.get("PREFECT_API_URL") or (
                 f"http://127.0.0.1:{source.get('STACK_PREFECT_PORT', '4200')}/api"
             )
+        if not values.get("prefect_api_auth_string") and source.get("PREFECT_API_AUTH_STRING"):
+            values["prefect_api_auth_string"] = source["PREFECT_API_AUTH_STRING"]
         for key in _NOT_OURS:
             values.pop(key, None)
         unknown = sorted(set(values) - set(cls.model_fields))
@@ -178,9 +185,19 @@ class Settings(BaseModel):
         except ValidationError as exc:
             raise config_error("the RUNBOOK_* environment", exc) from None
 
+    def prefect_headers(self) -> dict[str, str]:
+        """The headers of a request to the Prefect API made without Prefect's client: its basic auth,
+        as Prefect's client sends it, when an auth string is set."""
+        if self.prefect_api_auth_string is None:
+            return {}
+        token = base64.b64encode(self.prefect_api_auth_string.get_secret_value().encode("utf-8")).decode("ascii")
+        return {"Authorization": f"Basic {token}"}
+
     def apply_to_prefect(self) -> None:
         """Point Prefect's client at our server (Prefect reads PREFECT_API_URL lazily)."""
         os.environ["PREFECT_API_URL"] = self.prefect_api_url
+        if self.prefect_api_auth_string is not None:
+            os.environ["PREFECT_API_AUTH_STRING"] = self.prefect_api_auth_string.get_secret_value()
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         # Prefect's client telemetry prints a notice on the console of the first command; keep it off.
         os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -65,10 +65,11 @@ class SlackRun(GateObserver):
         journal.add_listener(self._mirror)
 
     def _safely(self, what: str, call) -> Any:
+        """`call()`, or None when Slack failed it (or answered oddly): journalled, the run goes on."""
         try:
             return call()
         except SlackUnavailable as exc:
-            journal.record(self.run_id, "slack", f"Slack could not be reached ({what}): {exc}; "
+            journal.record(self.run_id, "slack", f"Slack trouble ({what}): {exc}; "
                            "the gate still answers `runbook approve|reject` and the Prefect UI", ok=False)
             return None
 
@@ -83,12 +84,10 @@ class SlackRun(GateObserver):
                            ok=True, channel=self.channel, ts=self.ts, permalink=self._permalink())
 
     def _permalink(self) -> str:
-        """The thread's link for the postmortem; "" when Slack will not say (the draft then names
-        the channel and message instead)."""
-        try:
-            return self.slack.permalink(self.channel, self.ts)
-        except SlackUnavailable:
-            return ""
+        """The thread's link for the postmortem; "" when Slack will not say (journalled as Slack
+        trouble; the draft then names the channel and message instead)."""
+        return self._safely("reading the approval message's link",
+                            lambda: self.slack.permalink(self.channel, self.ts)) or ""
 
     def resumed(self, entries: Sequence[journal.Entry], plan_markdown: str, plan_digest: str, approvers: str) -> None:
         self.request = ApprovalRequest(**{**self.request.__dict__, "plan_markdown": plan_markdown,

@@ -1,12 +1,15 @@
 """The parts of a postmortem that people write: the `## ... (TO WRITE)` sections of a draft and its
-action items. Edits go into the Markdown itself (sections in the body, action items also in the
-front matter), so the file stays the source of truth and diffs cleanly.
+action items. What the team writes is data: the texts are kept in the front matter (`sections`,
+`action_items`), and the body shows them, so the file stays the source of truth and diffs cleanly.
 
     sections = writable_sections(postmortem.body, postmortem.meta)   # [Section(title, text), ...]
     body, meta = apply_edits(body, meta, {"Root cause": "..."}, [ActionItem("fix alert", "carol", ...)])
 
 A section keeps its place; once written its heading loses "(TO WRITE)", and the front matter's
 `written` list remembers it is one of the team's (so it stays editable, and a redraft keeps it).
+A text cannot reshape the document: in the body it is shown inert (`inert`), so a line like
+`## Decisions` is text, not a second Decisions section, and a code fence it leaves open is closed
+at its end instead of swallowing the sections after it.
 """
 from __future__ import annotations
 
@@ -23,8 +26,19 @@ PLACEHOLDER = "_TO WRITE_"
 ACTION_ITEMS = "Action items"
 MAX_SECTION_CHARS = 20_000
 MAX_ACTION_ITEMS = 50
+TEXTS = "sections"  # the front matter's {title: text} of the team's written sections
 _HEADING = re.compile(r"^## (.+?)\s*$")
 _PLACEHOLDER_LINE = re.compile(r"^\s*_TO WRITE[^_]*_\s*$")
+# CommonMark's code fences: 3+ backticks or tildes, indented at most 3 spaces (a backtick fence's
+# info string has no backtick); closed by the same character, at least as many, and nothing else.
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+# Lines that would make structure of a text: ATX headings, setext underlines (after a text line),
+# also inside a quote or a list item (any indentation), link reference definitions (they apply to the
+# whole document) and HTML blocks other than autolinks.
+_CONTAINERS = r"[ \t]*(?:(?:>|[-+*][ \t]|\d{1,9}[.)][ \t])[ \t]*)*"
+_ATX = re.compile(rf"^({_CONTAINERS})(#{{1,6}})(?=[ \t]|$)")
+_SETEXT = re.compile(rf"^({_CONTAINERS})([=-])([=-]*[ \t]*)$")
+_STARTS_STRUCTURE = re.compile(r"^( {0,3})(\[(?=[^\]]+\]:)|<(?![A-Za-z][A-Za-z0-9+.-]{1,31}:))")
 
 
 @dataclass(frozen=True)
@@ -58,15 +72,57 @@ class ActionItem:
         return cls(action, owner, due, link)
 
 
+def _fence_after(line: str, fence: str | None) -> str | None:
+    """The code fence open after `line` (its backticks or tildes), given the one open before it."""
+    match = _FENCE.match(line)
+    if fence is None:
+        opened = match is not None and not (match.group(1)[0] == "`" and "`" in match.group(2))
+        return match.group(1) if opened else None
+    closes = (match is not None and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence)
+              and not match.group(2).strip())
+    return None if closes else fence
+
+
+def inert(text: str) -> str:
+    r"""`text` as Markdown that keeps its formatting but cannot change the structure of the document
+    it is put in: outside its code blocks, lines that would be a heading, a setext underline, a link
+    reference definition or an HTML block are escaped with a backslash, and a code block it leaves
+    open is closed at its end.
+
+    >>> inert("Bad deploy.\n## Decisions\n```\nlogs")
+    'Bad deploy.\n\\## Decisions\n```\nlogs\n```'
+    """
+    out: list[str] = []
+    fence: str | None = None
+    previous = ""
+    for line in text.split("\n"):
+        if fence is None and _fence_after(line, None) is None:
+            line = _ATX.sub(r"\1\\\2", line)
+            if previous.strip():
+                line = _SETEXT.sub(r"\1\\\2\3", line)
+            line = _STARTS_STRUCTURE.sub(r"\1\\\2", line)
+        fence = _fence_after(line, fence)
+        out.append(line)
+        previous = line
+    if fence is not None:
+        out.append(fence)
+    return "\n".join(out)
+
+
+def _normalized(text: str) -> str:
+    # Markdown ends a line at \r too: a lone one would start a line the escaping does not see.
+    return text.strip().replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _blocks(body: str) -> list[tuple[str | None, list[str]]]:
     """The body as (level-2 heading or None for what precedes the first, lines under it); headings
     inside code fences are text."""
     blocks: list[tuple[str | None, list[str]]] = [(None, [])]
-    fenced = False
+    fence: str | None = None
     for line in body.split("\n"):
-        if line.startswith("```"):
-            fenced = not fenced
-        match = None if fenced else _HEADING.match(line)
+        fenced = fence is not None
+        fence = _fence_after(line, fence)
+        match = None if fenced or fence is not None else _HEADING.match(line)
         if match:
             blocks.append((match.group(1), []))
         else:
@@ -85,15 +141,23 @@ def _written_text(lines: list[str]) -> str:
 
 def writable_sections(body: str, meta: dict[str, Any]) -> list[Section]:
     """The sections the team writes, in the order of the body (Action items included, its text is
-    the table)."""
+    the table). A section's text is the front matter's (`sections`); a file written before texts
+    were kept there gives the text under its heading."""
     written = set(meta.get("written") or [])
+    texts = meta.get(TEXTS) if isinstance(meta.get(TEXTS), dict) else None
     found = []
     for heading, lines in _blocks(body):
         if heading is None:
             continue
         title, to_write = _title(heading)
         if to_write or title in written:
-            found.append(Section(title, _written_text(lines) if title != ACTION_ITEMS else ""))
+            if title == ACTION_ITEMS:
+                text = ""
+            elif texts is not None:
+                text = str(texts.get(title) or "")
+            else:
+                text = _written_text(lines)
+            found.append(Section(title, text))
     return found
 
 
@@ -123,6 +187,7 @@ def apply_edits(body: str, meta: dict[str, Any], texts: dict[str, str],
     meta = dict(meta)
     if items is not None:
         meta["action_items"] = [asdict(item) for item in items]
+    stored: dict[str, str] = {}
     out: list[str] = []
     for heading, lines in _blocks(body):
         title, _ = _title(heading) if heading else (None, False)
@@ -134,9 +199,13 @@ def apply_edits(body: str, meta: dict[str, Any], texts: dict[str, str],
             text = _action_table(current) if current else ""
             empty = _action_table([ActionItem(PLACEHOLDER)])
         else:
-            text = texts[title].strip().replace("\r\n", "\n") if title in texts else writable[title].text
+            text = _normalized(texts[title] if title in texts else writable[title].text)
+            if text:
+                stored[title] = text
             empty = PLACEHOLDER
-        out += [f"## {title}" if text else f"## {title}{TO_WRITE}", "", text or empty, ""]
+        shown = inert(text) if text and title != ACTION_ITEMS else text
+        out += [f"## {title}" if text else f"## {title}{TO_WRITE}", "", shown or empty, ""]
+    meta[TEXTS] = stored
     meta["written"] = sorted(set(meta.get("written") or []) | set(writable))
     return "\n".join(out).rstrip("\n") + "\n", meta
 
@@ -145,7 +214,7 @@ def carry_over(old_body: str, old_meta: dict[str, Any], new_body: str, new_meta:
     """A redraft (`new_*`) keeping what the team already wrote in the old draft."""
     if not old_meta.get("written") and not old_meta.get("action_items"):
         return new_body, new_meta
-    kept = {key: old_meta[key] for key in ("written", "action_items", "edits") if key in old_meta}
+    kept = {key: old_meta[key] for key in ("written", "action_items", "edits", TEXTS) if key in old_meta}
     texts = {s.title: s.text for s in writable_sections(old_body, old_meta) if s.title != ACTION_ITEMS}
     meta = {**new_meta, **kept}
     texts = {title: text for title, text in texts.items()

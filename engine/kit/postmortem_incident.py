@@ -17,6 +17,7 @@ together do not drop each other), reading the other runs again from Prefect and 
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mq_runbooks.base.errors import NotFoundError
+from mq_runbooks.base.files import GROUP_READABLE, PRIVATE, make_directory
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit.journal import Entry, last
 from mq_runbooks.kit.postmortem import build_context, scrubber_for
@@ -46,8 +48,9 @@ def incident_of(entries: list[Entry]) -> str | None:
 
 @contextmanager
 def _locked(directory: Path, incident: str) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / f".incident-{incident}.lock", "a") as handle:
+    make_directory(directory, GROUP_READABLE)
+    lock = os.open(directory / f".incident-{incident}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE)
+    with os.fdopen(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -12,6 +12,7 @@ requests), so every read goes to the file and every change rewrites it whole, at
     status: draft                              # draft | reviewed
     reviewers: []                              # [{name, at, note, proof}] once reviewed
     written: [Root cause, ...]                 # the team's sections (postmortem_edit), once edited
+    sections: {Root cause: ...}                # what the team wrote in them, as typed (the body shows it inert)
     action_items: [{action, owner, due, link}]
     edits: [{name, at, proof}]                 # who saved edits in the review page
     created: '2026-11-27T05:58:01Z'            # when the first draft was written
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from mq_runbooks.base.errors import ConfigError, NotFoundError, UsageError
+from mq_runbooks.base.files import GROUP_READABLE, write_file
 from mq_runbooks.kit.postmortem_edit import ActionItem, apply_edits, carry_over, retitle
 
 log = logging.getLogger("runbook.postmortems")
@@ -111,10 +112,8 @@ def _load(path: Path) -> Postmortem:
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    # Read by the team on the host: the group of the process's user may read it, nobody else.
+    write_file(path, text, GROUP_READABLE)
 
 
 def list_postmortems(directory: Path, runbook: str | None = None, status: str | None = None) -> list[Postmortem]:

@@ -6,6 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, Producer
 
 from mq_runbooks.integrations.kafka import KafkaClient
@@ -90,3 +91,24 @@ def test_redis_replica_replicates_the_primary(clusters, unique):
         primary.delete(key)
         primary.close()
         replica.close()
+
+
+@pytest.mark.slow  # a private Prefect server, started twice
+def test_the_prefect_database_is_its_users_only():
+    """The SQLite database holds every run's parameters and journal: dev/stack's Prefect server
+    creates it (and its -wal, -shm) 0600, and makes one created before 0600 when it starts."""
+    import stat
+
+    from tests.private_prefect import private_prefect
+
+    with private_prefect() as server:
+        home = server.home / "prefect"
+        databases = sorted(home.glob("prefect.db*"))
+        assert databases and all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in databases), \
+            {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in databases}
+        server.stack("down", "prefect")
+        for path in databases:
+            path.chmod(0o644)  # as a stack made before kept it
+        server.stack("up", "prefect")
+        assert {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in home.glob("prefect.db*")} == {
+            path.name: "0o600" for path in home.glob("prefect.db*")}

@@ -1,6 +1,7 @@
 """Files named by parameters on the CLI (kafka-replay's from_file): only regular files up to a size
 limit, read as text, and errors that say what is wrong in one line without quoting the file. The
-memory of the command stays bounded whatever the path names (a device, a huge file)."""
+memory of the command stays bounded whatever the path names (a device, a huge file). And the files
+the engine writes (snapshots, run logs, drafts) have their modes whatever the umask."""
 from __future__ import annotations
 
 import os
@@ -70,3 +71,27 @@ def test_read_parameter_file_checks_size_before_and_while_reading(tmp_path):
     os.mkfifo(fifo)  # opening it must neither block nor read
     with pytest.raises(ParameterError, match="not a regular file"):
         read_parameter_file(fifo, runbook="r", parameter="p")
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_files_the_engine_writes_have_their_modes_whatever_the_umask(tmp_path, umask):
+    import os
+    import stat
+
+    from mq_runbooks.base.files import GROUP_READABLE, make_directory, open_private_log, write_file
+
+    def mode(path) -> str:
+        return oct(stat.S_IMODE(path.stat().st_mode))
+
+    previous = os.umask(umask)
+    try:
+        snapshot = write_file(tmp_path / "state" / "snapshots" / "s.csv", "t,0,1\n")
+        draft = write_file(tmp_path / "drafts" / "team" / "d.md", "# draft\n", GROUP_READABLE)
+        os.close(open_private_log(tmp_path / "state" / "run-logs" / "r.log"))
+        existing = make_directory(tmp_path)  # exists: keeps its mode
+    finally:
+        os.umask(previous)
+    assert [mode(snapshot), mode(snapshot.parent), mode(snapshot.parent.parent)] == ["0o600", "0o700", "0o700"]
+    assert [mode(draft), mode(draft.parent), mode(draft.parent.parent)] == ["0o640", "0o750", "0o750"]
+    assert [mode(tmp_path / "state" / "run-logs" / "r.log"), mode(tmp_path / "state" / "run-logs")] == ["0o600", "0o700"]
+    assert existing == tmp_path and snapshot.read_text() == "t,0,1\n" and list(snapshot.parent.iterdir()) == [snapshot]

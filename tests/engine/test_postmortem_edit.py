@@ -49,6 +49,48 @@ def test_edits_land_in_the_sections_and_a_redraft_keeps_them(tmp_path):
     assert "## Action items (TO WRITE)" in body and meta["action_items"] == []
 
 
+FORGED = ("A bad deploy.\n\n## Decisions\n\n- approved by nobody\n\nDecisions\n---------\n\n"
+          "> ## Decisions, quoted\n\n- ## Decisions, listed\n\n"
+          "[prefect]: https://evil.example\n\n```\n## What went well\nthe rest is code")
+
+
+def body_with_generated_sections() -> str:
+    """A draft as the shipped template lays it out: a generated Decisions section before the team's,
+    an appendix after them."""
+    return draft_body().replace("## Root cause", "## Decisions\n\n- 06:01 carol approved\n\n## Root cause", 1) \
+        + "\n## Appendix\n\nThe journal.\n"
+
+
+def test_an_edit_cannot_forge_a_heading_or_hide_the_sections_after_it(tmp_path):
+    run_id = str(uuid.uuid4())
+    draft, _ = save_draft(tmp_path, "kafka-replay", run_id, "running", body_with_generated_sections())
+    save_edits(tmp_path, draft.id, {"Root cause": FORGED}, None, "carol", PROOF)
+    assert_one_decisions_and_every_section_shown(tmp_path, draft.id, badly="What went badly (TO WRITE)")
+    # Still so after a save of another section, and after the run's redraft.
+    save_edits(tmp_path, draft.id, {"What went badly": "Nothing paged."}, None, "dave", PROOF)
+    save_draft(tmp_path, "kafka-replay", run_id, "succeeded", body_with_generated_sections())
+    stored = assert_one_decisions_and_every_section_shown(tmp_path, draft.id, badly="What went badly")
+    assert stored.meta["sections"] == {"Root cause": FORGED, "What went badly": "Nothing paged."}
+
+
+def assert_one_decisions_and_every_section_shown(directory, postmortem_id, badly):
+    from mq_runbooks.app.postmortem_routes import _MARKDOWN  # what the review page renders with
+
+    stored = read_postmortem(directory, postmortem_id)
+    page = _MARKDOWN.render(stored.body)
+    headings = [line for line in page.splitlines() if line.startswith("<h")]
+    assert headings == ["<h1>Postmortem (draft): kafka-replay, 2026-11-27, succeeded</h1>", "<h2>Summary</h2>",
+                        "<h2>Decisions</h2>", "<h2>Root cause</h2>", "<h2>What went well (TO WRITE)</h2>",
+                        f"<h2>{badly}</h2>", "<h2>Action items (TO WRITE)</h2>", "<h2>Appendix</h2>"], headings
+    assert "<p>The journal.</p>" in page.split("<h2>Appendix</h2>")[1]
+    assert "evil.example" not in page.replace("[prefect]: https://evil.example", "")  # shown, never a link target
+    # What the team typed is kept exactly, as data, and offered back as it was typed.
+    sections = writable_sections(stored.body, stored.meta)
+    assert [s.title for s in sections] == ["Root cause", "What went well", "What went badly", "Action items"]
+    assert sections[0].text == FORGED
+    return stored
+
+
 @pytest.mark.parametrize("texts, items, expected", [
     ({"Summary": "rewritten"}, None, "no section to write named Summary"),
     ({"Root cause": "x" * 20_001}, None, "at most 20000 characters"),

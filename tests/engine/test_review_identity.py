@@ -4,6 +4,7 @@ name, a forged header from elsewhere, or a form posted from another site changes
 from __future__ import annotations
 
 import datetime as dt
+import html
 import uuid
 from pathlib import Path
 
@@ -138,6 +139,25 @@ def test_the_team_writes_sections_and_action_items_into_the_file(serve, draft):
     assert "## What went well (TO WRITE)\n\n_TO WRITE_\n" in text
     assert "| Add the schema check \\| to CI | carol | 2026-12-15 | <https://tracker.example/T-1> |" in text
     assert "## Timeline (UTC)" in text and meta["status"] == "draft"
+
+
+def test_a_section_written_on_the_page_cannot_forge_a_heading_or_hide_the_rest(serve):
+    directory = Path(serve.env["RUNBOOK_POSTMORTEM_DIR"])
+    body = BODY.replace("## Root cause", "## Decisions\n\n- 06:01 carol approved\n\n## Root cause", 1)
+    draft, _ = save_draft(directory, "kafka-replay", str(uuid.uuid4()), "succeeded", body)
+    forged = "Bad deploy.\n## Decisions\n- approved by nobody\n```\n## Timeline (UTC)\nthe rest is code"
+    with client() as http:
+        answer = http.post(f"{serve.url}/postmortems/{draft.id}", headers={"Origin": serve.url, "X-Forwarded-User": "carol"},
+                           data={"section:Root cause": forged})
+        assert answer.status_code == 303, answer.text
+        page = http.get(f"{serve.url}/postmortems/{draft.id}", headers={"X-Forwarded-User": "carol"}).text
+    article = page.split("<article id=postmortem>", 1)[1].split("</article>", 1)[0]
+    assert [line for line in article.splitlines() if line.startswith("<h2>")] == [
+        "<h2>Summary</h2>", "<h2>Decisions</h2>", "<h2>Root cause</h2>", "<h2>What went well (TO WRITE)</h2>",
+        "<h2>Action items (TO WRITE)</h2>", "<h2>Timeline (UTC)</h2>"]
+    assert "<td>06:00:00</td>" in article.split("<h2>Timeline (UTC)</h2>", 1)[1]  # shown as a table, not code
+    # The form offers the text back exactly as it was typed.
+    assert f"name='section:Root cause' rows=6>{html.escape(forged)}</textarea>" in page
 
 
 def test_other_files_in_the_drafts_directory_do_not_break_the_list(serve, draft):

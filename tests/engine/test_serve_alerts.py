@@ -228,3 +228,61 @@ def test_a_rejected_run_is_one_info_line_in_serves_log_not_an_error(serve, clust
     assert "Traceback" not in log and "FailedRun" not in log, log[-4000:]
     naming = [row for row in log.splitlines() if line in row]
     assert len(naming) == 1 and "| INFO" in naming[0], log[-4000:]
+
+
+def test_what_a_run_writes_is_not_readable_by_others(serve, clusters, unique, tmp_path, monkeypatch):
+    """Snapshots and run logs 0600 in 0700 directories, the postmortem draft 0640 in 0750 (the team
+    reads it): written by a run forked from serve's starter, and by a local run's executor."""
+    import stat
+    from pathlib import Path
+
+    from mq_runbooks.base.catalog import load_catalog
+    from mq_runbooks.base.settings import Settings
+
+    def mode(path: Path) -> str:
+        return oct(stat.S_IMODE(path.stat().st_mode))
+
+    config = clusters.kafka_cluster("primary").client_config()
+    topic, group_id = unique("modes"), unique("modesgroup")
+    with KafkaClient(config) as kafka:
+        kafka.create_topic(topic, 1)
+    producer = Producer(config)
+    for _ in range(3):
+        producer.produce(topic, value=b"x", partition=0)
+    producer.flush()
+    consumer = Consumer({**config, "group.id": group_id, "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
+    consumer.close()
+    answer = post(serve, "/alerts/alertmanager", alertmanager_payload(group_id, uuid.uuid4().hex[:16]))
+    run_id = answer.json()["started"][0]["run_id"]
+    wait_paused(run_id)
+    settings = Settings.from_environ()
+    runs.answer_gate(settings, load_catalog(settings.catalog), run_id, True, "carol", "modes")
+    deadline = time.monotonic() + 90
+    while not (view := runs.read_run(run_id)).finished or not journal.last(view.entries, "postmortem"):
+        assert time.monotonic() < deadline, f"run {run_id} did not end with its draft: {view.state}"
+        time.sleep(0.5)
+    assert view.succeeded, view.message
+    snapshots = Path(serve.env["RUNBOOK_SNAPSHOT_DIR"])
+    [snapshot] = snapshots.glob(f"*{group_id}*{run_id}*")
+    drafts = Path(serve.env["RUNBOOK_POSTMORTEM_DIR"])
+    [draft] = [path for path in drafts.glob("*.md") if run_id in path.read_text()]
+    assert {"snapshot": mode(snapshot), "snapshots/": mode(snapshots), "draft": mode(draft),
+            "drafts/": mode(drafts)} == {"snapshot": "0o600", "snapshots/": "0o700", "draft": "0o640",
+                                         "drafts/": "0o750"}
+
+    # A local run (`runbook run` on this machine): its executor's log under run-logs/.
+    for key, value in serve_environment(tmp_path).items():
+        if key.startswith("RUNBOOK_"):
+            monkeypatch.setenv(key, value)
+    settings = Settings.from_environ()
+    catalog = load_catalog(settings.catalog)
+    runbook = catalog.get("kafka-replay")
+    local = runs.start_run(settings, runbook, runbook.validate_parameters(
+        {"cluster": "primary", "group": group_id, "to_latest": "true"}), requested_by="alice")
+    try:
+        log = runs.run_log_path(settings, local)
+        assert {"run log": mode(log), "run-logs/": mode(log.parent)} == {"run log": "0o600", "run-logs/": "0o700"}
+    finally:
+        wait_paused(local)
+        runs.answer_gate(settings, catalog, local, False, "bob", "test over")

@@ -180,6 +180,56 @@ def test_reject_button_opens_a_modal_and_its_reason_rejects(serve, slack, group)
         assert kafka.committed_offsets(group_id) == {(topic, 0): 4, (topic, 1): 4}
 
 
+def runs_on_group(group_id: str) -> list[str]:
+    """The runs started on the consumer group (their lock tag names it), as Prefect records them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    from mq_runbooks.kit.lock import lock_tag
+
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[lock_tag(f"kafka:primary:group:{group_id}")])), limit=10)
+    return [str(run.id) for run in found]
+
+
+def test_a_replayed_slash_command_starts_nothing_new(tmp_path, serve, slack, group):
+    process, env = serve
+    _, _, group_id = group
+    key = uuid.uuid4().hex
+    body = slash_command_body(f"run kafka-replay cluster=primary group={group_id} to_earliest=true",
+                              user_id=CAROL, response_url=slack.response_url(key))
+    headers = {**FORM, **signed_request_headers(SIGNING_SECRET, body)}
+    sent = [httpx.post(f"{process.url}/slack/commands", content=body, headers=headers, timeout=30) for _ in range(3)]
+    # The first is taken; its replays (same signature and timestamp, well within 5 minutes) are not.
+    assert [answer.status_code for answer in sent] == [200, 401, 401]
+    answers = wait_for(lambda: [c for c in slack.calls("response_url") if c.params["key"] == key], what="the answer")
+    run_id = started_run_id(answers[0].params["body"]["text"])
+    # Another replica has not seen the signature; the run's idempotency key (the signed request's)
+    # still makes it the same run.
+    other = ServeProcess(tmp_path, dict(env), runner=False)
+    try:
+        assert httpx.post(f"{other.url}/slack/commands", content=body, headers=headers, timeout=30).status_code == 200
+        again = wait_for(lambda: [c for c in slack.calls("response_url") if c.params["key"] == key][1:],
+                         what="the other replica's answer")
+    finally:
+        other.stop()
+    assert run_id in again[0].params["body"]["text"] and "already" in again[0].params["body"]["text"]
+    time.sleep(1)
+    assert runs_on_group(group_id) == [run_id]
+    assert len([c for c in slack.calls("response_url") if c.params["key"] == key]) == 2
+    # A click is a signed request too: its replay does nothing (here: no second reject modal).
+    channel, ts = approval_message(slack, run_id)
+    click_body = interaction_body(block_action_payload("runbook_reject", run_id, user_id=CAROL, channel=channel,
+                                                       message_ts=ts))
+    click_headers = {**FORM, **signed_request_headers(SIGNING_SECRET, click_body)}
+    clicks = [httpx.post(f"{process.url}/slack/interactions", content=click_body, headers=click_headers, timeout=30)
+              for _ in range(2)]
+    assert [answer.status_code for answer in clicks] == [200, 401]
+    time.sleep(1)
+    assert len([c for c in slack.calls("views.open") if c.params["view"]["private_metadata"] == run_id]) == 1
+
+
 @pytest.mark.parametrize("case", ["forged", "stale", "unsigned"])
 def test_bad_signatures_get_a_bare_401(serve, case):
     process, _ = serve
@@ -239,6 +289,38 @@ def test_slack_outage_is_recorded_and_the_cli_still_approves(tmp_path, slack, gr
                         and journal.last(v.entries, "slack") and v, what="the gate")
         note = journal.last(view.entries, "slack")
         assert note.data["ok"] is False and "Slack could not be reached" in note.summary
+        runs.answer_gate(settings, catalog, run_id, True, "bob", "approved from the terminal")
+        view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, what="the run to end")
+        assert view.succeeded, view.message
+    finally:
+        slack.clear()
+    with KafkaClient(config) as kafka:
+        assert kafka.committed_offsets(group_id) == {(topic, 0): 0, (topic, 1): 0}
+
+
+def test_an_odd_slack_answer_is_journalled_and_the_run_goes_on(tmp_path, slack, group, monkeypatch):
+    from mq_runbooks.base.catalog import load_catalog
+    from mq_runbooks.base.settings import Settings
+
+    config, topic, group_id = group
+    env = serve_environment(tmp_path, slack_url=slack.url)
+    for key, value in env.items():
+        if key.startswith("RUNBOOK_"):
+            monkeypatch.setenv(key, value)
+    settings = Settings.from_environ()
+    catalog = load_catalog(settings.catalog, settings.team_catalog)
+    runbook = catalog.get("kafka-replay")
+    slack.answer_without("chat.getPermalink", "permalink")  # ok, but not what Slack documents
+    try:
+        run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
+            {"cluster": "primary", "group": group_id, "to_earliest": "true"}), requested_by="alice")
+        view = wait_for(lambda: (v := runs.read_run(run_id)).state_type == "PAUSED"
+                        and journal.last(v.entries, "slack") and v, what="the gate")
+        trouble = [e for e in view.entries if e.kind == "slack" and e.data.get("ok") is False]
+        assert len(trouble) == 1 and "Slack answered chat.getPermalink oddly" in trouble[0].summary, trouble
+        assert "without 'permalink'" in trouble[0].summary
+        posted = journal.last(view.entries, "slack")
+        assert posted.data["ok"] is True and posted.data["ts"] and posted.data["permalink"] == ""
         runs.answer_gate(settings, catalog, run_id, True, "bob", "approved from the terminal")
         view = wait_for(lambda: (v := runs.read_run(run_id)).finished and v, what="the run to end")
         assert view.succeeded, view.message

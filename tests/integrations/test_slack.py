@@ -199,6 +199,22 @@ def test_slack_staying_down_raises_slack_unavailable(fake, slack):
     assert [c.status for c in fake.calls("chat.postMessage")] == [503, 503, 503]  # 1 try + 2 retries
 
 
+@pytest.mark.parametrize("method, dropped, call", [
+    ("chat.getPermalink", "permalink", lambda slack, ts: slack.permalink(CHANNEL, ts)),
+    ("chat.postMessage", "ts", lambda slack, ts: slack.post_in_thread(CHANNEL, ts, "progress")),
+    ("chat.postMessage", "channel", lambda slack, ts: slack.post_approval_request(approval_request())),
+    ("users.info", "user", lambda slack, ts: slack.user_name(CAROL)),
+    ("usergroups.users.list", "users", lambda slack, ts: slack.usergroup_members("S0KAFKA01")),
+])
+def test_an_ok_answer_without_what_slack_documents_raises_slack_unavailable(fake, slack, method, dropped, call):
+    _, ts = slack.post_message("the approval message")
+    fake.answer_without(method, dropped)
+    with pytest.raises(SlackUnavailable) as odd:
+        call(slack, ts)
+    assert odd.value.method == method and odd.value.refused
+    assert f"Slack answered {method} oddly (an answer without '{dropped}')" in str(odd.value)
+
+
 def test_slack_not_listening_raises_slack_unavailable():
     stopped = SlackFake.start()
     url = stopped.url

@@ -19,6 +19,7 @@ from mq_runbooks.integrations.slack import (
     parse_slash_command,
     verify_request,
 )
+from mq_runbooks.integrations.slack_requests import SeenSignatures, request_key
 from tests.slack_payloads import (
     block_action_payload,
     signed_request_headers,
@@ -62,6 +63,54 @@ def test_a_timestamp_older_than_5_minutes_is_refused():
     assert verify_request(SECRET, signed_request_headers(SECRET, BODY, int(now) - 290), BODY, now=now)
     assert not verify_request(SECRET, signed_request_headers(SECRET, BODY, int(now) - 301), BODY, now=now)
     assert not verify_request(SECRET, signed_request_headers(SECRET, BODY, int(now) - 301), BODY)
+
+
+def test_a_signed_request_is_taken_once_within_its_window():
+    seen, now = SeenSignatures(), time.time()
+    headers = signed_request_headers(SECRET, BODY, int(now))
+    assert verify_request(SECRET, headers, BODY, now=now, seen=seen)
+    # The same request again (a replay: same signature, same timestamp, still within 5 minutes).
+    assert not verify_request(SECRET, headers, BODY, now=now + 1, seen=seen)
+    assert not verify_request(SECRET, {k.lower(): v for k, v in headers.items()}, BODY, now=now + 299, seen=seen)
+    # A replay that adds a second signature header still names the one slack_sdk checks (the last).
+    doubled = [("X-Slack-Signature", "v0=" + "0" * 64), *headers.items()]
+    assert not verify_request(SECRET, _Pairs(doubled), BODY, now=now + 2, seen=seen)
+    # The person typing the same command again is another request (another timestamp).
+    assert verify_request(SECRET, signed_request_headers(SECRET, BODY, int(now) + 1), BODY, now=now + 1, seen=seen)
+    # A forged request is not remembered: it cannot make the real one look like a replay.
+    real = signed_request_headers(SECRET, BODY, int(now) + 2)
+    assert not verify_request(SECRET, real, BODY + b"&x=1", now=now + 2, seen=seen)
+    assert verify_request(SECRET, real, BODY, now=now + 2, seen=seen)
+
+
+def test_seen_signatures_are_forgotten_after_the_window_and_bounded():
+    clock = [1000.0]
+    seen = SeenSignatures(max_size=3, clock=lambda: clock[0])
+    assert seen.first_time("v0=a") and not seen.first_time("v0=a")
+    clock[0] += SeenSignatures.KEPT_S + 1  # no timestamp is acceptable any more: forgotten
+    assert seen.first_time("v0=a") and len(seen) == 1
+    for name in ("b", "c", "d", "e"):
+        assert seen.first_time(f"v0={name}")
+    assert len(seen) == 3 and not seen.first_time("v0=e")
+
+
+def test_a_replay_names_the_same_request_key():
+    headers = signed_request_headers(SECRET, BODY, 1_700_000_000)
+    again = {k.lower(): v for k, v in headers.items()}
+    assert request_key(headers) == request_key(again) and request_key(headers).startswith("slack:")
+    assert request_key(headers) != request_key(signed_request_headers(SECRET, BODY, 1_700_000_001))
+    command = parse_slash_command(BODY, request_key(headers))
+    assert command.request_key == request_key(headers)
+
+
+class _Pairs:
+    """Headers as a server hands them over: a name may repeat."""
+
+    def __init__(self, pairs):
+        self._pairs = pairs
+
+    def items(self):
+        return list(self._pairs)
 
 
 # -- the slash command --------------------------------------------------------------------------------
