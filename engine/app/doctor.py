@@ -132,7 +132,7 @@ def check_workers(settings: Settings, timeout_s: float) -> Check:
 def check_slack(settings: Settings, timeout_s: float) -> Check:
     if settings.slack_bot_token is None:
         return Check("slack", "", True, "not configured (RUNBOOK_SLACK_BOT_TOKEN is not set): approvals go "
-                     "through `runbook approve` and the Prefect UI", required=False, status="not configured")
+                     "through `runbook approve|reject`", required=False, status="not configured")
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError
 
@@ -227,13 +227,55 @@ def _reason(exc: Exception) -> str:
     return text.splitlines()[0] if len(text) < 400 else text[:400] + "..."
 
 
+def check_mode(settings: Settings, timeout_s: float) -> Check:
+    """How this CLI acts: through `runbook serve` (RUNBOOK_SERVER, with a personal token) or directly
+    against Prefect (direct mode: for one person on their own machine; see the README, 'Security')."""
+    if not settings.server:
+        return Check("mode", settings.prefect_api_url, True, "direct: this CLI talks to Prefect itself, for one "
+                     "person on their own machine; people of a team set RUNBOOK_SERVER and a personal token instead",
+                     status="direct")
+    from mq_runbooks.app.api_client import ServeClient
+    from mq_runbooks.base.errors import RunbookError
+
+    token = settings.token.get_secret_value() if settings.token else ""
+    if not token and settings.token_file is not None:
+        try:
+            token = settings.token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            token = ""
+    try:
+        with ServeClient(settings.server, token) as serve:
+            who = serve.call("GET", "/whoami")
+    except RunbookError as exc:
+        return Check("mode", settings.server, False, f"through serve, but: {exc}", status="UNUSABLE")
+    return Check("mode", settings.server, True, f"through serve as {who['name']} ({who['proof']})", status="serve")
+
+
+def check_signing_key(settings: Settings) -> Check:
+    """The engine's signing key: where it comes from (its value is never shown)."""
+    from mq_runbooks.base.errors import ConfigError
+    from mq_runbooks.kit.signing import default_key_file, signing_key
+
+    where = "RUNBOOK_SIGNING_KEY" if settings.signing_key is not None else str(
+        settings.signing_key_file or default_key_file())
+    try:
+        signing_key(settings)
+    except ConfigError as exc:
+        return Check("signing key", where, False, str(exc), status="UNUSABLE")
+    detail = ("from RUNBOOK_SIGNING_KEY: every serve and worker of this installation must have the same one"
+              if settings.signing_key is not None else
+              "this machine's own key file: enough for one machine; set one RUNBOOK_SIGNING_KEY on every serve and "
+              "worker of an installation")
+    return Check("signing key", where, True, detail)
+
+
 def run_checks(settings: Settings, clusters: Clusters, catalog: CatalogReport,
                timeout_s: float = 5.0) -> list[Check]:
     """Every check, concurrently; results in a stable order (catalog, Prefect, the work pool, Kafka,
     MirrorMaker 2, RabbitMQ, Redis, switches, Slack)."""
-    jobs: list[Callable[[], Check]] = [lambda: check_prefect(settings.prefect_api_url, timeout_s,
-                                                             settings.prefect_headers()),
-                                       lambda: check_workers(settings, timeout_s)]
+    jobs: list[Callable[[], Check]] = [] if settings.server else [  # through serve: Prefect is serve's, not ours
+        lambda: check_prefect(settings.prefect_api_url, timeout_s, settings.prefect_headers()),
+        lambda: check_workers(settings, timeout_s)]
     jobs += [lambda c=cluster: check_kafka(c, timeout_s) for cluster in clusters.kafka.values()]
     jobs += [lambda c=cluster: check_mirrormaker(c, timeout_s)
              for cluster in clusters.kafka.values() if cluster.replication is not None]
@@ -241,6 +283,9 @@ def run_checks(settings: Settings, clusters: Clusters, catalog: CatalogReport,
     jobs += redis_jobs(clusters, timeout_s)
     jobs += [lambda n=name: check_switch(clusters, n) for name in clusters.switches]
     jobs.append(lambda: check_slack(settings, timeout_s))
+    jobs.append(lambda: check_mode(settings, timeout_s))
+    if not settings.server:  # in direct mode this CLI signs its answers itself
+        jobs.append(lambda: check_signing_key(settings))
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         results = list(pool.map(lambda job: job(), jobs))
     return check_catalog(catalog) + results

@@ -1,7 +1,7 @@
 """What a run tells Slack: the approval message with its buttons, who decided (or the timeout),
 and its progress in that message's thread. Slack is optional and never in the way: if it is not
 configured nothing is sent; if it cannot be reached, the journal says so and the gate still
-works from the CLI and the Prefect UI.
+works from the CLI (`runbook approve|reject`, directly or through serve).
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class SlackRun(GateObserver):
             return call()
         except SlackUnavailable as exc:
             journal.record(self.run_id, "slack", f"Slack trouble ({what}): {exc}; "
-                           "the gate still answers `runbook approve|reject` and the Prefect UI", ok=False)
+                           "the gate still answers `runbook approve|reject`", ok=False)
             return None
 
     def requested(self, plan_markdown: str, plan_digest: str, approvers: str) -> None:

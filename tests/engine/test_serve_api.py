@@ -143,3 +143,13 @@ def test_runs_and_cancel_through_serve(serve, group_at_end, kafka_config):
     view = runs.read_run(run_id)
     assert view.state_type == "CANCELLED" and "cancelled by bob" in view.message
     assert committed(kafka_config, group) == {(topic, p): 10 for p in range(3)}, "nothing was changed"
+
+
+def test_doctor_says_how_the_cli_acts(serve):
+    process, tokens = serve
+    checked = person(process.url, tokens["alice"], "doctor")
+    lines = checked.stdout.splitlines()
+    assert any(line.startswith("mode\t") and "through serve as alice (token)" in line for line in lines), checked.stdout
+    assert not any(line.startswith(("prefect\t", "workers")) for line in lines), "Prefect is serve's, not the person's"
+    wrong = person(process.url, "rbt_forged", "doctor")
+    assert wrong.returncode == 1 and "mode: through serve, but: runbook serve does not know who you are" in wrong.stdout + wrong.stderr
