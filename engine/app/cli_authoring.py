@@ -57,7 +57,8 @@ def new(context: Context, runbook_id: str, broker: str, directory: Path | None) 
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 @pass_context
 def validate(context: Context, directory: Path | None) -> None:
-    """Check every runbook file of DIR (default: the configured catalogs) without touching a broker.
+    """Check every runbook file of DIR (default: the configured catalogs) without touching a broker,
+    and that every @team its policy names is in teams.yaml (RUNBOOK_TEAMS).
 
     Exit code: 0 all valid, 1 some runbook is invalid (each is named with what to fix).
     """
@@ -67,8 +68,9 @@ def validate(context: Context, directory: Path | None) -> None:
         raise UsageError(f"{directory} is not a directory of runbook files")
     folders = [directory] if directory else [p for p in (context.settings.catalog, context.settings.team_catalog) if p]
     report: dict[str, list[str]] = {}
+    warnings: dict[str, list[str]] = {}
     for folder in folders:
-        report.update(validate_directory(folder))
+        report.update(validate_directory(folder, context.settings.teams, warnings))
     if not report:
         raise UsageError(f"no runbook files (*.yaml) in {', '.join(map(str, folders))}")
     for path, problems in report.items():
@@ -78,6 +80,8 @@ def validate(context: Context, directory: Path | None) -> None:
                 context.out.print(f"  {problem}")
         else:
             context.out.print(f"[green]ok[/green]      {path}")
+        for warning in warnings.get(path, []):
+            context.out.print(f"  [yellow]warning[/yellow]: {warning}")
     bad = sum(1 for problems in report.values() if problems)
     context.out.print(f"{len(report) - bad} valid, {bad} invalid")
     if bad:

@@ -161,6 +161,30 @@ def check_catalog(report: CatalogReport) -> list[Check]:
     return checks
 
 
+def check_teams(settings: Settings, report: CatalogReport) -> Check:
+    """teams.yaml exists, loads, and has every @team the catalog's policies name."""
+    from mq_runbooks.base.errors import ConfigError
+    from mq_runbooks.kit.conformance import check_policy, load_teams_or_none
+
+    try:
+        teams = load_teams_or_none(settings.teams)
+    except ConfigError as exc:
+        return Check("teams", str(settings.teams), False, str(exc), status="BROKEN")
+    if teams is None:
+        named = sorted({name for runbook in report.catalog
+                        for name in [*runbook.approval.approvers, *runbook.starters.plan, *(runbook.starters.run or [])]
+                        if name.startswith("@")})
+        return Check("teams", str(settings.teams), not named,
+                     f"no such file (RUNBOOK_TEAMS): the policies name {', '.join(named)}, and nobody is in them"
+                     if named else "no such file (RUNBOOK_TEAMS); no policy names a team",
+                     status="MISSING" if named else "none")
+    problems = [f"{runbook.id}: {problem}" for runbook in report.catalog
+                for problem in check_policy(runbook, teams, settings.teams)]
+    if problems:
+        return Check("teams", str(settings.teams), False, "; ".join(problems), status="UNKNOWN TEAM")
+    return Check("teams", str(settings.teams), True, f"{len(teams)} team(s): {', '.join(sorted(teams))}")
+
+
 def check_switch(clusters: Clusters, name: str) -> Check:
     """The switch's current value is readable (and a file switch's file is writable)."""
     from mq_runbooks.integrations.switches import FileSwitch, switch_named
@@ -288,4 +312,4 @@ def run_checks(settings: Settings, clusters: Clusters, catalog: CatalogReport,
         jobs.append(lambda: check_signing_key(settings))
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         results = list(pool.map(lambda job: job(), jobs))
-    return check_catalog(catalog) + results
+    return check_catalog(catalog) + [check_teams(settings, catalog)] + results

@@ -240,19 +240,21 @@ def load_runbook(path: Path, resolve: bool = True, flows: bool = True) -> Runboo
     checked against the triggers and lock), the flow and plan modules not (see resolve_parameters)."""
     source = str(path)
     try:
-        document = yaml.safe_load(path.read_text())
+        with path.open(encoding="utf-8") as stream:  # a stream with a name: YAML's errors name the file
+            document = yaml.safe_load(stream)
     except yaml.YAMLError as exc:
         raise CatalogError(f"{source} is not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"{source} cannot be read as UTF-8 text: {exc}") from None
     if not isinstance(document, dict):
         raise CatalogError(f"{source}: a runbook file is a mapping (id, title, description, flow, ...)")
     try:
         runbook = Runbook(source=source, **document)
     except ValidationError as exc:
-        allowed = ", ".join(name for name in Runbook.model_fields if name != "source")
         lines = []
-        for path_, reason in validation_problems(exc):
+        for error, (path_, reason) in zip(exc.errors(), validation_problems(exc)):
             if reason == "unknown key":
-                reason += f" (allowed: {allowed})"
+                reason += f" (allowed: {', '.join(_keys_at(Runbook, tuple(error.get('loc', ()))[:-1]))})"
             lines.append(f"  {path_}: {reason}")
         raise CatalogError(f"{source} is invalid:\n" + "\n".join(lines)) from None
     if runbook.id != path.stem:
@@ -260,6 +262,20 @@ def load_runbook(path: Path, resolve: bool = True, flows: bool = True) -> Runboo
     if resolve:
         _resolve(runbook, flows)
     return runbook
+
+
+def _keys_at(model: type[BaseModel], location: tuple[Any, ...]) -> list[str]:
+    """The keys the runbook file allows at `location` (e.g. ('approval',) -> approvers, required, ...)."""
+    for part in location:
+        if isinstance(part, int):
+            continue  # an item of a list: the same model
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        nested = next((arg for arg in (annotation, *get_args(annotation))
+                       if isinstance(arg, type) and issubclass(arg, BaseModel)), None)
+        if nested is None:
+            return []
+        model = nested
+    return [name for name in model.model_fields if name != "source"]
 
 
 def resolve_parameters(runbook: Runbook) -> Runbook:

@@ -2,6 +2,7 @@
 `runbook validate` reports and what the catalog's conformance test holds every shipped runbook to.
 
     problems = check_runbook(runbook)      # [] when it keeps every rule
+    problems += check_policy(runbook, load_teams_or_none(teams_path), teams_path)
 
 The catalog loader already checked the YAML (fields, imports, lock and trigger templates); these are
 the rules between the YAML and the Python that the loader cannot see.
@@ -11,8 +12,12 @@ from __future__ import annotations
 import inspect
 import sys
 from pathlib import Path
+from collections.abc import Mapping
+
 from mq_runbooks.base.catalog import CatalogError, Runbook, load_runbook, make_importable
+from mq_runbooks.base.errors import ConfigError
 from mq_runbooks.kit.driver import RunbookSteps
+from mq_runbooks.kit.teams import load_teams
 
 FLOW_PARAMETERS = ("params", "requested_by", "trigger")
 
@@ -65,10 +70,14 @@ def _overrides(steps: RunbookSteps, name: str) -> bool:
     return getattr(type(steps), name) is not getattr(RunbookSteps, name)
 
 
-def validate_directory(directory: Path) -> dict[str, list[str]]:
+def validate_directory(directory: Path, teams_path: Path | None = None,
+                       warnings: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """Each runbook file of a directory -> its problems ([] when valid); one broken file never hides
-    the others (the loader's error is that file's problem)."""
+    the others (the loader's error is that file's problem). With `teams_path` (teams.yaml) the
+    policy's @teams are checked against it; `warnings`, when given, gets what is allowed but
+    probably not meant (an untouched scaffold)."""
     make_importable(directory)
+    teams = load_teams_or_none(teams_path) if teams_path is not None else None
     report: dict[str, list[str]] = {}
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
         try:
@@ -77,4 +86,32 @@ def validate_directory(directory: Path) -> dict[str, list[str]]:
             report[str(path)] = [str(exc)]
             continue
         report[str(path)] = check_runbook(runbook)
+        if teams_path is not None:
+            report[str(path)] += check_policy(runbook, teams, teams_path)
+        if warnings is not None and runbook.title.startswith("TODO"):
+            warnings.setdefault(str(path), []).append(
+                f"title: {runbook.title!r} is the scaffold's; say what the runbook does in the operator's words")
     return report
+
+
+def load_teams_or_none(path: Path) -> dict[str, list[str]] | None:
+    """teams.yaml's teams, or None when there is no such file (ConfigError when it is broken)."""
+    return load_teams(path) if path.exists() else None
+
+
+def check_policy(runbook: Runbook, teams: Mapping[str, list[str]] | None, teams_path: Path) -> list[str]:
+    """Every @team the approval policy or the starters name must be a team of teams.yaml: an unknown
+    one would only show at the gate, as "X is not an approver"."""
+    named = [("approval.approvers", name) for name in runbook.approval.approvers]
+    named += [("starters.plan", name) for name in runbook.starters.plan]
+    named += [("starters.run", name) for name in runbook.starters.run or []]
+    problems = []
+    for where, name in named:
+        if not name.startswith("@"):
+            continue
+        if teams is None:
+            problems.append(f"{where}: {name} is a team, but there is no {teams_path} (RUNBOOK_TEAMS) to say who is in it")
+        elif name[1:] not in teams:
+            problems.append(f"{where}: {name} is not a team of {teams_path} (teams: "
+                            f"{', '.join('@' + team for team in sorted(teams)) or 'none'})")
+    return problems

@@ -92,3 +92,53 @@ def test_plans_are_the_plan_protocol():
     from mq_runbooks.flows.replay_plan import ReplayPlan
 
     assert isinstance(ReplayPlan(group="g", spec_description="to earliest", partitions=()), Plan)
+
+
+def test_the_policy_is_checked_against_teams_yaml(tmp_path):
+    team = tmp_path / "team"
+    team.mkdir()
+    (team / "queue_limit_teams.py").write_text((EXAMPLE / "queue_limit.py").read_text())
+    (team / "rabbitmq-queue-limit.yaml").write_text((EXAMPLE / "rabbitmq-queue-limit.yaml").read_text()
+                                                    .replace("queue_limit:", "queue_limit_teams:"))
+    text = (team / "rabbitmq-queue-limit.yaml").read_text()
+    approvers = next(line for line in text.splitlines() if "approvers:" in line)
+    (team / "rabbitmq-queue-limit.yaml").write_text(text.replace(approvers, '  approvers: ["@uxa-platform-sr", "erin"]'))
+    teams = tmp_path / "teams.yaml"
+    teams.write_text("rabbitmq-oncall: [erin]\n")
+    path = str(team / "rabbitmq-queue-limit.yaml")
+    assert validate_directory(team, teams)[path] == [
+        f"approval.approvers: @uxa-platform-sr is not a team of {teams} (teams: @rabbitmq-oncall)"]
+    missing = validate_directory(team, tmp_path / "nowhere.yaml")[path]
+    assert missing == [f"approval.approvers: @uxa-platform-sr is a team, but there is no {tmp_path / 'nowhere.yaml'} "
+                       f"(RUNBOOK_TEAMS) to say who is in it"]
+    checked = runbook("validate", str(team), env={"RUNBOOK_TEAMS": str(teams)})
+    assert checked.returncode == 1 and "@uxa-platform-sr is not a team" in checked.stdout
+    doctor = runbook("doctor", env={"RUNBOOK_TEAM_CATALOG": str(team), "RUNBOOK_TEAMS": str(teams)})
+    assert "teams\t" in doctor.stdout and "rabbitmq-queue-limit: approval.approvers: @uxa-platform-sr is not a team" \
+        in doctor.stdout and doctor.returncode == 1
+    no_file = runbook("doctor", env={"RUNBOOK_TEAMS": str(tmp_path / "nowhere.yaml")})
+    assert no_file.returncode == 1 and "no such file (RUNBOOK_TEAMS): the policies name @kafka-oncall" in no_file.stdout
+
+
+def test_nested_keys_and_yaml_errors_name_their_place(tmp_path):
+    from mq_runbooks.base.catalog import CatalogError, load_runbook
+
+    text = (REPO / "runbooks" / "kafka-replay.yaml").read_text()
+    misspelt = tmp_path / "kafka-replay.yaml"
+    misspelt.write_text(text.replace("  approvers:", "  aprovers:", 1))
+    with pytest.raises(CatalogError) as caught:
+        load_runbook(misspelt, resolve=False)
+    assert "approval.aprovers: unknown key (allowed: approvers, required, self_approval, timeout)" in str(caught.value)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("id: broken\ntitle: [unclosed\n")
+    with pytest.raises(CatalogError) as caught:
+        load_runbook(broken, resolve=False)
+    assert f'in "{broken}", line' in str(caught.value) and "<unicode string>" not in str(caught.value)
+
+
+def test_an_untouched_scaffold_title_is_a_warning(tmp_path):
+    made = runbook("new", "kafka-warned", "--broker", "kafka", "--dir", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    checked = runbook("validate", str(tmp_path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "warning: title: \"TODO a title in the operator's words\" is the scaffold's" in checked.stdout
