@@ -67,13 +67,23 @@ def plan(context: Context, runbook_id: str, pairs: tuple[str, ...], export: bool
     if runbook.planner is None:
         raise UsageError(f"runbook {runbook_id} has no separate plan step; `runbook run` shows its plan at the gate")
     computed = runbook.planner(params, context.clusters)
+    # The driver's own refusal of this plan (planner is STEPS.dry_run): said first, never hidden.
+    steps = getattr(runbook.planner, "__self__", None)
+    refused = steps.refusal(params, computed) if steps is not None else None
     if export:
+        if refused:
+            click.echo(f"warning: a run of this plan would be refused: {refused}", err=True)
         click.echo(computed.to_csv(), nl=False)
         return
     if as_json:
-        click.echo(json.dumps(computed.to_json(), indent=2))
+        click.echo(json.dumps({**computed.to_json(), "refusal": refused}, indent=2))
         return
+    if refused:
+        context.out.print(f"[red]would be refused[/red]: {escape(refused)} (a run of it ends Refused, changing nothing)")
     context.out.print(_markdown(computed.markdown(rows=10_000)))
+    if refused:
+        context.out.print(f"plan digest {computed.digest()[:12]}; nothing was changed.")
+        return
     context.out.print(f"plan digest {computed.digest()[:12]}; nothing was changed. "
                       f"Run it with: runbook run {runbook_id} " + " ".join(f"-p {p}" for p in pairs))
 

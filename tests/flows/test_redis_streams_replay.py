@@ -98,6 +98,14 @@ def test_active_consumers_are_refused_before_the_gate(raw, stream, runbook_env):
     add_at(raw, stream, int(time.time() * 1000) - 1000, 3)
     raw.xgroup_create(stream, GROUP, id="0")
     consume_all(raw, stream, "billing-7")  # it just read: active (read within the last 10 minutes)
+    # The plan tells the truth first: the refusal a run would end with.
+    args = ["plan", RUNBOOK, "-p", "cluster=primary", "-p", f"stream={stream}", "-p", f"group={GROUP}",
+            "-p", "to_earliest=true", "-p", "active_within_ms=600000"]
+    planned = runbook(*args, "--json")
+    assert planned.returncode == 0, planned.stderr
+    assert "billing-7 (idle" in json.loads(planned.stdout)["refusal"]
+    shown = runbook(*args)
+    assert "would be refused: " in shown.stdout and "Run it with" not in shown.stdout, shown.stdout
     run_id = start_runbook(settings, catalog, RUNBOOK, stream=stream, group=GROUP, to_earliest="true",
                            active_within_ms="600000")
     view = wait_until(run_id, finished, timeout=90)
