@@ -185,7 +185,8 @@ class Runbook(_Strict):
 def _shape(value: Any, annotation: Any) -> Any:
     """A single value for a list field becomes a one-item list; a repeated one for a scalar stays a list
     (and the model names it as an error)."""
-    is_list = get_origin(annotation) is list or any(get_origin(arg) is list for arg in get_args(annotation))
+    sequences = (list, tuple, set, frozenset)  # each one a "list of ..." to the person typing -p
+    is_list = get_origin(annotation) in sequences or any(get_origin(arg) in sequences for arg in get_args(annotation))
     if is_list and not isinstance(value, list):
         return [value]
     return value

@@ -142,3 +142,22 @@ def test_an_untouched_scaffold_title_is_a_warning(tmp_path):
     checked = runbook("validate", str(tmp_path))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "warning: title: \"TODO a title in the operator's words\" is the scaffold's" in checked.stdout
+
+
+def test_a_tuple_parameter_takes_one_or_repeated_p(tmp_path):
+    """`tuple[str, ...]` reads as "list of text" in `runbook show`, so `-p topic=x` must work as for a list."""
+    team = tmp_path / "team"
+    team.mkdir()
+    (team / "queue_limit_tuple.py").write_text((EXAMPLE / "queue_limit.py").read_text().replace(
+        '    max_length: int = Field(ge=0,',
+        '    tags: tuple[str, ...] = Field((), description="labels")\n    max_length: int = Field(ge=0,'))
+    (team / "rabbitmq-queue-limit.yaml").write_text((EXAMPLE / "rabbitmq-queue-limit.yaml").read_text()
+                                                    .replace("queue_limit:", "queue_limit_tuple:"))
+    from mq_runbooks.base.catalog import make_importable
+
+    make_importable(team)
+    (tmp_path / "empty").mkdir()
+    runbook_ = load_catalog(tmp_path / "empty", team).get("rabbitmq-queue-limit")
+    base = {"cluster": "primary", "queue": "q", "max_length": "5"}
+    assert runbook_.validate_parameters({**base, "tags": "one"}).tags == ("one",)
+    assert runbook_.validate_parameters({**base, "tags": ["one", "two"]}).tags == ("one", "two")
