@@ -69,7 +69,10 @@ def publish_postmortem(run_id: str) -> None:
     path = write_postmortem(run_id, settings)
     if path is not None:
         url = f"{settings.public_url.rstrip('/')}/postmortems/{path.stem}"
-        journal.record(run_id, "postmortem", f"postmortem draft written: {url} ({path})", path=str(path), url=url)
+        where = (f"review it at {url}" if settings.public_url else
+                 f"review it on runbook serve's page /postmortems/{path.stem}, or with `runbook postmortems show "
+                 f"{path.stem}`")  # a bare /postmortems/... read like a path at the filesystem's root
+        journal.record(run_id, "postmortem", f"postmortem draft written to {path}; {where}", path=str(path), url=url)
     redraft_when_final()
 
 

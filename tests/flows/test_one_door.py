@@ -57,6 +57,9 @@ def test_a_resume_through_prefect_is_no_answer_whatever_proof_it_claims(group_at
     view = wait_until(run_id, finished, timeout=90)
     approval = journal.last(view.entries, "approval")
     assert view.succeeded and approval.data["by"] == "carol" and approval.data["proof"] == "typed-name"
+    drafted = journal.last(view.entries, "postmortem").summary  # a path, and how to read it (no bare /postmortems/...)
+    assert drafted.startswith(f"postmortem draft written to {settings.postmortem_dir}/") and \
+        "`runbook postmortems show " in drafted, drafted
 
 
 def _forge_entry(run_id: str, kind: str, summary: str, **data) -> None:
