@@ -77,8 +77,17 @@ def _key() -> bytes:
 
 
 _keys: dict[tuple, bytes] = {}
-# The newest signature this process read or wrote, per run: what its next entry names as `prev`.
+# The newest signature this process read or wrote, per run: what its next entry names as `prev`
+# (the newest LAST_MACS_KEPT runs: a long-lived serve touches many runs).
 _last_mac: dict[str, str] = {}
+LAST_MACS_KEPT = 10_000
+
+
+def _remember_mac(run_id: str, mac: str) -> None:
+    _last_mac.pop(run_id, None)
+    _last_mac[run_id] = mac
+    while len(_last_mac) > LAST_MACS_KEPT:
+        del _last_mac[next(iter(_last_mac))]
 
 
 _listeners: list = []
@@ -111,7 +120,7 @@ def record(flow_run_id: UUID | str, kind: str, summary: str, **data: Any) -> Ent
         client.create_artifact(ArtifactCreate(
             type=ARTIFACT_TYPE, flow_run_id=UUID(run_id), description=f"{kind}: {summary}"[:500], data=document,
         ))
-    _last_mac[run_id] = entry.mac
+    _remember_mac(run_id, entry.mac)
     for listener in list(_listeners):
         try:
             listener(str(flow_run_id), entry)
@@ -183,7 +192,7 @@ def read_checked(flow_run_id: UUID | str, client=None) -> tuple[list[Entry], lis
     found += [f"the entry before {entry.kind} of {entry.at:%Y-%m-%d %H:%M:%S} is missing"
               for entry in entries if entry.prev and entry.prev not in signatures]
     if entries:
-        _last_mac[run_id] = entries[-1].mac
+        _remember_mac(run_id, entries[-1].mac)
     return entries, found
 
 
