@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.flows.test_kafka_replay import committed, group_at_end, kafka_config  # noqa: F401 (fixtures)
 from tests.private_prefect import PrivatePrefect, run_env, runbook
 
 AUTH = "runbooks:s3cret-pw"
@@ -77,3 +78,50 @@ def test_commands_reaching_prefect_with_a_refused_credential_say_so_in_one_line(
 def test_commands_work_with_the_right_credential(env):
     done = runbook(with_credential(env, AUTH), "runs")
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_two_people_act_through_serve_against_a_prefect_server_with_basic_auth(server, tmp_path, kafka_config,
+                                                                              group_at_end):
+    """The README's production set-up: serve (and its worker) hold the Prefect credential and the
+    signing key; people hold a token and serve's URL, no Prefect URL or credential."""
+    import time
+
+    from tests.serve_harness import ServeProcess
+
+    topic, group = group_at_end
+    key = "basic-auth-flow-signing-key-0123456789"
+    engine = {**run_env(server.api_url, tmp_path, run_on="workers", timeout="2m"), "PREFECT_API_AUTH_STRING": AUTH,
+              "RUNBOOK_SIGNING_KEY": key, "RUNBOOK_CLUSTERS": str(Path(__file__).parents[2] / "clusters.yaml"),
+              "RUNBOOK_DEPLOYMENT": "auth-flow", "RUNBOOK_WORK_POOL": "auth-flow", "RUNBOOK_ALERT_TOKEN": "x"}
+    serve = ServeProcess(tmp_path, engine)
+    try:
+        tokens = {}
+        for name in ("alice", "bob"):  # the admin, who holds the key and the credential
+            issued = runbook(engine, "tokens", "issue", name)
+            assert issued.returncode == 0, issued.stderr
+            tokens[name] = issued.stdout.strip()
+        people = {key_: value for key_, value in engine.items() if not key_.startswith(("RUNBOOK_", "PREFECT_"))}
+
+        def person(name: str, *args: str):
+            return runbook({**people, "RUNBOOK_SERVER": serve.url, "RUNBOOK_TOKEN": tokens[name],
+                            "PREFECT_API_URL": "http://127.0.0.1:9/api"}, *args)
+
+        started = person("alice", "run", "kafka-replay", "-p", "cluster=primary", "-p", f"group={group}",
+                         "-p", "to_earliest=true", "--json")
+        assert started.returncode == 0, started.stdout + started.stderr
+        run_id = json.loads(started.stdout)["run_id"]
+        deadline = time.monotonic() + 120
+        while (shown := json.loads(person("bob", "status", run_id, "--json").stdout))["state"] != "Suspended":
+            assert time.monotonic() < deadline and not shown["finished"], shown
+            time.sleep(1)
+        assert person("alice", "approve", run_id).returncode == 2, "alice may not approve her own run"
+        approved = person("bob", "approve", run_id, "--comment", "ok")
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        while not (shown := json.loads(person("bob", "status", run_id, "--json").stdout))["finished"]:
+            assert time.monotonic() < deadline + 120, shown
+            time.sleep(1)
+        assert shown["succeeded"], shown
+        assert [entry["kind"] for entry in shown["journal"]].count("action") == 1
+        assert committed(kafka_config, group) == {(topic, p): 0 for p in range(3)}
+    finally:
+        serve.stop()
