@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mq_runbooks.app.http import BodyTooLarge, Services, error, read_body
 from mq_runbooks.app.web_identity import IdentityRefused, proxy_identity
+from mq_runbooks.base.catalog import refuse_file_parameters
 from mq_runbooks.base.errors import NotFoundError, RunbookError, UnreachableError, UsageError
 from mq_runbooks.base.json_limits import TooDeep, loads_limited
 from mq_runbooks.kit.identity import PROXY_PROOF, TOKEN_PREFIX, verify_answer
@@ -133,6 +134,7 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
                                                        parameters.values()):
             raise UsageError('parameters must be an object of values, e.g. {"cluster": "primary", "group": "billing"}')
         runbook = services.catalog.get(runbook_id)
+        refuse_file_parameters(runbook, parameters, "serve's API")  # files on serve's host are no person's input
         params = runbook.validate_parameters(parameters)
         if runbook.planner is not None:  # bad input (unknown cluster, topic, group...) before a run exists
             runbook.planner(params, services.clusters())

@@ -112,6 +112,8 @@ def test_the_api_says_what_is_wrong_and_never_answers_with_a_5xx(serve):
                            ({"runbook": "kafka-replay", "parameters": {"group": "g", "cluster": "nosuch", "to_earliest": True}},
                             "nosuch"),
                            ({"runbook": "kafka-replay", "parameters": "group=g"}, "parameters must be an object"),
+                           ({"runbook": "kafka-replay", "parameters": {"group": "g", "from_file": "/etc/shadow"}},
+                            "names a file on the server, which is never taken from serve's API"),
                            ("[" * 1000 + "]" * 1000, "nested deeper than 64")):
         answer = httpx.post(f"{api}/runs", headers=bob, timeout=30,
                             **({"json": body} if isinstance(body, dict) else {"content": body}))
