@@ -1,6 +1,6 @@
 """ActiveMQ Artemis' management API (Jolokia over HTTP) as runbooks see it: the broker and its HA state,
 addresses and queues with their counts, consumers, address settings. Messages (count, list, retry,
-move) are mq_runbooks.integrations.artemis_messages; STOMP messaging is .artemis_stomp.
+move) are mq_runbooks.integrations.artemis_messages; AMQP messaging is .artemis_amqp.
 
     with ArtemisManagement.from_cluster(clusters.artemis_cluster("primary")) as artemis:
         artemis.broker().replica_sync          # True: the backup is in sync

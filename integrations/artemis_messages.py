@@ -124,10 +124,13 @@ _TYPED = ("StringProperties", "LongProperties", "IntProperties", "ShortPropertie
 
 
 def _message(queue: str, item: dict[str, Any]) -> Message:
-    """A message as `browse` describes it (properties grouped by type)."""
+    """A message as `browse` describes it (properties grouped by type). An AMQP message's are named
+    by where they live ('applicationProperties.msg_id', 'extraProperties._AMQ_ORIG_QUEUE'): those two
+    prefixes are dropped, so a property reads the same whichever protocol sent the message."""
     properties: dict[str, Any] = {}
     for group in _TYPED:
-        properties.update(item.get(group) or {})
+        for name, value in (item.get(group) or {}).items():
+            properties[name.removeprefix("applicationProperties.").removeprefix("extraProperties.")] = value
     return Message(
         message_id=int(item["messageID"]), queue=queue, original_queue=properties.get(ORIGINAL_QUEUE),
         original_address=properties.get(ORIGINAL_ADDRESS), timestamp_ms=int(item.get("timestamp") or 0),

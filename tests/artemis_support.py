@@ -1,4 +1,4 @@
-"""Helpers for tests against the real Artemis of the local stack: fill a queue over STOMP, dead-letter
+"""Helpers for tests against the real Artemis of the local stack: fill a queue over AMQP, dead-letter
 its messages the way Artemis does (sendMessagesToDeadLetterAddress: _AMQ_ORIG_QUEUE and the rest are
 set by Artemis itself), read a queue empty, and delete what a test made."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import time
 
 from mq_runbooks.integrations.artemis import ArtemisManagement
 from mq_runbooks.integrations.artemis_messages import list_messages
-from mq_runbooks.integrations.artemis_stomp import StompSession
+from mq_runbooks.integrations.artemis_amqp import AmqpSession
 
 
 def wait_for(condition, timeout=30.0, what="the condition"):
@@ -22,10 +22,11 @@ def wait_for(condition, timeout=30.0, what="the condition"):
 
 def produce(cluster, queue, ids, **properties):
     """Send one message per id (property msg_id) to `queue`, confirmed by the broker."""
-    with StompSession.from_cluster(cluster, "test-producer") as stomp:
-        for index, message_id in enumerate(ids):
-            stomp.send(queue, f"body of {message_id}", {"msg_id": message_id, **properties},
-                       receipt=index == len(ids) - 1)
+    with AmqpSession.from_cluster(cluster, "test-producer") as amqp:
+        sender = amqp.sender(queue)
+        for message_id in ids:
+            sender.send(f"body of {message_id}", {"msg_id": message_id, **properties})
+        sender.close()
     with ArtemisManagement.from_cluster(cluster) as artemis:
         wait_for(lambda: artemis.queue(queue).message_count >= len(ids), what=f"{len(ids)} messages in {queue}")
 
@@ -44,9 +45,9 @@ def ids_in(cluster, queue, filter=""):
 
 def consume_all(cluster, queue, expected, timeout=60.0):
     """Consume `queue` until `expected` messages arrived and it is empty; their msg_ids (with repeats)."""
-    with StompSession.from_cluster(cluster, "test-consumer") as stomp:
-        received = stomp.receive(queue, expected, timeout)
-    return [r.headers.get("msg_id") for r in received]
+    with AmqpSession.from_cluster(cluster, "test-consumer") as amqp:
+        received = amqp.receive(queue, expected + 1, timeout_s=2.0)  # one more: none left, or a duplicate shows
+    return [r.properties.get("msg_id") for r in received]
 
 
 def remove_queues(cluster, *queues):

@@ -1,5 +1,5 @@
 """`runbook doctor` for the ActiveMQ Artemis brokers of clusters.yaml: Jolokia, version, HA role and
-whether the backup is in sync, and (for an active broker) a STOMP login.
+whether the backup is in sync, and (for an active broker) an AMQP login.
 
 Kept apart from doctor.py (one module per system's check); doctor.run_checks adds these jobs.
 """
@@ -15,12 +15,12 @@ if TYPE_CHECKING:
 
 
 def check_artemis(cluster: ArtemisCluster, timeout_s: float) -> Check:
-    """One broker: 'Artemis 2.40.0 (artemis-primary), active, backup in sync; STOMP login ok', or
+    """One broker: 'Artemis 2.40.0 (artemis-primary), active, backup in sync; AMQP login ok', or
     'backup, in sync'. A backup not in sync is a problem (a failover would lose messages); so is a
     broker that does not answer (one line, no password)."""
     from mq_runbooks.app.doctor import Check, _reason  # doctor imports this module: import it late
     from mq_runbooks.integrations.artemis import ArtemisManagement
-    from mq_runbooks.integrations.artemis_stomp import StompSession
+    from mq_runbooks.integrations.artemis_amqp import AmqpSession
 
     bounded = cluster.model_copy(update={"request_timeout_s": min(cluster.request_timeout_s, timeout_s)})
     component = f"artemis {cluster.name}"
@@ -30,8 +30,8 @@ def check_artemis(cluster: ArtemisCluster, timeout_s: float) -> Check:
             broker = artemis.broker()
         detail = f"Artemis {broker.version} ({broker.name}), {broker.role}"
         if broker.active:
-            with StompSession.from_cluster(bounded, "mq-runbooks doctor"):
-                detail += "; STOMP login ok"
+            with AmqpSession.from_cluster(bounded, "mq-runbooks doctor"):
+                detail += "; AMQP login ok"
     except Exception as exc:  # the reason is the report
         return Check(component, address, False, _reason(exc), status="UNREACHABLE")
     if not broker.active and not broker.replica_sync:

@@ -12,7 +12,7 @@ is whose standby.
       primary: {url: "redis://127.0.0.1:6380/0"}
       replica: {url: "redis://127.0.0.1:6381/0", standby_of: primary}
     artemis:
-      primary: {management_url: "http://127.0.0.1:8162/console/jolokia", messaging_url: "stomp://127.0.0.1:61617",
+      primary: {management_url: "http://127.0.0.1:8162/console/jolokia", messaging_url: "amqp://127.0.0.1:61617",
                 user: admin, password: "${ARTEMIS_PASSWORD}"}
       backup: {management_url: ..., messaging_url: ..., user: admin, password: ..., standby_of: primary}
 
@@ -206,17 +206,17 @@ class RedisCluster(_Strict):
 
 
 class ArtemisCluster(_Strict):
-    """An ActiveMQ Artemis broker: Jolokia management over HTTP(S), messaging over STOMP (stomp:// or
-    stomp+ssl://), one user for both. `standby_of` names the primary of a replicating backup."""
+    """An ActiveMQ Artemis broker: Jolokia management over HTTP(S), messaging over AMQP 1.0 (amqp:// or
+    amqps://), one user for both. `standby_of` names the primary of a replicating backup."""
 
     name: str
     management_url: str = Field(description="Jolokia: http(s)://host:port/console/jolokia")
-    messaging_url: str = Field(description="STOMP: stomp://host:port, or stomp+ssl://host:port for TLS")
+    messaging_url: str = Field(description="AMQP 1.0: amqp://host:port, or amqps://host:port for TLS")
     user: str = Field(min_length=1)
     password: SecretStr
     origin: str | None = Field(None, description="the Origin header Jolokia's CORS policy checks "
                                                  "(default: the management URL's scheme://host:port)")
-    ssl_ca_location: str | None = Field(None, description="CA bundle for https:// and stomp+ssl:// (default: the system's)")
+    ssl_ca_location: str | None = Field(None, description="CA bundle for https:// and amqps:// (default: the system's)")
     ssl_verify: bool = Field(True, description="verify the broker's certificate (turn off only for a test broker)")
     standby_of: str | None = None
     request_timeout_s: float = Field(10.0, gt=0, le=300)
@@ -233,16 +233,18 @@ class ArtemisCluster(_Strict):
 
     @field_validator("messaging_url")
     @classmethod
-    def _stomp_url(cls, value: str) -> str:
+    def _amqp_url(cls, value: str) -> str:
         url = urlsplit(value)
-        if url.scheme not in {"stomp", "stomp+ssl"}:
-            raise ValueError("must start with stomp:// or stomp+ssl:// (TLS)")
+        if url.scheme not in {"amqp", "amqps"}:
+            raise ValueError("must start with amqp:// or amqps:// (TLS)")
+        if url.username or url.password:
+            raise ValueError("must not hold credentials: use user and password")
         try:
             port = url.port
         except ValueError:
             port = None
         if not url.hostname or port is None:
-            raise ValueError(f"{value!r} names no host:port, e.g. stomp://127.0.0.1:61616")
+            raise ValueError(f"{value!r} names no host:port, e.g. amqp://127.0.0.1:61616")
         return value
 
     @property
@@ -252,9 +254,9 @@ class ArtemisCluster(_Strict):
 
     @property
     def messaging_address(self) -> tuple[str, int, bool]:
-        """(host, port, tls) of the STOMP acceptor."""
+        """(host, port, tls) of the AMQP acceptor."""
         url = urlsplit(self.messaging_url)
-        return url.hostname or "", url.port or 0, url.scheme == "stomp+ssl"
+        return url.hostname or "", url.port or 0, url.scheme == "amqps"
 
 
 def _display_url(secret_url: SecretStr) -> str:

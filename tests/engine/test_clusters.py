@@ -130,19 +130,19 @@ def test_artemis_clusters_of_the_local_stack():
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("artemis:\n  a: {management_url: 'http://x:1/console/jolokia', messaging_url: 'stomp://x:2', user: u}\n",
+    ("artemis:\n  a: {management_url: 'http://x:1/console/jolokia', messaging_url: 'amqp://x:2', user: u}\n",
      "artemis.a.password: required, but missing"),
-    ("artemis:\n  a: {management_url: 'ftp://x', messaging_url: 'stomp://x:2', user: u, password: p}\n",
+    ("artemis:\n  a: {management_url: 'ftp://x', messaging_url: 'amqp://x:2', user: u, password: p}\n",
      "artemis.a.management_url: must be http(s)://host:port/console/jolokia"),
-    ("artemis:\n  a: {management_url: 'http://u:p@x:1', messaging_url: 'stomp://x:2', user: u, password: p}\n",
+    ("artemis:\n  a: {management_url: 'http://u:p@x:1', messaging_url: 'amqp://x:2', user: u, password: p}\n",
      "artemis.a.management_url: must not hold credentials"),
-    ("artemis:\n  a: {management_url: 'http://x:1', messaging_url: 'amqp://x:2', user: u, password: p}\n",
-     "artemis.a.messaging_url: must start with stomp:// or stomp+ssl://"),
-    ("artemis:\n  a: {management_url: 'http://x:1', messaging_url: 'stomp://x', user: u, password: p}\n",
-     "artemis.a.messaging_url: 'stomp://x' names no host:port"),
-    ("artemis:\n  a: {management_url: 'http://x:1', messaging_url: 'stomp://x:2', user: u, password: p, tls: on}\n",
+    ("artemis:\n  a: {management_url: 'http://x:1', messaging_url: 'stomp://x:2', user: u, password: p}\n",
+     "artemis.a.messaging_url: must start with amqp:// or amqps://"),
+    ("artemis:\n  a: {management_url: 'http://x:1', messaging_url: 'amqp://x', user: u, password: p}\n",
+     "artemis.a.messaging_url: 'amqp://x' names no host:port"),
+    ("artemis:\n  a: {management_url: 'http://x:1', messaging_url: 'amqp://x:2', user: u, password: p, tls: on}\n",
      "artemis.a.tls: unknown key"),
-    ("artemis:\n  a: {management_url: 'http://x:1', messaging_url: 'stomp://x:2', user: u, password: p,"
+    ("artemis:\n  a: {management_url: 'http://x:1', messaging_url: 'amqp://x:2', user: u, password: p,"
      " standby_of: z}\n", "artemis.a.standby_of: 'z' is not a artemis cluster"),
 ])
 def test_malformed_artemis_section_names_the_field(text, expected):

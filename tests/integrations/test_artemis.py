@@ -1,6 +1,6 @@
 """integrations/artemis*.py against the real Artemis pair of the local stack: Jolokia reads and
 operations, paged listing past Artemis' 200-message browse limit, moves by id and by filter, the
-STOMP client, and every error kind (unknown names, a rejected filter, a refused login, a dead port)."""
+AMQP client, and every error kind (unknown names, a rejected filter, a refused login, a dead port)."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +8,7 @@ import pytest
 from mq_runbooks.base.errors import BrokerError, NotFoundError, UnreachableError
 from mq_runbooks.integrations.artemis import ArtemisManagement, ArtemisNotFound
 from mq_runbooks.integrations.artemis_messages import InvalidFilter, count, list_messages, move, move_matching, retry
-from mq_runbooks.integrations.artemis_stomp import StompSession
+from mq_runbooks.integrations.artemis_amqp import AmqpSession
 from tests.artemis_support import consume_all, dead_letter, ids_in, produce, purge_dlq, remove_queues, wait_for
 
 
@@ -46,7 +46,7 @@ def test_the_pair_reports_its_ha_roles(clusters):
 def test_queue_address_settings_and_consumers(primary, queues):
     queue = queues("orders")
     produce(primary, queue, [f"m{i}" for i in range(30)])
-    with ArtemisManagement.from_cluster(primary) as artemis, StompSession.from_cluster(primary, "slow") as consumer:
+    with ArtemisManagement.from_cluster(primary) as artemis, AmqpSession.from_cluster(primary, "slow") as consumer:
         state = artemis.queue(queue)
         assert (state.address, state.routing_type, state.message_count, state.consumer_count) == (queue, "ANYCAST", 30, 0)
         assert state.messages_added == 30 and state.dead_letter_address == "DLQ"
@@ -56,11 +56,11 @@ def test_queue_address_settings_and_consumers(primary, queues):
         settings = artemis.address_settings(queue)
         assert settings.address_full_policy == "PAGE" and settings.max_size_bytes == -1
         assert settings.dead_letter_address == "DLQ"
-        consumer.subscribe(queue)  # takes all 30, acks none
-        wait_for(lambda: len(consumer.received) == 30, what="30 deliveries")
+        consumer.subscribe(queue)  # takes all 30, settles none
+        assert consumer.held(at_least=30, wait_s=20) == 30
         seen = wait_for(lambda: [c for c in artemis.consumers(queue) if c.delivering_count == 30],
                         what="the consumer holding 30 deliveries")
-        assert seen[0].protocol == "STOMP" and "127.0.0.1" in (seen[0].remote_address or "")
+        assert seen[0].protocol == "AMQP" and "127.0.0.1" in (seen[0].remote_address or "")
         assert seen[0].session_id and seen[0].client_id.startswith("slow-") and seen[0].user == "admin"
         assert artemis.queue(queue).delivering_count == 30
     # its session closed without acking: Artemis put all 30 back
@@ -107,7 +107,7 @@ def test_errors_are_the_projects_kinds(primary, clusters, silent_port):
     with ArtemisManagement.from_cluster(wrong) as artemis, pytest.raises(BrokerError, match="refused the request"):
         artemis.broker()
     with pytest.raises(BrokerError, match="refused the connection"):
-        StompSession.from_cluster(wrong)
+        AmqpSession.from_cluster(wrong)
     dead = primary.model_copy(update={"management_url": "http://127.0.0.1:1/console/jolokia", "request_timeout_s": 2})
     with ArtemisManagement.from_cluster(dead) as artemis, pytest.raises(UnreachableError) as down:
         artemis.broker()
