@@ -305,6 +305,13 @@ class ArtemisManagement:
                 return found
             page += 1
 
+    def session_connection(self, session_id: str) -> str | None:
+        """The id of the connection a session belongs to (None once the session is gone)."""
+        options = json.dumps({"field": "id", "operation": "EQUALS", "value": session_id})
+        answer = json.loads(self.exec(self.broker_mbean, "listSessions(java.lang.String,int,int)", options, 1, 10) or "{}")
+        found = answer.get("data") or []
+        return str(found[0]["connectionID"]) if found else None
+
     # --- change ----------------------------------------------------------------------------------
 
     def set_address_settings(self, match: str, settings: dict[str, Any]) -> None:
@@ -327,6 +334,10 @@ class ArtemisManagement:
 
     def destroy_queue(self, name: str) -> None:
         self.exec(self.broker_mbean, "destroyQueue(java.lang.String,boolean)", name, True)
+
+    def close_connection(self, connection_id: str) -> None:
+        """Close a client connection; Artemis redelivers what its consumers held unacknowledged."""
+        self.exec(self.broker_mbean, "closeConnectionWithID", connection_id)
 
     def force_failover(self) -> None:
         self.exec(self.broker_mbean, "forceFailover")

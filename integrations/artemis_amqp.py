@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from proton import ConnectionException, Data, Message, SSLDomain, Timeout
+from proton.handlers import MessagingHandler
 from proton.reactor import LinkOption, Selector
 from proton.utils import BlockingConnection, LinkDetached, SendException
 
@@ -48,6 +49,20 @@ class _AnycastQueue(LinkOption):
         terminus.capabilities.exit()
 
 
+class _Holder(MessagingHandler):
+    """Keeps what arrives, settles nothing, and never grants more credit than the link was given."""
+
+    def __init__(self, connection: BlockingConnection) -> None:
+        super().__init__(prefetch=0, auto_accept=False)
+        self.connection = connection
+        self.incoming: list[Message] = []
+        self.receiver: Any = None
+
+    def on_message(self, event) -> None:
+        self.incoming.append(event.message)
+        self.connection.container.yield_()  # wake the blocking wait() loop, as proton's own fetcher does
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     body: str
@@ -61,7 +76,7 @@ class AmqpSession:
                  tls: bool = False, ca_location: str | None = None, verify: bool = True, timeout_s: float = 10.0):
         self.where = f"artemis at {host}:{port} (AMQP)"
         self.timeout_s = timeout_s
-        self._held: list[Any] = []  # receivers that hold deliveries (subscribe)
+        self._held: list[_Holder] = []  # what the subscriptions hold, unsettled (subscribe)
         self._received: list[Received] = []
         ssl_domain = None
         if tls:
@@ -125,19 +140,26 @@ class AmqpSession:
         """Take up to `credit` messages of `queue` and hold them unsettled (a stuck consumer): they stay
         delivering until the session closes, then Artemis redelivers them."""
         options = [_AnycastQueue(), *([Selector(selector)] if selector else [])]
-        receiver = self._connection.create_receiver(queue, credit=credit, options=options)
-        self._held.append(receiver)
+        holder = _Holder(self._connection)
+        # the receiver is kept with its holder: a BlockingReceiver that is garbage-collected closes its link
+        holder.receiver = self._connection.create_receiver(queue, credit=credit, options=options, handler=holder)
+        self._held.append(holder)
 
     def held(self, at_least: int = 0, wait_s: float = 0.0) -> int:
         """How many deliveries the subscriptions hold, after waiting up to `wait_s` for `at_least`."""
         def count() -> int:
-            return sum(len(receiver.fetcher.incoming) for receiver in self._held)
+            return sum(len(holder.incoming) for holder in self._held)
         if wait_s:
             try:
                 self._connection.wait(lambda: count() >= at_least, timeout=wait_s)
             except Timeout:
                 pass
         return count()
+
+    def consumer(self, queue: str, credit: int = 1) -> _Consumer:
+        """A consumer that stays attached: its next() waits for one message and accepts it."""
+        options = [_AnycastQueue()]
+        return _Consumer(self._connection.create_receiver(queue, credit=credit, options=options))
 
     def receive(self, queue: str, count: int, timeout_s: float, selector: str | None = None) -> list[Received]:
         """Consume `queue` (accepting each message) until `count` arrived or `timeout_s` passed without one."""
@@ -155,6 +177,26 @@ class AmqpSession:
         finally:
             receiver.close()
         return received
+
+
+class _Consumer:
+    def __init__(self, receiver) -> None:
+        self._receiver = receiver
+
+    def next(self, timeout_s: float) -> Received | None:
+        """The next message (accepted), or None if none came within `timeout_s`."""
+        try:
+            message = self._receiver.receive(timeout=timeout_s)
+        except Timeout:
+            return None
+        self._receiver.accept()
+        return Received(str(message.body), dict(message.properties or {}))
+
+    def close(self) -> None:
+        try:
+            self._receiver.close()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 class _Sender:
