@@ -16,7 +16,8 @@ what was sent back may be consumed already; running again sends the rest.
 
 Artemis does not count how often a message was sent back, so this runbook keeps a ledger (one JSON
 line per message sent, by identity) in RUNBOOK_SNAPSHOT_DIR/artemis-dlq-ledger/; `poison_after` reads
-it. Several workers need that directory shared.
+it. Several workers need that directory shared. A batch's lines are written right after its move, so a
+worker that dies between the two leaves that batch uncounted (never counted twice).
 """
 from __future__ import annotations
 
