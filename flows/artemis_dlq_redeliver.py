@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shlex
 import json
 import time
 from collections import Counter
@@ -143,7 +144,7 @@ class DlqRedeliver(RunbookSteps[DlqRedeliverParameters, DlqPlan]):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(out.getvalue(), encoding="utf-8")
         lines = out.getvalue().splitlines()
-        again = " ".join(f"-p {k}={v}" for k, v in params.model_dump(exclude_none=True).items())
+        again = " ".join(f"-p {shlex.quote(f'{k}={v}')}" for k, v in params.model_dump(exclude_none=True).items())
         return Snapshot(
             summary=f"{len(lines) - 1} message(s) and where each goes, in {path}", path=str(path),
             csv="\n".join(lines[:SNAPSHOT_CSV_ROWS + 1]) + "\n",

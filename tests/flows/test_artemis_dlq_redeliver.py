@@ -2,6 +2,7 @@
 itself, real runs answered through the gate, every message id counted on the way back."""
 from __future__ import annotations
 
+import shlex
 import uuid
 from pathlib import Path
 
@@ -120,8 +121,14 @@ def test_a_fault_after_the_first_batch_says_exactly_what_moved_and_a_rerun_sends
     assert "to send the rest: runbook run artemis-dlq-redeliver" in outcome.summary
     assert len(ids_in(primary, orders)) == 500 and len(ids_in(primary, "DLQ", f"test_tag = '{tag}'")) == 700
 
+    # The printed way on (the snapshot's restore command) sends the rest: a run with the same parameters.
+    command = journal.last(view.entries, "snapshot").data["restore_command"].split("to send the rest: ", 1)[1]
+    words = shlex.split(command)
+    assert words[:3] == ["runbook", "run", RUNBOOK]
+    printed = dict(word.split("=", 1) for word in words[4::2])
+    assert printed["filter"] == f"test_tag = '{tag}'" and printed["batch_size"] == "500"
     settings, catalog = runbook_env(RUNBOOK, RUNBOOK_INJECT_FAULT="")
-    rerun = start_runbook(settings, catalog, RUNBOOK, filter=f"test_tag = '{tag}'", batch_size="500")
+    rerun = start_runbook(settings, catalog, RUNBOOK, **printed)
     view = wait_until(rerun, paused, timeout=60)
     assert journal.last(view.entries, "plan").data["rows"][0][5] == 700
     assert approve_and_finish(settings, catalog, rerun).succeeded
