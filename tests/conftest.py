@@ -53,6 +53,7 @@ SLOW_MODULES = {
     "tests/kit/test_driver.py", "tests/flows/test_one_door.py",
     "tests/engine/test_serve_api.py", "tests/flows/test_artemis_dlq_redeliver.py",
     "tests/flows/test_artemis_address_full.py", "tests/flows/test_artemis_drain_stuck.py",
+    "tests/flows/test_artemis_failover.py",
 }
 
 
