@@ -51,7 +51,9 @@ SLOW_MODULES = {
     "tests/flows/test_redis_streams_drain_stuck.py", "tests/flows/test_redis_streams_replay.py",
     "tests/integrations/test_mirrormaker.py", "tests/integrations/test_rabbitmq_node_restart.py",
     "tests/kit/test_driver.py", "tests/flows/test_one_door.py",
-    "tests/engine/test_serve_api.py",
+    "tests/engine/test_serve_api.py", "tests/flows/test_artemis_dlq_redeliver.py",
+    "tests/flows/test_artemis_address_full.py", "tests/flows/test_artemis_drain_stuck.py",
+    "tests/flows/test_artemis_failover.py",
 }
 
 

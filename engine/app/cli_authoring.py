@@ -12,13 +12,14 @@ from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
 from mq_runbooks.base.errors import UsageError
 
 SCAFFOLDS = Path(__file__).resolve().parent / "scaffold"
-LOCKS = {"kafka": "kafka:{{ cluster }}:group:{{ group }}", "rabbitmq": "rabbitmq:{{ cluster }}:{{ vhost }}:{{ queue }}"}
-TEAMS = {"kafka": "@kafka-oncall", "rabbitmq": "@rabbitmq-oncall"}
+LOCKS = {"kafka": "kafka:{{ cluster }}:group:{{ group }}", "rabbitmq": "rabbitmq:{{ cluster }}:{{ vhost }}:{{ queue }}",
+         "artemis": "artemis:{{ cluster }}:queue:{{ queue }}"}
+TEAMS = {"kafka": "@kafka-oncall", "rabbitmq": "@rabbitmq-oncall", "artemis": "@artemis-oncall"}
 
 
 @cli.command("new")
 @click.argument("runbook_id", metavar="ID")
-@click.option("--broker", type=click.Choice(["kafka", "rabbitmq"]), required=True,
+@click.option("--broker", type=click.Choice(["kafka", "rabbitmq", "artemis"]), required=True,
               help="Which broker the runbook acts on (decides the scaffold's parameters and plan).")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write it (default: RUNBOOK_TEAM_CATALOG, else ./team-runbooks).")

@@ -1,5 +1,5 @@
-"""`runbook doctor`: is the catalog sound, and can the engine reach every configured cluster, its
-endpoint switches, MirrorMaker 2, the Prefect API and Slack?
+"""`runbook doctor`: is the catalog sound, and can the engine reach every configured cluster (Kafka,
+RabbitMQ, Redis, ActiveMQ Artemis), its endpoint switches, MirrorMaker 2, the Prefect API and Slack?
 
 Each check runs in its own thread with a bounded timeout, so one dead cluster costs its timeout
 once, not once per cluster. A check never raises: it reports ok or not, with the reason.
@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from mq_runbooks.app.doctor_artemis import artemis_jobs
 from mq_runbooks.app.doctor_redis import redis_jobs
 from mq_runbooks.base.catalog import CatalogReport
 from mq_runbooks.base.clusters import Clusters, KafkaCluster, RabbitCluster
@@ -296,7 +297,7 @@ def check_signing_key(settings: Settings) -> Check:
 def run_checks(settings: Settings, clusters: Clusters, catalog: CatalogReport,
                timeout_s: float = 5.0) -> list[Check]:
     """Every check, concurrently; results in a stable order (catalog, Prefect, the work pool, Kafka,
-    MirrorMaker 2, RabbitMQ, Redis, switches, Slack)."""
+    MirrorMaker 2, RabbitMQ, Redis, Artemis, switches, Slack)."""
     jobs: list[Callable[[], Check]] = [] if settings.server else [  # through serve: Prefect is serve's, not ours
         lambda: check_prefect(settings.prefect_api_url, timeout_s, settings.prefect_headers()),
         lambda: check_workers(settings, timeout_s)]
@@ -305,6 +306,7 @@ def run_checks(settings: Settings, clusters: Clusters, catalog: CatalogReport,
              for cluster in clusters.kafka.values() if cluster.replication is not None]
     jobs += [lambda c=cluster: check_rabbitmq(c, timeout_s) for cluster in clusters.rabbitmq.values()]
     jobs += redis_jobs(clusters, timeout_s)
+    jobs += artemis_jobs(clusters, timeout_s)
     jobs += [lambda n=name: check_switch(clusters, n) for name in clusters.switches]
     jobs.append(lambda: check_slack(settings, timeout_s))
     jobs.append(lambda: check_mode(settings, timeout_s))

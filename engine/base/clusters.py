@@ -1,4 +1,5 @@
-"""clusters.yaml: the Kafka, RabbitMQ and Redis clusters the engine may act on, and which is whose standby.
+"""clusters.yaml: the Kafka, RabbitMQ, Redis and ActiveMQ Artemis clusters the engine may act on, and which
+is whose standby.
 
     kafka:
       primary: {bootstrap_servers: "127.0.0.1:19092"}
@@ -10,6 +11,10 @@
     redis:
       primary: {url: "redis://127.0.0.1:6380/0"}
       replica: {url: "redis://127.0.0.1:6381/0", standby_of: primary}
+    artemis:
+      primary: {management_url: "http://127.0.0.1:8162/console/jolokia", messaging_url: "amqp://127.0.0.1:61617",
+                user: admin, password: "${ARTEMIS_PASSWORD}"}
+      backup: {management_url: ..., messaging_url: ..., user: admin, password: ..., standby_of: primary}
 
 Strings may use ${VAR} or ${VAR:-default}. Secrets (passwords, URLs that hold them) are SecretStr:
 they print as '**********' and are only revealed when a client is built.
@@ -200,6 +205,60 @@ class RedisCluster(_Strict):
         return redis.Redis.from_url(self.url.get_secret_value(), **options)
 
 
+class ArtemisCluster(_Strict):
+    """An ActiveMQ Artemis broker: Jolokia management over HTTP(S), messaging over AMQP 1.0 (amqp:// or
+    amqps://), one user for both. `standby_of` names the primary of a replicating backup."""
+
+    name: str
+    management_url: str = Field(description="Jolokia: http(s)://host:port/console/jolokia")
+    messaging_url: str = Field(description="AMQP 1.0: amqp://host:port, or amqps://host:port for TLS")
+    user: str = Field(min_length=1)
+    password: SecretStr
+    origin: str | None = Field(None, description="the Origin header Jolokia's CORS policy checks "
+                                                 "(default: the management URL's scheme://host:port)")
+    ssl_ca_location: str | None = Field(None, description="CA bundle for https:// and amqps:// (default: the system's)")
+    ssl_verify: bool = Field(True, description="verify the broker's certificate (turn off only for a test broker)")
+    standby_of: str | None = None
+    request_timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("management_url")
+    @classmethod
+    def _jolokia_url(cls, value: str) -> str:
+        url = urlsplit(value)
+        if url.scheme not in {"http", "https"} or not url.hostname:
+            raise ValueError("must be http(s)://host:port/console/jolokia")
+        if url.username or url.password:
+            raise ValueError("must not hold credentials: use user and password")
+        return value.rstrip("/")
+
+    @field_validator("messaging_url")
+    @classmethod
+    def _amqp_url(cls, value: str) -> str:
+        url = urlsplit(value)
+        if url.scheme not in {"amqp", "amqps"}:
+            raise ValueError("must start with amqp:// or amqps:// (TLS)")
+        if url.username or url.password:
+            raise ValueError("must not hold credentials: use user and password")
+        try:
+            port = url.port
+        except ValueError:
+            port = None
+        if not url.hostname or port is None:
+            raise ValueError(f"{value!r} names no host:port, e.g. amqp://127.0.0.1:61616")
+        return value
+
+    @property
+    def jolokia_origin(self) -> str:
+        url = urlsplit(self.management_url)
+        return self.origin or f"{url.scheme}://{url.netloc}"
+
+    @property
+    def messaging_address(self) -> tuple[str, int, bool]:
+        """(host, port, tls) of the AMQP acceptor."""
+        url = urlsplit(self.messaging_url)
+        return url.hostname or "", url.port or 0, url.scheme == "amqps"
+
+
 def _display_url(secret_url: SecretStr) -> str:
     """scheme://user:***@host:port/path: a URL fit for tables and logs."""
     url = urlsplit(secret_url.get_secret_value())
@@ -218,11 +277,13 @@ class Clusters(_Strict):
     kafka: dict[str, KafkaCluster] = {}
     rabbitmq: dict[str, RabbitCluster] = {}
     redis: dict[str, RedisCluster] = {}
+    artemis: dict[str, ArtemisCluster] = {}
     switches: dict[str, EndpointSwitchConfig] = {}
 
     @model_validator(mode="after")
     def _standbys_exist(self) -> "Clusters":
-        for kind, clusters in (("kafka", self.kafka), ("rabbitmq", self.rabbitmq), ("redis", self.redis)):
+        for kind, clusters in (("kafka", self.kafka), ("rabbitmq", self.rabbitmq), ("redis", self.redis),
+                               ("artemis", self.artemis)):
             for name, cluster in clusters.items():
                 if cluster.standby_of is not None and cluster.standby_of not in clusters:
                     raise ValueError(
@@ -239,6 +300,9 @@ class Clusters(_Strict):
 
     def redis_cluster(self, name: str) -> RedisCluster:
         return self._lookup("redis", self.redis, name)
+
+    def artemis_cluster(self, name: str) -> ArtemisCluster:
+        return self._lookup("artemis", self.artemis, name)
 
     def _lookup(self, kind: str, clusters: Mapping[str, BaseModel], name: str):
         if name not in clusters:
@@ -257,9 +321,10 @@ def parse_clusters(text: str, source: str, environ: Mapping[str, str] | None = N
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping with keys 'kafka', 'rabbitmq', 'redis'")
+        raise ConfigError(f"{source}: the top level must be a mapping with keys 'kafka', 'rabbitmq', 'redis', "
+                          "'artemis', 'switches'")
     document = substitute_env(document, environ_or_os(environ), source)
-    for kind in ("kafka", "rabbitmq", "redis"):
+    for kind in ("kafka", "rabbitmq", "redis", "artemis"):
         section = document.get(kind)
         if isinstance(section, dict):
             for name, cluster in section.items():

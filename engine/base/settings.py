@@ -44,8 +44,9 @@
                               ones of the same name in postmortems/templates (default: none)
     RUNBOOK_SLACK_APP_TOKEN   an app-level token (xapp-..., scope connections:write): `runbook serve`
                               then takes Slack's commands and clicks over Socket Mode (no public URL)
-    RUNBOOK_KAFKA_CLIENTS_FILE, RUNBOOK_RABBIT_CLIENTS_FILE  the files of the local stack's endpoint
-                              switches kafka-clients and rabbit-clients; read by the repository's
+    RUNBOOK_KAFKA_CLIENTS_FILE, RUNBOOK_RABBIT_CLIENTS_FILE, RUNBOOK_ARTEMIS_CLIENTS_FILE  the files of
+                              the local stack's endpoint switches kafka-clients, rabbit-clients and
+                              artemis-clients; read by the repository's
                               clusters.yaml (${...} in it), not by the engine (default: .stack/*.json)
 """
 from __future__ import annotations
@@ -116,6 +117,7 @@ class Settings(BaseModel):
     # Read through ${...} by the repository's clusters.yaml (its local switches); declared so they are known.
     kafka_clients_file: str | None = Field(None, description="file of the local kafka-clients switch")
     rabbit_clients_file: str | None = Field(None, description="file of the local rabbit-clients switch")
+    artemis_clients_file: str | None = Field(None, description="file of the local artemis-clients switch")
 
     @field_validator("clusters", "catalog", "team_catalog", "postmortem_dir", "snapshot_dir", "teams", "postmortem_templates",
                      "signing_key_file", "token_file")

@@ -50,6 +50,7 @@ from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.clusters import Clusters
 from mq_runbooks.base.errors import ParameterError, RunbookError, UnreachableError
 from mq_runbooks.base.settings import Settings
+from mq_runbooks.integrations.artemis import ArtemisManagement
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.kit import journal
@@ -99,6 +100,10 @@ class Env:
     def rabbitmq(self, cluster: str) -> RabbitManagement:
         """A management API client of a RabbitMQ cluster of clusters.yaml (use it in a `with`)."""
         return RabbitManagement.from_cluster(self.clusters.rabbit_cluster(cluster))
+
+    def artemis(self, cluster: str) -> ArtemisManagement:
+        """A Jolokia client of an Artemis broker of clusters.yaml (use it in a `with`)."""
+        return ArtemisManagement.from_cluster(self.clusters.artemis_cluster(cluster))
 
     def kafka(self, cluster: str) -> KafkaClient:
         """An admin client of a Kafka cluster of clusters.yaml (use it in a `with`)."""

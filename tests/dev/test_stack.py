@@ -23,9 +23,17 @@ def test_status_lists_every_service_up(clusters):
     result = dev("stack", "status")
     assert result.returncode == 0, result.stdout
     for service in ("kafka-primary", "kafka-standby", "mirrormaker2", "rabbitmq-primary", "rabbitmq-standby",
-                    "redis-primary", "redis-replica", "prefect"):
+                    "redis-primary", "redis-replica", "artemis-primary", "artemis-backup", "prefect"):
         line = next(line for line in result.stdout.splitlines() if line.startswith(service))
         assert " up " in line, line
+
+
+def test_status_shows_the_artemis_pairs_ha_roles(clusters):
+    result = dev("stack", "status", "artemis-primary", "artemis-backup")
+    assert result.returncode == 0, result.stdout
+    primary, backup = result.stdout.splitlines()
+    assert primary.startswith("artemis-primary") and primary.endswith("(active, backup in sync)"), primary
+    assert backup.startswith("artemis-backup") and backup.endswith("(backup, in sync)"), backup
 
 
 def test_up_is_idempotent_when_everything_runs(clusters):

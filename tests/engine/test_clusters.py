@@ -116,3 +116,42 @@ def test_unknown_cluster_lists_the_defined_ones():
 def test_missing_file_says_how_to_fix_it(tmp_path):
     with pytest.raises(ConfigError, match="does not exist.*RUNBOOK_CLUSTERS"):
         load_clusters(tmp_path / "absent.yaml")
+
+
+def test_artemis_clusters_of_the_local_stack():
+    clusters = load_clusters(REPO / "clusters.yaml", environ={"ARTEMIS_PASSWORD": "t0ps3cret"})
+    primary, backup = clusters.artemis_cluster("primary"), clusters.artemis_cluster("backup")
+    assert primary.management_url == "http://127.0.0.1:8162/console/jolokia"
+    assert primary.jolokia_origin == "http://127.0.0.1:8162"
+    assert primary.messaging_address == ("127.0.0.1", 61617, False)
+    assert backup.standby_of == "primary" and backup.messaging_address[1] == 61618
+    assert primary.password.get_secret_value() == "t0ps3cret"
+    assert "t0ps3cret" not in repr(primary) and "t0ps3cret" not in str(primary.model_dump())
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("artemis:\n  a: {management_url: 'http://x:1/console/jolokia', messaging_url: 'amqp://x:2', user: u}\n",
+     "artemis.a.password: required, but missing"),
+    ("artemis:\n  a: {management_url: 'ftp://x', messaging_url: 'amqp://x:2', user: u, password: p}\n",
+     "artemis.a.management_url: must be http(s)://host:port/console/jolokia"),
+    ("artemis:\n  a: {management_url: 'http://u:p@x:1', messaging_url: 'amqp://x:2', user: u, password: p}\n",
+     "artemis.a.management_url: must not hold credentials"),
+    ("artemis:\n  a: {management_url: 'http://x:1', messaging_url: 'stomp://x:2', user: u, password: p}\n",
+     "artemis.a.messaging_url: must start with amqp:// or amqps://"),
+    ("artemis:\n  a: {management_url: 'http://x:1', messaging_url: 'amqp://x', user: u, password: p}\n",
+     "artemis.a.messaging_url: 'amqp://x' names no host:port"),
+    ("artemis:\n  a: {management_url: 'http://x:1', messaging_url: 'amqp://x:2', user: u, password: p, tls: on}\n",
+     "artemis.a.tls: unknown key"),
+    ("artemis:\n  a: {management_url: 'http://x:1', messaging_url: 'amqp://x:2', user: u, password: p,"
+     " standby_of: z}\n", "artemis.a.standby_of: 'z' is not a artemis cluster"),
+])
+def test_malformed_artemis_section_names_the_field(text, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_clusters(text, "c.yaml", environ={})
+    assert expected in str(caught.value), str(caught.value)
+
+
+def test_unknown_artemis_cluster_lists_the_defined_ones():
+    clusters = load_clusters(REPO / "clusters.yaml", environ={})
+    with pytest.raises(UnknownClusterError, match=r"no artemis cluster named 'primry'.*defined: backup, primary"):
+        clusters.artemis_cluster("primry")

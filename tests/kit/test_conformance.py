@@ -53,7 +53,8 @@ def test_the_rules_name_what_is_broken(tmp_path):
     assert report[str(team / "rabbitmq-queue-limit.yaml")], "and does not hide the others"
 
 
-@pytest.mark.parametrize("broker,target", [("kafka", "-p group=nosuch-group"), ("rabbitmq", "-p queue=nosuch-queue")])
+@pytest.mark.parametrize("broker,target", [("kafka", "-p group=nosuch-group"), ("rabbitmq", "-p queue=nosuch-queue"),
+                                           ("artemis", "-p queue=nosuch-queue")])
 def test_a_scaffold_validates_and_plans_out_of_the_box(tmp_path, clusters, broker, target):
     made = runbook("new", f"{broker}-team-check", "--broker", broker, "--dir", str(tmp_path / "team"))
     assert made.returncode == 0, made.stderr
@@ -86,6 +87,24 @@ def test_a_scaffold_plans_a_real_queue(tmp_path, clusters, unique):
     finally:
         connection.channel().queue_delete(queue)
         connection.close()
+
+
+def test_an_artemis_scaffold_plans_a_real_queue(tmp_path, clusters, unique):
+    from tests.artemis_support import produce, remove_queues
+
+    queue = unique("scaffold")
+    primary = clusters.artemis_cluster("primary")
+    produce(primary, queue, ["a", "b"])
+    try:
+        assert runbook("new", "artemis-team-peek", "--broker", "artemis", "--dir", str(tmp_path)).returncode == 0
+        planned = runbook("plan", "artemis-team-peek", "-p", "cluster=primary", "-p", f"queue={queue}", "--json",
+                          env={"RUNBOOK_TEAM_CATALOG": str(tmp_path)})
+        assert planned.returncode == 0, planned.stderr
+        document = json.loads(planned.stdout)
+        assert document["columns"] == ["queue", "messages", "delivering", "consumers"]
+        assert document["rows"][0][:2] == [queue, 2] and document["changes_anything"] is False
+    finally:
+        remove_queues(primary, queue)
 
 
 def test_plans_are_the_plan_protocol():
