@@ -74,9 +74,7 @@ def finished_runs(clusters, tmp_path_factory):
         ids = {"succeeded": start("succeeded", "alert:KafkaConsumerGroupStuck",
                                   alert_trigger(made["succeeded"][1], fired), shift_by="-4"),
                "rejected": start("rejected", to_earliest="true")}
-        env.setenv("RUNBOOK_INJECT_FAULT", "apply-partial")  # kept by the run: its executor after the gate has it too
         ids["failed"] = start("failed", to_earliest="true")
-        env.delenv("RUNBOOK_INJECT_FAULT")
         answers = {"succeeded": (True, "carol", "consumers are stopped"), "rejected": (False, "bob", "wrong group"),
                    "failed": (True, "bob", "go")}
         for name, run_id in ids.items():
@@ -84,7 +82,10 @@ def finished_runs(clusters, tmp_path_factory):
             if name == "succeeded":
                 with pytest.raises(UsageError, match="mallory is not an approver"):
                     runs.answer_gate(settings, catalog, run_id, True, "mallory", "let me")
+            if name == "failed":  # the executor after the gate runs with the answerer's configuration
+                env.setenv("RUNBOOK_INJECT_FAULT", "apply-partial")
             runs.answer_gate(settings, catalog, run_id, *answers[name])
+            env.delenv("RUNBOOK_INJECT_FAULT", raising=False)
         yield {name: SimpleNamespace(run_id=run_id, view=wait_until(run_id, finished, timeout=90), settings=settings,
                                      topic=made[name][0], group=made[name][1], fired=fired)
                for name, run_id in ids.items()}
