@@ -419,8 +419,16 @@ def _apply(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT) -> S
         raise
     steps.report(run, params, plan, result)
     summary = steps.outcome(params, plan, result)
-    _end(run.id, "succeeded", summary, run.changed)
+    _end(run.id, "succeeded", summary, run.changed,
+         **_counted(*(entry.data for entry in run.applied_steps.values()), verification.data))
     return Completed(message=summary)
+
+
+def _counted(*documents: dict[str, Any]) -> dict[str, int | float]:
+    """The numbers among the top-level fields of `documents` (a later one wins), for the outcome:
+    a script reads `moved` and `seen_at_plan` there, not in the summary's prose."""
+    return {key: value for document in documents for key, value in document.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("outcome", "changed")}
 
 
 def _verify(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT, result: Any) -> Verification:
