@@ -185,8 +185,9 @@ def cli(click_context: click.Context) -> None:
     record for the postmortem. Configuration: clusters.yaml (RUNBOOK_CLUSTERS) and the runbook
     files in runbooks/ (RUNBOOK_CATALOG). Exit codes: 0 success, 1 failed or rejected, 2 bad input.
 
-    A RUN is its id, a unique prefix of it (6+ characters) or its name (e.g. big-bird). Piped, tables
-    become tab-separated lines with whole ids; --json gives the same as JSON.
+    A RUN is its id, a unique prefix of it (6+ characters) or its name (its runbook and target, e.g.
+    "kafka-replay primary/billing"). No value is cut: a table folds its rows when its columns do not
+    fit; piped, tables become tab-separated lines with whole ids; --json gives the same as JSON.
     """
     click_context.obj = Context(Settings.from_environ())
 

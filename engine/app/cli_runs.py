@@ -1,7 +1,7 @@
 """CLI commands that plan, start, answer and follow runs: plan, run, approve, reject, runs, status.
 
 A run is named by its full id, a unique prefix of it (at least 6 characters) or its Prefect name
-(e.g. big-bird): see runs.resolve_run. Prefect is imported inside the commands that talk to it,
+(e.g. "kafka-replay primary/billing"): see runs.resolve_run. Prefect is imported inside the commands that talk to it,
 so `runbook --help` stays fast."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from mq_runbooks.kit.identity import TOKEN_PREFIX
 if TYPE_CHECKING:
     from mq_runbooks.app.runs import RunView
 
-RUN_HELP = "RUN is the run's id, a unique prefix of it (6+ characters) or its name (e.g. big-bird)."
+RUN_HELP = 'RUN is the run\'s id, a unique prefix of it (6+ characters) or its name (e.g. "kafka-replay primary/billing").'
 
 
 def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -344,7 +344,7 @@ def cancel(context: Context, run_id: str, by: str, reason: str, token_file: Path
 @click.option("--runbook", "runbook_id", default=None, metavar="ID", help="Only runs of this runbook.")
 @click.option("--state", "states", multiple=True, metavar="STATE", callback=lambda c, p, v: tuple(s.lower() for s in v),
               help="Only runs in this state (repeatable): scheduled, pending, running, paused, completed (succeeded), "
-                   "failed (includes rejected and timedout), rejected, timedout, cancelled, crashed.")
+                   "failed (includes rejected and timedout), rejected, timedout, cancelled (by runbook cancel), crashed.")
 @click.option("--waiting", is_flag=True, help="Only runs waiting at their approval gate (paused).")
 @click.option("--mine", is_flag=True, help="Only runs I requested, or that wait for an approval I may give.")
 @click.option("--as", "me", default=None, metavar="NAME", help="Who I am for --mine (default: $USER).")
@@ -406,7 +406,7 @@ def _print_runs(context: Context, listed: list[dict[str, Any]], as_json: bool) -
         rows.append((v["id"][:8] if short else v["id"], v["name"], v["runbook"],
                      f"{v['state']} (stuck)" if v["stuck"] else v["state"], v["target"], v["requested_by"],
                      _when(v["started"], short), message))
-    context.rows(columns, rows, no_wrap=("run", "name", "runbook", "state", "target", "requested by"))
+    context.rows(columns, rows, no_wrap=("run", "runbook", "state", "target", "requested by"))  # a name wraps between words
 
 
 def _when(started: str | None, short: bool) -> str:

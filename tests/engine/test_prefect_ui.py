@@ -1,0 +1,115 @@
+"""Prefect's UI reads right: runs named after their runbook and target and tagged with who asked and
+whom they wait for (also a run created from the deployment's Run form), the gate's form saying what
+is asked, by whom, until when and how to answer, with no judge's field in it, the plan a keyed table
+artifact, and a rejected run not green."""
+from __future__ import annotations
+
+import json
+import uuid
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.flow_runs import resume_flow_run
+from prefect.input.run_input import keyset_from_paused_state
+
+from mq_runbooks.app import runs, workers
+from mq_runbooks.base.catalog import load_catalog
+from mq_runbooks.base.settings import Settings
+from tests.engine.test_cli import runbook
+from tests.flows.runbook_harness import finished, paused, wait_until
+from tests.kafka_groups import group_at_end
+
+
+@pytest.fixture(scope="module")
+def waiting(clusters):
+    """A kafka-replay run requested by alice, waiting at its gate; rejected by the last test."""
+    _, topic, group = group_at_end(clusters, unique, "ui")
+    started = runbook("run", "kafka-replay", "-p", "cluster=primary", "-p", f"group={group}", "-p", "to_earliest=true",
+                      "--as", "alice", "--json")
+    assert started.returncode == 0, started.stderr
+    return wait_until(json.loads(started.stdout)["run_id"], paused, timeout=90), topic, group
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _flow_run(run_id: str):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(run_id))
+
+
+def test_a_run_is_named_after_its_runbook_and_target_and_tagged_with_who_asked_and_whom_it_waits_for(waiting):
+    view, _, group = waiting
+    flow_run = _flow_run(view.id)
+    assert flow_run.name == f"kafka-replay primary/{group}"
+    assert {"mq-runbooks", "runbook:kafka-replay", f"lock:kafka:primary:group:{group}", "requested-by:alice"} <= set(
+        flow_run.tags)
+    assert [tag for tag in flow_run.tags if tag.startswith("waits-for:1 of @kafka-oncall")], flow_run.tags
+
+
+def test_the_form_says_what_is_asked_by_whom_until_when_and_links_the_plan_table(waiting):
+    view, topic, _ = waiting
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(UUID(view.id))
+        keyset = keyset_from_paused_state(flow_run.state)
+        schema = json.loads(client.read_flow_run_input(UUID(view.id), keyset["schema"]))
+        description = json.loads(client.read_flow_run_input(UUID(view.id), keyset["description"]))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[UUID(view.id)])))
+    assert set(schema["properties"]) == {"decision", "by", "comment"}, "no editable digest, proof or signature"
+    assert all(field.get("description") for field in schema["properties"].values())
+    for expected in ("## Approve `kafka-replay`?", "**Asked by** alice", "1 approval(s) from @kafka-oncall",
+                     " UTC**", f"runbook approve {view.id}", "refused", f"/artifacts/key/plan-{view.id}", topic):
+        assert expected in description, (expected, description)
+    [plan] = [a for a in artifacts if a.key == f"plan-{view.id}"]
+    assert plan.type == "table"
+    assert json.loads(plan.data)[0] == {"topic": topic, "partition": 0, "current": 2, "target": 0, "log start": 0,
+                                        "log end": 2, "replayed (+) / skipped (-)": "+2"}
+
+
+def test_a_run_from_the_deployment_run_form_is_named_and_tagged_when_it_starts(clusters):
+    """As the Prefect UI's Run form creates it: the deployment's parameters, no tags, a random name."""
+    settings = Settings.from_environ()
+    catalog = load_catalog(settings.catalog)
+    _, _, group = group_at_end(clusters, unique, "uiform")
+    workers.ensure_registered(catalog.get("kafka-replay"), workers.LOCAL, None)
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(workers.deployment_name("kafka-replay", workers.LOCAL))
+        created = client.create_flow_run_from_deployment(deployment.id, parameters={
+            "params": {"cluster": "primary", "group": group, "to_earliest": True}, "requested_by": "unknown"})
+    workers.spawn_executor(settings, str(created.id))
+    view = wait_until(str(created.id), paused, timeout=90)
+    flow_run = _flow_run(view.id)
+    assert flow_run.name == f"kafka-replay primary/{group}"
+    assert {"mq-runbooks", "runbook:kafka-replay", f"lock:kafka:primary:group:{group}"} <= set(flow_run.tags)
+    assert view.runbook == "kafka-replay" and runs.read_run(view.id).target == f"kafka:primary:group:{group}"
+    cancelled = runbook("cancel", view.id, "--as", "carol", "--reason", "test over")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert not [tag for tag in _flow_run(view.id).tags if tag.startswith("waits-for:")]
+
+
+def test_an_answer_from_the_form_is_refused_and_the_form_says_so_when_it_opens_again(waiting):
+    view, _, _ = waiting
+    settings = Settings.from_environ()
+    resume_flow_run(UUID(view.id), run_input={"decision": "approve", "by": "carol", "comment": "from the form"})
+    assert runs.execute_if_local(settings, view.id)
+    again = wait_until(view.id, lambda v: paused(v) and v.pause_key != view.pause_key, timeout=90)
+    assert "refused carol's answer" in again.message
+    with get_client(sync_client=True) as client:
+        keyset = keyset_from_paused_state(client.read_flow_run(UUID(view.id)).state)
+        description = json.loads(client.read_flow_run_input(UUID(view.id), keyset["description"]))
+    assert "> **Refused:** refused carol's answer: the answer is not signed by mq-runbooks" in description, description
+
+
+# Last: it ends the shared run.
+def test_a_rejected_run_is_not_green_and_waits_for_nobody(waiting):
+    view, _, _ = waiting
+    rejected = runbook("reject", view.id, "--as", "carol", "--reason", "not now")
+    assert rejected.returncode == 0, rejected.stderr
+    done = wait_until(view.id, finished)
+    flow_run = _flow_run(view.id)
+    assert (done.state, flow_run.state.type.value) == ("Rejected", "CANCELLED")
+    assert not [tag for tag in flow_run.tags if tag.startswith("waits-for:")]
