@@ -34,6 +34,8 @@ A runbook module then reads:
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -270,6 +272,7 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
     journal already holds (the start, the lock's lease, the plan, the answers) is taken from there,
     not done again."""
     run_id = str(flow_run.id)
+    _tell_people_once()
     try:
         context = RunContext.load()
         run = Run(settings=context.settings, clusters=context.clusters, id=run_id,
@@ -307,6 +310,28 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
     publish_postmortem(run_id)
     _show(run_id, ended=True)
     return state
+
+
+@functools.cache
+def _tell_people_once() -> None:
+    journal.add_listener(_tell_people)
+
+
+def _tell_people(run_id: str, entry: journal.Entry) -> None:
+    """A human line in the run's logs (Prefect's Logs tab) for each step of this run: the plan, who
+    approved, the snapshot and where it is, each change, what verify read back, a restore, the outcome.
+    A declined gate already says so in one INFO line (kit/endings.py); a refused answer in a WARNING."""
+    if entry.kind not in ("plan", "approval", "snapshot", "action", "verification", "rollback", "outcome") \
+            or str(flow_run.id) != run_id or entry.data.get("outcome") == "rejected":
+        return
+    words = {"plan": "plan", "approval": "approval", "snapshot": "snapshot saved", "action": "changed",
+             "verification": "verified", "rollback": "restored", "outcome": "outcome"}[entry.kind]
+    where = f" (at {entry.data['path']})" if entry.kind == "snapshot" and entry.data.get("path") else ""
+    failed = (entry.kind == "verification" and entry.data.get("ok") is False) or entry.kind == "rollback" or \
+        (entry.kind == "outcome" and entry.data.get("outcome") == "failed")
+    get_run_logger().log(logging.WARNING if failed else logging.INFO, "%s: %s%s",
+                         "verification FAILED" if entry.kind == "verification" and failed else words,
+                         entry.summary, where)
 
 
 def _show(run_id: str, ended: bool = False) -> None:

@@ -5,12 +5,13 @@ artifact, and a rejected run not green."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
 from prefect.flow_runs import resume_flow_run
 from prefect.input.run_input import keyset_from_paused_state
 
@@ -113,3 +114,38 @@ def test_a_rejected_run_is_not_green_and_waits_for_nobody(waiting):
     flow_run = _flow_run(view.id)
     assert (done.state, flow_run.state.type.value) == ("Rejected", "CANCELLED")
     assert not [tag for tag in flow_run.tags if tag.startswith("waits-for:")]
+
+
+def test_an_approved_run_logs_a_human_line_per_step_and_its_journal_is_one_ordered_timeline(clusters):
+    _, topic, group = group_at_end(clusters, unique, "uilog")
+    started = runbook("run", "kafka-replay", "-p", "cluster=primary", "-p", f"group={group}", "-p", "to_earliest=true",
+                      "--as", "alice", "--json")
+    assert started.returncode == 0, started.stderr
+    view = wait_until(json.loads(started.stdout)["run_id"], paused, timeout=90)
+    approved = runbook("approve", view.id, "--as", "carol", "--comment", "consumers stopped")
+    assert approved.returncode == 0, approved.stderr
+    done = wait_until(view.id, finished, timeout=90)
+    assert done.succeeded, done.message
+    snapshot = next(e for e in done.entries if e.kind == "snapshot")
+    wanted = ("plan: 1 of 1 partition(s)", "approval: approved by carol: consumers stopped", "snapshot saved: ",
+              f"(at {snapshot.data['path']})", "changed: altered 1 partition offset(s)",
+              "verified: read back 1 offset(s): all as planned", "outcome: ")
+    deadline = time.monotonic() + 20  # the executor's last log lines reach the server a moment after its state
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+                any_=[UUID(view.id)])), limit=200)]
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+                any_=[UUID(view.id)])))
+        missing = [line for line in wanted if not any(line in message for message in logs)]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert not missing, (missing, logs)
+    timelines = [a for a in artifacts if a.key == f"journal-{view.id}"]
+    assert timelines and all(a.type == "markdown" for a in timelines)
+    latest = max(timelines, key=lambda a: a.created).data
+    kinds = [row.split("|")[2].strip() for row in latest.splitlines() if row.startswith("| 20")]
+    assert kinds[0] == "parameters" and kinds.index("approval") < kinds.index("snapshot") < kinds.index("outcome")
+    stamps = [row.split("|")[1].strip() for row in latest.splitlines() if row.startswith("| 20")]
+    assert stamps == sorted(stamps), "oldest first"
