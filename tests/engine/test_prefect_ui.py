@@ -1,7 +1,7 @@
 """Prefect's UI reads right: runs named after their runbook and target and tagged with who asked and
 whom they wait for (also a run created from the deployment's Run form), the gate's form saying what
 is asked, by whom, until when and how to answer, with no judge's field in it, the plan a keyed table
-artifact, and a rejected run not green."""
+artifact, and a rejected run not green (in real Chromium, on the Prefect UI's page of the run)."""
 from __future__ import annotations
 
 import json
@@ -14,11 +14,14 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
 from prefect.flow_runs import resume_flow_run
 from prefect.input.run_input import keyset_from_paused_state
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from mq_runbooks.app import runs, workers
 from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.base.settings import Settings
 from tests.engine.test_cli import runbook
+from tests.engine.test_review_pages import browser  # noqa: F401  (the fixture: real Chromium)
 from tests.flows.runbook_harness import finished, paused, wait_until
 from tests.kafka_groups import group_at_end
 
@@ -149,3 +152,18 @@ def test_an_approved_run_logs_a_human_line_per_step_and_its_journal_is_one_order
     assert kinds[0] == "parameters" and kinds.index("approval") < kinds.index("snapshot") < kinds.index("outcome")
     stamps = [row.split("|")[1].strip() for row in latest.splitlines() if row.startswith("| 20")]
     assert stamps == sorted(stamps), "oldest first"
+
+
+def test_prefect_ui_shows_the_rejected_run_grey_named_and_tagged(waiting, browser, tmp_path):
+    """In real Chromium, the Prefect UI's page of the run the previous test rejected."""
+    view, _, group = waiting
+    assert runs.read_run(view.id).state == "Rejected", "run after test_a_rejected_run_is_not_green_and_waits_for_nobody"
+    browser.get(f"{Settings.from_environ().prefect_api_url.removesuffix('/api')}/runs/flow-run/{view.id}")
+    badge = WebDriverWait(browser, 30).until(lambda d: next(
+        (b for b in d.find_elements(By.CSS_SELECTOR, ".state-badge") if b.text.strip() == "Rejected"), None))
+    assert "state--cancelled" in badge.get_attribute("class"), badge.get_attribute("class")
+    assert "completed" not in badge.get_attribute("class")
+    page = browser.find_element(By.TAG_NAME, "body").text
+    for text in (f"kafka-replay primary/{group}", "requested-by:alice"):  # more tags fold into "+1" at 1100 px
+        assert text in page, text
+    browser.save_screenshot(str(tmp_path / "prefect-ui-rejected-run.png"))
