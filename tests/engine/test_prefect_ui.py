@@ -108,6 +108,26 @@ def test_an_answer_from_the_form_is_refused_and_the_form_says_so_when_it_opens_a
     assert "> **Refused:** refused carol's answer: the answer is not signed by mq-runbooks" in description, description
 
 
+def test_prefect_ui_resume_dialog_says_what_is_asked_and_has_no_judges_field(waiting, browser, tmp_path):
+    """In real Chromium: the Resume dialog of the waiting run (before the next test rejects it)."""
+    view, topic, _ = waiting
+    browser.get(f"{Settings.from_environ().prefect_api_url.removesuffix('/api')}/runs/flow-run/{view.id}")
+    resume = WebDriverWait(browser, 30).until(lambda d: next(
+        (b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Resume"), None))
+    resume.click()
+    dialog = WebDriverWait(browser, 30).until(lambda d: next(
+        (x for x in d.find_elements(By.CSS_SELECTOR, "[role=dialog], .p-modal") if "Approve" in x.text), None))
+    text = dialog.text
+    for expected in ("Approve kafka-replay?", "Asked by alice.", "Waiting for 1 approval(s) from @kafka-oncall",
+                     " UTC.", f"runbook approve {view.id}", "is refused", "plan artifact", topic,
+                     "Decision", "approve or reject the plan shown above", "By", "Who answers", "Comment",
+                     "kept in the journal and the postmortem"):
+        assert expected in text, (expected, text)
+    for judge_field in ("Plan Digest", "Signature", "Proof"):
+        assert judge_field not in text, (judge_field, text)
+    browser.save_screenshot(str(tmp_path / "prefect-ui-gate-form.png"))
+
+
 # Last: it ends the shared run.
 def test_a_rejected_run_is_not_green_and_waits_for_nobody(waiting):
     view, _, _ = waiting
