@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mq_runbooks.app.http import BodyTooLarge, Services, error, read_body
+from mq_runbooks.app.run_documents import run_document
 from mq_runbooks.app.web_identity import IdentityRefused, proxy_identity
 from mq_runbooks.base.catalog import refuse_file_parameters
 from mq_runbooks.base.errors import NotFoundError, RunbookError, UnreachableError, UsageError
@@ -92,12 +93,8 @@ def _text(document: dict[str, Any], key: str) -> str:
 
 
 def run_json(view) -> dict[str, Any]:
-    """A run as the API (and `runbook status --json`) gives it."""
-    return {"id": view.id, "name": view.name, "runbook": view.runbook, "state": view.state,
-            "message": view.message, "target": view.target, "requested_by": view.requested_by,
-            "waiting_for": view.waiting_for(), "finished": view.finished, "succeeded": view.succeeded,
-            "journal_problems": list(view.journal_problems),
-            "journal": [entry.to_json() for entry in view.entries]}
+    """A run as the API (and `runbook status --json`) gives it: app/run_documents.py."""
+    return run_document(view)
 
 
 def add_api_routes(app: FastAPI, services: Services) -> None:

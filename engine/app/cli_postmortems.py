@@ -33,10 +33,10 @@ def list_command(context: Context, runbook_id: str | None, status: str | None, a
     rows = [(p.id, p.runbook, p.status, str(p.meta.get("outcome", "")), _created(p.meta.get("created", "")),
              ", ".join(r.get("name", "") for r in p.reviewers)) for p in found]
     if not wide:  # the id holds the runbook and the day: keep the time of day alone
-        columns = ("id", "status", "outcome", "at", "reviewers")
+        columns = ("id", "status", "outcome", "at", "reviewed by")
         rows = [(row[0], row[2], row[3], row[4][11:] or row[4], row[5]) for row in rows]
     context.rows(columns, rows, title=f"{len(found)} postmortem(s) in {context.settings.postmortem_dir}",
-                 no_wrap=("id", "status", "outcome", "created", "at"))
+                 no_wrap=("id", "status", "created", "at"))  # an outcome (rolled back) wraps between words
 
 
 def _created(value: object) -> str:

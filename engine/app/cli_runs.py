@@ -1,7 +1,7 @@
 """CLI commands that plan, start, answer and follow runs: plan, run, approve, reject, runs, status.
 
 A run is named by its full id, a unique prefix of it (at least 6 characters) or its Prefect name
-(e.g. big-bird): see runs.resolve_run. Prefect is imported inside the commands that talk to it,
+(e.g. "kafka-replay primary/billing"): see runs.resolve_run. Prefect is imported inside the commands that talk to it,
 so `runbook --help` stays fast."""
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
 from mq_runbooks.base.errors import RunbookError, UsageError
@@ -23,13 +22,7 @@ from mq_runbooks.kit.identity import TOKEN_PREFIX
 if TYPE_CHECKING:
     from mq_runbooks.app.runs import RunView
 
-RUN_HELP = "RUN is the run's id, a unique prefix of it (6+ characters) or its name (e.g. big-bird)."
-
-
-def _markdown(text: str):
-    from rich.markdown import Markdown  # ~0.2 s of imports: only for the commands that print plans
-
-    return Markdown(text)
+RUN_HELP = 'RUN is the run\'s id, a unique prefix of it (6+ characters) or its name (e.g. "kafka-replay primary/billing").'
 
 
 def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -76,11 +69,17 @@ def plan(context: Context, runbook_id: str, pairs: tuple[str, ...], export: bool
         click.echo(computed.to_csv(), nl=False)
         return
     if as_json:
-        click.echo(json.dumps({**computed.to_json(), "refusal": refused}, indent=2))
+        from mq_runbooks.app.run_documents import rows_as_objects
+
+        document = computed.to_json()
+        click.echo(json.dumps({**document, "rows": rows_as_objects(document["columns"], document["rows"]),
+                               "refusal": refused}, indent=2, default=str))
         return
+    from mq_runbooks.app.cli_views import print_plan
+
     if refused:
         context.out.print(f"[red]would be refused[/red]: {escape(refused)} (a run of it ends Refused, changing nothing)")
-    context.out.print(_markdown(computed.markdown(rows=10_000)))
+    print_plan(context, computed.markdown(rows=10_000), computed.columns(), computed.rows())
     if refused:
         context.out.print(f"plan digest {computed.digest()[:12]}; nothing was changed.")
         return
@@ -184,13 +183,14 @@ def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by:
 def follow(context: Context, run_id: str, quiet: bool = False, poll_s: float = 0.5) -> RunView:
     """Print the run's journal as it grows, until the run ends."""
     from mq_runbooks.app import runs
+    from mq_runbooks.app.cli_views import print_entry
 
     shown = 0
     while True:
         view = runs.read_run(run_id)
         for entry in view.entries[shown:]:
             if not quiet:
-                _print_entry(context, run_id, entry)
+                print_entry(context, run_id, entry)
         shown = len(view.entries)
         if view.finished:
             if not quiet:
@@ -198,27 +198,6 @@ def follow(context: Context, run_id: str, quiet: bool = False, poll_s: float = 0
                 context.out.print(f"[{colour}]{view.state}[/{colour}]: {escape(view.message)}")
             return view
         time.sleep(poll_s)
-
-
-def _print_entry(context: Context, run_id: str, entry, show_answer: bool = True) -> None:
-    stamp = entry.at.strftime("%H:%M:%S")
-    context.out.print(f"[dim]{stamp}[/dim] [bold]{entry.kind}[/bold] {escape(entry.summary)}")
-    if entry.kind == "plan" and entry.data.get("markdown"):
-        context.out.print(_markdown(entry.data["markdown"]))
-    if entry.kind == "approval_requested" and show_answer:
-        context.out.print(f"  approve: runbook approve {run_id} --as NAME [--comment TEXT]\n"
-                          f"  reject:  runbook reject {run_id} --as NAME --reason TEXT")
-
-
-def plan_table(entry) -> Table:
-    """A journal `plan` entry as a table, whichever runbook wrote it (the plan contract's columns/rows)."""
-    columns, rows = entry.data.get("columns"), entry.data.get("rows")
-    if columns is None or rows is None:  # written before plans carried their table
-        return Table(title=f"plan: {entry.summary} (this run's journal has no table of it)")
-    table = Table(*columns, title=f"plan ({len(rows)} row(s)): {entry.summary}")
-    for row in rows:
-        table.add_row(*("" if value is None else str(value) for value in row))
-    return table
 
 
 as_option = click.option("--as", "by", default="", help="Your name, as the runbook's approval policy knows it "
@@ -375,7 +354,7 @@ def cancel(context: Context, run_id: str, by: str, reason: str, token_file: Path
 @click.option("--runbook", "runbook_id", default=None, metavar="ID", help="Only runs of this runbook.")
 @click.option("--state", "states", multiple=True, metavar="STATE", callback=lambda c, p, v: tuple(s.lower() for s in v),
               help="Only runs in this state (repeatable): scheduled, pending, running, paused, completed (succeeded), "
-                   "failed (includes rejected and timedout), rejected, timedout, cancelled, crashed.")
+                   "failed (includes rejected and timedout), rejected, timedout, cancelled (by runbook cancel), crashed.")
 @click.option("--waiting", is_flag=True, help="Only runs waiting at their approval gate (paused).")
 @click.option("--mine", is_flag=True, help="Only runs I requested, or that wait for an approval I may give.")
 @click.option("--as", "me", default=None, metavar="NAME", help="Who I am for --mine (default: $USER).")
@@ -424,6 +403,8 @@ def list_runs(context: Context, runbook_id: str | None, states: tuple[str, ...],
 
 
 def _print_runs(context: Context, listed: list[dict[str, Any]], as_json: bool) -> None:
+    """Every column, every value whole: a table where it fits, rows folded where it does not, tab-
+    separated when piped (ids whole; on a terminal 8 characters, a prefix RUN takes)."""
     if as_json:
         click.echo(json.dumps(listed, indent=2))
         return
@@ -434,10 +415,8 @@ def _print_runs(context: Context, listed: list[dict[str, Any]], as_json: bool) -
         message = f"STUCK: {v['stuck']}" if v["stuck"] else v["message"]
         rows.append((v["id"][:8] if short else v["id"], v["name"], v["runbook"],
                      f"{v['state']} (stuck)" if v["stuck"] else v["state"], v["target"], v["requested_by"],
-                     _when(v["started"], short), message[:80] if short else message))
-    if short and context.out.width < 160:  # a narrow terminal: `runbook status RUN` has the rest
-        columns, rows = columns[:6], [row[:6] for row in rows]
-    context.rows(columns, rows, no_wrap=("run", "name", "state"))
+                     _when(v["started"], short), message))
+    context.rows(columns, rows, no_wrap=("run", "runbook", "state", "target", "requested by"))  # a name wraps between words
 
 
 def _when(started: str | None, short: bool) -> str:
@@ -446,27 +425,46 @@ def _when(started: str | None, short: bool) -> str:
     return started[:19].replace("T", " ") if short else started
 
 
+def _print_status(context: Context, document: dict[str, Any], entries: list, full_plan: bool, how: str,
+                  stuck: str | None = None) -> None:
+    """`runbook status` on a terminal or a pipe, from the run's document (app/run_documents.py)."""
+    import datetime as dt
+
+    from mq_runbooks.app.cli_views import gate_lines, print_entry, print_plan_entry
+    from mq_runbooks.kit.journal import now_utc
+
+    def moment(value: str | None) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(value) if value else None
+
+    context.out.print(f"run [bold]{document['id']}[/bold] ({document['runbook']}): [bold]{document['state']}[/bold] "
+                      f"{escape(document['message'])}")
+    if stuck:
+        context.out.print(f"[red]stuck[/red]: {escape(stuck)}")
+    for problem in document["journal_problems"]:
+        context.out.print(f"[red]journal tampered with[/red]: {escape(problem)} (only entries the engine signed "
+                          f"are shown and acted on)")
+    for line in gate_lines(document["waiting_for"], moment(document.get("deadline")), moment(document.get("plan_at")),
+                           now_utc(), how):
+        context.out.print(escape(line))
+    for entry in entries:
+        if entry.kind == "plan" and full_plan:
+            print_plan_entry(context, entry, full=True)
+        else:
+            # How to answer the gate is shown only while the run still waits there.
+            print_entry(context, document["id"], entry, show_answer=bool(document["waiting_for"]))
+
+
 def _status_through_serve(context: Context, run_id: str, full_plan: bool, as_json: bool) -> None:
     """`runbook status` with RUNBOOK_SERVER: the run as serve reads it."""
     from mq_runbooks.kit.journal import Entry
 
     with _serve(context, None) as serve:
-        view = serve.call("GET", f"/runs/{run_id}")
+        document = serve.call("GET", f"/runs/{run_id}")
     if as_json:
-        click.echo(json.dumps(view, indent=2))
+        click.echo(json.dumps(document, indent=2))
         return
-    context.out.print(f"run [bold]{view['id']}[/bold] ({view['runbook']}): [bold]{view['state']}[/bold] "
-                      f"{escape(view['message'])}")
-    for problem in view["journal_problems"]:
-        context.out.print(f"[red]journal tampered with[/red]: {escape(problem)}")
-    if view["waiting_for"]:
-        context.out.print(f"waiting for {view['waiting_for']}: runbook approve {view['id']}")
-    for document in view["journal"]:
-        entry = Entry.from_json(document)
-        if entry.kind == "plan" and full_plan:
-            context.out.print(plan_table(entry))
-        else:
-            _print_entry(context, view["id"], entry, show_answer=bool(view["waiting_for"]))
+    _print_status(context, document, [Entry.from_json(entry) for entry in document["journal"]], full_plan,
+                  f"runbook approve {document['id']}")
 
 
 @cli.command("status", epilog=RUN_HELP)
@@ -495,26 +493,12 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
             view = runs.read_run(run_id)
         else:
             write_postmortem(view.id)  # refreshes a draft in place; a reviewed one is left alone
+    from mq_runbooks.app.run_documents import run_document
     from mq_runbooks.app.stuck import why_stuck
 
     stuck = why_stuck(context.settings, view)
+    document = {**run_document(view), "stuck": stuck}
     if as_json:
-        click.echo(json.dumps({"id": view.id, "runbook": view.runbook, "state": view.state, "message": view.message,
-                               "waiting_for": view.waiting_for(), "stuck": stuck,
-                               "journal_problems": list(view.journal_problems),
-                               "journal": [e.to_json() for e in view.entries]}, indent=2, default=str))
+        click.echo(json.dumps(document, indent=2, default=str))
         return
-    context.out.print(f"run [bold]{view.id}[/bold] ({view.runbook}): [bold]{view.state}[/bold] {escape(view.message)}")
-    if stuck:
-        context.out.print(f"[red]stuck[/red]: {escape(stuck)}")
-    for problem in view.journal_problems:
-        context.out.print(f"[red]journal tampered with[/red]: {escape(problem)} (only entries the engine signed are shown and acted on)")
-    waiting = view.waiting_for()
-    if waiting:
-        context.out.print(f"waiting for {waiting}: runbook approve {view.id} --as NAME")
-    for entry in view.entries:
-        if entry.kind == "plan" and full_plan:
-            context.out.print(plan_table(entry))
-        else:
-            # How to answer the gate is shown only while the run still waits there.
-            _print_entry(context, view.id, entry, show_answer=bool(waiting))
+    _print_status(context, document, view.entries, full_plan, f"runbook approve {view.id} --as NAME", stuck)

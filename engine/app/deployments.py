@@ -34,9 +34,9 @@ from pydantic import BaseModel
 
 from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.errors import BrokerError, NotFoundError, UnreachableError
-from mq_runbooks.app.runs import RUNBOOK_TAG
+from mq_runbooks.app.runs import target_in_words
 from mq_runbooks.app.workers import deployment_name
-from mq_runbooks.kit.lock import lock_tag
+from mq_runbooks.kit.labels import run_name, start_tags
 
 
 
@@ -134,11 +134,12 @@ class DeploymentStarter:
         request_id = uuid.uuid4().hex
         parameters = {"params": params.model_dump(mode="json"), "requested_by": requested_by,
                       "trigger": {**trigger, "request_id": request_id}}
-        all_tags = [RUNBOOK_TAG, f"runbook:{runbook.id}", lock_tag(runbook.lock_key(params)), *(tags or [])]
+        all_tags = [*start_tags(runbook.id, runbook.lock_key(params), requested_by), *(tags or [])]
         # The parameters were validated here (the runbook's model); the flow validates them again when it
         # runs. Prefect's JSON-schema check of each run at creation is skipped: it costs the server more
         # than the insert itself.
         body = DeploymentFlowRunCreate(parameters=parameters, tags=all_tags, state=to_state_create(Scheduled()),
+                                      name=run_name(runbook.id, target_in_words(runbook, params)),
                                       idempotency_key=idempotency_key, enforce_parameter_schema=False,
                                       ).model_dump(mode="json", exclude_unset=True)
         return _Write(runbook.id, body, request_id, idempotency_key)

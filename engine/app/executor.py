@@ -29,6 +29,7 @@ def execute(run_id: str, claim: bool) -> int:
     from prefect.flow_engine import run_flow
 
     from mq_runbooks.app.workers import claim as claim_run
+    from mq_runbooks.kit.endings import is_declined
 
     if not preloaded_settings_hold(os.environ):  # a forked run's Prefect read them in the starter
         refresh_global_settings_context()
@@ -49,7 +50,8 @@ def execute(run_id: str, claim: bool) -> int:
         except Pause:
             print(f"run {run_id} waits at its gate with no process; it goes on when answered")
             return 0
-    return 0 if state.is_completed() or state.is_paused() else 1
+    # A declined run (Rejected, TimedOut) ended as it should: an expected outcome, not the executor's failure.
+    return 0 if state.is_completed() or state.is_paused() or is_declined(state.name) else 1
 
 
 # In the preloaded starter: the catalog it loaded (with what it read, see catalog_signature), so

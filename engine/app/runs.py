@@ -36,10 +36,10 @@ from mq_runbooks.kit import journal
 from mq_runbooks.kit.endings import DECLINED_STATE_NAMES, REJECTED, TIMED_OUT, is_declined
 from mq_runbooks.kit.gate import refusal, sign_answer
 from mq_runbooks.kit.identity import proof_kind, verify_answer
-from mq_runbooks.kit.lock import lock_tag
+from mq_runbooks.kit.labels import RUN_TAG, WAITS_FOR, label, run_name, start_tags
 from mq_runbooks.kit.signing import signing_key
 
-RUNBOOK_TAG = "mq-runbooks"
+RUNBOOK_TAG = RUN_TAG
 MIN_PREFIX = 6
 _PAGE = 200
 # `runbook runs --state`: Prefect's state types, and the names of runs their gate declined (kit/endings.py).
@@ -71,7 +71,8 @@ class RunView:
 
     @property
     def succeeded(self) -> bool:
-        return self.state_type == "COMPLETED" and not is_declined(self.state)  # rejected: Completed, not a success
+        # A declined run is no success, also one of an earlier version that ended it as Completed.
+        return self.state_type == "COMPLETED" and not is_declined(self.state)
 
     def waiting_for(self) -> str | None:
         """Who the gate waits for, when it waits."""
@@ -97,14 +98,15 @@ def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested
     from mq_runbooks.app import workers
 
     parameters = {"params": params.model_dump(mode="json"), "requested_by": requested_by, "trigger": trigger or {}}
-    tags = [RUNBOOK_TAG, f"runbook:{runbook.id}", lock_tag(runbook.lock_key(params))]
+    tags = start_tags(runbook.id, runbook.lock_key(params), requested_by)
     _ensure_crash_detection()
     on_workers = settings.run_on == "workers"
     name = settings.deployment if on_workers else workers.LOCAL
     workers.ensure_registered(runbook, name, settings.work_pool if on_workers else None)
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(workers.deployment_name(runbook.id, name))
-        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=tags)
+        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=tags,
+                                                          name=run_name(runbook.id, target_in_words(runbook, params)))
     if on_workers:
         workers.wake(str(flow_run.id))
     else:
@@ -112,9 +114,18 @@ def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested
     return str(flow_run.id)
 
 
+def target_in_words(runbook: Runbook, params: BaseModel) -> str:
+    """The target as the runbook says it (its steps' `target`, e.g. primary/billing), else its lock key."""
+    target = getattr(getattr(runbook.planner, "__self__", None), "target", None)  # planner: STEPS.dry_run
+    try:
+        return str(target(params)) if callable(target) else runbook.lock_key(params)
+    except Exception:  # noqa: BLE001  (a name is a label: never a reason not to start a run)
+        return runbook.lock_key(params)
+
+
 def resolve_run(client, reference: str) -> FlowRun:
     """The one run `reference` names: its full id, a unique prefix of its id (at least MIN_PREFIX
-    characters), or its Prefect name (e.g. big-bird). None or several: UsageError (the CLI exits 2)."""
+    characters), or its Prefect name (e.g. kafka-replay primary/billing). None or several: UsageError (the CLI exits 2)."""
     reference = reference.strip()
     try:
         return client.read_flow_run(UUID(reference))
@@ -185,32 +196,50 @@ def _view(flow_run: FlowRun, entries: list[journal.Entry], problems: list[str] =
 
 
 def _state_filter(states: tuple[str, ...]) -> FlowRunFilterState | None:
-    types = [s.upper() for s in states if s in STATE_TYPES]
-    names = [STATE_NAMES[s] for s in states if s in STATE_NAMES]
-    if "failed" in states:  # a declined run is no success: `failed` lists it (its type is Completed)
-        names = sorted({*names, *DECLINED_STATE_NAMES})
+    """The server's filter for `states`: a superset of `in_states` (which tells declined runs apart)."""
     unknown = [s for s in states if s not in STATES]
     if unknown:
         raise UsageError(f"unknown state {', '.join(unknown)} (states: {', '.join(STATES)})")
     if not states:
         return None
+    types = [s.upper() for s in states if s in STATE_TYPES]
+    names = [STATE_NAMES[s] for s in states if s in STATE_NAMES]
+    if "failed" in states:  # a declined run is no success: `failed` lists it (Rejected is of type Cancelled)
+        names = sorted({*names, *DECLINED_STATE_NAMES})
     return FlowRunFilterState(operator="or_", type=FlowRunFilterStateType(any_=types) if types else None,
                               name=FlowRunFilterStateName(any_=names) if names else None)
 
 
+def in_states(view: RunView, states: tuple[str, ...]) -> bool:
+    """Whether a run is in one of `states` (see STATES) as `runbook runs --state` means them: a declined
+    run (Rejected: Cancelled by type; TimedOut: Failed; Completed in earlier versions) is `rejected` or
+    `timedout` and `failed`, never `completed` nor `cancelled`."""
+    if not states:
+        return True
+    declined = is_declined(view.state)
+    for state in states:
+        if state in STATE_NAMES:
+            if view.state == STATE_NAMES[state]:
+                return True
+        elif state == "failed":
+            if declined or view.state_type == "FAILED":
+                return True
+        elif view.state_type == state.upper() and not (declined and state in ("completed", "cancelled")):
+            return True
+    return False
+
+
 def list_runs(limit: int = 20, runbook_id: str | None = None, states: tuple[str, ...] = (),
               mine: Callable[[RunView], bool] | None = None) -> list[RunView]:
-    """The newest runs, newest first: of one runbook, in some states (see STATES), and/or those
-    `mine` accepts (read page by page until `limit` are found)."""
+    """The newest runs, newest first: of one runbook, in some states (see STATES, in_states), and/or
+    those `mine` accepts (read page by page until `limit` are found)."""
     tags = [RUNBOOK_TAG] + ([f"runbook:{runbook_id}"] if runbook_id else [])
     run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=tags), state=_state_filter(states))
-    # `completed` lists successes; a declined run (type Completed) only with failed/rejected/timedout
-    declined_too = "completed" not in states or bool({"failed", *STATE_NAMES} & set(states))
     views: list[RunView] = []
     with get_client(sync_client=True) as client:
         for run in _every_run(client, run_filter, FlowRunSort.EXPECTED_START_TIME_DESC, page=min(limit, _PAGE)):
             view = _view(run, [])
-            if not declined_too and is_declined(view.state):
+            if not in_states(view, states):
                 continue
             if mine is None or mine(view):
                 views.append(view)
@@ -363,6 +392,7 @@ def cancel_run(settings: Settings, catalog: Catalog, reference: str, by: str, re
     if result.status != SetStateStatus.ACCEPT:
         raise UsageError(f"run {view.id} could not be cancelled ({result.details}); see runbook status {view.id}")
     journal.write(view.id, Outcome(outcome="cancelled", summary=message, data={"by": who, "proof": proof_kind(proof)}))
+    label(view.id, remove=[WAITS_FOR])
     release_lock(view.entries)
     publish_postmortem(view.id)
     return read_run(view.id)

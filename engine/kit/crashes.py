@@ -198,9 +198,9 @@ def conclude_expired(run_id: str) -> bool:
     """Record a run whose gate's deadline passed while it was suspended (the Prefect server failed it)
     as timed out: journal, lock, state TimedOut, Slack, postmortem, one INFO line. True if concluded now."""
     from prefect.client.orchestration import get_client
-    from prefect.states import Completed
 
-    from mq_runbooks.kit.endings import TIMED_OUT
+    from mq_runbooks.kit.endings import timed_out_state
+    from mq_runbooks.kit.labels import WAITS_FOR, label
     from mq_runbooks.kit.gate import record_timeout
     from mq_runbooks.kit.steps import publish_postmortem
 
@@ -214,11 +214,12 @@ def conclude_expired(run_id: str) -> bool:
     observer.timed_out(timeout_s)
     summary = "timed out; nothing was changed"
     journal.write(run_id, Outcome(outcome="rejected", summary=summary))
+    label(run_id, remove=[WAITS_FOR])
     release_lock(entries)
     with get_client(sync_client=True) as client:
         # The same final state as a gate that timed out in its process (kit/endings.py).
-        client.set_flow_run_state(run_id, Completed(message=f"nobody approved within {timeout_s:.0f}s: {summary}",
-                                                    name=TIMED_OUT), force=True)
+        client.set_flow_run_state(run_id, timed_out_state(f"nobody approved within {timeout_s:.0f}s: {summary}"),
+                                  force=True)
     publish_postmortem(run_id)
     logging.getLogger("runbook.gate").info("run %s timed out: nobody answered within %.0fs; nothing was changed",
                                            run_id, timeout_s)

@@ -34,6 +34,8 @@ A runbook module then reads:
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +56,9 @@ from mq_runbooks.integrations.artemis import ArtemisManagement
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.kit import journal
+from mq_runbooks.kit.endings import ended_state
+from mq_runbooks.kit.labels import WAITS_FOR, label, run_name, start_tags
+from mq_runbooks.kit.run_artifacts import publish_plan, publish_timeline
 from mq_runbooks.kit.lock import target_lock
 from mq_runbooks.kit.plans import Plan
 from mq_runbooks.kit.records import Action, Outcome, PlanRecord, Restore, Snapshot, Start, Verification
@@ -272,6 +277,7 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
     journal already holds (the start, the lock's lease, the plan, the answers) is taken from there,
     not done again."""
     run_id = str(flow_run.id)
+    _tell_people_once()
     try:
         context = RunContext.load()
         run = Run(settings=context.settings, clusters=context.clusters, id=run_id,
@@ -279,9 +285,10 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
                   trigger=dict(trigger or {}))
         run.prior = journal.read(run_id)
         ended = journal.last(run.prior, "outcome")
-        if ended is not None:  # e.g. concluded as crashed while a worker was still starting it: never act
-            get_run_logger().warning("this run has already ended (%s): not executed again", ended.summary)
-            return Failed(message=f"already ended: {ended.summary}", name="AlreadyEnded")
+        if ended is not None:  # Retry in the Prefect UI, or concluded as crashed while a worker started it
+            get_run_logger().info("run %s has already ended (%s): executed again, it does nothing and keeps "
+                                  "its final state", run_id, ended.summary)
+            return ended_state(run.prior)
         start = journal.last(run.prior, "parameters")
         if start is None:
             start = journal.write(run_id, Start(
@@ -289,20 +296,68 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
                 parameters=params.model_dump(mode="json"), requested_by=requested_by, trigger=run.trigger,
                 target=steps.target(params)))
             _record_relative_targets(steps, run, params, start.at)
+            _label(run_id, name=run_name(steps.id, steps.target(params)),
+                   add=start_tags(steps.id, run.runbook.lock_key(params), requested_by))
         else:
             get_run_logger().info("resumed after its gate: the journal holds %d entries", len(run.prior))
         run.planned_at = start.at  # from the journal: the same moment in every execution of the run
         state = _drive(steps, run, params)
     except PrefectSignal:  # suspended at the gate: the run goes on when it is answered
+        _show(run_id)
         raise
     except Exception as exc:
         if journal.last(journal.read(run_id), "outcome") is None:
             journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
             journal.write(run_id, Outcome(outcome="failed", summary=f"failed before changing anything: {exc}"))
         publish_postmortem(run_id)
+        _show(run_id, ended=True)
         raise
     publish_postmortem(run_id)
+    _show(run_id, ended=True)
     return state
+
+
+@functools.cache
+def _tell_people_once() -> None:
+    journal.add_listener(_tell_people)
+
+
+def _tell_people(run_id: str, entry: journal.Entry) -> None:
+    """A human line in the run's logs (Prefect's Logs tab) for each step of this run: the plan, who
+    approved, the snapshot and where it is, each change, what verify read back, a restore, the outcome.
+    A declined gate already says so in one INFO line (kit/endings.py); a refused answer in a WARNING."""
+    if entry.kind not in ("plan", "approval", "snapshot", "action", "verification", "rollback", "outcome") \
+            or str(flow_run.id) != run_id or entry.data.get("outcome") == "rejected":
+        return
+    words = {"plan": "plan", "approval": "approval", "snapshot": "snapshot saved", "action": "changed",
+             "verification": "verified", "rollback": "restored", "outcome": "outcome"}[entry.kind]
+    where = f" (at {entry.data['path']})" if entry.kind == "snapshot" and entry.data.get("path") else ""
+    failed = (entry.kind == "verification" and entry.data.get("ok") is False) or entry.kind == "rollback" or \
+        (entry.kind == "outcome" and entry.data.get("outcome") == "failed")
+    get_run_logger().log(logging.WARNING if failed else logging.INFO, "%s: %s%s",
+                         "verification FAILED" if entry.kind == "verification" and failed else words,
+                         entry.summary, where)
+
+
+def _show(run_id: str, ended: bool = False) -> None:
+    """What Prefect's UI shows of the run: its journal as a timeline and, once it ended, no tag saying
+    it waits (kit/labels.py, kit/run_artifacts.py). Logged when it cannot be written; never stops the run."""
+    try:
+        publish_timeline(run_id, journal.read(run_id))
+        if ended:
+            label(run_id, remove=[WAITS_FOR])
+    except Exception as exc:  # noqa: BLE001
+        get_run_logger().warning("could not update the run's timeline or tags in Prefect (%s): %s",
+                                 type(exc).__name__, exc)
+
+
+def _label(run_id: str, **change: Any) -> None:
+    """Name and tag the run for people (kit/labels.py); a label that cannot be written is logged, and
+    never stops the run."""
+    try:
+        label(run_id, **change)
+    except Exception as exc:  # noqa: BLE001
+        get_run_logger().warning("could not label the run in Prefect (%s): %s", type(exc).__name__, exc)
 
 
 def _record_relative_targets(steps: RunbookSteps[P, PlanT], run: Run, params: P, planned_at: dt.datetime) -> None:
@@ -337,6 +392,10 @@ def _record_plan(run_id: str, plan: Plan, preface: str = "", **data: Any) -> Non
         summary=plan.summary(), digest=plan.digest(), columns=list(plan.columns()),
         rows=[list(row) for row in plan.rows()], changes_anything=plan.changes_anything(), csv=plan.to_csv(),
         markdown=f"{preface}\n\n{plan.markdown()}" if preface else plan.markdown(), data={**plan.to_json(), **data}))
+    try:  # the table people read on the run's page (a new version of its keyed artifact)
+        publish_plan(run_id, plan.summary(), list(plan.columns()), [list(row) for row in plan.rows()])
+    except Exception as exc:  # noqa: BLE001  (the journal holds the plan; the artifact is a view of it)
+        get_run_logger().warning("could not publish the plan's table artifact (%s): %s", type(exc).__name__, exc)
 
 
 def _end(run_id: str, outcome: str, summary: str, changed: list[str] | None = None, **data: Any) -> None:
@@ -424,8 +483,16 @@ def _apply(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT) -> S
         raise
     steps.report(run, params, plan, result)
     summary = steps.outcome(params, plan, result)
-    _end(run.id, "succeeded", summary, run.changed)
+    _end(run.id, "succeeded", summary, run.changed,
+         **_counted(*(entry.data for entry in run.applied_steps.values()), verification.data))
     return Completed(message=summary)
+
+
+def _counted(*documents: dict[str, Any]) -> dict[str, int | float]:
+    """The numbers among the top-level fields of `documents` (a later one wins), for the outcome:
+    a script reads `moved` and `seen_at_plan` there, not in the summary's prose."""
+    return {key: value for document in documents for key, value in document.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("outcome", "changed")}
 
 
 def _verify(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT, result: Any) -> Verification:

@@ -1,22 +1,32 @@
-"""How a run ends when its gate says no: rejected by an approver, or timed out with nobody answering.
+"""How a run ends when its gate says no (rejected by an approver, or timed out with nobody
+answering), and the state a run that has ended keeps if it is executed again.
 
-That is an expected outcome, not an error. Its final Prefect state is of type COMPLETED, named
-`Rejected` or `TimedOut`: Prefect's engine raises the state of a flow that returns a Failed or
-Cancelled state (`FailedRun` / `CancelledRun`) wherever it runs the flow for its result (the runner of
-`runbook serve`, a worker's `python -m prefect.engine`), which logs an ERROR with a traceback; a
-Completed state ends the flow quietly. So the run logs one INFO line (`run ID rejected by bob:
-reason; nothing was changed`) and Prefect its usual `Finished in state Rejected(...)`.
+A declined run is an expected outcome, not an error, and no success either: Prefect shows it as
+such. Rejected is of type CANCELLED, named `Rejected` (grey: someone decided not to act); TimedOut
+is of type FAILED, named `TimedOut` (red: nobody answered in time, which someone should look at).
+Every run is executed by our executor (app/executor.py), which asks Prefect's engine for the final
+state rather than the flow's result, so neither raises `CancelledRun`/`FailedRun`: the run logs one
+INFO line (`run ID rejected by bob: reason; nothing was changed`), Prefect its usual INFO `Finished in
+state Rejected(...)`, and no traceback. (Runs of earlier versions ended declined as COMPLETED with
+these names: `is_declined` still tells them from successes.)
 
-A declined run is still not a success: `RunView.succeeded` is false for these names, so `runbook run
---wait` exits 1 and `status`/`runs` show it in red; the journal's outcome is `rejected`, which Slack
-and the postmortem read. `runbook runs --state rejected|timedout` find them by name.
+`runbook run --wait` exits 1 for both; the journal's outcome is `rejected`, which Slack and the
+postmortem read; `runbook runs --state rejected|timedout` find them by name, `--state failed` lists
+them too.
+
+A run executed again after it ended (the Prefect UI's Retry on an ended run) does nothing and ends in
+the state its journal's outcome says, not in a new failure (`ended_state`).
 """
 from __future__ import annotations
 
-from prefect import get_run_logger
-from prefect.states import Completed, State
+from collections.abc import Sequence
 
-REJECTED, TIMED_OUT = "Rejected", "TimedOut"
+from prefect import get_run_logger
+from prefect.states import Cancelled, Completed, Crashed, Failed, State
+
+from mq_runbooks.kit import journal
+
+REJECTED, TIMED_OUT, REFUSED = "Rejected", "TimedOut", "Refused"
 DECLINED_STATE_NAMES = (REJECTED, TIMED_OUT)
 
 
@@ -24,7 +34,35 @@ def declined_state(run_id: str, summary: str, timed_out: bool, reason: str) -> S
     """The final state of a run whose gate said no (`summary`: the journal's outcome line, e.g.
     "rejected by bob; nothing was changed"), after one INFO line saying so with the reason."""
     get_run_logger().info("run %s %s", run_id, _with_reason(summary, reason))
-    return Completed(message=summary, name=TIMED_OUT if timed_out else REJECTED)
+    return timed_out_state(summary) if timed_out else Cancelled(message=summary, name=REJECTED)
+
+
+def timed_out_state(message: str) -> State:
+    """The final state of a run whose gate's deadline passed with nobody answering."""
+    return Failed(message=message, name=TIMED_OUT)
+
+
+def ended_state(entries: Sequence[journal.Entry]) -> State | None:
+    """The final state a run's journal says it ended in (its outcome), for a run executed again
+    after it ended; None while it has no outcome.
+
+        ended_state(entries)  # Cancelled(name="Rejected", message="rejected by bob; nothing was changed")
+    """
+    outcome = journal.last(list(entries), "outcome")
+    if outcome is None:
+        return None
+    kind, message = outcome.data.get("outcome"), outcome.summary
+    if kind in ("succeeded", "unchanged"):
+        return Completed(message=message)
+    if kind == "rejected":
+        rejection = journal.last(list(entries), "rejection")
+        timed_out = rejection is not None and rejection.data.get("by") == "timeout"
+        return timed_out_state(message) if timed_out else Cancelled(message=message, name=REJECTED)
+    if kind == "cancelled":
+        return Cancelled(message=message)
+    if kind == "crashed":
+        return Crashed(message=message)
+    return Failed(message=message, name=REFUSED if kind == "refused" else "Failed")
 
 
 def _with_reason(summary: str, reason: str) -> str:
@@ -34,8 +72,9 @@ def _with_reason(summary: str, reason: str) -> str:
 
 
 def is_declined(state_name: str) -> bool:
-    """Whether a final state of this name is a gate's no (of type COMPLETED, yet not a success)."""
+    """Whether a final state of this name is a gate's no (never a success, whatever its type)."""
     return state_name in DECLINED_STATE_NAMES
 
 
-__all__ = ["DECLINED_STATE_NAMES", "REJECTED", "TIMED_OUT", "declined_state", "is_declined"]
+__all__ = ["DECLINED_STATE_NAMES", "REFUSED", "REJECTED", "TIMED_OUT", "declined_state", "ended_state",
+           "is_declined", "timed_out_state"]

@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from prefect.input import RunInput
+from pydantic import ConfigDict, Field
 
 from mq_runbooks.base.catalog import ApprovalPolicy
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.identity import canonical_person, kind_refusal
+from mq_runbooks.kit.labels import WAITS_FOR, label, waits_for_tag
 from mq_runbooks.kit.notify import GateObserver
 from mq_runbooks.kit.signing import sign, signing_key, verify
 from mq_runbooks.kit.teams import load_people, person_of
@@ -42,14 +44,33 @@ from mq_runbooks.kit.teams import load_people, person_of
 PAUSE_EXPIRED = "The flow was paused and never resumed."  # the Prefect server's message at the deadline
 
 
+# The judge's fields: in every answer, never typed by a person, so out of the resume form.
+_JUDGE_FIELDS = ("proof", "plan_digest", "signature")
+
+
+def _form_schema(schema: dict) -> None:
+    """The schema Prefect's resume form is drawn from: the fields a person reads (decision, by,
+    comment, described); the judge's fields are still allowed in an answer (patternProperties, so the
+    server's check of an answer against this schema keeps refusing any other field)."""
+    properties = schema.get("properties", {})
+    hidden = {name: properties.pop(name) for name in _JUDGE_FIELDS if name in properties}
+    if hidden:
+        schema["patternProperties"] = {f"^{name}$": {"type": "string"} for name in hidden}
+
+
 class Approval(RunInput):
     """An answer as its judge sends it: a decision (no default: an empty form is refused), who, why,
     the plan they saw, the kind of proof the judge checked, and the judge's signature over all of it."""
 
-    decision: Literal["approve", "reject"]
-    by: str
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_form_schema)
+
+    decision: Literal["approve", "reject"] = Field(
+        description="approve or reject the plan shown above. Answer with `runbook approve|reject RUN` or in "
+                    "Slack: an answer from this form is not signed by mq-runbooks and is refused.")
+    by: str = Field(description="Who answers, as the runbook's approval policy knows them (proven by the CLI's "
+                                "token, Slack or serve, never by this field alone).")
     proof: str = ""  # the kind of proof checked (kit/identity.py proof_kind), believed only when signed
-    comment: str = ""
+    comment: str = Field("", description="Why: kept in the journal and the postmortem (a rejection needs one).")
     plan_digest: str = ""
     signature: str = ""  # the engine's HMAC over the answer (sign_answer); none: the answer is refused
 
@@ -154,6 +175,10 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
             self_approval=policy.self_approval, timeout_s=policy.timeout, requester=requester,
             plan_digest=plan_digest, gate=gate_round,
         )
+        try:  # whom it waits for, as a tag Prefect's UI shows and filters by
+            label(flow_run_id, add=[waits_for_tag(policy.approvers, policy.required)], remove=[WAITS_FOR])
+        except Exception as exc:  # noqa: BLE001  (a label never stops the gate)
+            _log().warning("could not tag the run with whom it waits for: %s", exc)
         observer.requested(plan_markdown, plan_digest, _policy_text(policy))
     else:
         observer.resumed(entries, plan_markdown, plan_digest, _policy_text(policy))
@@ -179,7 +204,8 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
         if remaining < 1:
             observer.timed_out(policy.timeout)
             return _timed_out(flow_run_id, policy, gate_round, key)
-        description = _dialog(runbook_id, plan_markdown, plan_digest, policy, approved_by)
+        description = _dialog(runbook_id, plan_markdown, plan_digest, policy, approved_by, requester=requester,
+                              deadline=deadline, run_id=flow_run_id, refused=status)
         form = Approval.with_initial_data(description=description, plan_digest=plan_digest)
         message = status or (f"waiting for {_policy_text(policy)}"
                              + (f"; approved so far by {', '.join(approved_by)}" if approved_by else ""))
@@ -271,11 +297,26 @@ def record_timeout(flow_run_id: str, timeout_s: float, **data) -> None:
                    by="timeout", timeout_s=timeout_s, **{k: v for k, v in data.items() if v is not None})
 
 
-def _dialog(runbook_id: str, plan_markdown: str, digest: str, policy: ApprovalPolicy, approved_by: list[str]) -> str:
-    so_far = f"Approved so far by {', '.join(approved_by)}. " if approved_by else ""
-    return (
-        f"## Approve `{runbook_id}`?\n\n{plan_markdown}\n\n"
-        f"{so_far}Needs {policy.required} approval(s) from {', '.join(policy.approvers)}. "
-        f"Plan `{digest[:12]}`. Answer with `runbook approve|reject` or in Slack: an answer sent from this "
-        f"form is not signed by mq-runbooks and is refused."
-    )
+def _dialog(runbook_id: str, plan_markdown: str, digest: str, policy: ApprovalPolicy, approved_by: list[str],
+            requester: str = "", deadline: dt.datetime | None = None, run_id: str = "", refused: str = "") -> str:
+    """The resume form's description in Prefect's UI: what is asked, by whom, of whom, until when,
+    how to answer (not with this form), the answer refused last, and the plan (its table linked)."""
+    from mq_runbooks.kit.run_artifacts import artifact_link, plan_key
+
+    so_far = f" Approved so far by {', '.join(approved_by)}." if approved_by else ""
+    until = f" until **{deadline.strftime('%Y-%m-%d %H:%M:%S UTC')}**" if deadline is not None else ""
+    link = f" (the whole table: [plan artifact]({artifact_link(plan_key(run_id))}))" if run_id else ""
+    lines = [
+        f"## Approve `{runbook_id}`?",
+        "",
+        f"**Asked by** {requester or 'unknown'}. **Waiting for** {policy.required} approval(s) from "
+        f"{', '.join(policy.approvers)}{'' if policy.self_approval else ' (not the requester)'}{until}.{so_far}",
+        "",
+        f"**Answer with** `runbook approve {run_id} --comment ...` or `runbook reject {run_id} --reason ...`, "
+        f"or the Approve / Reject buttons in Slack. This form is for reading: an answer submitted here is not "
+        f"signed by mq-runbooks and is refused (the run then keeps waiting and says so here).",
+    ]
+    if refused:
+        lines += ["", f"> **Refused:** {refused}"]
+    lines += ["", f"### Plan `{digest[:12]}`{link}", "", plan_markdown]
+    return "\n".join(lines)

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.states import Scheduled
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, workers
 from mq_runbooks.base.errors import UsageError
 from mq_runbooks.flows.replay_spec import parse_datetime
 from mq_runbooks.kit import journal
@@ -106,15 +109,28 @@ def test_rejected_run_changes_nothing(kafka_config, group_at_end, engine_env):
         runs.answer_gate(settings, catalog, run_id, False, "bob", "")
     runs.answer_gate(settings, catalog, run_id, False, "bob", "wrong group")
     view = wait_until(run_id, finished)
-    assert view.state == "Rejected" and not view.succeeded
+    # Not green in Prefect's UI: of type Cancelled, named Rejected, and no success.
+    assert (view.state, view.state_type) == ("Rejected", "CANCELLED") and not view.succeeded
     assert "snapshot" not in kinds(view) and "action" not in kinds(view)
     assert committed(kafka_config, group) == {(topic, p): PER_PARTITION for p in range(PARTITIONS)}
     # An expected outcome: one INFO line in the executor's log, no error, no traceback.
     assert_declined_quietly(runs.run_log_path(settings, run_id), f"run {run_id} rejected by bob: wrong group")
-    # Not a success, though its Prefect type is Completed: `runs --state` keeps it where people look.
+    # `runs --state` keeps it where people look: rejected and failed, neither completed nor cancelled.
     listed = {state: [v.id for v in runs.list_runs(limit=50, states=(state,))] for state in
-              ("rejected", "failed", "completed")}
-    assert run_id in listed["rejected"] and run_id in listed["failed"] and run_id not in listed["completed"]
+              ("rejected", "failed", "completed", "cancelled")}
+    assert run_id in listed["rejected"] and run_id in listed["failed"]
+    assert run_id not in listed["completed"] and run_id not in listed["cancelled"]
+
+    # Retry, as the Prefect UI's button proposes it: executed again, the run does nothing and ends as before.
+    with get_client(sync_client=True) as client:
+        retried = client.set_flow_run_state(run_id, Scheduled(name="AwaitingRetry", message="Retry from the UI"))
+    if retried.status == SetStateStatus.ACCEPT:
+        workers.spawn_executor(settings, run_id)
+        wait_until(run_id, lambda v: v.state_type not in ("SCHEDULED", "PENDING", "RUNNING"), timeout=60)
+    again = runs.read_run(run_id)
+    assert (again.state, again.state_type, again.message) == ("Rejected", "CANCELLED", view.message), again
+    assert [e.kind for e in again.entries].count("outcome") == 1
+    assert committed(kafka_config, group) == {(topic, p): PER_PARTITION for p in range(PARTITIONS)}
 
 
 def assert_declined_quietly(log_path: Path, line: str) -> None:
@@ -135,9 +151,10 @@ def test_gate_timeout_rejects_and_changes_nothing(kafka_config, group_at_end, en
     view = wait_until(run_id, finished, timeout=40)
     # The run waited suspended, with no process: the Prefect server failed it at the deadline, and
     # whoever looked next (here read_run; serve's sweep) concluded it as an expected outcome, not an
-    # error (kit/endings.py): Completed by type, named TimedOut, no success.
+    # error (kit/endings.py): Failed by type, named TimedOut, no success, no traceback.
     assert not view.succeeded, (view.state, view.message)
-    assert (view.state, view.state_type) == ("TimedOut", "COMPLETED"), (view.state, view.message)
+    # Red in Prefect's UI (nobody answered: someone should look), never green.
+    assert (view.state, view.state_type) == ("TimedOut", "FAILED"), (view.state, view.message)
     assert "nobody approved within 3s" in view.message
     log = runs.run_log_path(settings, run_id).read_text()
     assert "Traceback" not in log and "| ERROR" not in log, log

@@ -82,7 +82,7 @@ def test_a_scaffold_plans_a_real_queue(tmp_path, clusters, unique):
                           env={"RUNBOOK_TEAM_CATALOG": str(tmp_path)})
         assert planned.returncode == 0, planned.stderr
         document = json.loads(planned.stdout)
-        assert document["columns"] == ["queue", "ready", "unacked", "consumers"] and document["rows"][0][0] == queue
+        assert document["columns"] == ["queue", "ready", "unacked", "consumers"] and document["rows"][0]["queue"] == queue
         assert document["changes_anything"] is False
     finally:
         connection.channel().queue_delete(queue)

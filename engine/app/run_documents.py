@@ -1,0 +1,72 @@
+"""A run as scripts read it: what `runbook status --json` prints and serve's API answers
+(GET /api/v1/runs/{run}), in one shape. Plan rows are objects keyed by column, so a script need not
+know a runbook's column order; the outcome carries the numbers the run counted (e.g. `moved`,
+`seen_at_plan`); the gate's deadline and the moment of the plan shown are fields of their own.
+
+The journal itself keeps plan rows positional (the digest and the re-plan's comparison read them so):
+this is the edge where they become objects.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from mq_runbooks.kit import journal
+
+
+def rows_as_objects(columns: Sequence[str], rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """[["orders", 0, 41]] with columns topic, partition, offset -> [{"topic": "orders", "partition": 0,
+    "offset": 41}]; a row already an object is kept as it is."""
+    return [dict(row) if isinstance(row, dict) else dict(zip(columns, row)) for row in rows]
+
+
+def row_values(columns: Sequence[str], row: Any) -> list[Any]:
+    """A plan row in column order, whether the journal's list or an API's object."""
+    return [row.get(name) for name in columns] if isinstance(row, dict) else list(row)
+
+
+def entry_document(entry: journal.Entry) -> dict[str, Any]:
+    """A journal entry as JSON; a plan's rows (and a plan's `to_json` inside it) as objects."""
+    document = entry.to_json()
+    columns = entry.data.get("columns")
+    if entry.kind == "plan" and isinstance(columns, list) and isinstance(entry.data.get("rows"), list):
+        document["data"] = {**entry.data, "rows": rows_as_objects(columns, entry.data["rows"])}
+    return document
+
+
+def gate_deadline(entries: Sequence[journal.Entry]) -> dt.datetime | None:
+    """When the gate asked last times out (its request's moment plus the policy's timeout)."""
+    from mq_runbooks.kit.gate import deadline_of
+
+    request = journal.last(list(entries), "approval_requested")
+    return deadline_of(request) if request is not None else None
+
+
+def plan_at(entries: Sequence[journal.Entry]) -> dt.datetime | None:
+    """When the newest version of the plan was computed."""
+    plan = journal.last(list(entries), "plan")
+    return plan.at if plan is not None else None
+
+
+def outcome_document(entries: Sequence[journal.Entry]) -> dict[str, Any] | None:
+    """The run's outcome with its numbers: {"outcome": "succeeded", "summary": ..., "changed": [...],
+    "moved": 300, "seen_at_plan": 300}; None before it ends."""
+    outcome = journal.last(list(entries), "outcome")
+    return None if outcome is None else {"summary": outcome.summary, **outcome.data}
+
+
+def run_document(view, now: dt.datetime | None = None) -> dict[str, Any]:
+    """A run (app/runs.py RunView) as JSON: state, who and until when it waits, its plan's moment,
+    its outcome and the whole journal."""
+    now = now or journal.now_utc()
+    deadline = gate_deadline(view.entries) if view.state_type == "PAUSED" else None
+    planned = plan_at(view.entries)
+    return {"id": view.id, "name": view.name, "runbook": view.runbook, "state": view.state,
+            "message": view.message, "target": view.target, "requested_by": view.requested_by,
+            "waiting_for": view.waiting_for(), "deadline": deadline.isoformat() if deadline else None,
+            "plan_at": planned.isoformat() if planned else None,
+            "plan_age_s": round((now - planned).total_seconds(), 1) if planned else None,
+            "finished": view.finished, "succeeded": view.succeeded, "outcome": outcome_document(view.entries),
+            "journal_problems": list(view.journal_problems),
+            "journal": [entry_document(entry) for entry in view.entries]}

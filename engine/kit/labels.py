@@ -1,0 +1,51 @@
+"""What a run is called and tagged where people look (Prefect's UI, `runbook runs`): named after its
+runbook and target (`kafka-replay primary/billing`), tagged with its runbook, its lock's target, who
+requested it and, while its gate waits, whom it waits for.
+
+Set when a run is created (app/runs.py start_run, app/deployments.py) and again by the driver when
+it starts, so a run created from the deployment's Run form in Prefect's UI reads the same. Tags are
+labels for people and filters only: a run never takes its configuration from them.
+
+    run_name("kafka-replay", "primary/billing")       # "kafka-replay primary/billing"
+    start_tags("kafka-replay", "kafka:primary:group:billing", "alice")
+    # ["mq-runbooks", "runbook:kafka-replay", "lock:kafka:primary:group:billing", "requested-by:alice"]
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+
+from mq_runbooks.kit.lock import lock_tag
+
+RUN_TAG = "mq-runbooks"
+REQUESTED_BY, WAITS_FOR = "requested-by:", "waits-for:"
+
+
+def run_name(runbook_id: str, target: str) -> str:
+    return f"{runbook_id} {target}".strip()
+
+
+def start_tags(runbook_id: str, lock_key: str, requested_by: str) -> list[str]:
+    return [RUN_TAG, f"runbook:{runbook_id}", lock_tag(lock_key), f"{REQUESTED_BY}{requested_by}"]
+
+
+def waits_for_tag(approvers: Sequence[str], required: int) -> str:
+    """e.g. "waits-for:1 of @kafka-oncall,carol"."""
+    return f"{WAITS_FOR}{required} of {','.join(approvers)}"
+
+
+def label(run_id: str, name: str | None = None, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
+    """Rename a run and add tags, and drop the tags starting with a prefix in `remove`; nothing is
+    written when the run already reads so."""
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(UUID(run_id))
+        tags = [tag for tag in flow_run.tags if not any(tag.startswith(prefix) for prefix in remove)]
+        tags += [tag for tag in add if tag not in tags]
+        if tags == list(flow_run.tags) and (name is None or name == flow_run.name):
+            return
+        client.update_flow_run(UUID(run_id), name=name, tags=tags)
+
+
+__all__ = ["REQUESTED_BY", "RUN_TAG", "WAITS_FOR", "label", "run_name", "start_tags", "waits_for_tag"]

@@ -1,0 +1,69 @@
+"""The artifacts people read on a run's page in Prefect's UI, each under a key of the run (so a new
+version replaces the one shown, and the older ones stay as its history, instead of piling up cards):
+
+    plan-<run id>      the plan as a table (a row per partition / queue / entry), from the first plan on;
+                       each version of the plan (re-planned after approval) is a new version of it
+    journal-<run id>   the journal as one Markdown timeline, oldest first (time, what, summary):
+                       published when the run suspends at its gate and when it ends
+
+(The journal's own entries are artifacts too, one per entry, of type `runbook-journal`: the record the
+engine signs and reads back, shown by Prefect as cards of an unknown type. The timeline is what to read.)
+
+The gate's form links to the plan's artifact (`artifact_link`).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate
+
+
+def plan_key(run_id: str) -> str:
+    return f"plan-{run_id.lower()}"
+
+
+def publish_plan(run_id: str, summary: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """The plan as a table artifact of the run (a new version of `plan_key`); returns its key."""
+    table = [{name: _cell(value) for name, value in zip(columns, row)} for row in rows]
+    with get_client(sync_client=True) as client:
+        client.create_artifact(ArtifactCreate(
+            key=plan_key(run_id), type="table", flow_run_id=UUID(run_id), data=json.dumps(table),
+            description=f"**Plan**: {summary}"[:2000]))
+    return plan_key(run_id)
+
+
+def timeline_key(run_id: str) -> str:
+    return f"journal-{run_id.lower()}"
+
+
+def publish_timeline(run_id: str, entries: Sequence[Any]) -> str:
+    """The journal (kit/journal.py entries) as one Markdown timeline artifact of the run (a new
+    version of `timeline_key`); returns its key."""
+    lines = ["| time (UTC) | what | summary |", "|---|---|---|"]
+    for entry in sorted(entries, key=lambda e: e.at):
+        summary = " ".join(str(entry.summary).split()).replace("|", "\\|")
+        lines.append(f"| {entry.at.strftime('%Y-%m-%d %H:%M:%S')} | {entry.kind.replace('_', ' ')} | {summary} |")
+    with get_client(sync_client=True) as client:
+        client.create_artifact(ArtifactCreate(
+            key=timeline_key(run_id), type="markdown", flow_run_id=UUID(run_id),
+            data=f"### Journal of run {run_id}\n\n" + "\n".join(lines),
+            description=f"the run's journal, {len(entries)} entries, oldest first"))
+    return timeline_key(run_id)
+
+
+def artifact_link(key: str) -> str:
+    """Where Prefect's UI shows the latest version of a keyed artifact."""
+    from prefect.settings import PREFECT_UI_URL
+
+    return f"{(PREFECT_UI_URL.value() or '').rstrip('/')}/artifacts/key/{key}"
+
+
+def _cell(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str)) or value is None else str(value)
+
+
+__all__ = ["artifact_link", "plan_key", "publish_plan", "publish_timeline", "timeline_key"]
