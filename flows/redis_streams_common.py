@@ -1,22 +1,13 @@
-"""What the Redis Streams runbooks (redis-streams-drain-stuck, redis-streams-replay) share: a client of
-a `redis:` cluster of clusters.yaml from the driver's Env (what `Env.redis(cluster)` would be), and
-where a run keeps its snapshot files."""
+"""What the Redis Streams runbooks (redis-streams-drain-stuck, redis-streams-replay) share: where a run
+keeps its snapshot files. Their clients come from the driver's `env.redis(cluster)`."""
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-
-from mq_runbooks.base.files import make_directory, write_file
 from typing import Any
 
-from mq_runbooks.integrations.redis_streams import RedisStreams
-from mq_runbooks.kit.driver import Env
-
-
-def redis(env: Env, cluster: str) -> RedisStreams:
-    """A RedisStreams client of a redis cluster of clusters.yaml (use it in a `with`)."""
-    return RedisStreams.from_cluster(env.clusters.redis_cluster(cluster))
+from mq_runbooks.base.files import make_directory, write_file
 
 
 def snapshot_path(directory: Path, runbook_id: str, stream: str, group: str, run_id: str, suffix: str) -> Path:

@@ -84,6 +84,8 @@ class DrainPlan(PlanTable):
     emptied: tuple[str, ...]  # dead consumers this plan moves every entry of
     deletions: tuple[str, ...]  # those of them to delete (remove_dead_consumers)
     notes: tuple[str, ...] = ()
+    kept_by: str | None = None  # claim_to, where it holds stuck-looking entries that are left alone
+    kept: int = 0  # how many: idle that long, but on the healthy consumer (it reads them in its own time)
 
     COLUMNS = ("consumer", "entry id", "idle ms", "deliveries", "action", "fields")
     KEY_COLUMNS = ("consumer", "entry id")
@@ -126,6 +128,9 @@ class DrainPlan(PlanTable):
         return self.notes
 
     def summary(self) -> str:
+        if not self.changes_anything() and self.kept:
+            return (f"nothing to move in group {self.group} of {self.stream}: the {self.kept} pending entr(ies) idle "
+                    f"{self.idle_ms} ms or more are on the healthy consumer {self.kept_by} (claim_to) and left alone")
         if not self.changes_anything():
             return (f"nothing stuck in group {self.group} of {self.stream}: no pending entry idle "
                     f"{self.idle_ms} ms or more")
@@ -210,6 +215,10 @@ def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str
     emptied = tuple(c.name for c in consumers if c.idle_ms >= threshold and c.name != params.claim_to
                     and moved[c.name] and moved[c.name] >= c.pending)
     notes = []
+    kept = [p for p in stuck if p.consumer == params.claim_to and p.delivery_count <= params.poison_after]
+    if kept and moves:
+        notes.append(f"{len(kept)} entr(ies) idle {params.idle_ms} ms or more are on claim_to {params.claim_to} "
+                     f"already: left alone")
     claimer = names.get(params.claim_to) if params.claim_to else None
     if claimer is not None and claimer.idle_ms >= params.idle_ms and to_claim:
         notes.append(f"claim_to {claimer.name} has not read for {claimer.idle_ms} ms (idle_ms is {params.idle_ms}): "
@@ -220,7 +229,8 @@ def plan_drain(streams: RedisStreams, params: DrainStuckParameters, cluster: str
                          f"its {moved[consumer.name]} stuck entr(ies) are moved, the consumer is kept")
     return DrainPlan(cluster, stream, group, params.idle_ms, params.poison_after, params.claim_to if to_claim else None,
                      dead_letter_stream, tuple(moves), tuple(consumers), emptied,
-                     emptied if params.remove_dead_consumers else (), tuple(notes))
+                     emptied if params.remove_dead_consumers else (), tuple(notes),
+                     params.claim_to if kept else None, len(kept))
 
 
 def _choices(consumers: Sequence[ConsumerInfo], idle_ms: int) -> str:

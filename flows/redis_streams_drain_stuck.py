@@ -29,7 +29,7 @@ from prefect import flow
 
 from mq_runbooks.base.errors import BrokerError, PreconditionError
 from mq_runbooks.base.files import write_file
-from mq_runbooks.flows.redis_streams_common import redis, snapshot_path, write_json
+from mq_runbooks.flows.redis_streams_common import snapshot_path, write_json
 from mq_runbooks.flows.redis_streams_drain_plan import (
     ACK_GONE, CLAIM, DEAD_LETTER, RUNBOOK_ID, DrainPlan, DrainStuckParameters, plan_drain,
 )
@@ -53,11 +53,11 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
         return f"idle_ms={params.idle_ms} (entries and consumers idle that long)"
 
     def observe(self, env: Env, params: DrainStuckParameters) -> DrainPlan:
-        with redis(env, params.cluster) as streams:
+        with env.redis(params.cluster) as streams:
             return plan_drain(streams, params, params.cluster, env.since_planned_ms())  # idle_ms at the first plan
 
     def snapshot(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> Snapshot:
-        with redis(run, params.cluster) as streams:
+        with run.redis(params.cluster) as streams:
             before = streams.pending(plan.stream, plan.group)
         json_path = snapshot_path(run.settings.snapshot_dir, RUNBOOK_ID, plan.stream, plan.group, run.id, "json")
         script = json_path.with_suffix(".restore.redis")
@@ -84,7 +84,7 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     def act(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> dict[str, Any]:
         poison, gone, claims = plan.of(DEAD_LETTER), plan.of(ACK_GONE), plan.of(CLAIM)
         result: dict[str, Any] = {}
-        with redis(run, params.cluster) as streams:
+        with run.redis(params.cluster) as streams:
             copies = []
             for m in poison:  # one fenced step per entry: a failure names exactly which copies exist
                 with _may_have_changed(run, f"the copy of {m.id} to {plan.dead_letter_stream} may exist unconfirmed"):
@@ -125,7 +125,7 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
 
     def verify(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, result: dict[str, Any]) -> Verification:
         problems: list[str] = []
-        with redis(run, params.cluster) as streams:
+        with run.redis(params.cluster) as streams:
             consumers = {c.name: c for c in streams.consumers(plan.stream, plan.group)}
             for name in plan.emptied:
                 held = consumers.get(name)
@@ -158,7 +158,7 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
 
     def restore(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, snapshot: Snapshot) -> Restore:
         """Claim the entries this run moved that are still pending back to the consumers that held them."""
-        with redis(run, params.cluster) as streams:
+        with run.redis(params.cluster) as streams:
             owners = {p.id: p.consumer for p in streams.pending(plan.stream, plan.group)}
             back: dict[str, list[str]] = defaultdict(list)
             for m in plan.moves:

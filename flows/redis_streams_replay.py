@@ -31,7 +31,7 @@ from typing import Any
 from prefect import flow
 
 from mq_runbooks.base.errors import ParameterError, PreconditionError
-from mq_runbooks.flows.redis_streams_common import redis, snapshot_path, write_json
+from mq_runbooks.flows.redis_streams_common import snapshot_path, write_json
 from mq_runbooks.flows.redis_streams_replay_params import StreamReplayParameters
 from mq_runbooks.flows.replay_spec import parse_datetime, parse_duration
 from mq_runbooks.integrations.redis_streams import ConsumerInfo, RedisStreams
@@ -184,7 +184,7 @@ class StreamReplay(RunbookSteps[StreamReplayParameters, StreamReplayPlan]):
         return f"by_duration={params.by_duration}" if params.by_duration else None
 
     def observe(self, env: Env, params: StreamReplayParameters) -> StreamReplayPlan:
-        with redis(env, params.cluster) as streams:
+        with env.redis(params.cluster) as streams:
             return plan_replay(streams, params, now_ms=env.plan_time_ms())  # a run's first plan, in every re-plan
 
     def refusal(self, params: StreamReplayParameters, plan: StreamReplayPlan) -> str | None:
@@ -194,7 +194,7 @@ class StreamReplay(RunbookSteps[StreamReplayParameters, StreamReplayPlan]):
 
     def before_replan(self, run: Run, params: StreamReplayParameters, plan: StreamReplayPlan) -> None:
         deadline = time.monotonic() + params.wait_for_inactive
-        with redis(run, params.cluster) as streams:
+        with run.redis(params.cluster) as streams:
             while active := active_consumers(streams, params):
                 if time.monotonic() >= deadline:
                     raise PreconditionError(refuse_active(active, params, params.wait_for_inactive))
@@ -217,7 +217,7 @@ class StreamReplay(RunbookSteps[StreamReplayParameters, StreamReplayPlan]):
                         data={"last_delivered_id": plan.current_id, "entries_read": plan.entries_read})
 
     def act(self, run: Run, params: StreamReplayParameters, plan: StreamReplayPlan) -> None:
-        with redis(run, params.cluster) as streams:
+        with run.redis(params.cluster) as streams:
             active = active_consumers(streams, params)
             if active:  # a consumer started between the approval and now: change nothing
                 raise PreconditionError(refuse_active(active, params))
@@ -227,7 +227,7 @@ class StreamReplay(RunbookSteps[StreamReplayParameters, StreamReplayPlan]):
                      lambda group: {"last_delivered_id": group.last_delivered_id, "entries_read": group.entries_read})
 
     def verify(self, run: Run, params: StreamReplayParameters, plan: StreamReplayPlan, result: None) -> Verification:
-        with redis(run, params.cluster) as streams:
+        with run.redis(params.cluster) as streams:
             group = streams.group(plan.stream, plan.group)
         ok = group.last_delivered_id == plan.target_id
         return Verification(ok=ok, summary=(f"XINFO GROUPS: {plan.group} last-delivered id {group.last_delivered_id}"
@@ -237,7 +237,7 @@ class StreamReplay(RunbookSteps[StreamReplayParameters, StreamReplayPlan]):
 
     def restore(self, run: Run, params: StreamReplayParameters, plan: StreamReplayPlan, snapshot: Snapshot) -> Restore:
         previous, entries_read = snapshot.data["last_delivered_id"], snapshot.data["entries_read"]
-        with redis(run, params.cluster) as streams:
+        with run.redis(params.cluster) as streams:
             group = streams.set_last_delivered(plan.stream, plan.group, previous, entries_read=entries_read)
         return Restore(summary=f"group {plan.group} set back to last-delivered id {group.last_delivered_id} "
                                f"(entries read {group.entries_read})", restored=group.last_delivered_id == previous,

@@ -26,7 +26,15 @@ from confluent_kafka import (
     TopicCollection,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewTopic,
+    OffsetSpec,
+)
 
 from mq_runbooks.base.errors import BrokerError, PreconditionError, UnreachableError
 
@@ -35,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Broker", "ClusterDescription", "ConsumerGroup", "GroupMember", "KafkaClient", "PartitionLag",
-    "PartitionOffsets", "TopicPartitionKey", "UnknownTopicError",
+    "PartitionOffsets", "TopicConfig", "TopicPartitionKey", "UnknownTopicError",
 ]
 
 TopicPartitionKey = tuple[str, int]
@@ -132,8 +140,24 @@ class PartitionLag:
     lag: int | None
 
 
+@dataclass(frozen=True)
+class TopicConfig:
+    """One configuration key of a topic as kafka-configs.sh --describe --all shows it.
+
+    `overridden` is True when the topic sets the key itself (a dynamic topic config); False when
+    the value is the broker's or Kafka's default, which `alter_topic_config(delete=[name])` returns to."""
+
+    name: str
+    value: str | None  # None for a sensitive key
+    overridden: bool
+    read_only: bool = False
+    sensitive: bool = False
+
+
 class KafkaClient:
-    """One cluster's admin operations. Use as a context manager, or call `close()`."""
+    """One cluster's admin operations. Use as a context manager, or call `close()`: closing waits
+    (up to `timeout_s`) for any request still in flight, so librdkafka never tears down a handle
+    whose futures are pending (`KafkaError _DESTROY "Handle is terminating"`)."""
 
     def __init__(self, config: Mapping[str, str], *, name: str = "kafka", timeout_s: float = 10.0):
         self.name = name
@@ -141,6 +165,7 @@ class KafkaClient:
         self._bootstrap = config.get("bootstrap.servers", "?")
         # A logger keeps librdkafka's connection errors out of stderr; we report them ourselves.
         self._admin: AdminClient | None = AdminClient({**config, "logger": _librdkafka_log})
+        self._in_flight: list[concurrent.futures.Future] = []  # futures a failed wait left behind
 
     @classmethod
     def from_cluster(cls, cluster: KafkaCluster, timeout_s: float | None = None) -> KafkaClient:
@@ -155,10 +180,21 @@ class KafkaClient:
         self.close()
 
     def close(self) -> None:
-        """Release the client. AdminClient has no close(): dropping the last reference frees it."""
-        if self._admin is not None:
-            self._admin.poll(0)
-            self._admin = None
+        """Release the client (idempotent). AdminClient has no close(): dropping the last reference
+        frees it, so first wait for the requests still in flight (a call that timed out leaves some)."""
+        if self._admin is None:
+            return
+        pending = [future for future in self._in_flight if not future.done()]
+        if pending:
+            concurrent.futures.wait(pending, timeout=self.timeout_s + _GRACE_S)
+        self._in_flight.clear()
+        self._admin.poll(0)
+        self._admin = None
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` ran (every call then raises RuntimeError)."""
+        return self._admin is None
 
     def __repr__(self) -> str:
         return f"KafkaClient(name={self.name!r}, bootstrap={self._bootstrap!r})"
@@ -206,6 +242,51 @@ class KafkaClient:
         """The first offset whose record timestamp is >= `timestamp_ms`; -1 where no such record."""
         keys = list(dict.fromkeys(partitions))
         return self._list_offsets(keys, OffsetSpec.for_timestamp(timestamp_ms), "offsets for timestamp")
+
+    def describe_topic_config(self, topic: str) -> dict[str, TopicConfig]:
+        """Every configuration key of `topic` (its overrides and the defaults it inherits), by name,
+        like `kafka-configs.sh --describe --all --entity-type topics`. UnknownTopicError if it does not exist."""
+        futures = self._client.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)],
+                                                request_timeout=self.timeout_s)
+        try:
+            entries = next(iter(self._wait_all(futures, f"describe the configuration of topic {topic!r}").values()))
+        except UnknownTopicError:
+            raise self._unknown_topic(topic) from None
+        return {
+            name: TopicConfig(name, entry.value, entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value,
+                              bool(entry.is_read_only), bool(entry.is_sensitive))
+            for name, entry in sorted(entries.items())
+        }
+
+    def alter_topic_config(self, topic: str, set: Mapping[str, str] | None = None,
+                           delete: Iterable[str] = ()) -> dict[str, TopicConfig]:
+        """Change only the keys named (an incremental alter, like `kafka-configs.sh --alter
+        --add-config K=V --delete-config K2`): set each key of `set` as the topic's override, and
+        delete the override of each key of `delete` (it returns to the default). Every other key is
+        left as it is. Returns each named key as it was before, for a snapshot:
+
+            before = kafka.alter_topic_config("orders", set={"retention.ms": "604800000"})
+            # restore exactly: set back what was overridden, delete what was a default
+            kafka.alter_topic_config("orders", set={k: c.value for k, c in before.items() if c.overridden},
+                                     delete=[k for k, c in before.items() if not c.overridden])
+
+        BrokerError (with Kafka's reason) for a key or value the broker refuses; nothing is changed then."""
+        changes = dict(set or {})
+        deletions = [name for name in dict.fromkeys(delete) if name not in changes]
+        if not changes and not deletions:
+            return {}
+        before = self.describe_topic_config(topic)
+        unknown = sorted(name for name in [*changes, *deletions] if name not in before)
+        if unknown:
+            raise BrokerError(f"kafka cluster {self.name!r}: topic {topic!r} has no configuration key "
+                              f"{', '.join(unknown)}")
+        entries = [ConfigEntry(name, str(value), incremental_operation=AlterConfigOpType.SET)
+                   for name, value in changes.items()]
+        entries += [ConfigEntry(name, None, incremental_operation=AlterConfigOpType.DELETE) for name in deletions]
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
+        futures = self._client.incremental_alter_configs([resource], request_timeout=self.timeout_s)
+        self._wait_all(futures, f"alter the configuration of topic {topic!r}")
+        return {name: before[name] for name in [*changes, *deletions]}
 
     def list_groups(self) -> list[tuple[str, str]]:
         """Every consumer group as (group_id, state), sorted by group id."""
@@ -399,6 +480,8 @@ class KafkaClient:
         except concurrent.futures.TimeoutError:
             raise self._unreachable(f"no answer to {action}") from None
         finally:
+            # A wait that failed or timed out leaves futures running: close() waits for them.
+            self._in_flight.extend(future for future in futures.values() if not future.done())
             if self._admin is not None:
                 self._admin.poll(0)  # hands librdkafka's queued log lines to `logging`
         if unknown:

@@ -28,7 +28,7 @@ from mq_runbooks.integrations.rabbitmq_amqp import without_userinfo
 if TYPE_CHECKING:
     from mq_runbooks.base.clusters import RabbitCluster
 
-__all__ = ["Channel", "Connection", "Consumer", "Overview", "Queue", "RabbitManagement"]
+__all__ = ["Channel", "Connection", "Consumer", "Overview", "Policy", "Queue", "RabbitManagement"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +104,25 @@ class Connection:
     connected_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A policy of a vhost, as `rabbitmqctl list_policies` shows it: the queues (or exchanges) whose
+    name matches `pattern` take `definition` (e.g. {"max-length": 1000}); of several that match, the
+    one of highest `priority` applies."""
+
+    vhost: str
+    name: str
+    pattern: str
+    definition: dict[str, Any]
+    apply_to: str = "all"  # "queues", "exchanges", "all" (also "classic_queues", "quorum_queues", "streams")
+    priority: int = 0
+
+    def body(self) -> dict[str, Any]:
+        """The management API's PUT body for this policy."""
+        return {"pattern": self.pattern, "definition": self.definition, "apply-to": self.apply_to,
+                "priority": self.priority}
+
+
 class RabbitNotFound(BrokerError, NotFoundError):
     """The cluster has no vhost, queue or connection of that name: bad input where a person named it
     (the CLI exits 2), and still a BrokerError for code that handles broker answers."""
@@ -154,6 +173,7 @@ class RabbitManagement:
         self.close()
 
     def close(self) -> None:
+        """Close the HTTP connection (idempotent)."""
         self._http.close()
 
     # --- observe -------------------------------------------------------------------------------
@@ -221,6 +241,35 @@ class RabbitManagement:
         """Delete every ready message of a queue (DELETE .../contents); RabbitNotFound if it does not exist."""
         self._request("DELETE", f"/api/queues/{_segment(vhost)}/{_segment(queue)}/contents",
                       not_found=f"queue {queue!r} does not exist in vhost {vhost!r}")
+
+    # --- policies ------------------------------------------------------------------------------
+
+    def policies(self, vhost: str) -> list[Policy]:
+        """The policies of a vhost, sorted by name; RabbitNotFound if the vhost does not exist."""
+        path = f"/api/policies/{_segment(vhost)}"
+        found = self._get(path, not_found=f"vhost {vhost!r} does not exist")
+        return sorted((_policy(item) for item in found), key=lambda policy: policy.name)
+
+    def policy(self, vhost: str, name: str) -> Policy | None:
+        """One policy of a vhost, or None when it has no policy of that name."""
+        return next((policy for policy in self.policies(vhost) if policy.name == name), None)
+
+    def put_policy(self, policy: Policy) -> Policy | None:
+        """Create or replace a policy (like `rabbitmqctl set_policy`); returns the policy of that
+        name as it was before (None: there was none), for a snapshot. Restore with `put_policy(before)`,
+        or `delete_policy(vhost, name)` when it was None."""
+        before = self.policy(policy.vhost, policy.name)
+        self._request("PUT", f"/api/policies/{_segment(policy.vhost)}/{_segment(policy.name)}", json=policy.body(),
+                      not_found=f"vhost {policy.vhost!r} does not exist")
+        return before
+
+    def delete_policy(self, vhost: str, name: str) -> Policy | None:
+        """Delete a policy (like `rabbitmqctl clear_policy`); returns it as it was, or None when
+        there was no such policy (deleting one that is gone is no error, so a retry is safe)."""
+        before = self.policy(vhost, name)
+        if before is not None:
+            self.send("DELETE", f"/api/policies/{_segment(vhost)}/{_segment(name)}", missing_ok=True)
+        return before
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -359,6 +408,12 @@ def _connection(data: dict[str, Any]) -> Connection:
 
 
 # --- small helpers ----------------------------------------------------------------------------------
+
+
+def _policy(data: dict[str, Any]) -> Policy:
+    return Policy(vhost=data["vhost"], name=data["name"], pattern=data.get("pattern", ""),
+                  definition=dict(data.get("definition") or {}), apply_to=data.get("apply-to", "all"),
+                  priority=int(data.get("priority", 0)))
 
 
 def _rate(stats: dict[str, Any], name: str) -> float:

@@ -25,7 +25,7 @@ import redis.exceptions
 from mq_runbooks.base.errors import BrokerError, NotFoundError, PreconditionError, UnreachableError, UsageError
 from mq_runbooks.integrations import redis_streams_records as records
 from mq_runbooks.integrations.redis_streams_records import (
-    ClaimResult, ConsumerInfo, DeadLetterCopy, GroupInfo, PendingEntry, RedisHealth, StreamEntry, StreamInfo,
+    ClaimResult, ConsumerInfo, DeadLetterCopy, GroupInfo, KeyValue, PendingEntry, RedisHealth, StreamEntry, StreamInfo,
     UnknownGroupError, UnknownStreamError, parse_entry_id, text,
 )
 
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from mq_runbooks.base.clusters import RedisCluster
 
 __all__ = [
-    "ClaimResult", "ConsumerInfo", "DeadLetterCopy", "GroupInfo", "PendingEntry", "RedisHealth", "RedisStreams",
+    "ClaimResult", "ConsumerInfo", "DeadLetterCopy", "GroupInfo", "KeyValue", "PendingEntry", "RedisHealth",
+    "RedisStreams",
     "StreamEntry", "StreamInfo", "UnknownGroupError", "UnknownStreamError", "PROVENANCE_FIELDS",
 ]
 
@@ -71,6 +72,7 @@ return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 _BATCH = 1000  # ids per XCLAIM / XACK command; a pipeline sends all batches in one round trip
 _PAGE = 1000  # XPENDING entries per page
 _COUNT_PAGE = 10_000  # XRANGE entries per page when counting
+_SEPARATORS = ":.-_/{"  # what separates a stream name's namespace from the rest (orders:eu, orders-eu)
 _SCAN_LIMIT = 100  # SCAN calls when listing streams for a suggestion (at most ~100,000 keys looked at)
 
 
@@ -102,6 +104,7 @@ class RedisStreams:
         self.close()
 
     def close(self) -> None:
+        """Close the connection (idempotent)."""
         self._redis.close()
 
     # --- the server ------------------------------------------------------------------------------
@@ -125,16 +128,19 @@ class RedisStreams:
         return int(_info(self._call("INFO replication", "INFO", "replication")).get("connected_slaves", 0))
 
     def server_version(self) -> tuple[int, ...]:
+        """The server's version, e.g. (7, 2, 4) (asked once, then remembered)."""
         if self._version is None:
             self._version = _version(_info(self._call("INFO server", "INFO", "server")).get("redis_version", "0"))
         return self._version
 
-    def streams(self, limit: int = 1000) -> list[str]:
-        """Names of the streams on the server (a bounded SCAN: at most `limit` names), sorted."""
+    def streams(self, limit: int = 1000, prefix: str = "") -> list[str]:
+        """Names of the streams on the server whose name starts with `prefix` (a bounded SCAN: at
+        most `limit` names), sorted."""
         found: set[str] = set()
         cursor: Any = 0
+        match = ("MATCH", _glob_escape(prefix) + "*") if prefix else ()
         for _ in range(_SCAN_LIMIT):
-            cursor, keys = self._call("SCAN", "SCAN", cursor, "COUNT", 1000, "TYPE", "stream")
+            cursor, keys = self._call("SCAN", "SCAN", cursor, *match, "COUNT", 1000, "TYPE", "stream")
             found.update(text(key) for key in keys)
             if int(cursor) == 0 or len(found) >= limit:
                 break
@@ -339,6 +345,34 @@ class RedisStreams:
         self._call("XGROUP SETID", *command, stream=stream, group=group)
         return self.group(stream, group)
 
+    # --- plain keys (a runbook's flags, limits, markers) -----------------------------------------
+
+    def key(self, key: str) -> KeyValue | None:
+        """A string key's value and time to live (GET and PTTL), or None when it does not exist.
+        BrokerError when the key holds another type (WRONGTYPE)."""
+        value, ttl = self._pipeline(f"GET {key}", [("GET", key), ("PTTL", key)])
+        if value is None:
+            return None
+        return KeyValue(key, bytes(value), int(ttl) if int(ttl) >= 0 else None)
+
+    def set_key(self, key: str, value: bytes | str, ttl_ms: int | None = None) -> KeyValue | None:
+        """Set a string key, with a time to live of `ttl_ms` (None: it never expires, clearing any
+        earlier TTL); returns the key as it was before (None: it did not exist), for a snapshot.
+        Restore with `set_key(key, before.value, before.ttl_ms)`, or `delete_key(key)` when it was None."""
+        if ttl_ms is not None and ttl_ms <= 0:
+            raise UsageError(f"ttl_ms must be positive (or None for no expiry), not {ttl_ms}")
+        before = self.key(key)
+        expiry = ("PX", ttl_ms) if ttl_ms is not None else ()
+        self._call(f"SET {key}", "SET", key, value, *expiry)
+        return before
+
+    def delete_key(self, key: str) -> KeyValue | None:
+        """Delete a string key; returns it as it was (None: there was none, and nothing is done)."""
+        before = self.key(key)
+        if before is not None:
+            self._call(f"DEL {key}", "DEL", key)
+        return before
+
     # --- plumbing --------------------------------------------------------------------------------
 
     def _call(self, action: str, *command: Any, stream: str | None = None, group: str | None = None) -> Any:
@@ -375,10 +409,16 @@ class RedisStreams:
         """Which is missing, the stream (or the key is no stream) or the group, with what exists instead."""
         kind = text(self._call("TYPE", "TYPE", stream))
         if kind == "none":
-            known = self.streams()
+            # Suggestions only among the streams of the same namespace (the name up to its last
+            # separator): a server is shared, and other teams' stream names are not ours to list.
+            prefix = stream[:max(stream.rfind(sep) for sep in _SEPARATORS) + 1]
+            if not prefix:
+                return UnknownStreamError(f"{self.where} has no stream {stream!r} (only streams sharing a prefix "
+                                          f"such as 'orders:' are suggested)", stream, [])
+            known = self.streams(prefix=prefix)
             shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "") or "none"
             return UnknownStreamError(f"{self.where} has no stream {stream!r}{_suggest(stream, known)} "
-                                      f"(streams: {shown})", stream, known)
+                                      f"(streams named {prefix}*: {shown})", stream, known)
         if kind != "stream":
             return PreconditionError(f"{self.where}: key {stream!r} is a {kind}, not a stream")
         names = [g.name for g in self.groups(stream)]
@@ -389,6 +429,11 @@ def _unknown_group(where: str, stream: str, group: str, known: list[str]) -> Unk
     shown = ", ".join(sorted(known)) or "none"
     return UnknownGroupError(f"stream {stream!r} on {where} has no consumer group {group!r}"
                              f"{_suggest(group, known)} (groups: {shown})", stream, group, known)
+
+
+def _glob_escape(literal: str) -> str:
+    """`literal` matched literally by SCAN's MATCH (its glob characters escaped)."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in literal)
 
 
 def _suggest(name: str, known: list[str]) -> str:

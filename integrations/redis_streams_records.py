@@ -13,7 +13,7 @@ from typing import Any
 from mq_runbooks.base.errors import NotFoundError
 
 __all__ = [
-    "ClaimResult", "ConsumerInfo", "DeadLetterCopy", "GroupInfo", "PendingEntry", "RedisHealth",
+    "ClaimResult", "ConsumerInfo", "DeadLetterCopy", "GroupInfo", "KeyValue", "PendingEntry", "RedisHealth",
     "StreamEntry", "StreamInfo", "UnknownGroupError", "UnknownStreamError", "entry_time_ms", "parse_entry_id",
 ]
 
@@ -22,7 +22,7 @@ MAX_SEQUENCE = 2**64 - 1
 
 
 class UnknownStreamError(NotFoundError):
-    """No stream of that name. `known` lists the streams that exist (as far as a bounded SCAN saw)."""
+    """No stream of that name. `known` lists the streams sharing its prefix (as far as a bounded SCAN saw)."""
 
     def __init__(self, message: str, stream: str, known: list[str]):
         super().__init__(message)
@@ -99,6 +99,15 @@ class StreamEntry:
     def text_fields(self) -> dict[str, str]:
         """The fields decoded for display (undecodable bytes replaced; a repeated name keeps its last value)."""
         return {name.decode(errors="replace"): value.decode(errors="replace") for name, value in self.fields}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """A string key's value and its time to live (`ttl_ms` None: it never expires)."""
+
+    key: str
+    value: bytes
+    ttl_ms: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,20 +12,37 @@ from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
 from mq_runbooks.base.errors import UsageError
 
 SCAFFOLDS = Path(__file__).resolve().parent / "scaffold"
-LOCKS = {"kafka": "kafka:{{ cluster }}:group:{{ group }}", "rabbitmq": "rabbitmq:{{ cluster }}:{{ vhost }}:{{ queue }}",
-         "artemis": "artemis:{{ cluster }}:queue:{{ queue }}"}
-TEAMS = {"kafka": "@kafka-oncall", "rabbitmq": "@rabbitmq-oncall", "artemis": "@artemis-oncall"}
+# The kinds of target each broker's scaffold can act on (the first is the default), with the lock each
+# takes and the parameters `runbook plan` needs for it; the module is scaffold/BROKER-TARGET.py.tmpl.
+TARGETS: dict[str, dict[str, tuple[str, str]]] = {
+    "kafka": {"group": ("kafka:{{ cluster }}:group:{{ group }}", "-p group=GROUP"),
+              "topic": ("kafka:{{ cluster }}:topic:{{ topic }}", "-p topic=TOPIC")},
+    "rabbitmq": {"queue": ("rabbitmq:{{ cluster }}:{{ vhost }}:{{ queue }}", "-p queue=QUEUE"),
+                 "vhost": ("rabbitmq:{{ cluster }}:{{ vhost }}", "-p vhost=VHOST")},
+    "redis": {"stream": ("redis:{{ cluster }}:{{ stream }}", "-p stream=STREAM")},
+    "artemis": {"queue": ("artemis:{{ cluster }}:queue:{{ queue }}", "-p queue=QUEUE")},
+}
+TEAMS = {"kafka": "@kafka-oncall", "rabbitmq": "@rabbitmq-oncall", "redis": "@redis-oncall",
+         "artemis": "@artemis-oncall"}
 
 
 @cli.command("new")
 @click.argument("runbook_id", metavar="ID")
-@click.option("--broker", type=click.Choice(["kafka", "rabbitmq", "artemis"]), required=True,
+@click.option("--broker", type=click.Choice(list(TARGETS)), required=True,
               help="Which broker the runbook acts on (decides the scaffold's parameters and plan).")
+@click.option("--target", "target_kind", type=click.Choice(sorted({t for kinds in TARGETS.values() for t in kinds})),
+              default=None, help="What it acts on: kafka group (default) or topic; rabbitmq queue (default) or "
+                                 "vhost; redis stream; artemis queue.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write it (default: RUNBOOK_TEAM_CATALOG, else ./team-runbooks).")
 @pass_context
-def new(context: Context, runbook_id: str, broker: str, directory: Path | None) -> None:
+def new(context: Context, runbook_id: str, broker: str, target_kind: str | None, directory: Path | None) -> None:
     """Scaffold a runbook: ID.yaml and its Python module, which validate and plan as they are."""
+    kinds = TARGETS[broker]
+    target_kind = target_kind or next(iter(kinds))
+    if target_kind not in kinds:
+        raise UsageError(f"--target {target_kind} is not a target of {broker} (allowed: {', '.join(kinds)})")
+    lock, plan_args = kinds[target_kind]
     if not re.fullmatch(r"[a-z][a-z0-9-]*[a-z0-9]", runbook_id):
         raise UsageError(f"{runbook_id!r} is not a runbook id: lower-case letters, digits and dashes, starting "
                          f"with a letter (e.g. rabbitmq-purge-queue)")
@@ -37,9 +54,9 @@ def new(context: Context, runbook_id: str, broker: str, directory: Path | None) 
         raise UsageError(f"{', '.join(existing)} already exist(s): pick another id or directory")
     names = {"id": runbook_id, "module": module, "func": module,
              "cls": "".join(part.capitalize() for part in runbook_id.split("-")),
-             "lock": LOCKS[broker], "approvers": TEAMS[broker]}
+             "lock": lock, "approvers": TEAMS[broker]}
     directory.mkdir(parents=True, exist_ok=True)
-    py_path.write_text((SCAFFOLDS / f"{broker}.py.tmpl").read_text().format(**names))
+    py_path.write_text((SCAFFOLDS / f"{broker}-{target_kind}.py.tmpl").read_text().format(**names))
     yaml_path.write_text((SCAFFOLDS / "runbook.yaml.tmpl").read_text().format(**names))
     from mq_runbooks.kit.conformance import validate_directory
 
@@ -49,9 +66,8 @@ def new(context: Context, runbook_id: str, broker: str, directory: Path | None) 
     context.out.print(f"wrote {yaml_path} and {py_path}\nnext:\n"
                       f"  export RUNBOOK_TEAM_CATALOG={directory.resolve()}\n"
                       f"  runbook validate {directory}\n"
-                      f"  runbook plan {runbook_id} -p cluster=primary "
-                      + ("-p group=GROUP" if broker == "kafka" else "-p queue=QUEUE")
-                      + "\nthen write act and verify: docs/writing-runbooks.md")
+                      f"  runbook plan {runbook_id} -p cluster=primary {plan_args}\n"
+                      "then write act and verify: docs/writing-runbooks.md")
 
 
 @cli.command("validate")

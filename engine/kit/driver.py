@@ -54,7 +54,9 @@ from mq_runbooks.base.errors import ParameterError, RunbookError, UnreachableErr
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.integrations.artemis import ArtemisManagement
 from mq_runbooks.integrations.kafka import KafkaClient
+from mq_runbooks.integrations.kafka_records import KafkaRecords
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
+from mq_runbooks.integrations.redis_streams import RedisStreams
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.endings import ended_state
 from mq_runbooks.kit.labels import WAITS_FOR, label, run_name, start_tags
@@ -80,15 +82,20 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 @dataclass
 class Env:
     """What observing and planning need: the configuration, no run (so `runbook plan` can use it),
-    and the moment relative targets are measured from.
+    the moment relative targets are measured from, and clients of the clusters of clusters.yaml.
 
     `planned_at` is None for `runbook plan` (now); in a run it is the moment the run first planned
     (its journal's start entry), the same in every re-plan and every execution of the run, so that
-    `by_duration=PT15M` or "idle for 60 s" does not slide with the clock while people look."""
+    `by_duration=PT15M` or "idle for 60 s" does not slide with the clock while people look.
+
+    Clients: use each in a `with` block (it is closed at its end). One that is not is closed by the
+    driver when the step that opened it (observe, act, verify, restore, the plan) returns, so a
+    runbook never leaves a client for the garbage collector to tear down mid-request."""
 
     settings: Settings
     clusters: Clusters
     planned_at: dt.datetime | None = None
+    _clients: list[Any] = field(default_factory=list, repr=False, compare=False)
 
     def plan_time_ms(self) -> int:
         """The moment relative targets are measured from, in epoch milliseconds (now outside a run)."""
@@ -102,17 +109,50 @@ class Env:
             return 0
         return max(0, int((dt.datetime.now(dt.timezone.utc) - self.planned_at).total_seconds() * 1000))
 
-    def rabbitmq(self, cluster: str) -> RabbitManagement:
-        """A management API client of a RabbitMQ cluster of clusters.yaml (use it in a `with`)."""
-        return RabbitManagement.from_cluster(self.clusters.rabbit_cluster(cluster))
-
     def artemis(self, cluster: str) -> ArtemisManagement:
-        """A Jolokia client of an Artemis broker of clusters.yaml (use it in a `with`)."""
-        return ArtemisManagement.from_cluster(self.clusters.artemis_cluster(cluster))
+        """A Jolokia client of an Artemis broker of clusters.yaml (use it in a `with`): broker and HA
+        state, queues, addresses, consumers, address settings."""
+        return self._opened(ArtemisManagement.from_cluster(self.clusters.artemis_cluster(cluster)))
 
     def kafka(self, cluster: str) -> KafkaClient:
-        """An admin client of a Kafka cluster of clusters.yaml (use it in a `with`)."""
-        return KafkaClient.from_cluster(self.clusters.kafka_cluster(cluster))
+        """An admin client of a Kafka cluster of clusters.yaml (use it in a `with`): groups, lag,
+        offsets, topics and their configuration (`describe_topic_config`, `alter_topic_config`)."""
+        return self._opened(KafkaClient.from_cluster(self.clusters.kafka_cluster(cluster)))
+
+    def kafka_records(self, cluster: str) -> KafkaRecords:
+        """Single records of a Kafka cluster: `read_record(topic, partition, offset)`, copies to a
+        dead-letter topic. Each call opens and closes its own consumer or producer."""
+        config = self.clusters.kafka_cluster(cluster)
+        return KafkaRecords(config.client_config(), name=config.name, timeout_s=config.request_timeout_s)
+
+    def kafka_client_config(self, cluster: str) -> dict[str, str]:
+        """The librdkafka settings of a Kafka cluster (bootstrap servers, SASL/TLS), for a client
+        this API does not offer (e.g. a Producer). It holds secrets: never log or journal it, and
+        close what you build with it before the step returns."""
+        return dict(self.clusters.kafka_cluster(cluster).client_config())
+
+    def rabbitmq(self, cluster: str) -> RabbitManagement:
+        """A management API client of a RabbitMQ cluster of clusters.yaml (use it in a `with`):
+        queues, consumers, channels, connections, policies (`policies`, `put_policy`, `delete_policy`)."""
+        return self._opened(RabbitManagement.from_cluster(self.clusters.rabbit_cluster(cluster)))
+
+    def redis(self, cluster: str) -> RedisStreams:
+        """A client of a Redis server of clusters.yaml (use it in a `with`): streams, groups, pending
+        entries (`stream_info` is XINFO STREAM) and plain keys (`key`, `set_key`, `delete_key`)."""
+        return self._opened(RedisStreams.from_cluster(self.clusters.redis_cluster(cluster)))
+
+    def close_clients(self) -> None:
+        """Close every client this Env opened (the driver calls it after each step; idempotent)."""
+        while self._clients:
+            client = self._clients.pop()
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001  (closing must not hide the step's own outcome)
+                pass
+
+    def _opened(self, client: T) -> T:
+        self._clients.append(client)
+        return client
 
 
 @dataclass
@@ -134,9 +174,11 @@ class Run(Env):
         return self.settings.inject_fault
 
     def note(self, summary: str, **data: Any) -> None:
+        """Journal a line worth keeping in the run's timeline (kind `note`), with plain JSON `data`."""
         journal.record(self.id, "note", summary, **data)
 
     def observed(self, summary: str, **data: Any) -> None:
+        """Journal something the run saw on the broker (kind `observation`), with plain JSON `data`."""
         journal.record(self.id, "observation", summary, **data)
 
     @property
@@ -247,7 +289,8 @@ class RunbookSteps(Generic[P, PlanT]):
     def dry_run(self, params: P, clusters: Clusters, settings: Settings | None = None) -> PlanT:
         """`runbook plan` (and the CLI's preflight): the plan and nothing else. Missing targets are
         refused here, so a run is never created for them."""
-        plan = self.observe(Env(settings or Settings.from_environ(), clusters), params)
+        env = Env(settings or Settings.from_environ(), clusters)
+        plan = _closing(env, self.observe)(env, params)
         refuse_missing(self.id, plan)
         return plan
 
@@ -256,6 +299,17 @@ def refuse_missing(runbook_id: str, plan: Plan) -> None:
     missing = list(plan.missing_targets())
     if missing:
         raise ParameterError(runbook_id, [("target", f"{name} does not exist") for name in missing])
+
+
+def _closing(env: Env, step: Callable[..., T]) -> Callable[..., T]:
+    """`step`, closing every client it opened through `env` when it returns or raises."""
+    @functools.wraps(step)
+    def call(*args: Any, **kwargs: Any) -> T:
+        try:
+            return step(*args, **kwargs)
+        finally:
+            env.close_clients()
+    return call
 
 
 def _transient(task_, task_run, state) -> bool:
@@ -378,7 +432,7 @@ def _observe(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> PlanT:
     changed."""
     observe = task(name="observe-and-plan", cache_key_fn=lambda *_: f"mq-runbooks-{run.id}-observe",
                    persist_result=True, retries=2, retry_delay_seconds=2,
-                   retry_condition_fn=_transient)(steps.observe)
+                   retry_condition_fn=_transient)(_closing(run, steps.observe))
     plan = observe(run, params)
     if journal.last(run.prior, "plan") is None:
         _record_plan(run.id, plan)
@@ -405,7 +459,7 @@ def _end(run_id: str, outcome: str, summary: str, changed: list[str] | None = No
 def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
     if steps.read_only(params):  # changes nothing, so it takes no lock and asks nobody
         plan = _observe(steps, run, params)
-        steps.report(run, params, plan, None)
+        _closing(run, steps.report)(run, params, plan, None)
         _end(run.id, "unchanged", f"report only: {plan.summary()}; nothing was changed", report=True)
         return Completed(message=f"report: {plan.summary()}")
     assert run.runbook is not None and run.context is not None
@@ -425,9 +479,9 @@ def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
         latest = [plan]  # the plan put to the gate last (a changed plan is asked again)
 
         def replan() -> PlanT:
-            steps.before_replan(run, params, latest[0])
+            _closing(run, steps.before_replan)(run, params, latest[0])
             latest[0] = task(name="re-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-                             retry_condition_fn=_transient)(steps.replan)(run, params, latest[0])
+                             retry_condition_fn=_transient)(_closing(run, steps.replan))(run, params, latest[0])
             return latest[0]  # acted on when its intent is the one approved, else asked again
 
         def record(changed: PlanT, preface: str = "", **data: Any) -> None:
@@ -468,11 +522,11 @@ def _stop_before_acting(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan
 
 
 def _apply(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT) -> State:
-    snapshot = task(name="snapshot", cache_policy=NO_CACHE)(steps.snapshot)(run, params, plan)
+    snapshot = task(name="snapshot", cache_policy=NO_CACHE)(_closing(run, steps.snapshot))(run, params, plan)
     if snapshot is not None:
         journal.write(run.id, snapshot)
     try:
-        result = task(name="act", cache_policy=NO_CACHE)(steps.act)(run, params, plan)
+        result = task(name="act", cache_policy=NO_CACHE)(_closing(run, steps.act))(run, params, plan)
         verification = _verify(steps, run, params, plan, result)
         journal.write(run.id, verification)
         if not verification.ok:
@@ -481,7 +535,7 @@ def _apply(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT) -> S
         journal.record(run.id, "error", f"{type(exc).__name__}: {exc}")
         _fail_after_change(steps, run, params, plan, snapshot, exc)
         raise
-    steps.report(run, params, plan, result)
+    _closing(run, steps.report)(run, params, plan, result)
     summary = steps.outcome(params, plan, result)
     _end(run.id, "succeeded", summary, run.changed,
          **_counted(*(entry.data for entry in run.applied_steps.values()), verification.data))
@@ -496,7 +550,7 @@ def _counted(*documents: dict[str, Any]) -> dict[str, int | float]:
 
 
 def _verify(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT, result: Any) -> Verification:
-    check = task(name="verify", cache_policy=NO_CACHE)(steps.verify)
+    check = task(name="verify", cache_policy=NO_CACHE)(_closing(run, steps.verify))
     verification = check(run, params, plan, result)
     for _ in range(steps.verify_attempts - 1):
         if verification.ok:
@@ -523,7 +577,7 @@ def _fail_after_change(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan:
         return
     try:
         restored = task(name="restore-snapshot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
-                        retry_condition_fn=_transient)(steps.restore)(run, params, plan, snapshot)
+                        retry_condition_fn=_transient)(_closing(run, steps.restore))(run, params, plan, snapshot)
     except Exception as restore_exc:  # noqa: BLE001  (said exactly, then the original failure is raised)
         journal.write(run.id, Restore(summary=f"RESTORE FAILED: {restore_exc}. Restore by hand: {by_hand}",
                                       restored=False, restore_command=by_hand))

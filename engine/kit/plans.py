@@ -63,12 +63,15 @@ class PlanTable:
     INTENT_COLUMNS: tuple[str, ...] = ()  # what the change sets; () = every column
 
     def columns(self) -> Sequence[str]:
+        """Required: the table's column names, e.g. `("topic", "partition", "committed", "target")`."""
         raise NotImplementedError
 
     def rows(self) -> Sequence[Sequence[Any]]:
+        """Required: one row per thing that changes (partition, queue, entry, setting), plain values."""
         raise NotImplementedError
 
     def summary(self) -> str:
+        """Required: one line in the operator's words (journal, Slack, the outcome's `done: ...`)."""
         raise NotImplementedError
 
     def digest(self) -> str:
@@ -77,12 +80,16 @@ class PlanTable:
         return intent_digest(self)
 
     def changes_anything(self) -> bool:
+        """False when acting would change nothing: the run ends `unchanged` (default: any rows)."""
         return bool(self.rows())
 
     def missing_targets(self) -> Sequence[str]:
+        """Targets named in the parameters that do not exist, in words (e.g. `topic 'x'`): the CLI
+        exits 2 naming each, a run ends `refused` (default: none)."""
         return ()
 
     def warnings(self) -> Sequence[str]:
+        """Lines shown under the table at the gate (default: none)."""
         return ()
 
     def headline(self) -> str:
@@ -90,12 +97,15 @@ class PlanTable:
         return f"**{self.summary()}**"
 
     def markdown(self, rows: int = PLAN_ROWS_SHOWN) -> str:
+        """What the gate, Slack and `status --plan` show: the headline, the table (first `rows`), warnings."""
         return table_markdown(self.headline(), self.columns(), self.rows(), rows, self.warnings())
 
     def to_csv(self) -> str:
+        """`runbook plan --export`: the columns and rows as CSV."""
         return table_csv(self.columns(), self.rows())
 
     def to_json(self) -> dict[str, Any]:
+        """`runbook plan --json`: summary, digest, columns, rows, changes_anything, missing targets."""
         return table_json(self)
 
 

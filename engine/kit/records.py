@@ -21,8 +21,9 @@ class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     KIND: ClassVar[str]
 
-    summary: str
-    data: dict[str, Any] = Field(default_factory=dict)
+    summary: str = Field(description="one line in the operator's words: the timeline, Slack, the postmortem")
+    data: dict[str, Any] = Field(default_factory=dict,
+                                 description="more fields for readers of the journal (`status --json`), plain JSON")
 
     def payload(self) -> dict[str, Any]:
         fields = self.model_dump(mode="json", exclude={"summary", "data"})
@@ -55,9 +56,10 @@ class Snapshot(Record):
     """What the runbook saved before changing anything, and the command that puts it back."""
 
     KIND: ClassVar[str] = "snapshot"
-    path: str | None = None
-    csv: str = ""
-    restore_command: str | None = None
+    path: str | None = Field(None, description="a file holding what was saved (e.g. under RUNBOOK_SNAPSHOT_DIR)")
+    csv: str = Field("", description="what was saved as CSV, when it is a table (shown in the postmortem)")
+    restore_command: str | None = Field(None, description="the command a person runs to put it back by hand; "
+                                        "it must really restore it (the postmortem prints it)")
 
 
 class Action(Record):
@@ -68,14 +70,18 @@ class Action(Record):
 
 
 class Verification(Record):
+    """What `verify` read back after `act`: `ok=False` fails the run (and restores the snapshot)."""
+
     KIND: ClassVar[str] = "verification"
-    ok: bool = True
+    ok: bool = Field(True, description="the change had the effect it was meant to have")
 
 
 class Restore(Record):
+    """What `restore` put back after a failure (journal kind `rollback`)."""
+
     KIND: ClassVar[str] = "rollback"
-    restored: bool
-    restore_command: str | None = None
+    restored: bool = Field(description="True when the snapshot is back in place; False says it is not")
+    restore_command: str | None = Field(None, description="how to finish the restore by hand, when it is not")
 
 
 class Outcome(Record):

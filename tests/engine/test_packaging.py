@@ -47,7 +47,7 @@ def test_a_plain_install_works_from_any_directory(tmp_path):
     packages = sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info") and p.name != "bin")
     assert packages == ["mq_runbooks"]
     assert (target / "bin" / "runbook").is_file()
-    assert (target / "mq_runbooks" / "app" / "scaffold" / "kafka.py.tmpl").is_file()
+    assert (target / "mq_runbooks" / "app" / "scaffold" / "kafka-group.py.tmpl").is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     checked = subprocess.run([sys.executable, "-c", CHECK, str(target), str(REPO), str(tmp_path)], cwd=elsewhere,

@@ -282,3 +282,21 @@ def test_idle_ms_is_measured_at_the_first_plan_so_entries_stuck_later_are_left_f
     assert {i: owners[i] for i in ids} == {i: "billing-healthy" for i in ids}, "the planned entries were claimed"
     assert {i: owners[i] for i in later} == {i: "billing-dead-2" for i in later}, "the later ones were left"
     assert "billing-dead" not in consumers(raw, stream)
+
+
+def test_a_rerun_says_the_idle_entries_on_claim_to_are_left_alone(clusters, raw, stream):
+    """Issue 27 (frictions): after a drain, the claimed entries sit idle on claim_to until it reads
+    them; a rerun must say so, not that no entry is idle."""
+    ids = add(raw, stream, 3)
+    raw.xgroup_create(stream, GROUP, id="0")
+    raw.xgroup_createconsumer(stream, GROUP, "billing-healthy")
+    read_new(raw, stream, "billing-dead", 3)
+    raw.xclaim(stream, GROUP, "billing-healthy", 0, ids, idle=600_000, justid=True)  # as a drain leaves them
+
+    plan = dry_run(DrainStuckParameters(cluster="primary", stream=stream, group=GROUP, idle_ms=1500,
+                                        claim_to="billing-healthy"), clusters)
+
+    assert not plan.changes_anything()
+    assert plan.summary() == (f"nothing to move in group {GROUP} of {stream}: the 3 pending entr(ies) idle 1500 ms "
+                              "or more are on the healthy consumer billing-healthy (claim_to) and left alone")
+    assert "no pending entry idle" not in plan.markdown()

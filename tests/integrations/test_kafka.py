@@ -6,7 +6,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from mq_runbooks.base.errors import PreconditionError, UnreachableError
+from mq_runbooks.base.errors import BrokerError, PreconditionError, UnreachableError
 from mq_runbooks.integrations.kafka import Broker, ConsumerGroup, KafkaClient, PartitionLag, PartitionOffsets, UnknownTopicError
 
 
@@ -182,3 +182,50 @@ def test_from_cluster_builds_the_client_of_a_clusters_yaml_entry(clusters):
         assert kafka.timeout_s == 2
         with pytest.raises(UnreachableError, match=r"^kafka cluster 'nowhere' \(127\.0\.0\.1:1\) did not answer within 2s"):
             kafka.describe_cluster()
+
+
+def test_topic_configuration_is_read_and_altered_key_by_key(kafka, unique):
+    """Issue 27, item 2: describe a topic's configuration; an incremental alter changes only the keys
+    named and returns what they were, so a restore sets back an override and deletes what was a default."""
+    topic = unique("configs")
+    kafka.create_topic(topic, 1)
+    config = kafka.describe_topic_config(topic)
+    assert config["retention.ms"].overridden is False and config["retention.bytes"].overridden is False
+    default = config["retention.ms"].value
+
+    before = kafka.alter_topic_config(topic, set={"retention.ms": "3600000", "segment.ms": "7200000"})
+    assert {k: (c.value, c.overridden) for k, c in before.items()} == {
+        "retention.ms": (default, False), "segment.ms": (config["segment.ms"].value, False)}
+    now = kafka.describe_topic_config(topic)
+    assert (now["retention.ms"].value, now["retention.ms"].overridden) == ("3600000", True)
+    assert now["retention.bytes"].overridden is False, "keys not named are left alone"
+
+    again = kafka.alter_topic_config(topic, set={"retention.ms": "7200000"}, delete=["segment.ms"])
+    assert (again["retention.ms"].value, again["retention.ms"].overridden) == ("3600000", True)
+    now = kafka.describe_topic_config(topic)
+    assert now["retention.ms"].value == "7200000" and now["segment.ms"].overridden is False
+
+    restored = kafka.alter_topic_config(topic, delete=["retention.ms"])  # it was the default
+    assert restored["retention.ms"].value == "7200000"
+    assert (kafka.describe_topic_config(topic)["retention.ms"].value, kafka.describe_topic_config(topic)[
+        "retention.ms"].overridden) == (default, False)
+
+    with pytest.raises(BrokerError, match="has no configuration key retention.msx"):
+        kafka.alter_topic_config(topic, set={"retention.msx": "1"})
+    with pytest.raises(BrokerError, match="retention.ms"):
+        kafka.alter_topic_config(topic, set={"retention.ms": "forever"})
+    assert kafka.describe_topic_config(topic)["retention.ms"].overridden is False, "a refused alter changes nothing"
+    with pytest.raises(UnknownTopicError, match="does not exist"):
+        kafka.describe_topic_config(topic + "-nope")
+
+
+def test_closing_waits_for_requests_still_in_flight():
+    """A call that timed out leaves librdkafka's futures running: close() waits for them instead of
+    dropping the handle under them (KafkaError _DESTROY "Handle is terminating")."""
+    kafka = KafkaClient({"bootstrap.servers": "127.0.0.1:1"}, name="nowhere", timeout_s=1)
+    with pytest.raises(UnreachableError):
+        kafka.list_groups()
+    in_flight = list(kafka._in_flight)
+    kafka.close()
+    assert kafka.closed and all(future.done() for future in in_flight)
+    kafka.close()  # idempotent

@@ -213,3 +213,23 @@ def test_a_server_that_never_answers_times_out(silent_port):
         with pytest.raises(UnreachableError, match="did not answer within 1s"):
             client.overview()
     assert time.monotonic() - started < 2.5
+
+
+def test_policies_of_a_vhost_are_listed_put_and_deleted(rabbit):
+    """Issue 27, item 2: a policy's put and delete return the policy they replaced, for a snapshot."""
+    from mq_runbooks.integrations.rabbitmq import Policy
+
+    name = f"test-policy-{uuid.uuid4().hex[:8]}"
+    policy = Policy("/", name, f"^{name}$", {"max-length": 10}, apply_to="queues", priority=3)
+    try:
+        assert rabbit.policy("/", name) is None
+        assert rabbit.put_policy(policy) is None, "there was none before"
+        assert rabbit.policy("/", name) == policy and name in [p.name for p in rabbit.policies("/")]
+        changed = Policy("/", name, f"^{name}$", {"max-length": 20}, apply_to="queues")
+        assert rabbit.put_policy(changed) == policy, "what it replaced"
+        assert rabbit.delete_policy("/", name) == changed
+        assert rabbit.policy("/", name) is None and rabbit.delete_policy("/", name) is None
+        with pytest.raises(BrokerError, match="vhost 'nosuch-vhost' does not exist"):
+            rabbit.policies("nosuch-vhost")
+    finally:
+        rabbit.send("DELETE", f"/api/policies/%2F/{name}", missing_ok=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -231,3 +232,55 @@ def test_a_server_that_never_answers_times_out_as_unreachable():
             with RedisStreams.from_cluster(cluster) as streams:
                 streams.pending("orders", "billing")
         assert time.monotonic() - started < 5 and "\n" not in str(down.value)
+
+
+def test_an_unknown_stream_suggests_only_streams_sharing_its_prefix(primary, raw, unique):
+    """Issue 27 (frictions): a server is shared; an unknown stream names close streams of its own
+    namespace, never a server-wide list of other teams' streams."""
+    team, other = unique("teamb"), unique("secret-team")
+    mine, theirs = f"{team}:orders", f"{other}:payments"
+    for name in (mine, theirs):
+        raw.xadd(name, {"k": "v"})
+    try:
+        with pytest.raises(UnknownStreamError) as missing:
+            primary.stream_info(f"{team}:ordres")
+        message = str(missing.value)
+        assert f"did you mean '{mine}'" in message and f"(streams named {team}:*: {mine})" in message
+        assert other not in message and missing.value.known == [mine]
+        with pytest.raises(UnknownStreamError) as bare:
+            primary.stream_info(unique("nosuchstream").replace("-", ""))
+        assert other not in str(bare.value) and team not in str(bare.value) and bare.value.known == []
+    finally:
+        raw.delete(mine, theirs)
+
+
+def test_plain_keys_with_their_ttl(primary, raw, unique):
+    key = unique("runbook-flag")
+    try:
+        assert primary.key(key) is None
+        assert primary.set_key(key, "on", ttl_ms=600_000) is None, "nothing was there before"
+        now = primary.key(key)
+        assert now.value == b"on" and 0 < now.ttl_ms <= 600_000
+        before = primary.set_key(key, "off")
+        assert (before.value, before.ttl_ms is not None) == (b"on", True), "what it replaced, for a snapshot"
+        assert primary.key(key).ttl_ms is None, "no ttl_ms: it never expires"
+        assert primary.delete_key(key).value == b"off" and primary.key(key) is None
+        assert primary.delete_key(key) is None, "deleting what is gone is no error"
+        with pytest.raises(UsageError):
+            primary.set_key(key, "x", ttl_ms=0)
+    finally:
+        raw.delete(key)
+
+
+def test_the_readme_states_how_redis_counts_idle_time(primary, raw, stream):
+    """The README's caveat is what the stack's Redis does: before 7.2 a read that returns nothing
+    leaves a consumer's idle time growing (only idle times that grow are compared: no timing)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "Before Redis 7.2 (the stack runs 7.0) a read that returns nothing" in readme
+    if primary.server_version() >= (7, 2):
+        pytest.skip("the stack's Redis is 7.2 or later: every attempted read resets idle there")
+    raw.xgroup_create(stream, "billing", id="$", mkstream=True)
+    raw.xgroup_createconsumer(stream, "billing", "quiet")
+    eventually(lambda: primary.consumers(stream, "billing")[0].idle_ms >= 300 or None, "idle 300 ms")
+    raw.xreadgroup("billing", "quiet", {stream: ">"}, count=1)  # an empty read
+    assert primary.consumers(stream, "billing")[0].idle_ms >= 300, "an empty read did not reset it"

@@ -1,5 +1,5 @@
 """Every runbook keeps the driver's rules (engine/kit/conformance.py): the shipped catalog, the guide's
-worked example and both scaffolds of `runbook new`; and the rules catch what they say they catch."""
+worked example and every scaffold of `runbook new`; and the rules catch what they say they catch."""
 from __future__ import annotations
 
 import json
@@ -53,21 +53,66 @@ def test_the_rules_name_what_is_broken(tmp_path):
     assert report[str(team / "rabbitmq-queue-limit.yaml")], "and does not hide the others"
 
 
-@pytest.mark.parametrize("broker,target", [("kafka", "-p group=nosuch-group"), ("rabbitmq", "-p queue=nosuch-queue"),
-                                           ("artemis", "-p queue=nosuch-queue")])
-def test_a_scaffold_validates_and_plans_out_of_the_box(tmp_path, clusters, broker, target):
-    made = runbook("new", f"{broker}-team-check", "--broker", broker, "--dir", str(tmp_path / "team"))
+SCAFFOLDS = [("kafka", "group", "-p group=nosuch-group"), ("kafka", "topic", "-p topic=nosuch-topic"),
+             ("rabbitmq", "queue", "-p queue=nosuch-queue"), ("rabbitmq", "vhost", "-p vhost=nosuch-vhost"),
+             ("redis", "stream", "-p stream=nosuch-stream"), ("artemis", "queue", "-p queue=nosuch-queue")]
+
+
+@pytest.mark.parametrize("broker,kind,target", SCAFFOLDS, ids=[f"{b}-{k}" for b, k, _ in SCAFFOLDS])
+def test_a_scaffold_validates_and_plans_out_of_the_box(tmp_path, clusters, broker, kind, target):
+    made = runbook("new", f"{broker}-{kind}-check", "--broker", broker, "--target", kind,
+                   "--dir", str(tmp_path / "team"))
     assert made.returncode == 0, made.stderr
+    assert target.split("=")[0] in made.stdout, "it says how to plan it"
     env = {"RUNBOOK_TEAM_CATALOG": str(tmp_path / "team")}
     checked = runbook("validate", str(tmp_path / "team"), env=env)
     assert checked.returncode == 0 and "1 valid, 0 invalid" in checked.stdout, checked.stdout + checked.stderr
     listed = runbook("list", "--json", env=env)
-    assert f"{broker}-team-check" in [item["id"] for item in json.loads(listed.stdout)]
+    assert f"{broker}-{kind}-check" in [item["id"] for item in json.loads(listed.stdout)]
     # Planning a target that does not exist is refused as bad input, before a run exists.
-    planned = runbook("plan", f"{broker}-team-check", "-p", "cluster=primary", *target.split(), env=env)
+    planned = runbook("plan", f"{broker}-{kind}-check", "-p", "cluster=primary", *target.split(), env=env)
     assert planned.returncode == 2 and "does not exist" in planned.stderr, planned.stdout + planned.stderr
-    again = runbook("new", f"{broker}-team-check", "--broker", broker, "--dir", str(tmp_path / "team"))
+    again = runbook("new", f"{broker}-{kind}-check", "--broker", broker, "--dir", str(tmp_path / "team"))
     assert again.returncode == 2 and "already exist" in again.stderr
+
+
+def test_a_scaffold_names_the_targets_of_its_broker(tmp_path):
+    made = runbook("new", "redis-team-check", "--broker", "redis", "--target", "queue", "--dir", str(tmp_path))
+    assert made.returncode == 2 and "--target queue is not a target of redis (allowed: stream)" in made.stderr
+    assert not list(tmp_path.iterdir()), "nothing is written"
+
+
+def test_scaffolds_plan_real_targets(tmp_path, clusters, unique):
+    """The topic, vhost and stream scaffolds read what they show from the real brokers."""
+    from mq_runbooks.integrations.kafka import KafkaClient
+    from mq_runbooks.integrations.redis_streams import RedisStreams
+
+    topic, stream = unique("scaffold-topic"), unique("scaffold-stream")
+    with KafkaClient.from_cluster(clusters.kafka_cluster("primary")) as kafka:
+        kafka.create_topic(topic, 2)
+    with RedisStreams.from_cluster(clusters.redis_cluster("primary")) as redis:
+        redis._call("XADD", "XADD", stream, "*", "k", "v")
+        redis._call("XGROUP", "XGROUP", "CREATE", stream, "billing", "0")
+    env = {"RUNBOOK_TEAM_CATALOG": str(tmp_path)}
+    try:
+        for broker, kind, args, columns in [
+            ("kafka", "topic", ["-p", f"topic={topic}"], ["topic", "partition", "log start", "log end", "retention.ms"]),
+            ("rabbitmq", "vhost", ["-p", "vhost=/"], ["queue", "ready", "unacked", "consumers", "policy"]),
+            ("redis", "stream", ["-p", f"stream={stream}"], ["group", "lag", "pending", "consumers"]),
+        ]:
+            assert runbook("new", f"{broker}-{kind}-peek", "--broker", broker, "--target", kind,
+                           "--dir", str(tmp_path)).returncode == 0
+            planned = runbook("plan", f"{broker}-{kind}-peek", "-p", "cluster=primary", *args, "--json", env=env)
+            assert planned.returncode == 0, planned.stderr
+            document = json.loads(planned.stdout)
+            assert document["columns"] == columns and document["changes_anything"] is False
+            if kind == "topic":
+                assert [row[1] for row in document["rows"]] == [0, 1]
+            if kind == "stream":
+                assert document["rows"] == [["billing", 1, 0, 0]]  # lag 1: the group starts before its one entry
+    finally:
+        with RedisStreams.from_cluster(clusters.redis_cluster("primary")) as redis:
+            redis._call("DEL", "DEL", stream)
 
 
 def test_a_scaffold_plans_a_real_queue(tmp_path, clusters, unique):
