@@ -107,9 +107,10 @@ def test_scaffolds_plan_real_targets(tmp_path, clusters, unique):
             document = json.loads(planned.stdout)
             assert document["columns"] == columns and document["changes_anything"] is False
             if kind == "topic":
-                assert [row[1] for row in document["rows"]] == [0, 1]
+                assert [row["partition"] for row in document["rows"]] == [0, 1]
             if kind == "stream":
-                assert document["rows"] == [["billing", 1, 0, 0]]  # lag 1: the group starts before its one entry
+                # lag 1: the group starts before its one entry (plan --json rows are objects keyed by column)
+                assert document["rows"] == [{"group": "billing", "lag": 1, "pending": 0, "consumers": 0}]
     finally:
         with RedisStreams.from_cluster(clusters.redis_cluster("primary")) as redis:
             redis._call("DEL", "DEL", stream)
@@ -147,7 +148,8 @@ def test_an_artemis_scaffold_plans_a_real_queue(tmp_path, clusters, unique):
         assert planned.returncode == 0, planned.stderr
         document = json.loads(planned.stdout)
         assert document["columns"] == ["queue", "messages", "delivering", "consumers"]
-        assert document["rows"][0][:2] == [queue, 2] and document["changes_anything"] is False
+        row = document["rows"][0]  # plan --json rows are objects keyed by column
+        assert (row["queue"], row["messages"]) == (queue, 2) and document["changes_anything"] is False
     finally:
         remove_queues(primary, queue)
 
@@ -181,7 +183,7 @@ def test_the_policy_is_checked_against_teams_yaml(tmp_path):
     assert "teams\t" in doctor.stdout and "rabbitmq-queue-limit: approval.approvers: @uxa-platform-sr is not a team" \
         in doctor.stdout and doctor.returncode == 1
     no_file = runbook("doctor", env={"RUNBOOK_TEAMS": str(tmp_path / "nowhere.yaml")})
-    assert no_file.returncode == 1 and "no such file (RUNBOOK_TEAMS): the policies name @kafka-oncall" in no_file.stdout
+    assert no_file.returncode == 1 and "no such file (RUNBOOK_TEAMS): the policies name @artemis-oncall, @kafka-oncall" in no_file.stdout
 
 
 def test_nested_keys_and_yaml_errors_name_their_place(tmp_path):
