@@ -200,12 +200,12 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     def target(self, params: DrainStuckParameters) -> str:
         return f"{params.cluster}{params.vhost}{'' if params.vhost.endswith('/') else '/'}{params.queue or '*'}"
 
-    def relative_targets(self, params: DrainStuckParameters) -> str | None:
-        return f"idle_threshold_s={params.idle_threshold_s:g} (at the end of the first {params.window_s:g} s window)"
-
     def observe(self, env: Env, params: DrainStuckParameters) -> DrainPlan:
+        # The idle threshold is measured at each plan's own last sample, not pinned to the first plan:
+        # pinned, a re-plan of the poison test dropped the approved stuck connection once on CI (the
+        # channel's idle_since, as the management API reports it, moved), so the gate asked again.
         with RabbitManagement.from_cluster(env.clusters.rabbit_cluster(params.cluster)) as rabbit:
-            plan = plan_drain(rabbit, params, planned_at=env.planned_at)  # idle at the first plan, in every re-plan
+            plan = plan_drain(rabbit, params)
         if isinstance(env, Run):
             env.observed(_observed(plan), queues=[asdict(q) for q in plan.queues], samples=plan.samples,
                          window_s=plan.window_s)

@@ -237,16 +237,6 @@ def refuse_unknown_vhost(rabbit: RabbitManagement, vhost: str, cluster: str, run
                                                f"(vhosts there: {', '.join(vhosts) or 'none'})")])
 
 
-def idle_threshold(params: DrainStuckParameters, last_sample_at: datetime, planned_at: datetime | None) -> float:
-    """Seconds a channel must be idle at the last sample to have been idle `idle_threshold_s` at the
-    end of the run's first sampling window (`planned_at` + `window_s`): the connections planned first
-    stay the ones planned, and channels that get stuck later are left for another run. Without
-    `planned_at` (`runbook plan`) the last sample counts."""
-    if planned_at is None:
-        return params.idle_threshold_s
-    return params.idle_threshold_s + max(0.0, (last_sample_at - planned_at).total_seconds() - params.window_s)
-
-
 def _stuck_channels(samples: list[Sample], consumed: dict[str, set[str]], idle_threshold_s: float) -> list[str]:
     last = samples[-1]
     stuck = []
@@ -264,16 +254,15 @@ def _stuck_channels(samples: list[Sample], consumed: dict[str, set[str]], idle_t
 
 
 def plan_drain(rabbit: RabbitManagement, params: DrainStuckParameters, *,
-               sleep: Callable[[float], None] = time.sleep, planned_at: datetime | None = None) -> DrainPlan:
-    """Observe over the window and compute the plan; ParameterError for options the queues cannot honour.
-    `planned_at`: when the run first planned (its idle threshold is measured at the end of that window)."""
+               sleep: Callable[[float], None] = time.sleep) -> DrainPlan:
+    """Observe over the window and compute the plan; ParameterError for options the queues cannot honour."""
     samples = take_samples(rabbit, params, sleep)
     last = samples[-1]
     consumers = [c for c in rabbit.consumers(params.vhost) if c.queue in last.queues]
     consumed: dict[str, set[str]] = {}
     for consumer in consumers:
         consumed.setdefault(consumer.channel_name, set()).add(consumer.queue)
-    stuck_channels = set(_stuck_channels(samples, consumed, idle_threshold(params, last.at, planned_at)))
+    stuck_channels = set(_stuck_channels(samples, consumed, params.idle_threshold_s))
     connections = {c.name: c for c in rabbit.connections()}
     by_connection: dict[str, list[str]] = {}
     for name in sorted(stuck_channels):
