@@ -103,16 +103,23 @@ def _requester(context: Context, typed: str, token_file: Path | None) -> str:
     return who
 
 
-def _serve(context: Context, token_file: Path | None):
+def _serve(context: Context, token: str):
+    """A client of RUNBOOK_SERVER's API, proving who you are with `token` (see _token)."""
     from mq_runbooks.app.api_client import ServeClient
 
-    return ServeClient(context.settings.server, _token(context, token_file))
+    return ServeClient(context.settings.server, token)
+
+
+def _refuse_other_name(serve, by: str) -> None:
+    """With a token, who you are is its holder: a typed --as naming someone else is refused."""
+    if by.strip() and by.strip().lower() != serve.call("GET", "/whoami")["name"].lower():
+        raise UsageError(f"your token proves who you are; --as {by.strip()} is not you")
 
 
 def _run_through_serve(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by: str | None,
                        token_file: Path | None, wait: bool, as_json: bool) -> None:
     """`runbook run` with RUNBOOK_SERVER: serve starts the run, requested by the token's holder."""
-    with _serve(context, token_file) as serve:
+    with _serve(context, _token(context, token_file)) as serve:
         who = serve.call("GET", "/whoami")["name"]
         if requested_by and requested_by.strip().lower() != who.lower():
             raise UsageError(f"your token is {who}'s: a run is started by whoever the token proves, not {requested_by}")
@@ -272,11 +279,8 @@ def _answer(context: Context, run_id: str, approved: bool, by: str, text: str, t
     from mq_runbooks.kit.identity import proof_kind
 
     if context.settings.server:
-        from mq_runbooks.app.api_client import ServeClient
-
-        with ServeClient(context.settings.server, token) as serve:
-            if by.strip() and by.strip().lower() != serve.call("GET", "/whoami")["name"].lower():
-                raise UsageError(f"your token proves who you are; --as {by.strip()} is not you")
+        with _serve(context, token) as serve:
+            _refuse_other_name(serve, by)
             verdict = serve.call("POST", f"/runs/{run_id}/{'approve' if approved else 'reject'}",
                                  {"comment" if approved else "reason": text})
         if verdict.get("verdict") is None:
@@ -337,9 +341,8 @@ def cancel(context: Context, run_id: str, by: str, reason: str, token_file: Path
 
     token = _token(context, token_file)
     if context.settings.server:
-        with _serve(context, token_file) as serve:
-            if by.strip() and by.strip().lower() != serve.call("GET", "/whoami")["name"].lower():
-                raise UsageError(f"your token proves who you are; --as {by.strip()} is not you")
+        with _serve(context, token) as serve:
+            _refuse_other_name(serve, by)
             view = serve.call("POST", f"/runs/{run_id}/cancel", {"reason": reason})
         context.out.print(f"cancelled run {view['id']} ({view['name']}, {view['runbook']}): {view['message']}")
         return
@@ -379,7 +382,7 @@ def list_runs(context: Context, runbook_id: str | None, states: tuple[str, ...],
             raise UsageError("with RUNBOOK_SERVER, --mine means whoever your token proves: leave out --as")
         query = {"limit": str(limit), **({"runbook": runbook_id} if runbook_id else {}), **({"mine": "true"} if mine else {})}
         path = "/runs?" + "&".join([*(f"{k}={v}" for k, v in query.items()), *(f"state={s}" for s in states)])
-        with _serve(context, None) as serve:
+        with _serve(context, _token(context, None)) as serve:
             listed = serve.call("GET", path)
         _print_runs(context, listed, as_json)
         return
@@ -458,7 +461,7 @@ def _status_through_serve(context: Context, run_id: str, full_plan: bool, as_jso
     """`runbook status` with RUNBOOK_SERVER: the run as serve reads it."""
     from mq_runbooks.kit.journal import Entry
 
-    with _serve(context, None) as serve:
+    with _serve(context, _token(context, None)) as serve:
         document = serve.call("GET", f"/runs/{run_id}")
     if as_json:
         click.echo(json.dumps(document, indent=2))
