@@ -81,7 +81,7 @@ def main() -> None:
         ratio = statistics.median(samples[name]) / reference
         verdict = "met" if ratio <= TARGET else f"missed by {ratio - TARGET:.2f}x"
         lines.append(f"- `{name}`: {ratio:.2f}x of the reference; target <= {TARGET}x: {verdict}.")
-    lines.append("- `--help`, `list` and `show` import no Prefect (checked by tests/engine/test_cli.py"
+    lines.append("- `--help`, `list` and `show` import no Prefect (checked by tests/app/test_cli.py"
                  "::test_commands_that_need_no_prefect_do_not_import_it): `show` reads the catalog files "
                  "without importing their modules, then imports only its runbook's parameter model, which "
                  "lives in a module that does not import Prefect (e.g. flows/kafka_replay_params.py).")

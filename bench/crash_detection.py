@@ -1,5 +1,5 @@
 """Benchmark: how long after its process is killed a run is marked Crashed (the heartbeat automation
-of engine/kit/crashes.py), and that a live run acting for minutes while it heartbeats is not.
+of mq_runbooks/kit/crashes.py), and that a live run acting for minutes while it heartbeats is not.
 
 On a private Prefect server (SQLite, dev/stack on free ports; another version of the engine using the
 shared server on 4200 would set the automation's window back to its own), --runs kafka-replay runs are
@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from mq_runbooks.base.clusters import load_clusters  # noqa: E402
 from mq_runbooks.kit.crashes import HEARTBEAT_S, ZOMBIE_AFTER_S  # noqa: E402
-from tests.engine.test_durable_runs import executors_of, wait_for  # noqa: E402
+from tests.app.test_durable_runs import executors_of, wait_for  # noqa: E402
 from tests.kafka_groups import group_at_end  # noqa: E402
 from tests.private_prefect import private_prefect, run_env, runbook, start_replay, status  # noqa: E402
 

@@ -146,7 +146,7 @@ def main() -> None:
 """
     (work / "clusters.yaml").write_text(config)
     (work / "runbooks").mkdir()
-    (work / "runbooks" / "kafka-failover.yaml").write_text((REPO / "runbooks" / "kafka-failover.yaml").read_text())
+    (work / "runbooks" / "kafka-failover.yaml").write_text((REPO / "mq_runbooks" / "runbooks" / "kafka-failover.yaml").read_text())
     os.environ.update(RUNBOOK_CLUSTERS=str(work / "clusters.yaml"), RUNBOOK_CATALOG=str(work / "runbooks"),
                       RUNBOOK_SNAPSHOT_DIR=str(work / "snapshots"))
     settings = Settings.from_environ()

@@ -10,7 +10,7 @@ approval, snapshot, action, error, rollback, outcome; 12 entries) and N log line
 
 The same is set up for a run with a tenth of the lines, to show what grows with the log.
 Variants, each timed N times per run in rotating order (median reported):
-  draft               mq_runbooks.kit.postmortem.draft_postmortem: read the journal, the flow and task run
+  draft               mq_runbooks.kit.postmortem.draft.draft_postmortem: read the journal, the flow and task run
                       states, the first warnings (filtered by level on the server), one page of the
                       newest lines and the number of lines (offset probes of one line each, then one
                       read of at most 50), build and scrub the facts, render the templates, write the
@@ -47,7 +47,7 @@ from prefect.client.schemas.actions import LogCreate  # noqa: E402
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId  # noqa: E402
 from prefect.states import Failed  # noqa: E402
 
-from mq_runbooks.kit.postmortem import draft_postmortem  # noqa: E402
+from mq_runbooks.kit.postmortem.draft import draft_postmortem  # noqa: E402
 from mq_runbooks.base.settings import Settings  # noqa: E402
 from mq_runbooks.kit import journal  # noqa: E402
 

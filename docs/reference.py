@@ -1,5 +1,5 @@
 """Write the broker API section of docs/writing-runbooks.md from the docstrings of what runbooks use:
-`Env`/`Run` (engine/kit/driver.py), the client each broker method returns, the types those clients
+`Env`/`Run` (mq_runbooks/kit/driver.py), the client each broker method returns, the types those clients
 return, the journal records a runbook returns and the plan contract.
 
     .venv/bin/python docs/reference.py            # rewrite the section between its markers

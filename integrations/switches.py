@@ -1,6 +1,6 @@
 """Endpoint switches: the one place clients learn which cluster to talk to, and how a runbook moves it.
 
-Declared in clusters.yaml under `switches:` (models in engine/clusters.py), one of three kinds:
+Declared in clusters.yaml under `switches:` (models in mq_runbooks/base/clusters.py), one of three kinds:
 
     switches:
       kafka-clients:                  # a JSON or YAML file that clients or a config agent read

@@ -36,33 +36,6 @@ def unique():
     return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-# The end-to-end modules: real runs through Prefect, a `runbook serve`, a browser, a private stack, or
-# the Java tools. `dev/test --fast` leaves them out (pytest -m "not slow"); the whole suite runs them.
-SLOW_MODULES = {
-    "tests/engine/test_cli_replay.py", "tests/engine/test_crashed_run.py", "tests/engine/test_demo.py",
-    "tests/engine/test_demo_cold.py", "tests/engine/test_durable_runs.py", "tests/engine/test_run_starter.py",
-    "tests/engine/test_workers_postgres.py", "tests/engine/test_server_restart.py", "tests/engine/test_prefect_auth.py",
-    "tests/engine/test_serve_alert_burst.py", "tests/engine/test_stuck_runs.py",
-    "tests/engine/test_packaging.py", "tests/engine/test_review_pages.py", "tests/engine/test_serve_alerts.py",
-    "tests/engine/test_serve_slack.py", "tests/engine/test_slack_socket_mode.py",
-    "tests/flows/test_kafka_drain_stuck.py", "tests/flows/test_kafka_failover.py", "tests/flows/test_kafka_replay.py",
-    "tests/flows/test_postmortem_runs.py", "tests/flows/test_rabbitmq_drain_stuck.py",
-    "tests/flows/test_rabbitmq_failover.py", "tests/flows/test_replay_plan.py", "tests/flows/test_runbook_example.py",
-    "tests/flows/test_redis_streams_drain_stuck.py", "tests/flows/test_redis_streams_replay.py",
-    "tests/integrations/test_mirrormaker.py", "tests/integrations/test_rabbitmq_node_restart.py",
-    "tests/kit/test_driver.py", "tests/flows/test_one_door.py",
-    "tests/engine/test_serve_api.py", "tests/flows/test_artemis_dlq_redeliver.py",
-    "tests/flows/test_artemis_address_full.py", "tests/flows/test_artemis_drain_stuck.py",
-    "tests/flows/test_artemis_failover.py",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if Path(str(item.fspath)).resolve().relative_to(REPO).as_posix() in SLOW_MODULES:
-            item.add_marker(pytest.mark.slow)
-
-
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A port that accepts TCP connections (the kernel's backlog) and never says a word."""

@@ -65,7 +65,7 @@ def run_env(api_url: str, workdir: Path, run_on: str = "workers", timeout: str =
     catalog = workdir / "runbooks"
     catalog.mkdir(exist_ok=True)
     (catalog / "kafka-replay.yaml").write_text(
-        (REPO / "runbooks" / "kafka-replay.yaml").read_text().replace("timeout: 30m", f"timeout: {timeout}"))
+        (REPO / "mq_runbooks" / "runbooks" / "kafka-replay.yaml").read_text().replace("timeout: 30m", f"timeout: {timeout}"))
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("RUNBOOK_", "PREFECT_"))}
     env.update({"PREFECT_API_URL": api_url, "RUNBOOK_PREFECT_API_URL": api_url, "RUNBOOK_CATALOG": str(catalog),
@@ -88,7 +88,7 @@ def status(env: dict[str, str], run_id: str) -> dict:
 def wait_state(env: dict[str, str], run_id: str, states: set[str], timeout: float, what: str) -> dict:
     """`runbook status --json` of the run once its state is one of `states`; on timeout an
     AssertionError saying what it was last, with its journal and the end of its process's log."""
-    from tests.engine.test_durable_runs import wait_for
+    from tests.app.test_durable_runs import wait_for
 
     last: dict = {}
 

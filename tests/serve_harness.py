@@ -67,7 +67,7 @@ def serve_environment(workdir: Path, slack_url: str | None = None, timeout: str 
     worker of one test's serve never picks up another's runs) unless `deployment` names one to share."""
     catalog = workdir / "runbooks"
     catalog.mkdir(exist_ok=True)
-    for path in (REPO / "runbooks" / f"{runbook}.yaml" for runbook in runbooks):
+    for path in (REPO / "mq_runbooks" / "runbooks" / f"{runbook}.yaml" for runbook in runbooks):
         text = path.read_text().replace("timeout: 30m", f"timeout: {timeout}")
         (catalog / path.name).write_text(text)
     env = {key: value for key, value in os.environ.items() if not key.startswith("RUNBOOK_")}

@@ -28,7 +28,7 @@ def runbook_env(tmp_path, monkeypatch):
     catalog_dir.mkdir()
 
     def configure(runbook_id: str, timeout: str = "60s", **env: str):
-        text = (REPO / "runbooks" / f"{runbook_id}.yaml").read_text()
+        text = (REPO / "mq_runbooks" / "runbooks" / f"{runbook_id}.yaml").read_text()
         (catalog_dir / f"{runbook_id}.yaml").write_text(text.replace("timeout: 30m", f"timeout: {timeout}"))
         monkeypatch.setenv("RUNBOOK_CATALOG", str(catalog_dir))
         monkeypatch.setenv("RUNBOOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))

@@ -18,6 +18,9 @@ from mq_runbooks.kit import journal
 from tests.artemis_support import consume_all, remove_queues, wait_for
 from tests.flows.runbook_harness import finished, paused, runbook_env, start_runbook, wait_until  # noqa: F401
 
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
+
 RUNBOOK = "artemis-address-full"
 FULL_AT = 20_000  # bytes
 

@@ -12,9 +12,12 @@ from mq_runbooks.app import runs
 from mq_runbooks.base.errors import ParameterError, UnknownClusterError, UnreachableError
 from mq_runbooks.flows.artemis_dlq_redeliver import dry_run
 from mq_runbooks.kit import journal
-from tests.engine.test_cli import runbook as runbook_cli
+from tests.app.test_cli import runbook as runbook_cli
 from tests.artemis_support import consume_all, dead_letter, ids_in, produce, purge_dlq, remove_queues
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, start_runbook, wait_until  # noqa: F401
+
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
 
 RUNBOOK = "artemis-dlq-redeliver"
 REPO = Path(__file__).resolve().parents[2]

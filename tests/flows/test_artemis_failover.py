@@ -18,6 +18,9 @@ from mq_runbooks.integrations.artemis import ArtemisManagement
 from mq_runbooks.kit import journal
 from tests.flows.runbook_harness import finished, paused, runbook_env, start_runbook, wait_until  # noqa: F401
 
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
+
 RUNBOOK = "artemis-failover"
 REPO = Path(__file__).resolve().parents[2]
 PORTS = {"STACK_ARTEMIS_PRIMARY_PORT": "61727", "STACK_ARTEMIS_PRIMARY_HTTP_PORT": "8272",

@@ -20,9 +20,12 @@ from mq_runbooks.flows.kafka_replay import alter
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Run
-from tests.engine.test_cli import runbook as runbook_cli
+from tests.app.test_cli import runbook as runbook_cli
 from tests.slack_fake import SlackFake
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, start_runbook, wait_until  # noqa: F401
+
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
 
 RUNBOOK = "kafka-drain-stuck"
 SECRET = b"poison SECRET-4711 card=4111111111111111"

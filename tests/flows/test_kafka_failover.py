@@ -23,6 +23,9 @@ from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.mirrormaker import MirrorState
 from tests.flows.runbook_harness import finished, paused, runbook_env, wait_until  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
+
 REPO = Path(__file__).resolve().parents[2]
 PRIMARY, STANDBY = "127.0.0.1:19192", "127.0.0.1:29192"
 STACK_ENV = {"STACK_DIR": str(REPO / ".stack-failover"), "STACK_KAFKA_PRIMARY_PORT": "19192",
@@ -213,7 +216,7 @@ def test_standby_unreachable_refuses_the_plan_with_the_reason(tmp_path, clusters
 
 def test_bad_parameters_are_refused_naming_the_field(tmp_path, clusters):
     from mq_runbooks.base.catalog import load_catalog
-    failover = load_catalog(REPO / "runbooks").get("kafka-failover")
+    failover = load_catalog(REPO / "mq_runbooks" / "runbooks").get("kafka-failover")
     with pytest.raises(ParameterError, match="needs fallback_to_datetime"):
         failover.validate_parameters({"groups": ["g"], "untranslatable": "by_timestamp"})
     with pytest.raises(ParameterError, match="groups"):

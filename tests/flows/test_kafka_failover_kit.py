@@ -16,7 +16,7 @@ from mq_runbooks.flows.kafka_failover_plan import FailoverPlan
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.mirrormaker import MirrorState
 from mq_runbooks.kit import journal
-from tests.engine.test_cli import runbook
+from tests.app.test_cli import runbook
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, wait_until  # noqa: F401 (fixture)
 from tests.flows.test_kafka_failover import approve, clusters_text, commit, start
 

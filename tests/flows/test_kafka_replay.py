@@ -22,6 +22,9 @@ from tests.flows.runbook_harness import (  # noqa: F401 (runbook_env is a fixtur
 from tests.flows.steady_traffic import WINDOW_MS, kafka_history, kafka_writer, now_ms
 from tests.integrations.test_rabbitmq import eventually
 
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
+
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
 PER_PARTITION = 10

@@ -19,10 +19,15 @@ from mq_runbooks.kit import journal
 from mq_runbooks.kit.gate import UNSIGNED, sign_answer
 from mq_runbooks.kit.identity import issue_token, token_holder, variable_name, verify_answer
 from mq_runbooks.kit.signing import signing_key
-from tests.engine.test_cli import runbook
+from tests.app.test_cli import runbook
 from tests.flows.runbook_harness import finished, paused, runbook_env, start_runbook, wait_until  # noqa: F401
 from tests.flows.test_gate_tokens import TEAMS, deployment  # noqa: F401 (fixture)
 from tests.flows.test_kafka_replay import group_at_end, kafka_config  # noqa: F401 (fixtures)
+
+
+import pytest
+
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
 
 
 def _refused(run_id: str, count: int):

@@ -15,7 +15,7 @@ import pytest
 from mq_runbooks.app import runs
 from mq_runbooks.integrations.alerts import parse_alertmanager
 from mq_runbooks.kit import journal
-from mq_runbooks.kit.postmortem_store import list_postmortems, parse
+from mq_runbooks.kit.postmortem.store import list_postmortems, parse
 from tests.flows.runbook_harness import paused, runbook_env, wait_until  # noqa: F401 (fixture)
 from tests.flows.test_kafka_replay import finished
 from tests.flows.test_postmortem_runs import section, table_rows, topic_and_groups_at_end, wait_for_text

@@ -22,13 +22,16 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from mq_runbooks.app import runs
 from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.base.errors import UsageError
-from mq_runbooks.kit.postmortem import duration, utc
-from mq_runbooks.kit.postmortem_store import mark_reviewed, parse, read_postmortem
+from mq_runbooks.kit.postmortem.context import duration, utc
+from mq_runbooks.kit.postmortem.store import mark_reviewed, parse, read_postmortem
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
-from mq_runbooks.kit.postmortem_publish import write_postmortem
+from mq_runbooks.kit.postmortem.publish import write_postmortem
 from mq_runbooks.integrations.kafka import KafkaClient
 from tests.flows.test_kafka_replay import PARTITIONS, PER_PARTITION, REPO, commit, finished, paused, wait_until
+
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
 
 SECRETS = ("hunter2pass", "s3cr3tSASL", "xoxb-1111-2222-abcdefabcdef", "tok-9f8e7d6c5b4a")
 
@@ -54,7 +57,7 @@ def finished_runs(clusters, tmp_path_factory):
     config = clusters.kafka_cluster("primary").client_config()
     directory = tmp_path_factory.mktemp("postmortem-runs")
     (directory / "runbooks").mkdir()
-    text = (REPO / "runbooks" / "kafka-replay.yaml").read_text().replace("timeout: 30m", "timeout: 90s")
+    text = (REPO / "mq_runbooks" / "runbooks" / "kafka-replay.yaml").read_text().replace("timeout: 30m", "timeout: 90s")
     (directory / "runbooks" / "kafka-replay.yaml").write_text(text)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RUNBOOK_CATALOG", str(directory / "runbooks"))

@@ -21,6 +21,9 @@ from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, start_runbook, wait_until  # noqa: F401
 from tests.rabbitmq_messages import publish, take_all
 
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
+
 RUNBOOK = "rabbitmq-drain-stuck"
 FAST = {"idle_threshold_s": "2", "window_s": "5", "verify_window_s": "5"}
 

@@ -30,6 +30,9 @@ from tests.rabbitmq_failover_support import amqp_url, api, drain_ids, publish_id
 from tests.rabbitmq_messages import publish, taken_ids
 from tests.tcp_relay import TcpRelay
 
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
+
 REPO = Path(__file__).resolve().parents[2]
 FAULT_STACK = {"STACK_DIR": str(REPO / ".stack-rmqfail"), "STACK_RABBIT_PRIMARY_PORT": "5683",
                "STACK_RABBIT_PRIMARY_MGMT_PORT": "15683", "STACK_RABBIT_STANDBY_PORT": "5684",

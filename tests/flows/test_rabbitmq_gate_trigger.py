@@ -15,7 +15,7 @@ import pytest
 
 from mq_runbooks.app import runs
 from mq_runbooks.kit import journal
-from tests.engine.test_cli import runbook
+from tests.app.test_cli import runbook
 from tests.flows.runbook_harness import finished, paused, runbook_env, wait_until  # noqa: F401
 from mq_runbooks.integrations.rabbitmq_shovels import queue_depth
 from tests.flows.test_rabbitmq_failover import MAIN_PORTS, PRIMARY_ENDPOINT, clusters_yaml, file_switch

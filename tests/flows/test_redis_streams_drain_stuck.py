@@ -13,12 +13,15 @@ import pytest
 from mq_runbooks.app import runs
 from mq_runbooks.flows.redis_streams_drain_stuck import DrainStuckParameters, dry_run
 from mq_runbooks.kit import journal
-from tests.engine.test_cli import runbook
+from tests.app.test_cli import runbook
 from tests.flows.runbook_harness import (  # noqa: F401 (runbook_env is a fixture)
     finished, kinds, paused, runbook_env, start_runbook, wait_until,
 )
 from tests.integrations.test_rabbitmq import eventually
 from tests.integrations.test_redis_streams import raw, stream  # noqa: F401 (fixtures: a client, a cleaned-up name)
+
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
 
 RUNBOOK = "redis-streams-drain-stuck"
 GROUP = "billing"

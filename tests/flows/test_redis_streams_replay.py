@@ -19,13 +19,16 @@ from mq_runbooks.integrations.alerts import Alert
 from mq_runbooks.integrations.redis_streams import RedisStreams
 from mq_runbooks.integrations.redis_streams_records import parse_entry_id
 from mq_runbooks.kit import journal
-from tests.engine.test_cli import REPO, runbook
+from tests.app.test_cli import REPO, runbook
 from tests.flows.runbook_harness import (  # noqa: F401 (runbook_env is a fixture)
     finished, kinds, paused, runbook_env, start_runbook, wait_until,
 )
 from tests.flows.steady_traffic import WINDOW_MS, history_stamps, now_ms, redis_writer
 from tests.integrations.test_rabbitmq import eventually
 from tests.integrations.test_redis_streams import raw, stream  # noqa: F401 (fixtures: a client, a cleaned-up name)
+
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
 
 RUNBOOK = "redis-streams-replay"
 GROUP = "billing"
@@ -164,7 +167,7 @@ def test_unknown_group_is_bad_input_and_redis_down_is_one_line(raw, stream, tmp_
 
 
 def test_redis_exporter_alerts_start_the_runbooks_with_their_labels():
-    catalog = load_catalog(REPO / "runbooks")
+    catalog = load_catalog(REPO / "mq_runbooks" / "runbooks")
     labels = {"cluster": "primary", "stream": "orders", "group": "billing", "severity": "page"}
 
     def alert(name: str, **annotations: str) -> Alert:

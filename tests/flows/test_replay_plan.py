@@ -26,6 +26,9 @@ from mq_runbooks.flows.replay_spec import (
 )
 from mq_runbooks.integrations.kafka import KafkaClient
 
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
+
 REPO = Path(__file__).resolve().parents[2]
 TOOL = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 

@@ -16,6 +16,9 @@ from mq_runbooks.kit import journal
 from tests.flows.runbook_harness import finished, kinds, paused, team_catalog_env, wait_until  # noqa: F401
 from tests.rabbitmq_messages import publish
 
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "docs" / "examples" / "team-catalog"
 

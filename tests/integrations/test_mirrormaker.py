@@ -14,6 +14,9 @@ from mq_runbooks.integrations.mirrormaker import (
 )
 
 
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
+
 def string(text: str) -> bytes:
     data = text.encode()
     return struct.pack(">h", len(data)) + data

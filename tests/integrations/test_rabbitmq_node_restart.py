@@ -15,6 +15,9 @@ import pytest
 from mq_runbooks.integrations.rabbitmq_moves import move_messages
 from tests.rabbitmq_messages import publish, taken_ids
 
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
+
 REPO = Path(__file__).resolve().parents[2]
 MESSAGES = 20_000
 

@@ -10,7 +10,7 @@ import pytest
 
 from mq_runbooks.base.errors import BrokerError, NotFoundError
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
-from tests.engine.test_cli import runbook
+from tests.app.test_cli import runbook
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Every runbook keeps the driver's rules (engine/kit/conformance.py): the shipped catalog, the guide's
+"""Every runbook keeps the driver's rules (mq_runbooks/kit/conformance.py): the shipped catalog, the guide's
 worked example and every scaffold of `runbook new`; and the rules catch what they say they catch."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.base.resources import default_catalog
 from mq_runbooks.kit.conformance import check_runbook, steps_of, validate_directory
 from mq_runbooks.kit.plans import Plan
-from tests.engine.test_cli import runbook
+from tests.app.test_cli import runbook
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(path.stem for path in default_catalog().glob("*.yaml"))
@@ -189,7 +189,7 @@ def test_the_policy_is_checked_against_teams_yaml(tmp_path):
 def test_nested_keys_and_yaml_errors_name_their_place(tmp_path):
     from mq_runbooks.base.catalog import CatalogError, load_runbook
 
-    text = (REPO / "runbooks" / "kafka-replay.yaml").read_text()
+    text = (REPO / "mq_runbooks" / "runbooks" / "kafka-replay.yaml").read_text()
     misspelt = tmp_path / "kafka-replay.yaml"
     misspelt.write_text(text.replace("  approvers:", "  aprovers:", 1))
     with pytest.raises(CatalogError) as caught:

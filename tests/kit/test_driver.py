@@ -13,6 +13,9 @@ from mq_runbooks.base.errors import ParameterError
 from mq_runbooks.kit import journal
 from tests.flows.runbook_harness import finished, kinds, paused, team_catalog_env, wait_until  # noqa: F401
 
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
+
 CATALOG = Path(__file__).resolve().parent / "catalog"
 
 

@@ -10,7 +10,7 @@ from mq_runbooks.base.catalog import ApprovalPolicy
 from mq_runbooks.base.errors import ConfigError
 from mq_runbooks.kit.gate import refusal
 from mq_runbooks.kit.teams import load_people, load_teams, person_of
-from tests.engine.test_cli import runbook
+from tests.app.test_cli import runbook
 
 TEAMS_YAML = """\
 kafka-oncall: [carol, dave, UDAVE01]

@@ -1,0 +1,93 @@
+"""CLI commands over postmortems: `runbook postmortems list|show|review|draft`. The Markdown files
+in the postmortem directory are the source of truth; these commands read and rewrite them."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from mq_runbooks.app.cli import Context, cli, pass_context
+from mq_runbooks.kit.postmortem.store import STATUSES, list_postmortems, mark_reviewed, read_postmortem
+
+
+@cli.group("postmortems")
+def postmortems() -> None:
+    """List, show, review and (re)draft postmortems (RUNBOOK_POSTMORTEM_DIR)."""
+
+
+@postmortems.command("list")
+@click.option("--runbook", "runbook_id", metavar="ID", help="Only this runbook's postmortems.")
+@click.option("--status", type=click.Choice(STATUSES), help="Only drafts, or only reviewed ones.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the front matter of each) instead of a table.")
+@pass_context
+def list_command(context: Context, runbook_id: str | None, status: str | None, as_json: bool) -> None:
+    """List postmortems, newest first."""
+    found = list_postmortems(context.settings.postmortem_dir, runbook=runbook_id, status=status)
+    if as_json:
+        click.echo(json.dumps([{**p.meta, "path": str(p.path)} for p in found], indent=2, default=str))
+        return
+    # The id is what `show` and `review` take: never shortened (piped: whole, tab-separated).
+    # Narrow (a terminal under 100 columns), the runbook column goes: the id names the runbook.
+    wide = context.piped or context.out.width >= 100
+    columns = ("id", "runbook", "status", "outcome", "created", "reviewed by")
+    rows = [(p.id, p.runbook, p.status, str(p.meta.get("outcome", "")), _created(p.meta.get("created", "")),
+             ", ".join(r.get("name", "") for r in p.reviewers)) for p in found]
+    if not wide:  # the id holds the runbook and the day: keep the time of day alone
+        columns = ("id", "status", "outcome", "at", "reviewed by")
+        rows = [(row[0], row[2], row[3], row[4][11:] or row[4], row[5]) for row in rows]
+    context.rows(columns, rows, title=f"{len(found)} postmortem(s) in {context.settings.postmortem_dir}",
+                 no_wrap=("id", "status", "created", "at"))  # an outcome (rolled back) wraps between words
+
+
+def _created(value: object) -> str:
+    """'2026-11-29T20:27:47+00:00' -> '2026-11-29 20:27' (minutes are enough to tell drafts apart)."""
+    text = str(value)
+    return text[:16].replace("T", " ") if len(text) >= 16 and text[10:11] in ("T", " ") else text
+
+
+@postmortems.command("show")
+@click.argument("postmortem_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (front matter and body).")
+@pass_context
+def show_command(context: Context, postmortem_id: str, as_json: bool) -> None:
+    """Print a postmortem: the file as it is (front matter and Markdown)."""
+    found = read_postmortem(context.settings.postmortem_dir, postmortem_id)
+    if as_json:
+        click.echo(json.dumps({"meta": found.meta, "path": str(found.path), "body": found.body}, indent=2, default=str))
+        return
+    click.echo(found.text(), nl=False)
+
+
+@postmortems.command("review")
+@click.argument("postmortem_id", metavar="ID")
+@click.option("--as", "by", required=True, metavar="NAME", help="Who reviewed it.")
+@click.option("--note", default="", help="What the review found or changed.")
+@pass_context
+def review_command(context: Context, postmortem_id: str, by: str, note: str) -> None:
+    """Mark a postmortem reviewed, recording the reviewer, the time and the note in its front matter."""
+    import getpass
+
+    # The CLI proves nothing about the name typed: the record says so (the OS user who typed it).
+    proof = {"kind": "typed-name", "os_user": getpass.getuser()}
+    reviewed = mark_reviewed(context.settings.postmortem_dir, postmortem_id, by, note, proof=proof)
+    latest = reviewed.reviewers[-1]
+    click.echo(f"{reviewed.id} reviewed by {latest['name']} at {latest['at']} ({reviewed.path})")
+
+
+@postmortems.command("draft")
+@click.argument("run_id", metavar="RUN")
+@click.option("--with-message-values", is_flag=True,
+              help="Keep message contents the run recorded (scrubbed out by default; secrets always are).")
+@pass_context
+def draft_command(context: Context, run_id: str, with_message_values: bool) -> None:
+    """Write or refresh the draft of a run (e.g. one that crashed before writing its own).
+
+    A reviewed postmortem is left as it is.
+    """
+    from mq_runbooks.kit.postmortem.publish import draft_and_attach
+
+    postmortem, written = draft_and_attach(run_id, context.settings, allow_message_values=with_message_values)
+    if written:
+        click.echo(f"draft {postmortem.id} written to {postmortem.path} (outcome: {postmortem.meta['outcome']})")
+    else:
+        click.echo(f"{postmortem.id} is already reviewed; left as it is ({postmortem.path})")
