@@ -37,6 +37,7 @@ from mq_runbooks.base.errors import BrokerError, NotFoundError, UnreachableError
 from mq_runbooks.app.runs import target_in_words
 from mq_runbooks.app.workers import deployment_name
 from mq_runbooks.kit.labels import run_name, start_tags
+from mq_runbooks.kit.origin import new_idempotency_key, signed_start
 
 
 
@@ -81,8 +82,9 @@ class DeploymentStarter:
     # Only a shortcut: Prefect's idempotency key still decides, for this replica and the others.
     SEEN_MAX, SEEN_TTL_S = 10_000, 3600.0
 
-    def __init__(self, deployment: str, writers: int = 1) -> None:
+    def __init__(self, deployment: str, key: bytes, writers: int = 1) -> None:
         self._deployment = deployment
+        self._key = key  # the engine's signing key: every start is signed (kit/origin.py)
         self._client = get_client(sync_client=True)
         self._client.__enter__()
         self._deployment_ids: dict[str, uuid.UUID] = {}
@@ -138,11 +140,17 @@ class DeploymentStarter:
         # The parameters were validated here (the runbook's model); the flow validates them again when it
         # runs. Prefect's JSON-schema check of each run at creation is skipped: it costs the server more
         # than the insert itself.
+        # A start without an occurrence (a Slack command, the API) gets a key of its own: with it, its
+        # signature names this one run (kit/origin.py), and sending it again is safe.
+        recorded_key = idempotency_key or new_idempotency_key()
         body = DeploymentFlowRunCreate(parameters=parameters, tags=all_tags, state=to_state_create(Scheduled()),
                                       name=run_name(runbook.id, target_in_words(runbook, params)),
-                                      idempotency_key=idempotency_key, enforce_parameter_schema=False,
+                                      idempotency_key=recorded_key, enforce_parameter_schema=False,
                                       ).model_dump(mode="json", exclude_unset=True)
-        return _Write(runbook.id, body, request_id, idempotency_key)
+        return _Write(runbook.id, self._signed(runbook.id, body), request_id, idempotency_key)
+
+    def _signed(self, runbook_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "parameters": signed_start(self._key, runbook_id, body["parameters"], body["idempotency_key"])}
 
     def _writer(self) -> None:
         while True:
@@ -229,8 +237,9 @@ class DeploymentStarter:
         if write.idempotency_key is not None and run.state and run.state.is_crashed():
             # The run of this occurrence died with its process: a repeat notification starts a new
             # one (the same key on every replica, so they still agree on one run).
-            again = _Write(runbook_id, {**write.body, "idempotency_key": f"{write.idempotency_key}:after:{run.id}"},
-                           write.request_id, write.idempotency_key)
+            again = _Write(runbook_id, self._signed(runbook_id, {
+                **write.body, "idempotency_key": f"{write.idempotency_key}:after:{run.id}"}),
+                write.request_id, write.idempotency_key)
             return self._send(runbook_id, [again])[0]
         return str(run.id), True
 
@@ -257,8 +266,8 @@ class DeploymentStarter:
     def _create_all(self, runbook_id: str, batch: list[_Write], attempts: int = 6) -> list[dict[str, Any]]:
         """Prefect's answer for each write of the batch, sent in one transaction; the writes it failed
         (SQLite's "database is locked" under load) are sent again, a few times, before giving up.
-        Sending one again is safe: its idempotency key makes it the same run, and a write without one
-        (a Slack command) is sent again only when the database refused it, so it was not recorded."""
+        Sending one again is safe: its idempotency key (every write has one, a Slack command's is its
+        own) makes it the same run."""
         answers: dict[int, dict[str, Any]] = {}
         pending = batch
         for attempt in range(attempts):
@@ -272,9 +281,7 @@ class DeploymentStarter:
                 self._deployment_ids.pop(runbook_id, None)  # deleted and registered again: look it up afresh
                 results = self._bulk_create(runbook_id, pending)
             answers.update((id(write), item) for write, item in zip(pending, results))
-            pending = [write for write, item in zip(pending, results)
-                       if item.get("status") != "CREATED"
-                       and (write.idempotency_key is not None or "database is locked" in str(item))]
+            pending = [write for write, item in zip(pending, results) if item.get("status") != "CREATED"]
             if not pending:
                 break
         return [answers[id(write)] for write in batch]

@@ -259,17 +259,11 @@ def check_mode(settings: Settings, timeout_s: float) -> Check:
         return Check("mode", settings.prefect_api_url, True, "direct: this CLI talks to Prefect itself, for one "
                      "person on their own machine; people of a team set RUNBOOK_SERVER and a personal token instead",
                      status="direct")
-    from mq_runbooks.app.api_client import ServeClient
+    from mq_runbooks.app.api_client import ServeClient, read_token
     from mq_runbooks.base.errors import RunbookError
 
-    token = settings.token.get_secret_value() if settings.token else ""
-    if not token and settings.token_file is not None:
-        try:
-            token = settings.token_file.read_text(encoding="utf-8").strip()
-        except OSError:
-            token = ""
     try:
-        with ServeClient(settings.server, token) as serve:
+        with ServeClient(settings.server, read_token(settings)) as serve:
             who = serve.call("GET", "/whoami")
     except RunbookError as exc:
         return Check("mode", settings.server, False, f"through serve, but: {exc}", status="UNUSABLE")

@@ -97,7 +97,12 @@ def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested
     """Create the flow run and have it executed (see the module docstring); returns the run id at once."""
     from mq_runbooks.app import workers
 
-    parameters = {"params": params.model_dump(mode="json"), "requested_by": requested_by, "trigger": trigger or {}}
+    from mq_runbooks.kit.origin import new_idempotency_key, signed_start
+    from mq_runbooks.kit.signing import signing_key
+
+    once = new_idempotency_key()
+    parameters = signed_start(signing_key(settings), runbook.id, {
+        "params": params.model_dump(mode="json"), "requested_by": requested_by, "trigger": trigger or {}}, once)
     tags = start_tags(runbook.id, runbook.lock_key(params), requested_by)
     _ensure_crash_detection()
     on_workers = settings.run_on == "workers"
@@ -106,7 +111,8 @@ def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(workers.deployment_name(runbook.id, name))
         flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=tags,
-                                                          name=run_name(runbook.id, target_in_words(runbook, params)))
+                                                          name=run_name(runbook.id, target_in_words(runbook, params)),
+                                                          idempotency_key=once)
     if on_workers:
         workers.wake(str(flow_run.id))
     else:

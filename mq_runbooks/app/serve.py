@@ -74,7 +74,9 @@ def build_services(settings: Settings, catalog: Catalog):
     from mq_runbooks.kit import journal
     from mq_runbooks.kit.postmortem.publish import write_postmortem
 
-    starter = _Waking(deployments.DeploymentStarter(settings.deployment))
+    from mq_runbooks.kit.signing import signing_key
+
+    starter = _Waking(deployments.DeploymentStarter(settings.deployment, signing_key(settings)))
     services = Services(
         settings=settings, catalog=catalog, start=starter, known=starter.known,
         find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=deployments.alert_tag,
