@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import click
 
-from mq_runbooks.app.cli import Context, cli, pass_context
+from mq_runbooks.app.cli_base import Context, cli, pass_context
 from mq_runbooks.base.errors import UsageError
 from mq_runbooks.kit.postmortem.store import STATUSES, Postmortem, list_postmortems, mark_reviewed, read_postmortem
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.markup import escape
 
-from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
+from mq_runbooks.app.cli_base import EXIT_FAILED, Context, cli, pass_context
 from mq_runbooks.base.errors import RunbookError, UsageError
 from mq_runbooks.kit.identity import TOKEN_PREFIX
 
@@ -174,7 +174,9 @@ def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by:
     if runbook.planner is not None:
         # Preflight: bad input (unknown cluster, topic, group...) is refused before a run exists.
         runbook.planner(params, context.clusters)
-    run_id = runs.start_run(context.settings, runbook, params, requested_by=who)
+    from mq_runbooks.app.starts import start_run
+
+    run_id = start_run(context.settings, runbook, params, requested_by=who)
     if as_json and not wait:
         click.echo(json.dumps({"run_id": run_id}))
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -28,7 +29,6 @@ def execute(run_id: str, claim: bool) -> int:
     from prefect.exceptions import Pause
     from prefect.flow_engine import run_flow
 
-    from mq_runbooks.app.workers import claim as claim_run
     from mq_runbooks.kit import journal
     from mq_runbooks.kit.endings import is_declined
     from mq_runbooks.kit.origin import started_by_engine, without_signature
@@ -66,9 +66,8 @@ def _refuse_foreign(client, flow_run, runbook) -> None:
     the engine's own runs so that it reads right where it is listed."""
     from prefect.states import Cancelled
 
-    from mq_runbooks.app.runs import target_in_words
     from mq_runbooks.kit.endings import REFUSED
-    from mq_runbooks.kit.labels import run_name, start_tags
+    from mq_runbooks.kit.labels import run_name, start_tags, target_in_words
     from mq_runbooks.kit.origin import NOT_STARTED_BY_ENGINE
 
     requested_by = str(flow_run.parameters.get("requested_by") or "unknown")
@@ -181,6 +180,25 @@ def suspension_observer_in_background() -> Iterator[None]:
         yield
     finally:
         engine.observe_flow_run_suspension = observe
+
+
+def claim_run(client, run_id: str) -> bool:
+    """Move a run to Pending for this process and record the process on it (`infrastructure_pid`,
+    host:pid: whose process died is then known, see infrastructure_of); False when someone else
+    already claimed it (or it is no longer waiting to be executed). `client`: a sync Prefect client."""
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.states import Pending
+
+    result = client.set_flow_run_state(UUID(run_id), Pending())
+    if result.status != SetStateStatus.ACCEPT:
+        return False
+    client.update_flow_run(UUID(run_id), infrastructure_pid=infrastructure_of(os.getpid()))
+    return True
+
+
+def infrastructure_of(pid: int) -> str:
+    """How a run's process is recorded on the run (Prefect's process worker's own form)."""
+    return f"{socket.gethostname()}:{pid}"
 
 
 def main(argv: list[str]) -> int:
