@@ -47,6 +47,20 @@ log = logging.getLogger("runbook.worker")
 RUN_EVENTS = ["prefect.flow-run.Resuming", "prefect.flow-run.Scheduled"]
 
 
+# What this module (the one adapter onto Prefect's worker internals) uses of ProcessWorker beyond its
+# documented API: methods with the parameters called, attributes set by its __init__, and the one
+# method of its cancelling observer called. tests/app/test_prefect_worker_pins.py fails the day a
+# Prefect release renames or reshapes one of them (the pin is prefect<3.10, pyproject.toml).
+PRIVATE_METHODS = {
+    "_submit_run": ("self", "flow_run"),  # overridden: a run of our pool is forked, not submitted
+    "_give_worker_labels_to_flow_run": ("self", "flow_run_id"),  # overridden: skipped for forked runs
+    "_release_limit_slot": ("self", "flow_run_id"),
+    "_propose_crashed_state": ("self", "flow_run", "message"),
+}
+PRIVATE_ATTRIBUTES = ("_submitting_flow_run_ids", "_limiter", "_cancelling_observer", "_work_pool", "_work_pool_name")
+OBSERVER_METHODS = {"remove_in_flight_flow_run_id": ("self", "flow_run_id")}  # of _cancelling_observer
+
+
 # Prefect registers worker classes by type; ours is the process type on purpose (the pool is a process pool).
 warnings.filterwarnings("ignore", message="Type 'PreloadedWorker' .* matches existing registered type")
 
