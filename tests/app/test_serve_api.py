@@ -31,7 +31,9 @@ NO_PREFECT = "http://127.0.0.1:9/api"  # the discard port: a CLI that tried Pref
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("serve-api")
-    env = serve_environment(workdir)
+    # The gates wait as long as the shipped runbook's do: no test here waits for a deadline, and on a loaded
+    # machine the CLI calls a test makes while a run waits take longer than a short gate timeout.
+    env = serve_environment(workdir, timeout="30m")
     env.update({"RUNBOOK_SIGNING_KEY": KEY, "RUNBOOK_TRUSTED_PROXIES": "127.0.0.1"})
     process = ServeProcess(workdir, env)
     tokens = {name: issue_token(env["RUNBOOK_DEPLOYMENT"], name, KEY.encode()) for name in ("alice", "bob")}

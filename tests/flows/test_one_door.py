@@ -206,16 +206,18 @@ def test_a_run_the_engine_did_not_start_is_refused_before_its_first_step(group_a
     topic, group = group_at_end
     settings, catalog = runbook_env("kafka-replay")
     params = {"cluster": "primary", "group": group, "to_earliest": True}
+    # Fresh keys: Prefect keeps one run per deployment and key, across test sessions too.
+    abc, other = new_idempotency_key(), new_idempotency_key()
     signed = signed_start(signing_key(settings), "kafka-replay", {"params": params, "requested_by": "alice",
-                                                                  "trigger": {}}, "start:abc")
+                                                                  "trigger": {}}, abc)
     copied = signed["trigger"][SIGNATURE]
     attempts = {
         "no signature": _create(catalog, {"params": params, "requested_by": "alice"}),
         "another key's": _create(catalog, signed_start(b"not-the-engines-key-0123456789", "kafka-replay", {
-            "params": params, "requested_by": "alice", "trigger": {}}, "start:def"), "start:def"),
+            "params": params, "requested_by": "alice", "trigger": {}}, other), other),
         "parameters changed": _create(catalog, {"params": {**params, "to_earliest": False, "to_latest": True},
-                                                 "requested_by": "alice", "trigger": {SIGNATURE: copied}}, "start:abc"),
-        "another idempotency key": _create(catalog, signed, f"start:{uuid.uuid4().hex}"),
+                                                 "requested_by": "alice", "trigger": {SIGNATURE: copied}}, abc),
+        "another idempotency key": _create(catalog, signed, new_idempotency_key()),
     }
     for attempt, run_id in attempts.items():
         assert runs.execute_if_local(settings, run_id)
