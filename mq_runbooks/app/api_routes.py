@@ -138,6 +138,16 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
         run_id, existed = services.start(runbook, params, who, {"source": "api", "by": who})
         return 201, {"run_id": run_id, "runbook": runbook.id, "requested_by": who}
 
+    def restore(reference: str):
+        def put_back(who: str, proof: str, body: dict) -> tuple[int, dict]:
+            from mq_runbooks.app import restores
+
+            request = restores.restore_request(services.catalog, reference)
+            run_id = restores.start_restore(services.settings, request, who, "api", start=services.start, by=who)
+            return 201, {"run_id": run_id, "restore_of": request.run_id, "runbook": request.runbook.id,
+                         "requested_by": who}
+        return put_back
+
     def listing(request: Request):
         query = request.query_params
 
@@ -208,6 +218,10 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
     @app.post("/api/v1/runs/{reference}/cancel")
     async def api_cancel(request: Request, reference: str) -> Response:
         return await answered(request, cancel(reference))
+
+    @app.post("/api/v1/runs/{reference}/restore")
+    async def api_restore(request: Request, reference: str) -> Response:
+        return await answered(request, restore(reference))
 
     @app.get("/api/v1/runs/{reference}")
     async def api_status(request: Request, reference: str) -> Response:

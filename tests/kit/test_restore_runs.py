@@ -1,0 +1,128 @@
+"""`runbook restore RUN` end to end on the stack: a restore is a run of its own (its plan a diff of
+what it puts back against what is there now, the runbook's approvers, the same lock, the runbook's
+own restore, a read-back, its journal and postmortem), linked both ways with the run it restores.
+
+The conformance round trip for each shipped runbook that restores from its snapshot: snapshot ->
+act -> runbook restore -> every value the snapshot saved is back; after a run that succeeded, and
+with a value that moved since the run, which the restore's plan says."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from mq_runbooks.app import restores, runs
+from mq_runbooks.base.errors import UsageError
+from mq_runbooks.integrations.kafka import KafkaClient
+from mq_runbooks.kit import journal
+from tests.app.test_cli import runbook
+from tests.flows.runbook_harness import (  # noqa: F401 (runbook_env is a fixture)
+    finished, kinds, paused, runbook_env, start_runbook, wait_until,
+)
+from tests.flows.test_kafka_replay import commit, committed, group_at_end, kafka_config  # noqa: F401 (fixtures)
+from tests.flows.test_redis_streams_replay import GROUP, add_at, consume_all, group_info, idle_consumers
+from tests.integrations.test_rabbitmq import eventually
+from tests.integrations.test_redis_streams import raw, stream  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
+
+
+def approved_run(settings, catalog, runbook_id: str, **params) -> runs.RunView:
+    run_id = start_runbook(settings, catalog, runbook_id, **params)
+    wait_until(run_id, paused, timeout=90)
+    runs.answer_gate(settings, catalog, run_id, True, "bob", "go")
+    view = wait_until(run_id, finished, timeout=120)
+    assert view.succeeded, (view.message, view.entries[-4:])
+    return view
+
+
+def restored(settings, catalog, original: str, approver: str = "bob") -> runs.RunView:
+    """Start a restore of `original` as alice, check it waits for approval, approve it, its outcome."""
+    restore_id = restores.start_restore(settings, restores.restore_request(catalog, original), "alice")
+    waiting = wait_until(restore_id, paused, timeout=90)
+    asked = journal.last(waiting.entries, "approval_requested")
+    assert asked is not None and asked.data.get("approvers"), "a restore waits for the runbook's approvers"
+    runs.answer_gate(settings, catalog, restore_id, True, approver, "put it back")
+    return wait_until(restore_id, finished, timeout=120)
+
+
+def test_redis_streams_replay_round_trip_after_success_and_a_group_moved_since(raw, stream, runbook_env):
+    settings, catalog = runbook_env("redis-streams-replay")
+    now = int(time.time() * 1000)
+    ids = add_at(raw, stream, now - 60_000, 10)
+    raw.xgroup_create(stream, GROUP, id="0")
+    assert consume_all(raw, stream, "billing-1") == ids
+    eventually(lambda: idle_consumers(raw, stream, 1000), "billing-1 to be idle 1 s (stopped)")
+    view = approved_run(settings, catalog, "redis-streams-replay", stream=stream, group=GROUP, to_id=ids[3],
+                        active_within_ms="1000")
+    assert group_info(raw, stream)["last-delivered-id"].decode() == ids[3]
+    raw.xgroup_setid(stream, GROUP, ids[5])  # someone moved the group after the run
+
+    shown = runbook("restore", view.id, "--plan", "--json")
+    assert shown.returncode == 0, shown.stderr
+    preview = json.loads(shown.stdout)
+    assert preview["restore_of"] == view.id and preview["changes_anything"]
+    [row] = preview["rows"]
+    assert (row["now"], row["restore to"], row["the run set"]) == (ids[5], ids[-1], ids[3])
+    assert row["since the run"] == f"moved since the run: {ids[3]} -> {ids[5]}"
+    assert any("acknowledged" in line for line in preview["cannot_undo"])
+    assert group_info(raw, stream)["last-delivered-id"].decode() == ids[5], "--plan changes nothing"
+
+    restore = restored(settings, catalog, view.id)
+    assert restore.succeeded, (restore.message, restore.entries[-4:])
+    assert group_info(raw, stream)["last-delivered-id"].decode() == ids[-1], "the snapshot's position is back"
+    start = journal.last(restore.entries, "parameters")
+    assert start.data["trigger"]["restore_of"] == view.id and start.summary.startswith(f"restore of run {view.id}")
+    plan = journal.last(restore.entries, "plan")
+    assert plan.data["moved_since"] == [f"{stream} group {GROUP} last-delivered id"]
+    assert "moved since the run" in plan.data["markdown"] and "cannot be undone" in plan.data["markdown"]
+    order = kinds(restore)
+    assert order.index("lock") < order.index("plan") < order.index("approval") < order.index("action") \
+        < order.index("verification") < order.index("outcome")
+    assert journal.last(restore.entries, "verification").data["not_restored"] == []
+    assert restore.name.startswith("restore redis-streams-replay")
+    # The run restored names its restore, and its postmortem is drafted again with it.
+    notes = [e for e in journal.read(view.id) if e.kind == "note" and e.data.get("restored_by") == restore.id]
+    assert [n.summary.split(" (")[0] for n in notes] == [f"restore requested by alice as run {restore.id}",
+                                                         f"restored by run {restore.id}"]
+    assert journal.last(journal.read(view.id), "postmortem").at > notes[-1].at
+
+    again = restores.start_restore(settings, restores.restore_request(catalog, view.id), "alice")
+    unchanged = wait_until(again, finished, timeout=90)
+    assert journal.last(unchanged.entries, "outcome").data["outcome"] == "unchanged"
+    assert "approval_requested" not in kinds(unchanged), "nothing to put back asks nobody"
+    with pytest.raises(UsageError, match="is a restore of run"):
+        restores.restore_request(catalog, restore.id)
+
+
+def test_kafka_replay_round_trip_puts_every_saved_offset_back(kafka_config, group_at_end, runbook_env):
+    topic, group = group_at_end
+    settings, catalog = runbook_env("kafka-replay")
+    before = committed(kafka_config, group)
+    view = approved_run(settings, catalog, "kafka-replay", group=group, to_earliest="true")
+    assert set(committed(kafka_config, group).values()) == {0}
+    commit(kafka_config, group, {(topic, 0): 4})  # a consumer moved partition 0 after the run
+
+    restore = restored(settings, catalog, view.id)
+    assert restore.succeeded, (restore.message, restore.entries[-4:])
+    assert committed(kafka_config, group) == before, "everything the snapshot saved is back"
+    plan = journal.last(restore.entries, "plan")
+    assert plan.data["moved_since"] == [f"{topic}:0"] and len(plan.data["rows"]) == 3
+    outcome = journal.last(restore.entries, "outcome")
+    assert outcome.data["restore_of"] == view.id and "cannot be undone" in outcome.summary
+
+
+def test_a_restore_is_refused_before_a_run_exists_when_there_is_nothing_to_restore(kafka_config, group_at_end,
+                                                                                    runbook_env):
+    topic, group = group_at_end
+    settings, catalog = runbook_env("kafka-replay", timeout="60s")
+    run_id = start_runbook(settings, catalog, "kafka-replay", group=group, to_earliest="true")
+    wait_until(run_id, paused, timeout=90)
+    with pytest.raises(UsageError, match="has not ended"):
+        restores.restore_request(catalog, run_id)
+    runs.answer_gate(settings, catalog, run_id, False, "bob", "not now")
+    wait_until(run_id, finished, timeout=90)
+    refused = runbook("restore", run_id, "--as", "alice", env={"RUNBOOK_APPROVAL_PROOF": "typed"})
+    assert refused.returncode == 2 and "saved no snapshot" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
