@@ -170,7 +170,7 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
                     return view.requested_by == who or runs.waits_for(services.settings, services.catalog, view, who)
             views = runs.list_runs(limit=int(raw_limit), runbook_id=runbook_id, states=states, mine=accept)
             stuck = why_stuck_all(services.settings, views)
-            return 200, [{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state, "target": v.target,
+            return 200, [{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state, "target": v.target, "lock": v.lock,
                           "requested_by": v.requested_by, "started": v.started, "message": v.message,
                           "stuck": stuck.get(v.id)} for v in views]
         return read

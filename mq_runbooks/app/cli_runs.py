@@ -456,7 +456,7 @@ def list_runs(context: Context, runbook_id: str | None, states: tuple[str, ...],
     from mq_runbooks.app.stuck import why_stuck_all
 
     stuck = why_stuck_all(context.settings, views)
-    _print_runs(context, [{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state, "target": v.target,
+    _print_runs(context, [{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state, "target": v.target, "lock": v.lock,
                            "requested_by": v.requested_by, "started": v.started, "message": v.message,
                            "stuck": stuck.get(v.id)} for v in views], as_json)
 

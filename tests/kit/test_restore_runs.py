@@ -126,3 +126,31 @@ def test_a_restore_is_refused_before_a_run_exists_when_there_is_nothing_to_resto
     refused = runbook("restore", run_id, "--as", "alice", env={"RUNBOOK_APPROVAL_PROOF": "typed"})
     assert refused.returncode == 2 and "saved no snapshot" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_runs_shows_the_target_and_the_outcome_of_a_failed_run_which_a_restore_finds_in_place(
+        kafka_config, group_at_end, runbook_env, monkeypatch):
+    topic, group = group_at_end
+    settings, catalog = runbook_env("kafka-replay", RUNBOOK_INJECT_FAULT="apply-partial")
+    run_id = start_runbook(settings, catalog, "kafka-replay", group=group, to_earliest="true")
+    wait_until(run_id, paused, timeout=90)
+    runs.answer_gate(settings, catalog, run_id, True, "bob", "")
+    view = wait_until(run_id, finished, timeout=120)
+    outcome = journal.last(view.entries, "outcome")
+    assert outcome.data["outcome"] == "failed" and "rolled back" in outcome.summary
+    assert view.message != outcome.summary, "Prefect keeps the exception's text"
+
+    listed = runbook("runs", "--runbook", "kafka-replay", "--limit", "50", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [row] = [item for item in json.loads(listed.stdout) if item["id"] == run_id]
+    assert (row["target"], row["lock"]) == (f"primary/{group}", f"kafka:primary:group:{group}")
+    assert row["message"] == outcome.summary, "the outcome's summary, not Prefect's exception text"
+
+    # Rolled back already: a restore finds every saved offset in place, and says so without asking anyone.
+    monkeypatch.delenv("RUNBOOK_INJECT_FAULT")
+    shown = runbook("restore", run_id, "--plan")
+    assert shown.returncode == 0, shown.stderr
+    assert "restore 0 of 3 saved value(s)" in shown.stdout and "already as the snapshot saved them" in shown.stdout
+    status = runbook("status", run_id)
+    assert f"restore by hand: runbook run kafka-replay -p cluster=primary -p group={group} -p from_file=" in status.stdout
+    assert f"runbook restore {run_id}" in status.stdout
