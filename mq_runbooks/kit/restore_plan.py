@@ -83,7 +83,8 @@ class RestorePlan(PlanTable):
         return [(item.what, item.now, item.saved, item.left, item.since()) for item in self.items if item.differs]
 
     def moved(self) -> list[RestoreItem]:
-        return [item for item in self.items if item.moved_since]
+        """The values to put back that someone or something changed after the run."""
+        return [item for item in self.items if item.moved_since and item.differs]
 
     def summary(self) -> str:
         changing = sum(item.differs for item in self.items)
@@ -104,7 +105,7 @@ class RestorePlan(PlanTable):
     def to_json(self) -> dict[str, Any]:
         return {**table_json(self), "restore_of": self.of_run, "cannot_undo": list(self.cannot_undo),
                 "moved_since": [item.what for item in self.moved()], "restore_command": self.restore_command,
-                "items": [{"what": i.what, "saved": i.saved, "now": i.now, "left": i.left} for i in self.items]}
+                "saved_values": len(self.items)}
 
     def not_restored(self, now: Sequence[RestoreItem]) -> list[str]:
         """What a read-back `now` shows is not as the snapshot saved it, in words ([] when all are)."""

@@ -154,3 +154,31 @@ def test_runs_shows_the_target_and_the_outcome_of_a_failed_run_which_a_restore_f
     status = runbook("status", run_id)
     assert f"restore by hand: runbook run kafka-replay -p cluster=primary -p group={group} -p from_file=" in status.stdout
     assert f"runbook restore {run_id}" in status.stdout
+
+
+def test_redis_streams_drain_stuck_round_trip_claims_back_what_is_still_pending(raw, stream, runbook_env):
+    from tests.flows.test_redis_streams_drain_stuck import add, make_poison, pending_of, read_new
+
+    settings, catalog = runbook_env("redis-streams-drain-stuck")
+    ids = add(raw, stream, 20)
+    raw.xgroup_create(stream, GROUP, id="0")
+    assert read_new(raw, stream, "billing-dead", 20) == ids  # then it dies, holding all 20
+    assert read_new(raw, stream, "billing-healthy", 10) == []  # a consumer of the group, idle (it reads nothing)
+    make_poison(raw, stream, "billing-dead", ids[3], 9)
+    eventually(lambda: len(raw.xpending_range(stream, GROUP, "-", "+", 100, idle=1500)) == 20 or None,
+               "20 entries idle 1.5 s")
+    view = approved_run(settings, catalog, "redis-streams-drain-stuck", stream=stream, group=GROUP, idle_ms="1500",
+                        poison_after="3", claim_to="billing-healthy")
+    kept = [i for i in ids if i != ids[3]]
+    assert pending_of(raw, stream) == {i: "billing-healthy" for i in kept}
+    raw.xack(stream, GROUP, kept[0])  # billing-healthy processed one since the run
+
+    restore = restored(settings, catalog, view.id)
+    assert restore.succeeded, (restore.message, restore.entries[-4:])
+    # Everything declared restorable is back: the owner of each entry still pending. The poison entry and
+    # the one processed since stay acknowledged, as the runbook declares.
+    assert pending_of(raw, stream) == {i: "billing-dead" for i in kept[1:]}
+    plan = journal.last(restore.entries, "plan")
+    assert len(plan.data["rows"]) == 18 and plan.data["saved_values"] == 18
+    assert {row[3] for row in plan.data["rows"]} == {"billing-healthy"}, "the run set: claimed to billing-healthy"
+    assert any("stay acknowledged" in line for line in plan.data["cannot_undo"])
