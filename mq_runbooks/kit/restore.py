@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel
 
+from mq_runbooks.base.errors import RunbookError
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.lock import target_lock
 from mq_runbooks.kit.records import Outcome, Snapshot, Verification
@@ -32,6 +33,12 @@ from mq_runbooks.kit.restore_plan import RESTORE_OF, RestorePlan, restore_of
 from mq_runbooks.kit.steps import approve_stable_plan, publish_postmortem
 
 P = TypeVar("P", bound=BaseModel)
+
+
+class RestoreNotVerified(RunbookError):
+    """A restore ran, but reading back shows values not as the snapshot saved them."""
+
+
 # The driver's RunbookSteps and Run: the driver imports this module, so it does not import the driver.
 RunbookSteps = Any
 Run = Any
@@ -58,8 +65,7 @@ def drive_restore(steps: RunbookSteps, run: Run, params: P, *, closing: Callable
     original = journal.read(original_id)
     problem, snapshot = _check(steps, run, params, original_id, original)
     if problem is not None:
-        _end(run, "refused", f"refused: {problem}; nothing was changed")
-        return Failed(message=f"refused: {problem}; nothing was changed", name="Refused")
+        return _refused(run, problem)
     assert snapshot is not None
     if journal.last(run.prior, "plan") is None:  # once, not again when resumed after its gate
         journal.record(original_id, "note", f"restore requested by {run.requested_by} as run {run.id}",
@@ -83,10 +89,8 @@ def drive_restore(steps: RunbookSteps, run: Run, params: P, *, closing: Callable
             journal.record(run.id, "lock", f"holding lock {key}", key=key, lease_id=str(lease.id))
         plan = observe()
         if plan is None:
-            problem = (f"{steps.id} cannot restore from its snapshot in a run; restore by hand: "
-                       f"{snapshot.restore_command or 'no command was saved'}")
-            _end(run, "refused", f"refused: {problem}; nothing was changed")
-            return Failed(message=f"refused: {problem}; nothing was changed", name="Refused")
+            return _refused(run, f"{steps.id} cannot restore from its snapshot in a run; restore by hand: "
+                                 f"{snapshot.restore_command or 'no command was saved'}")
         if journal.last(run.prior, "plan") is None:
             record_plan(run.id, plan)
         if not plan.changes_anything():
@@ -144,7 +148,7 @@ def _put_back(steps: RunbookSteps, run: Run, params: P, snapshot: Snapshot, plan
             f"read back {len(now.items)} saved value(s): all as the snapshot saved them",
             data={"checked": len(now.items), "not_restored": wrong}))
         if wrong:
-            raise RuntimeError(f"the restore did not take: {'; '.join(wrong[:5])}")
+            raise RestoreNotVerified(f"the restore did not take: {'; '.join(wrong[:5])}")
     except Exception as exc:
         journal.record(run.id, "error", f"{type(exc).__name__}: {exc}")
         by_hand = snapshot.restore_command or "no command was saved"
@@ -160,6 +164,12 @@ def _put_back(steps: RunbookSteps, run: Run, params: P, snapshot: Snapshot, plan
     _link(original_id, run, f"restored by run {run.id} (requested by {run.requested_by}): "
                             f"{restored.summary if restored else 'done'}")
     return Completed(message=summary)
+
+
+def _refused(run: Run, problem: str) -> State:
+    message = f"refused: {problem}; nothing was changed"
+    _end(run, "refused", message)
+    return Failed(message=message, name="Refused")
 
 
 def _unchanged(run: Run, original_id: str, plan: RestorePlan) -> State:

@@ -126,6 +126,8 @@ def test_a_restore_is_refused_before_a_run_exists_when_there_is_nothing_to_resto
     refused = runbook("restore", run_id, "--as", "alice", env={"RUNBOOK_APPROVAL_PROOF": "typed"})
     assert refused.returncode == 2 and "saved no snapshot" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
+    unknown = runbook("restore", "no-such-run-name", "--plan")
+    assert unknown.returncode == 2 and "no run 'no-such-run-name'" in unknown.stderr, unknown.stderr
 
 
 def test_runs_shows_the_target_and_the_outcome_of_a_failed_run_which_a_restore_finds_in_place(
@@ -182,3 +184,32 @@ def test_redis_streams_drain_stuck_round_trip_claims_back_what_is_still_pending(
     assert len(plan.data["rows"]) == 18 and plan.data["saved_values"] == 18
     assert {row[3] for row in plan.data["rows"]} == {"billing-healthy"}, "the run set: claimed to billing-healthy"
     assert any("stay acknowledged" in line for line in plan.data["cannot_undo"])
+
+
+def test_rabbitmq_failover_round_trip_puts_the_switch_back_and_says_the_messages_stay(clusters, tmp_path, runbook_env,
+                                                                                       monkeypatch):
+    from tests.flows.test_rabbitmq_failover import (
+        MAIN_PORTS, PRIMARY_ENDPOINT, STANDBY_ENDPOINT, clusters_yaml, declare_orders, file_switch, queue_depth,
+    )
+    from tests.rabbitmq_failover_support import amqp_url, api, publish_ids, scratch_vhost
+
+    primary, standby = clusters.rabbit_cluster("primary"), clusters.rabbit_cluster("standby")
+    endpoint_file = tmp_path / "endpoint.json"
+    endpoint_file.write_text(json.dumps({"rabbitmq": {"endpoint": PRIMARY_ENDPOINT}}))
+    monkeypatch.setenv("RUNBOOK_CLUSTERS", str(clusters_yaml(tmp_path, MAIN_PORTS, file_switch(endpoint_file))))
+    settings, catalog = runbook_env("rabbitmq-failover")
+    with scratch_vhost(primary, standby) as vhost, api(primary) as source:
+        declare_orders(source, vhost)
+        publish_ids(primary, vhost, "orders", 30)
+        view = approved_run(settings, catalog, "rabbitmq-failover", cluster="primary", vhost=vhost,
+                            switch="orders-clients")
+        assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == STANDBY_ENDPOINT
+
+        restore = restored(settings, catalog, view.id)
+        assert restore.succeeded, (restore.message, restore.entries[-4:])
+        assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == PRIMARY_ENDPOINT, "the switch is back"
+        [row] = journal.last(restore.entries, "plan").data["rows"]
+        assert row == ["switch orders-clients", STANDBY_ENDPOINT, PRIMARY_ENDPOINT, STANDBY_ENDPOINT,
+                       "as the run left it"]
+        assert "the messages moved stay on the destination" in journal.last(restore.entries, "outcome").summary
+        assert queue_depth(amqp_url(standby), vhost, "orders") == 30, "what cannot be undone is left as it is"
