@@ -179,6 +179,22 @@ def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by:
     _started(context, run_id, f"of {runbook_id} (as {who})", wait, as_json)
 
 
+def _print_restore_plan(context: Context, document: dict[str, Any], as_json: bool) -> None:
+    """`runbook restore RUN --plan`: the restore's plan (RestorePlan.to_json) as a table, or JSON."""
+    from mq_runbooks.app.cli_views import print_plan
+    from mq_runbooks.app.run_documents import rows_as_objects
+    from mq_runbooks.kit.plans import table_markdown
+
+    if as_json:
+        click.echo(json.dumps({**document, "rows": rows_as_objects(document["columns"], document["rows"])},
+                              indent=2, default=str))
+        return
+    print_plan(context, table_markdown(f"**{document['summary']}**", document["columns"], document["rows"], 10_000,
+                                       document["warnings"]), document["columns"], document["rows"])
+    context.out.print(f"plan digest {document['digest'][:12]}; nothing was changed. Restore with: runbook restore "
+                      f"{document['restore_of']}")
+
+
 def _started(context: Context, run_id: str, what: str, wait: bool, as_json: bool, **document: str) -> None:
     """Say a run was started (`what` it is), and with `wait` follow it and exit with its outcome;
     `document`: more fields of the JSON answer."""
@@ -214,28 +230,20 @@ def restore(context: Context, run_id: str, preview: bool, requested_by: str | No
     """
     from mq_runbooks.app import restores
 
-    if context.settings.server and not preview:
+    if context.settings.server:
         with _serve(context, _token(context, token_file)) as serve:
             _refuse_other_name(serve, requested_by or "")
+            if preview:
+                _print_restore_plan(context, serve.call("GET", f"/runs/{run_id}/restore"), as_json)
+                return
             started = serve.call("POST", f"/runs/{run_id}/restore", {})
         _started(context, started["run_id"], f"to restore run {started['restore_of']} (as {started['requested_by']}, "
                  f"through {serve.url})", wait, as_json, restore_of=started["restore_of"])
         return
     request = restores.restore_request(context.catalog, run_id)
     if preview:
-        plan = restores.restore_preview(request, context.clusters, context.settings)
-        if as_json:
-            from mq_runbooks.app.run_documents import rows_as_objects
-
-            document = plan.to_json()
-            click.echo(json.dumps({**document, "rows": rows_as_objects(document["columns"], document["rows"])},
-                                  indent=2, default=str))
-            return
-        from mq_runbooks.app.cli_views import print_plan
-
-        print_plan(context, plan.markdown(rows=10_000), plan.columns(), plan.rows())
-        context.out.print(f"plan digest {plan.digest()[:12]}; nothing was changed. Restore with: runbook restore "
-                          f"{request.run_id}")
+        _print_restore_plan(context, restores.restore_preview(request, context.clusters, context.settings).to_json(),
+                            as_json)
         return
     who = _requester(context, requested_by or "", token_file)
     started = restores.start_restore(context.settings, request, who)

@@ -105,7 +105,7 @@ class RestorePlan(PlanTable):
     def to_json(self) -> dict[str, Any]:
         return {**table_json(self), "restore_of": self.of_run, "cannot_undo": list(self.cannot_undo),
                 "moved_since": [item.what for item in self.moved()], "restore_command": self.restore_command,
-                "saved_values": len(self.items)}
+                "saved_values": len(self.items), "warnings": list(self.warnings())}
 
     def not_restored(self, now: Sequence[RestoreItem]) -> list[str]:
         """What a read-back `now` shows is not as the snapshot saved it, in words ([] when all are)."""

@@ -21,6 +21,7 @@ from tests.app.test_cli import runbook
 from tests.flows.runbook_harness import (  # noqa: F401 (runbook_env is a fixture)
     finished, kinds, paused, runbook_env, start_runbook, wait_until,
 )
+from tests.flows.test_kafka_drain_stuck import stuck_group  # noqa: F401 (a fixture)
 from tests.flows.test_kafka_replay import commit, committed, group_at_end, kafka_config  # noqa: F401 (fixtures)
 from tests.flows.test_redis_streams_replay import GROUP, add_at, consume_all, group_info, idle_consumers
 from tests.integrations.test_rabbitmq import eventually
@@ -237,3 +238,26 @@ def test_rabbitmq_failover_round_trip_puts_the_switch_back_and_says_the_messages
                        "as the run left it"]
         assert "the messages moved stay on the destination" in journal.last(restore.entries, "outcome").summary
         assert queue_depth(amqp_url(standby), vhost, "orders") == 30, "what cannot be undone is left as it is"
+
+
+def test_kafka_drain_stuck_round_trip_puts_the_offset_back_and_keeps_the_dead_letter_copy(
+        kafka_config, stuck_group, runbook_env):
+    from tests.flows.test_kafka_drain_stuck import POISON_OFFSET, read_partition
+
+    topic, group, consumer = stuck_group
+    settings, catalog = runbook_env("kafka-drain-stuck")
+    run_id = start_runbook(settings, catalog, "kafka-drain-stuck", group=group, stuck_after="2",
+                           wait_for_inactive="60")
+    wait_until(run_id, paused, timeout=90)
+    runs.answer_gate(settings, catalog, run_id, True, "bob", "park it")
+    wait_until(run_id, lambda v: any(e.data.get("waiting_for") == "inactive group" for e in v.entries))
+    consumer.stop()
+    assert wait_until(run_id, finished, timeout=120).succeeded
+    assert committed(kafka_config, group)[(topic, 0)] == POISON_OFFSET + 1
+
+    restore = restored(settings, catalog, run_id)
+    assert restore.succeeded, (restore.message, restore.entries[-4:])
+    assert committed(kafka_config, group) == {(topic, 0): POISON_OFFSET, (topic, 1): 3}, "the snapshot is back"
+    assert len(read_partition(kafka_config, f"{topic}.dlt", 0)) == 1, "the dead-letter copy stays, as declared"
+    assert journal.last(restore.entries, "plan").data["rows"] == [
+        [f"{topic}:0", POISON_OFFSET + 1, POISON_OFFSET, POISON_OFFSET + 1, "as the run left it"]]
