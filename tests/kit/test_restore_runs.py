@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -111,7 +112,9 @@ def test_redis_streams_replay_round_trip_after_success_and_a_group_moved_since(r
     notes = [e for e in journal.read(view.id) if e.kind == "note" and e.data.get("restored_by") == restore.id]
     assert [n.summary.split(" (")[0] for n in notes] == [f"restore requested by alice as run {restore.id}",
                                                          f"restored by run {restore.id}"]
-    assert journal.last(journal.read(view.id), "postmortem").at > notes[-1].at
+    redrafted = journal.last(journal.read(view.id), "postmortem")
+    assert redrafted.at > notes[-1].at
+    assert f"restored by run {restore.id} (requested by alice)" in Path(redrafted.data["path"]).read_text()
 
     again = restores.start_restore(settings, restores.restore_request(catalog, view.id), "alice")
     unchanged = wait_until(again, finished, timeout=90)
