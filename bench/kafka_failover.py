@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")
 
-from mq_runbooks.app import runs  # noqa: E402
+from mq_runbooks.app import runs, starts  # noqa: E402
 from mq_runbooks.base.catalog import load_catalog  # noqa: E402
 from mq_runbooks.base.clusters import load_clusters  # noqa: E402
 from mq_runbooks.base.settings import Settings  # noqa: E402
@@ -99,7 +99,7 @@ def timed_client(switch_file: Path, standby: str, group: str, replica: str) -> t
 def by_runbook(settings, catalog, switch_file: Path, primary: str, standby: str, topic: str, group: str) -> float:
     switch_file.write_text(json.dumps({"kafka": {"bootstrap_servers": primary}}))
     runbook = catalog.get("kafka-failover")
-    run_id = runs.start_run(settings, runbook, runbook.validate_parameters({"groups": [group]}), requested_by="bench")
+    run_id = starts.start_run(settings, runbook, runbook.validate_parameters({"groups": [group]}), requested_by="bench")
     while not (runs.read_run(run_id).state_type == "PAUSED"
                and journal.last(runs.read_run(run_id).entries, "approval_requested")):
         time.sleep(0.2)

@@ -7,13 +7,34 @@ needs no Prefect credential (people never hold it; see the README, 'Security').
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from mq_runbooks.base.errors import NotFoundError, RunbookError, UsageError
+from mq_runbooks.base.settings import Settings
 
 TIMEOUT_S = 90.0  # an answer waits for the run's verdict (up to 60 s) before serve replies
+
+
+def read_token(settings: Settings, token_file: Path | None = None) -> str:
+    """The personal token: from `token_file` (--token-file), RUNBOOK_TOKEN or RUNBOOK_TOKEN_FILE ("" if
+    none). A token file others may read is refused: the token would be theirs too."""
+    if token_file is None and settings.token is not None:
+        return settings.token.get_secret_value()
+    path = token_file or settings.token_file
+    if path is None:
+        return ""
+    try:
+        if path.stat().st_mode & 0o077:
+            raise UsageError(f"the token file {path} may be read by others: make it yours alone (chmod 600 {path})")
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"the token file {path} cannot be read: {exc.strerror}") from None
+    if not token:
+        raise UsageError(f"the token file {path} is empty")
+    return token
 
 
 class ServeClient:

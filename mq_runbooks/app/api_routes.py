@@ -8,6 +8,15 @@ that people never hold the Prefect credential (it stays with serve and the worke
     POST /api/v1/runs/{run}/approve      {"comment": ...} -> the run's verdict on the answer
     POST /api/v1/runs/{run}/reject       {"reason": ...}  -> the run's verdict on the answer
     POST /api/v1/runs/{run}/cancel       {"reason": ...}  -> the run, cancelled (it has not acted yet)
+    POST /api/v1/plan                    {"runbook": ID, "parameters": {...}} -> the plan (as `runbook plan --json`,
+                                         plus its Markdown); nothing is changed
+    GET  /api/v1/postmortems?runbook=&status=   postmortems, newest first (front matter and id)
+    GET  /api/v1/postmortems/{id}        one postmortem: {"meta", "body"}
+    POST /api/v1/postmortems/{id}/review {"note": ...} -> reviewed by whoever the request proves
+    POST /api/v1/tokens/mine             -> 201 {"name", "token"}: a new personal token for the caller,
+                                         replacing theirs; only for an identity the proxy asserts
+                                         (a token never mints tokens)
+    DELETE /api/v1/tokens/mine           revoke the caller's own token
 
 Each request proves who makes it: a personal token (`Authorization: Bearer rbt_...`, as `runbook
 tokens issue` made it) or the identity a trusted authenticating proxy asserts (RUNBOOK_TRUSTED_PROXIES,
@@ -125,14 +134,18 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
 
         return 200, {"name": who, "proof": proof_kind(proof)}
 
-    def start(who: str, proof: str, body: dict) -> tuple[int, dict]:
+    def requested(body: dict):
+        """(the runbook, its validated parameters) a request names."""
         runbook_id, parameters = _text(body, "runbook"), body.get("parameters", {})
         if not isinstance(parameters, dict) or not all(isinstance(v, (str, int, float, bool, list)) for v in
                                                        parameters.values()):
             raise UsageError('parameters must be an object of values, e.g. {"cluster": "primary", "group": "billing"}')
         runbook = services.catalog.get(runbook_id)
         refuse_file_parameters(runbook, parameters, "serve's API")  # files on serve's host are no person's input
-        params = runbook.validate_parameters(parameters)
+        return runbook, runbook.validate_parameters(parameters)
+
+    def start(who: str, proof: str, body: dict) -> tuple[int, dict]:
+        runbook, params = requested(body)
         if runbook.planner is not None:  # bad input (unknown cluster, topic, group...) before a run exists
             runbook.planner(params, services.clusters())
         run_id, existed = services.start(runbook, params, who, {"source": "api", "by": who})
@@ -149,6 +162,56 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
             return 201, {"run_id": run_id, "restore_of": request.run_id, "runbook": request.runbook.id,
                          "requested_by": who}
         return put_back
+
+    def plan(who: str, proof: str, body: dict) -> tuple[int, dict]:
+        from mq_runbooks.app.run_documents import plan_document, planned
+
+        runbook, params = requested(body)
+        computed, refused = planned(runbook, params, services.clusters())
+        return 200, {**plan_document(computed, refused), "markdown": computed.markdown(rows=10_000)}
+
+    def postmortem_list(request: Request):
+        def read(who: str, proof: str, body: dict) -> tuple[int, list]:
+            from mq_runbooks.kit.postmortem.store import list_postmortems
+
+            query = request.query_params
+            found = list_postmortems(services.settings.postmortem_dir, runbook=query.get("runbook") or None,
+                                     status=query.get("status") or None)
+            return 200, [{**p.meta, "id": p.id} for p in found]
+        return read
+
+    def postmortem_show(postmortem_id: str):
+        def read(who: str, proof: str, body: dict) -> tuple[int, dict]:
+            from mq_runbooks.kit.postmortem.store import read_postmortem
+
+            found = read_postmortem(services.settings.postmortem_dir, postmortem_id)
+            return 200, {"meta": {**found.meta, "id": found.id}, "body": found.body}
+        return read
+
+    def postmortem_review(postmortem_id: str):
+        def review(who: str, proof: str, body: dict) -> tuple[int, dict]:
+            from mq_runbooks.kit.identity import proof_kind
+            from mq_runbooks.kit.postmortem.store import mark_reviewed
+
+            reviewed = mark_reviewed(services.settings.postmortem_dir, postmortem_id, who, _text(body, "note")[:2000],
+                                     proof={"kind": proof_kind(proof), "via": "api"})
+            return 200, {"meta": {**reviewed.meta, "id": reviewed.id}}
+        return review
+
+    def token_issue(who: str, proof: str, body: dict) -> tuple[int, dict]:
+        from mq_runbooks.kit.identity import issue_token
+
+        if proof != PROXY_PROOF:
+            raise UsageError("refused: a token does not mint tokens: come through the authenticating proxy to get "
+                             "a new one, or ask an admin (`runbook tokens issue`)")
+        settings = services.settings
+        return 201, {"name": who, "token": issue_token(settings.deployment, who, signing_key(settings))}
+
+    def token_revoke(who: str, proof: str, body: dict) -> tuple[int, dict]:
+        from mq_runbooks.kit.identity import revoke_token
+
+        revoke_token(services.settings.deployment, who)
+        return 200, {"name": who, "revoked": True}
 
     def listing(request: Request):
         query = request.query_params
@@ -240,3 +303,27 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
     @app.post("/api/v1/runs/{reference}/reject")
     async def api_reject(request: Request, reference: str) -> Response:
         return await answered(request, answer(reference, False))
+
+    @app.post("/api/v1/plan")
+    async def api_plan(request: Request) -> Response:
+        return await answered(request, plan)
+
+    @app.get("/api/v1/postmortems")
+    async def api_postmortems(request: Request) -> Response:
+        return await answered(request, postmortem_list(request))
+
+    @app.get("/api/v1/postmortems/{postmortem_id}")
+    async def api_postmortem(request: Request, postmortem_id: str) -> Response:
+        return await answered(request, postmortem_show(postmortem_id))
+
+    @app.post("/api/v1/postmortems/{postmortem_id}/review")
+    async def api_postmortem_review(request: Request, postmortem_id: str) -> Response:
+        return await answered(request, postmortem_review(postmortem_id))
+
+    @app.post("/api/v1/tokens/mine")
+    async def api_token_issue(request: Request) -> Response:
+        return await answered(request, token_issue)
+
+    @app.delete("/api/v1/tokens/mine")
+    async def api_token_revoke(request: Request) -> Response:
+        return await answered(request, token_revoke)

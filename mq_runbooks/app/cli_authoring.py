@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
+from mq_runbooks.app.cli_base import EXIT_FAILED, Context, cli, pass_context
 from mq_runbooks.base.errors import UsageError
 
 SCAFFOLDS = Path(__file__).resolve().parent / "scaffold"

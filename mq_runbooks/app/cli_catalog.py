@@ -14,7 +14,7 @@ import annotated_types
 import click
 from rich.markup import escape
 
-from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, markup, pass_context
+from mq_runbooks.app.cli_base import EXIT_FAILED, Context, cli, markup, pass_context
 
 if TYPE_CHECKING:
     from mq_runbooks.base.catalog import Runbook, Trigger

@@ -1,13 +1,17 @@
 """CLI commands over postmortems: `runbook postmortems list|show|review|draft`. The Markdown files
-in the postmortem directory are the source of truth; these commands read and rewrite them."""
+in the postmortem directory are the source of truth; these commands read and rewrite them (with
+RUNBOOK_SERVER, `list`, `show` and `review` go through serve's API: the files are serve's)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from urllib.parse import quote
 
 import click
 
-from mq_runbooks.app.cli import Context, cli, pass_context
-from mq_runbooks.kit.postmortem.store import STATUSES, list_postmortems, mark_reviewed, read_postmortem
+from mq_runbooks.app.cli_base import Context, cli, pass_context
+from mq_runbooks.base.errors import UsageError
+from mq_runbooks.kit.postmortem.store import STATUSES, Postmortem, list_postmortems, mark_reviewed, read_postmortem
 
 
 @cli.group("postmortems")
@@ -22,10 +26,29 @@ def postmortems() -> None:
 @pass_context
 def list_command(context: Context, runbook_id: str | None, status: str | None, as_json: bool) -> None:
     """List postmortems, newest first."""
+    if context.settings.server:
+        query = "&".join(f"{k}={quote(v)}" for k, v in (("runbook", runbook_id), ("status", status)) if v)
+        with _serve(context) as serve:
+            metas = serve.call("GET", f"/postmortems?{query}")
+        if as_json:
+            click.echo(json.dumps(metas, indent=2, default=str))
+            return
+        _print_list(context, [Postmortem(Path(m["id"] + ".md"), m, "") for m in metas], serve.url)
+        return
     found = list_postmortems(context.settings.postmortem_dir, runbook=runbook_id, status=status)
     if as_json:
         click.echo(json.dumps([{**p.meta, "path": str(p.path)} for p in found], indent=2, default=str))
         return
+    _print_list(context, found, str(context.settings.postmortem_dir))
+
+
+def _serve(context: Context):
+    from mq_runbooks.app.api_client import ServeClient, read_token
+
+    return ServeClient(context.settings.server, read_token(context.settings))
+
+
+def _print_list(context: Context, found: list[Postmortem], where: str) -> None:
     # The id is what `show` and `review` take: never shortened (piped: whole, tab-separated).
     # Narrow (a terminal under 100 columns), the runbook column goes: the id names the runbook.
     wide = context.piped or context.out.width >= 100
@@ -35,7 +58,7 @@ def list_command(context: Context, runbook_id: str | None, status: str | None, a
     if not wide:  # the id holds the runbook and the day: keep the time of day alone
         columns = ("id", "status", "outcome", "at", "reviewed by")
         rows = [(row[0], row[2], row[3], row[4][11:] or row[4], row[5]) for row in rows]
-    context.rows(columns, rows, title=f"{len(found)} postmortem(s) in {context.settings.postmortem_dir}",
+    context.rows(columns, rows, title=f"{len(found)} postmortem(s) in {where}",
                  no_wrap=("id", "status", "created", "at"))  # an outcome (rolled back) wraps between words
 
 
@@ -51,7 +74,12 @@ def _created(value: object) -> str:
 @pass_context
 def show_command(context: Context, postmortem_id: str, as_json: bool) -> None:
     """Print a postmortem: the file as it is (front matter and Markdown)."""
-    found = read_postmortem(context.settings.postmortem_dir, postmortem_id)
+    if context.settings.server:
+        with _serve(context) as serve:
+            document = serve.call("GET", f"/postmortems/{quote(postmortem_id, safe='')}")
+        found = Postmortem(Path(f"{postmortem_id}.md"), document["meta"], document["body"])
+    else:
+        found = read_postmortem(context.settings.postmortem_dir, postmortem_id)
     if as_json:
         click.echo(json.dumps({"meta": found.meta, "path": str(found.path), "body": found.body}, indent=2, default=str))
         return
@@ -60,13 +88,24 @@ def show_command(context: Context, postmortem_id: str, as_json: bool) -> None:
 
 @postmortems.command("review")
 @click.argument("postmortem_id", metavar="ID")
-@click.option("--as", "by", required=True, metavar="NAME", help="Who reviewed it.")
+@click.option("--as", "by", metavar="NAME", help="Who reviewed it (with RUNBOOK_SERVER: your token's holder).")
 @click.option("--note", default="", help="What the review found or changed.")
 @pass_context
-def review_command(context: Context, postmortem_id: str, by: str, note: str) -> None:
+def review_command(context: Context, postmortem_id: str, by: str | None, note: str) -> None:
     """Mark a postmortem reviewed, recording the reviewer, the time and the note in its front matter."""
     import getpass
 
+    if context.settings.server:
+        with _serve(context) as serve:
+            who = serve.call("GET", "/whoami")["name"]
+            if by and by.strip().lower() != who.lower():
+                raise UsageError(f"your token proves who you are; --as {by.strip()} is not you")
+            meta = serve.call("POST", f"/postmortems/{quote(postmortem_id, safe='')}/review", {"note": note})["meta"]
+        latest = meta["reviewers"][-1]
+        click.echo(f"{meta['id']} reviewed by {latest['name']} at {latest['at']} (through {serve.url})")
+        return
+    if not by:
+        raise UsageError("say who reviewed it: --as NAME")
     # The CLI proves nothing about the name typed: the record says so (the OS user who typed it).
     proof = {"kind": "typed-name", "os_user": getpass.getuser()}
     reviewed = mark_reviewed(context.settings.postmortem_dir, postmortem_id, by, note, proof=proof)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.markup import escape
 
-from mq_runbooks.app.cli import EXIT_FAILED, Context, cli, pass_context
+from mq_runbooks.app.cli_base import EXIT_FAILED, Context, cli, pass_context
 from mq_runbooks.base.errors import RunbookError, UsageError
 from mq_runbooks.kit.identity import TOKEN_PREFIX
 
@@ -55,35 +55,37 @@ parameter_option = click.option(
 @pass_context
 def plan(context: Context, runbook_id: str, pairs: tuple[str, ...], export: bool, as_json: bool) -> None:
     """Show exactly what a runbook would change, and change nothing (a dry run)."""
-    runbook = context.catalog.get(runbook_id)
-    params = runbook.validate_parameters(parse_parameters(pairs))
-    if runbook.planner is None:
-        raise UsageError(f"runbook {runbook_id} has no separate plan step; `runbook run` shows its plan at the gate")
-    computed = runbook.planner(params, context.clusters)
-    # The driver's own refusal of this plan (planner is STEPS.dry_run): said first, never hidden.
-    steps = getattr(runbook.planner, "__self__", None)
-    refused = steps.refusal(params, computed) if steps is not None else None
-    if export:
-        if refused:
-            click.echo(f"warning: a run of this plan would be refused: {refused}", err=True)
-        click.echo(computed.to_csv(), nl=False)
-        return
-    if as_json:
-        from mq_runbooks.app.run_documents import rows_as_objects
+    from mq_runbooks.app.run_documents import plan_document, planned
 
-        document = computed.to_json()
-        click.echo(json.dumps({**document, "rows": rows_as_objects(document["columns"], document["rows"]),
-                               "refusal": refused}, indent=2, default=str))
+    if context.settings.server:  # serve plans it: the brokers' credentials stay with serve
+        if export:
+            raise UsageError("--export needs the brokers (direct mode); with RUNBOOK_SERVER use --json")
+        with _serve(context, _token(context, None)) as serve:
+            document = serve.call("POST", "/plan", {"runbook": runbook_id, "parameters": parse_parameters(pairs)})
+        markdown = document.pop("markdown", "")
+    else:
+        runbook = context.catalog.get(runbook_id)
+        computed, refused = planned(runbook, runbook.validate_parameters(parse_parameters(pairs)), context.clusters)
+        if export:
+            if refused:
+                click.echo(f"warning: a run of this plan would be refused: {refused}", err=True)
+            click.echo(computed.to_csv(), nl=False)
+            return
+        document, markdown = plan_document(computed, refused), computed.markdown(rows=10_000)
+    if as_json:
+        click.echo(json.dumps(document, indent=2, default=str))
         return
     from mq_runbooks.app.cli_views import print_plan
+    from mq_runbooks.app.run_documents import row_values
 
-    if refused:
+    refused, columns = document.get("refusal"), document["columns"]
+    if refused:  # the driver's own refusal of this plan: said first, never hidden
         context.out.print(f"[red]would be refused[/red]: {escape(refused)} (a run of it ends Refused, changing nothing)")
-    print_plan(context, computed.markdown(rows=10_000), computed.columns(), computed.rows())
+    print_plan(context, markdown, columns, [row_values(columns, row) for row in document["rows"]])
     if refused:
-        context.out.print(f"plan digest {computed.digest()[:12]}; nothing was changed.")
+        context.out.print(f"plan digest {document['digest'][:12]}; nothing was changed.")
         return
-    context.out.print(f"plan digest {computed.digest()[:12]}; nothing was changed. "
+    context.out.print(f"plan digest {document['digest'][:12]}; nothing was changed. "
                       f"Run it with: runbook run {runbook_id} " + " ".join(f"-p {p}" for p in pairs))
 
 
@@ -175,7 +177,9 @@ def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by:
     if runbook.planner is not None:
         # Preflight: bad input (unknown cluster, topic, group...) is refused before a run exists.
         runbook.planner(params, context.clusters)
-    run_id = runs.start_run(context.settings, runbook, params, requested_by=who)
+    from mq_runbooks.app.starts import start_run
+
+    run_id = start_run(context.settings, runbook, params, requested_by=who)
     _started(context, run_id, f"of {runbook_id} (as {who})", wait, as_json)
 
 
@@ -282,22 +286,10 @@ token_option = click.option("--token-file", "token_file", default=None, metavar=
 
 
 def _token(context: Context, token_file: Path | None) -> str:
-    """The personal token: from --token-file, RUNBOOK_TOKEN or RUNBOOK_TOKEN_FILE ("" if none). A
-    token file others may read is refused: the token would be theirs too."""
-    if token_file is None and context.settings.token is not None:
-        return context.settings.token.get_secret_value()
-    path = token_file or context.settings.token_file
-    if path is None:
-        return ""
-    try:
-        if path.stat().st_mode & 0o077:
-            raise UsageError(f"the token file {path} may be read by others: make it yours alone (chmod 600 {path})")
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise UsageError(f"the token file {path} cannot be read: {exc.strerror}") from None
-    if not token:
-        raise UsageError(f"the token file {path} is empty")
-    return token
+    """The personal token (app/api_client.py's read_token): "" if none."""
+    from mq_runbooks.app.api_client import read_token
+
+    return read_token(context.settings, token_file)
 
 
 @cli.command("approve", epilog=RUN_HELP)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mq_runbooks.app.cli import Context, cli, pass_context
+from mq_runbooks.app.cli_base import Context, cli, pass_context
 
 
 @cli.command("serve")
@@ -49,7 +49,7 @@ def worker(context: Context, limit: int, name: str | None) -> None:
     service. A run that is acting when the worker stops goes on to its end.
     """
     from mq_runbooks.app.serve import require_prefect
-    from mq_runbooks.app.workers import run_worker_until_stopped
+    from mq_runbooks.app.preloaded_worker import run_worker_until_stopped
     from mq_runbooks.kit.crashes import ensure_zombie_automation
 
     require_prefect(context.settings.prefect_api_url, headers=context.settings.prefect_headers())

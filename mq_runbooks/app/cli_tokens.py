@@ -11,7 +11,7 @@ import json
 import click
 from rich.table import Table
 
-from mq_runbooks.app.cli import Context, cli, pass_context
+from mq_runbooks.app.cli_base import Context, cli, pass_context
 from mq_runbooks.kit.identity import issue_token, list_tokens, revoke_token
 from mq_runbooks.kit.signing import signing_key
 

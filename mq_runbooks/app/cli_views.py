@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 from rich.text import Text
 
-from mq_runbooks.app.cli import Context
+from mq_runbooks.app.cli_base import Context
 from mq_runbooks.app.run_documents import row_values
 
 

@@ -10,13 +10,12 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from mq_runbooks.app.doctor_artemis import artemis_jobs
+from mq_runbooks.app.doctor_check import Check, reason
 from mq_runbooks.app.doctor_redis import redis_jobs
 from mq_runbooks.base.catalog import CatalogReport
 from mq_runbooks.base.clusters import Clusters, KafkaCluster, RabbitCluster
@@ -24,23 +23,6 @@ from mq_runbooks.base.settings import Settings
 
 # MirrorMaker 2 writes a heartbeat every second (the stack's and Kafka's default): older means stopped.
 HEARTBEAT_MAX_AGE_S = 60.0
-
-
-@dataclass(frozen=True)
-class Check:
-    component: str  # e.g. "kafka primary"
-    address: str
-    ok: bool
-    detail: str  # what was seen, or why it failed
-    required: bool = True
-    status: str = ""  # a word for the table (default: ok / PROBLEM)
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def status_markup(self) -> str:
-        if self.ok:
-            return f"[green]{self.status or 'ok'}[/green]"
-        return f"[red]{self.status or 'PROBLEM'}[/red]"
 
 
 def check_kafka(cluster: KafkaCluster, timeout_s: float) -> Check:
@@ -53,7 +35,7 @@ def check_kafka(cluster: KafkaCluster, timeout_s: float) -> Check:
         detail = f"cluster id {description.cluster_id}, {len(description.brokers)} broker(s)"
         return Check(f"kafka {cluster.name}", address, True, detail, status="reachable")
     except Exception as exc:  # the reason is the report
-        return Check(f"kafka {cluster.name}", address, False, _reason(exc), status="UNREACHABLE")
+        return Check(f"kafka {cluster.name}", address, False, reason(exc), status="UNREACHABLE")
 
 
 def check_rabbitmq(cluster: RabbitCluster, timeout_s: float) -> Check:
@@ -70,7 +52,7 @@ def check_rabbitmq(cluster: RabbitCluster, timeout_s: float) -> Check:
         detail = f"RabbitMQ {overview.rabbitmq_version} on {overview.node}; AMQP: {server}"
         return Check(f"rabbitmq {cluster.name}", address, True, detail, status="reachable")
     except Exception as exc:
-        return Check(f"rabbitmq {cluster.name}", address, False, _reason(exc), status="UNREACHABLE")
+        return Check(f"rabbitmq {cluster.name}", address, False, reason(exc), status="UNREACHABLE")
 
 
 UNAUTHORIZED = "UNAUTHORIZED"
@@ -90,7 +72,7 @@ def check_prefect(api_url: str, timeout_s: float, headers: dict[str, str] | None
         version.raise_for_status()
         return Check("prefect", api_url, True, f"server {version.json()}", status="reachable")
     except (httpx.HTTPError, ValueError) as exc:
-        return Check("prefect", api_url, False, _reason(exc), status="UNREACHABLE")
+        return Check("prefect", api_url, False, reason(exc), status="UNREACHABLE")
 
 
 def unauthorized(status: int, sent: bool) -> str:
@@ -121,7 +103,7 @@ def check_workers(settings: Settings, timeout_s: float) -> Check:
                              timeout=timeout_s)
         workers.raise_for_status()
     except (httpx.HTTPError, ValueError) as exc:
-        return Check(component, api, False, _reason(exc), required=False, status="UNREADABLE")
+        return Check(component, api, False, reason(exc), required=False, status="UNREADABLE")
     online = [w["name"] for w in workers.json() if w.get("status") == "ONLINE"]
     if not online:
         return Check(component, api, False, "no worker online: runs of alerts and Slack wait until `runbook serve` "
@@ -147,7 +129,7 @@ def check_slack(settings: Settings, timeout_s: float) -> Check:
         return Check("slack", settings.slack_api_url, False, f"Slack refused the token (auth.test): "
                      f"{exc.response.get('error')}", status="REFUSED")
     except Exception as exc:
-        return Check("slack", settings.slack_api_url, False, _reason(exc), status="UNREACHABLE")
+        return Check("slack", settings.slack_api_url, False, reason(exc), status="UNREACHABLE")
 
 
 def check_catalog(report: CatalogReport) -> list[Check]:
@@ -156,8 +138,8 @@ def check_catalog(report: CatalogReport) -> list[Check]:
     checks = [Check("catalog", directory, not report.broken,
                     f"{len(report.catalog)} runbook(s) load" + (f", {len(report.broken)} broken" if report.broken else ""),
                     status="ok" if not report.broken else "BROKEN")]
-    for path, reason in report.broken.items():
-        detail = " ".join(line.strip() for line in reason.splitlines())
+    for path, why in report.broken.items():
+        detail = " ".join(line.strip() for line in why.splitlines())
         checks.append(Check(f"runbook {Path(path).stem}", path, False, detail, status="BROKEN"))
     return checks
 
@@ -195,7 +177,7 @@ def check_switch(clusters: Clusters, name: str) -> Check:
         address = switch.describe()
         current = switch.current()
     except Exception as exc:  # the reason is the report
-        return Check(f"switch {name}", "", False, f"cannot read it: {_reason(exc)}", status="UNREADABLE")
+        return Check(f"switch {name}", "", False, f"cannot read it: {reason(exc)}", status="UNREADABLE")
     points_at = [cluster for cluster, value in switch.config.values.items() if value == current]
     detail = (f"points at {points_at[0]} ({current})" if points_at else
               f"holds {current!r}, which is no configured cluster's value" if current is not None else
@@ -225,7 +207,7 @@ def check_mirrormaker(cluster: KafkaCluster, timeout_s: float) -> Check:
             beat = state.last_heartbeat()
         checkpoints = state.checkpoints()
     except Exception as exc:
-        return Check(component, cluster.bootstrap_servers, False, f"cannot read MM2's topics: {_reason(exc)}",
+        return Check(component, cluster.bootstrap_servers, False, f"cannot read MM2's topics: {reason(exc)}",
                      status="UNREADABLE")
     now_ms = int(time.time() * 1000)
     ages: dict[str, float] = {}
@@ -247,11 +229,6 @@ def check_mirrormaker(cluster: KafkaCluster, timeout_s: float) -> Check:
                  f"heartbeat {beat.age_s(now_ms):.0f}s ago; {groups}", status="running", data=data)
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0] if len(text) < 400 else text[:400] + "..."
-
-
 def check_mode(settings: Settings, timeout_s: float) -> Check:
     """How this CLI acts: through `runbook serve` (RUNBOOK_SERVER, with a personal token) or directly
     against Prefect (direct mode: for one person on their own machine; see the README, 'Security')."""
@@ -259,17 +236,11 @@ def check_mode(settings: Settings, timeout_s: float) -> Check:
         return Check("mode", settings.prefect_api_url, True, "direct: this CLI talks to Prefect itself, for one "
                      "person on their own machine; people of a team set RUNBOOK_SERVER and a personal token instead",
                      status="direct")
-    from mq_runbooks.app.api_client import ServeClient
+    from mq_runbooks.app.api_client import ServeClient, read_token
     from mq_runbooks.base.errors import RunbookError
 
-    token = settings.token.get_secret_value() if settings.token else ""
-    if not token and settings.token_file is not None:
-        try:
-            token = settings.token_file.read_text(encoding="utf-8").strip()
-        except OSError:
-            token = ""
     try:
-        with ServeClient(settings.server, token) as serve:
+        with ServeClient(settings.server, read_token(settings)) as serve:
             who = serve.call("GET", "/whoami")
     except RunbookError as exc:
         return Check("mode", settings.server, False, f"through serve, but: {exc}", status="UNUSABLE")

@@ -6,19 +6,15 @@ Kept apart from doctor.py (one module per system's check); doctor.run_checks add
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from mq_runbooks.base.clusters import ArtemisCluster, Clusters
-
-if TYPE_CHECKING:
-    from mq_runbooks.app.doctor import Check
+from mq_runbooks.app.doctor_check import Check, reason
 
 
 def check_artemis(cluster: ArtemisCluster, timeout_s: float) -> Check:
     """One broker: 'Artemis 2.40.0 (artemis-primary), active, backup in sync; AMQP login ok', or
     'backup, in sync'. A backup not in sync is a problem (a failover would lose messages); so is a
     broker that does not answer (one line, no password)."""
-    from mq_runbooks.app.doctor import Check, _reason  # doctor imports this module: import it late
     from mq_runbooks.integrations.artemis import ArtemisManagement
     from mq_runbooks.integrations.artemis_amqp import AmqpSession
 
@@ -33,7 +29,7 @@ def check_artemis(cluster: ArtemisCluster, timeout_s: float) -> Check:
             with AmqpSession.from_cluster(bounded, "mq-runbooks doctor"):
                 detail += "; AMQP login ok"
     except Exception as exc:  # the reason is the report
-        return Check(component, address, False, _reason(exc), status="UNREACHABLE")
+        return Check(component, address, False, reason(exc), status="UNREACHABLE")
     if not broker.active and not broker.replica_sync:
         return Check(component, address, False, detail, status="NOT IN SYNC", data={"role": broker.role})
     return Check(component, address, True, detail, status="reachable", data={"role": broker.role})

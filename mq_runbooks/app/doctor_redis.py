@@ -5,18 +5,14 @@ Kept apart from doctor.py (one module per system's check); doctor.run_checks add
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from mq_runbooks.base.clusters import Clusters, RedisCluster
-
-if TYPE_CHECKING:
-    from mq_runbooks.app.doctor import Check
+from mq_runbooks.app.doctor_check import Check, reason
 
 
 def check_redis(cluster: RedisCluster, timeout_s: float) -> Check:
     """One Redis server: 'Redis 7.0.15, primary with 1 replica(s)' or 'Redis 7.0.15, replica, link to
     primary up'; unreachable (one line, no password) if it does not answer within `timeout_s`."""
-    from mq_runbooks.app.doctor import Check, _reason  # doctor imports this module: import it late
     from mq_runbooks.integrations.redis_streams import RedisStreams
 
     bounded = cluster.model_copy(update={"socket_timeout_s": min(cluster.socket_timeout_s, timeout_s)})
@@ -25,7 +21,7 @@ def check_redis(cluster: RedisCluster, timeout_s: float) -> Check:
         with RedisStreams.from_cluster(bounded) as streams:
             health = streams.health()
     except Exception as exc:  # the reason is the report
-        return Check(component, cluster.display_url, False, _reason(exc))
+        return Check(component, cluster.display_url, False, reason(exc))
     if health.role == "slave":
         detail = f"Redis {health.version}, replica, link to primary {health.primary_link or 'unknown'}"
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -28,8 +29,10 @@ def execute(run_id: str, claim: bool) -> int:
     from prefect.exceptions import Pause
     from prefect.flow_engine import run_flow
 
-    from mq_runbooks.app.workers import claim as claim_run
+    from mq_runbooks.kit import journal
     from mq_runbooks.kit.endings import is_declined
+    from mq_runbooks.kit.origin import started_by_engine, without_signature
+    from mq_runbooks.kit.signing import signing_key
 
     if not preloaded_settings_hold(os.environ):  # a forked run's Prefect read them in the starter
         refresh_global_settings_context()
@@ -43,15 +46,40 @@ def execute(run_id: str, claim: bool) -> int:
             return 0
         flow_run = client.read_flow_run(UUID(run_id))
         runbook = catalog.get(client.read_flow(flow_run.flow_id).name)
+        if not started_by_engine(signing_key(settings), runbook.id, flow_run.parameters, flow_run.idempotency_key) \
+                and not journal.read(run_id, client):  # (a run this engine executed before starts were signed)
+            _refuse_foreign(client, flow_run, runbook)
+            return 0
         try:
             with suspension_observer_in_background():
-                state = run_flow(runbook.flow_function, flow_run=flow_run, parameters=flow_run.parameters,
-                                 return_type="state")
+                state = run_flow(runbook.flow_function, flow_run=flow_run,
+                                 parameters=without_signature(flow_run.parameters), return_type="state")
         except Pause:
             print(f"run {run_id} waits at its gate with no process; it goes on when answered")
             return 0
     # A declined run (Rejected, TimedOut) ended as it should: an expected outcome, not the executor's failure.
     return 0 if state.is_completed() or state.is_paused() or is_declined(state.name) else 1
+
+
+def _refuse_foreign(client, flow_run, runbook) -> None:
+    """End a run the engine did not start (kit/origin.py) before its first step, named and tagged like
+    the engine's own runs so that it reads right where it is listed."""
+    from prefect.states import Cancelled
+
+    from mq_runbooks.kit.endings import REFUSED
+    from mq_runbooks.kit.labels import run_name, start_tags, target_in_words
+    from mq_runbooks.kit.origin import NOT_STARTED_BY_ENGINE
+
+    requested_by = str(flow_run.parameters.get("requested_by") or "unknown")
+    try:
+        params = runbook.validate_parameters(flow_run.parameters.get("params") or {})
+        client.update_flow_run(flow_run.id, name=run_name(runbook.id, target_in_words(runbook, params)),
+                               tags=sorted({*flow_run.tags, *start_tags(runbook.id, runbook.lock_key(params),
+                                                                         requested_by)}))
+    except RunbookError:
+        pass  # parameters the runbook would not take: the run keeps its name
+    client.set_flow_run_state(flow_run.id, Cancelled(name=REFUSED, message=NOT_STARTED_BY_ENGINE), force=True)
+    print(f"run {flow_run.id}: {NOT_STARTED_BY_ENGINE}")
 
 
 # In the preloaded starter: the catalog it loaded (with what it read, see catalog_signature), so
@@ -152,6 +180,25 @@ def suspension_observer_in_background() -> Iterator[None]:
         yield
     finally:
         engine.observe_flow_run_suspension = observe
+
+
+def claim_run(client, run_id: str) -> bool:
+    """Move a run to Pending for this process and record the process on it (`infrastructure_pid`,
+    host:pid: whose process died is then known, see infrastructure_of); False when someone else
+    already claimed it (or it is no longer waiting to be executed). `client`: a sync Prefect client."""
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.states import Pending
+
+    result = client.set_flow_run_state(UUID(run_id), Pending())
+    if result.status != SetStateStatus.ACCEPT:
+        return False
+    client.update_flow_run(UUID(run_id), infrastructure_pid=infrastructure_of(os.getpid()))
+    return True
+
+
+def infrastructure_of(pid: int) -> str:
+    """How a run's process is recorded on the run (Prefect's process worker's own form)."""
+    return f"{socket.gethostname()}:{pid}"
 
 
 def main(argv: list[str]) -> int:

@@ -35,12 +35,30 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.settings import get_current_settings
 from prefect.workers.process import ProcessWorker
 
+from mq_runbooks.app import workers
+from mq_runbooks.app.executor import infrastructure_of
 from mq_runbooks.app.starter import install
-from mq_runbooks.app.workers import executes_ours, infrastructure_of
+from mq_runbooks.app.workers import executes_ours, worker_environment
+from mq_runbooks.base.catalog import Catalog
+from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit.crashes import NEVER_STARTED
 
 log = logging.getLogger("runbook.worker")
 RUN_EVENTS = ["prefect.flow-run.Resuming", "prefect.flow-run.Scheduled"]
+
+
+# What this module (the one adapter onto Prefect's worker internals) uses of ProcessWorker beyond its
+# documented API: methods with the parameters called, attributes set by its __init__, and the one
+# method of its cancelling observer called. tests/app/test_prefect_worker_pins.py fails the day a
+# Prefect release renames or reshapes one of them (the pin is prefect<3.10, pyproject.toml).
+PRIVATE_METHODS = {
+    "_submit_run": ("self", "flow_run"),  # overridden: a run of our pool is forked, not submitted
+    "_give_worker_labels_to_flow_run": ("self", "flow_run_id"),  # overridden: skipped for forked runs
+    "_release_limit_slot": ("self", "flow_run_id"),
+    "_propose_crashed_state": ("self", "flow_run", "message"),
+}
+PRIVATE_ATTRIBUTES = ("_submitting_flow_run_ids", "_limiter", "_cancelling_observer", "_work_pool", "_work_pool_name")
+OBSERVER_METHODS = {"remove_in_flight_flow_run_id": ("self", "flow_run_id")}  # of _cancelling_observer
 
 
 # Prefect registers worker classes by type; ours is the process type on purpose (the pool is a process pool).
@@ -210,3 +228,62 @@ class PreloadedWorker(ProcessWorker):
                 log.warning("listening for answered runs failed (%s: %s); polling only, trying again in 30 s",
                             type(exc).__name__, exc)
             await anyio.sleep(30)
+
+
+async def run_worker(settings: Settings, catalog: Catalog, limit: int | None, name: str | None = None,
+                     register_deployments: bool = True, started=None) -> None:
+    """A Prefect process worker of the pool (registering the catalog's deployments first) executing
+    runs through this process's preloaded starter (app/starter.py), until cancelled. `started()` is
+    called once it polls; from then on `wake()` makes it look for runs at once."""
+    import threading
+
+    import anyio
+
+    worker_environment(settings)
+    threading.Thread(target=install, daemon=True, name="run-starter").start()  # beside the registration
+    if register_deployments:
+        await anyio.to_thread.run_sync(workers.register, catalog, settings.deployment, settings.work_pool)
+    else:
+        await anyio.to_thread.run_sync(workers.ensure_pool, settings.work_pool)
+    worker = PreloadedWorker(work_pool_name=settings.work_pool, limit=limit, name=name,
+                             create_pool_if_not_found=False)
+    workers.add_waker(worker.wake)
+    if started is not None:
+        started()
+    try:
+        await worker.start()
+    finally:
+        workers.remove_waker(worker.wake)
+
+
+STOP_WITHIN_S = 20.0
+
+
+def run_worker_until_stopped(settings: Settings, catalog: Catalog, limit: int | None, name: str | None = None,
+                             started=None) -> None:
+    """`run_worker` in this (the main) thread until SIGINT or SIGTERM. Then it stops looking for runs
+    and exits, within STOP_WITHIN_S whatever Prefect's teardown does, leaving the runs that are acting
+    to finish in their own processes (each in a session of its own, app/starter.py)."""
+    import signal
+    import threading
+
+    import anyio
+
+    async def until_stopped() -> None:
+        async with anyio.create_task_group() as group:
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for received in signals:
+                        log.info("%s: the worker stops; runs that are acting go on in their own processes",
+                                 signal.Signals(received).name)
+                        deadline = threading.Timer(STOP_WITHIN_S, os._exit, args=(0,))
+                        deadline.daemon = True
+                        deadline.start()
+                        group.cancel_scope.cancel()  # cancelled until every task has left, unlike one cancel()
+                        return
+
+            group.start_soon(stop_on_signal)
+            await run_worker(settings, catalog, limit, name=name, started=started)
+            group.cancel_scope.cancel()
+
+    anyio.run(until_stopped)

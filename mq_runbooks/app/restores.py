@@ -86,11 +86,11 @@ def restore_trigger(request: RestoreRequest, source: str, **more: Any) -> dict[s
 
 def start_restore(settings: Settings, request: RestoreRequest, requested_by: str, source: str = "cli",
                   start: Callable[..., Any] | None = None, **more: Any) -> str:
-    """Start the restore run (runs.start_run, or serve's `start`); its id."""
-    from mq_runbooks.app import runs
+    """Start the restore run (starts.start_run, or serve's `start`); its id."""
+    from mq_runbooks.app import starts
 
     trigger = restore_trigger(request, source, **more)
     if start is None:
-        return runs.start_run(settings, request.runbook, request.params, requested_by=requested_by, trigger=trigger)
+        return starts.start_run(settings, request.runbook, request.params, requested_by=requested_by, trigger=trigger)
     run_id, _ = start(request.runbook, request.params, requested_by, trigger)
     return run_id

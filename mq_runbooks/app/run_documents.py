@@ -70,3 +70,21 @@ def run_document(view, now: dt.datetime | None = None) -> dict[str, Any]:
             "finished": view.finished, "succeeded": view.succeeded, "outcome": outcome_document(view.entries),
             "journal_problems": list(view.journal_problems),
             "journal": [entry_document(entry) for entry in view.entries]}
+
+
+def planned(runbook, params, clusters) -> tuple[Any, str | None]:
+    """(the runbook's plan of `params`, the driver's refusal of it or None): what `runbook plan` shows
+    and serve's API answers. UsageError for a runbook with no separate plan step."""
+    from mq_runbooks.base.errors import UsageError
+
+    if runbook.planner is None:
+        raise UsageError(f"runbook {runbook.id} has no separate plan step; `runbook run` shows its plan at the gate")
+    computed = runbook.planner(params, clusters)
+    steps = getattr(runbook.planner, "__self__", None)  # planner is STEPS.dry_run: the driver's own refusal
+    return computed, (steps.refusal(params, computed) if steps is not None else None)
+
+
+def plan_document(computed, refused: str | None) -> dict[str, Any]:
+    """A plan as `runbook plan --json` prints it: rows as objects, the digest, the refusal."""
+    document = computed.to_json()
+    return {**document, "rows": rows_as_objects(document["columns"], document["rows"]), "refusal": refused}

@@ -85,45 +85,6 @@ class RunView:
         return f"{request.data.get('required', 1)} approval(s) from {', '.join(request.data.get('approvers', []))}"
 
 
-@functools.cache
-def _ensure_crash_detection() -> None:
-    """Once a process: the server's automation that crashes runs whose heartbeats stopped."""
-    from mq_runbooks.kit.crashes import ensure_zombie_automation
-
-    ensure_zombie_automation()
-
-
-def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested_by: str,
-              trigger: dict[str, Any] | None = None) -> str:
-    """Create the flow run and have it executed (see the module docstring); returns the run id at once."""
-    from mq_runbooks.app import workers
-
-    parameters = {"params": params.model_dump(mode="json"), "requested_by": requested_by, "trigger": trigger or {}}
-    tags = start_tags(runbook.id, runbook.lock_key(params), requested_by)
-    _ensure_crash_detection()
-    on_workers = settings.run_on == "workers"
-    name = settings.deployment if on_workers else workers.LOCAL
-    workers.ensure_registered(runbook, name, settings.work_pool if on_workers else None)
-    with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(workers.deployment_name(runbook.id, name))
-        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=tags,
-                                                          name=run_name(runbook.id, target_in_words(runbook, params)))
-    if on_workers:
-        workers.wake(str(flow_run.id))
-    else:
-        workers.spawn_executor(settings, str(flow_run.id))
-    return str(flow_run.id)
-
-
-def target_in_words(runbook: Runbook, params: BaseModel) -> str:
-    """The target as the runbook says it (its steps' `target`, e.g. primary/billing), else its lock key."""
-    target = getattr(getattr(runbook.planner, "__self__", None), "target", None)  # planner: STEPS.dry_run
-    try:
-        return str(target(params)) if callable(target) else runbook.lock_key(params)
-    except Exception:  # noqa: BLE001  (a name is a label: never a reason not to start a run)
-        return runbook.lock_key(params)
-
-
 def resolve_run(client, reference: str) -> FlowRun:
     """The one run `reference` names: its full id, a unique prefix of its id (at least MIN_PREFIX
     characters), or its Prefect name (e.g. kafka-replay primary/billing). None or several: UsageError (the CLI exits 2)."""

@@ -65,7 +65,7 @@ def recent_runs() -> list[dict]:
 def build_services(settings: Settings, catalog: Catalog):
     from functools import cache
 
-    from mq_runbooks.app import deployments
+    from mq_runbooks.app import starts
     from mq_runbooks.base.clusters import load_clusters
     from mq_runbooks.app.api_routes import add_api_routes
     from mq_runbooks.app.http import Services
@@ -74,10 +74,12 @@ def build_services(settings: Settings, catalog: Catalog):
     from mq_runbooks.kit import journal
     from mq_runbooks.kit.postmortem.publish import write_postmortem
 
-    starter = _Waking(deployments.DeploymentStarter(settings.deployment))
+    from mq_runbooks.kit.signing import signing_key
+
+    starter = _Waking(starts.DeploymentStarter(settings.deployment, signing_key(settings)))
     services = Services(
         settings=settings, catalog=catalog, start=starter, known=starter.known,
-        find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=deployments.alert_tag,
+        find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=starts.alert_tag,
         clusters=cache(lambda: load_clusters(settings.clusters)),
         on_resolved=lambda run_id: _redraft_if_finished(run_id, write_postmortem),
         extra_routes=[add_slack_routes, add_postmortem_routes, add_api_routes],
@@ -116,7 +118,7 @@ def _redraft_if_finished(run_id: str, write_postmortem) -> None:
 
 def _worker_thread(settings: Settings, catalog: Catalog, limit: int, ready: threading.Event,
                    failed: list[BaseException]) -> None:
-    from mq_runbooks.app.workers import run_worker
+    from mq_runbooks.app.preloaded_worker import run_worker
 
     try:
         asyncio.run(run_worker(settings, catalog, limit, started=ready.set))

@@ -14,20 +14,17 @@ to suspend at its gate and be executed again when answered):
   Slack). A run's own data (job variables, parameters, tags) never chooses an executor's
   configuration, and nothing executes a local run resumed straight through the Prefect API.
 
-An executor claims its run by moving it to Pending (Prefect refuses a second claim), so two
-executors never run one run at once.
+An executor claims its run (app/executor.py: claim), so two executors never run one run at once.
 """
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
-from uuid import UUID
 
-from mq_runbooks.base.catalog import Catalog, Runbook
+from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.files import RUN_UMASK, make_directory, open_private_log
 from mq_runbooks.base.settings import Settings
 
@@ -154,68 +151,6 @@ def worker_environment(settings: Settings) -> None:
             os.environ[f"RUNBOOK_{name.upper()}"] = str(value.resolve())
 
 
-async def run_worker(settings: Settings, catalog: Catalog, limit: int | None, name: str | None = None,
-                     register_deployments: bool = True, started=None) -> None:
-    """A Prefect process worker of the pool (registering the catalog's deployments first) executing
-    runs through this process's preloaded starter (app/starter.py), until cancelled. `started()` is
-    called once it polls; from then on `wake()` makes it look for runs at once."""
-    import threading
-
-    import anyio
-
-    from mq_runbooks.app.preloaded_worker import PreloadedWorker
-    from mq_runbooks.app.starter import install
-
-    worker_environment(settings)
-    threading.Thread(target=install, daemon=True, name="run-starter").start()  # beside the registration
-    if register_deployments:
-        await anyio.to_thread.run_sync(register, catalog, settings.deployment, settings.work_pool)
-    else:
-        await anyio.to_thread.run_sync(ensure_pool, settings.work_pool)
-    worker = PreloadedWorker(work_pool_name=settings.work_pool, limit=limit, name=name,
-                             create_pool_if_not_found=False)
-    _wakers.append(worker.wake)
-    if started is not None:
-        started()
-    try:
-        await worker.start()
-    finally:
-        _wakers.remove(worker.wake)
-
-
-STOP_WITHIN_S = 20.0
-
-
-def run_worker_until_stopped(settings: Settings, catalog: Catalog, limit: int | None, name: str | None = None,
-                             started=None) -> None:
-    """`run_worker` in this (the main) thread until SIGINT or SIGTERM. Then it stops looking for runs
-    and exits, within STOP_WITHIN_S whatever Prefect's teardown does, leaving the runs that are acting
-    to finish in their own processes (each in a session of its own, app/starter.py)."""
-    import signal
-    import threading
-
-    import anyio
-
-    async def until_stopped() -> None:
-        async with anyio.create_task_group() as group:
-            async def stop_on_signal() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for received in signals:
-                        log.info("%s: the worker stops; runs that are acting go on in their own processes",
-                                 signal.Signals(received).name)
-                        deadline = threading.Timer(STOP_WITHIN_S, os._exit, args=(0,))
-                        deadline.daemon = True
-                        deadline.start()
-                        group.cancel_scope.cancel()  # cancelled until every task has left, unlike one cancel()
-                        return
-
-            group.start_soon(stop_on_signal)
-            await run_worker(settings, catalog, limit, name=name, started=started)
-            group.cancel_scope.cancel()
-
-    anyio.run(until_stopped)
-
-
 def wake(run_id: str | None = None) -> None:
     """Called when this process has just created or answered `run_id`, a run of the pool: this
     process's worker forks it now (app/preloaded_worker.py), or with no run looks for runs now
@@ -227,20 +162,10 @@ def wake(run_id: str | None = None) -> None:
 _wakers: list = []
 
 
-def claim(client, run_id: str) -> bool:
-    """Move a run to Pending for this process and record the process on it (`infrastructure_pid`,
-    host:pid: whose process died is then known, see infrastructure_of); False when someone else
-    already claimed it (or it is no longer waiting to be executed). `client`: a sync Prefect client."""
-    from prefect.client.schemas.responses import SetStateStatus
-    from prefect.states import Pending
-
-    result = client.set_flow_run_state(UUID(run_id), Pending())
-    if result.status != SetStateStatus.ACCEPT:
-        return False
-    client.update_flow_run(UUID(run_id), infrastructure_pid=infrastructure_of(os.getpid()))
-    return True
+def add_waker(waker) -> None:
+    """Register a worker's `wake` (app/preloaded_worker.py) for `wake()` to call."""
+    _wakers.append(waker)
 
 
-def infrastructure_of(pid: int) -> str:
-    """How a run's process is recorded on the run (Prefect's process worker's own form)."""
-    return f"{socket.gethostname()}:{pid}"
+def remove_waker(waker) -> None:
+    _wakers.remove(waker)

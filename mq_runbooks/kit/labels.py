@@ -2,7 +2,7 @@
 runbook and target (`kafka-replay primary/billing`), tagged with its runbook, its lock's target, who
 requested it and, while its gate waits, whom it waits for.
 
-Set when a run is created (app/runs.py start_run, app/deployments.py) and again by the driver when
+Set when a run is created (app/starts.py) and again by the driver when
 it starts, so a run created from the deployment's Run form in Prefect's UI reads the same. Tags are
 labels for people and filters only: a run never takes its configuration from them.
 
@@ -27,6 +27,15 @@ def run_name(runbook_id: str, target: str) -> str:
     return f"{runbook_id} {target}".strip()
 
 
+def target_in_words(runbook, params) -> str:
+    """The target as the runbook says it (its steps' `target`, e.g. primary/billing), else its lock key."""
+    target = getattr(getattr(runbook.planner, "__self__", None), "target", None)  # planner: STEPS.dry_run
+    try:
+        return str(target(params)) if callable(target) else runbook.lock_key(params)
+    except Exception:  # noqa: BLE001  (a name is a label: never a reason not to start a run)
+        return runbook.lock_key(params)
+
+
 def start_tags(runbook_id: str, lock_key: str, requested_by: str) -> list[str]:
     return [RUN_TAG, f"runbook:{runbook_id}", lock_tag(lock_key), f"{REQUESTED_BY}{requested_by}"]
 
@@ -48,4 +57,5 @@ def label(run_id: str, name: str | None = None, add: Sequence[str] = (), remove:
         client.update_flow_run(UUID(run_id), name=name, tags=tags)
 
 
-__all__ = ["REQUESTED_BY", "RUN_TAG", "WAITS_FOR", "label", "run_name", "start_tags", "waits_for_tag"]
+__all__ = ["REQUESTED_BY", "RUN_TAG", "WAITS_FOR", "label", "run_name", "start_tags", "target_in_words",
+           "waits_for_tag"]

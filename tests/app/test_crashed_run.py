@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.kit.postmortem.store import find_by_run
 from mq_runbooks.base.settings import Settings
@@ -33,7 +33,7 @@ def applying_replay_run(clusters, unique, prefix: str, monkeypatch) -> tuple[str
     settings = Settings.from_environ()
     catalog = load_catalog(settings.catalog)
     runbook = catalog.get("kafka-replay")
-    run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
+    run_id = starts.start_run(settings, runbook, runbook.validate_parameters(
         {"cluster": "primary", "group": group, "to_earliest": "true"}), requested_by="alice")
     deadline = time.monotonic() + 90
     while runs.read_run(run_id).state_type != "PAUSED":

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.integrations.kafka import KafkaClient
@@ -67,7 +67,7 @@ def replay_at_its_gate(clusters, unique, tmp_path, monkeypatch, prefix: str, fau
     made = group_at_end(clusters, unique, prefix)
     settings = Settings.from_environ()
     runbook = load_catalog(settings.catalog).get("kafka-replay")
-    run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
+    run_id = starts.start_run(settings, runbook, runbook.validate_parameters(
         {"cluster": "primary", "group": made[2], "to_earliest": "true"}), requested_by="alice")
     wait_for(lambda: suspended(run_id), 90, "the run suspended at its gate")
     return run_id, settings, made

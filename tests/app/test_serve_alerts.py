@@ -11,7 +11,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.kit import journal
 from mq_runbooks.integrations.kafka import KafkaClient
 from tests.serve_harness import ALERT_TOKEN, ServeProcess, serve_environment
@@ -281,7 +281,7 @@ def test_what_a_run_writes_is_not_readable_by_others(serve, clusters, unique, tm
     settings = Settings.from_environ()
     catalog = load_catalog(settings.catalog)
     runbook = catalog.get("kafka-replay")
-    local = runs.start_run(settings, runbook, runbook.validate_parameters(
+    local = starts.start_run(settings, runbook, runbook.validate_parameters(
         {"cluster": "primary", "group": group_id, "to_latest": "true"}), requested_by="alice")
     try:
         log = runs.run_log_path(settings, local)

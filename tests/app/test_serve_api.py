@@ -15,6 +15,7 @@ import pytest
 from mq_runbooks.app import runs
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.identity import issue_token
+from mq_runbooks.kit.postmortem.store import read_postmortem, save_draft
 from tests.flows.runbook_harness import finished, paused, wait_until
 from tests.flows.test_kafka_replay import committed, group_at_end, kafka_config  # noqa: F401 (fixtures)
 from tests.serve_harness import ServeProcess, serve_environment
@@ -183,3 +184,58 @@ def test_doctor_says_how_the_cli_acts(serve):
     assert not any(line.startswith(("prefect\t", "workers")) for line in lines), "Prefect is serve's, not the person's"
     wrong = person(process.url, "rbt_forged", "doctor")
     assert wrong.returncode == 1 and "mode: through serve, but: runbook serve does not know who you are" in wrong.stdout + wrong.stderr
+
+
+def test_plan_postmortems_and_tokens_through_serve(serve, group_at_end):
+    (process, tokens), (topic, group) = serve, group_at_end
+    args = ("-p", "cluster=primary", "-p", f"group={group}", "-p", "to_earliest=true")
+    planned = person(process.url, tokens["alice"], "plan", "kafka-replay", *args, "--json")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    document = json.loads(planned.stdout)
+    assert document["refusal"] is None and len(document["digest"]) == 64
+    assert {(row["topic"], row["partition"], row["target"]) for row in document["rows"]} == \
+        {(topic, p, 0) for p in range(3)}
+    shown = person(process.url, tokens["alice"], "plan", "kafka-replay", *args)
+    assert shown.returncode == 0 and f"plan digest {document['digest'][:12]}; nothing was changed" in shown.stdout
+    wrong = person(process.url, tokens["alice"], "plan", "kafka-replay", "-p", "cluster=nosuch", "-p", f"group={group}",
+                   "-p", "to_earliest=true")
+    assert wrong.returncode == 2 and "nosuch" in wrong.stderr and "Traceback" not in wrong.stderr
+
+    # Postmortems are serve's files: listed, shown and reviewed through it, the reviewer proven by the token.
+    draft, _ = save_draft(Path(process.env["RUNBOOK_POSTMORTEM_DIR"]), "kafka-replay", "0123abcd-0000-0000-0000-"
+                          + os.urandom(6).hex(), "succeeded", "# Replay\n\nWhat happened.\n")
+    listed = person(process.url, tokens["bob"], "postmortems", "list", "--json")
+    assert listed.returncode == 0 and draft.id in [item["id"] for item in json.loads(listed.stdout)], listed.stderr
+    body = person(process.url, tokens["bob"], "postmortems", "show", draft.id)
+    assert body.returncode == 0 and "What happened." in body.stdout
+    other = person(process.url, tokens["bob"], "postmortems", "review", draft.id, "--as", "alice")
+    assert other.returncode == 2 and "--as alice is not you" in other.stderr
+    reviewed = person(process.url, tokens["bob"], "postmortems", "review", draft.id, "--note", "read it")
+    assert reviewed.returncode == 0, reviewed.stdout + reviewed.stderr
+    [reviewer] = read_postmortem(Path(process.env["RUNBOOK_POSTMORTEM_DIR"]), draft.id).reviewers
+    assert reviewer["name"] == "bob" and reviewer["proof"]["kind"] == "token"
+
+    # A person the proxy vouches for gets a token of their own; a token mints none; a holder revokes theirs.
+    api = f"{process.url}/api/v1"
+    issued = httpx.post(f"{api}/tokens/mine", headers={"X-Forwarded-Email": "carol@example.com"})
+    assert issued.status_code == 201, issued.text
+    carol = {"Authorization": f"Bearer {issued.json()['token']}"}
+    assert httpx.get(f"{api}/whoami", headers=carol).json() == {"name": "carol", "proof": "token"}
+    minted = httpx.post(f"{api}/tokens/mine", headers=carol)
+    assert minted.status_code == 403 and "a token does not mint tokens" in minted.json()["error"]
+    assert httpx.delete(f"{api}/tokens/mine", headers=carol).status_code == 200
+    assert httpx.get(f"{api}/whoami", headers=carol).status_code == 401
+
+
+def test_a_token_file_others_may_read_is_refused_in_doctor_too(serve, tmp_path):
+    process, tokens = serve
+    token_file = tmp_path / "token"
+    token_file.write_text(tokens["alice"])
+    token_file.chmod(0o644)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RUNBOOK_", "PREFECT_"))}
+    env.update({"RUNBOOK_SERVER": process.url, "RUNBOOK_TOKEN_FILE": str(token_file), "PREFECT_API_URL": NO_PREFECT})
+    checked = subprocess.run([RUNBOOK, "doctor"], capture_output=True, text=True, timeout=120, env=env)
+    assert checked.returncode == 1 and "may be read by others" in checked.stdout + checked.stderr, checked.stdout
+    token_file.chmod(0o600)
+    checked = subprocess.run([RUNBOOK, "doctor"], capture_output=True, text=True, timeout=120, env=env)
+    assert "through serve as alice (token)" in checked.stdout, checked.stdout + checked.stderr

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.kit import journal
 from mq_runbooks.integrations.kafka import KafkaClient
 from tests.serve_harness import BOT_TOKEN, SIGNING_SECRET, ServeProcess, serve_environment
@@ -316,7 +316,7 @@ def test_slack_outage_is_recorded_and_the_cli_still_approves(tmp_path, slack, gr
     runbook = catalog.get("kafka-replay")
     slack.fail_next(200, 500)  # Slack answers nothing but errors for a while
     try:
-        run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
+        run_id = starts.start_run(settings, runbook, runbook.validate_parameters(
             {"cluster": "primary", "group": group_id, "to_earliest": "true"}), requested_by="alice")
         view = wait_for(lambda: (v := runs.read_run(run_id)).state_type == "PAUSED"
                         and journal.last(v.entries, "slack") and v, what="the gate")
@@ -345,7 +345,7 @@ def test_an_odd_slack_answer_is_journalled_and_the_run_goes_on(tmp_path, slack, 
     runbook = catalog.get("kafka-replay")
     slack.answer_without("chat.getPermalink", "permalink")  # ok, but not what Slack documents
     try:
-        run_id = runs.start_run(settings, runbook, runbook.validate_parameters(
+        run_id = starts.start_run(settings, runbook, runbook.validate_parameters(
             {"cluster": "primary", "group": group_id, "to_earliest": "true"}), requested_by="alice")
         view = wait_for(lambda: (v := runs.read_run(run_id)).state_type == "PAUSED"
                         and journal.last(v.entries, "slack") and v, what="the gate")

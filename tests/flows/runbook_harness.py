@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
@@ -61,7 +61,7 @@ def start_runbook(settings, catalog, runbook_id: str, requested_by: str = "alice
     """Validate `raw` parameters (cluster defaults to primary) and start a real run; its id."""
     runbook = catalog.get(runbook_id)
     params = runbook.validate_parameters({"cluster": "primary", **raw})
-    return runs.start_run(settings, runbook, params, requested_by=requested_by)
+    return starts.start_run(settings, runbook, params, requested_by=requested_by)
 
 
 def wait_until(run_id, predicate, timeout=60.0):

@@ -10,7 +10,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.app.cli_runs import parse_parameters
 from mq_runbooks.base.errors import ParameterError
 from mq_runbooks.base.settings import Settings
@@ -295,7 +295,7 @@ def test_failure_after_the_copy_before_the_offsets_moved_says_exactly_what_chang
                                     RUNBOOK_SLACK_API_URL=slack.url, RUNBOOK_SLACK_CHANNEL="C0DEFAULT")
     params = catalog.get(RUNBOOK).validate_parameters({"cluster": "primary", "group": group, "stuck_after": "2",
                                                        "wait_for_inactive": "30"})
-    run_id = runs.start_run(settings, catalog.get(RUNBOOK), params, requested_by="alice",
+    run_id = starts.start_run(settings, catalog.get(RUNBOOK), params, requested_by="alice",
                             trigger={"source": "slack", "channel": "C0TYPED", "user": "alice"})
     wait_until(run_id, paused)
     requests = [c for c in slack.calls("chat.postMessage") if run_id in json.dumps(c.params)]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.base.clusters import load_clusters, parse_clusters
 from mq_runbooks.base.errors import ParameterError, PreconditionError
 from mq_runbooks.kit import journal
@@ -121,7 +121,7 @@ def wait_for_checkpoints(groups_at: dict[str, dict[tuple[str, int], int]], timeo
 
 def start(settings, catalog, runbook_id, **raw) -> str:
     runbook = catalog.get(runbook_id)
-    return runs.start_run(settings, runbook, runbook.validate_parameters(raw), requested_by="alice")
+    return starts.start_run(settings, runbook, runbook.validate_parameters(raw), requested_by="alice")
 
 
 def approve(settings, catalog, run_id):

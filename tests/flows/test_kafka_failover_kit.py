@@ -11,7 +11,7 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.flows.kafka_failover_plan import FailoverPlan
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.mirrormaker import MirrorState
@@ -162,7 +162,7 @@ def test_the_restore_command_of_the_snapshot_puts_the_offsets_back(main_stack, r
     for replay in replays:  # run each printed command's parameters as a kafka-replay run
         args = shlex.split(replay)
         raw = dict(args[i + 1].split("=", 1) for i in range(0, len(args), 2) if args[i] == "-p")
-        replay_run = runs.start_run(settings, catalog.get("kafka-replay"),
+        replay_run = starts.start_run(settings, catalog.get("kafka-replay"),
                                     catalog.get("kafka-replay").validate_parameters(raw), requested_by="alice")
         wait_until(replay_run, paused)
         runs.answer_gate(settings, catalog, replay_run, True, "carol", "restore after the failover")

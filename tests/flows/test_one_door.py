@@ -18,13 +18,12 @@ from mq_runbooks.app import runs, workers
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.gate import UNSIGNED, sign_answer
 from mq_runbooks.kit.identity import issue_token, token_holder, variable_name, verify_answer
+from mq_runbooks.kit.origin import NOT_STARTED_BY_ENGINE, SIGNATURE, new_idempotency_key, signed_start
 from mq_runbooks.kit.signing import signing_key
 from tests.app.test_cli import runbook
 from tests.flows.runbook_harness import finished, paused, runbook_env, start_runbook, wait_until  # noqa: F401
 from tests.flows.test_gate_tokens import TEAMS, deployment  # noqa: F401 (fixture)
 from tests.flows.test_kafka_replay import group_at_end, kafka_config  # noqa: F401 (fixtures)
-
-
 import pytest
 
 pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
@@ -163,11 +162,14 @@ def test_a_runs_job_variables_never_choose_the_code_or_settings_it_executes_with
     replay = catalog.get("kafka-replay")
     params = replay.validate_parameters({"cluster": "primary", "group": group, "to_earliest": "true"})
     workers.ensure_registered(replay, workers.LOCAL, None)
+    # A start the engine signed (so that the executor takes it), its job variables chosen by the attacker.
+    once = new_idempotency_key()
+    parameters = signed_start(signing_key(settings), "kafka-replay", {
+        "params": params.model_dump(mode="json"), "requested_by": "mallory", "trigger": {}}, once)
     with get_client(sync_client=True) as client:
         local = client.read_deployment_by_name(workers.deployment_name("kafka-replay", workers.LOCAL))
         flow_run = client.create_flow_run_from_deployment(
-            local.id, parameters={"params": params.model_dump(mode="json"), "requested_by": "mallory"},
-            tags=["mq-runbooks", "runbook:kafka-replay"],
+            local.id, parameters=parameters, tags=["mq-runbooks", "runbook:kafka-replay"], idempotency_key=once,
             job_variables={"env": {"RUNBOOK_TEAM_CATALOG": str(team), "RUNBOOK_APPROVAL_PROOF": "typed"}})
     run_id = str(flow_run.id)
     assert runs.execute_if_local(settings, run_id)  # as `runbook approve` or serve (for Slack) would after an answer
@@ -188,3 +190,50 @@ def test_a_runs_job_variables_never_choose_the_code_or_settings_it_executes_with
     runs.answer_gate(settings, catalog, run_id, False, "", "not ours", proof=f"token:{token}")
     view = wait_until(run_id, finished, timeout=90)
     assert journal.last(view.entries, "action") is None and not marker.exists()
+
+
+def _create(catalog, parameters: dict, idempotency_key: str | None = None) -> str:
+    """A flow run of kafka-replay's deployment created straight through Prefect's API, as anyone with its
+    credential (or its UI's Run form) can; returns its id."""
+    workers.ensure_registered(catalog.get("kafka-replay"), workers.LOCAL, None)
+    with get_client(sync_client=True) as client:
+        local = client.read_deployment_by_name(workers.deployment_name("kafka-replay", workers.LOCAL))
+        return str(client.create_flow_run_from_deployment(local.id, parameters=parameters,
+                                                          idempotency_key=idempotency_key).id)
+
+
+def test_a_run_the_engine_did_not_start_is_refused_before_its_first_step(group_at_end, runbook_env):
+    topic, group = group_at_end
+    settings, catalog = runbook_env("kafka-replay")
+    params = {"cluster": "primary", "group": group, "to_earliest": True}
+    signed = signed_start(signing_key(settings), "kafka-replay", {"params": params, "requested_by": "alice",
+                                                                  "trigger": {}}, "start:abc")
+    copied = signed["trigger"][SIGNATURE]
+    attempts = {
+        "no signature": _create(catalog, {"params": params, "requested_by": "alice"}),
+        "another key's": _create(catalog, signed_start(b"not-the-engines-key-0123456789", "kafka-replay", {
+            "params": params, "requested_by": "alice", "trigger": {}}, "start:def"), "start:def"),
+        "parameters changed": _create(catalog, {"params": {**params, "to_earliest": False, "to_latest": True},
+                                                 "requested_by": "alice", "trigger": {SIGNATURE: copied}}, "start:abc"),
+        "another idempotency key": _create(catalog, signed, f"start:{uuid.uuid4().hex}"),
+    }
+    for attempt, run_id in attempts.items():
+        assert runs.execute_if_local(settings, run_id)
+        view = wait_until(run_id, finished, timeout=90)
+        assert view.state == "Refused" and view.state_type == "CANCELLED" and NOT_STARTED_BY_ENGINE in view.message, (attempt, view)
+        assert journal.read(run_id) == [], f"{attempt}: the runbook took no step (no plan, no lock, no notice)"
+        assert view.name == f"kafka-replay primary/{group}", (attempt, view.name)
+
+
+def test_a_started_runs_signature_copied_onto_a_new_run_names_the_same_run(group_at_end, runbook_env):
+    topic, group = group_at_end
+    settings, catalog = runbook_env("kafka-replay")
+    run_id = start_runbook(settings, catalog, "kafka-replay", group=group, to_earliest="true")
+    wait_until(run_id, paused)
+    with get_client(sync_client=True) as client:
+        original = client.read_flow_run(UUID(run_id))
+    assert original.idempotency_key.startswith("start:")
+    again = _create(catalog, original.parameters, original.idempotency_key)
+    assert again == run_id, "Prefect keeps one run per idempotency key: the copy is the same run"
+    runs.answer_gate(settings, catalog, run_id, False, "dave", "test over")
+    wait_until(run_id, finished, timeout=90)

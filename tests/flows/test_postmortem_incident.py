@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.integrations.alerts import parse_alertmanager
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.postmortem.store import list_postmortems, parse
@@ -65,7 +65,7 @@ def test_runs_of_one_incident_share_one_draft_with_their_slack_threads(clusters,
 
     def start(group, requested_by, trigger=None):
         params = runbook.validate_parameters({"cluster": "primary", "group": group, "to_earliest": "true"})
-        return runs.start_run(settings, runbook, params, requested_by=requested_by, trigger=trigger)
+        return starts.start_run(settings, runbook, params, requested_by=requested_by, trigger=trigger)
 
     ids = [start(made[name][1], "alert:KafkaConsumerGroupStuck", alert.to_trigger())
            for name, alert in zip(("first", "second"), alerts)]

@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.base.errors import UsageError
 from mq_runbooks.kit.postmortem.context import duration, utc
@@ -72,7 +72,7 @@ def finished_runs(clusters, tmp_path_factory):
 
         def start(name, requested_by="alice", trigger=None, **raw):
             params = runbook.validate_parameters({"cluster": "primary", "group": made[name][1], **raw})
-            return runs.start_run(settings, runbook, params, requested_by=requested_by, trigger=trigger)
+            return starts.start_run(settings, runbook, params, requested_by=requested_by, trigger=trigger)
 
         ids = {"succeeded": start("succeeded", "alert:KafkaConsumerGroupStuck",
                                   alert_trigger(made["succeeded"][1], fired), shift_by="-4"),

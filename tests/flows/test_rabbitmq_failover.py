@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.base.clusters import load_clusters
 from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionError
 from mq_runbooks.kit import journal
@@ -96,7 +96,7 @@ def env(runbook_env, monkeypatch):
 
 def start(settings, catalog, runbook_id, **raw) -> str:
     runbook = catalog.get(runbook_id)
-    return runs.start_run(settings, runbook, runbook.validate_parameters(raw), requested_by="alice")
+    return starts.start_run(settings, runbook, runbook.validate_parameters(raw), requested_by="alice")
 
 
 def start_command(settings, catalog, command: str) -> str:

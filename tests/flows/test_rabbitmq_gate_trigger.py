@@ -13,7 +13,7 @@ import time
 import pika
 import pytest
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.kit import journal
 from tests.app.test_cli import runbook
 from tests.flows.runbook_harness import finished, paused, runbook_env, wait_until  # noqa: F401
@@ -56,7 +56,7 @@ def approval_request(slack: SlackFake, run_id: str, timeout: float = 30):
 
 def start(settings, catalog, runbook_id: str, raw: dict, trigger: dict) -> str:
     runbook = catalog.get(runbook_id)
-    return runs.start_run(settings, runbook, runbook.validate_parameters(raw), requested_by="alice", trigger=trigger)
+    return starts.start_run(settings, runbook, runbook.validate_parameters(raw), requested_by="alice", trigger=trigger)
 
 
 def check_gate(slack, settings, catalog, started: list[tuple[str, dict]], row: str) -> None:

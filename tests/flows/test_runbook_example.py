@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.base.clusters import load_clusters
 from mq_runbooks.base.errors import ParameterError
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
@@ -66,7 +66,7 @@ def start(settings, catalog, **raw):
     runbook = catalog.get("rabbitmq-queue-limit")
     params = runbook.validate_parameters({"cluster": "primary", **raw})
     runbook.planner(params, load_clusters(settings.clusters))  # the CLI's preflight
-    return runs.start_run(settings, runbook, params, requested_by="alice")
+    return starts.start_run(settings, runbook, params, requested_by="alice")
 
 
 def test_plan_gate_act_verify_and_postmortem(team_env, queue, clusters):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mq_runbooks.app import restores, runs
+from mq_runbooks.app import restores, runs, starts
 from mq_runbooks.base.clusters import load_clusters
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit import journal
@@ -85,7 +85,7 @@ def start(settings, catalog, **raw) -> str:
     runbook = catalog.get("kafka-retention-extend")
     params = runbook.validate_parameters({"cluster": "primary", **raw})
     runbook.planner(params, load_clusters(settings.clusters))  # the CLI's preflight
-    return runs.start_run(settings, runbook, params, requested_by="alice")
+    return starts.start_run(settings, runbook, params, requested_by="alice")
 
 
 def test_extend_through_the_gate(team_env, lagging_topic, clusters):

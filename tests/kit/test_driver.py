@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mq_runbooks.app import runs
+from mq_runbooks.app import runs, starts
 from mq_runbooks.base.errors import ParameterError
 from mq_runbooks.kit import journal
 from tests.flows.runbook_harness import finished, kinds, paused, team_catalog_env, wait_until  # noqa: F401
@@ -31,7 +31,7 @@ def start(settings, catalog, **raw):
     runbook = catalog.get("kit-file-switch")
     params = runbook.validate_parameters(raw)
     runbook.planner(params, None)  # the CLI's preflight (this runbook needs no clusters)
-    return runs.start_run(settings, runbook, params, requested_by="bob")
+    return starts.start_run(settings, runbook, params, requested_by="bob")
 
 
 def approved(settings, catalog, run_id):

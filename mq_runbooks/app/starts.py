@@ -1,17 +1,24 @@
-"""Runs started through the deployments `runbook serve` registers (one per catalog runbook, named
-`<id>/<RUNBOOK_DEPLOYMENT>`), with Prefect's flow-run idempotency keys so one alert occurrence is one run, across
-repeats and across `serve` replicas.
+"""Creating runs: the one module that creates a flow run of a runbook, whoever asks (`runbook run`,
+serve's API, Slack, alerts, restores). `run_body` decides everything a run is created with: its
+parameters (the start signed with the engine's key, kit/origin.py), its name and tags
+(kit/labels.py) and its idempotency key; the executor (app/executor.py) executes it.
 
-The alert path's writes go through here. Concurrent requests for one occurrence share one write
-(single flight); an occurrence this process already started is answered from memory; the writes of
-concurrent requests are queued and sent in batches (Prefect's bulk create: one transaction per
-batch, its runs in key order), so a burst costs the Prefect server a few transactions instead of one
-per notification. A batch first reads the runs already recorded under its keys (another replica's,
-or this process's before a restart) and creates only the others. A caller gets its answer only
-once its run is committed on the Prefect server.
+- `start_run`: one run, created and handed to its executor at once (the CLI in direct mode): on the
+  `<id>/local` deployment (a detached executor on this machine) or, with RUNBOOK_RUN_ON=workers, on
+  the pool's (a worker is woken).
+- `DeploymentStarter`: serve's runs on the pool's deployments (`<id>/<RUNBOOK_DEPLOYMENT>`), with
+  Prefect's idempotency keys so one alert occurrence is one run, across repeats and across `serve`
+  replicas. Concurrent requests for one occurrence share one write (single flight); an occurrence
+  this process already started is answered from memory; the writes of concurrent requests are
+  queued and sent in batches (Prefect's bulk create: one transaction per batch, its runs in key
+  order), so a burst costs the Prefect server a few transactions instead of one per notification. A
+  batch first reads the runs already recorded under its keys (another replica's, or this process's
+  before a restart) and creates only the others. A caller gets its answer only once its run is
+  committed on the Prefect server.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -32,12 +39,60 @@ from prefect.states import Scheduled, to_state_create
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel
 
+from mq_runbooks.app import workers
 from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.errors import BrokerError, NotFoundError, UnreachableError
-from mq_runbooks.app.runs import target_in_words
+from mq_runbooks.base.settings import Settings
 from mq_runbooks.app.workers import deployment_name
-from mq_runbooks.kit.labels import run_name, start_tags
+from mq_runbooks.kit.labels import run_name, start_tags, target_in_words
+from mq_runbooks.kit.origin import new_idempotency_key, signed_start
+from mq_runbooks.kit.signing import signing_key
 
+
+def run_body(key: bytes, runbook: Runbook, params: BaseModel, requested_by: str, trigger: dict[str, Any],
+             idempotency_key: str | None = None, tags: list[str] | None = None) -> dict[str, Any]:
+    """What a run of `runbook` is created with (Prefect's create-from-deployment body): its
+    parameters with the start signed by `key`, its name and tags, and its idempotency key (the
+    occurrence's, else a fresh one: with it, the signature names this one run)."""
+    recorded_key = idempotency_key or new_idempotency_key()
+    parameters = signed_start(key, runbook.id, {
+        "params": params.model_dump(mode="json"), "requested_by": requested_by, "trigger": trigger}, recorded_key)
+    # The parameters were validated here (the runbook's model); the flow validates them again when it
+    # runs. Prefect's JSON-schema check of each run at creation is skipped: it costs the server more
+    # than the insert itself.
+    return DeploymentFlowRunCreate(
+        parameters=parameters, tags=[*start_tags(runbook.id, runbook.lock_key(params), requested_by), *(tags or [])],
+        state=to_state_create(Scheduled()), name=run_name(runbook.id, target_in_words(runbook, params)),
+        idempotency_key=recorded_key, enforce_parameter_schema=False,
+    ).model_dump(mode="json", exclude_unset=True)
+
+
+def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested_by: str,
+              trigger: dict[str, Any] | None = None) -> str:
+    """Create one run and have it executed (see the module docstring); returns the run id at once."""
+    _ensure_crash_detection()
+    on_workers = settings.run_on == "workers"
+    name = settings.deployment if on_workers else workers.LOCAL
+    workers.ensure_registered(runbook, name, settings.work_pool if on_workers else None)
+    body = run_body(signing_key(settings), runbook, params, requested_by, trigger or {})
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(deployment_name(runbook.id, name))
+        response = client.request("POST", "/deployments/{id}/create_flow_run", path_params={"id": deployment.id},
+                                  json=body)
+    run_id = str(response.json()["id"])
+    if on_workers:
+        workers.wake(run_id)
+    else:
+        workers.spawn_executor(settings, run_id)
+    return run_id
+
+
+@functools.cache
+def _ensure_crash_detection() -> None:
+    """Once a process: the server's automation that crashes runs whose heartbeats stopped."""
+    from mq_runbooks.kit.crashes import ensure_zombie_automation
+
+    ensure_zombie_automation()
 
 
 def alert_tag(occurrence_key: str) -> str:
@@ -81,8 +136,9 @@ class DeploymentStarter:
     # Only a shortcut: Prefect's idempotency key still decides, for this replica and the others.
     SEEN_MAX, SEEN_TTL_S = 10_000, 3600.0
 
-    def __init__(self, deployment: str, writers: int = 1) -> None:
+    def __init__(self, deployment: str, key: bytes, writers: int = 1) -> None:
         self._deployment = deployment
+        self._key = key  # the engine's signing key: every start is signed (kit/origin.py)
         self._client = get_client(sync_client=True)
         self._client.__enter__()
         self._deployment_ids: dict[str, uuid.UUID] = {}
@@ -132,17 +188,14 @@ class DeploymentStarter:
     def _write_of(self, runbook: Runbook, params: BaseModel, requested_by: str, trigger: dict[str, Any],
                   idempotency_key: str | None, tags: list[str] | None) -> _Write:
         request_id = uuid.uuid4().hex
-        parameters = {"params": params.model_dump(mode="json"), "requested_by": requested_by,
-                      "trigger": {**trigger, "request_id": request_id}}
-        all_tags = [*start_tags(runbook.id, runbook.lock_key(params), requested_by), *(tags or [])]
-        # The parameters were validated here (the runbook's model); the flow validates them again when it
-        # runs. Prefect's JSON-schema check of each run at creation is skipped: it costs the server more
-        # than the insert itself.
-        body = DeploymentFlowRunCreate(parameters=parameters, tags=all_tags, state=to_state_create(Scheduled()),
-                                      name=run_name(runbook.id, target_in_words(runbook, params)),
-                                      idempotency_key=idempotency_key, enforce_parameter_schema=False,
-                                      ).model_dump(mode="json", exclude_unset=True)
+        # A start without an occurrence (a Slack command, the API) gets a key of its own (run_body): with
+        # it, its signature names this one run (kit/origin.py), and sending it again is safe.
+        body = run_body(self._key, runbook, params, requested_by, {**trigger, "request_id": request_id},
+                        idempotency_key, tags)
         return _Write(runbook.id, body, request_id, idempotency_key)
+
+    def _signed(self, runbook_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "parameters": signed_start(self._key, runbook_id, body["parameters"], body["idempotency_key"])}
 
     def _writer(self) -> None:
         while True:
@@ -229,8 +282,9 @@ class DeploymentStarter:
         if write.idempotency_key is not None and run.state and run.state.is_crashed():
             # The run of this occurrence died with its process: a repeat notification starts a new
             # one (the same key on every replica, so they still agree on one run).
-            again = _Write(runbook_id, {**write.body, "idempotency_key": f"{write.idempotency_key}:after:{run.id}"},
-                           write.request_id, write.idempotency_key)
+            again = _Write(runbook_id, self._signed(runbook_id, {
+                **write.body, "idempotency_key": f"{write.idempotency_key}:after:{run.id}"}),
+                write.request_id, write.idempotency_key)
             return self._send(runbook_id, [again])[0]
         return str(run.id), True
 
@@ -257,8 +311,8 @@ class DeploymentStarter:
     def _create_all(self, runbook_id: str, batch: list[_Write], attempts: int = 6) -> list[dict[str, Any]]:
         """Prefect's answer for each write of the batch, sent in one transaction; the writes it failed
         (SQLite's "database is locked" under load) are sent again, a few times, before giving up.
-        Sending one again is safe: its idempotency key makes it the same run, and a write without one
-        (a Slack command) is sent again only when the database refused it, so it was not recorded."""
+        Sending one again is safe: its idempotency key (every write has one, a Slack command's is its
+        own) makes it the same run."""
         answers: dict[int, dict[str, Any]] = {}
         pending = batch
         for attempt in range(attempts):
@@ -272,9 +326,7 @@ class DeploymentStarter:
                 self._deployment_ids.pop(runbook_id, None)  # deleted and registered again: look it up afresh
                 results = self._bulk_create(runbook_id, pending)
             answers.update((id(write), item) for write, item in zip(pending, results))
-            pending = [write for write, item in zip(pending, results)
-                       if item.get("status") != "CREATED"
-                       and (write.idempotency_key is not None or "database is locked" in str(item))]
+            pending = [write for write, item in zip(pending, results) if item.get("status") != "CREATED"]
             if not pending:
                 break
         return [answers[id(write)] for write in batch]
