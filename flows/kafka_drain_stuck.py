@@ -26,12 +26,15 @@ from mq_runbooks.flows.kafka_drain_plan import (
     OBSERVED_ROWS_KEPT, RUNBOOK_ID, DrainPlan, DrainStuckParameters, StuckPartition, observe, refresh,
 )
 from mq_runbooks.flows.kafka_replay import (
-    alter, inactive_group, restore_offsets, save_offsets_snapshot,
+    alter, inactive_group, offsets_restore_items, restore_offsets, save_offsets_snapshot,
 )
 from mq_runbooks.integrations.kafka import KafkaClient, UnknownTopicError
 from mq_runbooks.integrations.kafka_records import DeadLetterCopy, KafkaRecords, Provenance
+from mq_runbooks.flows.replay_spec import parse_offsets_csv
+from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
+from mq_runbooks.kit.restore_plan import RestoreItem
 
 __all__ = ["DrainStuckParameters", "STEPS", "dry_run", "kafka_drain_stuck"]
 
@@ -88,6 +91,8 @@ def _journal_observation(run: Run, plan: DrainPlan) -> None:
 
 class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     id = RUNBOOK_ID
+    cannot_undo = ("the stuck records copied to the dead-letter topic stay there (a later run finds them and does "
+                   "not copy them again)",)
 
     def target(self, params: DrainStuckParameters) -> str:
         return f"{params.cluster}/{params.group}"
@@ -164,9 +169,13 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
                                     "dead-letter cop(ies): as planned",
                             data={"partitions_checked": len(plan.partitions), "copies_checked": len(plan.partitions)})
 
-    def restore(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, snapshot: Snapshot) -> Restore:
+    def restore(self, run: Run, params: DrainStuckParameters, plan: DrainPlan | None, snapshot: Snapshot) -> Restore:
         """Put the committed offsets back if they were moved (else the group is left alone: it may be running
-        again); the dead-letter copies stay, and a later run finds them and copies nothing."""
+        again); the dead-letter copies stay, and a later run finds them and copies nothing. In a restore
+        run (`plan` None) the offsets saved are put back."""
+        if plan is None:
+            return restore_offsets(run.clusters.kafka_cluster(params.cluster), params.group,
+                                   list(parse_offsets_csv(snapshot.csv)), snapshot)
         steps = list(run.applied_steps)
         copies = sum(step.startswith("dlt-copy:") for step in steps)
         if "move-offsets" in steps:
@@ -179,6 +188,11 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
                 "not copy them again)") if copies else ""
         return restored.model_copy(update={"summary": restored.summary + kept,
                                            "data": {**restored.data, "dead_letter_copies_kept": copies}})
+
+    def restore_items(self, env: Env, params: DrainStuckParameters, snapshot: Snapshot,
+                      original: list[journal.Entry]) -> list[RestoreItem]:
+        return offsets_restore_items(env.clusters.kafka_cluster(params.cluster), params.group, snapshot, original,
+                                     "new offset", params.wait_for_inactive if isinstance(env, Run) else 0)
 
     def report(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, result: Copied | None) -> None:
         if result is None:  # mode=report

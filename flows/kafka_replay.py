@@ -20,8 +20,10 @@ from mq_runbooks.flows.kafka_replay_params import ReplayParameters, SPECS
 from mq_runbooks.flows.replay_plan import ReplayPlan, plan_replay
 from mq_runbooks.flows.replay_spec import parse_offsets_csv, spec_from_parameters
 from mq_runbooks.integrations.kafka import ConsumerGroup, KafkaClient
+from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
+from mq_runbooks.kit.restore_plan import RestoreItem
 
 RUNBOOK_ID = "kafka-replay"
 
@@ -120,8 +122,34 @@ def restore_offsets(kafka_cluster: KafkaCluster, group: str, partitions: list[tu
                    data={"offsets_restored": len(offsets), "had_no_offset_before": had_none})
 
 
+def offsets_restore_items(kafka_cluster: KafkaCluster, group: str, snapshot: Snapshot,
+                          original: list[journal.Entry], set_column: str, wait_for_inactive: float = 0) -> list[RestoreItem]:
+    """`runbook restore` of a run that moved a group's offsets (save_offsets_snapshot's CSV): each
+    saved offset, the one committed now, and the one the run set (its plan's `set_column`). The
+    group must be inactive (within `wait_for_inactive` seconds), as for any change of its offsets."""
+    saved = parse_offsets_csv(snapshot.csv) if snapshot.csv.strip() else {}
+    left = planned_values(original, set_column)
+    with KafkaClient.from_cluster(kafka_cluster) as kafka:
+        inactive_group(kafka, group, wait_for_inactive)
+        committed = kafka.committed_offsets(group)
+    return [RestoreItem(f"{t}:{p}", saved=offset, now=committed.get((t, p)), left=left.get((t, p)))
+            for (t, p), offset in sorted(saved.items())]
+
+
+def planned_values(original: list[journal.Entry], column: str) -> dict[tuple[str, int], Any]:
+    """topic, partition -> the value of `column` in the last plan a run's journal recorded."""
+    plan = journal.last(original, "plan")
+    columns = list(plan.data.get("columns") or []) if plan is not None else []
+    if plan is None or not {"topic", "partition", column} <= set(columns):
+        return {}
+    topic, partition, value = (columns.index(name) for name in ("topic", "partition", column))
+    return {(row[topic], int(row[partition])): row[value] for row in plan.data.get("rows") or []}
+
+
 class Replay(RunbookSteps[ReplayParameters, ReplayPlan]):
     id = RUNBOOK_ID
+    cannot_undo = ("a partition that had no committed offset before the run keeps the one the run committed (this "
+                   "client cannot delete a group's offset: kafka-consumer-groups.sh --delete-offsets does)",)
 
     def target(self, params: ReplayParameters) -> str:
         return f"{params.cluster}/{params.group}"
@@ -163,8 +191,14 @@ class Replay(RunbookSteps[ReplayParameters, ReplayPlan]):
         return Verification(summary=f"read back {len(plan.partitions)} offset(s): all as planned",
                             data={"partitions_checked": len(plan.partitions)})
 
-    def restore(self, run: Run, params: ReplayParameters, plan: ReplayPlan, snapshot: Snapshot) -> Restore:
-        return restore_offsets(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan), snapshot)
+    def restore(self, run: Run, params: ReplayParameters, plan: ReplayPlan | None, snapshot: Snapshot) -> Restore:
+        partitions = _partitions(plan) if plan is not None else list(parse_offsets_csv(snapshot.csv))
+        return restore_offsets(run.clusters.kafka_cluster(params.cluster), params.group, partitions, snapshot)
+
+    def restore_items(self, env: Env, params: ReplayParameters, snapshot: Snapshot,
+                      original: list[journal.Entry]) -> list[RestoreItem]:
+        return offsets_restore_items(env.clusters.kafka_cluster(params.cluster), params.group, snapshot, original,
+                                     "target", params.wait_for_inactive if isinstance(env, Run) else 0)
 
     def report(self, run: Run, params: ReplayParameters, plan: ReplayPlan, result: None) -> None:
         create_table_artifact(

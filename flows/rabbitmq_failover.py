@@ -29,8 +29,10 @@ from mq_runbooks.integrations.rabbitmq_definitions import import_definitions, ve
 from mq_runbooks.integrations.rabbitmq_shovels import (
     QueueMove, delete_shovel, local_uri, queue_depth, start_shovel, wait_for_shovels,
 )
+from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
+from mq_runbooks.kit.restore_plan import RestoreItem
 
 __all__ = ["dry_run", "dry_run_failback", "move_backlog", "rabbitmq_failback", "rabbitmq_failover"]
 
@@ -93,6 +95,8 @@ class _Move(RunbookSteps[RabbitFailoverParameters, MovePlan]):
 
     direction: ClassVar[str]
     reverse: ClassVar[str]  # the runbook that puts the switch back
+    cannot_undo = ("the messages moved stay on the destination (the snapshot's restore command moves them back)",
+                   "the definitions copied to the destination stay there")
 
     def target(self, params: RabbitFailoverParameters) -> str:
         return f"vhost {params.vhost} of {params.cluster} ({self.direction}, switch {params.switch})"
@@ -157,10 +161,16 @@ class _Move(RunbookSteps[RabbitFailoverParameters, MovePlan]):
         return Verification(summary=f"canary published and consumed through {checked['endpoint']}",
                             data={**checked, **counts})
 
-    def restore(self, run: Run, params: RabbitFailoverParameters, plan: MovePlan,
+    def restore(self, run: Run, params: RabbitFailoverParameters, plan: MovePlan | None,
                 snapshot: Snapshot) -> Restore | None:
         """Put the switch back when this run switched it; the definitions copied and the messages
-        moved stay where they are (nothing is deleted): the restore command moves them back."""
+        moved stay where they are (nothing is deleted): the restore command moves them back. In a
+        restore run (`plan` None) the switch goes back to the snapshot's value."""
+        if plan is None:
+            old = snapshot.data["value"]
+            open_switch(run.clusters, params.switch, self.id).restore(old)
+            return Restore(summary=f"switch {params.switch} restored to {old}", restored=True,
+                           restore_command=snapshot.restore_command, data={"switch": params.switch, "switch_old": old})
         if "switch" not in run.applied_steps:
             return None
         old = _applied(run, "switch").get("switch_old", snapshot.data.get("value"))
@@ -170,6 +180,14 @@ class _Move(RunbookSteps[RabbitFailoverParameters, MovePlan]):
                  "moves them back)") if moved else ""
         return Restore(summary=f"switch {plan.switch} restored to {old}{stays}", restored=True,
                        restore_command=snapshot.restore_command, data={"switch": plan.switch, "switch_old": old})
+
+    def restore_items(self, env: Env, params: RabbitFailoverParameters, snapshot: Snapshot,
+                      original: list[journal.Entry]) -> list[RestoreItem]:
+        """The switch: its value before the run, now, and the one the run set (its switch step's data)."""
+        switched = next((e for e in reversed(original) if e.kind == "action" and e.data.get("step") == "switch"), None)
+        return [RestoreItem(f"switch {params.switch}", saved=snapshot.data["value"],
+                            now=open_switch(env.clusters, params.switch, self.id).current(),
+                            left=switched.data.get("switch_new") if switched is not None else None)]
 
     def report(self, run: Run, params: RabbitFailoverParameters, plan: MovePlan, result: dict[str, Any]) -> None:
         _report(plan, result["queues"], result["switch_old"])

@@ -34,8 +34,10 @@ from mq_runbooks.flows.redis_streams_drain_plan import (
     ACK_GONE, CLAIM, DEAD_LETTER, RUNBOOK_ID, DrainPlan, DrainStuckParameters, plan_drain,
 )
 from mq_runbooks.integrations.redis_streams import PROVENANCE_FIELDS, DeadLetterCopy, RedisStreams
+from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
+from mq_runbooks.kit.restore_plan import RestoreItem
 
 __all__ = ["DrainStuckParameters", "dry_run", "redis_streams_drain_stuck"]
 
@@ -45,6 +47,9 @@ CLAIM_BACK_BATCH = 500  # ids per XCLAIM line of the restore script
 
 class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     id = RUNBOOK_ID
+    cannot_undo = ("entries acknowledged since the snapshot (the poison entries dead-lettered, and what consumers "
+                   "processed) stay acknowledged", "dead-letter copies stay in the dead-letter stream",
+                   "deleted consumers come back only as owners of entries claimed back to them")
 
     def target(self, params: DrainStuckParameters) -> str:
         return f"{params.cluster}/{params.stream}/{params.group}"
@@ -156,17 +161,19 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
             data={"claims_checked": len(plan.of(CLAIM)), "copies_checked": len(plan.of(DEAD_LETTER)),
                   "pending_after": len(owners), "dead_consumers": list(plan.emptied)})
 
-    def restore(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, snapshot: Snapshot) -> Restore:
-        """Claim the entries this run moved that are still pending back to the consumers that held them."""
+    def restore(self, run: Run, params: DrainStuckParameters, plan: DrainPlan | None, snapshot: Snapshot) -> Restore:
+        """Claim the entries this run moved that are still pending back to the consumers that held them
+        (in a restore run, `plan` None: every entry of the snapshot's pending list still pending)."""
+        held = [(m.id, m.consumer) for m in plan.moves] if plan is not None else _saved_owners(snapshot)
         with run.redis(params.cluster) as streams:
-            owners = {p.id: p.consumer for p in streams.pending(plan.stream, plan.group)}
+            owners = {p.id: p.consumer for p in streams.pending(params.stream, params.group)}
             back: dict[str, list[str]] = defaultdict(list)
-            for m in plan.moves:
-                if m.id in owners and owners[m.id] != m.consumer:
-                    back[m.consumer].append(m.id)
+            for entry_id, consumer in held:
+                if entry_id in owners and owners[entry_id] != consumer:
+                    back[consumer].append(entry_id)
             for consumer, ids in sorted(back.items()):
-                streams.claim(plan.stream, plan.group, ids, consumer)
-        acked = [m.id for m in plan.moves if m.id not in owners]
+                streams.claim(params.stream, params.group, ids, consumer)
+        acked = [entry_id for entry_id, _ in held if entry_id not in owners]
         moved = ", ".join(f"{len(ids)} to {consumer}" for consumer, ids in sorted(back.items())) or "none needed"
         return Restore(
             summary=(f"claimed back {sum(map(len, back.values()))} entr(ies) to their original consumers ({moved}); "
@@ -175,6 +182,20 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
             restored=True, restore_command=snapshot.restore_command,
             data={"claimed_back": {consumer: len(ids) for consumer, ids in back.items()}, "acknowledged": len(acked)})
 
+    def restore_items(self, env: Env, params: DrainStuckParameters, snapshot: Snapshot,
+                      original: list[journal.Entry]) -> list[RestoreItem]:
+        """The owner of each entry the snapshot's pending list holds that is still pending (an
+        acknowledged one cannot be made pending again); the run left a claimed one with claim_to."""
+        plan = journal.last(original, "plan")
+        columns = list(plan.data.get("columns") or []) if plan is not None else []
+        claimed = {row[columns.index("entry id")] for row in (plan.data.get("rows") or [])
+                   if str(row[columns.index("action")]).startswith(CLAIM)} if "action" in columns else set()
+        with env.redis(params.cluster) as streams:
+            owners = {p.id: p.consumer for p in streams.pending(params.stream, params.group)}
+        return [RestoreItem(f"entry {entry_id} owner", saved=consumer, now=owners[entry_id],
+                            left=params.claim_to if entry_id in claimed else None)
+                for entry_id, consumer in _saved_owners(snapshot) if entry_id in owners]
+
     def outcome(self, params: DrainStuckParameters, plan: DrainPlan, result: dict[str, Any]) -> str:
         claimed = result.get("claimed")
         deleted = result.get("deleted") or {"deleted": list(plan.deletions)}
@@ -182,6 +203,12 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
                 f"{len(claimed.claimed) if claimed else len(plan.of(CLAIM))} entr(ies) claimed to {plan.claim_to}, "
                 f"{len(plan.of(DEAD_LETTER))} dead-lettered to {plan.dead_letter_stream}, "
                 f"{len(deleted['deleted'])} dead consumer(s) deleted")
+
+
+def _saved_owners(snapshot: Snapshot) -> list[tuple[str, str]]:
+    """(entry id, consumer) of each entry of the pending list the snapshot saved (its CSV)."""
+    lines = snapshot.csv.splitlines()[1:]  # id,consumer,idle_ms,deliveries
+    return [(fields[0], fields[1]) for fields in (line.split(",") for line in lines) if len(fields) >= 2]
 
 
 def _replicas(copy: DeadLetterCopy) -> str:

@@ -36,9 +36,11 @@ from mq_runbooks.flows.redis_streams_replay_params import StreamReplayParameters
 from mq_runbooks.flows.replay_spec import parse_datetime, parse_duration
 from mq_runbooks.integrations.redis_streams import ConsumerInfo, RedisStreams
 from mq_runbooks.integrations.redis_streams_records import parse_entry_id
+from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.plans import PlanTable, table_json
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
+from mq_runbooks.kit.restore_plan import RestoreItem
 
 RUNBOOK_ID = "redis-streams-replay"
 
@@ -176,6 +178,8 @@ def refuse_active(active: list[ConsumerInfo] | tuple[ConsumerInfo, ...], params:
 
 class StreamReplay(RunbookSteps[StreamReplayParameters, StreamReplayPlan]):
     id = RUNBOOK_ID
+    cannot_undo = ("entries the group's consumers read and acknowledged since the run stay read and acknowledged: "
+                   "only the group's last-delivered id is put back",)
 
     def target(self, params: StreamReplayParameters) -> str:
         return f"{params.cluster}/{params.stream}/{params.group}"
@@ -235,13 +239,25 @@ class StreamReplay(RunbookSteps[StreamReplayParameters, StreamReplayPlan]):
                                             f"{group.entries_read}, lag {group.lag}"),
                             data={"last_delivered_id": group.last_delivered_id, "lag": group.lag})
 
-    def restore(self, run: Run, params: StreamReplayParameters, plan: StreamReplayPlan, snapshot: Snapshot) -> Restore:
+    def restore(self, run: Run, params: StreamReplayParameters, plan: StreamReplayPlan | None,
+                snapshot: Snapshot) -> Restore:
         previous, entries_read = snapshot.data["last_delivered_id"], snapshot.data["entries_read"]
         with run.redis(params.cluster) as streams:
-            group = streams.set_last_delivered(plan.stream, plan.group, previous, entries_read=entries_read)
-        return Restore(summary=f"group {plan.group} set back to last-delivered id {group.last_delivered_id} "
+            group = streams.set_last_delivered(params.stream, params.group, previous, entries_read=entries_read)
+        return Restore(summary=f"group {params.group} set back to last-delivered id {group.last_delivered_id} "
                                f"(entries read {group.entries_read})", restored=group.last_delivered_id == previous,
                        restore_command=snapshot.restore_command, data={"last_delivered_id": group.last_delivered_id})
+
+    def restore_items(self, env: Env, params: StreamReplayParameters, snapshot: Snapshot,
+                      original: list[journal.Entry]) -> list[RestoreItem]:
+        """The group's last-delivered id: saved, now, and where the run moved it (its action's data)."""
+        moved = next((e for e in reversed(original) if e.kind == "action" and e.data.get("step") == "set-last-delivered"),
+                     None)
+        with env.redis(params.cluster) as streams:
+            group = streams.group(params.stream, params.group)
+        return [RestoreItem(f"{params.stream} group {params.group} last-delivered id",
+                            saved=snapshot.data["last_delivered_id"], now=group.last_delivered_id,
+                            left=moved.data.get("last_delivered_id") if moved is not None else None)]
 
     def outcome(self, params: StreamReplayParameters, plan: StreamReplayPlan, result: None) -> str:
         return (f"group {plan.group} of {plan.stream} moved to {plan.target_id}: {plan.replayed} entr(ies) to be "

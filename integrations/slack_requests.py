@@ -23,12 +23,12 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from mq_runbooks.base.json_limits import TooDeep, loads_limited
 from mq_runbooks.integrations.slack_blocks import APPROVE_ACTION, REASON_ACTION, REASON_BLOCK, REJECT_ACTION, REJECT_CALLBACK
 
-VERBS = ("list", "show", "plan", "run", "status", "help")
+VERBS = ("list", "show", "plan", "run", "status", "restore", "help")
 USAGE = (
     "Usage: `/runbook list` · `/runbook show ID` · `/runbook plan ID key=value ...` · "
-    "`/runbook run ID key=value ...` · `/runbook status RUN` · `/runbook help`"
+    "`/runbook run ID key=value ...` · `/runbook status RUN` · `/runbook restore RUN` · `/runbook help`"
 )
-_ARGUMENT = {"show": "ID", "plan": "ID", "run": "ID", "status": "RUN"}
+_ARGUMENT = {"show": "ID", "plan": "ID", "run": "ID", "status": "RUN", "restore": "RUN"}
 SIGNATURE_WINDOW_S = 5 * 60  # how far a request's timestamp may be from now (slack_sdk's check)
 
 

@@ -151,6 +151,18 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
         run_id, existed = services.start(runbook, params, who, {"source": "api", "by": who})
         return 201, {"run_id": run_id, "runbook": runbook.id, "requested_by": who}
 
+    def restore(reference: str, preview: bool):
+        def put_back(who: str, proof: str, body: dict) -> tuple[int, dict]:
+            from mq_runbooks.app import restores
+
+            request = restores.restore_request(services.catalog, reference)
+            if preview:  # GET: what a restore would put back, changing nothing
+                return 200, restores.restore_preview(request, services.clusters(), services.settings).to_json()
+            run_id = restores.start_restore(services.settings, request, who, "api", start=services.start, by=who)
+            return 201, {"run_id": run_id, "restore_of": request.run_id, "runbook": request.runbook.id,
+                         "requested_by": who}
+        return put_back
+
     def plan(who: str, proof: str, body: dict) -> tuple[int, dict]:
         from mq_runbooks.app.run_documents import plan_document, planned
 
@@ -223,7 +235,7 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
                     return view.requested_by == who or runs.waits_for(services.settings, services.catalog, view, who)
             views = runs.list_runs(limit=int(raw_limit), runbook_id=runbook_id, states=states, mine=accept)
             stuck = why_stuck_all(services.settings, views)
-            return 200, [{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state, "target": v.target,
+            return 200, [{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state, "target": v.target, "lock": v.lock,
                           "requested_by": v.requested_by, "started": v.started, "message": v.message,
                           "stuck": stuck.get(v.id)} for v in views]
         return read
@@ -271,6 +283,14 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
     @app.post("/api/v1/runs/{reference}/cancel")
     async def api_cancel(request: Request, reference: str) -> Response:
         return await answered(request, cancel(reference))
+
+    @app.get("/api/v1/runs/{reference}/restore")
+    async def api_restore_plan(request: Request, reference: str) -> Response:
+        return await answered(request, restore(reference, preview=True))
+
+    @app.post("/api/v1/runs/{reference}/restore")
+    async def api_restore(request: Request, reference: str) -> Response:
+        return await answered(request, restore(reference, preview=False))
 
     @app.get("/api/v1/runs/{reference}")
     async def api_status(request: Request, reference: str) -> Response:

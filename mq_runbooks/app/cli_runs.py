@@ -143,14 +143,17 @@ def _run_through_serve(context: Context, runbook_id: str, pairs: tuple[str, ...]
     sys.exit(0 if view["succeeded"] else EXIT_FAILED)
 
 
+starter_token_option = click.option(
+    "--token-file", "token_file", default=None, metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+    help="A file (readable by you alone) holding your personal token; default: RUNBOOK_TOKEN, else RUNBOOK_TOKEN_FILE.")
+
+
 @cli.command("run")
 @click.argument("runbook_id", metavar="ID")
 @parameter_option
 @click.option("--as", "requested_by", default=None, help="Who starts the run (default: $USER), typed: taken only "
               "with RUNBOOK_APPROVAL_PROOF=typed; else your token's holder, or your OS user (os-user).")
-@click.option("--token-file", "token_file", default=None, metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-              help="A file (readable by you alone) holding your personal token; default: RUNBOOK_TOKEN, else "
-                   "RUNBOOK_TOKEN_FILE.")
+@starter_token_option
 @click.option("--wait", is_flag=True, help="Follow the run: its plan, how to approve it, progress, the outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run id (and with --wait the outcome) as JSON.")
 @pass_context
@@ -177,18 +180,79 @@ def run(context: Context, runbook_id: str, pairs: tuple[str, ...], requested_by:
     from mq_runbooks.app.starts import start_run
 
     run_id = start_run(context.settings, runbook, params, requested_by=who)
+    _started(context, run_id, f"of {runbook_id} (as {who})", wait, as_json)
+
+
+def _print_restore_plan(context: Context, document: dict[str, Any], as_json: bool) -> None:
+    """`runbook restore RUN --plan`: the restore's plan (RestorePlan.to_json) as a table, or JSON."""
+    from mq_runbooks.app.cli_views import print_plan
+    from mq_runbooks.app.run_documents import rows_as_objects
+    from mq_runbooks.kit.plans import table_markdown
+
+    if as_json:
+        click.echo(json.dumps({**document, "rows": rows_as_objects(document["columns"], document["rows"])},
+                              indent=2, default=str))
+        return
+    print_plan(context, table_markdown(f"**{document['summary']}**", document["columns"], document["rows"], 10_000,
+                                       document["warnings"]), document["columns"], document["rows"])
+    context.out.print(f"plan digest {document['digest'][:12]}; nothing was changed. Restore with: runbook restore "
+                      f"{document['restore_of']}")
+
+
+def _started(context: Context, run_id: str, what: str, wait: bool, as_json: bool, **document: str) -> None:
+    """Say a run was started (`what` it is), and with `wait` follow it and exit with its outcome;
+    `document`: more fields of the JSON answer."""
     if as_json and not wait:
-        click.echo(json.dumps({"run_id": run_id}))
+        click.echo(json.dumps({"run_id": run_id, **document}))
         return
     if not as_json:
-        context.out.print(f"started run [bold]{run_id}[/bold] of {runbook_id} (as {who})")
+        context.out.print(f"started run [bold]{run_id}[/bold] {what}")
     if not wait:
         context.out.print(f"follow it with: runbook status {run_id}")
         return
     view = follow(context, run_id, quiet=as_json)
     if as_json:
-        click.echo(json.dumps({"run_id": run_id, "state": view.state, "message": view.message}))
+        click.echo(json.dumps({"run_id": run_id, **document, "state": view.state, "message": view.message}))
     sys.exit(0 if view.succeeded else EXIT_FAILED)
+
+
+@cli.command("restore", epilog=RUN_HELP)
+@click.argument("run_id", metavar="RUN")
+@click.option("--plan", "preview", is_flag=True, help="Show what the restore would put back against what is there "
+              "now (and what moved since the run), and change nothing.")
+@click.option("--as", "requested_by", default=None, help="Who asks for the restore (as for `runbook run --as`).")
+@starter_token_option
+@click.option("--wait", is_flag=True, help="Follow the restore run to its outcome.")
+@click.option("--json", "as_json", is_flag=True, help="Print the restore run's id (or with --plan the plan) as JSON.")
+@pass_context
+def restore(context: Context, run_id: str, preview: bool, requested_by: str | None, token_file: Path | None,
+            wait: bool, as_json: bool) -> None:
+    """Put back what an ended run changed, from its snapshot, as a new run: it plans the way back (each
+    saved value against what is there now), waits for the runbook's approvers, takes the same lock,
+    restores through the runbook's own restore, verifies and journals. Also after a run that
+    succeeded. Exit code with --wait: 0 restored, 1 failed or rejected, 2 bad input.
+    """
+    from mq_runbooks.app import restores
+
+    if context.settings.server:
+        with _serve(context, _token(context, token_file)) as serve:
+            _refuse_other_name(serve, requested_by or "")
+            if preview:
+                _print_restore_plan(context, serve.call("GET", f"/runs/{run_id}/restore"), as_json)
+                return
+            started = serve.call("POST", f"/runs/{run_id}/restore", {})
+        _started(context, started["run_id"], f"to restore run {started['restore_of']} (as {started['requested_by']}, "
+                 f"through {serve.url})", wait, as_json, restore_of=started["restore_of"])
+        return
+    request = restores.restore_request(context.catalog, run_id)
+    if preview:
+        _print_restore_plan(context, restores.restore_preview(request, context.clusters, context.settings).to_json(),
+                            as_json)
+        return
+    who = _requester(context, requested_by or "", token_file)
+    started = restores.start_restore(context.settings, request, who)
+    _started(context, started, f"to restore run {request.run_id} (as {who})", wait, as_json,
+             restore_of=request.run_id)
 
 
 def follow(context: Context, run_id: str, quiet: bool = False, poll_s: float = 0.5) -> RunView:
@@ -392,7 +456,7 @@ def list_runs(context: Context, runbook_id: str | None, states: tuple[str, ...],
     from mq_runbooks.app.stuck import why_stuck_all
 
     stuck = why_stuck_all(context.settings, views)
-    _print_runs(context, [{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state, "target": v.target,
+    _print_runs(context, [{"id": v.id, "name": v.name, "runbook": v.runbook, "state": v.state, "target": v.target, "lock": v.lock,
                            "requested_by": v.requested_by, "started": v.started, "message": v.message,
                            "stuck": stuck.get(v.id)} for v in views], as_json)
 

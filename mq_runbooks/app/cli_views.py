@@ -65,6 +65,10 @@ def print_entry(context: Context, run_id: str, entry, show_answer: bool = True) 
     context.out.print(f"[dim]{stamp}[/dim] [bold]{entry.kind}[/bold] {escape(entry.summary)}")
     if entry.kind == "plan":
         print_plan_entry(context, entry)
+    if entry.kind == "snapshot":  # the way back: by hand, and as a run of its own
+        if entry.data.get("restore_command"):
+            context.out.print(f"  restore by hand: {escape(entry.data['restore_command'])}")
+        context.out.print(f"  undo once it has ended: runbook restore {run_id} [--plan]")
     if entry.kind == "approval_requested" and show_answer:
         context.out.print(f"  approve: runbook approve {run_id} --as NAME [--comment TEXT]\n"
                           f"  reject:  runbook reject {run_id} --as NAME --reason TEXT")

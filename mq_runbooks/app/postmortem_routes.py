@@ -6,6 +6,7 @@ stay the source of truth: every save rewrites the file (front matter + sections)
     GET  /postmortems/{id}
     POST /postmortems/{id}          (form: section:<title>, action-N, owner-N, due-N, link-N)
     POST /postmortems/{id}/review   (form: note)
+    POST /postmortems/{id}/restore  (the Restore button: a restore run of the postmortem's run)
 
 Writes need the identity a trusted authenticating proxy asserts and a same-origin request
 (web_identity); with RUNBOOK_REVIEW_REQUIRE_IDENTITY, so do reads. Refusals are a 403 saying why.
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markdown_it import MarkdownIt
+from starlette.concurrency import run_in_threadpool
 
 from mq_runbooks.app.http import BodyTooLarge, Services, read_body
 from mq_runbooks.app.web_identity import IdentityRefused, ProxyIdentity, proxy_identity, require_same_origin
@@ -50,6 +52,18 @@ def refused(reason: str, status: int = 403) -> HTMLResponse:
     return page("Refused", f"<h1>Refused</h1><p class=refused id=reason>{html.escape(reason)}</p>", status)
 
 
+def write_refused(exc: Exception, other: int) -> HTMLResponse:
+    """The answer to a page write that failed: no proven identity 403, a form too large 413, not one
+    of ours (parse_qs) 400, an unknown postmortem 404, any other refusal of the engine `other`."""
+    if isinstance(exc, IdentityRefused):
+        return refused(str(exc))
+    if isinstance(exc, BodyTooLarge):
+        return refused("the form is too large", 413)
+    if isinstance(exc, ValueError):
+        return refused(f"the form is not one of ours: {exc}", 400)
+    return refused(str(exc), 404 if isinstance(exc, NotFoundError) else other)
+
+
 def _peer(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -71,6 +85,21 @@ def _edit_form(postmortem: Postmortem) -> str:
     return (f"<form method=post action='/postmortems/{e(postmortem.id)}' id=edit><h2>Write the postmortem</h2>"
             f"{fields}<h3>{ACTION_ITEMS}</h3><table id=actions><tr><th>action</th><th>owner</th><th>due</th>"
             f"<th>ticket link</th></tr>{rows}</table><button type=submit>Save</button></form>")
+
+
+def _restore_form(services: Services, postmortem: Postmortem, name: str) -> str:
+    """The Restore button, when the postmortem's run can be restored (app/restores.py), else why not."""
+    from mq_runbooks.app import restores
+
+    e = html.escape
+    try:
+        wanted = restores.restore_request(services.catalog, postmortem.run_id)
+    except RunbookError as exc:
+        return f"<p class=who id=restore>Undo: {e(str(exc))}</p>"
+    return (f"<form method=post action='/postmortems/{e(postmortem.id)}/restore' id=restore><h3>Undo the run</h3>"
+            f"<p>A restore run puts back what the snapshot of run <code>{e(wanted.run_id)}</code> saved: it plans "
+            f"the way back against what is there now, and the approvers of {e(wanted.runbook.id)} approve it.</p>"
+            f"<button type=submit>Restore as {e(name)}</button></form>")
 
 
 def _form_edits(form: dict[str, list[str]]) -> tuple[dict[str, str], list[ActionItem]]:
@@ -145,6 +174,7 @@ def add_postmortem_routes(app: FastAPI, services: Services) -> None:
                 f"<form method=post action='/postmortems/{e(postmortem.id)}/review' id=review>"
                 "<h3>Mark reviewed</h3><label>Note<textarea name=note rows=3></textarea></label>"
                 f"<button type=submit>Mark reviewed as {e(identity.name)}</button></form>")
+            forms += await run_in_threadpool(_restore_form, services, postmortem, identity.name)
         except IdentityRefused as exc:
             who, forms = "", f"<p class=refused id=who>Editing and reviewing are off here: {e(str(exc))}</p>"
         reviewers = "".join(
@@ -172,17 +202,29 @@ def add_postmortem_routes(app: FastAPI, services: Services) -> None:
             identity, form = await writer(request)
             texts, items = _form_edits(form)
             save_edits(directory, postmortem_id, texts, items, identity.name, identity.proof())
-        except IdentityRefused as exc:
-            return refused(str(exc))
-        except BodyTooLarge:
-            return refused("the form is too large", 413)
-        except ValueError as exc:  # parse_qs: too many fields
-            return refused(f"the form is not one of ours: {exc}", 400)
-        except NotFoundError as exc:
-            return refused(str(exc), 404)
-        except RunbookError as exc:
-            return refused(str(exc), 400)
+        except (IdentityRefused, BodyTooLarge, ValueError, RunbookError) as exc:
+            return write_refused(exc, other=400)
         return RedirectResponse(f"/postmortems/{postmortem_id}", status_code=303)
+
+    @app.post("/postmortems/{postmortem_id}/restore")
+    async def postmortem_restore(request: Request, postmortem_id: str) -> Response:
+        """The page's Restore button: a restore run of the postmortem's run, asked by the proxy's person."""
+        from mq_runbooks.app import restores
+
+        try:
+            identity, _ = await writer(request)
+            postmortem = read_postmortem(directory, postmortem_id)
+            wanted = await run_in_threadpool(restores.restore_request, services.catalog, postmortem.run_id)
+            run_id = await run_in_threadpool(restores.start_restore, settings, wanted, identity.name, "review-page",
+                                             start=services.start, by=identity.name)
+        except (IdentityRefused, BodyTooLarge, ValueError, RunbookError) as exc:
+            return write_refused(exc, other=409)
+        e = html.escape
+        return page("Restore started", f"<h1>Restore started</h1><p id=restore-run>Run <code>{e(run_id)}</code> "
+                    f"restores run <code>{e(postmortem.run_id)}</code>: it waits for the approvers of "
+                    f"{e(wanted.runbook.id)} (<code>runbook status {e(run_id)}</code>; Slack shows its plan).</p>"
+                    f"<p><a href='/postmortems/{e(postmortem_id)}'>Back to the postmortem</a> · "
+                    f"<a href='{e(run_url(settings, run_id))}'>Prefect run</a></p>", 201)
 
     @app.post("/postmortems/{postmortem_id}/review")
     async def postmortem_review(request: Request, postmortem_id: str) -> Response:
@@ -190,12 +232,6 @@ def add_postmortem_routes(app: FastAPI, services: Services) -> None:
             identity, form = await writer(request)
             mark_reviewed(directory, postmortem_id, identity.name, form.get("note", [""])[0].strip()[:2000],
                           proof=identity.proof())
-        except IdentityRefused as exc:
-            return refused(str(exc))
-        except BodyTooLarge:
-            return refused("the form is too large", 413)
-        except ValueError as exc:
-            return refused(f"the form is not one of ours: {exc}", 400)
-        except RunbookError as exc:
-            return refused(str(exc), 404)
+        except (IdentityRefused, BodyTooLarge, ValueError, RunbookError) as exc:
+            return write_refused(exc, other=404)
         return RedirectResponse(f"/postmortems/{postmortem_id}", status_code=303)

@@ -63,7 +63,7 @@ def run_document(view, now: dt.datetime | None = None) -> dict[str, Any]:
     deadline = gate_deadline(view.entries) if view.state_type == "PAUSED" else None
     planned = plan_at(view.entries)
     return {"id": view.id, "name": view.name, "runbook": view.runbook, "state": view.state,
-            "message": view.message, "target": view.target, "requested_by": view.requested_by,
+            "message": view.message, "target": view.target, "lock": view.lock, "requested_by": view.requested_by,
             "waiting_for": view.waiting_for(), "deadline": deadline.isoformat() if deadline else None,
             "plan_at": planned.isoformat() if planned else None,
             "plan_age_s": round((now - planned).total_seconds(), 1) if planned else None,

@@ -61,7 +61,8 @@ class RunView:
     started: str | None
     entries: list[journal.Entry]
     requested_by: str = ""
-    target: str = ""  # the run's lock key, e.g. kafka:primary:group:billing
+    target: str = ""  # the target in the runbook's words (its steps' `target`), e.g. primary/billing
+    lock: str = ""  # the run's lock key, e.g. kafka:primary:group:billing
     pause_key: str = ""  # the suspension an answer resumes (a signed answer names it), while paused
     journal_problems: tuple[str, ...] = ()  # entries not signed by the engine, missing links (kit/journal.py)
 
@@ -143,14 +144,19 @@ def read_run(reference: str) -> RunView:
 def _view(flow_run: FlowRun, entries: list[journal.Entry], problems: list[str] = ()) -> RunView:
     state = flow_run.state
     runbook = next((t.split(":", 1)[1] for t in flow_run.tags if t.startswith("runbook:")), "?")
-    target = next((t.split(":", 1)[1] for t in flow_run.tags if t.startswith("lock:")), "")
+    lock = next((t.split(":", 1)[1] for t in flow_run.tags if t.startswith("lock:")), "")
+    start = journal.last(entries, "parameters")
+    # The runbook's own words: its journal's start, else the run's name ("<runbook> <target>", a
+    # restore's "restore <runbook> <target>"), else the lock key.
+    _, named, target = flow_run.name.partition(f"{runbook} ")
+    target = str(start.data.get("target") or "") if start is not None else (target if named else "")
     requested_by = (flow_run.parameters or {}).get("requested_by") or ""
     return RunView(
         id=str(flow_run.id), name=flow_run.name, runbook=runbook,
         state=state.name if state else "Unknown", state_type=state.type.value if state else "UNKNOWN",
         message=(state.message or "") if state else "",
         started=(flow_run.start_time or flow_run.created).isoformat() if (flow_run.start_time or flow_run.created) else None,
-        entries=entries, requested_by=str(requested_by), target=target,
+        entries=entries, requested_by=str(requested_by), target=target or lock, lock=lock,
         pause_key=(state.state_details.pause_key or "") if state is not None and state.is_paused() else "",
         journal_problems=tuple(problems),
     )
@@ -193,7 +199,8 @@ def in_states(view: RunView, states: tuple[str, ...]) -> bool:
 def list_runs(limit: int = 20, runbook_id: str | None = None, states: tuple[str, ...] = (),
               mine: Callable[[RunView], bool] | None = None) -> list[RunView]:
     """The newest runs, newest first: of one runbook, in some states (see STATES, in_states), and/or
-    those `mine` accepts (read page by page until `limit` are found)."""
+    those `mine` accepts (read page by page until `limit` are found). An ended run's message is its
+    outcome's summary (its journal's words, not the exception text Prefect keeps of a failed run)."""
     tags = [RUNBOOK_TAG] + ([f"runbook:{runbook_id}"] if runbook_id else [])
     run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=tags), state=_state_filter(states))
     views: list[RunView] = []
@@ -206,7 +213,15 @@ def list_runs(limit: int = 20, runbook_id: str | None = None, states: tuple[str,
                 views.append(view)
                 if len(views) >= limit:
                     break
-    return views
+        return [_with_outcome(view, client) if view.finished else view for view in views]
+
+
+def _with_outcome(view: RunView, client) -> RunView:
+    """The ended run with its outcome's summary as its message (Prefect's, when its journal has none)."""
+    from dataclasses import replace
+
+    outcome = journal.last(journal.read(view.id, client), "outcome")
+    return replace(view, message=outcome.summary) if outcome is not None else view
 
 
 def waits_for(settings: Settings, catalog: Catalog, view: RunView, who: str) -> bool:

@@ -33,7 +33,7 @@ from mq_runbooks.integrations.slack_requests import (
 log = logging.getLogger("runbook.slack")
 APPROVE, REJECT = "runbook_approve", "runbook_reject"
 HELP = ("`/runbook list` · `/runbook show ID` · `/runbook plan ID key=value ...` · "
-        "`/runbook run ID key=value ...` · `/runbook status RUN` · `/runbook help`")
+        "`/runbook run ID key=value ...` · `/runbook status RUN` · `/runbook restore RUN` · `/runbook help`")
 
 
 def may_start(services: Services, runbook, verb: str, user_id: str) -> bool:
@@ -65,6 +65,8 @@ def command_reply(services: Services, command: SlashCommand, start: Callable[...
                 lines.append(f"waiting for {waiting}")
             lines += [f"• {e.at:%H:%M:%S} {e.kind}: {e.summary}" for e in view.entries[-8:]]
             return "\n".join(lines)
+        if verb == "restore":
+            return _restore_reply(services, command, args[0], start)
         runbook = catalog.get(args[0])
         if verb == "show":
             fields = runbook.parameters_model.model_fields
@@ -94,6 +96,27 @@ def command_reply(services: Services, command: SlashCommand, start: Callable[...
         return f"{exc}\n{HELP}"
     except RunbookError as exc:
         return f"Failed: {exc}"
+
+
+def _restore_reply(services: Services, command: SlashCommand, reference: str,
+                   start: Callable[..., tuple[str, bool]]) -> str:
+    """`/runbook restore RUN`: a restore run (app/restores.py), asked by whoever may run the runbook
+    from Slack; its plan and buttons follow in the channel like a run's."""
+    from mq_runbooks.app import restores
+
+    request = restores.restore_request(services.catalog, reference)
+    if not may_start(services, request.runbook, "run", command.user_id):
+        reason = f"<@{command.user_id}> may not restore runs of {request.runbook.id} from Slack"
+        log.warning("refused: %s", reason)
+        return f"Refused: {reason}."
+    run_id = restores.start_restore(
+        services.settings, request, command.user_id, "slack", user=command.user_id, user_name=command.user_name,
+        channel=command.channel_id,
+        start=lambda runbook, params, who, trigger: start(runbook, params, requested_by=who, trigger=trigger,
+                                                          idempotency_key=command.request_key or None))
+    services.metrics.runs_started.labels(request.runbook.id, "slack").inc()
+    return (f"Started a restore of run `{request.run_id}` ({request.runbook.id}): run `{run_id}`. Its plan (what it "
+            f"puts back against what is there now) and the Approve / Reject buttons follow in this channel.")
 
 
 def _respond(services: Services, command: SlashCommand, text: str) -> None:

@@ -110,16 +110,16 @@ def _executor_log(settings: Settings, run_id: str) -> str:
 
 def _waiting_for_lock(view: RunView, now: dt.datetime) -> str | None:
     """A running run that has started but holds no lock yet, while another run holds it."""
-    if not view.target:
+    if not view.lock:
         return None
     entries = view.entries or journal.read(view.id)
     started = journal.last(entries, "parameters")
     if started is None or any(e.kind in ("lock", "plan", "outcome") for e in entries):
         return None
-    held_by = holders(view.target, exclude=view.id)
+    held_by = holders(view.lock, exclude=view.id)
     if not held_by:
         return None
-    return f"waiting since {_at(started.at, now)} for the lock {view.target!r}, held by {', '.join(held_by)}"
+    return f"waiting since {_at(started.at, now)} for the lock {view.lock!r}, held by {', '.join(held_by)}"
 
 
 def _at(when: dt.datetime, now: dt.datetime) -> str:

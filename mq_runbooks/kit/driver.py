@@ -64,6 +64,8 @@ from mq_runbooks.kit.run_artifacts import publish_plan, publish_timeline
 from mq_runbooks.kit.lock import target_lock
 from mq_runbooks.kit.plans import Plan
 from mq_runbooks.kit.records import Action, Outcome, PlanRecord, Restore, Snapshot, Start, Verification
+from mq_runbooks.kit.restore import drive_restore
+from mq_runbooks.kit.restore_plan import RestoreItem, restore_of, start_summary
 from mq_runbooks.kit.runtime import RunContext
 from mq_runbooks.kit.steps import approve_stable_plan, publish_postmortem
 
@@ -275,8 +277,20 @@ class RunbookSteps(Generic[P, PlanT]):
         """Save what act will change; the journal keeps it and its restore command."""
         return None
 
-    def restore(self, run: Run, params: P, plan: PlanT, snapshot: Snapshot) -> Restore | None:
-        """Put the snapshot back after a failure part-way; None when there is nothing to restore."""
+    def restore(self, run: Run, params: P, plan: PlanT | None, snapshot: Snapshot) -> Restore | None:
+        """Put the snapshot back after a failure part-way (`plan` the run's plan), or in a restore run
+        (`plan` None: from the snapshot's data alone); None when there is nothing to restore."""
+        return None
+
+    cannot_undo: ClassVar[tuple[str, ...]] = ()  # what a restore cannot put back, in words (its plan says so)
+
+    def restore_items(self, env: Env, params: P, snapshot: Snapshot,
+                      original: list[journal.Entry]) -> list[RestoreItem] | None:
+        """`runbook restore RUN` (kit/restore.py): each value the snapshot of the run saved, what is
+        there now, and what the run left it at (read from `original`, its journal). After the
+        restore through `restore(run, params, None, snapshot)` (no plan: it works from the
+        snapshot's data alone) they are read again and must equal the snapshot. None (not written):
+        this runbook's runs are restored by hand, with the snapshot's `restore_command`."""
         return None
 
     def report(self, run: Run, params: P, plan: PlanT, result: Any) -> None:
@@ -344,18 +358,21 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
                                   "its final state", run_id, ended.summary)
             return ended_state(run.prior)
         start = journal.last(run.prior, "parameters")
+        undoes = restore_of(run.trigger)  # a restore run (kit/restore.py): `runbook restore RUN`
         if start is None:
             start = journal.write(run_id, Start(
-                summary=f"{steps.id} on {steps.target(params)}, requested by {requested_by}", runbook=steps.id,
+                summary=start_summary(steps.id, steps.target(params), undoes, requested_by) if undoes else
+                f"{steps.id} on {steps.target(params)}, requested by {requested_by}", runbook=steps.id,
                 parameters=params.model_dump(mode="json"), requested_by=requested_by, trigger=run.trigger,
                 target=steps.target(params)))
             _record_relative_targets(steps, run, params, start.at)
-            _label(run_id, name=run_name(steps.id, steps.target(params)),
+            _label(run_id, name=("restore " if undoes else "") + run_name(steps.id, steps.target(params)),
                    add=start_tags(steps.id, run.runbook.lock_key(params), requested_by))
         else:
             get_run_logger().info("resumed after its gate: the journal holds %d entries", len(run.prior))
         run.planned_at = start.at  # from the journal: the same moment in every execution of the run
-        state = _drive(steps, run, params)
+        state = _drive(steps, run, params) if undoes is None else drive_restore(
+            steps, run, params, closing=_closing, record_plan=_record_plan, transient=_transient)
     except PrefectSignal:  # suspended at the gate: the run goes on when it is answered
         _show(run_id)
         raise

@@ -25,6 +25,8 @@ def run_url(settings: Settings, run_id: str) -> str:
 
 def trigger_summary(requested_by: str, trigger: Mapping[str, Any] | None) -> str:
     trigger = trigger or {}
+    if trigger.get("restore_of"):
+        return f"restore of run {trigger['restore_of']}, asked by {requested_by} ({trigger.get('source') or 'cli'})"
     if trigger.get("source") in {"alertmanager", "grafana"}:
         labels = trigger.get("labels") or {}
         shown = ", ".join(f"{k}={v}" for k, v in labels.items() if k != "alertname")

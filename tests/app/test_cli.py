@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = Path(sys.executable).parent / "runbook"
-COMMANDS = ["list", "show", "doctor", "plan", "run", "approve", "reject", "runs", "status", "serve", "demo", "postmortems", "tokens"]
+COMMANDS = ["list", "show", "doctor", "plan", "run", "approve", "reject", "runs", "status", "restore", "serve", "demo", "postmortems", "tokens"]
 
 
 def runbook(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -73,7 +73,8 @@ def test_runs_filters_and_columns(paused_run):
         pytest.fail("run this module's tests in file order: the filters need the run still waiting")
     waiting = {item["id"]: item for item in _listed("--waiting")}
     assert view.id in waiting
-    assert waiting[view.id]["target"] == f"kafka:primary:group:{group}"
+    # The runbook's target in its own words; the lock key beside it (issue 27: not the lock key as target).
+    assert (waiting[view.id]["target"], waiting[view.id]["lock"]) == (f"primary/{group}", f"kafka:primary:group:{group}")
     assert waiting[view.id]["requested_by"] == "alice"
     assert all(item["state"] in ("Suspended", "Paused") for item in waiting.values())
     assert view.id in {item["id"] for item in _listed("--state", "PAUSED", "--runbook", "kafka-replay")}
@@ -87,7 +88,7 @@ def test_runs_filters_and_columns(paused_run):
     header, *lines = piped.stdout.splitlines()
     assert header.split("\t")[:6] == ["run", "name", "runbook", "state", "target", "requested by"]
     ours = [line.split("\t") for line in lines if line.startswith(view.id)]
-    assert ours and ours[0][:6] == [view.id, view.name, "kafka-replay", "Suspended", f"kafka:primary:group:{group}", "alice"]
+    assert ours and ours[0][:6] == [view.id, view.name, "kafka-replay", "Suspended", f"primary/{group}", "alice"]
 
 
 # After the filters (tests run in file order): it answers the shared run.

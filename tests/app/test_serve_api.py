@@ -80,6 +80,31 @@ def test_two_people_with_tokens_through_the_cli_and_no_prefect_credential(serve,
     assert nobody.returncode == 2 and "does not know who you are" in nobody.stderr and "Traceback" not in nobody.stderr
 
 
+def test_a_restore_through_serve_plans_starts_and_is_approved_by_another_person(serve, group_at_end, kafka_config):
+    (process, tokens), (topic, group) = serve, group_at_end
+    before = committed(kafka_config, group)
+    started = person(process.url, tokens["alice"], "run", "kafka-replay", "-p", "cluster=primary", "-p",
+                     f"group={group}", "-p", "shift_by=-3", "--json")
+    run_id = json.loads(started.stdout)["run_id"]
+    wait_until(run_id, paused, timeout=90)
+    assert person(process.url, tokens["bob"], "approve", run_id).returncode == 0
+    assert wait_until(run_id, finished, timeout=90).succeeded
+
+    shown = person(process.url, tokens["bob"], "restore", run_id[:8], "--plan")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "restore 3 of 3 saved value(s)" in shown.stdout and "cannot be undone" in shown.stdout
+    restore = person(process.url, tokens["bob"], "restore", run_id, "--json")
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    restore_id = json.loads(restore.stdout)["run_id"]
+    assert json.loads(restore.stdout)["restore_of"] == run_id
+    assert wait_until(restore_id, paused, timeout=90).requested_by == "bob"
+    own = person(process.url, tokens["bob"], "approve", restore_id)
+    assert own.returncode == 2 and "bob started this run and may not approve it" in own.stderr, own.stderr
+    assert person(process.url, tokens["alice"], "approve", restore_id).returncode == 0
+    assert wait_until(restore_id, finished, timeout=90).succeeded
+    assert committed(kafka_config, group) == before
+
+
 def test_two_people_through_a_trusted_proxy(serve, group_at_end, kafka_config):
     (process, _), (topic, group) = serve, group_at_end
     api = f"{process.url}/api/v1"

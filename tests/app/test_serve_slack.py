@@ -160,12 +160,42 @@ def test_slack_command_starts_and_buttons_approve_with_policy(serve, slack, grou
     assert any(text.startswith("*outcome*") for text in thread) and any("*verification*" in t for t in thread)
 
 
+def replay_from_slack(process, slack, group_id: str, requester: str) -> tuple[str, str, str]:
+    """`/runbook run kafka-replay ... to_earliest=true` by `requester`: (run id, channel, ts of its approval message)."""
+    run_id = started_run_id(slash(process.url, slack,
+                                  f"run kafka-replay cluster=primary group={group_id} to_earliest=true", requester))
+    return (run_id, *approval_message(slack, run_id))
+
+
+def test_slack_restore_command_undoes_a_run_through_its_own_gate(serve, slack, group):
+    process, _ = serve
+    config, topic, group_id = group
+    run_id, channel, ts = replay_from_slack(process, slack, group_id, CAROL)
+    click(process.url, "runbook_approve", run_id, DAVE, channel, ts)
+    assert wait_for(lambda: (v := runs.read_run(run_id)).finished and v, what="the run to end").succeeded
+
+    refused = slash(process.url, slack, f"restore {run_id}", MALLORY)
+    assert refused.startswith("Refused:") and "may not restore runs of kafka-replay" in refused
+    answer = slash(process.url, slack, f"restore {run_id[:8]}", CAROL)
+    assert f"Started a restore of run `{run_id}` (kafka-replay): run `" in answer, answer
+    restore_id = answer.split("): run `", 1)[1].split("`", 1)[0]
+    channel, ts = approval_message(slack, restore_id)
+    assert "restore" in str(slack.message(channel, ts)["blocks"]).lower()
+    click(process.url, "runbook_approve", restore_id, DAVE, channel, ts)
+    view = wait_for(lambda: (v := runs.read_run(restore_id)).finished and v, what="the restore to end")
+    assert view.succeeded, view.message
+    start = journal.last(view.entries, "parameters")
+    assert (start.data["trigger"]["source"], start.data["trigger"]["restore_of"]) == ("slack", run_id)
+    with KafkaClient(config) as kafka:
+        assert kafka.committed_offsets(group_id) == {(topic, 0): 4, (topic, 1): 4}, "the offsets before the run"
+    usage = slash(process.url, slack, "restore", CAROL)
+    assert "`/runbook restore` takes one RUN" in usage
+
+
 def test_reject_button_opens_a_modal_and_its_reason_rejects(serve, slack, group):
     process, _ = serve
     config, topic, group_id = group
-    run_id = started_run_id(slash(process.url, slack,
-                                  f"run kafka-replay cluster=primary group={group_id} to_earliest=true", DAVE))
-    channel, ts = approval_message(slack, run_id)
+    run_id, channel, ts = replay_from_slack(process, slack, group_id, DAVE)
     assert click(process.url, "runbook_reject", run_id, CAROL, channel, ts).status_code == 200
     modal = wait_for(lambda: [c for c in slack.calls("views.open") if c.params["view"]["private_metadata"] == run_id],
                      what="the reject modal")

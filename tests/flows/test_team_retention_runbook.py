@@ -1,7 +1,8 @@
 """A team writes `kafka-retention-extend` from the guide alone (issue 27, item 2): a team catalog
 (RUNBOOK_TEAM_CATALOG) whose module uses only the documented broker API, run end to end through its
-gate on the primary Kafka, and a failure after the change whose automatic restore puts the old
-retention.ms back: the old override, or the default (by deleting the override), and nothing else."""
+gate on the primary Kafka and undone by `runbook restore` (issue 27, item 1), and a failure after
+the change whose automatic restore puts the old retention.ms back: the old override, or the default
+(by deleting the override), and nothing else."""
 from __future__ import annotations
 
 import ast
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mq_runbooks.app import runs, starts
+from mq_runbooks.app import restores, runs, starts
 from mq_runbooks.base.clusters import load_clusters
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit import journal
@@ -109,6 +110,16 @@ def test_extend_through_the_gate(team_env, lagging_topic, clusters):
     assert snapshot.data["config"] == {"retention.ms": {"value": "3600000", "overridden": True}}
     assert snapshot.data["restore_command"].endswith(f"--entity-name {topic} --add-config retention.ms=3600000")
     assert journal.last(view.entries, "action").data["step"] == "alter-retention"
+
+    # Undo after a run that succeeded: a restore run of its own, through the same gate.
+    restore_id = restores.start_restore(settings, restores.restore_request(catalog, run_id), "alice")
+    waiting = wait_until(restore_id, paused)
+    [row] = journal.last(waiting.entries, "plan").data["rows"]
+    assert row == [f"{topic} retention.ms", "1209600000", "3600000", "1209600000", "as the run left it"]
+    runs.answer_gate(settings, catalog, restore_id, True, "carol", "the consumers caught up")
+    restored = wait_until(restore_id, finished)
+    assert restored.succeeded, (restored.message, restored.entries[-4:])
+    assert retention(clusters, topic) == (("3600000", True), False), "the old retention.ms, and nothing else"
 
 
 @pytest.mark.parametrize("before", [None, "3600000"], ids=["was-default", "was-overridden"])

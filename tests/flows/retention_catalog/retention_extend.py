@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.plans import PlanTable
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
+from mq_runbooks.kit.restore_plan import RestoreItem
 
 KEY = "retention.ms"
 
@@ -90,6 +91,15 @@ class RetentionExtend(RunbookSteps[RetentionParameters, RetentionPlan]):
                                      delete=[k for k, v in saved.items() if not v["overridden"]])
         done = ", ".join(f"{k}={v['value']}" if v["overridden"] else f"{k} back to the default" for k, v in saved.items())
         return Restore(summary=f"{params.topic}: {done}", restored=True)
+
+    def restore_items(self, env: Env, params, snapshot: Snapshot, original) -> list[RestoreItem]:
+        """`runbook restore RUN`: each saved key against its value now and the one the run set."""
+        with env.kafka(params.cluster) as kafka:
+            config = kafka.describe_topic_config(params.topic)
+        shown = lambda value, overridden: value if overridden else f"{value} (default)"  # noqa: E731
+        return [RestoreItem(f"{params.topic} {key}", saved=shown(v["value"], v["overridden"]),
+                            now=shown(config[key].value, config[key].overridden), left=str(params.retention_ms))
+                for key, v in snapshot.data["config"].items()]
 
 
 STEPS = RetentionExtend()

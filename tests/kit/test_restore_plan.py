@@ -1,0 +1,73 @@
+"""The plan of a restore (kit/restore_plan.py) without a broker, and which shipped runbooks restore
+in a run of their own (the README and the guide name exactly those)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mq_runbooks.base.catalog import load_catalog
+from mq_runbooks.base.settings import Settings
+from mq_runbooks.kit.conformance import steps_of
+from mq_runbooks.kit.driver import RunbookSteps
+from mq_runbooks.kit.restore_plan import RestoreItem, RestorePlan, restore_of
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def plan(*items: RestoreItem, cannot_undo: tuple[str, ...] = ()) -> RestorePlan:
+    return RestorePlan(of_run="1a2b3c4d-0000", runbook="kafka-replay", target="primary/billing", items=items,
+                       cannot_undo=cannot_undo, restore_command="runbook run kafka-replay ...")
+
+
+def test_the_plan_is_a_row_per_value_not_as_saved_and_says_what_moved_since_the_run():
+    restore = plan(RestoreItem("orders:0", saved=10, now=4, left=4), RestoreItem("orders:1", saved=10, now=7, left=4),
+                   RestoreItem("orders:2", saved=10, now=10, left=4), cannot_undo=("the dead-letter copies stay",))
+    assert restore.rows() == [("orders:0", 4, 10, 4, "as the run left it"),
+                              ("orders:1", 7, 10, 4, "moved since the run: 4 -> 7")]
+    assert restore.summary() == ("restore 2 of 3 saved value(s) of primary/billing from the snapshot of run 1a2b3c4d "
+                                 "(kafka-replay); 1 moved since the run")
+    warnings = list(restore.warnings())
+    assert warnings[0].startswith("orders:1 moved since the run (4 -> 7): the restore sets it to 10")
+    assert "cannot be undone: the dead-letter copies stay" in warnings
+    assert "1 saved value(s) are already as the snapshot saved them: left alone" in warnings
+    markdown = restore.markdown()
+    assert "| orders:1 | 7 | 10 | 4 | moved since the run: 4 -> 7 |" in markdown and "cannot be undone" in markdown
+    document = restore.to_json()
+    assert (document["restore_of"], document["moved_since"], document["saved_values"]) == ("1a2b3c4d-0000",
+                                                                                          ["orders:1"], 3)
+    assert plan(RestoreItem("orders:0", saved=10, now=10)).changes_anything() is False
+
+
+def test_the_digest_binds_what_is_put_back_not_the_values_that_move_while_the_gate_waits():
+    approved = plan(RestoreItem("orders:0", saved=10, now=4, left=4))
+    assert plan(RestoreItem("orders:0", saved=10, now=6, left=4)).digest() == approved.digest()
+    assert plan(RestoreItem("orders:0", saved=11, now=4, left=4)).digest() != approved.digest()
+    assert plan(RestoreItem("orders:0", saved=10, now=4, left=4),
+                RestoreItem("orders:1", saved=10, now=4, left=4)).digest() != approved.digest()
+
+
+def test_a_restore_run_is_named_by_its_trigger():
+    assert restore_of({"source": "cli", "restore_of": "1a2b"}) == "1a2b"
+    assert restore_of({"source": "slack"}) is None and restore_of(None) is None
+
+
+def restorable_runbooks() -> set[str]:
+    catalog = load_catalog(Settings.from_environ().catalog)
+    found = set()
+    for runbook in catalog:
+        steps = steps_of(runbook)
+        if steps is not None and type(steps).restore_items is not RunbookSteps.restore_items:
+            assert type(steps).snapshot is not RunbookSteps.snapshot, f"{runbook.id}: restore_items without a snapshot"
+            found.add(runbook.id)
+    return found
+
+
+def test_the_readme_and_the_guide_name_exactly_the_runbooks_that_restore_in_a_run():
+    restorable = restorable_runbooks()
+    assert {"kafka-replay", "kafka-drain-stuck", "redis-streams-replay", "redis-streams-drain-stuck"} <= restorable
+    readme = (REPO / "README.md").read_text()
+    guide = (REPO / "docs" / "writing-runbooks.md").read_text()
+    listed = re.search(r"Runbooks\s+that restore this way: (.*?)\.\n", readme, re.S).group(1)
+    assert set(re.findall(r"`([a-z0-9-]+)`", listed)) == restorable
+    listed = re.search(r"The\s+shipped runbooks that restore this way: (.*?)\.\n", guide, re.S).group(1)
+    assert set(re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)+", listed)) == restorable
