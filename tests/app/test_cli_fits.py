@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from mq_runbooks.app.cli import column_widths
+from mq_runbooks.app.cli_base import column_widths
 from mq_runbooks.kit.postmortem.store import save_draft
 from tests.app.test_cli import RUNBOOK, runbook
 from tests.flows.runbook_harness import finished, paused, wait_until
