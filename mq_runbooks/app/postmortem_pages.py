@@ -34,7 +34,10 @@ table { border-collapse: collapse; margin: 1rem 0; } td, th { border: 1px solid 
 pre { background: #f5f5f7; padding: .75rem; overflow-x: auto; }
 form { margin: .75rem 0 1.5rem; padding: .75rem 1rem; background: #f5f5f7; border-left: 3px solid #0b57d0; }
 textarea { display: block; width: 100%; box-sizing: border-box; margin: .25rem 0 .5rem; font: inherit; }
-.items input { width: 100%; box-sizing: border-box; } .items td { border: none; padding: .15rem .25rem; }
+.items { width: 100%; } .items input { width: 100%; box-sizing: border-box; } .items td { border: none; padding: .15rem .25rem; }
+.items th:first-child { width: 45%; } .items td:last-child { white-space: nowrap; }
+#postmortems td:last-child { white-space: nowrap; }
+.timeline td:first-child { white-space: nowrap; font-variant-numeric: tabular-nums; }
 .who { color: #555; } .refused { color: #a50e0e; } .hint { color: #555; font-size: .9em; }
 .saved { background: #e6f4ea; color: #137333; padding: .4rem .75rem; border-radius: 4px; font-weight: 600; }
 .to-write { color: #a15c00; font-size: .85em; font-weight: 600; }
@@ -109,32 +112,33 @@ def postmortem_page(postmortem: Postmortem, *, editor: str | None, who: str, lin
     writable = {s.title: s for s in writable_sections(postmortem.body, postmortem.meta)}
     saved_line = _saved_line(postmortem) if saved else ""
     taken: set[str] = {REVIEW_ANCHOR}
-    contents, parts, title, to_write_count = [], [], postmortem.id, 0
+    contents, parts, title, to_write_count, preamble = [], [], postmortem.id, 0, ""
     for heading, text in body_sections(postmortem.body):
         if heading is None:
             first = text.lstrip().split("\n", 1)[0]
             title = first[2:].strip() if first.startswith("# ") else title
-            parts.append(f"<header id=preamble>{MARKDOWN.render(text)}</header>")
+            preamble = f"<header id=preamble>{MARKDOWN.render(text)}</header>"
             continue
         name = heading[: -len(TO_WRITE)] if heading.endswith(TO_WRITE) else heading
         anchor = anchor_of(name, taken)
         to_write = heading.endswith(TO_WRITE)
         to_write_count += to_write
-        contents.append(f"<li><a href='#{anchor}'>{e(name)}</a>"
+        contents.append(f"<li><a href='#{anchor}'>{e(name.replace('`', ''))}</a>"
                         + (" <span class=to-write>to write</span>" if to_write else "") + "</li>")
         shown = MARKDOWN.render(f"## {heading}\n{text}")
         confirmation = saved_line if saved == anchor else ""
         if heading in FOLDED:
-            parts.append(f"<section id={anchor}><details class=folded><summary>{e(name)}</summary>"
+            parts.append(f"<section id={anchor} class=timeline><details class=folded><summary>{e(name)}</summary>"
                          f"{MARKDOWN.render(text)}</details></section>")
         elif name == ACTION_ITEMS and name in writable and editor:
-            parts.append(f"<section id={anchor}><h2>{e(name)}</h2>{confirmation}"
+            parts.append(f"<section id={anchor}><h2>{e(heading)}</h2>{confirmation}"
                          f"{_items_form(postmortem, anchor, blank_rows)}</section>")
         elif name in writable and editor:
             parts.append(f"<section id={anchor}>{shown}{confirmation}"
                          f"{_section_form(postmortem, anchor, writable[name].title, writable[name].text)}</section>")
         else:
-            parts.append(f"<section id={anchor}>{shown}</section>")
+            kind = " class=timeline" if name.startswith("Timeline") else ""
+            parts.append(f"<section id={anchor}{kind}>{shown}</section>")
     reviewers = "".join(
         f"<li>{e(str(r.get('name', r.get('by', ''))))} at {e(str(r.get('at', '')))}"
         f"{': ' + e(str(r.get('note'))) if r.get('note') else ''}</li>"
@@ -148,6 +152,7 @@ def postmortem_page(postmortem: Postmortem, *, editor: str | None, who: str, lin
                   f"<button type=submit>Mark reviewed as {e(editor)}</button></form></section>")
     body = (
         f"<nav><a href='/postmortems'>All postmortems</a>{links}</nav>"
+        f"<article id=postmortem>{preamble}"
         f"<p>Status: <span class='status-{e(postmortem.status)}' id=status>{e(postmortem.status)}</span>"
         f" · targets <b id=targets>{e(', '.join(postmortem.targets) or 'unknown')}</b>"
         f" · run <code>{e(postmortem.run_id)}</code> · file <code>{e(str(postmortem.path))}</code></p>"
@@ -156,7 +161,7 @@ def postmortem_page(postmortem: Postmortem, *, editor: str | None, who: str, lin
         + f"<details open id=contents-box><summary>Contents ({to_write_count} section(s) to write"
         + (f"; <a href='#{REVIEW_ANCHOR}'>mark reviewed</a>" if editor else "") + ")</summary>"
         + f"<ol id=contents>{''.join(contents)}</ol></details>"
-        + f"<article id=postmortem>{''.join(parts)}</article>"
+        + f"{''.join(parts)}</article>"
         + review
     )
     return page(f"{title} · {postmortem.id}", body)
