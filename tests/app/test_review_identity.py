@@ -130,10 +130,16 @@ def test_the_team_writes_sections_and_action_items_into_the_file(serve, draft):
         bad = http.post(f"{serve.url}/postmortems/{draft.id}", headers={"Origin": serve.url, "X-Forwarded-User": "carol"},
                         data={"action-0": "x", "due-0": "next week", "items": "1"})
         assert bad.status_code == 400 and "is not a date like 2026-12-31" in bad.text
+        # A section's own form carries no action items: saving it leaves them as they are.
+        alone = http.post(f"{serve.url}/postmortems/{draft.id}", headers={"Origin": serve.url, "X-Forwarded-User": "dana"},
+                          data={"section:What went well": "", "return": "s-what-went-well"})
+        assert alone.status_code == 303 and alone.headers["location"] == (
+            f"/postmortems/{draft.id}?saved=s-what-went-well#s-what-went-well")
     meta = front_matter(draft.path)
     assert meta["action_items"] == [{"action": "Add the schema check | to CI", "owner": "carol", "due": "2026-12-15",
                                      "link": "https://tracker.example/T-1"}]
-    assert meta["edits"][-1]["name"] == "carol" and meta["edits"][-1]["proof"]["header"] == "X-Forwarded-User"
+    assert [e["name"] for e in meta["edits"][-2:]] == ["carol", "Dana"]  # teams.yaml spells her so
+    assert meta["edits"][-1]["proof"]["header"] == "X-Forwarded-User"
     assert set(meta["written"]) == {"Root cause", "What went well", "Action items"}
     text = draft.path.read_text(encoding="utf-8")
     assert "## Root cause\n\nThe consumer's deploy skipped a schema check.\n" in text
