@@ -1,55 +1,43 @@
-"""The postmortem review pages of `runbook serve`: a list (filter by runbook and status), a draft with
-the form to write its TO WRITE sections and action items, and the review action. The Markdown files
-stay the source of truth: every save rewrites the file (front matter + sections).
+"""The postmortem review pages of `runbook serve` (the HTML is postmortem_pages.py's): a list (filter by
+runbook and status; target and incident columns), a postmortem with its TO WRITE sections and action
+items editable where they stand, and the review action. The Markdown files stay the source of truth:
+every save rewrites the file (front matter + sections).
 
     GET  /postmortems?runbook=ID&status=draft|reviewed
-    GET  /postmortems/{id}
-    POST /postmortems/{id}          (form: section:<title>, action-N, owner-N, due-N, link-N)
+    GET  /postmortems/{id}[?saved=ANCHOR&rows=N]   (after a save: its confirmation, N blank action-item rows)
+    POST /postmortems/{id}          (form: section:<title> ..., and with items=1 the action items:
+                                     action-N, owner-N, due-N, link-N, remove-N; add=1 asks for another row;
+                                     return=ANCHOR, the section to come back to)
     POST /postmortems/{id}/review   (form: note)
     POST /postmortems/{id}/restore  (the Restore button: a restore run of the postmortem's run)
 
-Writes need the identity a trusted authenticating proxy asserts and a same-origin request
-(web_identity); with RUNBOOK_REVIEW_REQUIRE_IDENTITY, so do reads. Refusals are a 403 saying why.
+A form carries only its own section (or the action items), so two people writing two sections do
+not overwrite each other. Writes need the identity a trusted authenticating proxy asserts and a
+same-origin request (web_identity); with RUNBOOK_REVIEW_REQUIRE_IDENTITY, so do reads. Refusals are
+a 403 saying why.
 """
 from __future__ import annotations
 
 import html
-from urllib.parse import parse_qs
+import re
+from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from markdown_it import MarkdownIt
 from starlette.concurrency import run_in_threadpool
 
 from mq_runbooks.app.http import BodyTooLarge, Services, read_body
+from mq_runbooks.app.postmortem_pages import (
+    MAX_BLANK_ROWS, REVIEW_ANCHOR, list_page, page, postmortem_page, refused, saved_anchor,
+)
 from mq_runbooks.app.web_identity import IdentityRefused, ProxyIdentity, proxy_identity, require_same_origin
 from mq_runbooks.base.errors import NotFoundError, RunbookError
 from mq_runbooks.kit.notify import run_url
-from mq_runbooks.kit.postmortem.edit import ACTION_ITEMS, MAX_ACTION_ITEMS, ActionItem, action_items, writable_sections
-from mq_runbooks.kit.postmortem.store import (
-    STATUSES, Postmortem, list_postmortems, mark_reviewed, read_postmortem, save_edits,
-)
+from mq_runbooks.kit.postmortem.edit import MAX_ACTION_ITEMS, ActionItem
+from mq_runbooks.kit.postmortem.store import STATUSES, Postmortem, list_postmortems, mark_reviewed, read_postmortem, save_edits
 
-_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
-_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #1d1d1f; }
-table { border-collapse: collapse; margin: 1rem 0; } td, th { border: 1px solid #ccc; padding: .25rem .5rem; }
-.status-draft { color: #a15c00; font-weight: 600; } .status-reviewed { color: #137333; font-weight: 600; }
-pre { background: #f5f5f7; padding: .75rem; overflow-x: auto; } form { margin: 1.5rem 0; padding: 1rem; background: #f5f5f7; }
-label > input, label > textarea { display: block; margin: .25rem 0 .75rem; width: 100%; max-width: 50rem; }
-#actions input { width: 100%; box-sizing: border-box; } .who { color: #555; } .refused { color: #a50e0e; }
-nav a { margin-right: 1rem; }
-"""
 FORM_LIMIT = 256 * 1024
-
-
-def page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-                        f"<style>{_STYLE}</style></head><body>{body}</body></html>", status_code=status)
-
-
-def refused(reason: str, status: int = 403) -> HTMLResponse:
-    return page("Refused", f"<h1>Refused</h1><p class=refused id=reason>{html.escape(reason)}</p>", status)
+_ITEM_FIELD = re.compile(r"^(action|owner|due|link|remove)-(\d{1,4})$")
 
 
 def write_refused(exc: Exception, other: int) -> HTMLResponse:
@@ -68,25 +56,6 @@ def _peer(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _edit_form(postmortem: Postmortem) -> str:
-    e = html.escape
-    fields = "".join(
-        f"<label>{e(s.title)}<textarea name='section:{e(s.title)}' rows=6>{e(s.text)}</textarea></label>"
-        for s in writable_sections(postmortem.body, postmortem.meta) if s.title != ACTION_ITEMS
-    )
-    items = action_items(postmortem.meta)
-    rows = "".join(
-        f"<tr><td><input name=action-{n} value='{e(i.action)}' aria-label='action {n}'></td>"
-        f"<td><input name=owner-{n} value='{e(i.owner)}' aria-label='owner {n}'></td>"
-        f"<td><input name=due-{n} type=date value='{e(i.due)}' aria-label='due {n}'></td>"
-        f"<td><input name=link-{n} type=url value='{e(i.link)}' aria-label='link {n}'></td></tr>"
-        for n, i in enumerate([*items, ActionItem(""), ActionItem("")][:MAX_ACTION_ITEMS])
-    )
-    return (f"<form method=post action='/postmortems/{e(postmortem.id)}' id=edit><h2>Write the postmortem</h2>"
-            f"{fields}<h3>{ACTION_ITEMS}</h3><table id=actions><tr><th>action</th><th>owner</th><th>due</th>"
-            f"<th>ticket link</th></tr>{rows}</table><button type=submit>Save</button></form>")
-
-
 def _restore_form(services: Services, postmortem: Postmortem, name: str) -> str:
     """The Restore button, when the postmortem's run can be restored (app/restores.py), else why not."""
     from mq_runbooks.app import restores
@@ -102,14 +71,29 @@ def _restore_form(services: Services, postmortem: Postmortem, name: str) -> str:
             f"<button type=submit>Restore as {e(name)}</button></form>")
 
 
-def _form_edits(form: dict[str, list[str]]) -> tuple[dict[str, str], list[ActionItem]]:
+def _form_edits(form: dict[str, list[str]]) -> tuple[dict[str, str], list[ActionItem] | None]:
+    """(section texts, action items or None when the form does not carry them) from a posted form."""
     texts = {key[len("section:"):]: values[0] for key, values in form.items() if key.startswith("section:")}
+    if not form.get("items"):
+        return texts, None
+    rows: dict[int, dict[str, str]] = {}
+    for key, values in form.items():
+        match = _ITEM_FIELD.match(key)
+        if match:
+            rows.setdefault(int(match.group(2)), {})[match.group(1)] = values[0]
     items = []
-    for n in range(MAX_ACTION_ITEMS + 2):
-        action, owner, due, link = (form.get(f"{name}-{n}", [""])[0] for name in ("action", "owner", "due", "link"))
-        if action.strip() or owner.strip() or due.strip() or link.strip():
-            items.append(ActionItem.checked(action, owner, due, link))
+    for _, row in sorted(rows.items()):
+        fields = [row.get(name, "") for name in ("action", "owner", "due", "link")]
+        if not row.get("remove") and any(value.strip() for value in fields):
+            items.append(ActionItem.checked(*fields))
     return texts, items
+
+
+def _back_to(postmortem_id: str, form: dict[str, list[str]], blank_rows: int = 1) -> RedirectResponse:
+    """Back to the page, at the section the form came from, saying it was saved."""
+    anchor = saved_anchor(form.get("return", [""])[0]) or REVIEW_ANCHOR
+    rows = f"&rows={min(blank_rows, MAX_BLANK_ROWS)}" if blank_rows > 1 else ""
+    return RedirectResponse(f"/postmortems/{quote(postmortem_id)}?saved={anchor}{rows}#{anchor}", status_code=303)
 
 
 def add_postmortem_routes(app: FastAPI, services: Services) -> None:
@@ -126,7 +110,8 @@ def add_postmortem_routes(app: FastAPI, services: Services) -> None:
         require_same_origin(settings, request.headers)
         identity = proxy_identity(settings, request.headers, _peer(request))
         body = await read_body(request, limit=FORM_LIMIT)
-        return identity, parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=4 * MAX_ACTION_ITEMS + 100)
+        fields = 5 * (MAX_ACTION_ITEMS + MAX_BLANK_ROWS) + 100  # five per action-item row, and the sections
+        return identity, parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=fields)
 
     @app.get("/postmortems")
     async def postmortem_list(request: Request, runbook: str | None = None, status: str | None = None) -> Response:
@@ -137,27 +122,10 @@ def add_postmortem_routes(app: FastAPI, services: Services) -> None:
         if status and status not in STATUSES:
             return HTMLResponse(f"status must be one of {', '.join(STATUSES)}", status_code=400)
         items = list_postmortems(directory, runbook=runbook or None, status=status or None)
-        rows = "".join(
-            f"<tr><td><a href='/postmortems/{html.escape(p.id)}'>{html.escape(p.id)}</a></td>"
-            f"<td>{html.escape(p.runbook)}</td><td class='status-{html.escape(p.status)}'>{html.escape(p.status)}</td>"
-            f"<td>{html.escape(str(p.meta.get('outcome', '')))}</td><td>{html.escape(str(p.meta.get('created', '')))}</td></tr>"
-            for p in items
-        )
-        runbooks = sorted({r.id for r in services.catalog})
-        options = "".join(f"<option{' selected' if r == runbook else ''}>{html.escape(r)}</option>" for r in runbooks)
-        statuses = "".join(f"<option{' selected' if s == status else ''}>{s}</option>" for s in STATUSES)
-        body = (
-            "<h1>Postmortems</h1>"
-            "<form method=get><label>Runbook<select name=runbook><option value=''>all</option>"
-            f"{options}</select></label><label>Status<select name=status><option value=''>all</option>{statuses}"
-            "</select></label><button>Filter</button></form>"
-            f"<table><tr><th>postmortem</th><th>runbook</th><th>status</th><th>outcome</th><th>created</th></tr>{rows}</table>"
-            + ("" if items else "<p>No postmortems match.</p>")
-        )
-        return page("Postmortems", body)
+        return list_page(items, sorted({r.id for r in services.catalog}), runbook, status, STATUSES)
 
     @app.get("/postmortems/{postmortem_id}")
-    async def postmortem_view(request: Request, postmortem_id: str) -> Response:
+    async def postmortem_view(request: Request, postmortem_id: str, saved: str = "", rows: int = 1) -> Response:
         try:
             reader(request)
             postmortem = read_postmortem(directory, postmortem_id)
@@ -168,33 +136,18 @@ def add_postmortem_routes(app: FastAPI, services: Services) -> None:
         e = html.escape
         try:
             identity = proxy_identity(settings, request.headers, _peer(request))
+            editor: str | None = identity.name
             who = (f"<p class=who id=who>You are <b>{e(identity.name)}</b> ({e(identity.header)}: "
                    f"{e(identity.asserted)}, via {e(identity.proxy)}).</p>")
-            forms = _edit_form(postmortem) + (
-                f"<form method=post action='/postmortems/{e(postmortem.id)}/review' id=review>"
-                "<h3>Mark reviewed</h3><label>Note<textarea name=note rows=3></textarea></label>"
-                f"<button type=submit>Mark reviewed as {e(identity.name)}</button></form>")
-            forms += await run_in_threadpool(_restore_form, services, postmortem, identity.name)
+            undo = await run_in_threadpool(_restore_form, services, postmortem, identity.name)
         except IdentityRefused as exc:
-            who, forms = "", f"<p class=refused id=who>Editing and reviewing are off here: {e(str(exc))}</p>"
-        reviewers = "".join(
-            f"<li>{e(str(r.get('name', r.get('by', ''))))} at {e(str(r.get('at', '')))}"
-            f"{': ' + e(str(r.get('note'))) if r.get('note') else ''}</li>"
-            for r in postmortem.reviewers
-        )
+            editor, undo = None, ""
+            who = f"<p class=refused id=who>Editing and reviewing are off here: {e(str(exc))}</p>"
         links = f"<a href='{e(run_url(settings, postmortem.run_id))}' id=prefect-run>Prefect run</a>"
         if settings.public_url:
             links += f"<a href='{e(settings.public_url)}/postmortems/{e(postmortem.id)}' id=permalink>Permalink</a>"
-        body = (
-            f"<nav><a href='/postmortems'>All postmortems</a>{links}</nav>"
-            f"<p>Status: <span class='status-{e(postmortem.status)}' id=status>{e(postmortem.status)}</span>"
-            f" · run <code>{e(postmortem.run_id)}</code> · file <code>{e(str(postmortem.path))}</code></p>"
-            + who
-            + (f"<h3>Reviewed by</h3><ul id=reviewers>{reviewers}</ul>" if reviewers else "")
-            + f"<article id=postmortem>{_MARKDOWN.render(postmortem.body)}</article>"
-            + forms
-        )
-        return page(postmortem.id, body)
+        return postmortem_page(postmortem, editor=editor, who=who, links=links, saved=saved_anchor(saved),
+                               blank_rows=max(1, min(rows, MAX_BLANK_ROWS)), undo=undo)
 
     @app.post("/postmortems/{postmortem_id}")
     async def postmortem_edit(request: Request, postmortem_id: str) -> Response:
@@ -204,7 +157,8 @@ def add_postmortem_routes(app: FastAPI, services: Services) -> None:
             save_edits(directory, postmortem_id, texts, items, identity.name, identity.proof())
         except (IdentityRefused, BodyTooLarge, ValueError, RunbookError) as exc:
             return write_refused(exc, other=400)
-        return RedirectResponse(f"/postmortems/{postmortem_id}", status_code=303)
+        blank = form.get("rows", ["1"])[0]
+        return _back_to(postmortem_id, form, int(blank) + 1 if form.get("add") and blank.isdigit() else 1)
 
     @app.post("/postmortems/{postmortem_id}/restore")
     async def postmortem_restore(request: Request, postmortem_id: str) -> Response:
@@ -234,4 +188,4 @@ def add_postmortem_routes(app: FastAPI, services: Services) -> None:
                           proof=identity.proof())
         except (IdentityRefused, BodyTooLarge, ValueError, RunbookError) as exc:
             return write_refused(exc, other=404)
-        return RedirectResponse(f"/postmortems/{postmortem_id}", status_code=303)
+        return _back_to(postmortem_id, {"return": [REVIEW_ANCHOR]})

@@ -1,10 +1,13 @@
 """The run journal: the one record of a run that every later view reads (CLI status, Slack, the
 postmortem, the audit trail).
 
-Each entry is appended as its own Prefect artifact of type `runbook-journal`, attached to the flow
-run. Append-only entries need no read-modify-write, so the flow, the CLI (a refused approval) and
-any `runbook serve` replica can all write to one run's journal, and any process that reaches the
-Prefect API can read it, during the run or long after.
+Each entry is appended as its own Prefect artifact of type `runbook-journal`, a version of the run's
+key `runbook-journal-<run id>` (`entries_key`). Append-only entries need no read-modify-write, so the
+flow, the CLI (a refused approval) and any `runbook serve` replica can all write to one run's journal,
+and any process that reaches the Prefect API can read it, during the run or long after. The entries
+are not attached to the flow run itself: Prefect's UI would show each as a card of an unknown type
+on the run's page, where people read the journal as one Markdown timeline (kit/run_artifacts.py).
+Entries written attached to the run (before this was so) are read too.
 
 An entry: {"at": ISO-8601 UTC, "kind": one of KINDS, "summary": one line, "data": {...},
 "prev": the signature of the newest entry its writer had read or written ("" if none),
@@ -26,7 +29,7 @@ from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, ArtifactFilterType
 from prefect.client.schemas.sorting import ArtifactSort
 
 if TYPE_CHECKING:
@@ -118,7 +121,7 @@ def record(flow_run_id: UUID | str, kind: str, summary: str, **data: Any) -> Ent
     entry = Entry.from_json(document)
     with get_client(sync_client=True) as client:
         client.create_artifact(ArtifactCreate(
-            type=ARTIFACT_TYPE, flow_run_id=UUID(run_id), description=f"{kind}: {summary}"[:500], data=document,
+            type=ARTIFACT_TYPE, key=entries_key(run_id), description=f"{kind}: {summary}"[:500], data=document,
         ))
     _remember_mac(run_id, entry.mac)
     for listener in list(_listeners):
@@ -127,6 +130,11 @@ def record(flow_run_id: UUID | str, kind: str, summary: str, **data: Any) -> Ent
         except Exception:  # noqa: BLE001  (a mirror must not break the record)
             pass
     return entry
+
+
+def entries_key(run_id: UUID | str) -> str:
+    """The artifact key whose versions are a run's journal entries."""
+    return f"{ARTIFACT_TYPE}-{UUID(str(run_id))}"
 
 
 def write(flow_run_id: UUID | str, entry: "Record") -> Entry:
@@ -160,19 +168,21 @@ def read_checked(flow_run_id: UUID | str, client=None) -> tuple[list[Entry], lis
     from mq_runbooks.kit.signing import verify
 
     run_id = str(UUID(str(flow_run_id)))
-    documents: list[dict[str, Any]] = []
-    artifact_filter = ArtifactFilter(
-        flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(str(flow_run_id))]),
-        type=ArtifactFilterType(any_=[ARTIFACT_TYPE]),
-    )
-    offset = 0
-    while True:
-        page = client.read_artifacts(artifact_filter=artifact_filter, sort=ArtifactSort.CREATED_DESC,
-                                     limit=200, offset=offset)
-        documents += [artifact.data for artifact in page]
-        if len(page) < 200:
-            break
-        offset += 200
+    found_artifacts: dict[UUID, Any] = {}
+    for artifact_filter in (  # the run's key; and entries attached to the run, as they were written before
+            ArtifactFilter(key=ArtifactFilterKey(any_=[entries_key(run_id)]),
+                           type=ArtifactFilterType(any_=[ARTIFACT_TYPE])),
+            ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]),
+                           type=ArtifactFilterType(any_=[ARTIFACT_TYPE]))):
+        offset = 0
+        while True:
+            page = client.read_artifacts(artifact_filter=artifact_filter, sort=ArtifactSort.CREATED_DESC,
+                                         limit=200, offset=offset)
+            found_artifacts.update((artifact.id, artifact.data) for artifact in page)
+            if len(page) < 200:
+                break
+            offset += 200
+    documents: list[dict[str, Any]] = list(found_artifacts.values())
     key = _key()
     entries: list[Entry] = []
     found: list[str] = []

@@ -4,7 +4,8 @@ version replaces the one shown, and the older ones stay as its history, instead 
     plan-<run id>      the plan as a table (a row per partition / queue / entry), from the first plan on;
                        each version of the plan (re-planned after approval) is a new version of it
     journal-<run id>   the journal as one Markdown timeline, oldest first (time, what, summary):
-                       published when the run suspends at its gate and when it ends
+                       published when the run suspends at its gate and when it ends, updated in place
+                       (`put_markdown`: the run's page shows one card, the latest; the postmortem's is too)
 
 (The journal's own entries are artifacts too, one per entry, of type `runbook-journal`: the record the
 engine signs and reads back, shown by Prefect as cards of an unknown type. The timeline is what to read.)
@@ -19,7 +20,9 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import ArtifactCreate
+from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 
 
 def plan_key(run_id: str) -> str:
@@ -41,18 +44,29 @@ def timeline_key(run_id: str) -> str:
 
 
 def publish_timeline(run_id: str, entries: Sequence[Any]) -> str:
-    """The journal (kit/journal.py entries) as one Markdown timeline artifact of the run (a new
-    version of `timeline_key`); returns its key."""
+    """The journal (kit/journal.py entries) as one Markdown timeline artifact of the run (`timeline_key`,
+    updated in place); returns its key."""
     lines = ["| time (UTC) | what | summary |", "|---|---|---|"]
     for entry in sorted(entries, key=lambda e: e.at):
         summary = " ".join(str(entry.summary).split()).replace("|", "\\|")
         lines.append(f"| {entry.at.strftime('%Y-%m-%d %H:%M:%S')} | {entry.kind.replace('_', ' ')} | {summary} |")
+    return put_markdown(run_id, timeline_key(run_id), f"### Journal of run {run_id}\n\n" + "\n".join(lines),
+                        f"the run's journal, {len(entries)} entries, oldest first")
+
+
+def put_markdown(run_id: str, key: str, markdown: str, description: str) -> str:
+    """A Markdown artifact of the run under `key`: the run's own one updated in place when it has one
+    (so the run's page in Prefect's UI shows one card, the latest), else created; returns the key."""
     with get_client(sync_client=True) as client:
-        client.create_artifact(ArtifactCreate(
-            key=timeline_key(run_id), type="markdown", flow_run_id=UUID(run_id),
-            data=f"### Journal of run {run_id}\n\n" + "\n".join(lines),
-            description=f"the run's journal, {len(entries)} entries, oldest first"))
-    return timeline_key(run_id)
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)])),
+            sort=ArtifactSort.CREATED_DESC, limit=1)
+        if found:
+            client.update_artifact(found[0].id, ArtifactUpdate(data=markdown, description=description))
+        else:
+            client.create_artifact(ArtifactCreate(key=key, type="markdown", flow_run_id=UUID(run_id), data=markdown,
+                                                  description=description))
+    return key
 
 
 def artifact_link(key: str) -> str:
@@ -66,4 +80,4 @@ def _cell(value: Any) -> Any:
     return value if isinstance(value, (int, float, str)) or value is None else str(value)
 
 
-__all__ = ["artifact_link", "plan_key", "publish_plan", "publish_timeline", "timeline_key"]
+__all__ = ["artifact_link", "plan_key", "publish_plan", "publish_timeline", "put_markdown", "timeline_key"]

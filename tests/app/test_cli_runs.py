@@ -117,3 +117,27 @@ def test_runs_refuses_bad_options_with_exit_2(args, expected):
     result = runbook("runs", *args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_approve_exits_2_with_the_reason_when_the_run_itself_refuses_the_answer(clusters, unique):
+    """The run judges an answer again; when it refuses one the command's own checks let through (here:
+    the plan the answerer was shown, the journal's newest request, is another version than the run's
+    current plan), `runbook approve` says so and exits 2, never 'approved'."""
+    from mq_runbooks.kit import journal
+    from tests.kafka_groups import group_at_end
+
+    _, _, group = group_at_end(clusters, unique, "refused")
+    started = runbook("run", "kafka-replay", "-p", "cluster=primary", "-p", f"group={group}", "-p", "to_earliest=true",
+                      "--as", "alice", "--json")
+    assert started.returncode == 0, started.stderr
+    view = wait_until(json.loads(started.stdout)["run_id"], paused, timeout=90)
+    request = journal.last(view.entries, "approval_requested")
+    journal.record(view.id, "approval_requested", request.summary, **{**request.data, "plan_digest": "0" * 64})
+    refused = runbook("approve", view.id, "--as", "carol")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "refused by the run: the answer was for another version of the plan" in refused.stderr, refused.stderr
+    assert "approved run" not in refused.stdout and "Traceback" not in refused.stderr
+    again = wait_until(view.id, lambda v: paused(v) and journal.last(v.entries, "approval_refused"), timeout=60)
+    assert journal.last(again.entries, "approval_refused").data["by"] == "carol"
+    cancelled = runbook("cancel", view.id, "--as", "carol", "--reason", "test over")
+    assert cancelled.returncode == 0, cancelled.stderr

@@ -139,7 +139,8 @@ def test_a_rejected_run_is_not_green_and_waits_for_nobody(waiting):
     assert not [tag for tag in flow_run.tags if tag.startswith("waits-for:")]
 
 
-def test_an_approved_run_logs_a_human_line_per_step_and_its_journal_is_one_ordered_timeline(clusters):
+def test_an_approved_run_logs_a_human_line_per_step_and_its_journal_is_one_ordered_timeline(clusters, browser,
+                                                                                            tmp_path):
     _, topic, group = group_at_end(clusters, unique, "uilog")
     started = runbook("run", "kafka-replay", "-p", "cluster=primary", "-p", f"group={group}", "-p", "to_earliest=true",
                       "--as", "alice", "--json")
@@ -172,6 +173,22 @@ def test_an_approved_run_logs_a_human_line_per_step_and_its_journal_is_one_order
     assert kinds[0] == "parameters" and kinds.index("approval") < kinds.index("snapshot") < kinds.index("outcome")
     stamps = [row.split("|")[1].strip() for row in latest.splitlines() if row.startswith("| 20")]
     assert stamps == sorted(stamps), "oldest first"
+    assert len(timelines) == 1, "one timeline, updated in place"
+
+    # In real Chromium, the run's Artifacts tab: the plan's table, the journal's timeline and the
+    # postmortem, one card each, and no card of an unknown type (the journal's entries are not on it).
+    browser.get(f"{Settings.from_environ().prefect_api_url.removesuffix('/api')}/runs/flow-run/{view.id}")
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "li.p-tab#artifacts"))[0].click()
+    panel = WebDriverWait(browser, 30).until(lambda d: next(
+        (p for p in d.find_elements(By.CSS_SELECTOR, ".flow-run-artifacts") if f"journal-{view.id}" in p.text), None))
+    cards = panel.text
+    assert "UNKNOWN" not in cards, cards
+    for key, kind in ((f"plan-{view.id}", "TABLE"), (f"journal-{view.id}", "MARKDOWN"),
+                      (f"postmortem-{view.id.replace('-', '')[:8]}", "MARKDOWN")):
+        assert cards.count(key) == 1, (key, cards)
+        assert cards.split(key)[0].rstrip().endswith(kind), (key, kind, cards)
+    browser.execute_script("arguments[0].scrollIntoView()", panel)
+    browser.save_screenshot(str(tmp_path / "prefect-ui-artifacts.png"))
 
 
 def test_prefect_ui_shows_the_rejected_run_grey_named_and_tagged(waiting, browser, tmp_path):

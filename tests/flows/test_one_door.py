@@ -70,7 +70,9 @@ def _forge_entry(run_id: str, kind: str, summary: str, **data) -> None:
     """An artifact of the journal's type posted straight to Prefect, as anyone with its credential can."""
     entry = {"at": dt.datetime.now(dt.timezone.utc).isoformat(), "kind": kind, "summary": summary, "data": data}
     with get_client(sync_client=True) as client:
-        client.create_artifact(ArtifactCreate(type=journal.ARTIFACT_TYPE, flow_run_id=UUID(run_id),
+        client.create_artifact(ArtifactCreate(type=journal.ARTIFACT_TYPE, key=journal.entries_key(run_id),
+                                              description=f"{kind}: {summary}", data=entry))
+        client.create_artifact(ArtifactCreate(type=journal.ARTIFACT_TYPE, flow_run_id=UUID(run_id),  # as entries were
                                               description=f"{kind}: {summary}", data=entry))
 
 
@@ -89,7 +91,7 @@ def test_a_forged_journal_entry_is_never_replayed_and_status_names_it(group_at_e
     assert not view.succeeded and journal.last(view.entries, "action") is None
     assert journal.last(view.entries, "rejection").data["by"] == "dave"
     problems = journal.problems(run_id)
-    assert problems == ["an entry not signed by the engine (approval) is ignored"]
+    assert problems == ["an entry not signed by the engine (approval) is ignored"] * 2  # under the key, on the run
     status = runbook("status", run_id)
     assert "journal tampered with: an entry not signed by the engine (approval) is ignored" in status.stdout, \
         status.stdout + status.stderr
@@ -101,10 +103,10 @@ def test_a_journal_entry_deleted_from_the_middle_shows_as_a_missing_link(group_a
     run_id = start_runbook(settings, catalog, "kafka-replay", group=group, to_earliest="true")
     wait_until(run_id, paused)
     with get_client(sync_client=True) as client:
-        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, ArtifactFilterType
 
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]),
+            key=ArtifactFilterKey(any_=[journal.entries_key(run_id)]),
             type=ArtifactFilterType(any_=[journal.ARTIFACT_TYPE])))
         plan = next(a for a in artifacts if a.data["kind"] == "plan")
         client.delete_artifact(plan.id)

@@ -93,7 +93,9 @@ def test_runs_of_one_incident_share_one_draft_with_their_slack_threads(clusters,
     order = incident.meta["runs"]  # oldest first, by when each run started
     assert incident.meta["incident"] == alerts[0].incident and sorted(order) == sorted(ids)
     assert incident.meta["run_id"] == order[0] and incident.meta["outcome"] == "succeeded"
-    assert incident.body.startswith("# Postmortem (draft): incident KafkaConsumerGroupStuck, ")
+    target_of = {ids[0]: f"primary/{made['first'][1]}", ids[1]: f"primary/{made['second'][1]}"}
+    assert incident.body.startswith(f"# Postmortem (draft): incident KafkaConsumerGroupStuck on "
+                                    f"{target_of[order[0]]}, {target_of[order[1]]}, ")
     rows = table_rows(section(incident.body, "Runs"))
     assert [row[0].split()[0] for row in rows] == [f"`{run_id[:8]}`" for run_id in order]
     assert all(row[4] == "succeeded" and row[5] == "Completed" for row in rows)
@@ -106,7 +108,13 @@ def test_runs_of_one_incident_share_one_draft_with_their_slack_threads(clusters,
     assert text.count("### Summary") == 2 and text.count("### Impact") == 2
     timeline = table_rows(section(incident.body, "Timeline (UTC)"))
     assert {row[1] for row in timeline if row[2] == "journal"} == {f"`{run_id[:8]}`" for run_id in ids}
-    assert sum(row[2] == "alert" and "fired" in row[3] for row in timeline) == 2, "each alert fired once"
+    fired = {row[1]: row[3] for row in timeline if row[2] == "alert" and "fired" in row[3]}
+    assert fired == {f"`{run_id[:8]}`": f"alert KafkaConsumerGroupStuck fired (cluster=primary, consumergroup="
+                                        f"{group_of[run_id]})" for run_id in ids}, "each alert fired once, for its run"
+    assert not [row for row in timeline if row[2].startswith("Prefect")], "state changes are in the full record"
+    assert [row[1] for row in table_rows(section(incident.body, "Full record (UTC)"))
+            if row[3].startswith("state Completed")] == [f"`{run_id[:8]}`" for run_id in order]
+    assert incident.meta["targets"] == [f"primary/{group_of[run_id]}" for run_id in order]
     assert "when this draft was written" not in text
     excerpts = [part.split("```", 1)[0] for part in text.split("```text")[1:]]
     assert len(excerpts) == 2 and all("Beginning flow run" in excerpt for excerpt in excerpts)

@@ -133,8 +133,9 @@ def impact_of(text: str) -> dict[str, str]:
     return {row[0]: row[1] for row in table_rows(section(text, "Impact"))}
 
 
-def timeline_of(text: str) -> list[tuple[str, str, str]]:
-    rows = [tuple(row) for row in table_rows(section(text, "Timeline (UTC)"))]
+def timeline_of(text: str, title: str = "Timeline (UTC)") -> list[tuple[str, str, str]]:
+    """The rows of the timeline (or of the full record: title "Full record (UTC)"), checked in time order."""
+    rows = [tuple(row) for row in table_rows(section(text, title))]
     times = [row[0] for row in rows]
     assert times == sorted(times), "the timeline is in time order"
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t) for t in times)
@@ -188,15 +189,21 @@ def test_succeeded_replay_gives_a_draft_with_its_numbers_names_and_times(finishe
         f"{duration((verified - fired).total_seconds())} ({utc(fired)} to {utc(verified)}, verified)")
 
     rows = timeline_of(text)
-    order = [index_of(rows, "alert", "alert KafkaConsumerGroupStuck fired"),
-             index_of(rows, "journal", "parameters:"), index_of(rows, "journal", "approval_requested:"),
-             index_of(rows, "Prefect flow run", "state Suspended"), index_of(rows, "journal", "approval: approved by carol"),
+    order = [index_of(rows, "alert", f"alert KafkaConsumerGroupStuck fired (cluster=primary, consumergroup={group})"),
+             index_of(rows, "journal", "parameters:"), index_of(rows, "journal", "plan:"),
+             index_of(rows, "journal", "approval_requested:"), index_of(rows, "journal", "approval: approved by carol"),
              index_of(rows, "journal", "snapshot:"), index_of(rows, "journal", "action:"),
-             index_of(rows, "journal", "verification:"), index_of(rows, "journal", "outcome:"),
-             index_of(rows, "Prefect flow run", "state Completed")]
+             index_of(rows, "journal", "verification:"), index_of(rows, "journal", "outcome:")]
     assert order == sorted(order)
     assert rows[order[4]][0] == utc(journal.last(view.entries, "approval").at)
-    assert any(row[1] == "Prefect task run" and row[2] == "alter-offsets Completed" for row in rows)
+    assert not [row for row in rows if row[1].startswith("Prefect") or row[2].startswith(("lock:", "slack:"))]
+    # Prefect's state changes and task runs are in the full record, in order with the journal.
+    record = timeline_of(text, "Full record (UTC)")
+    order = [index_of(record, "journal", "approval_requested:"), index_of(record, "Prefect flow run", "state Suspended"),
+             index_of(record, "journal", "approval: approved by carol"), index_of(record, "journal", "outcome:"),
+             index_of(record, "Prefect flow run", "state Completed")]
+    assert order == sorted(order)
+    assert any(row[1] == "Prefect task run" and row[2] == "alter-offsets Completed" for row in record)
 
     people = table_rows(section(text, "Decisions"))
     refused = journal.last(view.entries, "approval_refused")
@@ -277,7 +284,7 @@ def test_failed_replay_gives_a_draft_with_what_was_restored(finished_runs):
     assert impact["time from the run's start to recovery"] == "not recovered by this run (outcome: failed)"
     assert [r[1:] for r in table_rows(section(text, "Decisions"))] == [
         ["alice", "started the run", ""], ["bob", "approved", "go"]]
-    rows = timeline_of(text)
+    rows = timeline_of(text, "Full record (UTC)")
     steps = [index_of(rows, "journal", "approval: approved by bob"), index_of(rows, "journal", "snapshot:"),
              index_of(rows, "Prefect task run", "act Failed"),
              index_of(rows, "journal", "error: BrokerError: injected fault"),

@@ -226,7 +226,7 @@ def test_recovery_is_measured_to_the_alert_resolving_and_a_timeout_is_named(tmp_
     assert ("| time from the alert's start to recovery | 5m 00s (2026-11-27T02:58:00.000Z to "
             "2026-11-27T03:03:00.000Z, alert resolved) | alert, journal |") in body
     assert "| 2026-11-27T03:03:00.000Z | alert | alert KafkaConsumerGroupStuck resolved |" in body
-    assert "| 2026-11-27T02:58:00.000Z | alert | alert KafkaConsumerGroupStuck fired |" in body
+    assert "| 2026-11-27T02:58:00.000Z | alert | alert KafkaConsumerGroupStuck fired (consumergroup=billing) |" in body
     assert " caused " not in body and "blame" not in body.lower()
 
     timed_out = [secret_laden_run()[0],
@@ -258,3 +258,98 @@ def test_data_at_risk_comes_from_the_plan_when_it_measured_it(tmp_path):
         Entry(at(5), "plan", "fail over 2 group(s)", {"messages_at_risk": 42, "at_risk_exact": False, "csv": ""})]
     _, body = render_draft(records(entries), settings_for(tmp_path))
     assert "| data at risk | 42 message(s) at risk when planned (an estimate) | plan, rollback |" in body
+
+
+def section_of(body: str, title: str) -> str:
+    start = body.index(f"## {title}\n")
+    end = body.find("\n## ", start + 1)
+    return body[start:] if end < 0 else body[start:end]
+
+
+def approved_run(run_id: str = RUN_ID, fired_s: float = -120, consumergroup: str = "billing") -> RunRecords:
+    """A whole approved run as recorded: journal, flow and task states, a warning."""
+    trigger = {"alertname": "KafkaConsumerGroupStuck", "startsAt": at(fired_s).isoformat(), "fingerprint": "f1",
+               "labels": {"alertname": "KafkaConsumerGroupStuck", "severity": "page", "cluster": "primary",
+                          "consumergroup": consumergroup}}
+    entries = [
+        Entry(at(1), "parameters", f"kafka-replay on primary/{consumergroup}, requested by alert:X",
+              {"requested_by": "alert:KafkaConsumerGroupStuck", "trigger": trigger, "target": f"primary/{consumergroup}"}),
+        Entry(at(2), "lock", "holding kafka:primary:group:billing", {}),
+        Entry(at(3), "observation", "read 3 partitions", {}),
+        Entry(at(4), "plan", "3 of 3 partition(s) to move", {}),
+        Entry(at(5), "approval_requested", "waiting for 1 of @kafka-oncall", {}),
+        Entry(at(6), "slack", "posted the approval request", {"ok": True}),
+        Entry(at(20), "approval", "approved by carol: go", {"by": "carol"}),
+        Entry(at(21), "note", "the approved plan still holds; drift: log end 10 -> 12", {}),
+        Entry(at(22), "snapshot", "snapshot saved", {}),
+        Entry(at(23), "action", "altered 3 partition offset(s)", {}),
+        Entry(at(24), "verification", "read back 3 offset(s): all as planned", {}),
+        Entry(at(25), "outcome", "offsets reset", {"outcome": "succeeded"}),
+        Entry(at(26), "postmortem", "draft written", {}),
+        Entry(at(200), "alert_resolved", "alert KafkaConsumerGroupStuck resolved", {"endsAt": at(180).isoformat()}),
+    ]
+    return RunRecords(
+        run_id=run_id, runbook="kafka-replay", name=f"kafka-replay primary/{consumergroup}", created=at(0),
+        started=at(0), ended=at(27), state_name="Completed", state_type="COMPLETED", state_message="",
+        entries=entries,
+        states=[StateChange(at(0), "Pending", "PENDING", ""), StateChange(at(0.5), "Running", "RUNNING", ""),
+                StateChange(at(5.5), "Suspended", "PAUSED", ""), StateChange(at(21), "Running", "RUNNING", ""),
+                StateChange(at(23), "Completed", "COMPLETED", "", task="alter-offsets"),
+                StateChange(at(27), "Completed", "COMPLETED", "")],
+        log_lines=1, notable_logs=[LogLine(at(7), "WARNING", "prefect.flow_runs", "slow answer from Slack")])
+
+
+def test_the_timeline_is_what_people_read_and_the_full_record_keeps_prefects_states(tmp_path):
+    _, body = render_draft(approved_run(), settings_for(tmp_path))
+    assert body.startswith("# Postmortem (draft): kafka-replay on primary/billing, 2026-11-27, succeeded\n")
+    timeline = [line.split(" | ")[1:] for line in section_of(body, "Timeline (UTC)").splitlines()
+                if line.startswith("| 20")]
+    assert [row[1].rstrip(" |").split(":")[0] for row in timeline] == [
+        "alert KafkaConsumerGroupStuck fired (cluster=primary, consumergroup=billing)", "parameters", "plan",
+        "approval_requested", "approval", "snapshot", "action", "verification", "outcome",
+        "alert KafkaConsumerGroupStuck resolved"]
+    assert not [row for row in timeline if row[0].startswith("Prefect")], "state changes are folded away"
+    record = section_of(body, "Full record (UTC)")
+    for line in ("| Prefect flow run | state Suspended |", "| Prefect task run | alter-offsets Completed |",
+                 "| Prefect log | WARNING slow answer from Slack |", "| journal | lock: holding",
+                 "| journal | note: the approved plan still holds", "| journal | approval: approved by carol"):
+        assert line in record, line
+    stamps = [line.split(" | ")[0] for line in record.splitlines() if line.startswith("| 20")]
+    assert stamps == sorted(stamps) and len(stamps) == 22  # the alert, 14 entries, 6 states, 1 warning
+
+
+def test_a_crashed_run_ends_its_timeline_with_prefects_final_state(tmp_path):
+    crashed = approved_run()
+    crashed.entries = crashed.entries[:9]  # up to the snapshot, then the process died
+    crashed.state_name, crashed.state_type, crashed.state_message = "Crashed", "CRASHED", "no heartbeat"
+    crashed.states = crashed.states[:4] + [StateChange(at(90), "Crashed", "CRASHED", "no heartbeat")]
+    _, body = render_draft(crashed, settings_for(tmp_path))
+    assert section_of(body, "Timeline (UTC)").rstrip().endswith(
+        "| 2026-11-27T03:01:30.000Z | Prefect flow run | ended Crashed: no heartbeat |")
+
+
+def test_an_incident_timeline_names_each_run_and_an_alert_shared_by_runs_names_them_all(tmp_path):
+    from mq_runbooks.kit.postmortem.context import build_context, scrubber_for
+    from mq_runbooks.kit.postmortem.incident import incident_context
+    from mq_runbooks.kit.postmortem.render import render
+
+    settings = settings_for(tmp_path)
+    first, second = "1a2b3c4d-0000-4000-8000-000000000001", "5e6f7a8b-0000-4000-8000-000000000002"
+    other = approved_run(second, consumergroup="payments")
+    contexts = [build_context(approved_run(first), scrubber_for(settings), settings),
+                build_context(other, scrubber_for(settings), settings)]
+    context = incident_context(contexts)
+    body = render(context, None, "incident.md.j2")
+    assert body.startswith("# Postmortem (draft): incident KafkaConsumerGroupStuck on primary/billing, "
+                           "primary/payments, 2026-11-27, succeeded\n")
+    rows = [[cell.strip() for cell in line.strip("|").split(" | ")]
+            for line in section_of(body, "Timeline (UTC)").splitlines() if line.startswith("| 20")]
+    fired = [row for row in rows if "fired" in row[3]]
+    assert [(row[1], row[3]) for row in fired] == [
+        ("`1a2b3c4d`", "alert KafkaConsumerGroupStuck fired (cluster=primary, consumergroup=billing)"),
+        ("`5e6f7a8b`", "alert KafkaConsumerGroupStuck fired (cluster=primary, consumergroup=payments)")]
+    resolved = [row for row in rows if "resolved" in row[3]]
+    assert [row[1] for row in resolved] == ["`1a2b3c4d`, `5e6f7a8b`"], "one resolve reached both runs: one row naming both"
+    assert {row[1] for row in rows if row[2] == "journal"} == {"`1a2b3c4d`", "`5e6f7a8b`"}
+    assert not [row for row in rows if row[2].startswith("Prefect")]
+    assert "| `5e6f7a8b` | Prefect flow run | state Suspended |" in section_of(body, "Full record (UTC)")

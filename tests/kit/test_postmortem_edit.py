@@ -74,7 +74,7 @@ def test_an_edit_cannot_forge_a_heading_or_hide_the_sections_after_it(tmp_path):
 
 
 def assert_one_decisions_and_every_section_shown(directory, postmortem_id, badly):
-    from mq_runbooks.app.postmortem_routes import _MARKDOWN  # what the review page renders with
+    from mq_runbooks.app.postmortem_pages import MARKDOWN as _MARKDOWN  # what the review page renders with
 
     stored = read_postmortem(directory, postmortem_id)
     page = _MARKDOWN.render(stored.body)
@@ -94,7 +94,7 @@ def assert_one_decisions_and_every_section_shown(directory, postmortem_id, badly
 @pytest.mark.parametrize("texts, items, expected", [
     ({"Summary": "rewritten"}, None, "no section to write named Summary"),
     ({"Root cause": "x" * 20_001}, None, "at most 20000 characters"),
-    ({}, [ActionItem("a")] * 51, "at most 50 action items"),
+    ({}, [ActionItem("a")] * 201, "at most 200 action items"),
 ])
 def test_bad_edits_are_refused_naming_the_problem(texts, items, expected):
     with pytest.raises(UsageError, match=expected):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any
 
 from mq_runbooks.base.clusters import load_clusters
@@ -78,18 +79,29 @@ def build_context(records: RunRecords, scrubber: Scrubber, settings: Settings) -
     trigger = (start.data.get("trigger") if start else None) or {}
     run = _run_facts(records, entries, start, scrubber)
     run["prefect_url"] = run_url(settings, records.run_id)
+    curated, record = timeline(records, entries, trigger, scrubber)
     return {
         "h": "##",  # the level of the sections' headings (an incident's runs use "###")
         "run": run,
         "trigger": _trigger_facts(trigger, run["requested_by"]),
         "parameters": _parameters(start.data.get("parameters") or {} if start else {}),
         "impact": impact(records, entries, trigger, run["outcome"]),
-        "timeline": timeline(records, entries, trigger, scrubber),
+        "timeline": curated,
+        "record": record,
         "decisions": decisions(entries, run["requested_by"]),
         "appendix": _appendix(records, entries, scrubber),
         "entries": [e.to_json() for e in entries],
         "generated": utc(dt.datetime.now(dt.timezone.utc)),
     }
+
+
+def target_of(entries: list[Entry]) -> str:
+    """What the run acts on, as its name says it ('primary/billing'), from the journal's start entry."""
+    start = last(entries, "parameters")
+    if start is None:
+        return ""
+    named = re.match(r"^\S+ on (.+?), requested by ", start.summary)  # a start entry without its target field
+    return str(start.data.get("target") or (named.group(1) if named else start.summary))
 
 
 def outcome_of(records: RunRecords, entries: list[Entry]) -> tuple[str, str]:
@@ -120,7 +132,7 @@ def _run_facts(records: RunRecords, entries: list[Entry], start: Entry | None, s
         "state": records.state_name, "state_message": scrubber.text(records.state_message),
         "finished": records.finished,
         "outcome": outcome, "outcome_summary": outcome_summary,
-        "target_name": str(start.data.get("target") or start.summary) if start else "",
+        "target_name": target_of(entries),
         **_slack_thread(entries),
     }
 
@@ -245,30 +257,59 @@ def _add_timings(add, records: RunRecords, entries: list[Entry], trigger: dict[s
         add("run duration (to its outcome)", duration((concluded.at - began).total_seconds()), "journal")
 
 
+# What a person reads in the timeline: the alert, the run's start, each plan, each question and answer,
+# the snapshot, each change, verify, a restore, an error, the outcome and the alert resolving. The rest
+# (Prefect's state changes, task runs, warnings, locks, observations, notes, Slack) is in the full record.
+CURATED_KINDS = ("parameters", "plan", "approval_requested", "approval", "approval_refused", "rejection",
+                 "snapshot", "action", "verification", "rollback", "error", "outcome", "alert_resolved")
+_LABELS_SHOWN = 4
+
+
+def alert_fired(trigger: dict[str, Any]) -> str:
+    """'alert KafkaConsumerGroupStuck fired (cluster=primary, consumergroup=billing)': the alert with the
+    labels that tell its occurrences apart (severity and alertname left out)."""
+    labels = {k: v for k, v in sorted((trigger.get("labels") or {}).items()) if k not in ("alertname", "severity")}
+    shown = ", ".join(f"{k}={v}" for k, v in list(labels.items())[:_LABELS_SHOWN])
+    more = f", +{len(labels) - _LABELS_SHOWN}" if len(labels) > _LABELS_SHOWN else ""
+    return f"alert {trigger.get('alertname', '')} fired" + (f" ({shown}{more})" if shown else "")
+
+
 def timeline(records: RunRecords, entries: list[Entry], trigger: dict[str, Any],
-             scrubber: Scrubber) -> list[dict[str, str]]:
-    """Everything that happened, oldest first, each line with its source."""
-    rows: list[tuple[dt.datetime, str, str]] = []
+             scrubber: Scrubber) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(the timeline, the full record): both oldest first, each line with its source. The timeline
+    holds what people read (CURATED_KINDS, the alert firing and resolving, and the run's final state
+    when the journal has no outcome, as for a crash); the full record holds everything, Prefect's
+    state changes, task runs and warnings too."""
+    curated: list[tuple[dt.datetime, str, str]] = []
+    every: list[tuple[dt.datetime, str, str]] = []
     fired = _parse_time(trigger.get("startsAt"))
     if fired is not None:
-        rows.append((fired, "alert", f"alert {trigger.get('alertname', '')} fired"))
+        curated.append((fired, "alert", alert_fired(trigger)))
     for entry in entries:
         ended = _parse_time(entry.data.get("endsAt")) if entry.kind == "alert_resolved" else None
-        if ended is not None:
-            rows.append((ended, "alert", entry.summary))
-        else:
-            rows.append((entry.at, "journal", f"{entry.kind}: {entry.summary}"))
+        row = (ended, "alert", entry.summary) if ended is not None else (entry.at, "journal",
+                                                                           f"{entry.kind}: {entry.summary}")
+        (curated if entry.kind in CURATED_KINDS else every).append(row)
+    flow_states = [change for change in records.states if change.task is None]
     for change in records.states:
         message = f": {_short(scrubber.text(change.message))}" if change.message else ""
         if change.task is None:
-            rows.append((change.at, "Prefect flow run", f"state {change.name}{message}"))
+            every.append((change.at, "Prefect flow run", f"state {change.name}{message}"))
         else:
-            rows.append((change.at, "Prefect task run", f"{change.task} {change.name}{message}"))
+            every.append((change.at, "Prefect task run", f"{change.task} {change.name}{message}"))
     for line in records.notable_logs:
         first_line = line.message.strip().splitlines()[0] if line.message.strip() else ""
-        rows.append((line.at, "Prefect log", f"{line.level} {_short(scrubber.text(first_line))}"))
-    rows.sort(key=lambda row: row[0])
-    return [{"at": utc(at), "source": source, "event": event} for at, source, event in rows]
+        every.append((line.at, "Prefect log", f"{line.level} {_short(scrubber.text(first_line))}"))
+    every += curated
+    if last(entries, "outcome") is None and records.finished and flow_states:  # its state change is in `every`
+        final = flow_states[-1]
+        message = f": {_short(scrubber.text(final.message))}" if final.message else ""
+        curated.append((final.at, "Prefect flow run", f"ended {final.name}{message}"))
+
+    def rows(found: list[tuple[dt.datetime, str, str]]) -> list[dict[str, str]]:
+        return [{"at": utc(at), "source": source, "event": event}
+                for at, source, event in sorted(found, key=lambda row: row[0])]
+    return rows(curated), rows(every)
 
 
 def _short(text: str, limit: int = 300) -> str:

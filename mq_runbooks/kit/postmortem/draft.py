@@ -3,7 +3,7 @@ belongs to (incident.py). The context both render from is context.py's."""
 from __future__ import annotations
 
 from mq_runbooks.base.settings import Settings
-from mq_runbooks.kit.postmortem.context import render_draft
+from mq_runbooks.kit.postmortem.context import render_draft, target_of
 from mq_runbooks.kit.postmortem.incident import draft_incident, incident_of
 from mq_runbooks.kit.postmortem.records import read_records
 from mq_runbooks.kit.postmortem.store import Postmortem, save_draft
@@ -22,4 +22,6 @@ def draft_postmortem(settings: Settings, run_id: str, allow_message_values: bool
     if incident:
         return draft_incident(settings, incident, records, allow_message_values)
     outcome, body = render_draft(records, settings, allow_message_values)
-    return save_draft(settings.postmortem_dir, records.runbook, records.run_id, outcome, body)
+    target = target_of(records.entries)
+    return save_draft(settings.postmortem_dir, records.runbook, records.run_id, outcome, body,
+                      targets=[target] if target else [])

@@ -25,7 +25,7 @@ TO_WRITE = " (TO WRITE)"
 PLACEHOLDER = "_TO WRITE_"
 ACTION_ITEMS = "Action items"
 MAX_SECTION_CHARS = 20_000
-MAX_ACTION_ITEMS = 50
+MAX_ACTION_ITEMS = 200  # a bound on what one form carries, not a number a team reaches
 TEXTS = "sections"  # the front matter's {title: text} of the team's written sections
 _HEADING = re.compile(r"^## (.+?)\s*$")
 _PLACEHOLDER_LINE = re.compile(r"^\s*_TO WRITE[^_]*_\s*$")
@@ -128,6 +128,11 @@ def _blocks(body: str) -> list[tuple[str | None, list[str]]]:
         else:
             blocks[-1][1].append(line)
     return blocks
+
+
+def body_sections(body: str) -> list[tuple[str | None, str]]:
+    """The body as (level-2 heading, or None for what precedes the first; the Markdown under it), in order."""
+    return [(heading, "\n".join(lines)) for heading, lines in _blocks(body)]
 
 
 def _title(heading: str) -> tuple[str, bool]:

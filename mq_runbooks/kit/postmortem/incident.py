@@ -83,8 +83,10 @@ def draft_incident(settings: Settings, incident: str, records: RunRecords,
             context = incident_context(contexts)
             outcome = context["incident"]["outcome"]
             body = render(context, settings.postmortem_templates, INCIDENT_TEMPLATE)
+        targets = list(dict.fromkeys(c["run"]["target_name"] for c in contexts if c["run"]["target_name"]))
         return save_draft(directory, every[0].runbook, every[0].run_id, outcome, scrubber.text(body),
-                          incident=incident, runs=[r.run_id for r in every])
+                          incident=incident, runs=[r.run_id for r in every], targets=targets,
+                          alertnames=sorted({c["trigger"]["alertname"] for c in contexts if c["trigger"]["alertname"]}))
 
 
 def incident_context(contexts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -92,21 +94,31 @@ def incident_context(contexts: list[dict[str, Any]]) -> dict[str, Any]:
     outcomes = Counter(c["run"]["outcome"] for c in contexts)
     outcome = (next(iter(outcomes)) if len(outcomes) == 1
                else "mixed (" + ", ".join(f"{n} {o}" for o, n in outcomes.items()) + ")")
-    rows, alerts_seen = [], set()
-    for context in contexts:
-        for row in context["timeline"]:
-            key = (row["at"], row["event"])
-            if row["source"] == "alert":  # the same alert firing is one line, whichever runs it started
-                if key in alerts_seen:
-                    continue
-                alerts_seen.add(key)
-            rows.append({**row, "run": f"`{context['run']['short_id']}`"})
-    rows.sort(key=lambda row: row["at"])  # '2026-11-27T05:58:01.123Z' sorts as it reads
     alertnames = sorted({c["trigger"]["alertname"] for c in contexts if c["trigger"]["alertname"]})
     return {
         "h": "##",
         "incident": {"alertnames": ", ".join(alertnames) or "(no alertname)", "outcome": outcome,
                      "group_key": next((c["trigger"]["group_key"] for c in contexts if c["trigger"]["group_key"]), ""),
-                     "started": min(c["run"]["started"] for c in contexts)},
-        "runs": contexts, "timeline": rows, "generated": contexts[0]["generated"],
+                     "started": min(c["run"]["started"] for c in contexts),
+                     "targets": ", ".join(dict.fromkeys(c["run"]["target_name"] for c in contexts
+                                                       if c["run"]["target_name"]))},
+        "runs": contexts, "timeline": merged(contexts, "timeline"), "record": merged(contexts, "record"),
+        "generated": contexts[0]["generated"],
     }
+
+
+def merged(contexts: list[dict[str, Any]], key: str) -> list[dict[str, str]]:
+    """The runs' timelines (`key`: "timeline" or "record") as one, oldest first, each row naming its run.
+    A line the runs share (the same alert firing or resolving, which started or reached several runs) is
+    one row naming each of them."""
+    rows: dict[tuple[str, str, str], dict[str, str]] = {}
+    for context in contexts:
+        run = f"`{context['run']['short_id']}`"
+        for row in context[key]:
+            shared = (row["at"], row["source"], row["event"]) if row["source"] == "alert" else None
+            found = rows.get(shared) if shared else None
+            if found is not None:
+                found["run"] += f", {run}"
+            else:
+                rows[shared or (row["at"], run, str(len(rows)))] = {**row, "run": run}
+    return sorted(rows.values(), key=lambda row: row["at"])  # '2026-11-27T05:58:01.123Z' sorts as it reads

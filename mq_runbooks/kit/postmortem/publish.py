@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from uuid import UUID
-
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import ArtifactCreate
 
 from mq_runbooks.kit.postmortem.draft import draft_postmortem
 from mq_runbooks.kit.postmortem.store import Postmortem, short_run_id
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
+from mq_runbooks.kit.run_artifacts import put_markdown
 
 ARTIFACT_KEY_PREFIX = "postmortem-"
 
@@ -37,13 +34,9 @@ def draft_and_attach(run_id: str, settings: Settings | None = None,
     settings = settings or Settings.from_environ()
     _flush_logs()
     postmortem, written = draft_postmortem(settings, run_id, allow_message_values)
-    if written:
-        with get_client(sync_client=True) as client:
-            client.create_artifact(ArtifactCreate(
-                type="markdown", key=f"{ARTIFACT_KEY_PREFIX}{short_run_id(run_id)}",
-                flow_run_id=UUID(str(run_id)), data=postmortem.body,
-                description=f"postmortem draft {postmortem.id} ({postmortem.path})",
-            ))
+    if written:  # one card on the run's page, updated in place by each redraft
+        put_markdown(str(run_id), f"{ARTIFACT_KEY_PREFIX}{short_run_id(run_id)}", postmortem.body,
+                     f"postmortem draft {postmortem.id} ({postmortem.path})")
     return postmortem, written
 
 

@@ -9,6 +9,8 @@ requests), so every read goes to the file and every change rewrites it whole, at
     run_id: 1a2b3c4d-...                       # the (first) run it describes
     incident: 0c2490b8...                      # runs of one alert group: one postmortem (kit/postmortem_incident)
     runs: [1a2b3c4d-..., 5e6f...]              #   ... and the runs it gathers; the id ends in the incident's 8
+    alertnames: [KafkaConsumerGroupStuck]      #   ... and the alerts that started them
+    targets: [primary/billing]                 # what the run(s) act on
     status: draft                              # draft | reviewed
     reviewers: []                              # [{name, at, note, proof}] once reviewed
     written: [Root cause, ...]                 # the team's sections (postmortem_edit), once edited
@@ -63,6 +65,10 @@ class Postmortem:
     @property
     def run_id(self) -> str:
         return self.meta["run_id"]
+
+    @property
+    def targets(self) -> list[str]:
+        return [str(t) for t in self.meta.get("targets") or []]
 
     @property
     def reviewers(self) -> list[dict[str, Any]]:
@@ -167,9 +173,11 @@ def find_by_incident(directory: Path, incident: str) -> Postmortem | None:
 
 def save_draft(directory: Path, runbook: str, run_id: str, outcome: str, body: str,
                now: dt.datetime | None = None, *, incident: str | None = None,
-               runs: list[str] | None = None) -> tuple[Postmortem, bool]:
+               runs: list[str] | None = None, targets: list[str] | None = None,
+               alertnames: list[str] | None = None) -> tuple[Postmortem, bool]:
     """Write (or refresh) the draft of a run, or with `incident` the one draft of an incident's
-    `runs` (`run_id` the first of them); returns (the postmortem, whether it was written).
+    `runs` (`run_id` the first of them); returns (the postmortem, whether it was written). `targets`
+    (what the runs act on) and an incident's `alertnames` go into the front matter for the lists.
 
     Idempotent per run (per incident): a draft is overwritten in place (keeping its id and created
     time); a reviewed postmortem is never touched, and is returned as it is with False.
@@ -183,8 +191,10 @@ def save_draft(directory: Path, runbook: str, run_id: str, outcome: str, body: s
     meta = {"id": identifier, "runbook": existing.runbook if existing else runbook, "run_id": str(run_id),
             "status": "draft", "reviewers": [],
             "created": created, "outcome": outcome}
+    if targets:
+        meta["targets"] = list(targets)
     if incident:
-        meta.update(incident=incident, runs=list(runs or [run_id]))
+        meta.update(incident=incident, runs=list(runs or [run_id]), alertnames=list(alertnames or []))
     if existing is not None:
         meta["updated"] = _timestamp(now)
         body, meta = carry_over(existing.body, existing.meta, body, meta)  # keep what the team wrote
