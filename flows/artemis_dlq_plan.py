@@ -128,6 +128,11 @@ class DlqPlan(PlanTable):
     parking_queue: str
     poison_after: int | None
     unidentified: int  # messages with no identity: never counted as poison
+    # read before listing, so a re-plan knows whether anything entered or left the DLQ since, and
+    # verify counts both sides against them: the DLQ's (messages added, message count, acknowledged)
+    # and each original queue's messages added
+    dlq_seen: tuple[int, int, int] = (0, 0, 0)
+    queues_added: tuple[tuple[str, int], ...] = ()
 
     COLUMNS = ("original queue", "original address", "in DLQ", "oldest", "newest", "send back", "poison",
                "poison goes to", "note")
