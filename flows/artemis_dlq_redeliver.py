@@ -29,8 +29,6 @@ from __future__ import annotations
 import csv
 import io
 import shlex
-import json
-import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -40,8 +38,10 @@ from prefect import flow
 
 from mq_runbooks.base.clusters import ArtemisCluster
 from mq_runbooks.base.errors import BrokerError, ParameterError
+from mq_runbooks.flows import artemis_ledger
 from mq_runbooks.flows.artemis_dlq_plan import (
     RUNBOOK_ID, Batch, DlqPlan, DlqRedeliverParameters, plan_redelivery)
+from mq_runbooks.flows.artemis_ledger import append_ledger, read_ledger
 from mq_runbooks.integrations.artemis import ArtemisManagement, QueueState
 from mq_runbooks.integrations.artemis_messages import ORIGINAL_MESSAGE_ID, InvalidFilter, list_messages, move, move_matching
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
@@ -53,27 +53,7 @@ SNAPSHOT_CSV_ROWS = 200  # rows of the snapshot kept in the journal; the file ha
 
 
 def ledger_path(snapshot_dir: Path, cluster: str, dlq: str) -> Path:
-    return snapshot_dir / "artemis-dlq-ledger" / f"{cluster}-{dlq}.jsonl"
-
-
-def read_ledger(path: Path) -> dict[str, int]:
-    """identity -> times sent back, from the ledger file (none yet: {})."""
-    counts: Counter[str] = Counter()
-    try:
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                if line.strip():
-                    counts[json.loads(line)["identity"]] += 1
-    except FileNotFoundError:
-        pass
-    return dict(counts)
-
-
-def append_ledger(path: Path, run_id: str, queue: str, identities: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    with path.open("a", encoding="utf-8") as out:
-        out.writelines(json.dumps({"identity": i, "queue": queue, "run": run_id, "at": at}) + "\n" for i in identities)
+    return artemis_ledger.ledger_path(snapshot_dir, "artemis-dlq-ledger", cluster, dlq)
 
 
 def observe_dlq(cluster: ArtemisCluster, params: DlqRedeliverParameters, snapshot_dir: Path) -> DlqPlan:

@@ -158,9 +158,9 @@ class AmqpSession:
                 pass
         return count()
 
-    def consumer(self, queue: str, credit: int = 1) -> _Consumer:
+    def consumer(self, queue: str, credit: int = 1, selector: str | None = None) -> _Consumer:
         """A consumer that stays attached: its next() waits for one message and accepts it."""
-        options = [_AnycastQueue()]
+        options = [_AnycastQueue(), *([Selector(selector)] if selector else [])]
         return _Consumer(self._connection.create_receiver(queue, credit=credit, options=options))
 
     def receive(self, queue: str, count: int, timeout_s: float, selector: str | None = None) -> list[Received]:
