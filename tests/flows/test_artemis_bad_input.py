@@ -6,11 +6,16 @@ from __future__ import annotations
 import pytest
 
 from mq_runbooks.app import runs
-from tests.app.test_cli import runbook
+from tests.app import test_cli
 
 pytestmark = pytest.mark.slow  # one CLI process per case against the stack's Artemis primary
 
 UNKNOWN_CLUSTER = "no artemis cluster named 'tertiary'"
+
+
+def runbook(*args, env=None):
+    """The CLI in its own process; a generous guard, not a speed check (a loaded 2-core machine took 60 s)."""
+    return test_cli.runbook(*args, env=env, timeout=300)
 
 CASES = [
     # (runbook, parameters, what stderr must say)
