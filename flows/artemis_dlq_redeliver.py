@@ -6,11 +6,16 @@ runbook's own logic:
     observe (every dead letter in scope, by original queue) -> plan (mq_runbooks.flows.artemis_dlq_plan)
     snapshot (each message: its ids and where it goes, to a CSV file) -> park poison (moveMessage by id)
     -> send back batch by batch (Artemis' moveMessages over a range of original ids, one fenced step each)
-    -> verify (none of the planned messages is left in the DLQ; each queue received what was sent)
+    -> verify (counted on both sides: each batch moved exactly its planned messages, the DLQ acknowledged
+       and each queue received at least that many since the plan; the poison is in the parking queue)
 
 Exactly once: Artemis moves a message (removes it from the DLQ in the same transaction that adds it
 to its queue), a batch's filter names only its planned messages, and a step is never applied twice in
-a run; a rerun plans only what is still in the DLQ. A failure part-way leaves every message in the DLQ
+a run; a rerun plans only what is still in the DLQ. (A batch's filter is a range of original ids: a
+message that died in that range after the plan could take the place of a planned one that left the
+DLQ meanwhile; it is then sent once, and the planned one that left is not sent.) After approval the
+DLQ is listed again only if its counts moved since the plan (listing 100,000 messages takes minutes),
+and verify counts instead of listing. A failure part-way leaves every message in the DLQ
 or in its queue, and the journal names the batches that were sent. Nothing is put back on failure:
 what was sent back may be consumed already; running again sends the rest.
 
@@ -24,9 +29,8 @@ from __future__ import annotations
 import csv
 import io
 import shlex
-import json
-import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +38,12 @@ from prefect import flow
 
 from mq_runbooks.base.clusters import ArtemisCluster
 from mq_runbooks.base.errors import BrokerError, ParameterError
+from mq_runbooks.flows import artemis_ledger
 from mq_runbooks.flows.artemis_dlq_plan import (
     RUNBOOK_ID, Batch, DlqPlan, DlqRedeliverParameters, plan_redelivery)
-from mq_runbooks.integrations.artemis import ArtemisManagement
-from mq_runbooks.integrations.artemis_messages import InvalidFilter, list_messages, move, move_matching
+from mq_runbooks.flows.artemis_ledger import append_ledger, read_ledger
+from mq_runbooks.integrations.artemis import ArtemisManagement, QueueState
+from mq_runbooks.integrations.artemis_messages import ORIGINAL_MESSAGE_ID, InvalidFilter, list_messages, move, move_matching
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.records import Snapshot, Verification
 
@@ -47,27 +53,7 @@ SNAPSHOT_CSV_ROWS = 200  # rows of the snapshot kept in the journal; the file ha
 
 
 def ledger_path(snapshot_dir: Path, cluster: str, dlq: str) -> Path:
-    return snapshot_dir / "artemis-dlq-ledger" / f"{cluster}-{dlq}.jsonl"
-
-
-def read_ledger(path: Path) -> dict[str, int]:
-    """identity -> times sent back, from the ledger file (none yet: {})."""
-    counts: Counter[str] = Counter()
-    try:
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                if line.strip():
-                    counts[json.loads(line)["identity"]] += 1
-    except FileNotFoundError:
-        pass
-    return dict(counts)
-
-
-def append_ledger(path: Path, run_id: str, queue: str, identities: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    with path.open("a", encoding="utf-8") as out:
-        out.writelines(json.dumps({"identity": i, "queue": queue, "run": run_id, "at": at}) + "\n" for i in identities)
+    return artemis_ledger.ledger_path(snapshot_dir, "artemis-dlq-ledger", cluster, dlq)
 
 
 def observe_dlq(cluster: ArtemisCluster, params: DlqRedeliverParameters, snapshot_dir: Path) -> DlqPlan:
@@ -81,12 +67,19 @@ def observe_dlq(cluster: ArtemisCluster, params: DlqRedeliverParameters, snapsho
             problems.append(("queue", f"{params.queue!r} is not a queue of artemis cluster {cluster.name!r}"))
         if problems:
             raise ParameterError(RUNBOOK_ID, problems)
+        dlq = artemis.queue(params.dlq)  # before listing: what a re-plan and verify compare with
         try:
             messages = list_messages(artemis, params.dlq, params.scope_filter())
         except InvalidFilter as exc:
             raise ParameterError(RUNBOOK_ID, [("filter", str(exc))]) from None
-    sent_before = read_ledger(ledger_path(snapshot_dir, cluster.name, params.dlq)) if params.poison_after else {}
-    return plan_redelivery(params, cluster.name, messages, queues, sent_before)
+        sent_before = read_ledger(ledger_path(snapshot_dir, cluster.name, params.dlq)) if params.poison_after else {}
+        plan = plan_redelivery(params, cluster.name, messages, queues, sent_before)
+        added = tuple((g.original_queue, artemis.queue(g.original_queue).messages_added) for g in plan.groups if g.send)
+    return replace(plan, dlq_seen=dlq_counts(dlq), queues_added=added)
+
+
+def dlq_counts(dlq: QueueState) -> tuple[int, int, int]:
+    return dlq.messages_added, dlq.message_count, dlq.messages_acknowledged
 
 
 # --- the changes (each runs inside a fenced step) -------------------------------------------------
@@ -128,6 +121,16 @@ class DlqRedeliver(RunbookSteps[DlqRedeliverParameters, DlqPlan]):
                          f"({plan.scope}), from {len(plan.groups)} queue(s)",
                          groups={g.original_queue: g.in_dlq for g in plan.groups})
         return plan
+
+    def replan(self, run: Run, params: DlqRedeliverParameters, approved: DlqPlan) -> DlqPlan:
+        """The approved plan when nothing entered or left the DLQ since it was listed (its counts say so
+        exactly: no message added, none acknowledged); otherwise the DLQ is listed again. A DLQ of
+        100,000 messages takes minutes to list, so an unchanged one is not listed twice."""
+        with run.artemis(params.cluster) as artemis:
+            now = dlq_counts(artemis.queue(params.dlq))
+        if now == approved.dlq_seen:
+            return approved
+        return self.observe(run, params)
 
     def snapshot(self, run: Run, params: DlqRedeliverParameters, plan: DlqPlan) -> Snapshot:
         out = io.StringIO()
@@ -179,29 +182,46 @@ class DlqRedeliver(RunbookSteps[DlqRedeliverParameters, DlqPlan]):
         return sent
 
     def verify(self, run: Run, params: DlqRedeliverParameters, plan: DlqPlan, result: dict[str, int]) -> Verification:
-        """None of the planned messages is left in the DLQ, and the parked ones are in the parking queue."""
-        cluster = run.clusters.artemis_cluster(params.cluster)
-        planned = {m.dlq_message_id for b in plan.batches for m in b.messages}
+        """Counted on both sides, without listing the DLQ again: each batch moved exactly its planned
+        messages (Artemis' own count), the DLQ acknowledged at least that many since the plan, each
+        original queue received at least what was sent to it, and the poison is in the parking queue."""
+        sent: Counter[str] = Counter()
+        short = []
+        for batch in plan.batches:  # from the journal: also the batches an earlier execution of the run sent
+            done = run.applied_steps.get(batch.key)
+            moved = int(done.data.get("moved", 0)) if done is not None else 0
+            sent[batch.queue] += moved
+            if moved != len(batch.messages):
+                short.append(f"{batch.key} moved {moved} of {len(batch.messages)}")
         parking = {p.dlq_message_id for p in plan.to_park}
-        with ArtemisManagement.from_cluster(cluster) as artemis:
-            left = [m for m in list_messages(artemis, plan.dlq, params.scope_filter())
-                    if m.message_id in planned or m.message_id in parking]
+        with run.artemis(params.cluster) as artemis:
+            dlq = artemis.queue(plan.dlq)
+            added = {queue: artemis.queue(queue).messages_added - before for queue, before in plan.queues_added}
             # a moved message is a copy whose _AMQ_ORIG_MESSAGE_ID is its id in the DLQ
-            parked_now = sum(1 for m in list_messages(artemis, plan.parking_queue) if
-                             m.properties.get("_AMQ_ORIG_MESSAGE_ID") in parking) if parking else 0
-        sent = sum((result or {}).values())
-        data = {"sent_back": result or {}, "planned": len(planned), "left_in_dlq": [m.message_id for m in left][:100],
-                "parked": parked_now, "to_park": len(plan.to_park)}
-        if left:
-            return Verification(ok=False, summary=f"{len(left)} planned message(s) are still in {plan.dlq} "
-                                f"(sent back {sent} of {len(planned)})", data=data)
+            parked_now = sum(1 for m in list_messages(artemis, plan.parking_queue)
+                             if m.properties.get(ORIGINAL_MESSAGE_ID) in parking) if parking else 0
+        moved = sum(sent.values())
+        left_dlq = dlq.messages_acknowledged - plan.dlq_seen[2]
+        data = {"sent_back": dict(sent), "planned": plan.to_send, "moved": moved, "parked": parked_now,
+                "to_park": len(plan.to_park), "dlq_acknowledged_since_plan": left_dlq,
+                "added_since_plan": added, "dlq_message_count": dlq.message_count}
+        problems = []
+        if short:
+            problems.append(f"{len(short)} batch(es) did not move what was planned ({'; '.join(short[:5])})")
+        if left_dlq < moved + parked_now:
+            problems.append(f"{plan.dlq} acknowledged {left_dlq} message(s) since the plan, fewer than the "
+                            f"{moved + parked_now} moved")
+        problems += [f"{queue} received {added.get(queue, 0)} message(s) since the plan, fewer than the {n} sent"
+                     for queue, n in sorted(sent.items()) if added.get(queue, 0) < n]
         if parked_now < len(plan.to_park):
-            return Verification(ok=False, summary=f"{parked_now} of {len(plan.to_park)} poison message(s) are in "
-                                f"{plan.parking_queue}", data=data)
-        per_queue = ", ".join(f"{q}: {n}" for q, n in sorted((result or {}).items()))
-        return Verification(summary=f"none of the {len(planned)} planned message(s) is left in {plan.dlq}; sent back "
-                                    f"{sent} ({per_queue})" + (f"; {parked_now} parked in {plan.parking_queue}"
-                                                               if plan.to_park else ""), data=data)
+            problems.append(f"{parked_now} of {len(plan.to_park)} poison message(s) are in {plan.parking_queue}")
+        if problems:
+            return Verification(ok=False, summary="; ".join(problems), data=data)
+        per_queue = ", ".join(f"{q}: {n}" for q, n in sorted(sent.items()))
+        return Verification(summary=f"each batch moved exactly its planned messages: {moved} of {plan.to_send} "
+                                    f"sent back ({per_queue}); {plan.dlq} acknowledged {left_dlq} since the plan"
+                                    + (f"; {parked_now} parked in {plan.parking_queue}" if plan.to_park else ""),
+                            data=data)
 
     def outcome(self, params: DlqRedeliverParameters, plan: DlqPlan, result: dict[str, int]) -> str:
         return f"done: {plan.summary()}; each sent exactly once (verified: none left in {plan.dlq})"

@@ -10,11 +10,18 @@ approval their connections are closed, so Artemis redelivers what they held to t
        the remaining consumers acknowledge, or it is empty; the closed consumers are gone)
 
 Closing loses nothing: what a consumer held unacknowledged goes back to the queue.
+
+Poison: with `park_after=N`, a message the stuck consumers held when this runbook closed them N times
+(this time included) moves to `parking_queue` instead of going back to the healthy consumers. Artemis
+does not show a message's delivery count through management (and an AMQP consumer closed without
+settling does not raise it), so the runbook counts itself, per message id in the queue, in a ledger
+(mq_runbooks.flows.artemis_ledger). To park before a healthy consumer takes them, the queue is paused
+for the moment of closing and moving (resumed whatever happens).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from prefect import flow
@@ -22,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mq_runbooks.base.clusters import ArtemisCluster
 from mq_runbooks.base.errors import ParameterError
+from mq_runbooks.flows.artemis_ledger import append_ledger, ledger_path, read_ledger
 from mq_runbooks.integrations.artemis import ArtemisManagement, ArtemisNotFound, ConsumerInfo, QueueState
+from mq_runbooks.integrations.artemis_messages import ORIGINAL_MESSAGE_ID, held_by, list_messages, move, pause
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
 from mq_runbooks.kit.plans import PlanTable
@@ -44,6 +53,14 @@ class DrainStuckParameters(BaseModel):
         "seconds a consumer must have acknowledged nothing (while holding deliveries) to count as stuck"))
     window_s: float = Field(10, ge=1, le=600, description="seconds between the two samples")
     verify_window_s: float = Field(10, ge=1, le=600, description="seconds to watch the queue after closing")
+    park_after: int | None = Field(None, ge=1, le=1000, description=(
+        "a message stuck consumers held when this runbook closed them this many times (this time included) "
+        "moves to parking_queue instead of back to the healthy consumers"))
+    parking_queue: str | None = Field(None, min_length=1, description="where those go (default <queue>.parking)")
+
+    @property
+    def parking(self) -> str:
+        return self.parking_queue or f"{self.queue}.parking"
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,7 @@ class StuckConsumer:
     held: int  # deliveries not acknowledged
     acknowledged: int
     idle_s: float  # since its last acknowledgement (or its first delivery, if none)
+    held_ids: tuple[int, ...] = ()  # the ids (in the queue) of the messages it holds
 
 
 @dataclass(frozen=True)
@@ -66,15 +84,19 @@ class DrainPlan(PlanTable):
     stuck: tuple[StuckConsumer, ...]
     healthy: int  # consumers of the queue that are not stuck
     window_s: float
+    to_park: tuple[int, ...] = ()  # held message ids at park_after: moved to the parking queue
+    parking_queue: str | None = None
 
-    COLUMNS = ("connection", "client id", "remote address", "protocol", "held", "acknowledged", "idle s")
+    COLUMNS = ("connection", "client id", "remote address", "protocol", "held", "acknowledged", "idle s",
+               "to park")
 
     def columns(self) -> tuple[str, ...]:
         return self.COLUMNS
 
     def rows(self) -> list[tuple]:
-        return [(c.connection_id, c.client_id, c.remote_address, c.protocol, c.held, c.acknowledged, round(c.idle_s))
-                for c in sorted(self.stuck, key=lambda c: c.connection_id or "")]
+        parked = set(self.to_park)
+        return [(c.connection_id, c.client_id, c.remote_address, c.protocol, c.held, c.acknowledged, round(c.idle_s),
+                 sum(1 for i in c.held_ids if i in parked)) for c in sorted(self.stuck, key=lambda c: c.connection_id or "")]
 
     def digest(self) -> str:  # binds the connections to close, not the counts that move by themselves
         import hashlib
@@ -85,17 +107,21 @@ class DrainPlan(PlanTable):
         return self.queue.message_count - self.queue.delivering_count
 
     def summary(self) -> str:
+        parking = (f"; {len(self.to_park)} of them held at park_after go to {self.parking_queue}"
+                   if self.to_park else "")
         return (f"{len(self.stuck)} stuck consumer connection(s) of {self.queue.name} holding "
                 f"{sum(c.held for c in self.stuck)} message(s) to close; {self.waiting} waiting, "
-                f"{self.healthy} healthy consumer(s)")
+                f"{self.healthy} healthy consumer(s)" + parking)
 
 
 def _sample(artemis: ArtemisManagement, queue: str) -> tuple[QueueState, dict[str, ConsumerInfo]]:
     return artemis.queue(queue), {c.consumer_id: c for c in artemis.consumers(queue)}
 
 
-def observe_stuck(cluster: ArtemisCluster, params: DrainStuckParameters,
+def observe_stuck(cluster: ArtemisCluster, params: DrainStuckParameters, closed_before: dict[str, int] | None = None,
                   sleep=time.sleep) -> DrainPlan:
+    """Sample twice and plan; `closed_before` (message id -> times held when this runbook closed its
+    consumers, from the ledger) decides what is parked with park_after."""
     with ArtemisManagement.from_cluster(cluster) as artemis:
         try:
             _, first = _sample(artemis, params.queue)
@@ -122,20 +148,45 @@ def observe_stuck(cluster: ArtemisCluster, params: DrainStuckParameters,
                 connection_id=artemis.session_connection(now.session_id), client_id=now.client_id,
                 remote_address=now.remote_address, protocol=now.protocol, held=now.delivering_count,
                 acknowledged=now.messages_acknowledged, idle_s=idle_s))
+        if stuck and params.park_after is not None:
+            held = held_by(artemis, params.queue)
+            stuck = [replace(c, held_ids=tuple(held.get((c.connection_id or "", c.session_id), ()))) for c in stuck]
+    before = closed_before or {}
+    to_park = tuple(i for c in stuck for i in c.held_ids
+                    if params.park_after is not None and before.get(str(i), 0) + 1 >= params.park_after)
     return DrainPlan(cluster=cluster.name, queue=queue, stuck=tuple(stuck), healthy=len(second) - len(stuck),
-                     window_s=params.window_s)
+                     window_s=params.window_s, to_park=to_park, parking_queue=params.parking if to_park else None)
 
 
-def close_connections(cluster: ArtemisCluster, plan: DrainPlan) -> dict[str, list[str]]:
-    closed, gone = [], []
+def close_connections(cluster: ArtemisCluster, plan: DrainPlan, park_wait_s: float = 10.0) -> dict[str, Any]:
+    """Close the stuck consumers' connections. With messages to park, the queue is paused first (so
+    what the consumers held is not delivered again meanwhile), those messages are moved by id to the
+    parking queue as soon as Artemis has taken them back, and the queue is resumed, whatever happens."""
+    closed, gone, parked, waiting = [], [], [], list(plan.to_park)
     with ArtemisManagement.from_cluster(cluster) as artemis:
-        for consumer in plan.stuck:
-            if consumer.connection_id is None:
-                gone.append(consumer.consumer_id)
-                continue
-            artemis.close_connection(consumer.connection_id)
-            closed.append(consumer.connection_id)
-    return {"closed": closed, "already_gone": gone}
+        if plan.to_park:
+            artemis.create_queue(plan.parking_queue)
+            pause(artemis, plan.queue.name, True)
+        try:
+            for consumer in plan.stuck:
+                if consumer.connection_id is None:
+                    gone.append(consumer.consumer_id)
+                    continue
+                artemis.close_connection(consumer.connection_id)
+                closed.append(consumer.connection_id)
+            deadline = time.monotonic() + park_wait_s
+            while waiting:  # a held message can be moved once the closed session has given it back
+                moved = move(artemis, plan.queue.name, waiting, plan.parking_queue)
+                parked += [i for i, done in moved.items() if done]
+                waiting = [i for i, done in moved.items() if not done]
+                if waiting and time.monotonic() > deadline:
+                    break
+                if waiting:
+                    time.sleep(0.2)
+        finally:
+            if plan.to_park:
+                pause(artemis, plan.queue.name, False)
+    return {"closed": closed, "already_gone": gone, "parked": parked, "not_parked": waiting}
 
 
 class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
@@ -146,7 +197,8 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
         return f"{params.cluster}/{params.queue}"
 
     def observe(self, env: Env, params: DrainStuckParameters) -> DrainPlan:
-        plan = observe_stuck(env.clusters.artemis_cluster(params.cluster), params)
+        closed_before = read_ledger(_ledger(env, params)) if params.park_after is not None else {}
+        plan = observe_stuck(env.clusters.artemis_cluster(params.cluster), params, closed_before)
         if isinstance(env, Run):
             env.observed(f"{params.queue}: {plan.queue.message_count} message(s), {plan.queue.delivering_count} "
                          f"delivering, {plan.queue.consumer_count} consumer(s), sampled twice {params.window_s:g}s apart",
@@ -159,8 +211,8 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
             live = {c.session_id for c in artemis.consumers(params.queue)}
             queue = artemis.queue(params.queue)
         stuck = tuple(c for c in approved.stuck if c.session_id in live)
-        return DrainPlan(cluster=approved.cluster, queue=queue, stuck=stuck,
-                         healthy=approved.healthy, window_s=approved.window_s)
+        kept = {i for c in stuck for i in c.held_ids}
+        return replace(approved, queue=queue, stuck=stuck, to_park=tuple(i for i in approved.to_park if i in kept))
 
     def snapshot(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> None:
         # For the record only: a closed connection cannot be reopened, so nothing is handed to the
@@ -173,8 +225,17 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
         cluster = run.clusters.artemis_cluster(params.cluster)
         result = run.step("close-connections", lambda: close_connections(cluster, plan),
                           lambda r: f"closed {len(r['closed'])} connection(s) of stuck consumers of {params.queue}; "
-                                    f"{sum(c.held for c in plan.stuck)} held message(s) go back to the queue",
-                          lambda r: r)
+                                    f"{sum(c.held for c in plan.stuck) - len(r['parked'])} held message(s) go back "
+                                    "to the queue" + (f", {len(r['parked'])} parked in {plan.parking_queue}"
+                                                      if plan.to_park else ""),
+                          lambda r: {**r, "parked_count": len(r["parked"])}, partial=bool(plan.to_park))
+        if result is not None and params.park_after is not None:  # what they held, once more, for the next run
+            parked = set(result["parked"])
+            append_ledger(_ledger(run, params), run.id, params.queue,
+                          [str(i) for c in plan.stuck for i in c.held_ids if i not in parked])
+        if result is not None and result["not_parked"]:
+            run.note(f"{len(result['not_parked'])} message(s) to park were not given back by Artemis in time: "
+                     "they stay in the queue", not_parked=result["not_parked"])
         return {"queue_before": asdict(plan.queue), **(result or {})}
 
     def verify(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, result: Any) -> Verification:
@@ -185,8 +246,14 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
             time.sleep(params.verify_window_s)
             end = artemis.queue(params.queue)
             left = [c for c in artemis.consumers(params.queue) if c.session_id in closed_sessions]
+            # a parked message is a copy whose _AMQ_ORIG_MESSAGE_ID is its id in the queue
+            parked = sum(1 for m in list_messages(artemis, plan.parking_queue)
+                         if m.properties.get(ORIGINAL_MESSAGE_ID) in set(plan.to_park)) if plan.to_park else 0
         acked = end.messages_acknowledged - start.messages_acknowledged
-        data = {"acknowledged_in_window": acked, "message_count": [start.message_count, end.message_count],
+        if parked < len(plan.to_park):
+            return Verification(ok=False, summary=f"{parked} of {len(plan.to_park)} message(s) to park are in "
+                                f"{plan.parking_queue}", data={"parked": parked, "to_park": len(plan.to_park)})
+        data = {"parked": parked, "acknowledged_in_window": acked, "message_count": [start.message_count, end.message_count],
                 "consumers_after": end.consumer_count, "window_s": params.verify_window_s}
         if left:
             return Verification(ok=False, summary=f"{len(left)} closed consumer(s) are still attached", data=data)
@@ -201,6 +268,10 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
 
     def outcome(self, params: DrainStuckParameters, plan: DrainPlan, result: Any) -> str:
         return f"done: {plan.summary()}; the queue makes progress (verified over {params.verify_window_s:g}s)"
+
+
+def _ledger(env: Env, params: DrainStuckParameters):
+    return ledger_path(env.settings.snapshot_dir, "artemis-stuck-ledger", params.cluster, params.queue)
 
 
 STEPS = DrainStuck()

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from proton import ConnectionException, Data, Message, SSLDomain, Timeout
+from proton import ConnectionException, Data, Delivery, Message, SSLDomain, Timeout
 from proton.handlers import MessagingHandler
 from proton.reactor import LinkOption, Selector
 from proton.utils import BlockingConnection, LinkDetached, SendException
@@ -156,9 +158,9 @@ class AmqpSession:
                 pass
         return count()
 
-    def consumer(self, queue: str, credit: int = 1) -> _Consumer:
+    def consumer(self, queue: str, credit: int = 1, selector: str | None = None) -> _Consumer:
         """A consumer that stays attached: its next() waits for one message and accepts it."""
-        options = [_AnycastQueue()]
+        options = [_AnycastQueue(), *([Selector(selector)] if selector else [])]
         return _Consumer(self._connection.create_receiver(queue, credit=credit, options=options))
 
     def receive(self, queue: str, count: int, timeout_s: float, selector: str | None = None) -> list[Received]:
@@ -212,6 +214,40 @@ class _Sender:
                                    f"{self._session.timeout_s:g}s (an address with policy BLOCK holds it)") from None
         except (SendException, LinkDetached) as exc:
             raise BrokerError(f"{self._session.where} refused a message to {self._queue}: {exc}") from None
+
+    def send_many(self, messages: Iterable[tuple[str, dict[str, Any]]], window: int = 1000) -> int:
+        """Send (body, properties) pairs pipelined, up to `window` unsettled at a time (as the broker's
+        credit allows); returns once Artemis accepted every one, how many. A refused message raises
+        BrokerError naming how many were accepted before it; a stall of `timeout_s` raises UnreachableError."""
+        link, connection = self._link.link, self._session._connection
+        unsettled: deque[Delivery] = deque()
+        accepted = 0
+
+        def settle_answered() -> int:  # the oldest deliveries Artemis answered; how many are still open
+            nonlocal accepted
+            while unsettled and (unsettled[0].settled or unsettled[0].remote_state):
+                delivery = unsettled.popleft()
+                if delivery.remote_state in (Delivery.REJECTED, Delivery.RELEASED, Delivery.MODIFIED):
+                    raise BrokerError(f"{self._session.where} refused a message to {self._queue} after {accepted} "
+                                      f"accepted ({delivery.remote_state})")
+                delivery.settle()
+                accepted += 1
+            return len(unsettled)
+
+        try:
+            for body, properties in messages:
+                connection.wait(lambda: settle_answered() < window and link.credit > 0, timeout=self._session.timeout_s)
+                unsettled.append(link.send(Message(body=body, properties=properties, durable=True,
+                                                   creation_time=time.time())))
+            connection.wait(lambda: settle_answered() == 0, timeout=self._session.timeout_s)
+        except Timeout:
+            raise UnreachableError(f"{self._session.where} took no message to {self._queue} for "
+                                   f"{self._session.timeout_s:g}s after {accepted} accepted (an address with policy "
+                                   "BLOCK holds them)") from None
+        except (ConnectionException, LinkDetached) as exc:
+            raise BrokerError(f"{self._session.where} dropped the sender to {self._queue} after {accepted} "
+                              f"accepted: {exc}") from None
+        return accepted
 
     def close(self) -> None:
         try:

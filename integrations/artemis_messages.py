@@ -20,7 +20,7 @@ from typing import Any
 from mq_runbooks.base.errors import BrokerError
 from mq_runbooks.integrations.artemis import ArtemisManagement, JolokiaFailure, exec_request
 
-__all__ = ["InvalidFilter", "Message", "count", "list_messages", "move", "move_matching", "retry"]
+__all__ = ["InvalidFilter", "Message", "count", "held_by", "list_messages", "move", "move_matching", "pause", "retry"]
 
 ORIGINAL_QUEUE = "_AMQ_ORIG_QUEUE"
 ORIGINAL_ADDRESS = "_AMQ_ORIG_ADDRESS"
@@ -70,6 +70,25 @@ def list_messages(artemis: ArtemisManagement, queue: str, filter: str = "", limi
             break
         page += 1
     return found[:limit] if limit is not None else found
+
+
+def held_by(artemis: ArtemisManagement, queue: str) -> dict[tuple[str, str], list[int]]:
+    """The messages each consumer of `queue` holds (delivered, not acknowledged), by (connection id,
+    session id): Artemis' listDeliveringMessages, whose consumer names read
+    'ServerConsumer [id=<connection>:<session>:<n>, ...'."""
+    found: dict[tuple[str, str], list[int]] = {}
+    for consumer in json.loads(_on_queue(artemis, queue, "listDeliveringMessagesAsJSON") or "[]"):
+        name = str(consumer.get("consumerName", ""))
+        key = name.partition("id=")[2].split(",", 1)[0].rsplit(":", 1)[0]  # '<connection>:<session>'
+        connection, _, session = key.partition(":")
+        found.setdefault((connection, session), []).extend(
+            int(element["messageID"]) for element in consumer.get("elements") or [])
+    return found
+
+
+def pause(artemis: ArtemisManagement, queue: str, paused: bool) -> None:
+    """Stop (or resume) deliveries of `queue` to its consumers; messages still arrive and wait."""
+    _on_queue(artemis, queue, "pause()" if paused else "resume()")
 
 
 def move_matching(artemis: ArtemisManagement, queue: str, filter: str, to_queue: str, limit: int,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -14,8 +15,10 @@ import pytest
 
 from mq_runbooks.app import runs
 from mq_runbooks.base.clusters import load_clusters
+from mq_runbooks.base.errors import UnreachableError
 from mq_runbooks.integrations.artemis import ArtemisManagement
 from mq_runbooks.kit import journal
+from tests.artemis_support import wait_for
 from tests.flows.runbook_harness import finished, paused, runbook_env, start_runbook, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
@@ -131,3 +134,44 @@ def test_a_failed_canary_puts_the_switch_back_and_says_the_backup_stays_active(p
     assert "rolled back" in outcome.summary and "switch artemis-clients restored to '127.0.0.1:61727'" in outcome.summary
     assert "stays active" in outcome.summary, outcome.summary
     assert json.loads(switch_file.read_text())["artemis"]["endpoint"] == "127.0.0.1:61727"
+
+
+def test_a_killed_primary_the_backup_takes_over_and_failover_switches_with_a_canary_then_fails_back(
+        private_pair, runbook_env):
+    """The 3 a.m. case: the primary's process dies (SIGKILL). Artemis' backup takes over by itself; the
+    runbook's plan has nothing to hand over, switches the clients and proves it with a canary; with the
+    primary started again (a backup in sync), artemis-failback hands back."""
+    config, switch_file, pair_stack = private_pair
+    clusters = load_clusters(config)
+    pid = int((config.parent / "stack" / "artemis-primary" / "pid").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)  # the private pair's primary, started by this test's fixture
+
+    def backup_active():
+        try:
+            with ArtemisManagement.from_cluster(clusters.artemis_cluster("backup")) as artemis:
+                return artemis.broker().active
+        except UnreachableError:
+            return False
+    wait_for(backup_active, timeout=90, what="the backup active after the primary was killed")
+
+    settings, catalog = runbook_env(RUNBOOK, RUNBOOK_CLUSTERS=str(config))
+    run_id = start_runbook(settings, catalog, RUNBOOK)
+    view = wait_until(run_id, paused, timeout=60)
+    plan = journal.last(view.entries, "plan")
+    assert [row[0] for row in plan.data["rows"]] == ["switch", "canary"], plan.data["rows"]
+    runs.answer_gate(settings, catalog, run_id, True, "grace", "primary host died")
+    view = wait_until(run_id, finished, timeout=120)
+    assert view.succeeded, view.message
+    assert [e.data["step"] for e in view.entries if e.kind == "action"] == ["switch", "canary"]
+    assert json.loads(switch_file.read_text())["artemis"]["endpoint"] == "127.0.0.1:61728"
+
+    assert pair_stack("up", "artemis-primary").returncode == 0
+    settings, catalog = runbook_env("artemis-failback", RUNBOOK_CLUSTERS=str(config))
+    back = start_runbook(settings, catalog, "artemis-failback")
+    wait_until(back, paused, timeout=60)
+    runs.answer_gate(settings, catalog, back, True, "heidi", "primary host replaced")
+    view = wait_until(back, finished, timeout=120)
+    assert view.succeeded, view.message
+    assert json.loads(switch_file.read_text())["artemis"]["endpoint"] == "127.0.0.1:61727"
+    canary = [e for e in view.entries if e.kind == "action" and e.data["step"] == "canary"][0]
+    assert canary.data["received"] and canary.data["endpoint"] == "127.0.0.1:61727"
