@@ -97,7 +97,7 @@ def by_jolokia(cluster, dlq: str, messages: int) -> dict[str, float]:
 
 
 def by_runbook(dlq: str, batch_size: int) -> dict[str, float]:
-    from mq_runbooks.app import runs
+    from mq_runbooks.app import starts
     from mq_runbooks.base.catalog import load_catalog
     from mq_runbooks.base.settings import Settings
     from mq_runbooks.kit import journal
@@ -106,7 +106,7 @@ def by_runbook(dlq: str, batch_size: int) -> dict[str, float]:
     catalog = load_catalog(settings.catalog, settings.team_catalog)
     runbook = catalog.get(RUNBOOK)
     params = runbook.validate_parameters({"cluster": "primary", "dlq": dlq, "batch_size": str(batch_size)})
-    run_id = runs.start_run(settings, runbook, params, requested_by="alice")
+    run_id = starts.start_run(settings, runbook, params, requested_by="alice")
     view = wait(run_id, lambda v: v.state_type == "PAUSED" or v.finished, 1800)
     start = journal.last(view.entries, "parameters")
     plan = journal.last(view.entries, "plan")
