@@ -97,7 +97,7 @@ def by_jolokia(cluster, dlq: str, messages: int) -> dict[str, float]:
 
 
 def by_runbook(dlq: str, batch_size: int) -> dict[str, float]:
-    from mq_runbooks.app import starts
+    from mq_runbooks.app import runs, starts
     from mq_runbooks.base.catalog import load_catalog
     from mq_runbooks.base.settings import Settings
     from mq_runbooks.kit import journal
