@@ -142,12 +142,6 @@ class Replay(RunbookSteps[ReplayParameters, ReplayPlan]):
     def act(self, run: Run, params: ReplayParameters, plan: ReplayPlan) -> None:
         cluster = run.clusters.kafka_cluster(params.cluster)
         targets = plan.target_offsets()
-        if run.fault == "apply-partial":
-            # Tests: apply the first half for real, then fail, as a broker dying mid-way would.
-            first = {tp: targets[tp] for tp in sorted(targets)[: max(1, len(targets) // 2)]}
-            run.step("alter-offsets-part", lambda: alter(cluster, plan.group, first),
-                     f"altered {len(first)} of {len(targets)} partition offset(s) of {plan.group}")
-            raise BrokerError(f"injected fault: failed after applying {len(first)} of {len(targets)} partition(s)")
         # An alter is not atomic across partitions: a failure may have moved some of them.
         run.step("alter-offsets", lambda: alter(cluster, plan.group, targets),
                  f"altered {len(targets)} partition offset(s) of {plan.group}", lambda _: {"partitions": len(targets)},

@@ -146,8 +146,6 @@ class _Move(RunbookSteps[RabbitFailoverParameters, MovePlan]):
                result: dict[str, Any]) -> Verification:
         """A canary published and consumed through whatever the switch now points at."""
         counts = {"moved": _moved(result["queues"]), "seen_at_plan": plan.messages_at_plan, "queues": result["queues"]}
-        if run.fault == "canary":
-            return Verification(ok=False, summary="injected fault: the canary was not consumed", data=counts)
         _, destination = clusters_for(params, run.clusters, self.direction)
         endpoint = open_switch(run.clusters, params.switch, self.id).current()
         try:

@@ -59,6 +59,7 @@ from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.integrations.redis_streams import RedisStreams
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.endings import ended_state
+from mq_runbooks.kit.faults import Fault
 from mq_runbooks.kit.labels import WAITS_FOR, label, run_name, start_tags
 from mq_runbooks.kit.run_artifacts import publish_plan, publish_timeline
 from mq_runbooks.kit.lock import target_lock
@@ -169,9 +170,9 @@ class Run(Env):
     _applied: dict[str, journal.Entry] | None = None
 
     @property
-    def fault(self) -> str | None:
-        """Tests only (RUNBOOK_INJECT_FAULT): the name of a step to make fail."""
-        return self.settings.inject_fault
+    def _fault(self) -> Fault | None:
+        """Tests only (RUNBOOK_INJECT_FAULT): where the driver makes this run fail (kit/faults.py)."""
+        return Fault.parse(self.settings.inject_fault)
 
     def note(self, summary: str, **data: Any) -> None:
         """Journal a line worth keeping in the run's timeline (kind `note`), with plain JSON `data`."""
@@ -205,6 +206,11 @@ class Run(Env):
             self.note(f"step {key} was already applied in this run ({done.summary}): not applied again", step=key)
             self.changed.append(done.summary)
             return None
+        fault = self._fault
+        if fault is not None and fault.hits("fail-before", key):
+            raise fault.error(key)
+        if fault is not None and fault.hits("fail-during", key):
+            apply = _then_raise(apply, fault.error(key))
         try:
             result = task(name=key, cache_policy=NO_CACHE, retries=retries, retry_delay_seconds=2,
                           retry_condition_fn=_transient)(apply)()
@@ -216,10 +222,20 @@ class Run(Env):
         entry = journal.write(self.id, Action(step=key, summary=summary, data=data(result) if data else {}))
         self.applied_steps[key] = entry
         self.changed.append(summary)
-        stall = f"stall-after:{key}"  # tests: a process to kill (an hour), or to watch (`:SECONDS`), mid-run
-        if self.fault == stall or (self.fault or "").startswith(stall + ":"):
-            time.sleep(float(self.fault.removeprefix(stall).lstrip(":") or 3600))
+        if fault is not None and fault.hits("stall-after", key):  # a process to kill, or to watch, mid-run
+            time.sleep(fault.seconds)
+        if fault is not None and fault.hits("fail-after", key):
+            raise fault.error(key)
         return result
+
+
+def _then_raise(apply: Callable[[], T], error: Exception) -> Callable[[], T]:
+    """`apply`, then `error` instead of its result (a fault: the change reached the broker, the answer did not)."""
+    @functools.wraps(apply)
+    def applied_then_failed() -> T:
+        apply()
+        raise error
+    return applied_then_failed
 
 
 class RunbookSteps(Generic[P, PlanT]):
@@ -557,7 +573,8 @@ def _verify(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT, res
             break
         time.sleep(steps.verify_delay_s)
         verification = check(run, params, plan, result)
-    if run.fault == "verify":
+    fault = run._fault
+    if fault is not None and fault.hits("verify"):
         verification = verification.model_copy(update={"ok": False, "summary": "injected fault: verification "
                                                         f"forced to fail ({verification.summary})"})
     return verification

@@ -291,7 +291,7 @@ def test_failure_after_the_copy_before_the_offsets_moved_says_exactly_what_chang
         kafka_config, stuck_group, runbook_env, slack):
     topic, group, consumer = stuck_group
     # Started from Slack: the gate gets the trigger, so the approval request goes where it was typed.
-    settings, catalog = runbook_env(RUNBOOK, RUNBOOK_INJECT_FAULT="move-offsets", RUNBOOK_SLACK_BOT_TOKEN=slack.token,
+    settings, catalog = runbook_env(RUNBOOK, RUNBOOK_INJECT_FAULT="fail-before:move-offsets", RUNBOOK_SLACK_BOT_TOKEN=slack.token,
                                     RUNBOOK_SLACK_API_URL=slack.url, RUNBOOK_SLACK_CHANNEL="C0DEFAULT")
     params = catalog.get(RUNBOOK).validate_parameters({"cluster": "primary", "group": group, "stuck_after": "2",
                                                        "wait_for_inactive": "30"})
@@ -311,7 +311,7 @@ def test_failure_after_the_copy_before_the_offsets_moved_says_exactly_what_chang
     outcome = journal.last(view.entries, "outcome")
     assert outcome.data["outcome"] == "failed" and outcome.data["changed"] == [copied]
     assert "failed before changing anything" not in outcome.summary
-    assert copied in outcome.summary and "injected fault: moving the offsets failed" in outcome.summary
+    assert copied in outcome.summary and "injected fault: step move-offsets failed before its change" in outcome.summary
     rollback = journal.last(view.entries, "rollback")
     assert rollback.summary.startswith("no committed offset had been moved: nothing to put back")
     assert rollback.data["offsets_restored"] == 0 and rollback.data["dead_letter_copies_kept"] == 1
