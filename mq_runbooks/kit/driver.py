@@ -64,7 +64,8 @@ from mq_runbooks.kit.labels import WAITS_FOR, label, run_name, start_tags
 from mq_runbooks.kit.run_artifacts import publish_plan, publish_timeline
 from mq_runbooks.kit.lock import target_lock
 from mq_runbooks.kit.plans import Plan
-from mq_runbooks.kit.records import Action, Outcome, PlanRecord, Restore, Snapshot, Start, Verification
+from mq_runbooks.kit.records import (
+    Action, Error, Lock, Note, Observation, Outcome, PlanRecord, Restore, Snapshot, Start, Verification)
 from mq_runbooks.kit.runtime import RunContext
 from mq_runbooks.kit.steps import approve_stable_plan, publish_postmortem
 
@@ -176,11 +177,11 @@ class Run(Env):
 
     def note(self, summary: str, **data: Any) -> None:
         """Journal a line worth keeping in the run's timeline (kind `note`), with plain JSON `data`."""
-        journal.record(self.id, "note", summary, **data)
+        journal.write(self.id, Note(summary=summary, data=data))
 
     def observed(self, summary: str, **data: Any) -> None:
         """Journal something the run saw on the broker (kind `observation`), with plain JSON `data`."""
-        journal.record(self.id, "observation", summary, **data)
+        journal.write(self.id, Observation(summary=summary, data=data))
 
     @property
     def applied_steps(self) -> dict[str, journal.Entry]:
@@ -377,7 +378,7 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
         raise
     except Exception as exc:
         if journal.last(journal.read(run_id), "outcome") is None:
-            journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
+            journal.write(run_id, Error(summary=f"{type(exc).__name__}: {exc}"))
             journal.write(run_id, Outcome(outcome="failed", summary=f"failed before changing anything: {exc}"))
         publish_postmortem(run_id)
         _show(run_id, ended=True)
@@ -435,9 +436,9 @@ def _record_relative_targets(steps: RunbookSteps[P, PlanT], run: Run, params: P,
     relative = steps.relative_targets(params)
     if relative:
         moment = planned_at.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        journal.record(run.id, "note", f"relative targets fixed at the first plan: {relative} measured from "
-                       f"{moment}, in every re-plan and every resumption of this run", relative_targets=relative,
-                       planned_at=moment)
+        journal.write(run.id, Note(summary=f"relative targets fixed at the first plan: {relative} measured from "
+                                           f"{moment}, in every re-plan and every resumption of this run",
+                                   data={"relative_targets": relative, "planned_at": moment}))
 
 
 def _observe(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> PlanT:
@@ -486,7 +487,7 @@ def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
     with target_lock(key, run.id, run.settings.lock_wait_s, adopt=adopt,
                      suspended_for=lambda: suspended_for[0]) as lease:
         if adopt is None or str(lease.id) != str(adopt):
-            journal.record(run.id, "lock", f"holding lock {key}", key=key, lease_id=str(lease.id))
+            journal.write(run.id, Lock(summary=f"holding lock {key}", key=key, lease_id=str(lease.id)))
         plan = _observe(steps, run, params)
         stop = _stop_before_acting(steps, run, params, plan)
         if stop is not None:
@@ -548,7 +549,7 @@ def _apply(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT) -> S
         if not verification.ok:
             raise VerificationFailed(f"verification failed: {verification.summary}")
     except Exception as exc:
-        journal.record(run.id, "error", f"{type(exc).__name__}: {exc}")
+        journal.write(run.id, Error(summary=f"{type(exc).__name__}: {exc}"))
         _fail_after_change(steps, run, params, plan, snapshot, exc)
         raise
     _closing(run, steps.report)(run, params, plan, result)

@@ -103,8 +103,12 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def record(flow_run_id: UUID | str, kind: str, summary: str, **data: Any) -> Entry:
-    """Append one entry to a run's journal and return it."""
+def write(flow_run_id: UUID | str, entry: "Record") -> Entry:
+    """Append a typed record (mq_runbooks.kit.records) to a run's journal and return the entry."""
+    return _append(flow_run_id, entry.KIND, entry.summary, entry.payload())
+
+
+def _append(flow_run_id: UUID | str, kind: str, summary: str, data: dict[str, Any]) -> Entry:
     if kind not in KINDS:
         raise ValueError(f"journal kind {kind!r} is not one of {', '.join(KINDS)}")
     from mq_runbooks.kit.signing import sign
@@ -127,11 +131,6 @@ def record(flow_run_id: UUID | str, kind: str, summary: str, **data: Any) -> Ent
         except Exception:  # noqa: BLE001  (a mirror must not break the record)
             pass
     return entry
-
-
-def write(flow_run_id: UUID | str, entry: "Record") -> Entry:
-    """Append a typed record (mq_runbooks.kit.records) to a run's journal."""
-    return record(flow_run_id, entry.KIND, entry.summary, **entry.payload())
 
 
 def _json_roundtrip(document: dict[str, Any]) -> dict[str, Any]:
