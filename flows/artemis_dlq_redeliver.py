@@ -30,7 +30,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 
 from mq_runbooks.base.clusters import ArtemisCluster
 from mq_runbooks.base.errors import ParameterError
@@ -38,7 +37,7 @@ from mq_runbooks.flows.artemis_dlq_plan import (
     RUNBOOK_ID, Batch, DlqPlan, DlqRedeliverParameters, plan_redelivery)
 from mq_runbooks.integrations.artemis import ArtemisManagement
 from mq_runbooks.integrations.artemis_messages import InvalidFilter, list_messages, move, move_matching
-from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.records import Snapshot, Verification
 
 __all__ = ["DlqRedeliverParameters", "artemis_dlq_redeliver", "dry_run", "ledger_path"]
@@ -209,8 +208,6 @@ STEPS = DlqRedeliver()
 dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight
 
 
-@flow(name=RUNBOOK_ID, persist_result=False)
-def artemis_dlq_redeliver(params: DlqRedeliverParameters, requested_by: str = "unknown",
-                          trigger: dict[str, Any] | None = None):
-    """Send an Artemis dead-letter queue's messages back to their queues, each exactly once."""
-    return drive(STEPS, params, requested_by, trigger)
+artemis_dlq_redeliver = runbook_flow(
+    STEPS, DlqRedeliverParameters,
+    "Send an Artemis dead-letter queue's messages back to their queues, each exactly once.")

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from confluent_kafka import KafkaException
-from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from mq_runbooks.base.clusters import KafkaCluster
@@ -30,7 +29,7 @@ from mq_runbooks.flows.kafka_replay import (
 )
 from mq_runbooks.integrations.kafka import KafkaClient, UnknownTopicError
 from mq_runbooks.integrations.kafka_records import DeadLetterCopy, KafkaRecords, Provenance
-from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
 __all__ = ["DrainStuckParameters", "STEPS", "dry_run", "kafka_drain_stuck"]
@@ -203,8 +202,6 @@ STEPS = DrainStuck()
 dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight (it takes `stuck_after` seconds to observe)
 
 
-@flow(name=RUNBOOK_ID, persist_result=False)
-def kafka_drain_stuck(params: DrainStuckParameters, requested_by: str = "unknown",
-                      trigger: dict[str, Any] | None = None):
-    """Skip the record each stuck partition of a consumer group is stuck on, keeping it in a dead-letter topic."""
-    return drive(STEPS, params, requested_by, trigger)
+kafka_drain_stuck = runbook_flow(
+    STEPS, DrainStuckParameters,
+    "Skip the record each stuck partition of a consumer group is stuck on, keeping it in a dead-letter topic.")

@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from mq_runbooks.base.clusters import KafkaCluster
@@ -18,12 +17,10 @@ from mq_runbooks.base.errors import BrokerError, PreconditionError
 from mq_runbooks.base.files import read_parameter_file, write_file
 from mq_runbooks.flows.kafka_replay_params import ReplayParameters, SPECS
 from mq_runbooks.flows.replay_plan import ReplayPlan, plan_replay
-from mq_runbooks.flows.replay_spec import parse_offsets_csv, spec_from_parameters
+from mq_runbooks.flows.replay_spec import RUNBOOK as RUNBOOK_ID, parse_offsets_csv, spec_from_parameters
 from mq_runbooks.integrations.kafka import ConsumerGroup, KafkaClient
-from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
-
-RUNBOOK_ID = "kafka-replay"
 
 
 # --- steps (plain functions; the flow wraps them as tasks) ---------------------------------------
@@ -180,7 +177,6 @@ STEPS = Replay()
 dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight
 
 
-@flow(name=RUNBOOK_ID, persist_result=False)
-def kafka_replay(params: ReplayParameters, requested_by: str = "unknown", trigger: dict[str, Any] | None = None):
-    """Replay (or skip) messages for a consumer group by moving its committed offsets."""
-    return drive(STEPS, params, requested_by, trigger)
+kafka_replay = runbook_flow(
+    STEPS, ReplayParameters,
+    "Replay (or skip) messages for a consumer group by moving its committed offsets.")

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prefect import flow
 
 from mq_runbooks.base.errors import PreconditionError
 from mq_runbooks.base.files import write_file
@@ -34,7 +33,7 @@ from mq_runbooks.flows.redis_streams_drain_plan import (
     ACK_GONE, CLAIM, DEAD_LETTER, RUNBOOK_ID, DrainPlan, DrainStuckParameters, plan_drain,
 )
 from mq_runbooks.integrations.redis_streams import PROVENANCE_FIELDS, DeadLetterCopy, RedisStreams
-from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
 __all__ = ["DrainStuckParameters", "dry_run", "redis_streams_drain_stuck"]
@@ -245,8 +244,6 @@ STEPS = DrainStuck()
 dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight
 
 
-@flow(name=RUNBOOK_ID, persist_result=False)
-def redis_streams_drain_stuck(params: DrainStuckParameters, requested_by: str = "unknown",
-                              trigger: dict[str, Any] | None = None):
-    """Move a Redis consumer group's stuck entries to a healthy consumer, poison ones to a dead-letter stream."""
-    return drive(STEPS, params, requested_by, trigger)
+redis_streams_drain_stuck = runbook_flow(
+    STEPS, DrainStuckParameters,
+    "Move a Redis consumer group's stuck entries to a healthy consumer, poison ones to a dead-letter stream.")

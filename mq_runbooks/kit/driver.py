@@ -26,10 +26,7 @@ A runbook module then reads:
 
     STEPS = Replay()
     dry_run = STEPS.dry_run
-
-    @flow(name="kafka-replay", persist_result=False)
-    def kafka_replay(params: ReplayParameters, requested_by: str = "unknown", trigger: dict | None = None):
-        return drive(STEPS, params, requested_by, trigger)
+    kafka_replay = runbook_flow(STEPS, ReplayParameters, "Replay a consumer group from offsets.")
 """
 from __future__ import annotations
 
@@ -41,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
-from prefect import get_run_logger, task
+from prefect import Flow, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import PrefectSignal
 from prefect.runtime import flow_run
@@ -316,6 +313,23 @@ def refuse_missing(runbook_id: str, plan: Plan) -> None:
     missing = list(plan.missing_targets())
     if missing:
         raise ParameterError(runbook_id, [("target", f"{name} does not exist") for name in missing])
+
+
+def runbook_flow(steps: RunbookSteps[P, PlanT], parameters: type[P], description: str) -> Flow:
+    """The runbook's Prefect flow, named by its steps' id (the one place a runbook's id is written in
+    Python) and taking (params, requested_by, trigger), as the CLI, alerts and Slack start runs:
+
+        kafka_replay = runbook_flow(STEPS, ReplayParameters, "Replay a consumer group from offsets.")
+
+    Bind it to the module attribute the catalog's `flow:` names (the id with underscores)."""
+    def run(params: Any, requested_by: str = "unknown", trigger: dict[str, Any] | None = None) -> State:
+        return drive(steps, params, requested_by, trigger)
+
+    run.__annotations__ = {"params": parameters, "requested_by": str, "trigger": dict[str, Any] | None}
+    run.__name__ = run.__qualname__ = steps.id.replace("-", "_")
+    run.__module__ = type(steps).__module__
+    run.__doc__ = description
+    return flow(name=steps.id, description=description, persist_result=False)(run)
 
 
 def _closing(env: Env, step: Callable[..., T]) -> Callable[..., T]:
@@ -612,4 +626,4 @@ def _fail_after_change(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan:
          run.changed)
 
 
-__all__ = ["Env", "Run", "RunbookSteps", "VerificationFailed", "drive", "refuse_missing"]
+__all__ = ["Env", "Run", "RunbookSteps", "VerificationFailed", "drive", "refuse_missing", "runbook_flow"]
