@@ -24,9 +24,7 @@ from mq_runbooks.base.errors import BrokerError, UnreachableError
 from mq_runbooks.flows.kafka_drain_plan import (
     OBSERVED_ROWS_KEPT, RUNBOOK_ID, DrainPlan, DrainStuckParameters, StuckPartition, observe, refresh,
 )
-from mq_runbooks.flows.kafka_replay import (
-    alter, inactive_group, restore_offsets, save_offsets_snapshot,
-)
+from mq_runbooks.flows.kafka_offsets import alter, inactive_group, restore_offsets, save_offsets_snapshot
 from mq_runbooks.integrations.kafka import KafkaClient, UnknownTopicError
 from mq_runbooks.integrations.kafka_records import DeadLetterCopy, KafkaRecords, Provenance
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
@@ -118,8 +116,9 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
         run.observed(f"group {params.group} is {state}: its consumers are stopped", state=state)
 
     def snapshot(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> Snapshot:
-        return save_offsets_snapshot(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan),
-                                     run.settings.snapshot_dir, f"{RUNBOOK_ID}-{plan.group}-{run.id}")
+        with run.kafka(params.cluster) as kafka:
+            return save_offsets_snapshot(kafka, plan.group, _partitions(plan), run.settings.snapshot_dir,
+                                         f"{RUNBOOK_ID}-{plan.group}-{run.id}")
 
     def act(self, run: Run, params: DrainStuckParameters, plan: DrainPlan) -> Copied:
         cluster = run.clusters.kafka_cluster(params.cluster)
@@ -130,9 +129,10 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
                             lambda c, p=p: _copied(p, c), lambda c, p=p: _copy_data(p, c), retries=COPY_RETRIES)
             copies.append((p, copy))
         targets = {(p.topic, p.partition): p.target_offset for p in plan.partitions}
-        run.step("move-offsets", lambda: alter(cluster, plan.group, targets),
-                 f"moved {len(targets)} committed offset(s) of {plan.group} one past the stuck record",
-                 lambda _: {"offsets": {f"{t}:{p}": offset for (t, p), offset in targets.items()}})
+        with run.kafka(params.cluster) as kafka:
+            run.step("move-offsets", lambda: alter(kafka, plan.group, targets),
+                     f"moved {len(targets)} committed offset(s) of {plan.group} one past the stuck record",
+                     lambda _: {"offsets": {f"{t}:{p}": offset for (t, p), offset in targets.items()}})
         return copies
 
     def verify(self, run: Run, params: DrainStuckParameters, plan: DrainPlan, result: Copied) -> Verification:
@@ -167,8 +167,8 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
         steps = list(run.applied_steps)
         copies = sum(step.startswith("dlt-copy:") for step in steps)
         if "move-offsets" in steps:
-            restored = restore_offsets(run.clusters.kafka_cluster(params.cluster), plan.group, _partitions(plan),
-                                       snapshot)
+            with run.kafka(params.cluster) as kafka:
+                restored = restore_offsets(kafka, plan.group, _partitions(plan), snapshot)
         else:
             restored = Restore(summary="no committed offset had been moved: nothing to put back", restored=True,
                                restore_command=snapshot.restore_command, data={"offsets_restored": 0})

@@ -41,7 +41,7 @@ from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionErr
 from mq_runbooks.flows.kafka_failback_params import KafkaFailbackParameters
 from mq_runbooks.flows.kafka_failover_plan import failover_pair, require_reachable, switch_value
 from mq_runbooks.flows.kafka_failover_steps import MoveAndSwitch
-from mq_runbooks.flows.kafka_replay import inactive_group
+from mq_runbooks.flows.kafka_offsets import inactive_group
 from mq_runbooks.flows.switching import open_switch
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.kafka_records import KafkaRecords

@@ -16,7 +16,7 @@ from mq_runbooks.flows.kafka_failover_plan import (
     RUNBOOK_ID, FailoverPlan, KafkaFailoverParameters, failover_pair, plan_failover,
 )
 from mq_runbooks.flows.kafka_failover_steps import MoveAndSwitch
-from mq_runbooks.flows.kafka_replay import inactive_group
+from mq_runbooks.flows.kafka_offsets import inactive_group
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit.driver import Env, Run, runbook_flow
 

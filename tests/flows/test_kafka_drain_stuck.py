@@ -16,7 +16,7 @@ from mq_runbooks.base.errors import ParameterError
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.flows.kafka_drain_plan import DrainPlan, DrainStuckParameters, StuckPartition, StuckRecord
 from mq_runbooks.flows.kafka_drain_stuck import STEPS, copy_to_dead_letter, dry_run
-from mq_runbooks.flows.kafka_replay import alter
+from mq_runbooks.flows.kafka_offsets import alter
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Run
@@ -344,7 +344,8 @@ def test_verify_reports_offsets_and_copies_not_as_planned_without_raising(cluste
     assert f"{topic}:0@1 is in {topic}.dlt:0 0 time(s)" in nothing_done.summary
 
     copy = copy_to_dead_letter(clusters.kafka_cluster("primary"), group, stuck)
-    alter(clusters.kafka_cluster("primary"), group, {(topic, 0): 2})
+    with KafkaClient.from_cluster(clusters.kafka_cluster("primary")) as kafka:
+        alter(kafka, group, {(topic, 0): 2})
     done = STEPS.verify(run, params, plan, [(stuck, copy)])
     assert done.ok, done.summary
     assert done.data == {"partitions_checked": 1, "copies_checked": 1}
