@@ -49,7 +49,7 @@ from prefect.states import Failed  # noqa: E402
 
 from mq_runbooks.kit.postmortem.draft import draft_postmortem  # noqa: E402
 from mq_runbooks.base.settings import Settings  # noqa: E402
-from mq_runbooks.kit import journal  # noqa: E402
+from mq_runbooks.kit import journal, records  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "postmortem.md"
 
@@ -68,22 +68,31 @@ def make_run(lines: int) -> str:
     fired = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)).isoformat()
     trigger = {"alertname": "KafkaConsumerGroupStuck", "source": "alertmanager", "status": "firing",
                "startsAt": fired, "labels": {"consumergroup": "billing", "cluster": "primary"}, "annotations": {}}
-    record = journal.record
-    record(run_id, "parameters", "kafka-replay on primary/billing", runbook="kafka-replay",
-           requested_by="alert:KafkaConsumerGroupStuck", parameters={"cluster": "primary", "group": "billing",
-                                                                     "to_earliest": True}, trigger=trigger)
-    record(run_id, "lock", "holding lock kafka:primary:group:billing", key="kafka:primary:group:billing")
+    lock = "kafka:primary:group:billing"
     csv = "".join(f"orders,{p},0\n" for p in range(30))
-    record(run_id, "plan", "30 partition(s): 30000 to replay, 0 to skip", csv=csv, markdown="(plan table)",
-           digest="d" * 64, messages_replayed=30000, messages_skipped=0, partitions=partitions)
-    record(run_id, "approval_requested", "waiting for 1 approval(s) from @kafka-oncall", required=1)
-    record(run_id, "approval", "approved by carol: go", by="carol", comment="go")
-    record(run_id, "snapshot", "committed offsets saved", path="/tmp/s.csv", csv=csv.replace(",0\n", ",1000\n"),
-           restore_command="runbook run kafka-replay -p cluster=primary -p group=billing -p from_file=/tmp/s.csv")
-    record(run_id, "error", "BrokerError: injected fault: failed after applying 15 of 30 partition(s)")
-    record(run_id, "rollback", "restored 30 offset(s) from the snapshot", restored=True, offsets_restored=30,
-           had_no_offset_before=[])
-    record(run_id, "outcome", "failed and rolled back: injected fault", outcome="failed")
+    for entry in (
+        records.Start(summary="kafka-replay on primary/billing", runbook="kafka-replay", target="primary/billing",
+                      requested_by="alert:KafkaConsumerGroupStuck", trigger=trigger,
+                      parameters={"cluster": "primary", "group": "billing", "to_earliest": True}),
+        records.Lock(summary=f"holding lock {lock}", key=lock, lease_id="bench"),
+        records.PlanRecord(summary="30 partition(s): 30000 to replay, 0 to skip", csv=csv, markdown="(plan table)",
+                           digest="d" * 64, columns=[], rows=[], changes_anything=True,
+                           data={"messages_replayed": 30000, "messages_skipped": 0, "partitions": partitions}),
+        records.ApprovalRequested(summary="waiting for 1 approval(s) from @kafka-oncall", runbook="kafka-replay",
+                                  approvers=["@kafka-oncall"], required=1, self_approval=False, timeout_s=1800,
+                                  requester="alert:KafkaConsumerGroupStuck", plan_digest="d" * 64, gate=1),
+        records.ApprovalRecord(summary="approved by carol: go", by="carol", comment="go", plan_digest="d" * 64,
+                               approvals=1, required=1, proof="typed", gate=1, answer="gate-1-1"),
+        records.Snapshot(summary="committed offsets saved", path="/tmp/s.csv", csv=csv.replace(",0\n", ",1000\n"),
+                         restore_command="runbook run kafka-replay -p cluster=primary -p group=billing "
+                                         "-p from_file=/tmp/s.csv"),
+        records.Error(summary="BrokerError: injected fault: step alter-offsets failed part-way, after its change "
+                              "reached the broker"),
+        records.Restore(summary="restored 30 offset(s) from the snapshot", restored=True,
+                        data={"offsets_restored": 30, "had_no_offset_before": []}),
+        records.Outcome(summary="failed and rolled back: injected fault", outcome="failed"),
+    ):
+        journal.write(run_id, entry)
     start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=4)
     logs = [LogCreate(name="prefect.flow_runs", level=30 if i % 100 == 0 else 20, flow_run_id=run.id,
                       message=f"line {i}: consumer billing-worker-{i % 7} polled partition {i % 30} at offset {i}",

@@ -97,12 +97,15 @@ sys.path.insert(0, {root!r})
 from mq_runbooks.base.clusters import KafkaCluster
 from mq_runbooks.base.clusters import Clusters
 from mq_runbooks.base.settings import Settings
-from mq_runbooks.flows.kafka_replay import STEPS, ReplayParameters, alter, compute_plan
+from mq_runbooks.flows.kafka_offsets import alter
+from mq_runbooks.flows.kafka_replay import STEPS, ReplayParameters, compute_plan
+from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit.driver import Run
 cluster = KafkaCluster(name="primary", bootstrap_servers={bootstrap!r})
 params = ReplayParameters(cluster="primary", group={group!r}, **{{sys.argv[1]: True}})
-plan = compute_plan(cluster, params)
-alter(cluster, plan.group, plan.target_offsets())
+with KafkaClient.from_cluster(cluster) as kafka:
+    plan = compute_plan(kafka, params)
+    alter(kafka, plan.group, plan.target_offsets())
 run = Run(settings=Settings.from_environ(), clusters=Clusters(kafka={{"primary": cluster}}))
 assert STEPS.verify(run, params, plan, None).ok
 print(len(plan.partitions), sum(p.current_offset != p.target_offset for p in plan.partitions))

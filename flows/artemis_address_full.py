@@ -21,13 +21,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mq_runbooks.base.clusters import ArtemisCluster
 from mq_runbooks.base.errors import ParameterError
 from mq_runbooks.integrations.artemis import AddressSettings, AddressState, ArtemisManagement, ArtemisNotFound
-from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.plans import PlanTable
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
@@ -231,8 +230,6 @@ STEPS = AddressFull()
 dry_run = STEPS.dry_run
 
 
-@flow(name=RUNBOOK_ID, persist_result=False)
-def artemis_address_full(params: AddressFullParameters, requested_by: str = "unknown",
-                         trigger: dict[str, Any] | None = None):
-    """Unblock a full Artemis address by changing its limit or its address-full-policy."""
-    return drive(STEPS, params, requested_by, trigger)
+artemis_address_full = runbook_flow(
+    STEPS, AddressFullParameters,
+    "Unblock a full Artemis address by changing its limit or its address-full-policy.")

@@ -24,7 +24,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from mq_runbooks.base.clusters import ArtemisCluster
@@ -33,7 +32,7 @@ from mq_runbooks.flows.artemis_ledger import append_ledger, ledger_path, read_le
 from mq_runbooks.integrations.artemis import ArtemisManagement, ArtemisNotFound, ConsumerInfo, QueueState
 from mq_runbooks.integrations.artemis_messages import ORIGINAL_MESSAGE_ID, held_by, list_messages, move, pause
 from mq_runbooks.kit import journal
-from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.plans import PlanTable
 from mq_runbooks.kit.records import Snapshot, Verification
 
@@ -278,8 +277,6 @@ STEPS = DrainStuck()
 dry_run = STEPS.dry_run
 
 
-@flow(name=RUNBOOK_ID, persist_result=False)
-def artemis_drain_stuck(params: DrainStuckParameters, requested_by: str = "unknown",
-                        trigger: dict[str, Any] | None = None):
-    """Close the connections of Artemis consumers that hold deliveries and acknowledge nothing."""
-    return drive(STEPS, params, requested_by, trigger)
+artemis_drain_stuck = runbook_flow(
+    STEPS, DrainStuckParameters,
+    "Close the connections of Artemis consumers that hold deliveries and acknowledge nothing.")

@@ -22,7 +22,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from mq_runbooks.base.clusters import ArtemisCluster, Clusters
@@ -30,7 +29,7 @@ from mq_runbooks.base.errors import BrokerError, ParameterError, UnreachableErro
 from mq_runbooks.flows.switching import open_switch
 from mq_runbooks.integrations.artemis import ArtemisManagement, BrokerState
 from mq_runbooks.integrations.artemis_amqp import AmqpSession
-from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.plans import PlanTable
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
@@ -198,8 +197,6 @@ class Failover(RunbookSteps[FailoverParameters, FailoverPlan]):
             run.step("switch", lambda: switch.switch(plan.switch_to),
                      lambda old: f"switch {plan.switch}: {old} -> {plan.switch_to}",
                      lambda old: {"switch": plan.switch, "switch_old": old, "switch_new": plan.switch_to})
-        if run.fault == "canary":
-            raise BrokerError("injected fault: the canary failed")
         return run.step("canary", lambda: canary(target, switch.current() or plan.switch_to, run.id),
                         lambda r: f"canary sent and received through {r['endpoint']}", lambda r: r) or {}
 
@@ -234,13 +231,11 @@ FAILBACK_STEPS = Failback()
 failback_dry_run = FAILBACK_STEPS.dry_run
 
 
-@flow(name=RUNBOOK_ID, persist_result=False)
-def artemis_failover(params: FailoverParameters, requested_by: str = "unknown", trigger: dict[str, Any] | None = None):
-    """Fail an Artemis primary over to its replicating backup and switch the clients to it."""
-    return drive(STEPS, params, requested_by, trigger)
+artemis_failover = runbook_flow(
+    STEPS, FailoverParameters,
+    "Fail an Artemis primary over to its replicating backup and switch the clients to it.")
 
 
-@flow(name=FAILBACK_ID, persist_result=False)
-def artemis_failback(params: FailoverParameters, requested_by: str = "unknown", trigger: dict[str, Any] | None = None):
-    """Hand an Artemis backup that took over back to its primary (running again as its backup), and switch back."""
-    return drive(FAILBACK_STEPS, params, requested_by, trigger)
+artemis_failback = runbook_flow(
+    FAILBACK_STEPS, FailoverParameters,
+    "Hand an Artemis backup that took over back to its primary (running again as its backup), and switch back.")

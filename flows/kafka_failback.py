@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 from uuid import UUID
 
-from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from mq_runbooks.base.clusters import Clusters, KafkaCluster
@@ -42,13 +41,13 @@ from mq_runbooks.base.errors import BrokerError, ParameterError, PreconditionErr
 from mq_runbooks.flows.kafka_failback_params import KafkaFailbackParameters
 from mq_runbooks.flows.kafka_failover_plan import failover_pair, require_reachable, switch_value
 from mq_runbooks.flows.kafka_failover_steps import MoveAndSwitch
-from mq_runbooks.flows.kafka_replay import inactive_group
+from mq_runbooks.flows.kafka_offsets import inactive_group
 from mq_runbooks.flows.switching import open_switch
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.integrations.kafka_records import KafkaRecords
 from mq_runbooks.integrations.mirrormaker import read_offset_syncs, upstream_of, upstream_topic
 from mq_runbooks.kit import journal
-from mq_runbooks.kit.driver import Env, Run, drive
+from mq_runbooks.kit.driver import Env, Run, runbook_flow
 from mq_runbooks.kit.plans import PLAN_ROWS_SHOWN, table_json, table_markdown
 
 RUNBOOK_ID = "kafka-failback"
@@ -260,8 +259,4 @@ STEPS = Failback()
 dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight
 
 
-@flow(name=RUNBOOK_ID, persist_result=False)
-def kafka_failback(params: KafkaFailbackParameters, requested_by: str = "unknown",
-                   trigger: dict[str, Any] | None = None):
-    """Move consumer groups and clients back to the primary."""
-    return drive(STEPS, params, requested_by, trigger)
+kafka_failback = runbook_flow(STEPS, KafkaFailbackParameters, "Move consumer groups and clients back to the primary.")

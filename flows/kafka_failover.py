@@ -9,18 +9,16 @@ the snapshot, the restore on failure and the outcome; this module is the runbook
 """
 from __future__ import annotations
 
-from typing import Any
 
-from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from mq_runbooks.flows.kafka_failover_plan import (
     RUNBOOK_ID, FailoverPlan, KafkaFailoverParameters, failover_pair, plan_failover,
 )
 from mq_runbooks.flows.kafka_failover_steps import MoveAndSwitch
-from mq_runbooks.flows.kafka_replay import inactive_group
+from mq_runbooks.flows.kafka_offsets import inactive_group
 from mq_runbooks.integrations.kafka import KafkaClient
-from mq_runbooks.kit.driver import Env, Run, drive
+from mq_runbooks.kit.driver import Env, Run, runbook_flow
 
 
 class Failover(MoveAndSwitch[KafkaFailoverParameters, FailoverPlan]):
@@ -82,8 +80,6 @@ STEPS = Failover()
 dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight
 
 
-@flow(name=RUNBOOK_ID, persist_result=False)
-def kafka_failover(params: KafkaFailoverParameters, requested_by: str = "unknown",
-                   trigger: dict[str, Any] | None = None):
-    """Move consumer groups and clients to the MirrorMaker 2 standby."""
-    return drive(STEPS, params, requested_by, trigger)
+kafka_failover = runbook_flow(
+    STEPS, KafkaFailoverParameters,
+    "Move consumer groups and clients to the MirrorMaker 2 standby.")

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from mq_runbooks.base.clusters import KafkaCluster
 from mq_runbooks.base.errors import BrokerError, RunbookError, UnreachableError
-from mq_runbooks.flows.kafka_replay import alter, restore_offsets, save_offsets_snapshot
+from mq_runbooks.flows.kafka_offsets import alter, restore_offsets, save_offsets_snapshot
 from mq_runbooks.flows.switching import open_switch
 from mq_runbooks.integrations.kafka import KafkaClient, TopicPartitionKey
 from mq_runbooks.integrations.switches import EndpointSwitch
@@ -82,9 +82,10 @@ class MoveAndSwitch(RunbookSteps[P, M]):
 def snapshot_groups(run: Run, runbook: str, destination: KafkaCluster, plan: Move, switch: EndpointSwitch) -> Snapshot:
     """Each group's offsets on the partitions it will get on `destination`, one `--export` CSV per group,
     and the switch's value; the restore command lists a kafka-replay run per group and the switch."""
-    saved = [save_offsets_snapshot(destination, group, sorted(plan.targets(group)), run.settings.snapshot_dir,
-                                   f"{runbook}-{run.id}-{re.sub(r'[^A-Za-z0-9._-]', '_', group)}")
-             for group in plan.groups if plan.targets(group)]
+    with run.kafka(destination.name) as kafka:
+        saved = [save_offsets_snapshot(kafka, group, sorted(plan.targets(group)), run.settings.snapshot_dir,
+                                       f"{runbook}-{run.id}-{re.sub(r'[^A-Za-z0-9._-]', '_', group)}")
+                 for group in plan.groups if plan.targets(group)]
     switch_old = switch.current()
     commands = [s.restore_command for s in saved if s.csv]
     had_none = [s.data["group"] for s in saved if not s.csv]
@@ -111,19 +112,18 @@ def move_groups_and_switch(run: Run, destination: KafkaCluster, plan: Move, swit
     """Commit each group's targets on `destination` (a step per group), check that each group resumes
     there, then switch the clients (a step). Returns the switch's old value."""
     moving = {group: plan.targets(group) for group in plan.groups if plan.targets(group)}
-    for group, targets in moving.items():
-        run.step(f"offsets:{group}", lambda group=group, targets=targets: alter(destination, group, targets),
-                 f"committed {len(targets)} offset(s) of {group} on {destination.name}",
-                 lambda _, group=group, targets=targets: {"group": group, "cluster": destination.name,
-                                                          "partitions": len(targets)})
+    with run.kafka(destination.name) as kafka:
+        for group, targets in moving.items():
+            run.step(f"offsets:{group}", lambda group=group, targets=targets: alter(kafka, group, targets),
+                     f"committed {len(targets)} offset(s) of {group} on {destination.name}",
+                     lambda _, group=group, targets=targets: {"group": group, "cluster": destination.name,
+                                                              "partitions": len(targets)})
     resumed = {group: read_from_committed(destination, group, targets) for group, targets in moving.items()}
     journal.write(run.id, Verification(summary=f"{len(resumed)} group(s) resume at their planned offsets on "
                                                f"{destination.name}", data={"resumed": resumed}))
     if plan.switch_old == plan.switch_new:
         run.note(f"switch {plan.switch} already points at {plan.switch_new}: not switched")
         return plan.switch_old
-    if run.fault == "switch":
-        raise BrokerError(f"injected fault: switch {plan.switch} could not be written")
     old = run.step("switch", lambda: switch.switch(plan.switch_new),
                    lambda old: f"switch {plan.switch}: {old} -> {plan.switch_new}",
                    lambda old: {"switch": plan.switch, "switch_old": old, "switch_new": plan.switch_new})
@@ -133,8 +133,6 @@ def move_groups_and_switch(run: Run, destination: KafkaCluster, plan: Move, swit
 def canary_verification(run: Run, switch: EndpointSwitch, destination: KafkaCluster) -> Verification:
     """The canary through the switch's endpoint as a verification (a failed canary is ok=False)."""
     try:
-        if run.fault == "canary":
-            raise BrokerError("injected fault: the canary failed")
         checked = canary_through(switch.current() or "", destination, run.id)
     except RunbookError as exc:
         return Verification(ok=False, summary=f"the canary through switch {switch.name} failed: {exc}")
@@ -145,13 +143,14 @@ def restore_groups_and_switch(run: Run, destination: KafkaCluster, plan: Move, s
                               snapshot: Snapshot) -> Restore:
     """Put back each group's offsets that existed before, and the switch's old value if it moved."""
     summaries, restored, had_none = [], 0, []
-    for saved in snapshot.data["group_snapshots"]:
-        group = saved["group"]
-        done = restore_offsets(destination, group, sorted(plan.targets(group)),
-                               Snapshot(summary="", csv=saved["csv"], restore_command=saved["restore_command"]))
-        summaries.append(done.summary)
-        restored += done.data["offsets_restored"]
-        had_none += [f"{group} {key}" for key in done.data["had_no_offset_before"]]
+    with run.kafka(destination.name) as kafka:
+        for saved in snapshot.data["group_snapshots"]:
+            group = saved["group"]
+            done = restore_offsets(kafka, group, sorted(plan.targets(group)),
+                                   Snapshot(summary="", csv=saved["csv"], restore_command=saved["restore_command"]))
+            summaries.append(done.summary)
+            restored += done.data["offsets_restored"]
+            had_none += [f"{group} {key}" for key in done.data["had_no_offset_before"]]
     old = snapshot.data["switch_old"]
     switched = any(e.kind == "action" and e.data.get("step") == "switch" for e in journal.read(run.id))
     if switched or switch.current() != old:

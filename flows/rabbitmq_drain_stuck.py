@@ -16,22 +16,19 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from mq_runbooks.base.clusters import RabbitCluster
 from mq_runbooks.base.errors import BrokerError, UnreachableError
-from mq_runbooks.flows.rabbitmq_stuck_plan import DrainPlan, DrainStuckParameters, plan_drain
+from mq_runbooks.flows.rabbitmq_stuck_plan import RUNBOOK_ID, DrainPlan, DrainStuckParameters, plan_drain
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.integrations.rabbitmq_moves import MoveReport, delivered_more_than, ensure_queue, move_messages
 from mq_runbooks.integrations.rabbitmq_shovels import QueueMove, local_uri, queue_depth, shovel_state, start_shovel
 from mq_runbooks.kit import journal
-from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.records import Snapshot, Verification
 
 __all__ = ["DrainStuckParameters", "dry_run", "judge_progress", "rabbitmq_drain_stuck"]
-
-RUNBOOK_ID = "rabbitmq-drain-stuck"
 
 
 def _amqp_url(cluster: RabbitCluster) -> str:
@@ -278,8 +275,6 @@ STEPS = DrainStuck()
 dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight
 
 
-@flow(name=RUNBOOK_ID, persist_result=False)
-def rabbitmq_drain_stuck(params: DrainStuckParameters, requested_by: str = "unknown",
-                         trigger: dict[str, Any] | None = None):
-    """Unblock a queue whose consumers hold their prefetch and acknowledge nothing."""
-    return drive(STEPS, params, requested_by, trigger)
+rabbitmq_drain_stuck = runbook_flow(
+    STEPS, DrainStuckParameters,
+    "Unblock a queue whose consumers hold their prefetch and acknowledge nothing.")

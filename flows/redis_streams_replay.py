@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow
 
 from mq_runbooks.base.errors import ParameterError, PreconditionError
 from mq_runbooks.flows.redis_streams_common import snapshot_path, write_json
@@ -37,7 +36,7 @@ from mq_runbooks.flows.replay_spec import parse_datetime, parse_duration
 from mq_runbooks.integrations.redis_streams import ConsumerInfo, RedisStreams
 from mq_runbooks.integrations.redis_streams_records import parse_entry_id
 from mq_runbooks.kit import journal
-from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.plans import PlanTable, table_json
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
 from mq_runbooks.kit.restore_plan import RestoreItem
@@ -268,8 +267,6 @@ STEPS = StreamReplay()
 dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight
 
 
-@flow(name=RUNBOOK_ID, persist_result=False)
-def redis_streams_replay(params: StreamReplayParameters, requested_by: str = "unknown",
-                         trigger: dict[str, Any] | None = None):
-    """Move a Redis consumer group's last-delivered id to replay or skip entries."""
-    return drive(STEPS, params, requested_by, trigger)
+redis_streams_replay = runbook_flow(
+    STEPS, StreamReplayParameters,
+    "Move a Redis consumer group's last-delivered id to replay or skip entries.")

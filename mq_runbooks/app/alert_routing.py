@@ -22,6 +22,7 @@ import jinja2
 from mq_runbooks.base.catalog import Catalog, compiled, Runbook, Trigger, refuse_file_parameters
 from mq_runbooks.base.errors import RunbookError, UnreachableError
 from mq_runbooks.integrations.alerts import Alert
+from mq_runbooks.kit.records import AlertResolved
 
 log = logging.getLogger("runbook.alerts")
 
@@ -129,8 +130,8 @@ def route(alerts: list[Alert], catalog: Catalog, start: Starter, find_runs: RunF
                 runs = find_runs(occurrence_tag(key))
                 for run_id in runs:
                     ended = alert.ends_at.isoformat() if alert.ends_at else "now"
-                    record(run_id, "alert_resolved", f"alert {alert.name} resolved at {ended}",
-                           alertname=alert.name, endsAt=ended, fingerprint=alert.fingerprint)
+                    record(run_id, AlertResolved(summary=f"alert {alert.name} resolved at {ended}",
+                                                 alertname=alert.name, endsAt=ended, fingerprint=alert.fingerprint))
                     on_resolved(run_id)
                 result.resolved.append({**entry, "runs": runs})
                 continue

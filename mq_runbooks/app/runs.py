@@ -36,6 +36,7 @@ from mq_runbooks.kit import journal
 from mq_runbooks.kit.endings import DECLINED_STATE_NAMES, REJECTED, TIMED_OUT, is_declined
 from mq_runbooks.kit.gate import refusal, sign_answer
 from mq_runbooks.kit.identity import proof_kind, verify_answer
+from mq_runbooks.kit.records import ApprovalRefused
 from mq_runbooks.kit.labels import RUN_TAG, WAITS_FOR, label, run_name, start_tags
 from mq_runbooks.kit.signing import signing_key
 
@@ -285,7 +286,8 @@ def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: boo
     if not approved and not comment.strip():
         reason = reason or "a rejection needs a reason (--reason)"
     if reason:
-        journal.record(run_id, "approval_refused", reason, by=by, approved=approved, via=via, proof=proof_kind(proof))
+        journal.write(run_id, ApprovalRefused(summary=reason, by=by, data={"approved": approved, "via": via,
+                                                                         "proof": proof_kind(proof)}))
         raise UsageError(f"refused: {reason}")
     answer = sign_answer(key, run_id, view.pause_key, decision="approve" if approved else "reject", by=by,
                          proof=proof_kind(proof), plan_digest=request.data.get("plan_digest", ""), comment=comment)
@@ -360,7 +362,8 @@ def cancel_run(settings: Settings, catalog: Catalog, reference: str, by: str, re
     refused = refused or refusal(catalog.get(view.runbook).approval, teams, requester, who, False, [],
                                  people_for(settings))
     if refused:
-        journal.record(view.id, "approval_refused", f"cancel refused: {refused}", by=who, proof=proof_kind(proof))
+        journal.write(view.id, ApprovalRefused(summary=f"cancel refused: {refused}", by=who,
+                                               data={"proof": proof_kind(proof)}))
         raise UsageError(f"refused: {refused}")
     message = f"cancelled by {who}: {reason}; nothing was changed"
     with get_client(sync_client=True) as client:

@@ -79,7 +79,7 @@ def build_services(settings: Settings, catalog: Catalog):
     starter = _Waking(starts.DeploymentStarter(settings.deployment, signing_key(settings)))
     services = Services(
         settings=settings, catalog=catalog, start=starter, known=starter.known,
-        find_runs=find_runs_with_tag, record=journal.record, occurrence_tag=starts.alert_tag,
+        find_runs=find_runs_with_tag, record=journal.write, occurrence_tag=starts.alert_tag,
         clusters=cache(lambda: load_clusters(settings.clusters)),
         on_resolved=lambda run_id: _redraft_if_finished(run_id, write_postmortem),
         extra_routes=[add_slack_routes, add_postmortem_routes, add_api_routes],

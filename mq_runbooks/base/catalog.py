@@ -248,9 +248,9 @@ def load_runbook(path: Path, resolve: bool = True, flows: bool = True) -> Runboo
     except (OSError, UnicodeDecodeError) as exc:
         raise CatalogError(f"{source} cannot be read as UTF-8 text: {exc}") from None
     if not isinstance(document, dict):
-        raise CatalogError(f"{source}: a runbook file is a mapping (id, title, description, flow, ...)")
-    try:
-        runbook = Runbook(source=source, **document)
+        raise CatalogError(f"{source}: a runbook file is a mapping (title, description, flow, ...)")
+    try:  # the file name is the id (an `id:` key, where a file still has one, must repeat it)
+        runbook = Runbook(source=source, **{"id": path.stem, **document})
     except ValidationError as exc:
         lines = []
         for error, (path_, reason) in zip(exc.errors(), validation_problems(exc)):

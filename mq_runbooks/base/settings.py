@@ -14,7 +14,8 @@
                               Slack and `runbook run` on workers (default: mq-runbooks)
     RUNBOOK_RUN_ON            where `runbook run` executes a run: local (a process on this machine, the
                               default) or workers (the work pool's workers, on any machine)
-    RUNBOOK_INJECT_FAULT      tests only: make a named step fail (apply-partial, verify), or stall after one (stall-after:STEP[:SECONDS])
+    RUNBOOK_INJECT_FAULT      tests only: where the driver makes a run fail, by step key (kit/faults.py): fail-before:STEP,
+                              fail-during:STEP, fail-after:STEP, stall-after:STEP[:SECONDS], or verify
     RUNBOOK_PREFECT_API_URL   the Prefect server's API          (default: PREFECT_API_URL, else the stack's)
     RUNBOOK_PREFECT_API_AUTH_STRING  user:password of a Prefect API with auth on (the server's
                               PREFECT_SERVER_API_AUTH_STRING; default: PREFECT_API_AUTH_STRING)
@@ -88,7 +89,7 @@ class Settings(BaseModel):
     work_pool: str = Field("mq-runbooks", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
                            description="the Prefect work pool whose workers execute runs")
     run_on: Literal["local", "workers"] = Field("local", description="where `runbook run` executes a run")
-    inject_fault: str | None = Field(None, description="tests only: make a step fail (e.g. apply-partial)")
+    inject_fault: str | None = Field(None, description="tests only: where the driver makes a run fail (e.g. fail-before:switch; kit/faults.py)")
     prefect_api_url: str = Field("", description="the Prefect server's API URL")
     prefect_api_auth_string: SecretStr | None = Field(
         None, description="user:password of the Prefect API (basic auth), when its auth is on")

@@ -28,7 +28,7 @@ def check_runbook(runbook: Runbook) -> list[str]:
     flow = runbook.flow_function
     if getattr(flow, "name", None) != runbook.id:
         problems.append(f"flow: the Prefect flow's name is {getattr(flow, 'name', None)!r}; it must be the id "
-                        f"{runbook.id!r} (@flow(name={runbook.id!r}))")
+                        f"{runbook.id!r} (the file name): runbook_flow(STEPS, ...) names it after its steps' id")
     signature = list(inspect.signature(flow.fn).parameters) if hasattr(flow, "fn") else []
     if tuple(signature) != FLOW_PARAMETERS:
         problems.append(f"flow: its parameters are ({', '.join(signature)}); they must be "
@@ -40,15 +40,16 @@ def check_runbook(runbook: Runbook) -> list[str]:
             problems.append(f"flow: `params` is annotated {annotation!r}; it must be the runbook's parameters "
                             f"model {runbook.parameters}")
     steps = steps_of(runbook)
-    if steps is None:
-        problems.append(f"flow: its module has no RunbookSteps instance with id {runbook.id!r} (e.g. STEPS = "
-                        f"MyRunbook(), passed to drive(...) by the flow); see docs/writing-runbooks.md")
-        return problems
     if runbook.planner is None:
         problems.append("plan: missing; point it at the module's `dry_run = STEPS.dry_run` (runbook plan and the "
                         "CLI's preflight use it to refuse bad input before a run exists)")
-    elif getattr(runbook.planner, "__func__", None) is not RunbookSteps.dry_run or runbook.planner.__self__ is not steps:
+    elif getattr(runbook.planner, "__func__", None) is not RunbookSteps.dry_run or \
+            (steps is not None and runbook.planner.__self__ is not steps):
         problems.append(f"plan: {runbook.plan} is not STEPS.dry_run (the driver's dry run refuses missing targets)")
+    if steps is None:
+        problems.append(f"flow: its module has no RunbookSteps instance with id {runbook.id!r} (e.g. STEPS = "
+                        f"MyRunbook(), whose flow is runbook_flow(STEPS, ...)); see docs/writing-runbooks.md")
+        return problems
     for name in ("target", "observe", "act", "verify"):
         if getattr(type(steps), name) is getattr(RunbookSteps, name):
             problems.append(f"STEPS: {type(steps).__name__}.{name} is not written (every runbook needs target, "

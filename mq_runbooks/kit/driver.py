@@ -26,10 +26,7 @@ A runbook module then reads:
 
     STEPS = Replay()
     dry_run = STEPS.dry_run
-
-    @flow(name="kafka-replay", persist_result=False)
-    def kafka_replay(params: ReplayParameters, requested_by: str = "unknown", trigger: dict | None = None):
-        return drive(STEPS, params, requested_by, trigger)
+    kafka_replay = runbook_flow(STEPS, ReplayParameters, "Replay a consumer group from offsets.")
 """
 from __future__ import annotations
 
@@ -41,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
-from prefect import get_run_logger, task
+from prefect import Flow, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import PrefectSignal
 from prefect.runtime import flow_run
@@ -59,11 +56,13 @@ from mq_runbooks.integrations.rabbitmq import RabbitManagement
 from mq_runbooks.integrations.redis_streams import RedisStreams
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.endings import ended_state
+from mq_runbooks.kit.faults import Fault
 from mq_runbooks.kit.labels import WAITS_FOR, label, run_name, start_tags
 from mq_runbooks.kit.run_artifacts import publish_plan, publish_timeline
 from mq_runbooks.kit.lock import target_lock
 from mq_runbooks.kit.plans import Plan
-from mq_runbooks.kit.records import Action, Outcome, PlanRecord, Restore, Snapshot, Start, Verification
+from mq_runbooks.kit.records import (
+    Action, Error, Lock, Note, Observation, Outcome, PlanRecord, Restore, Snapshot, Start, Verification)
 from mq_runbooks.kit.restore import drive_restore
 from mq_runbooks.kit.restore_plan import RestoreItem, restore_of, start_summary
 from mq_runbooks.kit.runtime import RunContext
@@ -171,17 +170,17 @@ class Run(Env):
     _applied: dict[str, journal.Entry] | None = None
 
     @property
-    def fault(self) -> str | None:
-        """Tests only (RUNBOOK_INJECT_FAULT): the name of a step to make fail."""
-        return self.settings.inject_fault
+    def _fault(self) -> Fault | None:
+        """Tests only (RUNBOOK_INJECT_FAULT): where the driver makes this run fail (kit/faults.py)."""
+        return Fault.parse(self.settings.inject_fault)
 
     def note(self, summary: str, **data: Any) -> None:
         """Journal a line worth keeping in the run's timeline (kind `note`), with plain JSON `data`."""
-        journal.record(self.id, "note", summary, **data)
+        journal.write(self.id, Note(summary=summary, data=data))
 
     def observed(self, summary: str, **data: Any) -> None:
         """Journal something the run saw on the broker (kind `observation`), with plain JSON `data`."""
-        journal.record(self.id, "observation", summary, **data)
+        journal.write(self.id, Observation(summary=summary, data=data))
 
     @property
     def applied_steps(self) -> dict[str, journal.Entry]:
@@ -207,6 +206,11 @@ class Run(Env):
             self.note(f"step {key} was already applied in this run ({done.summary}): not applied again", step=key)
             self.changed.append(done.summary)
             return None
+        fault = self._fault
+        if fault is not None and fault.hits("fail-before", key):
+            raise fault.error(key)
+        if fault is not None and fault.hits("fail-during", key):
+            apply = _then_raise(apply, fault.error(key))
         try:
             result = task(name=key, cache_policy=NO_CACHE, retries=retries, retry_delay_seconds=2,
                           retry_condition_fn=_transient)(apply)()
@@ -218,10 +222,20 @@ class Run(Env):
         entry = journal.write(self.id, Action(step=key, summary=summary, data=data(result) if data else {}))
         self.applied_steps[key] = entry
         self.changed.append(summary)
-        stall = f"stall-after:{key}"  # tests: a process to kill (an hour), or to watch (`:SECONDS`), mid-run
-        if self.fault == stall or (self.fault or "").startswith(stall + ":"):
-            time.sleep(float(self.fault.removeprefix(stall).lstrip(":") or 3600))
+        if fault is not None and fault.hits("stall-after", key):  # a process to kill, or to watch, mid-run
+            time.sleep(fault.seconds)
+        if fault is not None and fault.hits("fail-after", key):
+            raise fault.error(key)
         return result
+
+
+def _then_raise(apply: Callable[[], T], error: Exception) -> Callable[[], T]:
+    """`apply`, then `error` instead of its result (a fault: the change reached the broker, the answer did not)."""
+    @functools.wraps(apply)
+    def applied_then_failed() -> T:
+        apply()
+        raise error
+    return applied_then_failed
 
 
 class RunbookSteps(Generic[P, PlanT]):
@@ -315,6 +329,23 @@ def refuse_missing(runbook_id: str, plan: Plan) -> None:
         raise ParameterError(runbook_id, [("target", f"{name} does not exist") for name in missing])
 
 
+def runbook_flow(steps: RunbookSteps[P, PlanT], parameters: type[P], description: str) -> Flow:
+    """The runbook's Prefect flow, named by its steps' id (the one place a runbook's id is written in
+    Python) and taking (params, requested_by, trigger), as the CLI, alerts and Slack start runs:
+
+        kafka_replay = runbook_flow(STEPS, ReplayParameters, "Replay a consumer group from offsets.")
+
+    Bind it to the module attribute the catalog's `flow:` names (the id with underscores)."""
+    def run(params: Any, requested_by: str = "unknown", trigger: dict[str, Any] | None = None) -> State:
+        return drive(steps, params, requested_by, trigger)
+
+    run.__annotations__ = {"params": parameters, "requested_by": str, "trigger": dict[str, Any] | None}
+    run.__name__ = run.__qualname__ = steps.id.replace("-", "_")
+    run.__module__ = type(steps).__module__
+    run.__doc__ = description
+    return flow(name=steps.id, description=description, persist_result=False)(run)
+
+
 def _closing(env: Env, step: Callable[..., T]) -> Callable[..., T]:
     """`step`, closing every client it opened through `env` when it returns or raises."""
     @functools.wraps(step)
@@ -378,7 +409,7 @@ def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown
         raise
     except Exception as exc:
         if journal.last(journal.read(run_id), "outcome") is None:
-            journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
+            journal.write(run_id, Error(summary=f"{type(exc).__name__}: {exc}"))
             journal.write(run_id, Outcome(outcome="failed", summary=f"failed before changing anything: {exc}"))
         publish_postmortem(run_id)
         _show(run_id, ended=True)
@@ -436,9 +467,9 @@ def _record_relative_targets(steps: RunbookSteps[P, PlanT], run: Run, params: P,
     relative = steps.relative_targets(params)
     if relative:
         moment = planned_at.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        journal.record(run.id, "note", f"relative targets fixed at the first plan: {relative} measured from "
-                       f"{moment}, in every re-plan and every resumption of this run", relative_targets=relative,
-                       planned_at=moment)
+        journal.write(run.id, Note(summary=f"relative targets fixed at the first plan: {relative} measured from "
+                                           f"{moment}, in every re-plan and every resumption of this run",
+                                   data={"relative_targets": relative, "planned_at": moment}))
 
 
 def _observe(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> PlanT:
@@ -487,7 +518,7 @@ def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
     with target_lock(key, run.id, run.settings.lock_wait_s, adopt=adopt,
                      suspended_for=lambda: suspended_for[0]) as lease:
         if adopt is None or str(lease.id) != str(adopt):
-            journal.record(run.id, "lock", f"holding lock {key}", key=key, lease_id=str(lease.id))
+            journal.write(run.id, Lock(summary=f"holding lock {key}", key=key, lease_id=str(lease.id)))
         plan = _observe(steps, run, params)
         stop = _stop_before_acting(steps, run, params, plan)
         if stop is not None:
@@ -549,7 +580,7 @@ def _apply(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT) -> S
         if not verification.ok:
             raise VerificationFailed(f"verification failed: {verification.summary}")
     except Exception as exc:
-        journal.record(run.id, "error", f"{type(exc).__name__}: {exc}")
+        journal.write(run.id, Error(summary=f"{type(exc).__name__}: {exc}"))
         _fail_after_change(steps, run, params, plan, snapshot, exc)
         raise
     _closing(run, steps.report)(run, params, plan, result)
@@ -574,7 +605,8 @@ def _verify(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT, res
             break
         time.sleep(steps.verify_delay_s)
         verification = check(run, params, plan, result)
-    if run.fault == "verify":
+    fault = run._fault
+    if fault is not None and fault.hits("verify"):
         verification = verification.model_copy(update={"ok": False, "summary": "injected fault: verification "
                                                         f"forced to fail ({verification.summary})"})
     return verification
@@ -611,4 +643,4 @@ def _fail_after_change(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan:
          run.changed)
 
 
-__all__ = ["Env", "Run", "RunbookSteps", "VerificationFailed", "drive", "refuse_missing"]
+__all__ = ["Env", "Run", "RunbookSteps", "VerificationFailed", "drive", "refuse_missing", "runbook_flow"]

@@ -34,7 +34,7 @@ from pydantic import ConfigDict, Field
 
 from mq_runbooks.base.catalog import ApprovalPolicy
 from mq_runbooks.base.settings import Settings
-from mq_runbooks.kit import journal
+from mq_runbooks.kit import journal, records
 from mq_runbooks.kit.identity import canonical_person, kind_refusal
 from mq_runbooks.kit.labels import WAITS_FOR, label, waits_for_tag
 from mq_runbooks.kit.notify import GateObserver
@@ -168,13 +168,12 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
     mine = [e for e in entries if e.data.get("gate") == gate_round]
     request = next((e for e in mine if e.kind == "approval_requested"), None)
     if request is None:
-        request = journal.record(
-            flow_run_id, "approval_requested",
-            f"waiting for {policy.required} approval(s) from {', '.join(policy.approvers)}",
-            runbook=runbook_id, approvers=policy.approvers, required=policy.required,
+        request = journal.write(flow_run_id, records.ApprovalRequested(
+            summary=f"waiting for {policy.required} approval(s) from {', '.join(policy.approvers)}",
+            runbook=runbook_id, approvers=list(policy.approvers), required=policy.required,
             self_approval=policy.self_approval, timeout_s=policy.timeout, requester=requester,
             plan_digest=plan_digest, gate=gate_round,
-        )
+        ))
         try:  # whom it waits for, as a tag Prefect's UI shows and filters by
             label(flow_run_id, add=[waits_for_tag(policy.approvers, policy.required)], remove=[WAITS_FOR])
         except Exception as exc:  # noqa: BLE001  (a label never stops the gate)
@@ -216,23 +215,25 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
         if reason is None and answer.plan_digest and answer.plan_digest != plan_digest:
             reason = "the answer was for another version of the plan; look at the current plan and answer again"
         if reason:
-            journal.record(flow_run_id, "approval_refused", reason, by=by, approved=answer.approved,
-                           proof=proof, gate=gate_round, answer=key)
+            journal.write(flow_run_id, records.ApprovalRefused(
+                summary=reason, by=by, data={"approved": answer.approved, "proof": proof, "gate": gate_round,
+                                             "answer": key}))
             _log().warning("refused %s's answer: %s", by or "an unnamed", reason)
             status = f"refused {by or 'an unnamed'}'s answer: {reason}; still waiting for {_policy_text(policy)}"
             continue
         status = ""
         if not answer.approved:
-            journal.record(flow_run_id, "rejection", f"rejected by {by}: {answer.comment or 'no reason given'}",
-                           by=by, comment=answer.comment, proof=proof, gate=gate_round, answer=key)
+            journal.write(flow_run_id, records.Rejection(
+                summary=f"rejected by {by}: {answer.comment or 'no reason given'}", by=by,
+                data={"comment": answer.comment, "proof": proof, "gate": gate_round, "answer": key}))
             observer.decided(False, [by], answer.comment)
             return Decision(False, (by,), answer.comment)
         approved_by.append(by)
         comments.append(answer.comment)
-        journal.record(flow_run_id, "approval", f"approved by {by}" + (f": {answer.comment}" if answer.comment else ""),
-                       by=by, comment=answer.comment, plan_digest=plan_digest,
-                       approvals=len(approved_by), required=policy.required, proof=proof,
-                       gate=gate_round, answer=key)
+        journal.write(flow_run_id, records.ApprovalRecord(
+            summary=f"approved by {by}" + (f": {answer.comment}" if answer.comment else ""),
+            by=by, comment=answer.comment, plan_digest=plan_digest, approvals=len(approved_by),
+            required=policy.required, proof=proof, gate=gate_round, answer=key))
         if len(approved_by) >= policy.required:
             observer.decided(True, approved_by, "; ".join(c for c in comments if c))
             return Decision(True, tuple(approved_by), "; ".join(c for c in comments if c))
@@ -293,8 +294,9 @@ def _timed_out(flow_run_id: str, policy: ApprovalPolicy, gate_round: int | None 
 
 
 def record_timeout(flow_run_id: str, timeout_s: float, **data) -> None:
-    journal.record(flow_run_id, "rejection", f"nobody approved within {timeout_s:.0f}s: rejected by timeout",
-                   by="timeout", timeout_s=timeout_s, **{k: v for k, v in data.items() if v is not None})
+    journal.write(flow_run_id, records.Rejection(
+        summary=f"nobody approved within {timeout_s:.0f}s: rejected by timeout", by="timeout",
+        data={"timeout_s": timeout_s, **{k: v for k, v in data.items() if v is not None}}))
 
 
 def _dialog(runbook_id: str, plan_markdown: str, digest: str, policy: ApprovalPolicy, approved_by: list[str],

@@ -106,8 +106,12 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def record(flow_run_id: UUID | str, kind: str, summary: str, **data: Any) -> Entry:
-    """Append one entry to a run's journal and return it."""
+def write(flow_run_id: UUID | str, entry: "Record") -> Entry:
+    """Append a typed record (mq_runbooks.kit.records) to a run's journal and return the entry."""
+    return _append(flow_run_id, entry.KIND, entry.summary, entry.payload())
+
+
+def _append(flow_run_id: UUID | str, kind: str, summary: str, data: dict[str, Any]) -> Entry:
     if kind not in KINDS:
         raise ValueError(f"journal kind {kind!r} is not one of {', '.join(KINDS)}")
     from mq_runbooks.kit.signing import sign
@@ -135,11 +139,6 @@ def record(flow_run_id: UUID | str, kind: str, summary: str, **data: Any) -> Ent
 def entries_key(run_id: UUID | str) -> str:
     """The artifact key whose versions are a run's journal entries."""
     return f"{ARTIFACT_TYPE}-{UUID(str(run_id))}"
-
-
-def write(flow_run_id: UUID | str, entry: "Record") -> Entry:
-    """Append a typed record (mq_runbooks.kit.records) to a run's journal."""
-    return record(flow_run_id, entry.KIND, entry.summary, **entry.payload())
 
 
 def _json_roundtrip(document: dict[str, Any]) -> dict[str, Any]:

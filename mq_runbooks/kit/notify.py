@@ -11,6 +11,7 @@ from typing import Any
 
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
+from mq_runbooks.kit.records import SlackMessage
 from mq_runbooks.integrations.slack import SlackNotifier, SlackUnavailable
 from mq_runbooks.integrations.slack_blocks import ApprovalRequest
 
@@ -71,8 +72,8 @@ class SlackRun(GateObserver):
         try:
             return call()
         except SlackUnavailable as exc:
-            journal.record(self.run_id, "slack", f"Slack trouble ({what}): {exc}; "
-                           "the gate still answers `runbook approve|reject`", ok=False)
+            journal.write(self.run_id, SlackMessage(summary=f"Slack trouble ({what}): {exc}; the gate still answers "
+                                                            "`runbook approve|reject`", ok=False))
             return None
 
     def requested(self, plan_markdown: str, plan_digest: str, approvers: str) -> None:
@@ -82,8 +83,9 @@ class SlackRun(GateObserver):
                               lambda: self.slack.post_approval_request(self.request, channel=self.channel))
         if posted:
             self.channel, self.ts = posted
-            journal.record(self.run_id, "slack", f"approval request posted to Slack channel {self.channel}",
-                           ok=True, channel=self.channel, ts=self.ts, permalink=self._permalink())
+            journal.write(self.run_id, SlackMessage(
+                summary=f"approval request posted to Slack channel {self.channel}", ok=True,
+                data={"channel": self.channel, "ts": self.ts, "permalink": self._permalink()}))
 
     def _permalink(self) -> str:
         """The thread's link for the postmortem; "" when Slack will not say (journalled as Slack

@@ -3,7 +3,8 @@ the postmortem) reads these, so their fields are the contract between a run and 
 
     journal.write(run_id, Outcome(outcome="succeeded", summary="offsets of billing reset"))
 
-Each model knows its journal kind; `payload()` is what lands in the entry's `data`.
+Each model knows its journal kind; `payload()` is what lands in the entry's `data`. This is the one way
+to write the journal: every entry, the driver's, the gate's, Slack's, the CLI's, is one of these.
 """
 from __future__ import annotations
 
@@ -88,3 +89,95 @@ class Outcome(Record):
     KIND: ClassVar[str] = "outcome"
     outcome: OutcomeName
     changed: list[str] = Field(default_factory=list, description="the actions that changed something")
+
+
+class Note(Record):
+    """A line worth keeping in the run's timeline (`run.note`)."""
+
+    KIND: ClassVar[str] = "note"
+
+
+class Observation(Record):
+    """Something the run saw on the broker (`run.observed`)."""
+
+    KIND: ClassVar[str] = "observation"
+
+
+class Lock(Record):
+    """The run holds the lock of its target (the lease a run executed again adopts)."""
+
+    KIND: ClassVar[str] = "lock"
+    key: str
+    lease_id: str
+
+
+class Error(Record):
+    """A failure as it was raised (`Type: message`); the outcome says what it meant for the run."""
+
+    KIND: ClassVar[str] = "error"
+
+
+class ApprovalRequested(Record):
+    """A gate round asked for approval of the plan with `plan_digest`."""
+
+    KIND: ClassVar[str] = "approval_requested"
+    runbook: str
+    approvers: list[str]
+    required: int
+    self_approval: bool
+    timeout_s: float
+    requester: str
+    plan_digest: str
+    gate: int
+
+
+class ApprovalRecord(Record):
+    """One approval a gate round took (`approvals` of `required` so far)."""
+
+    KIND: ClassVar[str] = "approval"
+    by: str
+    comment: str
+    plan_digest: str
+    approvals: int
+    required: int
+    proof: str
+    gate: int
+    answer: str
+
+
+class Rejection(Record):
+    """The gate said no: a person (`by`) or the deadline (`by="timeout"`)."""
+
+    KIND: ClassVar[str] = "rejection"
+    by: str
+
+
+class ApprovalRefused(Record):
+    """An answer (or a cancel) that was not taken, with why in the summary; the gate waits on."""
+
+    KIND: ClassVar[str] = "approval_refused"
+    by: str | None = Field(description="who answered, as far as it was proven (None: nobody named)")
+
+
+class SlackMessage(Record):
+    """What Slack did for the run (`ok=False`: trouble, the gate still answers the CLI)."""
+
+    KIND: ClassVar[str] = "slack"
+    ok: bool
+
+
+class PostmortemWritten(Record):
+    """Where the run's postmortem draft is, and its review page."""
+
+    KIND: ClassVar[str] = "postmortem"
+    path: str
+    url: str
+
+
+class AlertResolved(Record):
+    """The alert that started the run resolved."""
+
+    KIND: ClassVar[str] = "alert_resolved"
+    alertname: str
+    endsAt: str  # noqa: N815  (Alertmanager's own name, as readers of the journal know it)
+    fingerprint: str

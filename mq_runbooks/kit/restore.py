@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from mq_runbooks.base.errors import RunbookError
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.lock import target_lock
-from mq_runbooks.kit.records import Outcome, Snapshot, Verification
+from mq_runbooks.kit.records import Error, Lock, Note, Outcome, Snapshot, Verification
 from mq_runbooks.kit.restore_plan import RESTORE_OF, RestorePlan, restore_of
 from mq_runbooks.kit.steps import approve_stable_plan, publish_postmortem
 
@@ -68,8 +68,8 @@ def drive_restore(steps: RunbookSteps, run: Run, params: P, *, closing: Callable
         return _refused(run, problem)
     assert snapshot is not None
     if journal.last(run.prior, "plan") is None:  # once, not again when resumed after its gate
-        journal.record(original_id, "note", f"restore requested by {run.requested_by} as run {run.id}",
-                       restored_by=run.id)
+        journal.write(original_id, Note(summary=f"restore requested by {run.requested_by} as run {run.id}",
+                                        data={"restored_by": run.id}))
     key = run.runbook.lock_key(params)
     held = journal.last(run.prior, "lock")
     adopt = held.data.get("lease_id") if held is not None else None
@@ -86,7 +86,7 @@ def drive_restore(steps: RunbookSteps, run: Run, params: P, *, closing: Callable
     with target_lock(key, run.id, run.settings.lock_wait_s, adopt=adopt,
                      suspended_for=lambda: suspended_for[0]) as lease:
         if adopt is None or str(lease.id) != str(adopt):
-            journal.record(run.id, "lock", f"holding lock {key}", key=key, lease_id=str(lease.id))
+            journal.write(run.id, Lock(summary=f"holding lock {key}", key=key, lease_id=str(lease.id)))
         plan = observe()
         if plan is None:
             return _refused(run, f"{steps.id} cannot restore from its snapshot in a run; restore by hand: "
@@ -150,7 +150,7 @@ def _put_back(steps: RunbookSteps, run: Run, params: P, snapshot: Snapshot, plan
         if wrong:
             raise RestoreNotVerified(f"the restore did not take: {'; '.join(wrong[:5])}")
     except Exception as exc:
-        journal.record(run.id, "error", f"{type(exc).__name__}: {exc}")
+        journal.write(run.id, Error(summary=f"{type(exc).__name__}: {exc}"))
         by_hand = snapshot.restore_command or "no command was saved"
         summary = (f"restore of run {original_id} failed after changing: {'; '.join(run.changed)} ({exc}); finish "
                    f"by hand: {by_hand}") if run.changed else f"restore of run {original_id} failed before " \
@@ -185,7 +185,7 @@ def _end(run: Run, outcome: str, summary: str, changed: list[str] | None = None,
 
 def _link(original_id: str, run: Run, summary: str) -> None:
     """The restored run's journal names its restore, and its postmortem is drafted again with it."""
-    journal.record(original_id, "note", summary, restored_by=run.id)
+    journal.write(original_id, Note(summary=summary, data={"restored_by": run.id}))
     publish_postmortem(original_id)
 
 

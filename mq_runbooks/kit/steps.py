@@ -1,19 +1,6 @@
-"""Steps every runbook's flow takes the same way: record the start, ask for approval of a plan
-that must still hold when the approval arrives, and make sure every failure ends in the journal.
-
-A runbook flow reads like:
-
-    run_id = str(flow_run.id)
-    return guarded(run_id, lambda: body(run_id, ...))
-
-    def body(...):
-        context = RunContext.load(); runbook = context.catalog.get(RUNBOOK_ID)
-        record_start(run_id, RUNBOOK_ID, params, requested_by, trigger, "what and where")
-        with target_lock(runbook.lock_key(params), run_id, context.settings.lock_wait_s):
-            plan = observe_and_plan(...)
-            plan, refusal = approve_stable_plan(...)
-            if refusal: return refusal
-            snapshot -> act -> verify (restore the snapshot on failure) -> outcome
+"""What the driver (kit/driver.py) does the same way for every runbook around its gate: ask for
+approval of a plan that must still hold when the approval arrives, say how a declined gate ended,
+and publish the run's postmortem draft.
 """
 from __future__ import annotations
 
@@ -22,7 +9,6 @@ from typing import Any, TypeVar
 
 from prefect import get_run_logger
 from prefect.states import Failed, State
-from pydantic import BaseModel
 
 from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.settings import Settings
@@ -31,33 +17,13 @@ from mq_runbooks.kit.endings import declined_state
 from mq_runbooks.kit.gate import wait_for_approval
 from mq_runbooks.kit.notify import observer_for
 from mq_runbooks.kit.plans import Plan, PlanChanges, compare
+from mq_runbooks.kit.records import Note, Outcome, PostmortemWritten
 from mq_runbooks.kit.runtime import RunContext
 
 MAX_REPLANS = 3  # a plan that keeps changing under us is a reason to stop, not to loop
 
 
 P = TypeVar("P", bound=Plan)
-
-
-def record_start(run_id: str, runbook_id: str, params: BaseModel, requested_by: str,
-                 trigger: dict[str, Any] | None, target: str) -> None:
-    journal.record(run_id, "parameters", f"{runbook_id} on {target}, requested by {requested_by}",
-                   runbook=runbook_id, parameters=params.model_dump(mode="json"), requested_by=requested_by,
-                   trigger=trigger or {})
-
-
-def guarded(run_id: str, body: Callable[[], Any]) -> Any:
-    """Run the flow's body; a failure that the body did not already conclude is recorded as the
-    outcome; whatever the outcome, the run's postmortem draft is written at the end."""
-    try:
-        return body()
-    except Exception as exc:
-        if journal.last(journal.read(run_id), "outcome") is None:
-            journal.record(run_id, "error", f"{type(exc).__name__}: {exc}")
-            journal.record(run_id, "outcome", f"failed before changing anything: {exc}", outcome="failed")
-        raise
-    finally:
-        publish_postmortem(run_id)
 
 
 def publish_postmortem(run_id: str) -> None:
@@ -72,7 +38,8 @@ def publish_postmortem(run_id: str) -> None:
         where = (f"review it at {url}" if settings.public_url else
                  f"review it on runbook serve's page /postmortems/{path.stem}, or with `runbook postmortems show "
                  f"{path.stem}`")  # a bare /postmortems/... read like a path at the filesystem's root
-        journal.record(run_id, "postmortem", f"postmortem draft written to {path}; {where}", path=str(path), url=url)
+        journal.write(run_id, PostmortemWritten(summary=f"postmortem draft written to {path}; {where}", path=str(path),
+                                                url=url))
     redraft_when_final()
 
 
@@ -119,16 +86,17 @@ def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, r
         if not asked_again:  # (a run executed again after the next round asked has recorded this already)
             differs = changes.intent_lines()
             listed = "; ".join(differs[:10]) + (f"; ... and {len(differs) - 10} more" if len(differs) > 10 else "")
-            journal.record(run_id, "note", f"the plan changed after approval (the target moved meanwhile): asking "
-                           f"again; changed since the approved plan: {listed or 'its digest'}",
-                           approved_digest=approved_digest, current_digest=current.digest(), changed=differs,
-                           drift=changes.drift_lines())
+            journal.write(run_id, Note(
+                summary=f"the plan changed after approval (the target moved meanwhile): asking again; changed since "
+                        f"the approved plan: {listed or 'its digest'}",
+                data={"approved_digest": approved_digest, "current_digest": current.digest(), "changed": differs,
+                      "drift": changes.drift_lines()}))
             get_run_logger().warning("the plan's intent changed since it was approved (%s); asking for approval "
                                      "again", listed)
             record_plan(current, changes.markdown(), changed_since_approval=differs, approved_digest=approved_digest)
         plan = current
-    journal.record(run_id, "outcome", f"the plan kept changing ({MAX_REPLANS} times); nothing was changed",
-                   outcome="failed")
+    journal.write(run_id, Outcome(outcome="failed",
+                                  summary=f"the plan kept changing ({MAX_REPLANS} times); nothing was changed"))
     return None, Failed(message="the plan kept changing while waiting for approval; nothing was changed")
 
 
@@ -155,8 +123,8 @@ def _report_drift(run_id: str, entries: list[journal.Entry], gate_round: int, ch
     if not drift or any(e.kind == "note" and e.data.get("drift_after_gate") == gate_round for e in entries):
         return
     listed = "; ".join(drift[:10]) + (f"; ... and {len(drift) - 10} more" if len(drift) > 10 else "")
-    journal.record(run_id, "note", f"the approved plan still holds; observed since approval (drift, not a reason "
-                   f"to ask again): {listed}", drift=drift, drift_after_gate=gate_round)
+    journal.write(run_id, Note(summary=f"the approved plan still holds; observed since approval (drift, not a reason "
+                                       f"to ask again): {listed}", data={"drift": drift, "drift_after_gate": gate_round}))
     get_run_logger().info("the approved plan still holds; drift since approval: %s", listed)
 
 
@@ -164,5 +132,5 @@ def rejected(run_id: str, timed_out: bool, by: tuple[str, ...] | list[str], reas
     """The outcome of a run whose gate said no (or timed out), in the journal; its final state
     (kit/endings.py)."""
     outcome = "timed out" if timed_out else f"rejected by {', '.join(by)}"
-    journal.record(run_id, "outcome", f"{outcome}; nothing was changed", outcome="rejected")
+    journal.write(run_id, Outcome(outcome="rejected", summary=f"{outcome}; nothing was changed"))
     return declined_state(run_id, f"{outcome}; nothing was changed", timed_out, reason)

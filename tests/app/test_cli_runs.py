@@ -124,6 +124,7 @@ def test_approve_exits_2_with_the_reason_when_the_run_itself_refuses_the_answer(
     the plan the answerer was shown, the journal's newest request, is another version than the run's
     current plan), `runbook approve` says so and exits 2, never 'approved'."""
     from mq_runbooks.kit import journal
+    from mq_runbooks.kit.records import ApprovalRequested
     from tests.kafka_groups import group_at_end
 
     _, _, group = group_at_end(clusters, unique, "refused")
@@ -132,7 +133,9 @@ def test_approve_exits_2_with_the_reason_when_the_run_itself_refuses_the_answer(
     assert started.returncode == 0, started.stderr
     view = wait_until(json.loads(started.stdout)["run_id"], paused, timeout=90)
     request = journal.last(view.entries, "approval_requested")
-    journal.record(view.id, "approval_requested", request.summary, **{**request.data, "plan_digest": "0" * 64})
+    journal.write(view.id, ApprovalRequested(summary=request.summary, **{
+        name: request.data[name] for name in ApprovalRequested.model_fields if name in request.data and name != "data"},
+        plan_digest="0" * 64))
     refused = runbook("approve", view.id, "--as", "carol")
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "refused by the run: the answer was for another version of the plan" in refused.stderr, refused.stderr

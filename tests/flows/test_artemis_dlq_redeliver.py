@@ -112,14 +112,14 @@ def test_a_fault_after_the_first_batch_says_exactly_what_moved_and_a_rerun_sends
     ids = [f"m{i}" for i in range(1200)]
     produce(primary, orders, ids, test_tag=tag)
     assert dead_letter(primary, orders) == 1200
-    settings, catalog = runbook_env(RUNBOOK, RUNBOOK_INJECT_FAULT="after-first-batch")
+    settings, catalog = runbook_env(RUNBOOK, RUNBOOK_INJECT_FAULT="fail-after:send-back:*")
     run_id = start_runbook(settings, catalog, RUNBOOK, filter=f"test_tag = '{tag}'", batch_size="500")
     wait_until(run_id, paused, timeout=60)
     view = approve_and_finish(settings, catalog, run_id)
     assert not view.succeeded
     outcome = journal.last(view.entries, "outcome")
     assert outcome.data["outcome"] == "failed"
-    assert "injected fault after the first batch" in outcome.summary
+    assert "injected fault: step send-back:" in outcome.summary and "was applied, then the run failed" in outcome.summary
     assert f"sent back 500 of 500 message(s) to {orders}" in outcome.summary, outcome.summary
     assert "to send the rest: runbook run artemis-dlq-redeliver" in outcome.summary
     assert len(ids_in(primary, orders)) == 500 and len(ids_in(primary, "DLQ", f"test_tag = '{tag}'")) == 700

@@ -124,7 +124,7 @@ def test_failover_then_failback_switch_the_clients_and_a_canary_comes_back_each_
 
 def test_a_failed_canary_puts_the_switch_back_and_says_the_backup_stays_active(private_pair, runbook_env):
     config, switch_file, _ = private_pair
-    settings, catalog = runbook_env(RUNBOOK, RUNBOOK_CLUSTERS=str(config), RUNBOOK_INJECT_FAULT="canary")
+    settings, catalog = runbook_env(RUNBOOK, RUNBOOK_CLUSTERS=str(config), RUNBOOK_INJECT_FAULT="fail-before:canary")
     run_id = start_runbook(settings, catalog, RUNBOOK)
     wait_until(run_id, paused, timeout=60)
     runs.answer_gate(settings, catalog, run_id, True, "heidi", "")

@@ -16,7 +16,7 @@ from mq_runbooks.base.errors import ParameterError
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.flows.kafka_drain_plan import DrainPlan, DrainStuckParameters, StuckPartition, StuckRecord
 from mq_runbooks.flows.kafka_drain_stuck import STEPS, copy_to_dead_letter, dry_run
-from mq_runbooks.flows.kafka_replay import alter
+from mq_runbooks.flows.kafka_offsets import alter
 from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Run
@@ -291,7 +291,7 @@ def test_failure_after_the_copy_before_the_offsets_moved_says_exactly_what_chang
         kafka_config, stuck_group, runbook_env, slack):
     topic, group, consumer = stuck_group
     # Started from Slack: the gate gets the trigger, so the approval request goes where it was typed.
-    settings, catalog = runbook_env(RUNBOOK, RUNBOOK_INJECT_FAULT="move-offsets", RUNBOOK_SLACK_BOT_TOKEN=slack.token,
+    settings, catalog = runbook_env(RUNBOOK, RUNBOOK_INJECT_FAULT="fail-before:move-offsets", RUNBOOK_SLACK_BOT_TOKEN=slack.token,
                                     RUNBOOK_SLACK_API_URL=slack.url, RUNBOOK_SLACK_CHANNEL="C0DEFAULT")
     params = catalog.get(RUNBOOK).validate_parameters({"cluster": "primary", "group": group, "stuck_after": "2",
                                                        "wait_for_inactive": "30"})
@@ -311,7 +311,7 @@ def test_failure_after_the_copy_before_the_offsets_moved_says_exactly_what_chang
     outcome = journal.last(view.entries, "outcome")
     assert outcome.data["outcome"] == "failed" and outcome.data["changed"] == [copied]
     assert "failed before changing anything" not in outcome.summary
-    assert copied in outcome.summary and "injected fault: moving the offsets failed" in outcome.summary
+    assert copied in outcome.summary and "injected fault: step move-offsets failed before its change" in outcome.summary
     rollback = journal.last(view.entries, "rollback")
     assert rollback.summary.startswith("no committed offset had been moved: nothing to put back")
     assert rollback.data["offsets_restored"] == 0 and rollback.data["dead_letter_copies_kept"] == 1
@@ -344,7 +344,8 @@ def test_verify_reports_offsets_and_copies_not_as_planned_without_raising(cluste
     assert f"{topic}:0@1 is in {topic}.dlt:0 0 time(s)" in nothing_done.summary
 
     copy = copy_to_dead_letter(clusters.kafka_cluster("primary"), group, stuck)
-    alter(clusters.kafka_cluster("primary"), group, {(topic, 0): 2})
+    with KafkaClient.from_cluster(clusters.kafka_cluster("primary")) as kafka:
+        alter(kafka, group, {(topic, 0): 2})
     done = STEPS.verify(run, params, plan, [(stuck, copy)])
     assert done.ok, done.summary
     assert done.data == {"partitions_checked": 1, "copies_checked": 1}

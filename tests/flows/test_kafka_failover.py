@@ -231,15 +231,15 @@ def test_bad_parameters_are_refused_naming_the_field(tmp_path, clusters):
                 parse_clusters(text, "c.yaml", {}))
 
 
-def test_a_failed_canary_restores_the_switch(clusters, runbook_env, monkeypatch, tmp_path, unique):
+def test_a_failed_verification_restores_the_switch(clusters, runbook_env, monkeypatch, tmp_path, unique):
     """On the main stack, primary up (nothing is stopped): the run commits the translated offsets,
-    switches, the canary fails (injected), and the switch is back where it was."""
+    switches, the verification after the canary fails (injected), and the switch is back where it was."""
     primary = clusters.kafka_cluster("primary").bootstrap_servers
     switch_file = tmp_path / "kafka-clients.json"
     path = tmp_path / "clusters.yaml"
     path.write_text(clusters_text(primary, clusters.kafka_cluster("standby").bootstrap_servers, switch_file))
     monkeypatch.setenv("RUNBOOK_CLUSTERS", str(path))
-    settings, catalog = runbook_env("kafka-failover", RUNBOOK_INJECT_FAULT="canary")
+    settings, catalog = runbook_env("kafka-failover", RUNBOOK_INJECT_FAULT="verify")
     topic, group = unique("canary-orders"), unique("canary-group")
     with KafkaClient({"bootstrap.servers": primary}) as kafka:
         kafka.create_topic(topic, 1)

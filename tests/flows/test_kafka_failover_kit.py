@@ -111,7 +111,7 @@ def test_a_failback_that_changes_nothing_ends_unchanged_without_asking(main_stac
 
 def test_a_failure_after_the_offsets_were_committed_says_what_changed_and_restores(main_stack, runbook_env, unique):
     primary, standby, switch_file = main_stack
-    settings, catalog = runbook_env("kafka-failover", RUNBOOK_INJECT_FAULT="switch")
+    settings, catalog = runbook_env("kafka-failover", RUNBOOK_INJECT_FAULT="fail-before:switch")
     topic, group = unique("fenced-orders"), unique("fenced-group")
     checkpointed_group(primary, standby, topic, group)
     commit(group, {(f"primary.{topic}", 0): 2}, servers=standby)  # where it was on the standby before

@@ -189,7 +189,7 @@ def test_active_group_is_refused_listing_its_members(kafka_config, group_at_end,
 
 def test_failure_part_way_restores_the_snapshot(kafka_config, group_at_end, engine_env):
     topic, group = group_at_end
-    settings, catalog = engine_env(RUNBOOK_INJECT_FAULT="apply-partial")
+    settings, catalog = engine_env(RUNBOOK_INJECT_FAULT="fail-during:alter-offsets")
     run_id = start(settings, catalog, group=group, to_earliest="true")
     wait_until(run_id, paused)
     runs.answer_gate(settings, catalog, run_id, True, "bob", "")
@@ -198,7 +198,9 @@ def test_failure_part_way_restores_the_snapshot(kafka_config, group_at_end, engi
     rollback = journal.last(view.entries, "rollback")
     assert rollback.data["restored"] is True and rollback.data["offsets_restored"] == 3
     assert "restored 3 offset(s)" in rollback.summary
-    assert "failed after applying 1 of 3" in journal.last(view.entries, "error").summary
+    assert "injected fault: step alter-offsets failed part-way" in journal.last(view.entries, "error").summary
+    changed = journal.last(view.entries, "outcome").data["changed"]
+    assert changed and changed[0].startswith("alter-offsets failed part-way and may have applied part of its change")
     assert committed(kafka_config, group) == {(topic, p): PER_PARTITION for p in range(PARTITIONS)}
 
 

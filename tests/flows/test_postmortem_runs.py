@@ -86,7 +86,7 @@ def finished_runs(clusters, tmp_path_factory):
                 with pytest.raises(UsageError, match="mallory is not an approver"):
                     runs.answer_gate(settings, catalog, run_id, True, "mallory", "let me")
             if name == "failed":  # the executor after the gate runs with the answerer's configuration
-                env.setenv("RUNBOOK_INJECT_FAULT", "apply-partial")
+                env.setenv("RUNBOOK_INJECT_FAULT", "fail-during:alter-offsets")
             runs.answer_gate(settings, catalog, run_id, *answers[name])
             env.delenv("RUNBOOK_INJECT_FAULT", raising=False)
         yield {name: SimpleNamespace(run_id=run_id, view=wait_until(run_id, finished, timeout=90), settings=settings,
@@ -276,7 +276,7 @@ def test_failed_replay_gives_a_draft_with_what_was_restored(finished_runs):
     text = write_postmortem(run_id, settings).read_text()
     assert "outcome: failed" in text.split("\n---\n")[0]
     summary = section(text, "Summary")
-    assert "**failed**: failed and rolled back: injected fault: failed after applying 1 of 3 partition(s)" in summary
+    assert "**failed**: failed and rolled back: injected fault: step alter-offsets failed part-way" in summary
     impact = impact_of(text)
     assert impact["offsets restored from the snapshot"] == "3"
     assert impact["messages replayed"] == f"0 (planned {PARTITIONS * PER_PARTITION}; restored from the snapshot)"

@@ -190,7 +190,7 @@ def recorder():
     server.shutdown()
 
 
-def test_failover_switches_over_http_and_a_failed_canary_switches_back(clusters, tmp_path, env, recorder):
+def test_failover_switches_over_http_and_a_failed_verification_switches_back(clusters, tmp_path, env, recorder):
     url, calls = recorder
     primary, standby = clusters.rabbit_cluster("primary"), clusters.rabbit_cluster("standby")
     with scratch_vhost(primary, standby) as vhost, api(primary) as source:
@@ -203,7 +203,7 @@ def test_failover_switches_over_http_and_a_failed_canary_switches_back(clusters,
         assert journal.last(view.entries, "plan").data["queues"] == [], "no backlog: only the switch moves"
 
         calls.clear()
-        settings, catalog = env(clusters_yaml(tmp_path, MAIN_PORTS, http_switch(url, tmp_path / "http-switch.json")), RUNBOOK_INJECT_FAULT="canary")
+        settings, catalog = env(clusters_yaml(tmp_path, MAIN_PORTS, http_switch(url, tmp_path / "http-switch.json")), RUNBOOK_INJECT_FAULT="verify")
         view = approve(settings, catalog, start(settings, catalog, "rabbitmq-failback", vhost=vhost,
                                                 switch="orders-clients", copy_definitions="false"))
         assert not view.succeeded

@@ -163,13 +163,13 @@ def test_a_failure_before_the_ack_restores_ownership_and_a_rerun_never_copies_tw
                "entries idle 1 s")
     parameters = dict(stream=stream, group=GROUP, idle_ms="1000", poison_after="3", claim_to="billing-healthy")
 
-    settings, catalog = runbook_env(RUNBOOK, RUNBOOK_INJECT_FAULT="before-ack")
+    settings, catalog = runbook_env(RUNBOOK, RUNBOOK_INJECT_FAULT="fail-before:ack-dead-lettered")
     run_id = start_runbook(settings, catalog, RUNBOOK, **parameters)
     wait_until(run_id, paused, timeout=90)
     runs.answer_gate(settings, catalog, run_id, True, "bob", "")
     view = wait_until(run_id, finished, timeout=120)
     assert not view.succeeded
-    assert "before acknowledging them" in journal.last(view.entries, "error").summary
+    assert "injected fault: step ack-dead-lettered failed before its change" in journal.last(view.entries, "error").summary
     rollback = journal.last(view.entries, "rollback")
     assert rollback.data["restored"] is True and "dead-letter copies are kept" in rollback.summary
     assert len(dead_letter_copies(raw, stream, ids[3])) == 1

@@ -40,7 +40,7 @@ def test_the_rules_name_what_is_broken(tmp_path):
     team.mkdir()
     # Its own module name: Python imports a module once per process, whichever directory it came from.
     (team / "queue_limit_broken.py").write_text((EXAMPLE / "queue_limit.py").read_text()
-                                                .replace('@flow(name="rabbitmq-queue-limit"', '@flow(name="queue-limit"')
+                                                .replace('id = "rabbitmq-queue-limit"', 'id = "queue-limit"')
                                                 .replace("dry_run = STEPS.dry_run", "dry_run = STEPS.observe"))
     (team / "rabbitmq-queue-limit.yaml").write_text((EXAMPLE / "rabbitmq-queue-limit.yaml").read_text()
                                                     .replace("queue_limit:", "queue_limit_broken:"))

@@ -23,6 +23,7 @@ from mq_runbooks.kit.postmortem.store import list_postmortems, mark_reviewed, re
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.journal import Entry
+from mq_runbooks.kit.records import Start
 from mq_runbooks.kit.postmortem.publish import write_postmortem
 
 T0 = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.timezone.utc)
@@ -168,8 +169,8 @@ def crashed_run(clusters):
     with get_client(sync_client=True) as client:
         flow_run = client.create_flow_run(kafka_replay, parameters={}, tags=["runbook:kafka-replay"])
         client.set_flow_run_state(flow_run.id, Crashed(message="executor process was killed"), force=True)
-    journal.record(flow_run.id, "parameters", "kafka-replay on primary/billing, requested by alice",
-                   runbook="kafka-replay", requested_by="alice", parameters={"group": "billing"}, trigger={})
+    journal.write(flow_run.id, Start(summary="kafka-replay on primary/billing, requested by alice", runbook="kafka-replay",
+                                     requested_by="alice", parameters={"group": "billing"}, target="primary/billing"))
     return str(flow_run.id)
 
 

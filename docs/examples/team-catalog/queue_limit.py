@@ -3,10 +3,9 @@ overflow reject-publish), so a runaway producer cannot fill the broker's disk. d
 from dataclasses import dataclass, replace
 from urllib.parse import quote
 
-from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.plans import PlanTable
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
 
@@ -76,7 +75,4 @@ STEPS = QueueLimit()
 dry_run = STEPS.dry_run
 
 
-@flow(name="rabbitmq-queue-limit", persist_result=False)
-def rabbitmq_queue_limit(params: LimitParameters, requested_by: str = "unknown", trigger: dict | None = None):
-    """Cap a queue's length during an incident."""
-    return drive(STEPS, params, requested_by, trigger)
+rabbitmq_queue_limit = runbook_flow(STEPS, LimitParameters, "Cap a queue's length during an incident.")

@@ -20,6 +20,7 @@ from mq_runbooks.kit.postmortem.store import Postmortem, short_run_id
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.run_artifacts import put_markdown
+from mq_runbooks.kit.records import Note
 
 ARTIFACT_KEY_PREFIX = "postmortem-"
 
@@ -49,8 +50,9 @@ def write_postmortem(run_id: str, settings: Settings | None = None) -> Path | No
     except Exception as exc:  # noqa: BLE001  (a postmortem must never fail the run it describes)
         log.warning("postmortem draft not written: %s: %s", type(exc).__name__, exc)
         try:
-            journal.record(run_id, "note", f"postmortem draft not written ({type(exc).__name__}: {exc}); "
-                           f"write it with: runbook postmortems draft {run_id}", postmortem_error=str(exc))
+            journal.write(run_id, Note(summary=f"postmortem draft not written ({type(exc).__name__}: {exc}); "
+                                               f"write it with: runbook postmortems draft {run_id}",
+                                       data={"postmortem_error": str(exc)}))
         except Exception as journal_exc:  # noqa: BLE001
             log.warning("could not note the failed draft in the journal either: %s", journal_exc)
         return None

@@ -3,10 +3,9 @@ a topic's retention.ms while a consumer group lags, so its unread records are ke
 up. It uses only the documented broker API (Env/Run and the clients they return): no confluent_kafka."""
 from dataclasses import dataclass
 
-from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from mq_runbooks.kit.driver import Env, Run, RunbookSteps, drive
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.plans import PlanTable
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
 from mq_runbooks.kit.restore_plan import RestoreItem
@@ -106,7 +105,6 @@ STEPS = RetentionExtend()
 dry_run = STEPS.dry_run
 
 
-@flow(name="kafka-retention-extend", persist_result=False)
-def kafka_retention_extend(params: RetentionParameters, requested_by: str = "unknown", trigger: dict | None = None):
-    """Raise a topic's retention.ms while its consumers lag."""
-    return drive(STEPS, params, requested_by, trigger)
+kafka_retention_extend = runbook_flow(
+    STEPS, RetentionParameters,
+    "Raise a topic's retention.ms while its consumers lag.")
