@@ -88,3 +88,15 @@ def consumer_progress(group: str) -> dict[tuple[str, str, int], tuple[int, int, 
         if len(cells) >= 6 and cells[2].isdigit() and re.fullmatch(r"-?\d+", cells[3]):
             rows[(cells[0], cells[1], int(cells[2]))] = (int(cells[3]), int(cells[4]), int(cells[5]))
     return rows
+
+
+def dead_letter_all(cluster, group: str, topic: str) -> list[str]:
+    """What a consumer of `group` does with messages it gives up on, for every message of `topic`: the
+    broker stores each in %DLQ%<group> (CONSUMER_SEND_MSG_BACK, no retries left). Their keys."""
+    with RocketMQAdmin.from_cluster(cluster) as admin:
+        keys = []
+        for broker, queue_id in admin.queues(topic):
+            for message in admin.read_queue(topic, broker, queue_id, 0, admin.max_offset(topic, broker, queue_id)):
+                admin.send_to_dead_letters(group, message, broker)
+                keys.append(message.keys)
+    return keys
