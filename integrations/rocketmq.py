@@ -46,6 +46,7 @@ _QUERY_CONSUMER_OFFSET = 14
 _UPDATE_CONSUMER_OFFSET = 15
 _UPDATE_AND_CREATE_TOPIC = 17
 _SEARCH_OFFSET_BY_TIMESTAMP = 29
+_GET_BROKER_RUNTIME_INFO = 28
 _GET_MAX_OFFSET = 30
 _GET_MIN_OFFSET = 31
 _VIEW_MESSAGE_BY_ID = 33
@@ -174,6 +175,11 @@ class RocketMQAdmin:
             self._brokers = {name: data["brokerAddrs"][0] for name, data in (info.get("brokerAddrTable") or {}).items()
                              if 0 in (data.get("brokerAddrs") or {})}
         return self._brokers
+
+    def broker_version(self, broker: str) -> str:
+        """The broker's version, e.g. V5_3_3 (its runtime info)."""
+        table = self._broker_call(broker, _GET_BROKER_RUNTIME_INFO, what="runtime info").json() or {}
+        return (table.get("table") or {}).get("brokerVersionDesc", "unknown version")
 
     def queues(self, topic: str) -> list[tuple[str, int]]:
         """(broker, queue id) of each readable queue of a topic, from its route; NotFoundError if unknown."""
