@@ -13,7 +13,7 @@ expected ones, or the benchmark stops. The order of the variants rotates per rou
 
 Variants (wall time):
   engine, fresh process   `python -c`: the runbook's compute_plan (flows/rocketmq_reset_plan.py, no Prefect) (route, offsets, the offset of the
-                          time on each queue) + update_offsets (64 UPDATE_CONSUMER_OFFSET) + the
+                          time on each queue) + update_offsets (64 per-queue resets, INVOKE_BROKER_TO_RESET_OFFSET as mqadmin sends) + the
                           read-back verify does; interpreter start and imports included.
   engine plan, in process compute_plan alone (what `runbook plan` waits for once imported): must be <= 2 s.
   mqadmin resetOffsetByTime -s <ms>   RocketMQ's own tool (a JVM; no consumer online, so it falls
@@ -78,7 +78,7 @@ def setup() -> None:
 def move_all(to_end: bool) -> None:
     with RocketMQAdmin.from_cluster(CLUSTER) as admin:
         for broker, queue in admin.queues(TOPIC):
-            admin.update_offset(GROUP, TOPIC, broker, queue, admin.max_offset(TOPIC, broker, queue) if to_end else 0)
+            admin.reset_offset(GROUP, TOPIC, broker, queue, admin.max_offset(TOPIC, broker, queue) if to_end else 0)
 
 
 def check(to_end: bool) -> None:

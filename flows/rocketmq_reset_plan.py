@@ -200,7 +200,7 @@ def wait_inactive(admin: RocketMQAdmin, group: str, wait_s: float) -> None:
 def update_offsets(cluster: RocketMQCluster, group: str, offsets: dict[QueueKey, int]) -> int:
     with RocketMQAdmin.from_cluster(cluster) as admin:
         for (topic, broker, queue_id), offset in sorted(offsets.items()):
-            admin.update_offset(group, topic, broker, queue_id, offset)
+            admin.reset_offset(group, topic, broker, queue_id, offset)
     return len(offsets)
 
 

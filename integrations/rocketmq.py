@@ -6,18 +6,20 @@ broker does not answer, NotFoundError for a topic or group RocketMQ does not kno
 the rest. Nothing of Prefect.
 
 Why admin requests and not `mqadmin`: there is no Python admin client, and `mqadmin` is a JVM per
-call. Measured on this machine (2 shared cores, the stack's broker, a group with 64 queues on one
-topic; bench/rocketmq_reset.py, medians of 5):
+call. Measured in one run of bench/rocketmq_reset.py (bench/results/rocketmq_reset.md: 2 shared
+cores at load average ~15, the stack's broker, a group with 64 queues on one topic, medians of 5):
 
-    what                                         mqadmin                      admin requests
-    consumerProgress of the group                 2.96 s (1 JVM)               0.013 s (route + consume stats)
-    a reset plan (progress + 64 offsets by time)  5.6 s (2 JVMs: consumerProgress, then
-                                                  resetOffsetByTime would apply it: no dry run)  0.05 s
-    resetOffsetByTime of the 64 queues            3.1 s (1 JVM)                0.06 s (64 offset updates)
+    mqadmin consumerProgress (what an operator plans with)        19.3 s   (one JVM)
+    mqadmin resetOffsetByTime of the 64 queues                     19.9 s   (one JVM)
+    admin requests: the reset plan, in process                    0.042 s  (route, consume stats, min/max
+                                                                            and offset-by-time per queue)
+    admin requests: plan + reset + read-back, fresh process        3.2 s    (0.16x mqadmin's reset;
+                                                                            interpreter start and imports)
 
-A plan must answer in 2 s: only admin requests do (a JVM alone starts in ~1.5 s here). The requests
-are the ones `mqadmin` itself sends (GET_CONSUME_STATS, SEARCH_OFFSET_BY_TIMESTAMP,
-UPDATE_CONSUMER_OFFSET, PULL_MESSAGE, SEND_MESSAGE ...), so what they read is what it reads.
+A plan must answer in 2 s: only admin requests do (a JVM alone takes seconds to start here, and a plan
+would need two: consumerProgress, then the offsets by time). The requests are the ones `mqadmin` sends
+(GET_CONSUME_STATS, SEARCH_OFFSET_BY_TIMESTAMP, INVOKE_BROKER_TO_RESET_OFFSET, PULL_MESSAGE,
+SEND_MESSAGE ...), so what they read and write is what it reads and writes.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ _UPDATE_AND_CREATE_SUBSCRIPTIONGROUP = 200
 _GET_ALL_SUBSCRIPTIONGROUP_CONFIG = 201
 _GET_CONSUMER_CONNECTION_LIST = 203
 _GET_CONSUME_STATS = 208
+_INVOKE_BROKER_TO_RESET_OFFSET = 222
 
 _PERM_READ_WRITE = 6
 ADMIN_GROUP = "mq_runbooks_admin"  # the group our reads of a DLQ pull as (it commits nothing)
@@ -259,8 +262,17 @@ class RocketMQAdmin:
                                      what=f"offset of {group} on {topic}:{queue_id}", accept=(SUCCESS, QUERY_NOT_FOUND))
         return int(response.fields["offset"]) if response.code == SUCCESS else None
 
+    def reset_offset(self, group: str, topic: str, broker: str, queue_id: int, offset: int) -> None:
+        """Reset the group's offset of one queue, as `mqadmin resetOffsetByTime` does on a 5.x broker (its
+        server-side reset, INVOKE_BROKER_TO_RESET_OFFSET with the queue and offset): the broker then ignores
+        consumers' commits of older positions until they pull from the new one, so online pull and pop
+        consumers follow it. A plain commit (update_offset) after such a reset would be ignored."""
+        self._broker_call(broker, _INVOKE_BROKER_TO_RESET_OFFSET,
+                          {"topic": topic, "group": group, "queueId": queue_id, "offset": offset, "timestamp": -1,
+                           "isForce": True}, what=f"reset offset of {group} on {topic}:{queue_id}")
+
     def update_offset(self, group: str, topic: str, broker: str, queue_id: int, offset: int) -> None:
-        """Commit `offset` for the group on one queue (what mqadmin's reset does when no consumer is online)."""
+        """Commit `offset` for the group on one queue, as a consumer commits what it consumed."""
         self._broker_call(broker, _UPDATE_CONSUMER_OFFSET,
                           {"consumerGroup": group, "topic": topic, "queueId": queue_id, "commitOffset": offset},
                           what=f"update offset of {group} on {topic}:{queue_id}")
@@ -299,16 +311,17 @@ class RocketMQAdmin:
             return [], next_offset
         return decode_messages(response.body), next_offset
 
-    def read_queue(self, topic: str, broker: str, queue_id: int, start: int, end: int) -> list[StoredMessage]:
-        """Every message of a queue in [start, end)."""
+    def read_queue(self, topic: str, broker: str, queue_id: int, start: int, end: int,
+                   group: str = ADMIN_GROUP) -> list[StoredMessage]:
+        """Every message of a queue in [start, end) (pulled as `group`; nothing committed)."""
         messages: list[StoredMessage] = []
-        offset = start
-        while offset < end:
-            batch, next_offset = self.pull(topic, broker, queue_id, offset, min(32, end - offset))
+        offset, empty_answers = start, 0
+        while offset < end and empty_answers < 2:
+            batch, next_offset = self.pull(topic, broker, queue_id, offset, min(32, end - offset), group)
             messages.extend(m for m in batch if m.queue_offset < end)
-            if next_offset <= offset:
-                break
-            offset = next_offset
+            # The group's first pull after a server-side reset answers only where to go (once): ask again.
+            empty_answers = empty_answers + 1 if not batch and next_offset <= offset else 0
+            offset = max(offset, next_offset)
         return messages
 
     def read_message(self, topic: str, broker: str, queue_id: int, offset: int) -> StoredMessage | None:

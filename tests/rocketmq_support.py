@@ -66,7 +66,7 @@ def consume(cluster, group: str, topic: str, commit: bool = True) -> list[Stored
         for broker, queue_id in admin.queues(topic):
             start = admin.consumer_offset(group, topic, broker, queue_id) or 0
             end = admin.max_offset(topic, broker, queue_id)
-            read += admin.read_queue(topic, broker, queue_id, start, end)
+            read += admin.read_queue(topic, broker, queue_id, start, end, group)  # a pull of the group's
             if commit and end > start:
                 admin.update_offset(group, topic, broker, queue_id, end)
     return read
