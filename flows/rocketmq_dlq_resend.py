@@ -16,7 +16,7 @@ stops a second resend. This runbook keeps a ledger (RUNBOOK_SNAPSHOT_DIR/rocketm
 JSON line per message): a batch's `sending` lines (with the retry queue's offset before it) are
 written before it is sent and its `sent` lines after. A rerun skips what is `sent`; for a message
 `sending` but not `sent` (a worker died between the two) it reads the retry queue from the recorded
-offset for the copy, found by the RUNBOOK_RESENT_OF property every resent copy carries, and resends
+offset for the copy, found by the RESENT_FROM_DLQ property every resent copy carries, and resends
 only what is not there. Several workers need that directory shared.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ from mq_runbooks.kit.records import Snapshot, Verification
 __all__ = ["DlqResendParameters", "rocketmq_dlq_resend", "dry_run", "ledger_path", "RESENT_OF"]
 
 RUNBOOK_ID = "rocketmq-dlq-resend"
-RESENT_OF = "RUNBOOK_RESENT_OF"  # property of each resent copy: the dead letter's id in %DLQ%<group>
+RESENT_OF = "RESENT_FROM_DLQ"  # property of each resent copy: the dead letter's id in %DLQ%<group>
 SNAPSHOT_CSV_ROWS = 200
 # Set by the broker on store, or ours: not copied onto a resent message.
 _BROKER_PROPERTIES = {"MSG_REGION", "CLUSTER", "WAIT", "DELAY", "TRACE_ON", "REAL_TOPIC", "REAL_QID",

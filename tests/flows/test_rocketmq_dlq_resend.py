@@ -26,7 +26,7 @@ def primary():
 
 
 def resent_keys(cluster, group: str) -> Counter:
-    """Keys of the copies in %RETRY%<group> that carry our RUNBOOK_RESENT_OF marker (with repeats)."""
+    """Keys of the copies in %RETRY%<group> that carry our RESENT_FROM_DLQ marker (with repeats)."""
     with RocketMQAdmin.from_cluster(cluster) as admin:
         found = Counter()
         for broker, queue_id in admin.queues(retry_topic(group)):
