@@ -21,9 +21,10 @@ TARGETS: dict[str, dict[str, tuple[str, str]]] = {
                  "vhost": ("rabbitmq:{{ cluster }}:{{ vhost }}", "-p vhost=VHOST")},
     "redis": {"stream": ("redis:{{ cluster }}:{{ stream }}", "-p stream=STREAM")},
     "artemis": {"queue": ("artemis:{{ cluster }}:queue:{{ queue }}", "-p queue=QUEUE")},
+    "rocketmq": {"group": ("rocketmq:{{ cluster }}:group:{{ group }}", "-p group=GROUP")},
 }
 TEAMS = {"kafka": "@kafka-oncall", "rabbitmq": "@rabbitmq-oncall", "redis": "@redis-oncall",
-         "artemis": "@artemis-oncall"}
+         "artemis": "@artemis-oncall", "rocketmq": "@rocketmq-oncall"}
 
 
 @cli.command("new")

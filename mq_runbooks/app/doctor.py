@@ -16,6 +16,7 @@ import httpx
 
 from mq_runbooks.app.doctor_artemis import artemis_jobs
 from mq_runbooks.app.doctor_check import Check, reason
+from mq_runbooks.app.doctor_rocketmq import rocketmq_jobs
 from mq_runbooks.app.doctor_redis import redis_jobs
 from mq_runbooks.base.catalog import CatalogReport
 from mq_runbooks.base.clusters import Clusters, KafkaCluster, RabbitCluster
@@ -278,6 +279,7 @@ def run_checks(settings: Settings, clusters: Clusters, catalog: CatalogReport,
     jobs += [lambda c=cluster: check_rabbitmq(c, timeout_s) for cluster in clusters.rabbitmq.values()]
     jobs += redis_jobs(clusters, timeout_s)
     jobs += artemis_jobs(clusters, timeout_s)
+    jobs += rocketmq_jobs(clusters, timeout_s)
     jobs += [lambda n=name: check_switch(clusters, n) for name in clusters.switches]
     jobs.append(lambda: check_slack(settings, timeout_s))
     jobs.append(lambda: check_mode(settings, timeout_s))

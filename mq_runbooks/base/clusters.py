@@ -1,4 +1,4 @@
-"""clusters.yaml: the Kafka, RabbitMQ, Redis and ActiveMQ Artemis clusters the engine may act on, and which
+"""clusters.yaml: the Kafka, RabbitMQ, Redis, ActiveMQ Artemis and RocketMQ clusters the engine may act on, and which
 is whose standby.
 
     kafka:
@@ -15,6 +15,9 @@ is whose standby.
       primary: {management_url: "http://127.0.0.1:8162/console/jolokia", messaging_url: "amqp://127.0.0.1:61617",
                 user: admin, password: "${ARTEMIS_PASSWORD}"}
       backup: {management_url: ..., messaging_url: ..., user: admin, password: ..., standby_of: primary}
+    rocketmq:
+      primary: {namesrv: "127.0.0.1:9876", proxy_endpoint: "127.0.0.1:8081",
+                access_key: "${ROCKETMQ_ACCESS_KEY:-}", secret_key: "${ROCKETMQ_SECRET_KEY:-}"}
 
 Strings may use ${VAR} or ${VAR:-default}. Secrets (passwords, URLs that hold them) are SecretStr:
 they print as '**********' and are only revealed when a client is built.
@@ -259,6 +262,57 @@ class ArtemisCluster(_Strict):
         return url.hostname or "", url.port or 0, url.scheme == "amqps"
 
 
+def _host_port(value: str, example: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port, e.g. {example}")
+    return value
+
+
+class RocketMQCluster(_Strict):
+    """A RocketMQ cluster: its name server(s) (admin requests go to the brokers they route to) and the
+    5.x proxy's gRPC endpoint (messaging: canaries, tests). With ACL on, access_key and secret_key sign
+    every request; `tls` speaks TLS to name servers, brokers and the proxy."""
+
+    name: str
+    namesrv: str = Field(description="host:port of a name server; several separated by ';'")
+    proxy_endpoint: str | None = Field(None, description="host:port of the proxy's gRPC endpoint (messaging)")
+    access_key: str | None = Field(None, description="ACL access key (empty: ACL off)")
+    secret_key: SecretStr | None = Field(None, description="ACL secret key")
+    tls: bool = Field(False, description="TLS to name servers, brokers and the proxy")
+    ssl_ca_location: str | None = Field(None, description="CA bundle for TLS (default: the system's)")
+    standby_of: str | None = None
+    request_timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("namesrv")
+    @classmethod
+    def _namesrv(cls, value: str) -> str:
+        addresses = [a.strip() for a in value.split(";") if a.strip()]
+        if not addresses:
+            raise ValueError("names no name server, e.g. 127.0.0.1:9876")
+        return ";".join(_host_port(a, "127.0.0.1:9876") for a in addresses)
+
+    @field_validator("proxy_endpoint")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        return value if value is None else _host_port(value, "127.0.0.1:8081")
+
+    @field_validator("access_key", "secret_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value  # "${ROCKETMQ_ACCESS_KEY:-}" unset: ACL off
+
+    @model_validator(mode="after")
+    def _keys_together(self) -> "RocketMQCluster":
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("access_key and secret_key go together (both empty: ACL off)")
+        return self
+
+    @property
+    def namesrv_addresses(self) -> list[str]:
+        return self.namesrv.split(";")
+
+
 def _display_url(secret_url: SecretStr) -> str:
     """scheme://user:***@host:port/path: a URL fit for tables and logs."""
     url = urlsplit(secret_url.get_secret_value())
@@ -278,12 +332,13 @@ class Clusters(_Strict):
     rabbitmq: dict[str, RabbitCluster] = {}
     redis: dict[str, RedisCluster] = {}
     artemis: dict[str, ArtemisCluster] = {}
+    rocketmq: dict[str, RocketMQCluster] = {}
     switches: dict[str, EndpointSwitchConfig] = {}
 
     @model_validator(mode="after")
     def _standbys_exist(self) -> "Clusters":
         for kind, clusters in (("kafka", self.kafka), ("rabbitmq", self.rabbitmq), ("redis", self.redis),
-                               ("artemis", self.artemis)):
+                               ("artemis", self.artemis), ("rocketmq", self.rocketmq)):
             for name, cluster in clusters.items():
                 if cluster.standby_of is not None and cluster.standby_of not in clusters:
                     raise ValueError(
@@ -303,6 +358,9 @@ class Clusters(_Strict):
 
     def artemis_cluster(self, name: str) -> ArtemisCluster:
         return self._lookup("artemis", self.artemis, name)
+
+    def rocketmq_cluster(self, name: str) -> RocketMQCluster:
+        return self._lookup("rocketmq", self.rocketmq, name)
 
     def _lookup(self, kind: str, clusters: Mapping[str, BaseModel], name: str):
         if name not in clusters:
@@ -324,7 +382,7 @@ def parse_clusters(text: str, source: str, environ: Mapping[str, str] | None = N
         raise ConfigError(f"{source}: the top level must be a mapping with keys 'kafka', 'rabbitmq', 'redis', "
                           "'artemis', 'switches'")
     document = substitute_env(document, environ_or_os(environ), source)
-    for kind in ("kafka", "rabbitmq", "redis", "artemis"):
+    for kind in ("kafka", "rabbitmq", "redis", "artemis", "rocketmq"):
         section = document.get(kind)
         if isinstance(section, dict):
             for name, cluster in section.items():

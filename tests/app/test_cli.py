@@ -113,7 +113,7 @@ def test_doctor_reports_every_service_of_the_stack_reachable(clusters):
     checks = {check["component"]: check for check in json.loads(result.stdout)}
     assert set(checks) == {"catalog", "prefect", "work pool mq-runbooks", "kafka primary", "kafka standby",
                            "mirrormaker2 primary -> standby", "rabbitmq primary", "rabbitmq standby", "redis primary",
-                           "redis replica", "artemis primary", "artemis backup", "switch kafka-clients",
+                           "redis replica", "artemis primary", "artemis backup", "rocketmq primary", "switch kafka-clients",
                            "switch rabbit-clients", "switch artemis-clients", "slack", "teams", "mode", "signing key"}
     assert checks["mode"]["status"] == "direct" and checks["teams"]["ok"] and checks["signing key"]["ok"]
     assert all(check["ok"] for check in checks.values() if check["required"])

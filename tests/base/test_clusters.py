@@ -155,3 +155,26 @@ def test_unknown_artemis_cluster_lists_the_defined_ones():
     clusters = load_clusters(REPO / "clusters.yaml", environ={})
     with pytest.raises(UnknownClusterError, match=r"no artemis cluster named 'primry'.*defined: backup, primary"):
         clusters.artemis_cluster("primry")
+
+
+def test_rocketmq_cluster_of_the_local_stack_keeps_its_secret_key_secret():
+    clusters = load_clusters(REPO / "clusters.yaml", environ={"ROCKETMQ_ACCESS_KEY": "ops", "ROCKETMQ_SECRET_KEY": "s3cr3t"})
+    primary = clusters.rocketmq_cluster("primary")
+    assert primary.namesrv_addresses == ["127.0.0.1:9876"] and primary.proxy_endpoint == "127.0.0.1:8081"
+    assert primary.access_key == "ops" and primary.secret_key.get_secret_value() == "s3cr3t"
+    assert "s3cr3t" not in repr(primary) and "s3cr3t" not in str(primary.model_dump())
+    acl_off = load_clusters(REPO / "clusters.yaml", environ={}).rocketmq_cluster("primary")
+    assert acl_off.access_key is None and acl_off.secret_key is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("rocketmq:\n  a: {proxy_endpoint: 'x:1'}\n", "rocketmq.a.namesrv: required, but missing"),
+    ("rocketmq:\n  a: {namesrv: 'x'}\n", "'x' is not host:port"),
+    ("rocketmq:\n  a: {namesrv: 'x:1', proxy_endpoint: 'x:99999'}\n", "'x:99999' is not host:port"),
+    ("rocketmq:\n  a: {namesrv: 'x:1', access_key: ops}\n", "access_key and secret_key go together"),
+    ("rocketmq:\n  a: {namesrv: 'x:1', user: u}\n", "rocketmq.a.user: unknown key"),
+])
+def test_malformed_rocketmq_section_names_the_field(text, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_clusters(text, "c.yaml", environ={})
+    assert expected in str(caught.value), str(caught.value)

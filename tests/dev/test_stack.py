@@ -23,7 +23,8 @@ def test_status_lists_every_service_up(clusters):
     result = dev("stack", "status")
     assert result.returncode == 0, result.stdout
     for service in ("kafka-primary", "kafka-standby", "mirrormaker2", "rabbitmq-primary", "rabbitmq-standby",
-                    "redis-primary", "redis-replica", "artemis-primary", "artemis-backup", "prefect"):
+                    "redis-primary", "redis-replica", "artemis-primary", "artemis-backup", "rocketmq-namesrv",
+                    "rocketmq-broker", "rocketmq-proxy", "prefect"):
         line = next(line for line in result.stdout.splitlines() if line.startswith(service))
         assert " up " in line, line
 

@@ -55,7 +55,8 @@ def test_the_rules_name_what_is_broken(tmp_path):
 
 SCAFFOLDS = [("kafka", "group", "-p group=nosuch-group"), ("kafka", "topic", "-p topic=nosuch-topic"),
              ("rabbitmq", "queue", "-p queue=nosuch-queue"), ("rabbitmq", "vhost", "-p vhost=nosuch-vhost"),
-             ("redis", "stream", "-p stream=nosuch-stream"), ("artemis", "queue", "-p queue=nosuch-queue")]
+             ("redis", "stream", "-p stream=nosuch-stream"), ("artemis", "queue", "-p queue=nosuch-queue"),
+             ("rocketmq", "group", "-p group=nosuch-group")]
 
 
 @pytest.mark.parametrize("broker,kind,target", SCAFFOLDS, ids=[f"{b}-{k}" for b, k, _ in SCAFFOLDS])
@@ -152,6 +153,24 @@ def test_an_artemis_scaffold_plans_a_real_queue(tmp_path, clusters, unique):
         assert (row["queue"], row["messages"]) == (queue, 2) and document["changes_anything"] is False
     finally:
         remove_queues(primary, queue)
+
+
+def test_a_rocketmq_scaffold_plans_a_real_group(tmp_path, unique):
+    from tests.rocketmq_support import consume, make_group, make_topic, produce, rocketmq_primary
+
+    primary, topic, group = rocketmq_primary(), unique("scaffold"), unique("scaffold-group")
+    make_topic(primary, topic, 2)
+    make_group(primary, group)
+    produce(primary, topic, ["a", "b", "c"])
+    consume(primary, group, topic)
+    produce(primary, topic, ["d"])
+    assert runbook("new", "rocketmq-team-peek", "--broker", "rocketmq", "--dir", str(tmp_path)).returncode == 0
+    planned = runbook("plan", "rocketmq-team-peek", "-p", "cluster=primary", "-p", f"group={group}", "--json",
+                      env={"RUNBOOK_TEAM_CATALOG": str(tmp_path)})
+    assert planned.returncode == 0, planned.stderr
+    document = json.loads(planned.stdout)
+    assert document["columns"] == ["topic", "broker", "queue", "broker offset", "consumer offset", "diff"]
+    assert sum(row["diff"] for row in document["rows"]) == 1 and document["changes_anything"] is False
 
 
 def test_plans_are_the_plan_protocol():

@@ -1,0 +1,104 @@
+"""Runbook `rocketmq-reset-offset`: move a RocketMQ consumer group's offsets to a time (`to_datetime`,
+`by_duration`), to the start (`to_earliest`) or past the backlog (`to_latest`), per topic or on every
+topic it has offsets on, or back to a snapshot (`from_file`). The driver (mq_runbooks.kit.driver)
+gives it the lock, the gate, the re-plan, the restore on failure and the outcome; this module is the
+runbook's own logic:
+
+    observe (route, offsets, the offset each time maps to; the group must have no online consumer)
+    -> plan (per queue: broker, current and target offsets, messages replayed or skipped)
+    -> snapshot (the previous offsets as a topic,broker,queue,offset CSV) -> update each queue's offset
+    -> verify (each offset read back)
+
+The plan and the offset updates live in mq_runbooks.flows.rocketmq_reset_plan (no Prefect there).
+
+The target of a time is what `mqadmin resetOffsetByTime -s <ms>` commits (with its default force):
+the store's answer to SEARCH_OFFSET_BY_TIMESTAMP, the offset of the first message stored at or after
+the time (the queue's max offset when there is none). Online consumers would overwrite a reset with
+their own offsets at their next commit, which RocketMQ's tool only warns about; this runbook refuses
+(or waits `wait_for_inactive` seconds after approval).
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+
+from mq_runbooks.base.files import write_file
+from mq_runbooks.flows.rocketmq_reset_params import ResetOffsetParameters
+from mq_runbooks.flows.rocketmq_reset_plan import (
+    RUNBOOK_ID, ResetPlan, compute_plan, parse_offsets_file, snapshot_csv, update_offsets, wait_inactive)
+from mq_runbooks.integrations.rocketmq import RocketMQAdmin
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
+from mq_runbooks.kit.records import Restore, Snapshot, Verification
+
+__all__ = ["ResetOffsetParameters", "ResetPlan", "rocketmq_reset_offset", "dry_run", "compute_plan"]
+
+
+def restore_command(cluster: str, group: str, path: Path | str) -> str:
+    return (f"runbook run {RUNBOOK_ID} -p cluster={shlex.quote(cluster)} -p group={shlex.quote(group)} "
+            f"-p from_file={shlex.quote(str(path))}")
+
+
+class ResetOffset(RunbookSteps[ResetOffsetParameters, ResetPlan]):
+    id = RUNBOOK_ID
+
+    def target(self, params: ResetOffsetParameters) -> str:
+        return f"{params.cluster}/{params.group}"
+
+    def relative_targets(self, params: ResetOffsetParameters) -> str | None:
+        return f"by_duration={params.by_duration}" if params.by_duration else None
+
+    def observe(self, env: Env, params: ResetOffsetParameters) -> ResetPlan:
+        with RocketMQAdmin.from_cluster(env.clusters.rocketmq_cluster(params.cluster)) as admin:
+            if isinstance(env, Run):  # `runbook plan` shows the plan of a group with consumers, with a warning
+                wait_inactive(admin, params.group, 0)
+            return compute_plan(admin, params, env.plan_time_ms())
+
+    def before_replan(self, run: Run, params: ResetOffsetParameters, plan: ResetPlan) -> None:
+        with RocketMQAdmin.from_cluster(run.clusters.rocketmq_cluster(params.cluster)) as admin:
+            wait_inactive(admin, params.group, params.wait_for_inactive)
+
+    def snapshot(self, run: Run, params: ResetOffsetParameters, plan: ResetPlan) -> Snapshot:
+        text = snapshot_csv(plan)
+        path = write_file(run.settings.snapshot_dir / f"{RUNBOOK_ID}-{params.group}-{run.id}.csv", text)
+        no_offset = [f"{q.topic}:{q.broker}:{q.queue_id}" for q in plan.queues if q.current_offset is None]
+        return Snapshot(summary=f"offsets of {params.group} on {params.cluster} saved to {path}", path=str(path),
+                        csv=text, restore_command=restore_command(params.cluster, params.group, path),
+                        data={"group": params.group, "cluster": params.cluster, "had_no_offset": no_offset})
+
+    def act(self, run: Run, params: ResetOffsetParameters, plan: ResetPlan) -> int:
+        cluster = run.clusters.rocketmq_cluster(params.cluster)
+        targets = plan.target_offsets()
+        return run.step("update-offsets", lambda: update_offsets(cluster, params.group, targets),
+                        lambda n: f"updated {n} queue offset(s) of {params.group} ({plan.spec})",
+                        lambda n: {"queues": n}, partial=True)
+
+    def verify(self, run: Run, params: ResetOffsetParameters, plan: ResetPlan, result: Any) -> Verification:
+        with RocketMQAdmin.from_cluster(run.clusters.rocketmq_cluster(params.cluster)) as admin:
+            now = {q.key: admin.consumer_offset(params.group, *q.key) for q in plan.queues}
+        wrong = [f"{t}:{b}:{i} is {now[(t, b, i)]}, planned {target}"
+                 for (t, b, i), target in plan.target_offsets().items() if now[(t, b, i)] != target]
+        if wrong:
+            return Verification(ok=False, summary=f"{len(wrong)} queue(s) not as planned: " + "; ".join(wrong[:20]))
+        return Verification(summary=f"read back {len(now)} queue offset(s) of {params.group}: all as planned",
+                            data={"queues_checked": len(now)})
+
+    def restore(self, run: Run, params: ResetOffsetParameters, plan: ResetPlan, snapshot: Snapshot) -> Restore:
+        offsets = parse_offsets_file(snapshot.csv) if snapshot.csv.count("\n") > 1 else {}
+        update_offsets(run.clusters.rocketmq_cluster(params.cluster), params.group, offsets)
+        return Restore(summary=f"restored {len(offsets)} offset(s) of {params.group} from the snapshot",
+                       restored=True, restore_command=snapshot.restore_command,
+                       data={"offsets_restored": len(offsets)})
+
+    def outcome(self, params: ResetOffsetParameters, plan: ResetPlan, result: Any) -> str:
+        return (f"offsets of {params.group} reset ({plan.spec}): {plan.messages_replayed} message(s) to replay, "
+                f"{plan.messages_skipped} skipped")
+
+
+STEPS = ResetOffset()
+dry_run = STEPS.dry_run  # `runbook plan` and the CLI's preflight
+
+
+rocketmq_reset_offset = runbook_flow(
+    STEPS, ResetOffsetParameters, "Reset a RocketMQ consumer group's offsets to a time, the start or the end of its queues.")
