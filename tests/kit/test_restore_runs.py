@@ -161,7 +161,7 @@ def test_a_restore_is_refused_before_a_run_exists_when_there_is_nothing_to_resto
 def test_runs_shows_the_target_and_the_outcome_of_a_failed_run_which_a_restore_finds_in_place(
         kafka_config, group_at_end, runbook_env, monkeypatch):
     topic, group = group_at_end
-    settings, catalog = runbook_env("kafka-replay", RUNBOOK_INJECT_FAULT="apply-partial")
+    settings, catalog = runbook_env("kafka-replay", RUNBOOK_INJECT_FAULT="fail-during:alter-offsets")
     run_id = start_runbook(settings, catalog, "kafka-replay", group=group, to_earliest="true")
     wait_until(run_id, paused, timeout=90)
     runs.answer_gate(settings, catalog, run_id, True, "bob", "")
