@@ -74,7 +74,7 @@ def long_run(clusters):
 
 def test_runs_keeps_every_column_whole_on_a_terminal_and_piped(long_run):
     view, topic, group = long_run
-    target = f"kafka:primary:group:{group}"
+    target = f"primary/{group}"  # the runbook's own words (the lock key is `lock` in --json)
     for columns in WIDTHS:
         text = on_terminal(["runs", "--runbook", "kafka-replay", "--limit", "3"], columns)
         assert_whole(text, [view.id[:8], view.name, "kafka-replay", "Suspended", target, "alice"], columns)

@@ -90,7 +90,7 @@ def test_a_run_from_the_deployment_run_form_is_refused_named_and_tagged(clusters
     flow_run = _flow_run(view.id)
     assert flow_run.name == f"kafka-replay primary/{group}"
     assert {"mq-runbooks", "runbook:kafka-replay", f"lock:kafka:primary:group:{group}"} <= set(flow_run.tags)
-    assert view.runbook == "kafka-replay" and runs.read_run(view.id).target == f"kafka:primary:group:{group}"
+    assert view.runbook == "kafka-replay" and runs.read_run(view.id).target == f"primary/{group}"
     assert (view.state, view.state_type) == ("Refused", "CANCELLED"), "grey in the UI, not a green success"
     assert "not started by mq-runbooks" in view.message and not view.entries
 
