@@ -174,7 +174,7 @@ pass_context = click.make_pass_decorator(Context)
 @click.version_option(__version__, "--version", prog_name="runbook", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(click_context: click.Context) -> None:
-    """mq-runbooks: incident-response runbooks for Kafka, RabbitMQ, Redis Streams and ActiveMQ Artemis.
+    """mq-runbooks: incident-response runbooks for Kafka, RabbitMQ, Redis Streams, Artemis and RocketMQ.
 
     Each runbook observes, shows its exact plan, waits for approval, acts, verifies, and leaves a
     record for the postmortem. Configuration: clusters.yaml (RUNBOOK_CLUSTERS) and the runbook
