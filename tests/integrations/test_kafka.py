@@ -184,6 +184,19 @@ def test_from_cluster_builds_the_client_of_a_clusters_yaml_entry(clusters):
             kafka.describe_cluster()
 
 
+def _config_once(kafka, topic, holds, timeout_s=30.0):
+    """The topic's configuration once `holds(config)`: an alter reaches the brokers a moment after it
+    returns (KRaft applies it from the metadata log), so a describe right after may still be the old one."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        config = kafka.describe_topic_config(topic)
+        if holds(config) or time.monotonic() > deadline:
+            return config
+        time.sleep(0.2)
+
+
 def test_topic_configuration_is_read_and_altered_key_by_key(kafka, unique):
     """Issue 27, item 2: describe a topic's configuration; an incremental alter changes only the keys
     named and returns what they were, so a restore sets back an override and deletes what was a default."""
@@ -196,19 +209,19 @@ def test_topic_configuration_is_read_and_altered_key_by_key(kafka, unique):
     before = kafka.alter_topic_config(topic, set={"retention.ms": "3600000", "segment.ms": "7200000"})
     assert {k: (c.value, c.overridden) for k, c in before.items()} == {
         "retention.ms": (default, False), "segment.ms": (config["segment.ms"].value, False)}
-    now = kafka.describe_topic_config(topic)
+    now = _config_once(kafka, topic, lambda c: c["retention.ms"].value == "3600000" and c["segment.ms"].overridden)
     assert (now["retention.ms"].value, now["retention.ms"].overridden) == ("3600000", True)
     assert now["retention.bytes"].overridden is False, "keys not named are left alone"
 
     again = kafka.alter_topic_config(topic, set={"retention.ms": "7200000"}, delete=["segment.ms"])
     assert (again["retention.ms"].value, again["retention.ms"].overridden) == ("3600000", True)
-    now = kafka.describe_topic_config(topic)
+    now = _config_once(kafka, topic, lambda c: c["retention.ms"].value == "7200000" and not c["segment.ms"].overridden)
     assert now["retention.ms"].value == "7200000" and now["segment.ms"].overridden is False
 
     restored = kafka.alter_topic_config(topic, delete=["retention.ms"])  # it was the default
     assert restored["retention.ms"].value == "7200000"
-    assert (kafka.describe_topic_config(topic)["retention.ms"].value, kafka.describe_topic_config(topic)[
-        "retention.ms"].overridden) == (default, False)
+    now = _config_once(kafka, topic, lambda c: not c["retention.ms"].overridden)
+    assert (now["retention.ms"].value, now["retention.ms"].overridden) == (default, False)
 
     with pytest.raises(BrokerError, match="has no configuration key retention.msx"):
         kafka.alter_topic_config(topic, set={"retention.msx": "1"})
