@@ -96,10 +96,10 @@ def review_command(context: Context, postmortem_id: str, by: str | None, note: s
     import getpass
 
     if context.settings.server:
+        from mq_runbooks.app.cli_runs import _refuse_other_name
+
         with _serve(context) as serve:
-            who = serve.call("GET", "/whoami")["name"]
-            if by and by.strip().lower() != who.lower():
-                raise UsageError(f"your token proves who you are; --as {by.strip()} is not you")
+            _refuse_other_name(serve, by or "")
             meta = serve.call("POST", f"/postmortems/{quote(postmortem_id, safe='')}/review", {"note": note})["meta"]
         latest = meta["reviewers"][-1]
         click.echo(f"{meta['id']} reviewed by {latest['name']} at {latest['at']} (through {serve.url})")
