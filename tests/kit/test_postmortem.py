@@ -74,6 +74,22 @@ def test_secrets_never_appear_in_a_draft(tmp_path):
     assert "posted with [REDACTED] to the webhook" in body
 
 
+def test_a_plan_of_100000_rows_leaves_the_draft_readable_with_the_whole_plan_one_command_away(tmp_path):
+    rows = [f"billing-dead,1796677452537-{i},22245,1,claim to billing-healthy" for i in range(100_000)]
+    csv = "consumer,entry id,idle ms,deliveries,action\n" + "\n".join(rows)
+    markdown = "| consumer | entry id |\n|---|---|\n" + "\n".join(f"| billing-dead | 1796677452537-{i} |"
+                                                              for i in range(100_000))
+    entries = [Entry(at(1), "plan", "100000 stuck entries", {"csv": csv, "markdown": markdown, "digest": "d1"}),
+               Entry(at(5), "snapshot", "pending entries saved", {"csv": csv, "path": "/snap/x.json"}),
+               Entry(at(50), "outcome", "done", {"outcome": "succeeded"})]
+    _, body = render_draft(records(entries), settings_for(tmp_path))
+    assert len(body) < 100_000, "the draft does not grow with the plan (Prefect refuses an artifact event over 1.5 MB)"
+    assert "| billing-dead | 1796677452537-197 |" in body and "| billing-dead | 1796677452537-198 |" not in body
+    assert "billing-dead,1796677452537-198," in body and "billing-dead,1796677452537-199," not in body
+    assert f"... and 99,802 more line(s): `runbook status {RUN_ID} --plan` shows the whole plan" in body
+    assert "... and 99,801 more line(s): the snapshot file /snap/x.json holds all of it" in body
+
+
 def test_message_values_appear_only_when_allowed(tmp_path):
     entries = secret_laden_run()
     _, withheld = render_draft(records(entries), settings_for(tmp_path))

@@ -345,16 +345,35 @@ def decisions(entries: list[Entry], requested_by: str) -> dict[str, Any]:
     return {"people": people, "automation": automation}
 
 
+APPENDIX_ROWS = 200  # lines of a plan's or a snapshot's table in the postmortem; the rest is one command away
+
+
+def _first_lines(text: str, limit: int, where_the_rest_is: str) -> str:
+    """The first `limit` lines of `text`, and a last line saying how many more there are and where
+    they are: a draft stays a document people read (and Prefect takes as an artifact) whatever the
+    size of the plan; a plan of 100,000 entries made a draft of 7 MB that Prefect refused."""
+    lines = text.splitlines()
+    if len(lines) <= limit:
+        return text
+    return "\n".join(lines[:limit] + ["", f"... and {len(lines) - limit:,} more line(s): {where_the_rest_is}"])
+
+
 def _appendix(records: RunRecords, entries: list[Entry], scrubber: Scrubber) -> dict[str, Any]:
     plans = [e for e in entries if e.kind == "plan"]
     plan = plans[-1].data if plans else {}
     snapshot = last(entries, "snapshot")
+    whole_plan = f"`runbook status {records.run_id} --plan` shows the whole plan"
+    saved = str(snapshot.data.get("path") or "") if snapshot else ""
+    whole_snapshot = f"the snapshot file {saved} holds all of it" if saved else "the run's journal holds all of it"
     return {
-        "plan": {"present": bool(plans), "count": len(plans), "csv": str(plan.get("csv") or ""),
-                 "markdown": str(plan.get("markdown") or ""), "digest": str(plan.get("digest") or "")},
+        "plan": {"present": bool(plans), "count": len(plans),
+                 "csv": _first_lines(str(plan.get("csv") or ""), APPENDIX_ROWS, whole_plan),
+                 "markdown": _first_lines(str(plan.get("markdown") or ""), APPENDIX_ROWS, whole_plan),
+                 "digest": str(plan.get("digest") or "")},
         "snapshot": {"present": snapshot is not None, "summary": snapshot.summary if snapshot else "",
-                     "path": str(snapshot.data.get("path") or "") if snapshot else "",
-                     "csv": str(snapshot.data.get("csv") or "") if snapshot else "",
+                     "path": saved,
+                     "csv": _first_lines(str(snapshot.data.get("csv") or "") if snapshot else "", APPENDIX_ROWS,
+                                         whole_snapshot),
                      "restore_command": str(snapshot.data.get("restore_command") or "") if snapshot else ""},
         "log": {"total": records.log_lines, "shown": len(records.log_tail),
                 "lines": [f"{utc(line.at)} {line.level:<7} {line.logger} | {_short(scrubber.text(line.message), 2000)}"
