@@ -4,7 +4,7 @@ that people never hold the Prefect credential (it stays with serve and the worke
     GET  /api/v1/whoami                  who the request proves you are
     POST /api/v1/runs                    {"runbook": ID, "parameters": {...}} -> 201 {"run_id", ...}
     GET  /api/v1/runs?runbook=&state=&mine=true&limit=   recent runs, newest first (as `runbook runs --json`)
-    GET  /api/v1/runs/{run}              a run: state, who it waits for, its journal
+    GET  /api/v1/runs/{run}              a run: state, who it waits for, its journal (?whole=true: uncut)
     POST /api/v1/runs/{run}/approve      {"comment": ...} -> the run's verdict on the answer
     POST /api/v1/runs/{run}/reject       {"reason": ...}  -> the run's verdict on the answer
     POST /api/v1/runs/{run}/cancel       {"reason": ...}  -> the run, cancelled (it has not acted yet)
@@ -101,9 +101,9 @@ def _text(document: dict[str, Any], key: str) -> str:
     return value
 
 
-def run_json(view) -> dict[str, Any]:
+def run_json(view, whole: bool = False) -> dict[str, Any]:
     """A run as the API (and `runbook status --json`) gives it: app/run_documents.py."""
-    return run_document(view)
+    return run_document(view, whole=whole)
 
 
 def add_api_routes(app: FastAPI, services: Services) -> None:
@@ -247,9 +247,9 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
             return 200, run_json(view)
         return stop
 
-    def status(reference: str):
+    def status(reference: str, whole: bool):
         def read(who: str, proof: str, body: dict) -> tuple[int, dict]:
-            return 200, run_json(runs.read_run(reference))
+            return 200, run_json(runs.read_run(reference), whole)
         return read
 
     def answer(reference: str, approved: bool):
@@ -294,7 +294,8 @@ def add_api_routes(app: FastAPI, services: Services) -> None:
 
     @app.get("/api/v1/runs/{reference}")
     async def api_status(request: Request, reference: str) -> Response:
-        return await answered(request, status(reference))
+        whole = request.query_params.get("whole", "false").lower() in ("1", "true", "yes")
+        return await answered(request, status(reference, whole))
 
     @app.post("/api/v1/runs/{reference}/approve")
     async def api_approve(request: Request, reference: str) -> Response:

@@ -518,7 +518,7 @@ def _status_through_serve(context: Context, run_id: str, full_plan: bool, as_jso
     from mq_runbooks.kit.journal import Entry
 
     with _serve(context, _token(context, None)) as serve:
-        document = serve.call("GET", f"/runs/{run_id}")
+        document = serve.call("GET", f"/runs/{run_id}" + ("?whole=true" if full_plan else ""))
     if as_json:
         click.echo(json.dumps(document, indent=2))
         return
@@ -528,8 +528,11 @@ def _status_through_serve(context: Context, run_id: str, full_plan: bool, as_jso
 
 @cli.command("status", epilog=RUN_HELP)
 @click.argument("run_id", metavar="RUN")
-@click.option("--plan", "full_plan", is_flag=True, help="Show every partition of the plan.")
-@click.option("--json", "as_json", is_flag=True, help="Print the state and the whole journal as JSON.")
+@click.option("--plan", "full_plan", is_flag=True,
+              help="Show every row of the plan (with --json: every entry of the journal uncut).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the state and the journal as JSON; long lists and texts cut to their first 100 "
+                   "unless --plan is given.")
 @pass_context
 def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> None:
     """A run's state, who it waits for, its plan and its results (from its journal); why it is
@@ -556,7 +559,7 @@ def status(context: Context, run_id: str, full_plan: bool, as_json: bool) -> Non
     from mq_runbooks.app.stuck import why_stuck
 
     stuck = why_stuck(context.settings, view)
-    document = {**run_document(view), "stuck": stuck}
+    document = {**run_document(view, whole=full_plan), "stuck": stuck}
     if as_json:
         click.echo(json.dumps(document, indent=2, default=str))
         return

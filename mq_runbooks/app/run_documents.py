@@ -5,6 +5,11 @@ know a runbook's column order; the outcome carries the numbers the run counted (
 
 The journal itself keeps plan rows positional (the digest and the re-plan's comparison read them so):
 this is the edge where they become objects.
+
+A big run's journal is big (a plan of 100,000 entries is 21 MB of JSON): by default each entry's
+long lists and texts are cut to their first SHOWN items or lines, with `<key>_total` saying how
+many there are and the entry marked `"cut": true`; `whole=True` (`runbook status RUN --plan --json`,
+`GET /api/v1/runs/{run}?whole=true`) gives everything.
 """
 from __future__ import annotations
 
@@ -26,13 +31,40 @@ def row_values(columns: Sequence[str], row: Any) -> list[Any]:
     return [row.get(name) for name in columns] if isinstance(row, dict) else list(row)
 
 
-def entry_document(entry: journal.Entry) -> dict[str, Any]:
-    """A journal entry as JSON; a plan's rows (and a plan's `to_json` inside it) as objects."""
+SHOWN = 100  # items of a list, lines of a text, in an entry of a run's document unless it is whole
+
+
+def entry_document(entry: journal.Entry, whole: bool = True) -> dict[str, Any]:
+    """A journal entry as JSON; a plan's rows (and a plan's `to_json` inside it) as objects; unless
+    `whole`, its long lists and texts cut to their first SHOWN (see the module docstring)."""
     document = entry.to_json()
     columns = entry.data.get("columns")
     if entry.kind == "plan" and isinstance(columns, list) and isinstance(entry.data.get("rows"), list):
         document["data"] = {**entry.data, "rows": rows_as_objects(columns, entry.data["rows"])}
+    if not whole:
+        data, cut = _cut(document["data"])
+        if cut:
+            document = {**document, "data": data, "cut": True}
     return document
+
+
+def _cut(value: Any, depth: int = 0) -> tuple[Any, bool]:
+    """(value with lists over SHOWN items and texts over SHOWN lines cut, whether anything was)."""
+    if isinstance(value, dict) and depth < 3:
+        out: dict[str, Any] = {}
+        cut = False
+        for key, item in value.items():
+            if isinstance(item, list) and len(item) > SHOWN:
+                out[key], out[f"{key}_total"], cut = item[:SHOWN], len(item), True
+            elif isinstance(item, str) and item.count("\n") >= SHOWN:
+                lines = item.splitlines()
+                out[key] = "\n".join(lines[:SHOWN] + [f"... and {len(lines) - SHOWN:,} more line(s)"])
+                out[f"{key}_total"], cut = len(lines), True
+            else:
+                out[key], inner = _cut(item, depth + 1)
+                cut = cut or inner
+        return out, cut
+    return value, False
 
 
 def gate_deadline(entries: Sequence[journal.Entry]) -> dt.datetime | None:
@@ -56,9 +88,9 @@ def outcome_document(entries: Sequence[journal.Entry]) -> dict[str, Any] | None:
     return None if outcome is None else {"summary": outcome.summary, **outcome.data}
 
 
-def run_document(view, now: dt.datetime | None = None) -> dict[str, Any]:
+def run_document(view, now: dt.datetime | None = None, whole: bool = False) -> dict[str, Any]:
     """A run (app/runs.py RunView) as JSON: state, who and until when it waits, its plan's moment,
-    its outcome and the whole journal."""
+    its outcome and the journal (its entries' long lists and texts cut unless `whole`)."""
     now = now or journal.now_utc()
     deadline = gate_deadline(view.entries) if view.state_type == "PAUSED" else None
     planned = plan_at(view.entries)
@@ -69,7 +101,7 @@ def run_document(view, now: dt.datetime | None = None) -> dict[str, Any]:
             "plan_age_s": round((now - planned).total_seconds(), 1) if planned else None,
             "finished": view.finished, "succeeded": view.succeeded, "outcome": outcome_document(view.entries),
             "journal_problems": list(view.journal_problems),
-            "journal": [entry_document(entry) for entry in view.entries]}
+            "journal": [entry_document(entry, whole) for entry in view.entries]}
 
 
 def planned(runbook, params, clusters) -> tuple[Any, str | None]:
