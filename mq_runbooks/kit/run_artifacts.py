@@ -29,13 +29,19 @@ def plan_key(run_id: str) -> str:
     return f"plan-{run_id.lower()}"
 
 
+PLAN_TABLE_ROWS = 1000  # rows of the plan's table artifact; a bigger plan says where the rest is
+
+
 def publish_plan(run_id: str, summary: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """The plan as a table artifact of the run (a new version of `plan_key`); returns its key."""
-    table = [{name: _cell(value) for name, value in zip(columns, row)} for row in rows]
+    """The plan as a table artifact of the run (a new version of `plan_key`): its first PLAN_TABLE_ROWS
+    rows, and the description says how many there are and where to read them all; returns its key."""
+    table = [{name: _cell(value) for name, value in zip(columns, row)} for row in rows[:PLAN_TABLE_ROWS]]
+    rest = (f"\n\nThe first {PLAN_TABLE_ROWS:,} of {len(rows):,} rows: `runbook status {run_id} --plan` "
+            f"shows them all." if len(rows) > PLAN_TABLE_ROWS else "")
     with get_client(sync_client=True) as client:
         client.create_artifact(ArtifactCreate(
             key=plan_key(run_id), type="table", flow_run_id=UUID(run_id), data=json.dumps(table),
-            description=f"**Plan**: {summary}"[:2000]))
+            description=(f"**Plan**: {summary}"[:1800] + rest)))
     return plan_key(run_id)
 
 
