@@ -5,9 +5,11 @@ back as the snapshot saved it) after a run that succeeded, with a value someone 
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
+from mq_runbooks.base.clusters import load_clusters
 from mq_runbooks.integrations.artemis import ArtemisManagement
 from mq_runbooks.integrations.rocketmq import RocketMQAdmin
 from mq_runbooks.kit import journal
@@ -131,19 +133,16 @@ def test_artemis_failover_round_trip_puts_the_switch_back_and_says_the_hand_over
     assert json.loads(switch_file.read_text())["artemis"]["endpoint"] == "127.0.0.1:61727", "the switch is back"
     outcome = journal.last(restore.entries, "outcome").summary
     assert "cannot be undone: the hand-over" in outcome, outcome
-    with ArtemisManagement.from_cluster(load_backup(config)) as artemis:
+    with ArtemisManagement.from_cluster(artemis_of(config, "backup")) as artemis:
         assert artemis.broker().active, "what cannot be undone is left as it is: the backup stays active"
 
 
-def load_backup(config):
-    from mq_runbooks.base.clusters import load_clusters
-
-    return load_clusters(config).artemis_cluster("backup")
+def artemis_of(config, name: str):
+    """An Artemis cluster of the private pair's clusters.yaml."""
+    return load_clusters(config).artemis_cluster(name)
 
 
 def test_a_restore_of_artemis_dlq_redeliver_is_refused_naming_what_cannot_be_undone(primary, unique, runbook_env):
-    import uuid
-
     tag, orders = uuid.uuid4().hex[:12], unique("orders")
     try:
         produce(primary, orders, ["a", "b", "c"], test_tag=tag)
@@ -162,3 +161,24 @@ def test_a_restore_of_artemis_dlq_redeliver_is_refused_naming_what_cannot_be_und
     finally:
         purge_dlq(primary, f"test_tag = '{tag}'")
         remove_queues(primary, orders)
+
+
+def test_artemis_failback_round_trip_puts_the_switch_back_and_says_the_hand_back_stays(private_pair, runbook_env):
+    config, switch_file, pair_stack = private_pair
+    settings, catalog = runbook_env("artemis-failover", RUNBOOK_CLUSTERS=str(config))
+    approved_run(settings, catalog, "artemis-failover")
+    started = pair_stack("up", "artemis-primary")  # the old primary syncs from the active backup as its backup
+    assert started.returncode == 0, started.stdout + started.stderr
+    settings, catalog = runbook_env("artemis-failback", RUNBOOK_CLUSTERS=str(config))
+    view = approved_run(settings, catalog, "artemis-failback")
+    assert json.loads(switch_file.read_text())["artemis"]["endpoint"] == "127.0.0.1:61727"
+
+    [row] = preview(view.id)["rows"]
+    assert (row["now"], row["restore to"], row["since the run"]) == ("127.0.0.1:61727", "127.0.0.1:61728",
+                                                                    "as the run left it")
+    restore = restored(settings, catalog, view.id, approver="heidi")
+    assert restore.succeeded, (restore.message, restore.entries[-4:])
+    assert json.loads(switch_file.read_text())["artemis"]["endpoint"] == "127.0.0.1:61728", "the switch is back"
+    assert "cannot be undone: the hand-back" in journal.last(restore.entries, "outcome").summary
+    with ArtemisManagement.from_cluster(artemis_of(config, "primary")) as artemis:
+        assert artemis.broker().active, "the primary stays active, as declared"
