@@ -163,6 +163,7 @@ def test_a_restore_of_artemis_dlq_redeliver_is_refused_naming_what_cannot_be_und
         remove_queues(primary, orders)
 
 
+@pytest.mark.timeout(900)  # a failover, the old primary started again and synced, a failback, then the restore
 def test_artemis_failback_round_trip_puts_the_switch_back_and_says_the_hand_back_stays(private_pair, runbook_env):
     config, switch_file, pair_stack = private_pair
     settings, catalog = runbook_env("artemis-failover", RUNBOOK_CLUSTERS=str(config))
