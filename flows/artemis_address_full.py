@@ -12,8 +12,10 @@ and keeps the settings before as its snapshot:
     snapshot, write the snapshot's back as the address' own entry
 
 The change is an address-setting for the exact address name, holding every effective value with the
-chosen ones changed, so nothing else about the address changes. Undo later is a run too: the snapshot's
-restore command runs this runbook with the values before.
+chosen ones changed, so nothing else about the address changes. It stays until it is undone: nothing
+reverts it on a timer. The way back is `runbook restore RUN` (the settings before, from the snapshot,
+against what is there now; restore_items), or by hand the snapshot's restore command, a run of this
+runbook with the values before.
 """
 from __future__ import annotations
 
@@ -26,9 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mq_runbooks.base.clusters import ArtemisCluster
 from mq_runbooks.base.errors import ParameterError
 from mq_runbooks.integrations.artemis import AddressSettings, AddressState, ArtemisManagement, ArtemisNotFound
+from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.plans import PlanTable
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
+from mq_runbooks.kit.restore_plan import RestoreItem
 
 __all__ = ["AddressFullParameters", "artemis_address_full", "dry_run"]
 
@@ -207,9 +211,11 @@ class AddressFull(RunbookSteps[AddressFullParameters, AddressFullPlan]):
         return Verification(summary=f"{params.address} accepts messages ({accepting}); {routed_after - routed_before} "
                                     f"routed in {params.verify_window_s:g}s", data=data)
 
-    def restore(self, run: Run, params: AddressFullParameters, plan: AddressFullPlan, snapshot: Snapshot) -> Restore:
+    def restore(self, run: Run, params: AddressFullParameters, plan: AddressFullPlan | None,
+                snapshot: Snapshot) -> Restore:
+        """The settings before (the snapshot's `effective_before`), after a failure or in a restore run."""
         cluster = run.clusters.artemis_cluster(params.cluster)
-        before = snapshot.data.get("effective_before") or plan.settings.raw
+        before = snapshot.data.get("effective_before") or (plan.settings.raw if plan is not None else {})
         with ArtemisManagement.from_cluster(cluster) as artemis:
             artemis.remove_address_settings(params.address)
             now = artemis.address_settings(params.address)
@@ -220,6 +226,18 @@ class AddressFull(RunbookSteps[AddressFullParameters, AddressFullPlan]):
         restored = ", ".join(f"{SHOWN_NAMES[n]} {getattr(now, n)}" for n in SETTING_NAMES)
         return Restore(summary=f"settings of {params.address} restored: {restored}", restored=True,
                        restore_command=snapshot.restore_command, data={"rewritten": rewritten})
+
+    def restore_items(self, env: Env, params: AddressFullParameters, snapshot: Snapshot,
+                      original: list[journal.Entry]) -> list[RestoreItem]:
+        """Each setting this runbook changes: before the run (the snapshot), now, and what the run set
+        (its address-settings step's read-back)."""
+        set_by_run = next((e.data.get("after") or {} for e in reversed(original)
+                           if e.kind == "action" and e.data.get("step") == "address-settings"), {})
+        with env.artemis(params.cluster) as artemis:
+            now = artemis.address_settings(params.address)
+        return [RestoreItem(f"{SHOWN_NAMES[name]} of {params.address}", saved=snapshot.data["before"][SHOWN_NAMES[name]],
+                            now=getattr(now, name), left=set_by_run.get(SHOWN_NAMES[name]))
+                for name in SETTING_NAMES]
 
     def outcome(self, params: AddressFullParameters, plan: AddressFullPlan, result: Any) -> str:
         change = ", ".join(f"{SHOWN_NAMES[n]} {now} -> {new}" for n, now, new in plan.changes)

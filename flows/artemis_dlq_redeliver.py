@@ -109,6 +109,13 @@ def send_back(cluster: ArtemisCluster, params: DlqRedeliverParameters, plan: Dlq
 class DlqRedeliver(RunbookSteps[DlqRedeliverParameters, DlqPlan]):
     id = RUNBOOK_ID
     verify_attempts = 1  # moves are synchronous: what verify reads is final
+    # `runbook restore` refuses a run of it, naming these (restore_items is not written: nothing is put back).
+    cannot_undo = ("the messages sent back to their queues: they may be consumed already, and moving what is left "
+                   "back to the dead-letter queue would take it from consumers that now process it",
+                   "the poison parked in the parking queue stays there: moving it back to the dead-letter queue would "
+                   "only have the next run park it again (the ledger counts its redeliveries); move it by hand with "
+                   "Artemis' moveMessages to retry it",
+                   "the ledger's lines of what was sent back (they count toward poison_after)")
 
     def target(self, params: DlqRedeliverParameters) -> str:
         return f"{params.cluster}/{params.dlq}" + (f" (died in {params.queue})" if params.queue else "")

@@ -191,6 +191,12 @@ def close_connections(cluster: ArtemisCluster, plan: DrainPlan, park_wait_s: flo
 class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     id = RUNBOOK_ID
     verify_attempts = 1  # verify is itself a measurement over verify_window_s
+    # `runbook restore` refuses a run of it, naming these (its snapshot is for the record only).
+    cannot_undo = ("the closed connections: a closed connection cannot be reopened (its clients reconnect on their own)",
+                   "the redelivery of what the closed consumers held: the other consumers may have processed it",
+                   "the messages parked in the parking queue stay there: moving them back to the queue would hand the "
+                   "poison to the healthy consumers again; move them by hand with Artemis' moveMessages to retry them",
+                   "the ledger's count of closes per message (it counts toward park_after)")
 
     def target(self, params: DrainStuckParameters) -> str:
         return f"{params.cluster}/{params.queue}"

@@ -8,7 +8,8 @@ clients' endpoint switch at the broker that took over, and prove it with a canar
     snapshot (the switch's value) -> force-failover (the active broker's process stops; wait until the
     other is active) -> switch -> canary (AMQP: one message sent and received through the switch)
     -> verify (the broker that took over is active, the switch points at it, the canary came back)
-    restore (on failure after switching): the switch goes back to its value before
+    restore (on failure after switching, or `runbook restore RUN`): the switch goes back to its value
+    before; the hand-over itself is not undone (cannot_undo: the other runbook hands back)
 
 Failing back: start the old primary again (`dev/stack up artemis-primary` on the local stack): with
 check-for-active-server it finds the active backup and syncs from it as its backup; artemis-failback
@@ -29,9 +30,11 @@ from mq_runbooks.base.errors import BrokerError, ParameterError, UnreachableErro
 from mq_runbooks.flows.switching import open_switch
 from mq_runbooks.integrations.artemis import ArtemisManagement, BrokerState
 from mq_runbooks.integrations.artemis_amqp import AmqpSession
+from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.plans import PlanTable
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
+from mq_runbooks.kit.restore_plan import RestoreItem
 
 __all__ = ["FailoverParameters", "artemis_failback", "artemis_failover", "dry_run", "failback_dry_run"]
 
@@ -155,6 +158,10 @@ def canary(backup: ArtemisCluster, endpoint: str, run_id: str) -> dict[str, Any]
 class Failover(RunbookSteps[FailoverParameters, FailoverPlan]):
     id = RUNBOOK_ID
     back: bool = False
+    cannot_undo = ("the hand-over: the broker that took over stays active and the one that handed over stays "
+                   "stopped, so the switch put back points the clients at a stopped broker until it is started again "
+                   "(it syncs as the backup) and handed back with artemis-failback",
+                   "the canary message (sent and consumed)")
 
     def target(self, params: FailoverParameters) -> str:
         return (f"{params.cluster}'s backup -> {params.cluster}" if self.back else f"{params.cluster} -> its backup") \
@@ -212,17 +219,34 @@ class Failover(RunbookSteps[FailoverParameters, FailoverPlan]):
         return Verification(summary=f"{plan.target} is active; {plan.switch} points at it; the canary came back",
                             data=data)
 
-    def restore(self, run: Run, params: FailoverParameters, plan: FailoverPlan, snapshot: Snapshot) -> Restore:
+    def restore(self, run: Run, params: FailoverParameters, plan: FailoverPlan | None, snapshot: Snapshot) -> Restore:
+        """The switch back to the snapshot's value, after a failure or in a restore run (`plan` None)."""
         switch = open_switch(run.clusters, params.switch, self.id)
         old = snapshot.data.get("switch_old")
         switch.restore(old)
+        if plan is None:
+            return Restore(summary=f"switch {params.switch} restored to {old!r}; the hand-over stays (see cannot be "
+                                   "undone)", restored=True, restore_command=snapshot.restore_command,
+                           data={"switch": params.switch, "switch_old": old})
         return Restore(summary=f"switch {plan.switch} restored to {old!r}; {plan.target} stays active ({plan.source} "
                                "stopped)", restored=True)
+
+    def restore_items(self, env: Env, params: FailoverParameters, snapshot: Snapshot,
+                      original: list[journal.Entry]) -> list[RestoreItem]:
+        """The switch: its value before the run, now, and the one the run set (its switch step)."""
+        switched = next((e for e in reversed(original) if e.kind == "action" and e.data.get("step") == "switch"), None)
+        return [RestoreItem(f"switch {params.switch}", saved=snapshot.data.get("switch_old"),
+                            now=open_switch(env.clusters, params.switch, self.id).current(),
+                            left=switched.data.get("switch_new") if switched is not None else None)]
 
 
 class Failback(Failover):
     id = FAILBACK_ID
     back = True
+    cannot_undo = ("the hand-back: the primary stays active and the backup stays stopped, so the switch put back "
+                   "points the clients at a stopped broker until it is started again (it syncs as the backup) and "
+                   "handed over with artemis-failover",
+                   "the canary message (sent and consumed)")
 
 
 STEPS = Failover()

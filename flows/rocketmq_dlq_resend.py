@@ -215,6 +215,10 @@ def _broker_of(admin: RocketMQAdmin, group: str) -> str:
 class DlqResend(RunbookSteps[DlqResendParameters, DlqPlan]):
     id = RUNBOOK_ID
     verify_attempts = 1  # sends are synchronous: what verify reads is final
+    # `runbook restore` refuses a run of it, naming these (restore_items is not written: nothing is put back).
+    cannot_undo = ("the copies resent to %RETRY%<group>: the group consumes them (RocketMQ deletes no message)",
+                   "the ledger's lines of what was resent: a rerun leaves those messages out (the dead letters "
+                   "themselves never left %DLQ%<group>)")
 
     def target(self, params: DlqResendParameters) -> str:
         return f"{params.cluster}/{dlq_topic(params.group)}" + (f" (filter {params.filter})" if params.filter else "")

@@ -29,8 +29,10 @@ from mq_runbooks.flows.rocketmq_reset_params import ResetOffsetParameters
 from mq_runbooks.flows.rocketmq_reset_plan import (
     RUNBOOK_ID, ResetPlan, compute_plan, parse_offsets_file, snapshot_csv, update_offsets, wait_inactive)
 from mq_runbooks.integrations.rocketmq import RocketMQAdmin
+from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
+from mq_runbooks.kit.restore_plan import RestoreItem
 
 __all__ = ["ResetOffsetParameters", "ResetPlan", "rocketmq_reset_offset", "dry_run", "compute_plan"]
 
@@ -40,8 +42,22 @@ def restore_command(cluster: str, group: str, path: Path | str) -> str:
             f"-p from_file={shlex.quote(str(path))}")
 
 
+def planned_targets(original: list[journal.Entry]) -> dict[tuple[str, str, int], int]:
+    """topic, broker, queue -> the target offset of the last plan a run's journal recorded."""
+    plan = journal.last(original, "plan")
+    columns = list(plan.data.get("columns") or []) if plan is not None else []
+    if plan is None or not {"topic", "broker", "queue", "target"} <= set(columns):
+        return {}
+    at = [columns.index(name) for name in ("topic", "broker", "queue", "target")]
+    return {(row[at[0]], row[at[1]], int(row[at[2]])): row[at[3]] for row in plan.data.get("rows") or []}
+
+
 class ResetOffset(RunbookSteps[ResetOffsetParameters, ResetPlan]):
     id = RUNBOOK_ID
+    cannot_undo = ("a queue the group had no offset on before the run keeps the offset the run set (RocketMQ's "
+                   "admin protocol has no delete of one queue's offset)",
+                   "what the group's consumers read between the run and the restore was consumed (replayed messages "
+                   "were processed again, skipped ones were not): the restore moves the offsets, not the messages")
 
     def target(self, params: ResetOffsetParameters) -> str:
         return f"{params.cluster}/{params.group}"
@@ -84,12 +100,28 @@ class ResetOffset(RunbookSteps[ResetOffsetParameters, ResetPlan]):
         return Verification(summary=f"read back {len(now)} queue offset(s) of {params.group}: all as planned",
                             data={"queues_checked": len(now)})
 
-    def restore(self, run: Run, params: ResetOffsetParameters, plan: ResetPlan, snapshot: Snapshot) -> Restore:
+    def restore(self, run: Run, params: ResetOffsetParameters, plan: ResetPlan | None, snapshot: Snapshot) -> Restore:
+        """The snapshot's offsets back (from its CSV alone: the same with or without the run's plan)."""
         offsets = parse_offsets_file(snapshot.csv) if snapshot.csv.count("\n") > 1 else {}
         update_offsets(run.clusters.rocketmq_cluster(params.cluster), params.group, offsets)
         return Restore(summary=f"restored {len(offsets)} offset(s) of {params.group} from the snapshot",
                        restored=True, restore_command=snapshot.restore_command,
                        data={"offsets_restored": len(offsets)})
+
+    def restore_items(self, env: Env, params: ResetOffsetParameters, snapshot: Snapshot,
+                      original: list[journal.Entry]) -> list[RestoreItem]:
+        """Each queue offset the snapshot saved, the group's offset now, and the target the run set. In
+        a restore run the group must have no online consumer (they would overwrite the restore), as for
+        the run itself (waiting `wait_for_inactive` seconds)."""
+        saved = parse_offsets_file(snapshot.csv) if snapshot.csv.count("\n") > 1 else {}
+        left = planned_targets(original)
+        with RocketMQAdmin.from_cluster(env.clusters.rocketmq_cluster(params.cluster)) as admin:
+            if isinstance(env, Run):
+                wait_inactive(admin, params.group, params.wait_for_inactive)
+            return [RestoreItem(f"{topic}:{broker}:{queue}", saved=offset,
+                                now=admin.consumer_offset(params.group, topic, broker, queue),
+                                left=left.get((topic, broker, queue)))
+                    for (topic, broker, queue), offset in sorted(saved.items())]
 
     def outcome(self, params: ResetOffsetParameters, plan: ResetPlan, result: Any) -> str:
         return (f"offsets of {params.group} reset ({plan.spec}): {plan.messages_replayed} message(s) to replay, "

@@ -71,3 +71,17 @@ def test_the_readme_and_the_guide_name_exactly_the_runbooks_that_restore_in_a_ru
     assert set(re.findall(r"`([a-z0-9-]+)`", listed)) == restorable
     listed = re.search(r"The\s+shipped runbooks that restore this way: (.*?)\.\n", guide, re.S).group(1)
     assert set(re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)+", listed)) == restorable
+
+
+def test_a_runbook_that_cannot_undo_what_it_did_says_what_when_a_restore_is_refused():
+    from mq_runbooks.kit.restore_plan import not_in_a_run
+
+    catalog = load_catalog(Settings.from_environ().catalog)
+    for runbook_id in ("artemis-dlq-redeliver", "artemis-drain-stuck", "rocketmq-dlq-resend"):
+        steps = steps_of(catalog.get(runbook_id))
+        assert type(steps).restore_items is RunbookSteps.restore_items, f"{runbook_id} puts nothing back"
+        refusal = not_in_a_run(runbook_id, steps.cannot_undo, None)
+        assert refusal.startswith(f"{runbook_id} cannot restore from its snapshot in a run of its own; it cannot "
+                                  f"undo: {steps.cannot_undo[0]}") and refusal.endswith("no command was saved")
+    assert "closed connections" in " ".join(steps_of(catalog.get("artemis-drain-stuck")).cannot_undo)
+    assert not_in_a_run("x", (), "run y") == "x cannot restore from its snapshot in a run of its own; restore by hand: run y"
