@@ -218,6 +218,7 @@ def value_before_failover(failover_run: str, switch: str) -> str:
 
 class Failback(MoveAndSwitch[KafkaFailbackParameters, FailbackPlan]):
     id = RUNBOOK_ID
+    destination_columns = ("primary topic", "primary target")
 
     def target(self, params: KafkaFailbackParameters) -> str:
         return f"{params.standby} -> {params.cluster}, groups {', '.join(params.groups)}"

@@ -23,6 +23,7 @@ from mq_runbooks.kit.driver import Env, Run, runbook_flow
 
 class Failover(MoveAndSwitch[KafkaFailoverParameters, FailoverPlan]):
     id = RUNBOOK_ID
+    destination_columns = ("standby topic", "standby target")
 
     def target(self, params: KafkaFailoverParameters) -> str:
         return f"{params.cluster} -> {params.standby}, groups {', '.join(params.groups)}"

@@ -7,7 +7,9 @@ inherit from `MoveAndSwitch`:
     act        commit each group's targets there (a fenced step per group), check each group resumes at
                them (read as it would on restart), then switch the clients (one fenced step)
     verify     a canary produced and consumed through the switched endpoint reaches the destination
-    restore    the offsets that existed before and the switch's old value
+    restore    the offsets that existed before and the switch's old value: after a failure part-way, and
+               in `runbook restore RUN` from the snapshot's data alone (restore_items: each saved offset
+               and the switch, against what is there now and what the run left)
 
 Plain helpers (no Prefect) used by the steps:
 
@@ -19,21 +21,23 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from pydantic import BaseModel
 
 from mq_runbooks.base.clusters import KafkaCluster
 from mq_runbooks.base.errors import BrokerError, RunbookError, UnreachableError
-from mq_runbooks.flows.kafka_offsets import alter, restore_offsets, save_offsets_snapshot
+from mq_runbooks.flows.kafka_offsets import alter, inactive_group, restore_offsets, save_offsets_snapshot
+from mq_runbooks.flows.replay_spec import parse_offsets_csv
 from mq_runbooks.flows.switching import open_switch
 from mq_runbooks.integrations.kafka import KafkaClient, TopicPartitionKey
 from mq_runbooks.integrations.switches import EndpointSwitch
 from mq_runbooks.kit import journal
-from mq_runbooks.kit.driver import Run, RunbookSteps
+from mq_runbooks.kit.driver import Env, Run, RunbookSteps
 from mq_runbooks.kit.plans import Plan
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
+from mq_runbooks.kit.restore_plan import RestoreItem
 
 CANARY_TOPIC = "mq-runbooks.canary"
 
@@ -56,7 +60,16 @@ M = TypeVar("M", bound=Move)
 class MoveAndSwitch(RunbookSteps[P, M]):
     """snapshot, act, verify and restore of a runbook that moves groups and switches clients; the
     subclass says where to (`destination`) and writes target/observe (and refusal, report, outcome).
-    Its parameters have a `switch` (the endpoint switch's name)."""
+    Its parameters have a `switch` (the endpoint switch's name) and `wait_for_inactive`."""
+
+    # The plan's columns (as journalled) of each row's topic and offset on the destination: what the
+    # run set there, which a restore's plan shows beside the saved and the current offset.
+    destination_columns: ClassVar[tuple[str, str]]
+    cannot_undo = (
+        "an offset committed on a partition where the group had none on the destination before stays (this client "
+        "cannot delete a group's offset: kafka-consumer-groups.sh --delete-offsets does)",
+        "what clients produced and consumed through the switched endpoint meanwhile stays done",
+        f"the canary records produced to {CANARY_TOPIC} stay")
 
     def destination(self, params: P) -> str:
         """The Kafka cluster the groups and clients move to."""
@@ -74,9 +87,16 @@ class MoveAndSwitch(RunbookSteps[P, M]):
         return canary_verification(run, open_switch(run.clusters, params.switch, self.id),
                                    run.clusters.kafka_cluster(self.destination(params)))
 
-    def restore(self, run: Run, params: P, plan: M, snapshot: Snapshot) -> Restore:
+    def restore(self, run: Run, params: P, plan: M | None, snapshot: Snapshot) -> Restore:
         return restore_groups_and_switch(run, run.clusters.kafka_cluster(self.destination(params)), plan,
                                          open_switch(run.clusters, params.switch, self.id), snapshot)
+
+    def restore_items(self, env: Env, params: P, snapshot: Snapshot,
+                      original: list[journal.Entry]) -> list[RestoreItem]:
+        return groups_and_switch_items(env.clusters.kafka_cluster(self.destination(params)),
+                                       open_switch(env.clusters, params.switch, self.id), snapshot, original,
+                                       self.destination_columns,
+                                       params.wait_for_inactive if isinstance(env, Run) else 0)
 
 
 def snapshot_groups(run: Run, runbook: str, destination: KafkaCluster, plan: Move, switch: EndpointSwitch) -> Snapshot:
@@ -139,14 +159,16 @@ def canary_verification(run: Run, switch: EndpointSwitch, destination: KafkaClus
     return Verification(summary=f"canary produced and consumed through {checked['endpoint']}", data=checked)
 
 
-def restore_groups_and_switch(run: Run, destination: KafkaCluster, plan: Move, switch: EndpointSwitch,
+def restore_groups_and_switch(run: Run, destination: KafkaCluster, plan: Move | None, switch: EndpointSwitch,
                               snapshot: Snapshot) -> Restore:
-    """Put back each group's offsets that existed before, and the switch's old value if it moved."""
+    """Put back each group's offsets that existed before, and the switch's old value if it moved. In a
+    restore run (`plan` None) the partitions are those the snapshot saved."""
     summaries, restored, had_none = [], 0, []
     with run.kafka(destination.name) as kafka:
         for saved in snapshot.data["group_snapshots"]:
             group = saved["group"]
-            done = restore_offsets(kafka, group, sorted(plan.targets(group)),
+            partitions = plan.targets(group) if plan is not None else _saved_offsets(saved["csv"])
+            done = restore_offsets(kafka, group, sorted(partitions),
                                    Snapshot(summary="", csv=saved["csv"], restore_command=saved["restore_command"]))
             summaries.append(done.summary)
             restored += done.data["offsets_restored"]
@@ -163,6 +185,47 @@ def restore_groups_and_switch(run: Run, destination: KafkaCluster, plan: Move, s
                    restore_command=snapshot.restore_command,
                    data={"offsets_restored": restored, "had_no_offset_before": had_none, "switch_restored": switched,
                          "switch_old": old})
+
+
+def groups_and_switch_items(destination: KafkaCluster, switch: EndpointSwitch, snapshot: Snapshot,
+                            original: list[journal.Entry], columns: tuple[str, str],
+                            wait_for_inactive: float = 0) -> list[RestoreItem]:
+    """`runbook restore` of a move: each group's offset the snapshot saved on `destination`, the one
+    committed now and the one the run set (its plan's `columns`: topic and offset there); then the
+    switch, saved, now and the value the run switched it to. The groups must be inactive there
+    (within `wait_for_inactive` seconds), as for any change of their offsets."""
+    left = _planned_targets(original, *columns)
+    items = []
+    with KafkaClient.from_cluster(destination) as kafka:
+        for saved in snapshot.data["group_snapshots"]:
+            group = saved["group"]
+            offsets = _saved_offsets(saved["csv"])
+            if not offsets:
+                continue
+            inactive_group(kafka, group, wait_for_inactive)
+            committed = kafka.committed_offsets(group)
+            items += [RestoreItem(f"{group} {t}:{p} on {destination.name}", saved=offset, now=committed.get((t, p)),
+                                  left=left.get((group, t, p))) for (t, p), offset in sorted(offsets.items())]
+    switched = next((e for e in reversed(original) if e.kind == "action" and e.data.get("step") == "switch"), None)
+    old = snapshot.data["switch_old"]
+    items.append(RestoreItem(f"switch {switch.name}", saved=old, now=switch.current(),
+                             left=switched.data.get("switch_new") if switched is not None else old))
+    return items
+
+
+def _saved_offsets(csv: str) -> dict[TopicPartitionKey, int]:
+    return parse_offsets_csv(csv) if csv.strip() else {}
+
+
+def _planned_targets(original: list[journal.Entry], topic_column: str, offset_column: str
+                     ) -> dict[tuple[str, str, int], Any]:
+    """(group, topic, partition) -> the offset the last plan of a run's journal set there."""
+    plan = journal.last(original, "plan")
+    columns = list(plan.data.get("columns") or []) if plan is not None else []
+    if plan is None or not {"group", topic_column, "partition", offset_column} <= set(columns):
+        return {}
+    group, topic, partition, offset = (columns.index(c) for c in ("group", topic_column, "partition", offset_column))
+    return {(row[group], row[topic], int(row[partition])): row[offset] for row in plan.data.get("rows") or []}
 
 
 def read_from_committed(cluster: KafkaCluster, group: str, targets: dict[TopicPartitionKey, int],

@@ -193,6 +193,14 @@ def judge_progress(plan: DrainPlan, still_open: list[str], rows: list[QueueProgr
 class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     id = RUNBOOK_ID
     verify_attempts = 1  # verify is itself a measurement over verify_window_s
+    # No restore_items: nothing this runbook changes can be put back by a run, so `runbook restore` of
+    # one of its runs is refused with these (kit/restore_plan.py not_restorable).
+    cannot_undo = (
+        "the connections it closed stay closed (a connection cannot be reopened: its consumers reconnect on their "
+        "own, and RabbitMQ requeued every message they held)",
+        "the poison messages it parked stay in the parking queue (shovel them back to their queue once fixed)",
+        "a backlog shovel started with backlog_to keeps moving messages until deleted (rabbitmqctl delete_shovel "
+        "NAME), and what it moved stays on the other queue")
 
     def target(self, params: DrainStuckParameters) -> str:
         return f"{params.cluster}{params.vhost}{'' if params.vhost.endswith('/') else '/'}{params.queue or '*'}"

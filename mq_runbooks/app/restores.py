@@ -23,7 +23,7 @@ from mq_runbooks.kit import journal
 from mq_runbooks.kit.conformance import steps_of
 from mq_runbooks.kit.driver import Env, RunbookSteps
 from mq_runbooks.kit.restore import saved_snapshot
-from mq_runbooks.kit.restore_plan import RESTORE_OF, RestorePlan, not_in_a_run, restore_of
+from mq_runbooks.kit.restore_plan import RESTORE_OF, RestorePlan, not_restorable, restore_of
 from mq_runbooks.kit.records import Snapshot
 
 
@@ -61,8 +61,8 @@ def restore_request(catalog: Catalog, reference: str) -> RestoreRequest:
     runbook = catalog.get(str(start.data.get("runbook")))
     steps = steps_of(runbook)
     if steps is None or type(steps).restore_items is RunbookSteps.restore_items:
-        raise UsageError(not_in_a_run(runbook.id, steps.cannot_undo if steps is not None else (),
-                                      snapshot.restore_command))
+        raise UsageError(not_restorable(runbook.id, steps.cannot_undo if steps is not None else (),
+                                        snapshot.restore_command))
     params = runbook.validate_parameters(start.data.get("parameters") or {})
     return RestoreRequest(view.id, runbook, steps, params, snapshot, view.entries)
 

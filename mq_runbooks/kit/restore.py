@@ -29,7 +29,7 @@ from mq_runbooks.base.errors import RunbookError
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.lock import target_lock
 from mq_runbooks.kit.records import Error, Lock, Note, Outcome, Snapshot, Verification
-from mq_runbooks.kit.restore_plan import RESTORE_OF, RestorePlan, not_in_a_run, restore_of
+from mq_runbooks.kit.restore_plan import RESTORE_OF, RestorePlan, not_restorable, restore_of
 from mq_runbooks.kit.steps import approve_stable_plan, publish_postmortem
 
 P = TypeVar("P", bound=BaseModel)
@@ -89,7 +89,7 @@ def drive_restore(steps: RunbookSteps, run: Run, params: P, *, closing: Callable
             journal.write(run.id, Lock(summary=f"holding lock {key}", key=key, lease_id=str(lease.id)))
         plan = observe()
         if plan is None:
-            return _refused(run, not_in_a_run(steps.id, steps.cannot_undo, snapshot.restore_command))
+            return _refused(run, not_restorable(steps.id, steps.cannot_undo, snapshot.restore_command))
         if journal.last(run.prior, "plan") is None:
             record_plan(run.id, plan)
         if not plan.changes_anything():

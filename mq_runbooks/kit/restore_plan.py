@@ -30,17 +30,20 @@ def restore_of(trigger: dict[str, Any] | None) -> str | None:
     return str(value) if value else None
 
 
-def not_in_a_run(runbook_id: str, cannot_undo: Sequence[str], restore_command: str | None) -> str:
-    """Why a run of a runbook without `restore_items` is not restored in a run: what it cannot undo
-    (its `cannot_undo`), then the snapshot's words for people."""
-    undo = f"; it cannot undo: {'; '.join(cannot_undo)}" if cannot_undo else ""
-    return (f"{runbook_id} cannot restore from its snapshot in a run of its own{undo}; restore by hand: "
-            f"{restore_command or 'no command was saved'}")
-
-
 def start_summary(runbook_id: str, target: str, original: str, requested_by: str) -> str:
     """The journal's start line of a restore run."""
     return f"restore of run {original} ({runbook_id} on {target}), requested by {requested_by}"
+
+
+def not_restorable(runbook_id: str, cannot_undo: Sequence[str], restore_command: str | None) -> str:
+    """Why a run of a runbook without `restore_items` is not restored in a run: what it declares it
+    cannot undo, or else its snapshot's command for people."""
+    if cannot_undo:
+        return (f"{runbook_id} has nothing a restore run can put back: it cannot undo "
+                + "; ".join(cannot_undo) + (f" (the snapshot's note for people: {restore_command})"
+                                            if restore_command else ""))
+    return (f"{runbook_id} cannot restore from its snapshot in a run of its own; restore by hand: "
+            f"{restore_command or 'no command was saved'}")
 
 
 @dataclass(frozen=True)

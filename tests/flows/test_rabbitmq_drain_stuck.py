@@ -18,6 +18,7 @@ from mq_runbooks.base.errors import ParameterError
 from mq_runbooks.kit import journal
 from mq_runbooks.flows.rabbitmq_drain_stuck import dry_run
 from mq_runbooks.integrations.rabbitmq import RabbitManagement
+from tests.app.test_cli import runbook
 from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, start_runbook, wait_until  # noqa: F401
 from tests.rabbitmq_messages import publish, take_all
 
@@ -154,6 +155,14 @@ def test_finds_exactly_the_stuck_consumer_closes_it_and_nothing_is_lost(amqp_url
     assert verification["acks_by_remaining_consumers"] > 0 and verification["closed_gone"]
     order = kinds(view)
     assert order.index("approval") < order.index("snapshot") < order.index("action") < order.index("verification")
+
+    # Undo is refused before a run exists, naming what cannot be undone (not a generic "restore by hand").
+    for asked in (("--plan",), ("--as", "alice")):
+        undo = runbook("restore", run_id, *asked, env={"RUNBOOK_APPROVAL_PROOF": "typed"})
+        assert undo.returncode == 2, (undo.stdout, undo.stderr)
+        assert "rabbitmq-drain-stuck has nothing a restore run can put back: it cannot undo the connections it " \
+               "closed stay closed" in " ".join(undo.stderr.split()), undo.stderr
+        assert "Traceback" not in undo.stderr and "started run" not in undo.stdout
 
 
 def test_poison_message_is_parked_and_the_rest_is_consumed(amqp_url, clusters, unique, runbook_env):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from mq_runbooks.base.catalog import load_catalog
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit.conformance import steps_of
 from mq_runbooks.kit.driver import RunbookSteps
-from mq_runbooks.kit.restore_plan import RestoreItem, RestorePlan, restore_of
+from mq_runbooks.kit.restore_plan import RestoreItem, RestorePlan, not_restorable, restore_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,7 +66,8 @@ def restorable_runbooks() -> set[str]:
 
 def test_the_readme_and_the_guide_name_exactly_the_runbooks_that_restore_in_a_run():
     restorable = restorable_runbooks()
-    assert {"kafka-replay", "kafka-drain-stuck", "redis-streams-replay", "redis-streams-drain-stuck"} <= restorable
+    assert {"kafka-replay", "kafka-drain-stuck", "kafka-failover", "kafka-failback", "redis-streams-replay",
+            "redis-streams-drain-stuck", "rabbitmq-failover", "rabbitmq-failback"} <= restorable
     readme = (REPO / "README.md").read_text()
     guide = (REPO / "docs" / "writing-runbooks.md").read_text()
     listed = re.search(r"Runbooks\s+that restore this way: (.*?)\.\n", readme, re.S).group(1)
@@ -74,14 +77,36 @@ def test_the_readme_and_the_guide_name_exactly_the_runbooks_that_restore_in_a_ru
 
 
 def test_a_runbook_that_cannot_undo_what_it_did_says_what_when_a_restore_is_refused():
-    from mq_runbooks.kit.restore_plan import not_in_a_run
-
     catalog = load_catalog(Settings.from_environ().catalog)
     for runbook_id in ("artemis-dlq-redeliver", "artemis-drain-stuck", "rocketmq-dlq-resend"):
         steps = steps_of(catalog.get(runbook_id))
         assert type(steps).restore_items is RunbookSteps.restore_items, f"{runbook_id} puts nothing back"
-        refusal = not_in_a_run(runbook_id, steps.cannot_undo, None)
-        assert refusal.startswith(f"{runbook_id} cannot restore from its snapshot in a run of its own; it cannot "
-                                  f"undo: {steps.cannot_undo[0]}") and refusal.endswith("no command was saved")
+        refusal = not_restorable(runbook_id, steps.cannot_undo, None)
+        assert refusal.startswith(f"{runbook_id} has nothing a restore run can put back: it cannot undo "
+                                  f"{steps.cannot_undo[0]}") and "no command was saved" not in refusal
     assert "closed connections" in " ".join(steps_of(catalog.get("artemis-drain-stuck")).cannot_undo)
-    assert not_in_a_run("x", (), "run y") == "x cannot restore from its snapshot in a run of its own; restore by hand: run y"
+
+
+SHIPPED = load_catalog(Settings.from_environ().catalog)
+
+
+@pytest.mark.parametrize("runbook_id", [r.id for r in SHIPPED])
+def test_every_shipped_runbook_with_a_snapshot_restores_in_a_run_or_says_what_it_cannot_undo(runbook_id):
+    steps = steps_of(SHIPPED.get(runbook_id))
+    assert steps is not None
+    kind = type(steps)
+    if kind.snapshot is RunbookSteps.snapshot:
+        return  # nothing saved, nothing to restore
+    restores = kind.restore_items is not RunbookSteps.restore_items
+    assert restores or kind.cannot_undo, (f"{runbook_id} saves a snapshot but neither restores in a run "
+                                          f"(restore_items) nor declares what it cannot undo (cannot_undo)")
+    if restores:
+        assert kind.restore is not RunbookSteps.restore, f"{runbook_id}: restore_items without restore()"
+    assert all(isinstance(line, str) and len(line) > 20 for line in kind.cannot_undo), "each in words"
+
+
+def test_a_runbook_that_restores_nothing_in_a_run_says_what_it_cannot_undo():
+    said = not_restorable("rabbitmq-drain-stuck", ("the connections it closed stay closed",), None)
+    assert said == "rabbitmq-drain-stuck has nothing a restore run can put back: it cannot undo the connections it " \
+                   "closed stay closed"
+    assert "restore by hand: runbook run x" in not_restorable("team-runbook", (), "runbook run x")

@@ -154,7 +154,7 @@ def test_a_restore_of_artemis_dlq_redeliver_is_refused_naming_what_cannot_be_und
 
         refused = runbook("restore", view.id, "--plan")
         assert refused.returncode == 2, (refused.stdout, refused.stderr)
-        assert "artemis-dlq-redeliver cannot restore from its snapshot in a run of its own; it cannot undo: the " \
+        assert "artemis-dlq-redeliver has nothing a restore run can put back: it cannot undo the " \
                "messages sent back to their queues" in refused.stderr, refused.stderr
         assert "the poison parked in the parking queue stays there" in refused.stderr and "Traceback" not in refused.stderr
         assert sorted(ids_in(primary, orders)) == ["a", "b", "c"], "nothing is touched"
