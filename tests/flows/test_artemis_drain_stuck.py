@@ -56,11 +56,10 @@ def test_a_consumer_holding_100_deliveries_is_drained_and_nothing_is_lost(primar
     queue = unique("orders")
     ids = [f"m{i}" for i in range(300)]
     produce(primary, queue, ids)
-    stuck = AmqpSession.from_cluster(primary, "stuck-consumer")
     healthy = Healthy(primary, queue, len(ids))
+    stuck = contextlib.ExitStack()  # closed in the end
     try:
-        stuck.subscribe(queue, credit=100)
-        assert stuck.held(at_least=100, wait_s=20) == 100
+        stuck.enter_context(hung_consumer(primary, queue, "stuck-consumer", 100))  # alive however long the gate waits
         healthy.start()
         wait_for(lambda: healthy.ids, what="the healthy consumer at work")
         settings, catalog = runbook_env(RUNBOOK)
