@@ -88,6 +88,9 @@ class DrainPlan(PlanTable):
 
     COLUMNS = ("connection", "client id", "remote address", "protocol", "held", "acknowledged", "idle s",
                "to park")
+    # A row is named by its connection: a changed plan shows "a0dbb951: no longer in the plan", not every
+    # cell of the row joined into one key (the digest is its own).
+    KEY_COLUMNS = ("connection",)
 
     def columns(self) -> tuple[str, ...]:
         return self.COLUMNS

@@ -62,6 +62,9 @@ class MovePlan(PlanTable):
 
     # -- the plan contract (mq_runbooks.kit.plans.Plan) ------------------------------------------
     COLUMNS = ("change", "kind", "name", "detail")
+    # A row is named by what it changes, so a backlog that grew while the gate waited reads as its detail
+    # moving ("orders detail 300 ... -> 345 ..."), not as one row gone and another new (the digest is its own).
+    KEY_COLUMNS = ("change", "kind", "name")
 
     def columns(self) -> tuple[str, ...]:
         return self.COLUMNS

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import click
 
-from mq_runbooks.app.cli_base import Context, cli, pass_context
+from mq_runbooks.app.cli_base import Context, cli, column_widths, pass_context
 from mq_runbooks.base.errors import UsageError
 from mq_runbooks.kit.postmortem.store import STATUSES, Postmortem, list_postmortems, mark_reviewed, read_postmortem
 
@@ -49,17 +49,18 @@ def _serve(context: Context):
 
 
 def _print_list(context: Context, found: list[Postmortem], where: str) -> None:
-    # The id is what `show` and `review` take: never shortened (piped: whole, tab-separated).
-    # Narrow (a terminal under 100 columns), the runbook column goes: the id names the runbook.
-    wide = context.piped or context.out.width >= 100
-    columns = ("id", "runbook", "status", "outcome", "created", "reviewed by")
-    rows = [(p.id, p.runbook, p.status, str(p.meta.get("outcome", "")), _created(p.meta.get("created", "")),
-             ", ".join(r.get("name", "") for r in p.reviewers)) for p in found]
-    if not wide:  # the id holds the runbook and the day: keep the time of day alone
-        columns = ("id", "status", "outcome", "at", "reviewed by")
-        rows = [(row[0], row[2], row[3], row[4][11:] or row[4], row[5]) for row in rows]
-    context.rows(columns, rows, title=f"{len(found)} postmortem(s) in {where}",
-                 no_wrap=("id", "status", "created", "at"))  # an outcome (rolled back) wraps between words
+    # The id is what `show` and `review` take: never shortened (piped: whole, tab-separated). The
+    # target (what the runs acted on, as the review page's list shows it) is kept at every width.
+    columns = ("id", "runbook", "target", "status", "outcome", "created", "reviewed by")
+    rows = [(p.id, p.runbook, ", ".join(p.targets), p.status, str(p.meta.get("outcome", "")),
+             _created(p.meta.get("created", "")), ", ".join(r.get("name", "") for r in p.reviewers)) for p in found]
+    no_wrap = ("id", "target", "status", "created", "at")  # an outcome (rolled back) wraps between words
+    if not context.piped and column_widths(columns, rows, no_wrap, context.out.width) is None:
+        # Too narrow for the whole table: the runbook column goes (the id names the runbook) and the
+        # day (the id holds it too); narrower still, the rows fold into `column: value` lines.
+        columns = ("id", "target", "status", "outcome", "at", "reviewed by")
+        rows = [(row[0], row[2], row[3], row[4], row[5][11:] or row[5], row[6]) for row in rows]
+    context.rows(columns, rows, title=f"{len(found)} postmortem(s) in {where}", no_wrap=no_wrap)
 
 
 def _created(value: object) -> str:

@@ -147,20 +147,27 @@ def test_status_json_has_plan_rows_as_objects_the_deadline_and_the_outcome_with_
     assert done["outcome"]["partitions"] == 1 and done["outcome"]["partitions_checked"] == 1, done["outcome"]
 
 
-def test_postmortems_list_keeps_long_ids_whole(tmp_path):
+def test_postmortems_list_keeps_long_ids_and_targets_whole(tmp_path):
     directory = tmp_path / "pm"
     now = dt.datetime(2026, 11, 29, 3, 0, tzinfo=dt.timezone.utc)
     runbook_id = "rabbitmq-drain-stuck-consumers-of-the-settlement-team"
-    first = save_draft(directory, runbook_id, str(uuid.uuid4()), "rolled back", "# Postmortem\n", now=now)[0]
+    target = "primary/settlement-reconciliation/orders-settlement-reconciliation-dead-letters"
+    first = save_draft(directory, runbook_id, str(uuid.uuid4()), "rolled back", "# Postmortem\n", now=now,
+                       targets=[target])[0]
     second = save_draft(directory, "kafka-replay", str(uuid.uuid4()), "succeeded", "# Postmortem\n",
-                        now=now + dt.timedelta(minutes=5))[0]
+                        now=now + dt.timedelta(minutes=5), targets=["primary/billing-settlement-reconciliation-consumers"])[0]
     env = {"RUNBOOK_POSTMORTEM_DIR": str(directory)}
     for columns in WIDTHS:
         text = on_terminal(["postmortems", "list"], columns, env)
-        assert_whole(text, [first.id, second.id, "draft"], columns)
+        assert_whole(text, [first.id, second.id, "draft", target, "primary/billing-settlement-reconciliation-consumers"],
+                     columns)
         assert "rolled back" in " ".join(text.split())
+        assert "target" in text, "the target column is kept"
         assert_fits(text, columns, len(first.id) + len(str(directory)))
     piped = runbook("postmortems", "list", env=env)
-    rows = [line.split("\t") for line in piped.stdout.splitlines()[1:]]
-    assert [row[:4] for row in rows] == [[second.id, "kafka-replay", "draft", "succeeded"],
-                                         [first.id, runbook_id, "draft", "rolled back"]]
+    header, *lines = piped.stdout.splitlines()
+    assert header.split("\t")[:5] == ["id", "runbook", "target", "status", "outcome"]
+    rows = [line.split("\t") for line in lines]
+    assert [row[:5] for row in rows] == [
+        [second.id, "kafka-replay", "primary/billing-settlement-reconciliation-consumers", "draft", "succeeded"],
+        [first.id, runbook_id, target, "draft", "rolled back"]]

@@ -86,3 +86,31 @@ def finished(view):
 
 def kinds(view):
     return [entry.kind for entry in view.entries]
+
+
+def drift_after_one_approval(view):
+    """The run succeeded on the first answer at its gate (asked once, no answer refused); its journal's
+    drift note (what moved by itself while the gate waited, reported, not asked again)."""
+    assert view.succeeded, (view.message, view.entries[-4:])
+    assert [e.data["gate"] for e in view.entries if e.kind == "approval_requested"] == [1], "asked once"
+    assert "approval_refused" not in kinds(view)
+    [drift] = [e for e in view.entries if e.kind == "note" and "drift" in e.data]
+    assert "the approved plan still holds" in drift.summary, drift.summary
+    return drift
+
+
+def asked_again(view):
+    """The run asked a second time after a changed intent: (the note of what changed, the plan asked),
+    checked to agree with each other and with the digest the gate asks about."""
+    note = next(e for e in view.entries if e.kind == "note" and "changed" in e.data)
+    assert "the plan changed after approval" in note.summary
+    asked = journal.last(view.entries, "plan")
+    assert asked.data["changed_since_approval"] == note.data["changed"]
+    assert asked.data["markdown"].startswith("**Changed since the approved plan** (old -> new):")
+    assert journal.last(view.entries, "approval_requested").data["plan_digest"] == asked.data["digest"]
+    return note, asked
+
+
+def at_second_gate(view):
+    """wait_until predicate: the run waits at its gate's second round."""
+    return paused(view) and journal.last(view.entries, "approval_requested").data["gate"] == 2

@@ -6,7 +6,9 @@ waits at its gate, so the window "the last 15 minutes" slides under the run.
         ...
     history = kafka_history(config, topic, partitions=2)          # the timestamps written, oldest first
 
-Everything goes to the local stack on 127.0.0.1 (clusters.yaml's primary).
+Redis gets entries (`redis_writer`), RocketMQ messages through its proxy (`rocketmq_writer`: the
+broker stamps them, so its window is seconds of live traffic, not an hour of history). Everything goes
+to the local stack on 127.0.0.1 (clusters.yaml's primary).
 """
 from __future__ import annotations
 
@@ -87,3 +89,14 @@ def redis_writer(raw, stream: str, **timing: float) -> Iterator[list[int]]:
     """New entries (XADD *: ids of now) into `stream` while the block runs."""
     with writer(lambda: raw.xadd(stream, {"live": "1"}), **timing) as written:
         yield written
+
+
+@contextmanager
+def rocketmq_writer(cluster, topic: str, **timing: float) -> Iterator[list[int]]:
+    """New messages into `topic` through the cluster's proxy (gRPC, as applications send) while the
+    block runs; RocketMQ stamps each with the time the broker stores it."""
+    from mq_runbooks.integrations.rocketmq_grpc import GrpcProducer
+
+    with GrpcProducer.from_cluster(cluster, [topic]) as producer:
+        with writer(lambda: producer.send(topic, b"live", keys=["live"], tag="live"), **timing) as written:
+            yield written

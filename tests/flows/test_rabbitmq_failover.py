@@ -5,6 +5,7 @@ The fault test (the primary dying mid-move) runs on a second stack of its own (.
 other ports), never on the shared stack's nodes."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -25,7 +26,11 @@ from mq_runbooks.app.cli_runs import parse_parameters
 from mq_runbooks.flows.rabbitmq_failover import dry_run as dry_run_failover
 from mq_runbooks.flows.rabbitmq_failover_plan import RabbitFailoverParameters
 from mq_runbooks.integrations.rabbitmq_shovels import queue_depth
-from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, wait_until  # noqa: F401
+from tests.app.test_cli import runbook as runbook_cli
+from tests.flows.runbook_harness import (  # noqa: F401
+    asked_again, at_second_gate, drift_after_one_approval, finished, kinds, paused, runbook_env, wait_until,
+)
+from tests.flows.steady_traffic import writer
 from tests.rabbitmq_failover_support import amqp_url, api, drain_ids, publish_ids, scratch_vhost
 from tests.rabbitmq_messages import publish, taken_ids
 from tests.tcp_relay import TcpRelay
@@ -315,3 +320,91 @@ def test_primary_dying_mid_move_reports_exactly_what_moved_and_loses_nothing(fau
         assert set(arrived) | set(left) == set(sent), "nothing lost"
         assert len(arrived) == len(set(arrived)) and len(left) == len(set(left))
         assert len(set(arrived) & set(left)) <= 1, "at most the shovel's prefetch is on both sides"
+
+
+# -- traffic while the gate waits: the digest binds the queues and definitions, not their depths -----
+
+@contextlib.contextmanager
+def publishing(primary, vhost: str, queue: str):
+    """Messages published to `queue` on the primary (5 every 0.2 s, confirmed) while the block runs; yields
+    the ids published so far."""
+    published: list[str] = []
+
+    def publish_five() -> None:
+        published.extend(publish_ids(primary, vhost, queue, 5, prefix=f"live-{len(published) // 5}"))
+
+    with writer(publish_five, every_s=0.2, limit_s=300):
+        yield published
+
+
+def waiting_failover(settings, catalog, vhost):
+    run_id = start(settings, catalog, "rabbitmq-failover", vhost=vhost, switch="orders-clients")
+    return run_id, wait_until(run_id, paused, timeout=90)
+
+
+@pytest.fixture
+def orders_on_primary(clusters, tmp_path, env):
+    """(primary, standby, settings, catalog, vhost, management API of the primary, endpoint file, the 100
+    ids in its orders queue): a scratch vhost whose orders queue holds 100 messages, a file switch on the
+    primary, both runbooks with a gate that waits up to 10 minutes."""
+    primary, standby = clusters.rabbit_cluster("primary"), clusters.rabbit_cluster("standby")
+    endpoint_file = tmp_path / "endpoint.json"
+    endpoint_file.write_text(json.dumps({"rabbitmq": {"endpoint": PRIMARY_ENDPOINT}}))
+    settings, catalog = env(clusters_yaml(tmp_path, MAIN_PORTS, file_switch(endpoint_file)), timeout="600s")
+    with scratch_vhost(primary, standby) as vhost, api(primary) as source:
+        declare_orders(source, vhost)
+        yield primary, standby, settings, catalog, vhost, source, endpoint_file, publish_ids(primary, vhost, "orders", 100)
+
+
+def test_messages_arriving_while_the_gate_waits_are_drift_and_one_approval_moves_them_all(orders_on_primary, tmp_path):
+    primary, standby, settings, catalog, vhost, source, endpoint_file, sent = orders_on_primary
+    with publishing(primary, vhost, "orders") as published:
+        run_id, view = waiting_failover(settings, catalog, vhost)
+        at_plan = journal.last(view.entries, "plan").data["queues"][0]["depth_at_plan"]
+        assert at_plan >= 100
+        while len(published) < 50 + at_plan - 100:  # new messages land (the writer stops itself after 300 s)
+            time.sleep(0.2)
+    sent += published  # publishing stops before the answer, as the run's switch stops the clients; all confirmed
+    assert queue_depth(amqp_url(primary), vhost, "orders") == len(sent) > at_plan
+    runs.answer_gate(settings, catalog, run_id, True, "erin", "standby is ready")
+    view = wait_until(run_id, finished, timeout=120)
+    drift = drift_after_one_approval(view)
+    assert drift.data["drift"] == [f"move backlog:queue:orders detail {at_plan} message(s) at plan time -> "
+                                   f"{len(sent)} message(s) at plan time"], drift.data
+    assert sorted(drain_ids(standby, vhost, "orders")) == sorted(sent), "every message moved, none twice"
+    assert json.loads(endpoint_file.read_text())["rabbitmq"]["endpoint"] == STANDBY_ENDPOINT
+
+    # `runbook status RUN --json`: the outcome's numbers are named fields, plan rows objects by column.
+    shown = runbook_cli("status", run_id, "--json", env={"RUNBOOK_CLUSTERS": str(tmp_path / "clusters.yaml")})
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert document["outcome"]["outcome"] == "succeeded"
+    # seen_at_plan is the depth the re-plan after approval saw (the plan that acted): every message sent
+    assert (document["outcome"]["moved"], document["outcome"]["seen_at_plan"]) == (len(sent), len(sent)), \
+        document["outcome"]
+    [plan] = [e for e in document["journal"] if e["kind"] == "plan"]
+    assert {"change": "move backlog", "kind": "queue", "name": "orders",
+            "detail": f"{at_plan} message(s) at plan time"} in plan["data"]["rows"]
+    assert {"change": "switch", "kind": "endpoint switch", "name": "orders-clients",
+            "detail": f"{PRIMARY_ENDPOINT} -> {STANDBY_ENDPOINT}"} in plan["data"]["rows"]
+
+
+def test_a_queue_declared_while_the_gate_waits_is_asked_again_showing_it_and_one_answer_moves_it(orders_on_primary):
+    primary, standby, settings, catalog, vhost, source, _, sent = orders_on_primary
+    run_id, view = waiting_failover(settings, catalog, vhost)
+    source.send("PUT", f"/api/queues/{vhost}/refunds", {"durable": True})  # someone adds a queue meanwhile
+    refunds = publish_ids(primary, vhost, "refunds", 30, prefix="refund")
+    runs.answer_gate(settings, catalog, run_id, True, "erin", "")
+    note, asked = asked_again(wait_until(run_id, at_second_gate, timeout=120))
+    assert any("refunds" in line and line.startswith("create:queue:") for line in note.data["changed"]), note.data
+    assert any("refunds" in line and line.startswith("move backlog:queue:") for line in note.data["changed"])
+    difference = asked.data["markdown"].split("\n\n")[1]  # after "**Changed since the approved plan**", first
+    assert "- create:queue:refunds" in difference and "- move backlog:queue:refunds" in difference, difference
+    assert queue_depth(amqp_url(primary), vhost, "refunds") == 30, "nothing moved before the new version is approved"
+
+    runs.answer_gate(settings, catalog, run_id, True, "erin", "refunds too")  # one answer
+    view = wait_until(run_id, finished, timeout=120)
+    assert view.succeeded, (view.message, view.entries[-4:])
+    assert "approval_refused" not in kinds(view)
+    assert sorted(drain_ids(standby, vhost, "refunds")) == sorted(refunds)
+    assert sorted(drain_ids(standby, vhost, "orders")) == sorted(sent)

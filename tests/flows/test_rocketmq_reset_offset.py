@@ -3,6 +3,7 @@ answered at the real gate, held against RocketMQ's own `mqadmin consumerProgress
 `mqadmin resetOffsetByTime`, and read back by a consumer of the group."""
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import time
@@ -16,9 +17,12 @@ from mq_runbooks.integrations.rocketmq import RocketMQAdmin
 from mq_runbooks.integrations.rocketmq_grpc import GrpcProducer
 from mq_runbooks.kit import journal
 from tests.app.test_cli import runbook
-from tests.flows.runbook_harness import finished, kinds, paused, runbook_env, start_runbook, wait_until  # noqa: F401
+from tests.flows.runbook_harness import (  # noqa: F401
+    asked_again, at_second_gate, drift_after_one_approval, finished, kinds, paused, runbook_env, start_runbook, wait_until,
+)
+from tests.flows.steady_traffic import now_ms, rocketmq_writer
 from tests.rocketmq_support import (
-    consume, consumer_progress, make_group, make_topic, mqadmin, produce, rocketmq_primary,
+    consume, consumer_progress, make_group, make_topic, mqadmin, produce, rocketmq_primary, wait_for,
 )
 
 pytestmark = pytest.mark.slow  # end to end: `dev/test --fast` leaves this module out
@@ -89,6 +93,117 @@ def test_a_reset_by_duration_replays_exactly_the_newer_messages_as_mqadmin_would
     assert consumer_progress(group) == {k: (b, b, 0) for k, (b, _, _) in before.items()}
     order = kinds(view)
     assert order.index("approval") < order.index("snapshot") < order.index("action") < order.index("verification")
+
+
+# -- traffic while the gate waits: by_duration is fixed at the first plan; the digest binds the intent --
+
+WINDOW_S = 10  # by_duration=PT10S over messages arriving ~5 a second: the window's target moves every second
+
+
+def offsets(cluster, queues, of) -> dict:
+    """{(topic, broker, queue): of(admin, topic, broker, queue)} read now."""
+    with RocketMQAdmin.from_cluster(cluster) as admin:
+        return {key: of(admin, *key) for key in queues}
+
+
+def plan_rows(view) -> list[dict]:
+    plan = journal.last(view.entries, "plan").data
+    return [dict(zip(plan["columns"], row)) for row in plan["rows"]]
+
+
+def targets_of(rows) -> dict:
+    return {(r["topic"], r["broker"], r["queue"]): r["target"] for r in rows}
+
+
+def group_offsets(cluster, group, queues) -> dict:
+    return offsets(cluster, queues, lambda admin, t, b, q: admin.consumer_offset(group, t, b, q))
+
+
+@pytest.fixture
+def live_topic(primary, unique):
+    """A topic of 4 queues with messages arriving through the proxy (~5 a second) for the whole test,
+    and a group that consumed what came in its first ~15 s and then stopped (no consumer online)."""
+    topic, group = unique("orders"), unique("billing")
+    make_topic(primary, topic, 4)
+    make_group(primary, group)
+    with rocketmq_writer(primary, topic, every_s=0.2, limit_s=600) as written:
+        wait_for(lambda: written[0] >= 75, timeout=120, what="15 s of traffic")
+        consume(primary, group, topic)
+        yield topic, group, written
+
+
+def waiting_window_run(runbook_env, group):
+    """A run of by_duration=PT10S on `group` (its gate waits up to 10 minutes), once it waits: the
+    settings, catalog, run id and view."""
+    settings, catalog = runbook_env(RUNBOOK, timeout="600s")
+    run_id = start_runbook(settings, catalog, RUNBOOK, group=group, by_duration=f"PT{WINDOW_S}S")
+    return settings, catalog, run_id, wait_until(run_id, paused, timeout=120)
+
+
+def test_by_duration_is_fixed_at_the_first_plan_so_one_approval_acts_while_messages_arrive(
+        primary, live_topic, runbook_env):
+    topic, group, written = live_topic
+    settings, catalog, run_id, view = waiting_window_run(runbook_env, group)
+    [pin] = [e for e in view.entries if e.kind == "note" and "relative_targets" in e.data]
+    assert pin.summary.startswith(f"relative targets fixed at the first plan: by_duration=PT{WINDOW_S}S measured from ")
+    first_plan_ms = parse_datetime(pin.data["planned_at"])
+    rows = plan_rows(view)
+    planned = targets_of(rows)
+    queues = sorted(planned)
+    assert len(queues) == 4 and {t for t, _, _ in queues} == {topic}
+    assert planned == offsets(primary, queues, lambda a, t, b, q: a.offset_by_time(t, b, q, first_plan_ms - WINDOW_S * 1000))
+    stored = {(r["topic"], r["broker"], r["queue"]): r["broker offset"] for r in rows}
+
+    def window_moved():  # the window of the clock now starts past at least one more message on every queue
+        later = offsets(primary, queues, lambda a, t, b, q: a.offset_by_time(t, b, q, now_ms() - WINDOW_S * 1000))
+        return later if all(later[k] > planned[k] for k in queues) else None
+
+    slid = wait_for(window_moved, timeout=120, what="the window to slide past new messages")
+    wait_for(lambda: all(n > stored[k] for k, n in offsets(primary, queues, lambda a, t, b, q: a.max_offset(t, b, q)).items()),
+             timeout=60, what="new messages on every queue")
+    arrived = written[0]
+    runs.answer_gate(settings, catalog, run_id, True, "ivan", "replay the last ten seconds")
+    view = wait_until(run_id, finished, timeout=180)
+    drift = drift_after_one_approval(view)
+    assert kinds(view).count("plan") == 1 and "broker offset" in drift.summary
+    assert written[0] > arrived, "messages kept arriving while the run acted"
+    assert group_offsets(primary, group, queues) == planned, "acted once, with the pinned target"
+    assert planned != slid, "not the target of the later clock"
+    assert {line.split(" broker offset ")[0] for line in drift.data["drift"] if " broker offset " in line} == {
+        f"{t}:{b}:{q}" for t, b, q in queues}, drift.data
+
+    # `runbook status RUN --json`: the outcome's numbers are named fields, plan rows objects by column.
+    document = json.loads(runbook("status", run_id, "--json").stdout)
+    assert (document["outcome"]["outcome"], document["outcome"]["queues"], document["outcome"]["queues_checked"]) == (
+        "succeeded", 4, 4), document["outcome"]
+    [plan] = [e for e in document["journal"] if e["kind"] == "plan"]
+    assert {(r["topic"], r["broker"], r["queue"]): r["target"] for r in plan["data"]["rows"]} == planned
+
+
+def test_a_new_queue_while_the_gate_waits_is_asked_again_showing_it_and_one_answer_acts(
+        primary, live_topic, runbook_env):
+    topic, group, _ = live_topic
+    settings, catalog, run_id, view = waiting_window_run(runbook_env, group)
+    first = targets_of(plan_rows(view))
+    assert len(first) == 4
+    before = group_offsets(primary, group, sorted(first))
+    make_topic(primary, topic, 6)  # someone grows the topic while the gate waits: two queues the plan did not name
+    runs.answer_gate(settings, catalog, run_id, True, "ivan", "")
+    view = wait_until(run_id, at_second_gate, timeout=180)
+    note, asked = asked_again(view)
+    assert note.data["changed"] == [f"{topic}:broker-a:4: new row", f"{topic}:broker-a:5: new row"], note.data
+    assert not any(" target " in line for line in note.data["drift"]), "the pinned window kept the targets"
+    assert f"- {topic}:broker-a:4: new row" in asked.data["markdown"]
+    second = targets_of(plan_rows(view))
+    assert {k: v for k, v in second.items() if k in first} == first, "the first four queues keep their targets"
+    assert group_offsets(primary, group, sorted(first)) == before, "nothing applied before the new version is approved"
+
+    runs.answer_gate(settings, catalog, run_id, True, "ivan", "the two new queues too")  # one answer
+    view = wait_until(run_id, finished, timeout=180)
+    assert view.succeeded, (view.message, view.entries[-4:])
+    assert "approval_refused" not in kinds(view)
+    assert [e.data["gate"] for e in view.entries if e.kind == "approval_requested"] == [1, 2]
+    assert group_offsets(primary, group, sorted(second)) == second, "all six queues as the second version planned"
 
 
 def test_a_fault_part_way_restores_the_previous_offsets(primary, unique, runbook_env):
