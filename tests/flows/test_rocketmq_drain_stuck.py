@@ -41,6 +41,7 @@ def offset_of(cluster, group: str, topic: str) -> int | None:
         return admin.consumer_offset(group, topic, broker, queue_id)
 
 
+@pytest.mark.timeout(600)  # three runs (the fault, the rerun, the restore), each sampling twice
 def test_a_group_stuck_on_a_poison_message_is_unblocked_once_across_a_fault_and_a_rerun(primary, unique,
                                                                                        runbook_env, monkeypatch):
     topic, group = unique("orders"), unique("shipping")
