@@ -67,12 +67,17 @@ class ResetOffset(RunbookSteps[ResetOffsetParameters, ResetPlan]):
 
     def observe(self, env: Env, params: ResetOffsetParameters) -> ResetPlan:
         with RocketMQAdmin.from_cluster(env.clusters.rocketmq_cluster(params.cluster)) as admin:
-            if isinstance(env, Run):  # `runbook plan` shows the plan of a group with consumers, with a warning
+            # `runbook plan` shows the plan of a group with consumers, with a warning; with wait_for_inactive the
+            # run shows it too and waits after approval (before_replan)
+            if isinstance(env, Run) and not params.wait_for_inactive:
                 wait_inactive(admin, params.group, 0)
             return compute_plan(admin, params, env.plan_time_ms())
 
     def before_replan(self, run: Run, params: ResetOffsetParameters, plan: ResetPlan) -> None:
         with RocketMQAdmin.from_cluster(run.clusters.rocketmq_cluster(params.cluster)) as admin:
+            if admin.consumer_clients(params.group):
+                run.note(f"approved; waiting up to {params.wait_for_inactive:g} s for the consumers of {params.group} "
+                         "to stop: stop them now", waiting_for="no online consumer", wait_s=params.wait_for_inactive)
             wait_inactive(admin, params.group, params.wait_for_inactive)
 
     def snapshot(self, run: Run, params: ResetOffsetParameters, plan: ResetPlan) -> Snapshot:

@@ -100,3 +100,81 @@ def dead_letter_all(cluster, group: str, topic: str) -> list[str]:
                 admin.send_to_dead_letters(group, message, broker)
                 keys.append(message.keys)
     return keys
+
+
+_HEART_BEAT = 34  # RequestCode.HEART_BEAT
+
+
+class OnlineConsumer:
+    """A consumer of `group` that the brokers list as online (GET_CONSUMER_CONNECTION_LIST), registered the
+    way every Java client registers: a HEART_BEAT request carrying its consumer data, repeated on the same
+    connection (the broker lists a client while its channel is open and heartbeats arrive within 120 s).
+    With `poison`, it also consumes `topic` as an orderly consumer does: it pulls from the group's offset
+    on each queue, commits past each message it consumed, and retries the poison message in place, for
+    ever, so that queue's offset stays at it while later messages wait (what it consumed: `consumed`)."""
+
+    def __init__(self, cluster, group: str, topic: str, poison: str | None = None, client_id: str | None = None):
+        import threading
+        self.cluster, self.group, self.topic, self.poison = cluster, group, topic, poison
+        self.client_id = client_id or f"127.0.0.1@py-{os.getpid()}-{group}"
+        self.consumed: list[str] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._admin = RocketMQAdmin.from_cluster(cluster)
+        self._beats = {}  # broker address -> its own connection (a channel the broker keeps as the client's)
+
+    def _heartbeat(self) -> None:
+        import json as _json
+        from mq_runbooks.integrations.rocketmq_remoting import Connection
+        data = {"clientID": self.client_id, "producerDataSet": [], "consumerDataSet": [{
+            "groupName": self.group, "consumeType": "CONSUME_PASSIVELY", "messageModel": "CLUSTERING",
+            "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET", "unitMode": False,
+            "subscriptionDataSet": [{"topic": self.topic, "subString": "*", "tagsSet": [], "codeSet": [],
+                                     "subVersion": int(time.time() * 1000), "expressionType": "TAG"}]}]}
+        for address in self._admin.brokers().values():
+            connection = self._beats.setdefault(address, Connection(address, 10.0))
+            connection.call(_HEART_BEAT, body=_json.dumps(data).encode(), what="heartbeat")
+
+    def _consume_once(self) -> None:
+        admin = self._admin
+        for broker, queue_id in admin.queues(self.topic):
+            start = admin.consumer_offset(self.group, self.topic, broker, queue_id) or 0
+            end = admin.max_offset(self.topic, broker, queue_id)
+            for message in admin.read_queue(self.topic, broker, queue_id, start, end, self.group):
+                if message.keys == self.poison:
+                    self.failures += 1  # an exception in the listener: retried in place
+                    break
+                self.consumed.append(message.keys)
+                admin.update_offset(self.group, self.topic, broker, queue_id, message.queue_offset + 1)
+
+    def _loop(self) -> None:
+        beat_at = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() - beat_at > 5:
+                self._heartbeat()
+                beat_at = time.monotonic()
+            if self.poison is not None:
+                self._consume_once()
+            self._stop.wait(0.3)
+
+    def __enter__(self) -> "OnlineConsumer":
+        self._heartbeat()
+        with RocketMQAdmin.from_cluster(self.cluster) as admin:
+            wait_for(lambda: any(c.client_id == self.client_id for c in admin.consumer_clients(self.group)),
+                     what=f"{self.client_id} online in {self.group}")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop and close its connections: the broker drops the client at once (its channel closed)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        for connection in self._beats.values():
+            connection.close()
+        self._beats.clear()
+        self._admin.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
