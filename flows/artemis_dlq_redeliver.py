@@ -7,7 +7,8 @@ runbook's own logic:
     snapshot (each message: its ids and where it goes, to a CSV file) -> park poison (moveMessage by id)
     -> send back batch by batch (Artemis' moveMessages over a range of original ids, one fenced step each;
        Artemis commits each message on its own, so a batch of 100,000 holds no big transaction: the batch
-       size only sets how often the journal records progress, at ~0.5 s of Prefect and journal per step)
+       size only sets how often the journal records progress, at 0.2-1.3 s of Prefect and journal per step
+       on a loaded 2-CPU machine)
     -> verify (counted on both sides: each batch moved exactly its planned messages, the DLQ acknowledged
        and each queue received at least that many since the plan; the poison is in the parking queue)
 
