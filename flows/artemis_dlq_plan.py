@@ -44,7 +44,9 @@ class DlqRedeliverParameters(BaseModel):
     parking_queue: str | None = Field(None, min_length=1, description="where poison goes (default <dlq>.parking)")
     id_property: str | None = Field(None, min_length=1, description=(
         "the message property that identifies a message across redeliveries (default: its JMS/AMQP message id)"))
-    batch_size: int = Field(500, ge=1, le=50_000, description="messages per moveMessages call (one journal step each)")
+    batch_size: int = Field(10_000, ge=1, le=100_000, description=(
+        "messages per batch: one moveMessages call and one journal step each (Artemis commits each message "
+        "on its own, so a big batch holds no big transaction)"))
 
     @model_validator(mode="after")
     def _consistent(self) -> DlqRedeliverParameters:
