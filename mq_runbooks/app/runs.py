@@ -275,8 +275,7 @@ def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: boo
     answer = sign_answer(key, run_id, view.pause_key, decision="approve" if approved else "reject", by=by,
                          proof=proof_kind(proof), plan_digest=request.data.get("plan_digest", ""), comment=comment)
     try:
-        with gateway.connect() as prefect:
-            prefect.resume_flow_run(UUID(run_id), run_input=answer)
+        gateway.resume_flow_run(UUID(run_id), run_input=answer)
     except Exception as exc:  # e.g. someone answered a moment earlier, or the pause timed out
         raise UsageError(f"run {run_id} could not be resumed: {exc}") from None
     if not execute_if_local(settings, run_id):

@@ -11,6 +11,7 @@ Prefect client.
     variables.py    Prefect Variables
     names.py        tags, state names, artifact type
 """
+from mq_runbooks.kit.gateway.flow_runs import resume_flow_run
 from mq_runbooks.kit.gateway.session import Session, connect
 
-__all__ = ["Session", "connect"]
+__all__ = ["Session", "connect", "resume_flow_run"]

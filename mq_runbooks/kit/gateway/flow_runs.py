@@ -50,12 +50,6 @@ class FlowRuns:
     def update_flow_run(self, run_id: UUID | str, *, name: str | None = None, tags: Sequence[str] | None = None) -> None:
         self._client.update_flow_run(_uuid(run_id), name=name, tags=list(tags) if tags is not None else None)
 
-    def resume_flow_run(self, run_id: UUID | str, run_input: dict[str, Any]) -> None:
-        """Resume a run suspended at its gate with `run_input` (Prefect checks it against its keyset)."""
-        from prefect.flow_runs import resume_flow_run
-
-        resume_flow_run(_uuid(run_id), run_input=run_input)
-
     def read_flow_runs(self, *, tags: Sequence[str] = (), ids: Sequence[UUID | str] | None = None,
                        names: Sequence[str] | None = None, state_types: Iterable[str | StateType] = (),
                        state_names: Iterable[str] = (), started_after: dt.datetime | None = None,
@@ -109,3 +103,11 @@ class FlowRuns:
                                level=LogFilterLevel(ge_=min_level) if min_level is not None else None)
         return self._client.read_logs(log_filter=log_filter, limit=limit, offset=offset,
                                       sort=LogSort.TIMESTAMP_DESC if newest_first else LogSort.TIMESTAMP_ASC)
+
+
+def resume_flow_run(run_id: UUID | str, run_input: dict[str, Any]) -> None:
+    """Resume a run suspended at its gate with `run_input` (Prefect checks it against the run's keyset;
+    Prefect's helper opens its own connection, so this needs no session)."""
+    from prefect.flow_runs import resume_flow_run as resume
+
+    resume(_uuid(run_id), run_input=run_input)
