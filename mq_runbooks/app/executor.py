@@ -47,7 +47,7 @@ def execute(run_id: str, claim: bool) -> int:
         flow_run = client.read_flow_run(UUID(run_id))
         runbook = catalog.get(client.read_flow(flow_run.flow_id).name)
         if not started_by_engine(signing_key(settings), runbook.id, flow_run.parameters, flow_run.idempotency_key) \
-                and not journal.read(run_id, client):  # (a run this engine executed before starts were signed)
+                and not journal.read(run_id):  # (a run this engine executed before starts were signed)
             _refuse_foreign(client, flow_run, runbook)
             return 0
         try:

@@ -4,8 +4,8 @@ the catalog and Prefect's settings it keeps for the runs it forks (app/executor.
 does not load here is loaded (and its error reported) by each run instead."""
 import prefect  # noqa: F401
 import prefect.flow_engine  # noqa: F401
-from prefect.client.orchestration import get_client  # noqa: F401
 
+import mq_runbooks.kit.gateway  # noqa: F401  (Prefect's client, through the one module that builds it)
 from mq_runbooks.app import executor
 from mq_runbooks.base.settings import Settings
 

@@ -17,22 +17,16 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowRunFilter, FlowRunFilterName, FlowRunFilterState, FlowRunFilterStateName, FlowRunFilterStateType,
-    FlowRunFilterTags,
-)
 from prefect.client.schemas.objects import FlowRun
-from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
-from prefect.flow_runs import resume_flow_run
 from pydantic import BaseModel
 
 from mq_runbooks.base.catalog import Catalog, Runbook
 from mq_runbooks.base.errors import NotFoundError, UsageError
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit.teams import people_for, teams_for
-from mq_runbooks.kit import journal
+from mq_runbooks.kit import gateway, journal
+from mq_runbooks.kit.gateway.names import lock_of, runbook_of, runbook_tag
 from mq_runbooks.kit.endings import DECLINED_STATE_NAMES, REJECTED, TIMED_OUT, is_declined
 from mq_runbooks.kit.gate import refusal, sign_answer
 from mq_runbooks.kit.identity import proof_kind, verify_answer
@@ -97,12 +91,11 @@ def resolve_run(client, reference: str) -> FlowRun:
     except ObjectNotFound:
         raise NotFoundError(f"no run {reference!r} (list them with: runbook runs)") from None
     found: dict[str, FlowRun] = {}
-    by_name = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-        name=FlowRunFilterName(any_=[reference]), tags=FlowRunFilterTags(all_=[RUNBOOK_TAG])), limit=_PAGE)
+    by_name = client.read_flow_runs(names=[reference], tags=[RUNBOOK_TAG], limit=_PAGE)
     found.update((str(run.id), run) for run in by_name)
     prefix = reference.lower()
     if len(prefix) >= MIN_PREFIX and all(c in "0123456789abcdef-" for c in prefix):
-        for run in _every_run(client, FlowRunFilter(tags=FlowRunFilterTags(all_=[RUNBOOK_TAG]))):
+        for run in client.every_flow_run(tags=[RUNBOOK_TAG]):
             if str(run.id).startswith(prefix):
                 found[str(run.id)] = run
     if len(found) == 1:
@@ -116,23 +109,12 @@ def resolve_run(client, reference: str) -> FlowRun:
                         f"(list them with: runbook runs){hint}")
 
 
-def _every_run(client, flow_run_filter: FlowRunFilter, sort: FlowRunSort = FlowRunSort.ID_DESC, page: int = _PAGE):
-    """Every matching run, read page by page (the server answers at most 200 a request)."""
-    offset = 0
-    while True:
-        found = client.read_flow_runs(flow_run_filter=flow_run_filter, sort=sort, limit=page, offset=offset)
-        yield from found
-        if len(found) < page:
-            return
-        offset += page
-
-
 def read_run(reference: str) -> RunView:
     """A run with its journal, by full id, unique id prefix or Prefect name (see resolve_run)."""
     from mq_runbooks.kit.crashes import conclude_expired, restore_if_suspended
     from mq_runbooks.kit.gate import PAUSE_EXPIRED
 
-    with get_client(sync_client=True) as client:
+    with gateway.connect() as client:
         flow_run = resolve_run(client, reference)
         if flow_run.state is not None and flow_run.state.message == PAUSE_EXPIRED and conclude_expired(str(flow_run.id)):
             flow_run = client.read_flow_run(flow_run.id)  # a gate that timed out with nobody there: now told
@@ -144,8 +126,8 @@ def read_run(reference: str) -> RunView:
 
 def _view(flow_run: FlowRun, entries: list[journal.Entry], problems: list[str] = ()) -> RunView:
     state = flow_run.state
-    runbook = next((t.split(":", 1)[1] for t in flow_run.tags if t.startswith("runbook:")), "?")
-    lock = next((t.split(":", 1)[1] for t in flow_run.tags if t.startswith("lock:")), "")
+    runbook = runbook_of(flow_run.tags) or "?"
+    lock = lock_of(flow_run.tags) or ""
     start = journal.last(entries, "parameters")
     # The runbook's own words: its journal's start, else the run's name ("<runbook> <target>", a
     # restore's "restore <runbook> <target>"), else the lock key.
@@ -163,19 +145,19 @@ def _view(flow_run: FlowRun, entries: list[journal.Entry], problems: list[str] =
     )
 
 
-def _state_filter(states: tuple[str, ...]) -> FlowRunFilterState | None:
-    """The server's filter for `states`: a superset of `in_states` (which tells declined runs apart)."""
+def _state_filter(states: tuple[str, ...]) -> dict[str, list[str]]:
+    """The server's filter for `states` (state types or names): a superset of `in_states` (which
+    tells declined runs apart)."""
     unknown = [s for s in states if s not in STATES]
     if unknown:
         raise UsageError(f"unknown state {', '.join(unknown)} (states: {', '.join(STATES)})")
     if not states:
-        return None
+        return {}
     types = [s.upper() for s in states if s in STATE_TYPES]
     names = [STATE_NAMES[s] for s in states if s in STATE_NAMES]
     if "failed" in states:  # a declined run is no success: `failed` lists it (Rejected is of type Cancelled)
         names = sorted({*names, *DECLINED_STATE_NAMES})
-    return FlowRunFilterState(operator="or_", type=FlowRunFilterStateType(any_=types) if types else None,
-                              name=FlowRunFilterStateName(any_=names) if names else None)
+    return {"state_types": types, "state_names": names}
 
 
 def in_states(view: RunView, states: tuple[str, ...]) -> bool:
@@ -202,11 +184,12 @@ def list_runs(limit: int = 20, runbook_id: str | None = None, states: tuple[str,
     """The newest runs, newest first: of one runbook, in some states (see STATES, in_states), and/or
     those `mine` accepts (read page by page until `limit` are found). An ended run's message is its
     outcome's summary (its journal's words, not the exception text Prefect keeps of a failed run)."""
-    tags = [RUNBOOK_TAG] + ([f"runbook:{runbook_id}"] if runbook_id else [])
-    run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=tags), state=_state_filter(states))
+    tags = [RUNBOOK_TAG] + ([runbook_tag(runbook_id)] if runbook_id else [])
+    matching = _state_filter(states)
     views: list[RunView] = []
-    with get_client(sync_client=True) as client:
-        for run in _every_run(client, run_filter, FlowRunSort.EXPECTED_START_TIME_DESC, page=min(limit, _PAGE)):
+    with gateway.connect() as client:
+        for run in client.every_flow_run(tags=tags, sort="expected_start_time_desc", page=min(limit, _PAGE),
+                                         **matching):
             view = _view(run, [])
             if not in_states(view, states):
                 continue
@@ -292,7 +275,7 @@ def answer_gate(settings: Settings, catalog: Catalog, run_id: str, approved: boo
     answer = sign_answer(key, run_id, view.pause_key, decision="approve" if approved else "reject", by=by,
                          proof=proof_kind(proof), plan_digest=request.data.get("plan_digest", ""), comment=comment)
     try:
-        resume_flow_run(UUID(run_id), run_input=answer)
+        gateway.resume_flow_run(UUID(run_id), run_input=answer)
     except Exception as exc:  # e.g. someone answered a moment earlier, or the pause timed out
         raise UsageError(f"run {run_id} could not be resumed: {exc}") from None
     if not execute_if_local(settings, run_id):
@@ -324,8 +307,8 @@ def execute_if_local(settings: Settings, run_id: str) -> bool:
     variables, parameters or tags) chooses how it is executed. True if one was started."""
     from mq_runbooks.app import workers
 
-    with get_client(sync_client=True) as client:
-        flow_run = client.read_flow_run(UUID(run_id))
+    with gateway.connect() as prefect:
+        flow_run = prefect.read_flow_run(UUID(run_id))
     if not workers.is_local(flow_run) or flow_run.state is None or not flow_run.state.is_scheduled():
         return False
     workers.spawn_executor(settings, run_id)
@@ -366,8 +349,8 @@ def cancel_run(settings: Settings, catalog: Catalog, reference: str, by: str, re
                                                data={"proof": proof_kind(proof)}))
         raise UsageError(f"refused: {refused}")
     message = f"cancelled by {who}: {reason}; nothing was changed"
-    with get_client(sync_client=True) as client:
-        result = client.set_flow_run_state(UUID(view.id), Cancelled(message=message))
+    with gateway.connect() as prefect:
+        result = prefect.set_flow_run_state(UUID(view.id), Cancelled(message=message))
     if result.status != SetStateStatus.ACCEPT:
         raise UsageError(f"run {view.id} could not be cancelled ({result.details}); see runbook status {view.id}")
     journal.write(view.id, Outcome(outcome="cancelled", summary=message, data={"by": who, "proof": proof_kind(proof)}))

@@ -33,11 +33,10 @@ log = logging.getLogger("runbook.serve")
 
 
 def find_runs_with_tag(tag: str) -> list[str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from mq_runbooks.kit import gateway
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])), limit=20)
+    with gateway.connect() as prefect:
+        runs = prefect.read_flow_runs(tags=[tag], limit=20)
     return [str(run.id) for run in runs]
 
 
@@ -45,18 +44,15 @@ def recent_runs() -> list[dict]:
     """Runs of ours that ended in the last 24 hours: runbook, state name, duration."""
     import datetime as dt
 
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter, FlowRunFilterEndTime, FlowRunFilterTags,
-    )
+    from mq_runbooks.kit import gateway
+    from mq_runbooks.kit.gateway.names import RUN_TAG, runbook_of
 
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=24)
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            tags=FlowRunFilterTags(all_=["mq-runbooks"]), end_time=FlowRunFilterEndTime(after_=since)), limit=200)
+    with gateway.connect() as prefect:
+        runs = prefect.read_flow_runs(tags=[RUN_TAG], ended_after=since, limit=200)
     found = []
     for run in runs:
-        runbook = next((t.split(":", 1)[1] for t in run.tags if t.startswith("runbook:")), "?")
+        runbook = runbook_of(run.tags) or "?"
         duration = (run.end_time - run.start_time).total_seconds() if run.end_time and run.start_time else 0.0
         found.append({"runbook": runbook, "state": run.state.name if run.state else "Unknown", "duration_s": duration})
     return found

@@ -29,11 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentFlowRunCreate
-from prefect.client.schemas.filters import (
-    FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterId, FlowRunFilterIdempotencyKey,
-)
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Scheduled, to_state_create
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
@@ -44,6 +40,8 @@ from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.errors import BrokerError, NotFoundError, UnreachableError
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.app.workers import deployment_name
+from mq_runbooks.kit import gateway
+from mq_runbooks.kit.gateway.names import alert_tag  # noqa: F401  (serve's alerts tag their runs with it)
 from mq_runbooks.kit.labels import run_name, start_tags, target_in_words
 from mq_runbooks.kit.origin import new_idempotency_key, signed_start
 from mq_runbooks.kit.signing import signing_key
@@ -75,11 +73,8 @@ def start_run(settings: Settings, runbook: Runbook, params: BaseModel, requested
     name = settings.deployment if on_workers else workers.LOCAL
     workers.ensure_registered(runbook, name, settings.work_pool if on_workers else None)
     body = run_body(signing_key(settings), runbook, params, requested_by, trigger or {})
-    with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(deployment_name(runbook.id, name))
-        response = client.request("POST", "/deployments/{id}/create_flow_run", path_params={"id": deployment.id},
-                                  json=body)
-    run_id = str(response.json()["id"])
+    with gateway.connect() as prefect:
+        run_id = prefect.create_flow_run(prefect.deployment_id(deployment_name(runbook.id, name)), body)
     if on_workers:
         workers.wake(run_id)
     else:
@@ -93,10 +88,6 @@ def _ensure_crash_detection() -> None:
     from mq_runbooks.kit.crashes import ensure_zombie_automation
 
     ensure_zombie_automation()
-
-
-def alert_tag(occurrence_key: str) -> str:
-    return f"alert:{occurrence_key[:32]}"
 
 
 log = logging.getLogger("runbook.deployments")
@@ -139,8 +130,7 @@ class DeploymentStarter:
     def __init__(self, deployment: str, key: bytes, writers: int = 1) -> None:
         self._deployment = deployment
         self._key = key  # the engine's signing key: every start is signed (kit/origin.py)
-        self._client = get_client(sync_client=True)
-        self._client.__enter__()
+        self._prefect = gateway.Session().open()
         self._deployment_ids: dict[str, uuid.UUID] = {}
         self._seen: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._in_flight: dict[str, Future] = {}
@@ -152,7 +142,7 @@ class DeploymentStarter:
             threading.Thread(target=self._writer, daemon=True, name=f"run-writer-{number}").start()
 
     def close(self) -> None:
-        self._client.__exit__(None, None, None)
+        self._prefect.close()
 
     def __call__(self, runbook: Runbook, params: BaseModel, requested_by: str, trigger: dict[str, Any],
                  idempotency_key: str | None = None, tags: list[str] | None = None) -> tuple[str, bool]:
@@ -235,13 +225,13 @@ class DeploymentStarter:
     def _deployment_id(self, runbook_id: str) -> uuid.UUID:
         if runbook_id not in self._deployment_ids:
             try:
-                deployment = self._client.read_deployment_by_name(deployment_name(runbook_id, self._deployment))
+                deployment_id = self._prefect.deployment_id(deployment_name(runbook_id, self._deployment))
             except ObjectNotFound:
                 raise NotFoundError(
                     f"no deployment {deployment_name(runbook_id, self._deployment)!r} on the Prefect server: "
                     f"is `runbook serve` running (with RUNBOOK_DEPLOYMENT={self._deployment})?"
                 ) from None
-            self._deployment_ids[runbook_id] = deployment.id
+            self._deployment_ids[runbook_id] = deployment_id
         return self._deployment_ids[runbook_id]
 
     def _send(self, runbook_id: str, batch: list[_Write]) -> list[tuple[str, bool] | BaseException]:
@@ -272,9 +262,8 @@ class DeploymentStarter:
         """The runs of this runbook's deployment already recorded under these idempotency keys."""
         if not keys:
             return {}
-        runs = self._client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            deployment_id=FlowRunFilterDeploymentId(any_=[self._deployment_id(runbook_id)]),
-            idempotency_key=FlowRunFilterIdempotencyKey(any_=keys)), limit=len(keys))
+        runs = self._prefect.read_flow_runs(deployment_id=self._deployment_id(runbook_id), idempotency_keys=keys,
+                                           limit=len(keys))
         return {run.idempotency_key: run for run in runs if run.idempotency_key}
 
     def _existing(self, runbook_id: str, write: _Write, run: FlowRun) -> tuple[str, bool] | BaseException:
@@ -293,8 +282,7 @@ class DeploymentStarter:
         comes back as the existing one (its trigger's request id is not ours)."""
         answers = self._create_all(runbook_id, batch)
         ids = [str(item["flow_run_id"]) for item in answers if item.get("flow_run_id")]
-        runs = {str(run.id): run for run in self._client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(batch))} if ids else {}
+        runs = {str(run.id): run for run in self._prefect.read_flow_runs(ids=ids, limit=len(batch))} if ids else {}
         outcomes: list[tuple[str, bool] | BaseException] = []
         for write, item in zip(batch, answers):
             run = runs.get(str(item.get("flow_run_id")))
@@ -332,10 +320,7 @@ class DeploymentStarter:
         return [answers[id(write)] for write in batch]
 
     def _bulk_create(self, runbook_id: str, batch: list[_Write]) -> list[dict[str, Any]]:
-        response = self._client.request(
-            "POST", "/deployments/{id}/create_flow_run/bulk", path_params={"id": self._deployment_id(runbook_id)},
-            json=[write.body for write in batch])
-        return response.json()["results"]
+        return self._prefect.create_flow_runs(self._deployment_id(runbook_id), [write.body for write in batch])
 
 
 def _failure(exc: BaseException) -> BaseException:

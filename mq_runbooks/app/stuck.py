@@ -15,13 +15,13 @@ import datetime as dt
 from collections.abc import Iterable
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
 
 from mq_runbooks.app.runs import RunView, run_log_path
 from mq_runbooks.base.settings import Settings
-from mq_runbooks.kit import journal
+from mq_runbooks.kit import gateway, journal
+from mq_runbooks.kit.gateway.names import RESUMING
 from mq_runbooks.kit.lock import holders
 
 STUCK_AFTER_S = 60.0  # a due run not started by then was not picked up (a runner polls every few seconds)
@@ -36,7 +36,7 @@ def why_stuck(settings: Settings, view: RunView, now: dt.datetime | None = None,
     now = now or dt.datetime.now(dt.timezone.utc)
     if view.state_type == "RUNNING":
         return _waiting_for_lock(view, now)
-    with get_client(sync_client=True) as client:
+    with gateway.connect() as client:
         try:
             flow_run = client.read_flow_run(UUID(view.id))
         except ObjectNotFound:  # deleted since it was listed
@@ -79,7 +79,7 @@ def _pickup(client, settings: Settings, flow_run: FlowRun, now: dt.datetime) -> 
                 f"{_executor_log(settings, str(flow_run.id))}")
     deployment = client.read_deployment(flow_run.deployment_id)
     if deployment.work_pool_name:
-        workers = client.read_workers_for_work_pool(deployment.work_pool_name)
+        workers = client.read_workers(deployment.work_pool_name)
         online = [w for w in workers if w.status.value == "ONLINE"]
         if not online:
             last = max((w.last_heartbeat_time for w in workers if w.last_heartbeat_time), default=None)
@@ -91,7 +91,7 @@ def _pickup(client, settings: Settings, flow_run: FlowRun, now: dt.datetime) -> 
     # A deployment in no pool (`<runbook>/local`): `runbook run` executes it on the machine it was typed on.
     if run_log_path(settings, str(flow_run.id)).is_file():
         return _executor_log(settings, str(flow_run.id))
-    if flow_run.state is not None and flow_run.state.name == "Resuming":
+    if flow_run.state is not None and flow_run.state.name == RESUMING:
         return ("it was answered (e.g. in the Prefect UI) and waits for its executor: `runbook serve`'s sweep "
                 "starts it within 30 s, so start `runbook serve`, or answer with `runbook approve` where it was started")
     return ("it runs on the machine where `runbook run` started it, and no executor started here; "

@@ -27,6 +27,7 @@ from pathlib import Path
 from mq_runbooks.base.catalog import Runbook
 from mq_runbooks.base.files import RUN_UMASK, make_directory, open_private_log
 from mq_runbooks.base.settings import Settings
+from mq_runbooks.kit.gateway.names import RUN_TAG
 
 LOCAL = "local"
 EXECUTOR_COMMAND = "python -m mq_runbooks.app.executor"
@@ -54,24 +55,11 @@ def executes_ours(template: dict | None) -> bool:
 def ensure_pool(name: str) -> None:
     """The work pool (process type) whose base job template runs our executor; created once, its
     template brought up to date when an older version made it."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from mq_runbooks.kit import gateway
 
-    template = pool_template()
-    with get_client(sync_client=True) as client:
-        try:
-            pool = client.read_work_pool(name)
-        except ObjectNotFound:
-            try:
-                client.create_work_pool(WorkPoolCreate(
-                    name=name, type="process", base_job_template=template,
-                    description="mq-runbooks: runbook runs (python -m mq_runbooks.app.executor)"))
-                return
-            except ObjectAlreadyExists:
-                pool = client.read_work_pool(name)
-        if pool.base_job_template != template:
-            client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
+    with gateway.connect() as prefect:
+        prefect.ensure_work_pool(name, pool_template(),
+                                 description="mq-runbooks: runbook runs (python -m mq_runbooks.app.executor)")
 
 
 def register(runbooks, name: str, pool: str | None) -> None:
@@ -83,7 +71,7 @@ def register(runbooks, name: str, pool: str | None) -> None:
         ensure_pool(pool)
     for runbook in runbooks:
         deployment = runbook.flow_function.to_deployment(
-            name=name, entrypoint_type=EntrypointType.MODULE_PATH, tags=["mq-runbooks"], description=runbook.title,
+            name=name, entrypoint_type=EntrypointType.MODULE_PATH, tags=[RUN_TAG], description=runbook.title,
             work_pool_name=pool, job_variables={} if pool else None,
         )
         deployment.apply(work_pool_name=pool) if pool else deployment.apply()

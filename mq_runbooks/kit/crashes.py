@@ -22,13 +22,13 @@ import datetime as dt
 import logging
 from datetime import timedelta
 
-from mq_runbooks.kit import journal
+from mq_runbooks.kit import gateway, journal
+from mq_runbooks.kit.gateway.names import RUN_TAG
 from mq_runbooks.kit.records import Outcome
 
 HEARTBEAT_S = 30  # Prefect's minimum
 ZOMBIE_AFTER_S = 90  # three heartbeat periods: a kill is noticed 60-90 s later; a heartbeat may come 60 s late
 AUTOMATION_NAME = "mq-runbooks: crash runs that stopped their heartbeats"
-RUN_TAG = "mq-runbooks"
 # How Prefect's worker and executor report a run whose process never started.
 NEVER_STARTED = ("Failed to submit flow run to infrastructure", "Flow run could not start")
 RESUBMIT_AT_MOST = 3
@@ -46,7 +46,6 @@ def ensure_zombie_automation() -> bool:
     (an older or newer version's, or the one named without a window) once this one has watched longer
     than their window, so what they had pending is its too. True if it was created now."""
     from prefect.automations import Automation
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import EventTrigger, Posture
@@ -72,15 +71,14 @@ def ensure_zombie_automation() -> bool:
         actions=[ChangeFlowRunState(state=StateType.CRASHED,
                                     message=f"no heartbeat for {ZOMBIE_AFTER_S}s: the run's process died")],
     )
-    with get_client(sync_client=True) as client:
-        listed = client.request("POST", "/automations/filter", json={})
-        listed.raise_for_status()
-        found = sorted((a for a in listed.json() if a["name"].startswith(AUTOMATION_NAME)), key=lambda a: a["created"])
+    with gateway.connect() as client:
+        found = sorted((a for a in client.read_automations() if a["name"].startswith(AUTOMATION_NAME)),
+                       key=lambda a: a["created"])
         ours = [a for a in found if a["name"] == wanted.name]
         for duplicate in ours[1:]:  # two processes created it at once: the oldest has seen all the other has
             client.delete_automation(duplicate["id"])
         if not ours:
-            wanted.create()
+            client.create_automation(wanted)
             return True
         watching_s = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(ours[0]["created"])).total_seconds()
         for other in found:
@@ -105,9 +103,7 @@ def restore_if_suspended(run_id: str) -> bool:
     state is set again, with its answer keys and deadline. True if it was one."""
     from uuid import UUID
 
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
+    with gateway.connect() as client:
         history = sorted(client.read_flow_run_states(UUID(str(run_id))), key=lambda state: state.timestamp)
         if len(history) < 2 or not history[-1].is_crashed() or not history[-2].is_paused():
             return False
@@ -130,12 +126,11 @@ def resubmit_if_never_started(run_id: str, message: str) -> bool:
     gate was answered). True if it was one."""
     from uuid import UUID
 
-    from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
     if not never_started(message):
         return False
-    with get_client(sync_client=True) as client:
+    with gateway.connect() as client:
         flow_run = client.read_flow_run(UUID(str(run_id)))
         history = sorted(client.read_flow_run_states(UUID(str(run_id))), key=lambda state: state.timestamp)
         if not flow_run.work_pool_name or sum(state.is_crashed() for state in history) > RESUBMIT_AT_MOST:
@@ -197,8 +192,6 @@ def _slack_thread_of(run_id: str, entries: list[journal.Entry]):
 def conclude_expired(run_id: str) -> bool:
     """Record a run whose gate's deadline passed while it was suspended (the Prefect server failed it)
     as timed out: journal, lock, state TimedOut, Slack, postmortem, one INFO line. True if concluded now."""
-    from prefect.client.orchestration import get_client
-
     from mq_runbooks.kit.endings import timed_out_state
     from mq_runbooks.kit.labels import WAITS_FOR, label
     from mq_runbooks.kit.gate import record_timeout
@@ -216,7 +209,7 @@ def conclude_expired(run_id: str) -> bool:
     journal.write(run_id, Outcome(outcome="rejected", summary=summary))
     label(run_id, remove=[WAITS_FOR])
     release_lock(entries)
-    with get_client(sync_client=True) as client:
+    with gateway.connect() as client:
         # The same final state as a gate that timed out in its process (kit/endings.py).
         client.set_flow_run_state(run_id, timed_out_state(f"nobody approved within {timeout_s:.0f}s: {summary}"),
                                   force=True)
@@ -228,39 +221,21 @@ def conclude_expired(run_id: str) -> bool:
 
 def recent_expired(since: dt.timedelta = dt.timedelta(days=2), limit: int = 200) -> list[str]:
     """Recent runs of ours that the Prefect server failed because their gate's deadline passed."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter, FlowRunFilterStartTime, FlowRunFilterState, FlowRunFilterStateName, FlowRunFilterTags,
-    )
-    from prefect.client.schemas.sorting import FlowRunSort
+    from mq_runbooks.kit.gateway.names import PAUSE_EXPIRED
 
-    from mq_runbooks.kit.gate import PAUSE_EXPIRED
-
-    run_filter = FlowRunFilter(
-        tags=FlowRunFilterTags(all_=[RUN_TAG]),
-        state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Failed"])),
-        start_time=FlowRunFilterStartTime(after_=dt.datetime.now(dt.timezone.utc) - since),
-    )
-    with get_client(sync_client=True) as client:
-        failed = client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort.START_TIME_DESC, limit=limit)
+    with gateway.connect() as client:
+        failed = client.read_flow_runs(tags=[RUN_TAG], state_names=["Failed"], sort="start_time_desc", limit=limit,
+                                       started_after=dt.datetime.now(dt.timezone.utc) - since)
     return [str(run.id) for run in failed if run.state and run.state.message == PAUSE_EXPIRED]
 
 
 def recent_crashed(since: dt.timedelta = dt.timedelta(days=2), limit: int = 200) -> dict[str, str]:
     """Recently crashed runs of ours: id -> the state's message."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter, FlowRunFilterStartTime, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags,
-    )
     from prefect.client.schemas.objects import StateType
 
-    run_filter = FlowRunFilter(
-        tags=FlowRunFilterTags(all_=[RUN_TAG]),
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED])),
-        start_time=FlowRunFilterStartTime(after_=dt.datetime.now(dt.timezone.utc) - since),
-    )
-    with get_client(sync_client=True) as client:
-        crashed = client.read_flow_runs(flow_run_filter=run_filter, limit=limit)
+    with gateway.connect() as client:
+        crashed = client.read_flow_runs(tags=[RUN_TAG], state_types=[StateType.CRASHED], limit=limit,
+                                        started_after=dt.datetime.now(dt.timezone.utc) - since)
     return {str(run.id): (run.state.message if run.state else None) or "Crashed" for run in crashed}
 
 

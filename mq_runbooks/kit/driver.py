@@ -38,8 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
-from prefect import Flow, flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import Flow, flow, get_run_logger
 from prefect.exceptions import PrefectSignal
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
@@ -57,16 +56,16 @@ from mq_runbooks.integrations.redis_streams import RedisStreams
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.endings import ended_state
 from mq_runbooks.kit.faults import Fault
-from mq_runbooks.kit.labels import WAITS_FOR, label, run_name, start_tags
-from mq_runbooks.kit.run_artifacts import publish_plan, publish_timeline
-from mq_runbooks.kit.lock import target_lock
+from mq_runbooks.kit.labels import WAITS_FOR, run_name, start_tags
 from mq_runbooks.kit.plans import Plan
+from mq_runbooks.kit.prefect_port import PREFECT
 from mq_runbooks.kit.records import (
     Action, Error, Lock, Note, Observation, Outcome, PlanRecord, Restore, Snapshot, Start, Verification)
 from mq_runbooks.kit.restore import drive_restore
 from mq_runbooks.kit.restore_plan import RestoreItem, restore_of, start_summary
+from mq_runbooks.kit.run_port import RunPort
 from mq_runbooks.kit.runtime import RunContext
-from mq_runbooks.kit.steps import approve_stable_plan, publish_postmortem
+from mq_runbooks.kit.steps import approve_stable_plan
 
 P = TypeVar("P", bound=BaseModel)
 PlanT = TypeVar("PlanT", bound=Plan)
@@ -168,6 +167,7 @@ class Run(Env):
     changed: list[str] = field(default_factory=list)  # summaries of the steps that changed something
     prior: list[journal.Entry] = field(default_factory=list)  # the journal when this execution began
     _applied: dict[str, journal.Entry] | None = None
+    port: RunPort = field(default=PREFECT, repr=False, compare=False)  # journal, lock, gate (kit/run_port.py)
 
     @property
     def _fault(self) -> Fault | None:
@@ -176,11 +176,11 @@ class Run(Env):
 
     def note(self, summary: str, **data: Any) -> None:
         """Journal a line worth keeping in the run's timeline (kind `note`), with plain JSON `data`."""
-        journal.write(self.id, Note(summary=summary, data=data))
+        self.port.write(self.id, Note(summary=summary, data=data))
 
     def observed(self, summary: str, **data: Any) -> None:
         """Journal something the run saw on the broker (kind `observation`), with plain JSON `data`."""
-        journal.write(self.id, Observation(summary=summary, data=data))
+        self.port.write(self.id, Observation(summary=summary, data=data))
 
     @property
     def applied_steps(self) -> dict[str, journal.Entry]:
@@ -212,14 +212,13 @@ class Run(Env):
         if fault is not None and fault.hits("fail-during", key):
             apply = _then_raise(apply, fault.error(key))
         try:
-            result = task(name=key, cache_policy=NO_CACHE, retries=retries, retry_delay_seconds=2,
-                          retry_condition_fn=_transient)(apply)()
+            result = self.port.task(key, apply, retries=retries, retry_delay_s=2, retry_if=_unreachable)()
         except Exception as exc:
             if partial:
                 self.changed.append(f"{key} failed part-way and may have applied part of its change ({exc})")
             raise
         summary = describe(result) if callable(describe) else describe
-        entry = journal.write(self.id, Action(step=key, summary=summary, data=data(result) if data else {}))
+        entry = self.port.write(self.id, Action(step=key, summary=summary, data=data(result) if data else {}))
         self.applied_steps[key] = entry
         self.changed.append(summary)
         if fault is not None and fault.hits("stall-after", key):  # a process to kill, or to watch, mid-run
@@ -357,6 +356,11 @@ def _closing(env: Env, step: Callable[..., T]) -> Callable[..., T]:
     return call
 
 
+def _unreachable(error: BaseException) -> bool:
+    """Retry a step only when the broker did not answer; our own errors are final."""
+    return isinstance(error, UnreachableError)
+
+
 def _transient(task_, task_run, state) -> bool:
     """Retry a step only when the broker did not answer; our own errors are final."""
     try:
@@ -369,53 +373,55 @@ def _transient(task_, task_run, state) -> bool:
 
 
 def drive(steps: RunbookSteps[P, PlanT], params: P, requested_by: str = "unknown",
-          trigger: dict[str, Any] | None = None) -> State:
-    """Run one runbook from start to outcome (see the module docstring). Call it from the flow.
+          trigger: dict[str, Any] | None = None, *, port: RunPort = PREFECT, run_id: str | None = None,
+          context: RunContext | None = None) -> State:
+    """Run one runbook from start to outcome (see the module docstring). Call it from the flow (the
+    run is the flow run, the port Prefect's); a test passes its own `port`, `run_id` and `context`.
 
     A run is executed again from the top after its gate suspended and an answer came: what its
     journal already holds (the start, the lock's lease, the plan, the answers) is taken from there,
     not done again."""
-    run_id = str(flow_run.id)
+    run_id = run_id or str(flow_run.id)
     _tell_people_once()
     try:
-        context = RunContext.load()
+        context = context or RunContext.load()
         run = Run(settings=context.settings, clusters=context.clusters, id=run_id,
                   runbook=context.catalog.get(steps.id), context=context, requested_by=requested_by,
-                  trigger=dict(trigger or {}))
-        run.prior = journal.read(run_id)
+                  trigger=dict(trigger or {}), port=port)
+        run.prior = port.read(run_id)
         ended = journal.last(run.prior, "outcome")
         if ended is not None:  # Retry in the Prefect UI, or concluded as crashed while a worker started it
-            get_run_logger().info("run %s has already ended (%s): executed again, it does nothing and keeps "
+            port.logger().info("run %s has already ended (%s): executed again, it does nothing and keeps "
                                   "its final state", run_id, ended.summary)
             return ended_state(run.prior)
         start = journal.last(run.prior, "parameters")
         undoes = restore_of(run.trigger)  # a restore run (kit/restore.py): `runbook restore RUN`
         if start is None:
-            start = journal.write(run_id, Start(
+            start = port.write(run_id, Start(
                 summary=start_summary(steps.id, steps.target(params), undoes, requested_by) if undoes else
                 f"{steps.id} on {steps.target(params)}, requested by {requested_by}", runbook=steps.id,
                 parameters=params.model_dump(mode="json"), requested_by=requested_by, trigger=run.trigger,
                 target=steps.target(params)))
             _record_relative_targets(steps, run, params, start.at)
-            _label(run_id, name=("restore " if undoes else "") + run_name(steps.id, steps.target(params)),
+            _label(port, run_id, name=("restore " if undoes else "") + run_name(steps.id, steps.target(params)),
                    add=start_tags(steps.id, run.runbook.lock_key(params), requested_by))
         else:
-            get_run_logger().info("resumed after its gate: the journal holds %d entries", len(run.prior))
+            port.logger().info("resumed after its gate: the journal holds %d entries", len(run.prior))
         run.planned_at = start.at  # from the journal: the same moment in every execution of the run
         state = _drive(steps, run, params) if undoes is None else drive_restore(
             steps, run, params, closing=_closing, record_plan=_record_plan, transient=_transient)
     except PrefectSignal:  # suspended at the gate: the run goes on when it is answered
-        _show(run_id)
+        _show(port, run_id)
         raise
     except Exception as exc:
-        if journal.last(journal.read(run_id), "outcome") is None:
-            journal.write(run_id, Error(summary=f"{type(exc).__name__}: {exc}"))
-            journal.write(run_id, Outcome(outcome="failed", summary=f"failed before changing anything: {exc}"))
-        publish_postmortem(run_id)
-        _show(run_id, ended=True)
+        if journal.last(port.read(run_id), "outcome") is None:
+            port.write(run_id, Error(summary=f"{type(exc).__name__}: {exc}"))
+            port.write(run_id, Outcome(outcome="failed", summary=f"failed before changing anything: {exc}"))
+        port.publish_postmortem(run_id)
+        _show(port, run_id, ended=True)
         raise
-    publish_postmortem(run_id)
-    _show(run_id, ended=True)
+    port.publish_postmortem(run_id)
+    _show(port, run_id, ended=True)
     return state
 
 
@@ -441,25 +447,25 @@ def _tell_people(run_id: str, entry: journal.Entry) -> None:
                          entry.summary, where)
 
 
-def _show(run_id: str, ended: bool = False) -> None:
+def _show(port: RunPort, run_id: str, ended: bool = False) -> None:
     """What Prefect's UI shows of the run: its journal as a timeline and, once it ended, no tag saying
     it waits (kit/labels.py, kit/run_artifacts.py). Logged when it cannot be written; never stops the run."""
     try:
-        publish_timeline(run_id, journal.read(run_id))
+        port.publish_timeline(run_id, port.read(run_id))
         if ended:
-            label(run_id, remove=[WAITS_FOR])
+            port.label(run_id, remove=[WAITS_FOR])
     except Exception as exc:  # noqa: BLE001
-        get_run_logger().warning("could not update the run's timeline or tags in Prefect (%s): %s",
+        port.logger().warning("could not update the run's timeline or tags in Prefect (%s): %s",
                                  type(exc).__name__, exc)
 
 
-def _label(run_id: str, **change: Any) -> None:
+def _label(port: RunPort, run_id: str, **change: Any) -> None:
     """Name and tag the run for people (kit/labels.py); a label that cannot be written is logged, and
     never stops the run."""
     try:
-        label(run_id, **change)
+        port.label(run_id, **change)
     except Exception as exc:  # noqa: BLE001
-        get_run_logger().warning("could not label the run in Prefect (%s): %s", type(exc).__name__, exc)
+        port.logger().warning("could not label the run in Prefect (%s): %s", type(exc).__name__, exc)
 
 
 def _record_relative_targets(steps: RunbookSteps[P, PlanT], run: Run, params: P, planned_at: dt.datetime) -> None:
@@ -467,7 +473,7 @@ def _record_relative_targets(steps: RunbookSteps[P, PlanT], run: Run, params: P,
     relative = steps.relative_targets(params)
     if relative:
         moment = planned_at.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        journal.write(run.id, Note(summary=f"relative targets fixed at the first plan: {relative} measured from "
+        run.port.write(run.id, Note(summary=f"relative targets fixed at the first plan: {relative} measured from "
                                            f"{moment}, in every re-plan and every resumption of this run",
                                    data={"relative_targets": relative, "planned_at": moment}))
 
@@ -478,47 +484,46 @@ def _observe(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> PlanT:
     is reachable; elsewhere it observes again (from the same `planned_at`). The journal keeps the
     first plan; later versions are recorded by the gate (steps.approve_stable_plan) when their intent
     changed."""
-    observe = task(name="observe-and-plan", cache_key_fn=lambda *_: f"mq-runbooks-{run.id}-observe",
-                   persist_result=True, retries=2, retry_delay_seconds=2,
-                   retry_condition_fn=_transient)(_closing(run, steps.observe))
+    observe = run.port.task("observe-and-plan", _closing(run, steps.observe), retries=2, retry_delay_s=2,
+                            retry_if=_unreachable, persist_key=f"mq-runbooks-{run.id}-observe")
     plan = observe(run, params)
     if journal.last(run.prior, "plan") is None:
-        _record_plan(run.id, plan)
+        _record_plan(run.id, plan, port=run.port)
     return plan
 
 
-def _record_plan(run_id: str, plan: Plan, preface: str = "", **data: Any) -> None:
+def _record_plan(run_id: str, plan: Plan, preface: str = "", *, port: RunPort = PREFECT, **data: Any) -> None:
     """Journal a version of the plan; `preface` (e.g. what changed since the approved version) goes
     above its Markdown, which is what the gate, `status --plan` and Slack show."""
-    journal.write(run_id, PlanRecord(
+    port.write(run_id, PlanRecord(
         summary=plan.summary(), digest=plan.digest(), columns=list(plan.columns()),
         rows=[list(row) for row in plan.rows()], changes_anything=plan.changes_anything(), csv=plan.to_csv(),
         markdown=f"{preface}\n\n{plan.markdown()}" if preface else plan.markdown(), data={**plan.to_json(), **data}))
     try:  # the table people read on the run's page (a new version of its keyed artifact)
-        publish_plan(run_id, plan.summary(), list(plan.columns()), [list(row) for row in plan.rows()])
+        port.publish_plan(run_id, plan.summary(), list(plan.columns()), [list(row) for row in plan.rows()])
     except Exception as exc:  # noqa: BLE001  (the journal holds the plan; the artifact is a view of it)
-        get_run_logger().warning("could not publish the plan's table artifact (%s): %s", type(exc).__name__, exc)
+        port.logger().warning("could not publish the plan's table artifact (%s): %s", type(exc).__name__, exc)
 
 
-def _end(run_id: str, outcome: str, summary: str, changed: list[str] | None = None, **data: Any) -> None:
-    journal.write(run_id, Outcome(outcome=outcome, summary=summary, changed=changed or [], data=data))
+def _end(run: Run, outcome: str, summary: str, changed: list[str] | None = None, **data: Any) -> None:
+    run.port.write(run.id, Outcome(outcome=outcome, summary=summary, changed=changed or [], data=data))
 
 
 def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
     if steps.read_only(params):  # changes nothing, so it takes no lock and asks nobody
         plan = _observe(steps, run, params)
         _closing(run, steps.report)(run, params, plan, None)
-        _end(run.id, "unchanged", f"report only: {plan.summary()}; nothing was changed", report=True)
+        _end(run, "unchanged", f"report only: {plan.summary()}; nothing was changed", report=True)
         return Completed(message=f"report: {plan.summary()}")
     assert run.runbook is not None and run.context is not None
     key = run.runbook.lock_key(params)
     held = journal.last(run.prior, "lock")
     adopt = held.data.get("lease_id") if held is not None else None
     suspended_for = [0.0]
-    with target_lock(key, run.id, run.settings.lock_wait_s, adopt=adopt,
-                     suspended_for=lambda: suspended_for[0]) as lease:
+    with run.port.lock(key, run.id, run.settings.lock_wait_s, adopt=adopt,
+                       suspended_for=lambda: suspended_for[0]) as lease:
         if adopt is None or str(lease.id) != str(adopt):
-            journal.write(run.id, Lock(summary=f"holding lock {key}", key=key, lease_id=str(lease.id)))
+            run.port.write(run.id, Lock(summary=f"holding lock {key}", key=key, lease_id=str(lease.id)))
         plan = _observe(steps, run, params)
         stop = _stop_before_acting(steps, run, params, plan)
         if stop is not None:
@@ -528,17 +533,17 @@ def _drive(steps: RunbookSteps[P, PlanT], run: Run, params: P) -> State:
 
         def replan() -> PlanT:
             _closing(run, steps.before_replan)(run, params, latest[0])
-            latest[0] = task(name="re-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-                             retry_condition_fn=_transient)(_closing(run, steps.replan))(run, params, latest[0])
+            latest[0] = run.port.task("re-plan", _closing(run, steps.replan), retries=2, retry_delay_s=2,
+                                      retry_if=_unreachable)(run, params, latest[0])
             return latest[0]  # acted on when its intent is the one approved, else asked again
 
         def record(changed: PlanT, preface: str = "", **data: Any) -> None:
-            _record_plan(run.id, changed, preface, **data)
+            _record_plan(run.id, changed, preface, port=run.port, **data)
 
         approved, refused = approve_stable_plan(
             run_id=run.id, context=run.context, runbook=run.runbook, requested_by=run.requested_by, plan=plan,
             markdown=lambda p: p.markdown(), replan=replan, record_plan=record, trigger=run.trigger,
-            on_suspend=lambda seconds: suspended_for.__setitem__(0, seconds))
+            on_suspend=lambda seconds: suspended_for.__setitem__(0, seconds), port=run.port)
         if refused is not None:
             return refused
         stop = _stop_before_acting(steps, run, params, approved, after_approval=True)
@@ -554,38 +559,38 @@ def _stop_before_acting(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan
     missing = list(plan.missing_targets())
     if missing:
         message = f"refused: {'; '.join(f'{name} does not exist' for name in missing)}; nothing was changed"
-        _end(run.id, "refused", message, missing=missing)
+        _end(run, "refused", message, missing=missing)
         return Failed(message=message, name="Refused")
     reason = steps.refusal(params, plan)
     if reason:
         message = f"refused: {reason}; nothing was changed"
-        _end(run.id, "refused", message)
+        _end(run, "refused", message)
         return Failed(message=message, name="Refused")
     if not plan.changes_anything():
         when = " any more" if after_approval else ""
         message = f"nothing to change{when}: {plan.summary()}"
-        _end(run.id, "unchanged", message)
+        _end(run, "unchanged", message)
         return Completed(message=message)
     return None
 
 
 def _apply(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT) -> State:
-    snapshot = task(name="snapshot", cache_policy=NO_CACHE)(_closing(run, steps.snapshot))(run, params, plan)
+    snapshot = run.port.task("snapshot", _closing(run, steps.snapshot))(run, params, plan)
     if snapshot is not None:
-        journal.write(run.id, snapshot)
+        run.port.write(run.id, snapshot)
     try:
-        result = task(name="act", cache_policy=NO_CACHE)(_closing(run, steps.act))(run, params, plan)
+        result = run.port.task("act", _closing(run, steps.act))(run, params, plan)
         verification = _verify(steps, run, params, plan, result)
-        journal.write(run.id, verification)
+        run.port.write(run.id, verification)
         if not verification.ok:
             raise VerificationFailed(f"verification failed: {verification.summary}")
     except Exception as exc:
-        journal.write(run.id, Error(summary=f"{type(exc).__name__}: {exc}"))
+        run.port.write(run.id, Error(summary=f"{type(exc).__name__}: {exc}"))
         _fail_after_change(steps, run, params, plan, snapshot, exc)
         raise
     _closing(run, steps.report)(run, params, plan, result)
     summary = steps.outcome(params, plan, result)
-    _end(run.id, "succeeded", summary, run.changed,
+    _end(run, "succeeded", summary, run.changed,
          **_counted(*(entry.data for entry in run.applied_steps.values()), verification.data))
     return Completed(message=summary)
 
@@ -598,7 +603,7 @@ def _counted(*documents: dict[str, Any]) -> dict[str, int | float]:
 
 
 def _verify(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan: PlanT, result: Any) -> Verification:
-    check = task(name="verify", cache_policy=NO_CACHE)(_closing(run, steps.verify))
+    check = run.port.task("verify", _closing(run, steps.verify))
     verification = check(run, params, plan, result)
     for _ in range(steps.verify_attempts - 1):
         if verification.ok:
@@ -616,30 +621,30 @@ def _fail_after_change(steps: RunbookSteps[P, PlanT], run: Run, params: P, plan:
                        snapshot: Snapshot | None, exc: Exception) -> None:
     """Say exactly what changed, restore the snapshot where there is one, and how to restore by hand."""
     if not run.changed:
-        _end(run.id, "failed", f"failed before changing anything: {exc}")
+        _end(run, "failed", f"failed before changing anything: {exc}")
         return
     changed = "; ".join(run.changed)
     by_hand = snapshot.restore_command if snapshot is not None else None
     if snapshot is None:
-        _end(run.id, "failed", f"failed after changing: {changed}. Nothing to restore automatically: {exc}",
+        _end(run, "failed", f"failed after changing: {changed}. Nothing to restore automatically: {exc}",
              run.changed)
         return
     try:
-        restored = task(name="restore-snapshot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
-                        retry_condition_fn=_transient)(_closing(run, steps.restore))(run, params, plan, snapshot)
+        restored = run.port.task("restore-snapshot", _closing(run, steps.restore), retries=2, retry_delay_s=1,
+                                 retry_if=_unreachable)(run, params, plan, snapshot)
     except Exception as restore_exc:  # noqa: BLE001  (said exactly, then the original failure is raised)
-        journal.write(run.id, Restore(summary=f"RESTORE FAILED: {restore_exc}. Restore by hand: {by_hand}",
+        run.port.write(run.id, Restore(summary=f"RESTORE FAILED: {restore_exc}. Restore by hand: {by_hand}",
                                       restored=False, restore_command=by_hand))
-        _end(run.id, "failed", f"failed after changing: {changed}; the restore failed too ({restore_exc}); "
+        _end(run, "failed", f"failed after changing: {changed}; the restore failed too ({restore_exc}); "
              f"restore by hand with: {by_hand}", run.changed)
-        get_run_logger().error("restore failed: %s; restore by hand with: %s", restore_exc, by_hand)
+        run.port.logger().error("restore failed: %s; restore by hand with: %s", restore_exc, by_hand)
         return
     if restored is None:
-        _end(run.id, "failed", f"failed after changing: {changed}; nothing was restored (restore by hand: "
+        _end(run, "failed", f"failed after changing: {changed}; nothing was restored (restore by hand: "
              f"{by_hand}): {exc}", run.changed)
         return
-    journal.write(run.id, restored)
-    _end(run.id, "failed", f"failed and rolled back: {exc}; {restored.summary}; it had changed: {changed}",
+    run.port.write(run.id, restored)
+    _end(run, "failed", f"failed and rolled back: {exc}; {restored.summary}; it had changed: {changed}",
          run.changed)
 
 

@@ -25,15 +25,15 @@ from prefect import get_run_logger
 from prefect.states import Cancelled, Completed, Crashed, Failed, State
 
 from mq_runbooks.kit import journal
-
-REJECTED, TIMED_OUT, REFUSED = "Rejected", "TimedOut", "Refused"
-DECLINED_STATE_NAMES = (REJECTED, TIMED_OUT)
+from mq_runbooks.kit.gateway.names import DECLINED_STATE_NAMES, REFUSED, REJECTED, TIMED_OUT
 
 
-def declined_state(run_id: str, summary: str, timed_out: bool, reason: str) -> State:
+
+def declined_state(run_id: str, summary: str, timed_out: bool, reason: str, logger=None) -> State:
     """The final state of a run whose gate said no (`summary`: the journal's outcome line, e.g.
-    "rejected by bob; nothing was changed"), after one INFO line saying so with the reason."""
-    get_run_logger().info("run %s %s", run_id, _with_reason(summary, reason))
+    "rejected by bob; nothing was changed"), after one INFO line saying so with the reason (to
+    `logger`, the run's own by default)."""
+    (logger or get_run_logger()).info("run %s %s", run_id, _with_reason(summary, reason))
     return timed_out_state(summary) if timed_out else Cancelled(message=summary, name=REJECTED)
 
 

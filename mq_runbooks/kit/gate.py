@@ -35,13 +35,14 @@ from pydantic import ConfigDict, Field
 from mq_runbooks.base.catalog import ApprovalPolicy
 from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal, records
+from mq_runbooks.kit.gateway.names import PAUSE_EXPIRED  # noqa: F401  (the server's message at a gate's deadline)
 from mq_runbooks.kit.identity import canonical_person, kind_refusal
-from mq_runbooks.kit.labels import WAITS_FOR, label, waits_for_tag
+from mq_runbooks.kit.labels import WAITS_FOR, waits_for_tag
 from mq_runbooks.kit.notify import GateObserver
+from mq_runbooks.kit.prefect_port import PREFECT, suspend_for_answer  # noqa: F401  (the gate's Prefect side)
+from mq_runbooks.kit.run_port import RunPort
 from mq_runbooks.kit.signing import sign, signing_key, verify
 from mq_runbooks.kit.teams import load_people, person_of
-
-PAUSE_EXPIRED = "The flow was paused and never resumed."  # the Prefect server's message at the deadline
 
 
 # The judge's fields: in every answer, never typed by a person, so out of the resume form.
@@ -158,26 +159,27 @@ def deadline_of(request: journal.Entry) -> dt.datetime:
 def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPolicy, teams: Mapping[str, list[str]],
                       requester: str, plan_markdown: str, plan_digest: str,
                       observer: GateObserver | None = None, gate_round: int = 1,
-                      on_suspend=None) -> Decision:
+                      on_suspend=None, port: RunPort = PREFECT) -> Decision:
     """Suspend until the policy is met, someone allowed rejects, or the policy's timeout passes.
-    `on_suspend(seconds_left)` is called just before the run suspends (e.g. to keep its lock that long)."""
+    `on_suspend(seconds_left)` is called just before the run suspends (e.g. to keep its lock that long);
+    the journal, the question and the run's tags go through `port` (kit/run_port.py)."""
     observer = observer or GateObserver()
     settings = Settings.from_environ()  # the run's own: its RUNBOOK_APPROVAL_PROOF and signing key
     people = load_people(settings.teams)
-    entries = journal.read(flow_run_id)
+    entries = port.read(flow_run_id)
     mine = [e for e in entries if e.data.get("gate") == gate_round]
     request = next((e for e in mine if e.kind == "approval_requested"), None)
     if request is None:
-        request = journal.write(flow_run_id, records.ApprovalRequested(
+        request = port.write(flow_run_id, records.ApprovalRequested(
             summary=f"waiting for {policy.required} approval(s) from {', '.join(policy.approvers)}",
             runbook=runbook_id, approvers=list(policy.approvers), required=policy.required,
             self_approval=policy.self_approval, timeout_s=policy.timeout, requester=requester,
             plan_digest=plan_digest, gate=gate_round,
         ))
         try:  # whom it waits for, as a tag Prefect's UI shows and filters by
-            label(flow_run_id, add=[waits_for_tag(policy.approvers, policy.required)], remove=[WAITS_FOR])
+            port.label(flow_run_id, add=[waits_for_tag(policy.approvers, policy.required)], remove=[WAITS_FOR])
         except Exception as exc:  # noqa: BLE001  (a label never stops the gate)
-            _log().warning("could not tag the run with whom it waits for: %s", exc)
+            port.logger().warning("could not tag the run with whom it waits for: %s", exc)
         observer.requested(plan_markdown, plan_digest, _policy_text(policy))
     else:
         observer.resumed(entries, plan_markdown, plan_digest, _policy_text(policy))
@@ -199,38 +201,37 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
                 if len(approved_by) >= policy.required:
                     return Decision(True, tuple(approved_by), "; ".join(c for c in comments if c))
             continue
-        remaining = (deadline - journal.now_utc()).total_seconds()
+        remaining = (deadline - port.now()).total_seconds()
         if remaining < 1:
             observer.timed_out(policy.timeout)
-            return _timed_out(flow_run_id, policy, gate_round, key)
+            return _timed_out(flow_run_id, policy, gate_round, key, port)
         description = _dialog(runbook_id, plan_markdown, plan_digest, policy, approved_by, requester=requester,
                               deadline=deadline, run_id=flow_run_id, refused=status)
         form = Approval.with_initial_data(description=description, plan_digest=plan_digest)
         message = status or (f"waiting for {_policy_text(policy)}"
                              + (f"; approved so far by {', '.join(approved_by)}" if approved_by else ""))
-        answer = suspend_for_answer(form, timeout=math.ceil(remaining), key=key, message=message,
-                                    on_suspend=on_suspend)
+        answer = port.ask(form, timeout=math.ceil(remaining), key=key, message=message, on_suspend=on_suspend)
         by, proof, reason = judge_answer(answer, flow_run_id, key, teams, settings)
         reason = reason or refusal(policy, teams, requester, by, answer.approved, approved_by, people)
         if reason is None and answer.plan_digest and answer.plan_digest != plan_digest:
             reason = "the answer was for another version of the plan; look at the current plan and answer again"
         if reason:
-            journal.write(flow_run_id, records.ApprovalRefused(
+            port.write(flow_run_id, records.ApprovalRefused(
                 summary=reason, by=by, data={"approved": answer.approved, "proof": proof, "gate": gate_round,
                                              "answer": key}))
-            _log().warning("refused %s's answer: %s", by or "an unnamed", reason)
+            port.logger().warning("refused %s's answer: %s", by or "an unnamed", reason)
             status = f"refused {by or 'an unnamed'}'s answer: {reason}; still waiting for {_policy_text(policy)}"
             continue
         status = ""
         if not answer.approved:
-            journal.write(flow_run_id, records.Rejection(
+            port.write(flow_run_id, records.Rejection(
                 summary=f"rejected by {by}: {answer.comment or 'no reason given'}", by=by,
                 data={"comment": answer.comment, "proof": proof, "gate": gate_round, "answer": key}))
             observer.decided(False, [by], answer.comment)
             return Decision(False, (by,), answer.comment)
         approved_by.append(by)
         comments.append(answer.comment)
-        journal.write(flow_run_id, records.ApprovalRecord(
+        port.write(flow_run_id, records.ApprovalRecord(
             summary=f"approved by {by}" + (f": {answer.comment}" if answer.comment else ""),
             by=by, comment=answer.comment, plan_digest=plan_digest, approvals=len(approved_by),
             required=policy.required, proof=proof, gate=gate_round, answer=key))
@@ -241,60 +242,19 @@ def wait_for_approval(*, flow_run_id: str, runbook_id: str, policy: ApprovalPoli
     raise RuntimeError(f"the gate of run {flow_run_id} was answered too often")
 
 
-def suspend_for_answer(form: type[Approval], *, timeout: int, key: str, message: str, on_suspend=None) -> Approval:
-    """The answer given for `key`: at once when the run was resumed with it (a re-execution), else the
-    run suspends (its process leaves through Prefect's Pause signal) with `message` as its state message.
-
-    Prefect's `suspend_flow_run`, plus the state message that makes a refused answer visible."""
-    from prefect.context import FlowRunContext
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import Abort, Pause
-    from prefect.input import keyset_from_paused_state
-    from prefect.states import Suspended
-    from prefect._flow_run_suspension import mark_flow_run_suspension_requested
-    from prefect.utilities.engine import propose_state_sync
-
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        raise RuntimeError("the approval gate runs inside a flow run")
-    proposed = Suspended(timeout_seconds=timeout, pause_key=key, message=message[:1000])
-    keyset = keyset_from_paused_state(proposed)
-    proposed.state_details.run_input_keyset = keyset
-    with get_client(sync_client=True) as client:
-        try:
-            state = propose_state_sync(client=client, state=proposed, flow_run_id=context.flow_run.id)
-        except Abort as exc:
-            raise RuntimeError(f"the run cannot wait at its gate: {exc}") from None
-        if state.is_running():  # this key was suspended on before and the run was resumed: the answer is in
-            return form.load(keyset)
-        if not state.is_paused():
-            raise RuntimeError(f"the run cannot wait at its gate: the Prefect API answered {state}")
-        form.save(keyset)
-    if on_suspend is not None:
-        on_suspend(timeout)
-    mark_flow_run_suspension_requested(context.flow_run.id, state)
-    _log().info("waiting at the gate with no process: %s", message)
-    raise Pause(state=state)
-
-
-def _log():
-    from prefect import get_run_logger
-
-    return get_run_logger()
-
-
 def _policy_text(policy: ApprovalPolicy) -> str:
     return (f"{policy.required} of {', '.join(policy.approvers)}"
             + ("" if policy.self_approval else "; not the requester"))
 
 
-def _timed_out(flow_run_id: str, policy: ApprovalPolicy, gate_round: int | None = None, key: str | None = None) -> Decision:
-    record_timeout(flow_run_id, policy.timeout, gate=gate_round, answer=key)
+def _timed_out(flow_run_id: str, policy: ApprovalPolicy, gate_round: int | None = None, key: str | None = None,
+               port: RunPort = PREFECT) -> Decision:
+    record_timeout(flow_run_id, policy.timeout, port=port, gate=gate_round, answer=key)
     return Decision(False, ("timeout",), "approval timed out", timed_out=True)
 
 
-def record_timeout(flow_run_id: str, timeout_s: float, **data) -> None:
-    journal.write(flow_run_id, records.Rejection(
+def record_timeout(flow_run_id: str, timeout_s: float, port: RunPort = PREFECT, **data) -> None:
+    port.write(flow_run_id, records.Rejection(
         summary=f"nobody approved within {timeout_s:.0f}s: rejected by timeout", by="timeout",
         data={"timeout_s": timeout_s, **{k: v for k, v in data.items() if v is not None}}))
 

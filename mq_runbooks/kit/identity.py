@@ -63,16 +63,16 @@ def _key(key: bytes | None) -> bytes:
 
 
 def _read(deployment: str) -> dict[str, dict[str, str]]:
-    from prefect.variables import Variable
+    from mq_runbooks.kit.gateway.variables import read_variable
 
-    stored = Variable.get(variable_name(deployment), default=None)
+    stored = read_variable(variable_name(deployment), default=None)
     return dict(stored) if isinstance(stored, dict) else {}
 
 
 def _write(deployment: str, tokens: Mapping[str, Any]) -> None:
-    from prefect.variables import Variable
+    from mq_runbooks.kit.gateway.variables import write_variable
 
-    Variable.set(variable_name(deployment), dict(tokens), overwrite=True)
+    write_variable(variable_name(deployment), dict(tokens))
 
 
 def issue_token(deployment: str, name: str, key: bytes | None = None) -> str:

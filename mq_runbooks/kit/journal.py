@@ -27,15 +27,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import ArtifactCreate
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, ArtifactFilterType
-from prefect.client.schemas.sorting import ArtifactSort
+from mq_runbooks.kit import gateway
+from mq_runbooks.kit.gateway.names import JOURNAL_ARTIFACT as ARTIFACT_TYPE
 
 if TYPE_CHECKING:
     from mq_runbooks.kit.records import Record
-
-ARTIFACT_TYPE = "runbook-journal"
 KINDS = (
     "trigger", "parameters", "lock", "observation", "plan", "approval_requested", "approval",
     "approval_refused", "rejection", "snapshot", "action", "verification", "rollback", "error",
@@ -123,10 +119,9 @@ def _append(flow_run_id: UUID | str, kind: str, summary: str, data: dict[str, An
     document["prev"] = _last_mac.get(run_id, "")
     document["mac"] = sign(_key(), "journal", _signed_fields(run_id, document))
     entry = Entry.from_json(document)
-    with get_client(sync_client=True) as client:
-        client.create_artifact(ArtifactCreate(
-            type=ARTIFACT_TYPE, key=entries_key(run_id), description=f"{kind}: {summary}"[:500], data=document,
-        ))
+    with gateway.connect() as prefect:
+        prefect.create_artifact(type=ARTIFACT_TYPE, key=entries_key(run_id), description=f"{kind}: {summary}"[:500],
+                                data=document)
     _remember_mac(run_id, entry.mac)
     for listener in list(_listeners):
         try:
@@ -149,7 +144,7 @@ def _json_roundtrip(document: dict[str, Any]) -> dict[str, Any]:
 
 def read(flow_run_id: UUID | str, client=None) -> list[Entry]:
     """Every entry of a run's journal that the engine signed, oldest first (forged ones are left out:
-    see `problems`); over `client` (a sync Prefect client) when given, else over a client of its own."""
+    see `problems`); over `client` (a gateway session) when given, else over a client of its own."""
     return read_checked(flow_run_id, client)[0]
 
 
@@ -162,21 +157,17 @@ def problems(flow_run_id: UUID | str, client=None) -> list[str]:
 def read_checked(flow_run_id: UUID | str, client=None) -> tuple[list[Entry], list[str]]:
     """(the signed entries oldest first, what is wrong with the journal)."""
     if client is None:
-        with get_client(sync_client=True) as own:
+        with gateway.connect() as own:
             return read_checked(flow_run_id, own)
     from mq_runbooks.kit.signing import verify
 
     run_id = str(UUID(str(flow_run_id)))
     found_artifacts: dict[UUID, Any] = {}
-    for artifact_filter in (  # the run's key; and entries attached to the run, as they were written before
-            ArtifactFilter(key=ArtifactFilterKey(any_=[entries_key(run_id)]),
-                           type=ArtifactFilterType(any_=[ARTIFACT_TYPE])),
-            ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]),
-                           type=ArtifactFilterType(any_=[ARTIFACT_TYPE]))):
+    for matching in (  # the run's key; and entries attached to the run, as they were written before
+            {"keys": [entries_key(run_id)]}, {"flow_run_ids": [UUID(run_id)]}):
         offset = 0
         while True:
-            page = client.read_artifacts(artifact_filter=artifact_filter, sort=ArtifactSort.CREATED_DESC,
-                                         limit=200, offset=offset)
+            page = client.read_artifacts(types=[ARTIFACT_TYPE], limit=200, offset=offset, **matching)
             found_artifacts.update((artifact.id, artifact.data) for artifact in page)
             if len(page) < 200:
                 break

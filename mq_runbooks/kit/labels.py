@@ -15,12 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
-
-from mq_runbooks.kit.lock import lock_tag
-
-RUN_TAG = "mq-runbooks"
-REQUESTED_BY, WAITS_FOR = "requested-by:", "waits-for:"
+from mq_runbooks.kit import gateway
+from mq_runbooks.kit.gateway.names import REQUESTED_BY, RUN_TAG, WAITS_FOR, start_tags
 
 
 def run_name(runbook_id: str, target: str) -> str:
@@ -36,10 +32,6 @@ def target_in_words(runbook, params) -> str:
         return runbook.lock_key(params)
 
 
-def start_tags(runbook_id: str, lock_key: str, requested_by: str) -> list[str]:
-    return [RUN_TAG, f"runbook:{runbook_id}", lock_tag(lock_key), f"{REQUESTED_BY}{requested_by}"]
-
-
 def waits_for_tag(approvers: Sequence[str], required: int) -> str:
     """e.g. "waits-for:1 of @kafka-oncall,carol"."""
     return f"{WAITS_FOR}{required} of {','.join(approvers)}"
@@ -48,13 +40,13 @@ def waits_for_tag(approvers: Sequence[str], required: int) -> str:
 def label(run_id: str, name: str | None = None, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
     """Rename a run and add tags, and drop the tags starting with a prefix in `remove`; nothing is
     written when the run already reads so."""
-    with get_client(sync_client=True) as client:
-        flow_run = client.read_flow_run(UUID(run_id))
+    with gateway.connect() as prefect:
+        flow_run = prefect.read_flow_run(UUID(run_id))
         tags = [tag for tag in flow_run.tags if not any(tag.startswith(prefix) for prefix in remove)]
         tags += [tag for tag in add if tag not in tags]
         if tags == list(flow_run.tags) and (name is None or name == flow_run.name):
             return
-        client.update_flow_run(UUID(run_id), name=name, tags=tags)
+        prefect.update_flow_run(UUID(run_id), name=name, tags=tags)
 
 
 __all__ = ["REQUESTED_BY", "RUN_TAG", "WAITS_FOR", "label", "run_name", "start_tags", "target_in_words",

@@ -25,23 +25,18 @@ from contextlib import contextmanager
 from uuid import UUID
 
 import httpx
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
-from prefect.client.schemas.objects import ConcurrencyLeaseHolder, StateType
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectSignal
+from prefect.client.schemas.objects import StateType
+from prefect.exceptions import ObjectNotFound, PrefectSignal
 
 from mq_runbooks.base.errors import PreconditionError, UnreachableError
+from mq_runbooks.kit import gateway
+from mq_runbooks.kit.gateway.names import lock_tag
 
 LEASE_S = 120  # renewed while the holder lives
 MAX_LEASE_S = 24 * 3600  # what the Prefect server accepts
 BUSY_S = 600.0  # how long a busy Prefect server (503) is asked again for a lock before the run gives up
 
 log = logging.getLogger("runbook.lock")
-
-
-def lock_tag(key: str) -> str:
-    return f"lock:{key}"
 
 
 def limit_name(key: str) -> str:
@@ -51,24 +46,15 @@ def limit_name(key: str) -> str:
 
 
 def _ensure_limit(name: str) -> None:
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            except ObjectAlreadyExists:
-                pass  # another run created it first
+    with gateway.connect() as prefect:
+        prefect.ensure_limit(name, limit=1)
 
 
 def holders(key: str, exclude: UUID | str | None = None) -> list[str]:
     """Descriptions of the live runs that carry this lock's tag, other than `exclude`."""
-    run_filter = FlowRunFilter(
-        tags=FlowRunFilterTags(all_=[lock_tag(key)]),
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING, StateType.PAUSED])),
-    )
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=run_filter, limit=10)
+    with gateway.connect() as prefect:
+        runs = prefect.read_flow_runs(tags=[lock_tag(key)], limit=10,
+                                      state_types=[StateType.PENDING, StateType.RUNNING, StateType.PAUSED])
     return [f"{run.name} ({run.id}, {run.state.name if run.state else 'unknown'})"
             for run in runs if str(run.id) != str(exclude)]
 
@@ -105,9 +91,9 @@ class Lease:
 
 def renew(lease_id: UUID | str, seconds: float) -> bool:
     """Renew a lease for `seconds`; False when it has expired or was released (the slot is free)."""
-    with get_client(sync_client=True) as client:
+    with gateway.connect() as prefect:
         try:
-            client.renew_concurrency_lease(UUID(str(lease_id)), seconds)
+            prefect.renew_lease(lease_id, seconds)
         except Exception as exc:
             if _gone(exc):
                 return False
@@ -122,9 +108,9 @@ def _gone(exc: Exception) -> bool:
 
 def release(lease_id: UUID | str) -> None:
     """Free a lock's slot (a lease that is already gone is fine)."""
-    with get_client(sync_client=True) as client:
+    with gateway.connect() as prefect:
         try:
-            client.release_concurrency_slots_with_lease(UUID(str(lease_id)))
+            prefect.release_lease(lease_id)
         except Exception as exc:
             if not _gone(exc):
                 raise
@@ -134,15 +120,12 @@ def _acquire(name: str, flow_run_id: UUID | str, timeout: float) -> UUID:
     """The lease of the limit's slot, waiting at most `timeout`; TimeoutError when it stays taken.
     (Asked over the client itself: Prefect's own helper releases the lease when the flow's process
     ends, which a run suspended at its gate must not do.)"""
-    holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(str(flow_run_id)))
     started = time.monotonic()
     deadline = started + timeout
-    with get_client(sync_client=True) as client:
+    with gateway.connect() as prefect:
         while True:
             try:
-                response = client.increment_concurrency_slots_with_lease(
-                    [name], 1, "concurrency", LEASE_S, holder=holder)
-                return UUID(response.json()["lease_id"])
+                return prefect.take_slot(name, flow_run_id, LEASE_S)
             except httpx.HTTPStatusError as exc:
                 status = exc.response.status_code
                 if status == 503 and time.monotonic() - started < BUSY_S:

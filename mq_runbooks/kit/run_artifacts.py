@@ -19,10 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-from prefect.client.schemas.sorting import ArtifactSort
+from mq_runbooks.kit import gateway
 
 
 def plan_key(run_id: str) -> str:
@@ -38,10 +35,9 @@ def publish_plan(run_id: str, summary: str, columns: Sequence[str], rows: Sequen
     table = [{name: _cell(value) for name, value in zip(columns, row)} for row in rows[:PLAN_TABLE_ROWS]]
     rest = (f"\n\nThe first {PLAN_TABLE_ROWS:,} of {len(rows):,} rows: `runbook status {run_id} --plan` "
             f"shows them all." if len(rows) > PLAN_TABLE_ROWS else "")
-    with get_client(sync_client=True) as client:
-        client.create_artifact(ArtifactCreate(
-            key=plan_key(run_id), type="table", flow_run_id=UUID(run_id), data=json.dumps(table),
-            description=(f"**Plan**: {summary}"[:1800] + rest)))
+    with gateway.connect() as prefect:
+        prefect.create_artifact(key=plan_key(run_id), type="table", flow_run_id=UUID(run_id), data=json.dumps(table),
+                                description=f"**Plan**: {summary}"[:1800] + rest)
     return plan_key(run_id)
 
 
@@ -63,15 +59,13 @@ def publish_timeline(run_id: str, entries: Sequence[Any]) -> str:
 def put_markdown(run_id: str, key: str, markdown: str, description: str) -> str:
     """A Markdown artifact of the run under `key`: the run's own one updated in place when it has one
     (so the run's page in Prefect's UI shows one card, the latest), else created; returns the key."""
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)])),
-            sort=ArtifactSort.CREATED_DESC, limit=1)
+    with gateway.connect() as prefect:
+        found = prefect.read_artifacts(keys=[key], flow_run_ids=[UUID(run_id)], limit=1)
         if found:
-            client.update_artifact(found[0].id, ArtifactUpdate(data=markdown, description=description))
+            prefect.update_artifact(found[0].id, data=markdown, description=description)
         else:
-            client.create_artifact(ArtifactCreate(key=key, type="markdown", flow_run_id=UUID(run_id), data=markdown,
-                                                  description=description))
+            prefect.create_artifact(key=key, type="markdown", flow_run_id=UUID(run_id), data=markdown,
+                                    description=description)
     return key
 
 

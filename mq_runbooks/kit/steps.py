@@ -7,17 +7,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from prefect import get_run_logger
 from prefect.states import Failed, State
 
 from mq_runbooks.base.catalog import Runbook
-from mq_runbooks.base.settings import Settings
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.endings import declined_state
 from mq_runbooks.kit.gate import wait_for_approval
 from mq_runbooks.kit.notify import observer_for
 from mq_runbooks.kit.plans import Plan, PlanChanges, compare
-from mq_runbooks.kit.records import Note, Outcome, PostmortemWritten
+from mq_runbooks.kit.prefect_port import PREFECT, publish_postmortem  # noqa: F401  (crashes, runs, restores call it here)
+from mq_runbooks.kit.records import Note, Outcome
+from mq_runbooks.kit.run_port import RunPort
 from mq_runbooks.kit.runtime import RunContext
 
 MAX_REPLANS = 3  # a plan that keeps changing under us is a reason to stop, not to loop
@@ -26,28 +26,12 @@ MAX_REPLANS = 3  # a plan that keeps changing under us is a reason to stop, not 
 P = TypeVar("P", bound=Plan)
 
 
-def publish_postmortem(run_id: str) -> None:
-    """Write the run's draft and say where to review it (in the journal, so in Slack's thread too);
-    it is drafted again once Prefect has recorded the run's final state."""
-    from mq_runbooks.kit.postmortem.publish import redraft_when_final, write_postmortem
-
-    settings = Settings.from_environ()
-    path = write_postmortem(run_id, settings)
-    if path is not None:
-        url = f"{settings.public_url.rstrip('/')}/postmortems/{path.stem}"
-        where = (f"review it at {url}" if settings.public_url else
-                 f"review it on runbook serve's page /postmortems/{path.stem}, or with `runbook postmortems show "
-                 f"{path.stem}`")  # a bare /postmortems/... read like a path at the filesystem's root
-        journal.write(run_id, PostmortemWritten(summary=f"postmortem draft written to {path}; {where}", path=str(path),
-                                                url=url))
-    redraft_when_final()
-
-
 def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, requested_by: str, plan: P,
                         markdown: Callable[[P], str], replan: Callable[[], P],
                         record_plan: Callable[..., None],
                         trigger: dict[str, Any] | None = None,
-                        on_suspend: Callable[[float], None] | None = None) -> tuple[P | None, State | None]:
+                        on_suspend: Callable[[float], None] | None = None,
+                        port: RunPort = PREFECT) -> tuple[P | None, State | None]:
     """Ask for approval of `plan`; once approved, plan again and go on only if its intent still holds.
 
     The digest binds the intent (kit/plans.py): a re-plan whose observations moved by themselves is
@@ -62,41 +46,41 @@ def approve_stable_plan(*, run_id: str, context: RunContext, runbook: Runbook, r
     observer = observer_for(context.settings, run_id, runbook.id, runbook.title, requested_by, trigger)
     changes: PlanChanges | None = None  # how the plan asked differs from the one approved before
     for gate_round in range(1, MAX_REPLANS + 1):
-        entries = journal.read(run_id)
+        entries = port.read(run_id)
         asked = next((e for e in entries if e.kind == "approval_requested" and e.data.get("gate") == gate_round), None)
         asked_digest = asked.data.get("plan_digest") if asked is not None else None
         shown = markdown(plan) if changes is None else f"{changes.markdown()}\n\n{markdown(plan)}"
         decision = wait_for_approval(flow_run_id=run_id, runbook_id=runbook.id, policy=runbook.approval,
                                      teams=context.teams, requester=requested_by, plan_markdown=shown,
                                      plan_digest=asked_digest or plan.digest(), observer=observer,
-                                     gate_round=gate_round, on_suspend=on_suspend)
+                                     gate_round=gate_round, on_suspend=on_suspend, port=port)
         if not decision.approved:
             reason = (f"nobody answered within {runbook.approval.timeout:.0f}s" if decision.timed_out
                       else decision.comment)
-            return None, rejected(run_id, decision.timed_out, decision.by, reason)
-        entries = journal.read(run_id)
+            return None, rejected(run_id, decision.timed_out, decision.by, reason, port)
+        entries = port.read(run_id)
         approved_digest = _approved_digest(entries, gate_round) or asked_digest or plan.digest()
         current = replan()
         columns, rows = _recorded_table(entries, approved_digest, plan)
         changes = compare(columns, rows, current)
         if current.digest() == approved_digest:
-            _report_drift(run_id, entries, gate_round, changes)
+            _report_drift(run_id, entries, gate_round, changes, port)
             return current, None
         asked_again = any(e.kind == "approval_requested" and e.data.get("gate") == gate_round + 1 for e in entries)
         if not asked_again:  # (a run executed again after the next round asked has recorded this already)
             differs = changes.intent_lines()
             listed = "; ".join(differs[:10]) + (f"; ... and {len(differs) - 10} more" if len(differs) > 10 else "")
-            journal.write(run_id, Note(
+            port.write(run_id, Note(
                 summary=f"the plan changed after approval (the target moved meanwhile): asking again; changed since "
                         f"the approved plan: {listed or 'its digest'}",
                 data={"approved_digest": approved_digest, "current_digest": current.digest(), "changed": differs,
                       "drift": changes.drift_lines()}))
-            get_run_logger().warning("the plan's intent changed since it was approved (%s); asking for approval "
+            port.logger().warning("the plan's intent changed since it was approved (%s); asking for approval "
                                      "again", listed)
             record_plan(current, changes.markdown(), changed_since_approval=differs, approved_digest=approved_digest)
         plan = current
-    journal.write(run_id, Outcome(outcome="failed",
-                                  summary=f"the plan kept changing ({MAX_REPLANS} times); nothing was changed"))
+    port.write(run_id, Outcome(outcome="failed",
+                               summary=f"the plan kept changing ({MAX_REPLANS} times); nothing was changed"))
     return None, Failed(message="the plan kept changing while waiting for approval; nothing was changed")
 
 
@@ -115,7 +99,8 @@ def _recorded_table(entries: list[journal.Entry], digest: str, plan: Plan) -> tu
     return list(plan.columns()), [list(row) for row in plan.rows()]
 
 
-def _report_drift(run_id: str, entries: list[journal.Entry], gate_round: int, changes: PlanChanges) -> None:
+def _report_drift(run_id: str, entries: list[journal.Entry], gate_round: int, changes: PlanChanges,
+                  port: RunPort = PREFECT) -> None:
     """Observations that moved by themselves since the approved plan: a journal line and a log line,
     once per gate round; not a reason to ask again. (The digests are equal here, so whatever else
     differs, e.g. a column a runbook's own digest leaves out, is drift too.)"""
@@ -123,14 +108,15 @@ def _report_drift(run_id: str, entries: list[journal.Entry], gate_round: int, ch
     if not drift or any(e.kind == "note" and e.data.get("drift_after_gate") == gate_round for e in entries):
         return
     listed = "; ".join(drift[:10]) + (f"; ... and {len(drift) - 10} more" if len(drift) > 10 else "")
-    journal.write(run_id, Note(summary=f"the approved plan still holds; observed since approval (drift, not a reason "
+    port.write(run_id, Note(summary=f"the approved plan still holds; observed since approval (drift, not a reason "
                                        f"to ask again): {listed}", data={"drift": drift, "drift_after_gate": gate_round}))
-    get_run_logger().info("the approved plan still holds; drift since approval: %s", listed)
+    port.logger().info("the approved plan still holds; drift since approval: %s", listed)
 
 
-def rejected(run_id: str, timed_out: bool, by: tuple[str, ...] | list[str], reason: str) -> State:
+def rejected(run_id: str, timed_out: bool, by: tuple[str, ...] | list[str], reason: str,
+             port: RunPort = PREFECT) -> State:
     """The outcome of a run whose gate said no (or timed out), in the journal; its final state
     (kit/endings.py)."""
     outcome = "timed out" if timed_out else f"rejected by {', '.join(by)}"
-    journal.write(run_id, Outcome(outcome="rejected", summary=f"{outcome}; nothing was changed"))
-    return declined_state(run_id, f"{outcome}; nothing was changed", timed_out, reason)
+    port.write(run_id, Outcome(outcome="rejected", summary=f"{outcome}; nothing was changed"))
+    return declined_state(run_id, f"{outcome}; nothing was changed", timed_out, reason, port.logger())

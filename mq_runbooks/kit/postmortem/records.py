@@ -10,14 +10,11 @@ import re
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId,
-                                             LogFilterLevel)
-from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound
 
 from mq_runbooks.base.errors import NotFoundError
-from mq_runbooks.kit import journal
+from mq_runbooks.kit import gateway, journal
+from mq_runbooks.kit.gateway.names import runbook_of
 
 LOG_PAGE = 200  # the most the Prefect API returns per request
 LOG_TAIL = 50
@@ -85,13 +82,13 @@ def read_records(run_id: str) -> RunRecords:
         flow_run_id = UUID(str(run_id))
     except ValueError:
         raise NotFoundError(f"{run_id!r} is not a run id (list runs with: runbook runs)") from None
-    with get_client(sync_client=True) as client:  # one client: each one costs a TLS context (~0.1 s)
+    with gateway.connect() as client:  # one client: each one costs a TLS context (~0.1 s)
         entries = journal.read(flow_run_id, client)
         try:
             flow_run = client.read_flow_run(flow_run_id)
         except ObjectNotFound:
             raise NotFoundError(f"no run {run_id} on the Prefect server (list runs with: runbook runs)") from None
-        tagged = next((t.split(":", 1)[1] for t in flow_run.tags if t.startswith("runbook:")), None)
+        tagged = runbook_of(flow_run.tags)
         started = journal.last(entries, "parameters")
         state = flow_run.state
         records = RunRecords(
@@ -114,7 +111,7 @@ def _flow_states(client, flow_run_id: UUID) -> list[StateChange]:
 def _task_states(client, flow_run_id: UUID) -> list[StateChange]:
     """Each task run's states, except the bookkeeping ones (Scheduled, Pending)."""
     changes: list[StateChange] = []
-    task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    task_runs = client.read_task_runs(flow_run_id)
     for task_run in task_runs:
         for state in client.read_task_run_states(task_run.id):
             if state.type.value in {"SCHEDULED", "PENDING"} and state.name not in {"AwaitingRetry"}:
@@ -126,26 +123,24 @@ def _task_states(client, flow_run_id: UUID) -> list[StateChange]:
 
 def _read_logs(client, flow_run_id: UUID, records: RunRecords) -> None:
     """The first warnings and errors, the last lines without the routine ones, and the number of lines."""
-    of_run = LogFilterFlowRunId(any_=[flow_run_id])
-    notable = client.read_logs(log_filter=LogFilter(flow_run_id=of_run, level=LogFilterLevel(ge_=_WARNING)),
-                               limit=NOTABLE_LOGS, sort=LogSort.TIMESTAMP_ASC)
+    notable = client.read_logs(flow_run_id, min_level=_WARNING, limit=NOTABLE_LOGS)
     records.notable_logs = [_line(log) for log in notable]
-    newest = client.read_logs(log_filter=LogFilter(flow_run_id=of_run), limit=LOG_PAGE, sort=LogSort.TIMESTAMP_DESC)
+    newest = client.read_logs(flow_run_id, limit=LOG_PAGE, newest_first=True)
     kept = [log for log in newest if log.level >= _WARNING or not _routine(log.name, log.message)]
     records.log_tail = [_line(log) for log in reversed(kept[:LOG_TAIL])]
-    records.log_lines = len(newest) if len(newest) < LOG_PAGE else _count_logs(client, LogFilter(flow_run_id=of_run))
+    records.log_lines = len(newest) if len(newest) < LOG_PAGE else _count_logs(client, flow_run_id)
 
 
 def _routine(logger: str, message: str) -> bool:
     return any(logger == name and message.startswith(prefix) for name, prefix in NOISE_PREFIXES)
 
 
-def _count_logs(client, log_filter: LogFilter) -> int:
+def _count_logs(client, flow_run_id: UUID) -> int:
     """How many lines match, when at least LOG_PAGE do (Prefect has no count of logs): probe offsets
     one line at a time, doubling until one is past the end, then halving the gap down to LOG_TAIL
     lines, which one read of them closes (about 2 log2(lines / LOG_PAGE) + 2 small requests)."""
     def read(offset: int, limit: int) -> int:
-        return len(client.read_logs(log_filter=log_filter, limit=limit, offset=offset, sort=LogSort.TIMESTAMP_ASC))
+        return len(client.read_logs(flow_run_id, limit=limit, offset=offset))
 
     low, high = LOG_PAGE - 1, LOG_PAGE * 2  # a line at offset `low`; `high` is probed next
     while read(high, 1):
