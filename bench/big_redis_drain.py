@@ -38,15 +38,11 @@ os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")  # the sta
 
 
 def prepare(client, stream: str, entries: int) -> None:
-    """`entries` entries read by DEAD and never acknowledged, and HEALTHY present in the group."""
-    for start in range(0, entries, 10_000):
-        pipe = client.pipeline(transaction=False)
-        for i in range(start, min(entries, start + 10_000)):
-            pipe.xadd(stream, {"order": str(i), "amount": "12.50"})
-        pipe.execute()
-    client.xgroup_create(stream, GROUP, id="0")
-    while client.xreadgroup(GROUP, DEAD, {stream: ">"}, count=10_000):
-        pass
+    """`entries` entries read by DEAD and never acknowledged (as bench/redis_claim.py sets them up), and
+    HEALTHY present in the group."""
+    from redis_claim import prepare as read_by_dead  # bench/, beside this script
+
+    read_by_dead(client, stream, entries)
     client.xgroup_createconsumer(stream, GROUP, HEALTHY)
 
 
