@@ -38,13 +38,13 @@ def entry_document(entry: journal.Entry, whole: bool = True) -> dict[str, Any]:
     """A journal entry as JSON; a plan's rows (and a plan's `to_json` inside it) as objects; unless
     `whole`, its long lists and texts cut to their first SHOWN (see the module docstring)."""
     document = entry.to_json()
-    columns = entry.data.get("columns")
-    if entry.kind == "plan" and isinstance(columns, list) and isinstance(entry.data.get("rows"), list):
-        document["data"] = {**entry.data, "rows": rows_as_objects(columns, entry.data["rows"])}
-    if not whole:
-        data, cut = _cut(document["data"])
-        if cut:
-            document = {**document, "data": data, "cut": True}
+    data, cut = (entry.data, False) if whole else _cut(entry.data)  # cut first: only the rows shown become objects
+    columns = data.get("columns")
+    if entry.kind == "plan" and isinstance(columns, list) and isinstance(data.get("rows"), list):
+        data = {**data, "rows": rows_as_objects(columns, data["rows"])}
+    document["data"] = data
+    if cut:
+        document["cut"] = True
     return document
 
 
