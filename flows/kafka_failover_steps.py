@@ -37,7 +37,7 @@ from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps
 from mq_runbooks.kit.plans import Plan
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
-from mq_runbooks.kit.restore_plan import RestoreItem
+from mq_runbooks.kit.restore_plan import RestoreItem, planned
 
 CANARY_TOPIC = "mq-runbooks.canary"
 
@@ -194,7 +194,8 @@ def groups_and_switch_items(destination: KafkaCluster, switch: EndpointSwitch, s
     committed now and the one the run set (its plan's `columns`: topic and offset there); then the
     switch, saved, now and the value the run switched it to. The groups must be inactive there
     (within `wait_for_inactive` seconds), as for any change of their offsets."""
-    left = _planned_targets(original, *columns)
+    topic, offset = columns
+    left = planned(original, ("group", topic, "partition"), offset)
     items = []
     with KafkaClient.from_cluster(destination) as kafka:
         for saved in snapshot.data["group_snapshots"]:
@@ -215,17 +216,6 @@ def groups_and_switch_items(destination: KafkaCluster, switch: EndpointSwitch, s
 
 def _saved_offsets(csv: str) -> dict[TopicPartitionKey, int]:
     return parse_offsets_csv(csv) if csv.strip() else {}
-
-
-def _planned_targets(original: list[journal.Entry], topic_column: str, offset_column: str
-                     ) -> dict[tuple[str, str, int], Any]:
-    """(group, topic, partition) -> the offset the last plan of a run's journal set there."""
-    plan = journal.last(original, "plan")
-    columns = list(plan.data.get("columns") or []) if plan is not None else []
-    if plan is None or not {"group", topic_column, "partition", offset_column} <= set(columns):
-        return {}
-    group, topic, partition, offset = (columns.index(c) for c in ("group", topic_column, "partition", offset_column))
-    return {(row[group], row[topic], int(row[partition])): row[offset] for row in plan.data.get("rows") or []}
 
 
 def read_from_committed(cluster: KafkaCluster, group: str, targets: dict[TopicPartitionKey, int],

@@ -21,7 +21,7 @@ from mq_runbooks.integrations.kafka import KafkaClient
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
-from mq_runbooks.kit.restore_plan import RestoreItem
+from mq_runbooks.kit.restore_plan import RestoreItem, planned
 
 
 # --- steps (plain functions; the flow wraps them as tasks) ---------------------------------------
@@ -51,22 +51,12 @@ def offsets_restore_items(kafka_cluster: KafkaCluster, group: str, snapshot: Sna
     saved offset, the one committed now, and the one the run set (its plan's `set_column`). The
     group must be inactive (within `wait_for_inactive` seconds), as for any change of its offsets."""
     saved = parse_offsets_csv(snapshot.csv) if snapshot.csv.strip() else {}
-    left = planned_values(original, set_column)
+    left = planned(original, ("topic", "partition"), set_column)
     with KafkaClient.from_cluster(kafka_cluster) as kafka:
         inactive_group(kafka, group, wait_for_inactive)
         committed = kafka.committed_offsets(group)
     return [RestoreItem(f"{t}:{p}", saved=offset, now=committed.get((t, p)), left=left.get((t, p)))
             for (t, p), offset in sorted(saved.items())]
-
-
-def planned_values(original: list[journal.Entry], column: str) -> dict[tuple[str, int], Any]:
-    """topic, partition -> the value of `column` in the last plan a run's journal recorded."""
-    plan = journal.last(original, "plan")
-    columns = list(plan.data.get("columns") or []) if plan is not None else []
-    if plan is None or not {"topic", "partition", column} <= set(columns):
-        return {}
-    topic, partition, value = (columns.index(name) for name in ("topic", "partition", column))
-    return {(row[topic], int(row[partition])): row[value] for row in plan.data.get("rows") or []}
 
 
 class Replay(RunbookSteps[ReplayParameters, ReplayPlan]):

@@ -31,7 +31,7 @@ from mq_runbooks.integrations.rocketmq import RocketMQAdmin
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
-from mq_runbooks.kit.restore_plan import RestoreItem
+from mq_runbooks.kit.restore_plan import RestoreItem, planned
 
 __all__ = ["DrainStuckParameters", "STEPS", "dry_run", "rocketmq_drain_stuck"]
 
@@ -40,16 +40,6 @@ Copies = list[dict[str, Any]]
 
 def _where(key: tuple[str, str, int]) -> str:
     return ":".join(map(str, key))
-
-
-def _planned_targets(original: list[journal.Entry]) -> dict[tuple[str, str, int], int]:
-    """(topic, broker, queue) -> the new offset the run's last recorded plan set."""
-    plan = journal.last(original, "plan")
-    columns = list(plan.data.get("columns") or []) if plan is not None else []
-    if not {"topic", "broker", "queue", "new offset"} <= set(columns):
-        return {}
-    at = [columns.index(name) for name in ("topic", "broker", "queue", "new offset")]
-    return {(row[at[0]], row[at[1]], int(row[at[2]])): row[at[3]] for row in plan.data.get("rows") or []}
 
 
 class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
@@ -153,7 +143,7 @@ class DrainStuck(RunbookSteps[DrainStuckParameters, DrainPlan]):
     def restore_items(self, env: Env, params: DrainStuckParameters, snapshot: Snapshot,
                       original: list[journal.Entry]) -> list[RestoreItem]:
         saved = parse_offsets_file(snapshot.csv) if snapshot.csv.count("\n") > 1 else {}
-        left = _planned_targets(original)
+        left = planned(original, ("topic", "broker", "queue"), "new offset")
         with RocketMQAdmin.from_cluster(env.clusters.rocketmq_cluster(params.cluster)) as admin:
             return [RestoreItem(_where(key), saved=offset, now=admin.consumer_offset(params.group, *key),
                                 left=left.get(key)) for key, offset in sorted(saved.items())]

@@ -32,7 +32,7 @@ from mq_runbooks.integrations.rocketmq import RocketMQAdmin
 from mq_runbooks.kit import journal
 from mq_runbooks.kit.driver import Env, Run, RunbookSteps, runbook_flow
 from mq_runbooks.kit.records import Restore, Snapshot, Verification
-from mq_runbooks.kit.restore_plan import RestoreItem
+from mq_runbooks.kit.restore_plan import RestoreItem, planned
 
 __all__ = ["ResetOffsetParameters", "ResetPlan", "rocketmq_reset_offset", "dry_run", "compute_plan"]
 
@@ -40,16 +40,6 @@ __all__ = ["ResetOffsetParameters", "ResetPlan", "rocketmq_reset_offset", "dry_r
 def restore_command(cluster: str, group: str, path: Path | str) -> str:
     return (f"runbook run {RUNBOOK_ID} -p cluster={shlex.quote(cluster)} -p group={shlex.quote(group)} "
             f"-p from_file={shlex.quote(str(path))}")
-
-
-def planned_targets(original: list[journal.Entry]) -> dict[tuple[str, str, int], int]:
-    """topic, broker, queue -> the target offset of the last plan a run's journal recorded."""
-    plan = journal.last(original, "plan")
-    columns = list(plan.data.get("columns") or []) if plan is not None else []
-    if plan is None or not {"topic", "broker", "queue", "target"} <= set(columns):
-        return {}
-    at = [columns.index(name) for name in ("topic", "broker", "queue", "target")]
-    return {(row[at[0]], row[at[1]], int(row[at[2]])): row[at[3]] for row in plan.data.get("rows") or []}
 
 
 class ResetOffset(RunbookSteps[ResetOffsetParameters, ResetPlan]):
@@ -119,7 +109,7 @@ class ResetOffset(RunbookSteps[ResetOffsetParameters, ResetPlan]):
         a restore run the group must have no online consumer (they would overwrite the restore), as for
         the run itself (waiting `wait_for_inactive` seconds)."""
         saved = parse_offsets_file(snapshot.csv) if snapshot.csv.count("\n") > 1 else {}
-        left = planned_targets(original)
+        left = planned(original, ("topic", "broker", "queue"), "target")
         with RocketMQAdmin.from_cluster(env.clusters.rocketmq_cluster(params.cluster)) as admin:
             if isinstance(env, Run):
                 wait_inactive(admin, params.group, params.wait_for_inactive)

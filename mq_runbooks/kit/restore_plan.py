@@ -35,6 +35,23 @@ def start_summary(runbook_id: str, target: str, original: str, requested_by: str
     return f"restore of run {original} ({runbook_id} on {target}), requested by {requested_by}"
 
 
+NUMBER_COLUMNS = frozenset({"partition", "queue"})  # plan columns whose values key as whole numbers
+
+
+def planned(original: Sequence[Any], keys: Sequence[str], value: str) -> dict[tuple[Any, ...], Any]:
+    """The `value` column of each row of the last plan a run's journal (`original`, its entries)
+    recorded, keyed by its `keys` columns (a partition or queue as a whole number): what the run set,
+    which a restore's plan shows beside the saved value and the one now. {} without such a plan."""
+    plans = [entry for entry in original if entry.kind == "plan"]
+    columns = list(plans[-1].data.get("columns") or []) if plans else []
+    if not {*keys, value} <= set(columns):
+        return {}
+    at = [(columns.index(name), name in NUMBER_COLUMNS) for name in keys]
+    column = columns.index(value)
+    return {tuple(int(row[i]) if number else row[i] for i, number in at): row[column]
+            for row in plans[-1].data.get("rows") or []}
+
+
 def not_restorable(runbook_id: str, cannot_undo: Sequence[str], restore_command: str | None) -> str:
     """Why a run of a runbook without `restore_items` is not restored in a run: what it declares it
     cannot undo, or else its snapshot's command for people."""

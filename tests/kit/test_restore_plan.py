@@ -110,3 +110,20 @@ def test_a_runbook_that_restores_nothing_in_a_run_says_what_it_cannot_undo():
     assert said == "rabbitmq-drain-stuck has nothing a restore run can put back: it cannot undo the connections it " \
                    "closed stay closed"
     assert "restore by hand: runbook run x" in not_restorable("team-runbook", (), "runbook run x")
+
+
+def test_what_the_run_set_is_read_from_its_last_plan_by_key_columns():
+    import datetime as dt
+
+    from mq_runbooks.kit.journal import Entry
+    from mq_runbooks.kit.restore_plan import planned
+
+    at = dt.datetime(2026, 12, 7, tzinfo=dt.timezone.utc)
+    columns = ["topic", "broker", "queue", "current", "target"]
+    first = Entry(at, "plan", "first", {"columns": columns, "rows": [["orders", "broker-a", "0", 5, 1]]})
+    last = Entry(at, "plan", "again", {"columns": columns, "rows": [["orders", "broker-a", "0", 5, 2],
+                                                                    ["orders", "broker-a", 1, 7, 3]]})
+    assert planned([first, last], ("topic", "broker", "queue"), "target") == {
+        ("orders", "broker-a", 0): 2, ("orders", "broker-a", 1): 3}, "the last plan, a queue as a whole number"
+    assert planned([first, last], ("topic", "partition"), "target") == {}, "a plan without those columns"
+    assert planned([], ("topic",), "target") == {}
